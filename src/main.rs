@@ -1,1 +1,350 @@
-fn main() {}
+//! The `batos` command: run the daemon, or talk to it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+
+use batos::boot::{self, BootError};
+use batos::client::{format_event, Client, ClientConfig, ClientError, WatchItem, Watcher};
+use batos_actors::events::Event;
+use batos_actors::protocol::EventBody;
+use batos_actors::settings::{LoadedSettings, LogFormat};
+
+/// BAT OS: a self-improving society of LLM personas, hosted as supervised actors.
+#[derive(Parser)]
+#[command(name = "batos", version, about)]
+struct Cli {
+    /// Log format (overrides `[log] format` in settings).
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormatArg>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Json,
+    Pretty,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the daemon.
+    Run {
+        /// Settings file.
+        #[arg(long, default_value = "config/settings.toml")]
+        config: PathBuf,
+    },
+    /// Submit a task, stream its progress, print the answer.
+    Send {
+        #[command(flatten)]
+        conn: Conn,
+        /// What to ask.
+        text: String,
+    },
+    /// Print events as they happen (re-syncs on gaps, reports disconnects).
+    Watch {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show the supervision tree, restart counts and models.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+        /// Print the raw JSON reply.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the daemon answers.
+    Ping {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+/// How to reach the daemon.
+#[derive(Args, Clone)]
+struct Conn {
+    /// Settings file (endpoints, timeouts, data_dir for the token).
+    #[arg(long, default_value = "config/settings.toml")]
+    config: PathBuf,
+    /// Command endpoint (overrides settings).
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Event endpoint (overrides settings).
+    #[arg(long)]
+    events: Option<String>,
+    /// Gateway token (default: <data_dir>/gateway.token).
+    #[arg(long, env = "BATOS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Conn {
+    fn resolve(&self) -> Result<ClientConfig, ExitCode> {
+        ClientConfig::resolve(&self.config, self.endpoint.clone(), self.events.clone(), self.token.clone()).map_err(|e| {
+            eprintln!("batos: {e}");
+            ExitCode::from(2)
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("batos: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Cmd::Run { config } => run_daemon(config, cli.log_format).await,
+            Cmd::Send { conn, text } => match conn.resolve() {
+                Ok(cfg) => send(cfg, text).await,
+                Err(c) => c,
+            },
+            Cmd::Watch { conn } => match conn.resolve() {
+                Ok(cfg) => watch(cfg).await,
+                Err(c) => c,
+            },
+            Cmd::Status { conn, json } => match conn.resolve() {
+                Ok(cfg) => status(cfg, json).await,
+                Err(c) => c,
+            },
+            Cmd::Ping { conn } => match conn.resolve() {
+                Ok(cfg) => ping(cfg).await,
+                Err(c) => c,
+            },
+        }
+    })
+}
+
+async fn run_daemon(config: PathBuf, format: Option<LogFormatArg>) -> ExitCode {
+    let loaded = match LoadedSettings::load(&config) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("batos: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let format = match format {
+        Some(LogFormatArg::Json) => LogFormat::Json,
+        Some(LogFormatArg::Pretty) => LogFormat::Pretty,
+        None => loaded.settings.log.format,
+    };
+    let log = batos::logging::init(format, &loaded.settings.log.level);
+    match boot::run(loaded, log).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(BootError::Config(e)) => {
+            tracing::error!(event = "daemon.config_error", error = %format!("{e:#}"), "cannot start");
+            eprintln!("batos: {e:#}");
+            ExitCode::from(2)
+        }
+        Err(BootError::Runtime(e)) => {
+            tracing::error!(event = "daemon.failed", error = %format!("{e:#}"), "batos failed");
+            eprintln!("batos: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn fail(e: ClientError) -> ExitCode {
+    eprintln!("batos: {e}");
+    ExitCode::from(1)
+}
+
+async fn ping(cfg: ClientConfig) -> ExitCode {
+    let mut c = Client::new(cfg);
+    let t = Instant::now();
+    match c.request("ping", json!({})).await {
+        Ok(v) => {
+            println!(
+                "pong from batos {} (protocol {}) in {:.1} ms",
+                v["version"].as_str().unwrap_or("?"),
+                v["protocol"],
+                t.elapsed().as_secs_f64() * 1000.0
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+fn print_tree(node: &Value, depth: usize) {
+    println!(
+        "{:indent$}{:<width$} {:<10} restarts={}",
+        "",
+        node["id"].as_str().unwrap_or("?"),
+        node["status"].as_str().unwrap_or("?"),
+        node["restarts"],
+        indent = depth * 2,
+        width = 24usize.saturating_sub(depth * 2)
+    );
+    if let Some(children) = node["children"].as_array() {
+        for c in children {
+            print_tree(c, depth + 1);
+        }
+    }
+}
+
+async fn status(cfg: ClientConfig, raw: bool) -> ExitCode {
+    let mut c = Client::new(cfg);
+    match c.request("status", json!({})).await {
+        Ok(v) => {
+            if raw {
+                println!("{v}");
+                return ExitCode::SUCCESS;
+            }
+            println!("backend: {} ({}) — {}", v["backend"]["kind"].as_str().unwrap_or("?"), v["backend"]["location"].as_str().unwrap_or("?"), v["backend"]["reason"].as_str().unwrap_or(""));
+            println!("uptime: {:.0} s   events: {}   escalations: {}", v["uptime_s"].as_f64().unwrap_or(0.0), v["seq"], v["escalations"]);
+            println!("tasks: {}", v["tasks"]);
+            println!("\nsupervision tree:");
+            print_tree(&v["tree"], 1);
+            println!("\npersonas:");
+            if let Some(p) = v["personas"].as_object() {
+                for (name, info) in p {
+                    println!("  {name:<8} model={} backend={} generation={}", info["model"], info["backend"], info["generation"]);
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+async fn watch(cfg: ClientConfig) -> ExitCode {
+    let mut w = Watcher::new(cfg);
+    let mut out = std::io::stdout();
+    loop {
+        let line = match w.next().await {
+            WatchItem::Event(ev) => format_event(&ev),
+            WatchItem::Resynced { seq, reason } => format!("resynced at seq {seq} ({reason})"),
+            WatchItem::Disconnected => "disconnected".to_string(),
+            WatchItem::Reconnected => "reconnected".to_string(),
+        };
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            return ExitCode::SUCCESS;
+        }
+    }
+}
+
+/// Prints one event of the task being sent; returns the exit code when the task is over.
+fn show(ev: &EventBody, id: &str, streaming: &mut bool) -> Option<ExitCode> {
+    let typed = Event::from_body(ev)?;
+    let end_stream = |s: &mut bool| {
+        if *s {
+            println!();
+            *s = false;
+        }
+    };
+    match typed {
+        Event::TaskToken { id: t, text, .. } if t == id => {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+            *streaming = true;
+        }
+        Event::TaskStep {
+            id: t,
+            step,
+            node,
+            persona,
+            model,
+            dissonance,
+            duration_ms,
+            ..
+        } if t == id => {
+            end_stream(streaming);
+            let d = dissonance.map(|d| format!(" dissonance={d:.2}")).unwrap_or_default();
+            eprintln!("· step {step}: {node} by {persona} ({model}){d} in {duration_ms} ms");
+        }
+        Event::TaskDone { id: t, result } if t == id => {
+            end_stream(streaming);
+            println!("{result}");
+            return Some(ExitCode::SUCCESS);
+        }
+        Event::TaskFailed { id: t, error } if t == id => {
+            end_stream(streaming);
+            eprintln!("batos: task failed: {error}");
+            return Some(ExitCode::from(1));
+        }
+        Event::TaskCancelled { id: t } if t == id => {
+            end_stream(streaming);
+            eprintln!("batos: task cancelled");
+            return Some(ExitCode::from(1));
+        }
+        Event::TaskPaused { id: t, reason } if t == id => {
+            end_stream(streaming);
+            eprintln!("batos: task {t} paused for the Architect: {reason}");
+            eprintln!("       approve/reject its amendment or resume it (resume_task), then `batos watch`.");
+            return Some(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
+    None
+}
+
+async fn send(cfg: ClientConfig, text: String) -> ExitCode {
+    use zeromq::prelude::*;
+    // Subscribe before submitting so no event of the task can be missed; polling covers lost events.
+    let mut sub = zeromq::SubSocket::new();
+    let subscribed = sub.subscribe("task.").await.is_ok()
+        && tokio::time::timeout(cfg.timeout, sub.connect(&cfg.events)).await.map(|r| r.is_ok()).unwrap_or(false);
+    let poll = cfg.poll;
+    let mut client = Client::new(cfg);
+    let id = match client.request("submit_task", json!({"text": text})).await {
+        Ok(v) => match v["id"].as_str() {
+            Some(id) => id.to_string(),
+            None => return fail(ClientError::Protocol("submit_task answered without an id".into())),
+        },
+        Err(e) => return fail(e),
+    };
+    eprintln!("task {id} submitted");
+    let mut streaming = false;
+    let mut ticker = tokio::time::interval(poll);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            m = sub.recv(), if subscribed => {
+                if let Ok(m) = m {
+                    if let Some(body) = m.into_vec().get(1) {
+                        if let Ok(ev) = rmp_serde::from_slice::<EventBody>(body) {
+                            if let Some(code) = show(&ev, &id, &mut streaming) {
+                                return code;
+                            }
+                        }
+                    }
+                }
+            }
+            _ = ticker.tick() => {
+                match client.request("get_task", json!({"id": id})).await {
+                    Ok(t) => match t["status"].as_str() {
+                        Some("done") => {
+                            if streaming { println!(); }
+                            println!("{}", t["result"].as_str().unwrap_or_default());
+                            return ExitCode::SUCCESS;
+                        }
+                        Some("failed") => {
+                            eprintln!("batos: task failed: {}", t["error"].as_str().unwrap_or_default());
+                            return ExitCode::from(1);
+                        }
+                        Some("cancelled") => {
+                            eprintln!("batos: task cancelled");
+                            return ExitCode::from(1);
+                        }
+                        Some("paused") => {
+                            eprintln!("batos: task {id} paused for the Architect");
+                            return ExitCode::SUCCESS;
+                        }
+                        _ => {}
+                    },
+                    Err(e) => return fail(e),
+                }
+            }
+        }
+    }
+}

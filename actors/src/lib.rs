@@ -8,9 +8,12 @@ pub mod codex;
 pub mod events;
 pub mod fsutil;
 pub mod llm;
+pub mod orchestrator;
+pub mod personas;
 pub mod protocol;
 pub mod settings;
 pub mod supervisor;
+pub mod tools;
 
 /// The four personas, in the order they are started.
 pub const PERSONAS: &[&str] = &["ALFRED", "BABS", "BRICK", "ROBIN"];

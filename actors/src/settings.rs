@@ -114,6 +114,8 @@ pub struct GatewaySettings {
     pub event_queue_capacity: usize,
     /// Commands executing concurrently.
     pub max_inflight_commands: usize,
+    /// Timeout of a gateway → organ call.
+    pub actor_call_timeout_ms: u64,
 }
 
 /// `[client]`
@@ -222,6 +224,12 @@ pub struct OrchestratorSettings {
     pub max_tool_calls_per_step: u32,
     /// Finished tasks kept.
     pub keep_finished_tasks: usize,
+    /// Longest task text.
+    pub max_task_bytes: usize,
+    /// Most steps per task.
+    pub max_steps: u32,
+    /// Stream draft/synthesis output as `task.token` events.
+    pub stream_tokens: bool,
 }
 
 /// `[debug]`
@@ -298,6 +306,7 @@ impl Settings {
             ("gateway.max_request_bytes", self.gateway.max_request_bytes as u64),
             ("gateway.event_queue_capacity", self.gateway.event_queue_capacity as u64),
             ("gateway.max_inflight_commands", self.gateway.max_inflight_commands as u64),
+            ("gateway.actor_call_timeout_ms", self.gateway.actor_call_timeout_ms),
             ("client.timeout_ms", self.client.timeout_ms),
             ("client.poll_ms", self.client.poll_ms),
             ("supervision.period_ms", self.supervision.period_ms),
@@ -311,6 +320,8 @@ impl Settings {
             ("orchestrator.max_concurrent_tasks", self.orchestrator.max_concurrent_tasks as u64),
             ("orchestrator.max_iterations", u64::from(self.orchestrator.max_iterations)),
             ("orchestrator.keep_finished_tasks", self.orchestrator.keep_finished_tasks as u64),
+            ("orchestrator.max_steps", u64::from(self.orchestrator.max_steps)),
+            ("orchestrator.max_task_bytes", self.orchestrator.max_task_bytes as u64),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -325,6 +336,12 @@ impl Settings {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(key, "must be between 0 and 1"));
             }
+        }
+        if self.orchestrator.inquiry_threshold < self.orchestrator.dissonance_threshold {
+            return Err(bad(
+                "orchestrator.inquiry_threshold",
+                "must be at least orchestrator.dissonance_threshold",
+            ));
         }
         if !(self.llm.temperature >= 0.0) {
             return Err(bad("llm.temperature", "must be 0 or more"));

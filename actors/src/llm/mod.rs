@@ -5,6 +5,7 @@
 //! - [`select`]: `auto` picks Ollama when it answers, else the embedded model.
 
 pub mod ollama;
+pub mod select;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -113,8 +113,9 @@ impl ChildSpec {
                     config: (*config).clone(),
                     children: (*children).clone(),
                 };
+                let name = config.name.clone();
                 Box::pin(async move {
-                    Supervisor::spawn_linked(None, Supervisor, args, sup)
+                    Supervisor::spawn_linked(name, Supervisor, args, sup)
                         .await
                         .map(|(r, _)| r.get_cell())
                 })
@@ -128,6 +129,8 @@ impl ChildSpec {
 pub struct SupervisorConfig {
     /// Tree path, e.g. `root/personas`.
     pub path: String,
+    /// Global ractor name, so other organs can find this supervisor with `where_is`.
+    pub name: Option<String>,
     /// Restart strategy.
     pub strategy: Strategy,
     /// Most restarts within `period`.

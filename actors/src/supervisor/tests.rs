@@ -58,6 +58,7 @@ fn probe(id: &str, restart: Restart, log: &Arc<Mutex<Vec<String>>>) -> ChildSpec
 fn config(hub: &Arc<EventHub>, strategy: Strategy, intensity: u32) -> SupervisorConfig {
     SupervisorConfig {
         path: "root".into(),
+        name: None,
         strategy,
         intensity,
         period: Duration::from_secs(5),

@@ -1,0 +1,51 @@
+//! Backend selection: `ollama`, `embedded`, or `auto` (Ollama if it answers within the probe timeout).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ollama::OllamaBackend;
+use super::LlmBackend;
+use crate::settings::{BackendChoice, LlmSettings};
+
+/// The chosen backend and why.
+#[derive(Debug)]
+pub struct Selection {
+    /// The backend.
+    pub backend: Arc<dyn LlmBackend>,
+    /// Why it was chosen (logged at start, shown by `status`).
+    pub reason: String,
+}
+
+/// Chooses and builds the backend the settings ask for.
+pub async fn select(s: &LlmSettings) -> Result<Selection, String> {
+    let timeout = Duration::from_millis(s.request_timeout_ms);
+    let ollama = || OllamaBackend::new(&s.ollama_url, timeout).map_err(|e| e.to_string());
+    match s.backend {
+        BackendChoice::Ollama => Ok(Selection {
+            backend: Arc::new(ollama()?),
+            reason: "llm.backend = \"ollama\"".into(),
+        }),
+        BackendChoice::Embedded => embedded(s, "llm.backend = \"embedded\"".into()).await,
+        BackendChoice::Auto => {
+            let probe = OllamaBackend::new(&s.ollama_url, Duration::from_millis(s.probe_timeout_ms)).map_err(|e| e.to_string())?;
+            match tokio::time::timeout(Duration::from_millis(s.probe_timeout_ms), probe.health()).await {
+                Ok(Ok(())) => Ok(Selection {
+                    backend: Arc::new(ollama()?),
+                    reason: format!("llm.backend = \"auto\" and Ollama answered at {}", s.ollama_url),
+                }),
+                Ok(Err(e)) => embedded(s, format!("llm.backend = \"auto\" and Ollama is not usable ({e})")).await,
+                Err(_) => {
+                    embedded(
+                        s,
+                        format!("llm.backend = \"auto\" and Ollama did not answer at {} within {} ms", s.ollama_url, s.probe_timeout_ms),
+                    )
+                    .await
+                }
+            }
+        }
+    }
+}
+
+async fn embedded(_s: &LlmSettings, reason: String) -> Result<Selection, String> {
+    Err(format!("{reason}, but the embedded backend is not available in this build"))
+}

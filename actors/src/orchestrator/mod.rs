@@ -1,0 +1,311 @@
+//! The orchestrator organ: accepts tasks, runs each through the Socratic Contrapunto graph, checkpoints every
+//! step, and resumes unfinished tasks after a restart.
+
+mod actor;
+pub mod checkpoint;
+pub mod graph;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use actor::{OrchError, Orchestrator, OrchestratorArgs, OrchestratorMsg, ORCHESTRATOR_NAME};
+pub use checkpoint::CheckpointStore;
+
+use crate::events::EventHub;
+use crate::personas::Personas;
+use crate::settings::Settings;
+use crate::tools::ToolRegistry;
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    /// Accepted, waiting for a slot.
+    Queued,
+    /// Running through the graph.
+    Running,
+    /// Waiting for a human (philosophical inquiry).
+    Paused,
+    /// Answered.
+    Done,
+    /// Failed.
+    Failed,
+    /// Cancelled by a client.
+    Cancelled,
+}
+
+impl TaskStatus {
+    /// Whether the task will never run again.
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskStatus::Done | TaskStatus::Failed | TaskStatus::Cancelled)
+    }
+
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Paused => "paused",
+            TaskStatus::Done => "done",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A node of the cognition graph.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Node {
+    /// ALFRED frames the task and decides whether research is needed.
+    Route,
+    /// BABS gathers context (memory, task history).
+    Research,
+    /// BRICK drafts, with tools.
+    Draft,
+    /// ROBIN critiques and scores dissonance.
+    Critique,
+    /// The ToolForge closes a capability gap.
+    ToolForge,
+    /// Persistent dissonance: ask for a codex amendment and wait for the Architect.
+    Inquiry,
+    /// Paused: waiting for the Architect's decision.
+    AwaitDecision,
+    /// ALFRED writes the answer.
+    Synthesize,
+    /// Finished.
+    Done,
+}
+
+impl Node {
+    /// The snake_case name used in events and Commands.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Node::Route => "route",
+            Node::Research => "research",
+            Node::Draft => "draft",
+            Node::Critique => "critique",
+            Node::ToolForge => "toolforge",
+            Node::Inquiry => "inquiry",
+            Node::AwaitDecision => "await_decision",
+            Node::Synthesize => "synthesize",
+            Node::Done => "done",
+        }
+    }
+
+    /// The node a tool Command may jump to, by name.
+    pub fn goto_target(name: &str) -> Option<Node> {
+        Some(match name {
+            "draft" => Node::Draft,
+            "critique" => Node::Critique,
+            "toolforge" => Node::ToolForge,
+            "inquiry" => Node::Inquiry,
+            "synthesize" => Node::Synthesize,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One completed step, as `get_task` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    /// 1-based step number.
+    pub step: u32,
+    /// Node.
+    pub node: Node,
+    /// Persona that acted.
+    pub persona: String,
+    /// Model it used ("" when no model was called).
+    pub model: String,
+    /// Backend.
+    pub backend: String,
+    /// Dissonance, when scored.
+    pub dissonance: Option<f64>,
+    /// Wall time.
+    pub duration_ms: u64,
+    /// What it produced, shortened.
+    pub summary: String,
+}
+
+/// One tool call made during a task.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolUse {
+    /// Tool name.
+    pub name: String,
+    /// Arguments.
+    pub arguments: serde_json::Value,
+    /// Result or error text.
+    pub result: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+}
+
+/// A human's answer to a paused inquiry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Inquiry {
+    /// Why the task paused.
+    pub reason: String,
+    /// The amendment proposed for it, if any.
+    pub amendment_id: Option<String>,
+    /// The Architect's decision (`approved`, `rejected`, `resumed`).
+    pub decision: Option<String>,
+    /// The Architect's guidance.
+    pub guidance: Option<String>,
+}
+
+/// Everything about a task; written to disk after every step.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskState {
+    /// Task id.
+    pub id: String,
+    /// What was asked.
+    pub text: String,
+    /// Unix seconds at submission.
+    pub created_at: f64,
+    /// Status.
+    pub status: TaskStatus,
+    /// The node to run next.
+    pub next: Node,
+    /// ALFRED's plan.
+    pub plan: Option<String>,
+    /// Whether ALFRED asked for research.
+    pub needs_research: bool,
+    /// BABS's notes.
+    pub context: Option<String>,
+    /// BRICK's drafts, oldest first.
+    pub drafts: Vec<String>,
+    /// ROBIN's critiques, oldest first.
+    pub critiques: Vec<String>,
+    /// Last dissonance score.
+    pub dissonance: Option<f64>,
+    /// Drafting rounds so far.
+    pub iteration: u32,
+    /// Tool calls made.
+    pub tools_used: Vec<ToolUse>,
+    /// A capability BRICK found missing.
+    pub capability_gap: Option<String>,
+    /// Notes added by tools and the ToolForge, shown to later steps.
+    pub notes: Vec<String>,
+    /// Inquiry state.
+    pub inquiry: Option<Inquiry>,
+    /// Completed steps.
+    pub steps: Vec<StepRecord>,
+    /// The answer.
+    pub result: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl TaskState {
+    /// A new queued task.
+    pub fn new(id: String, text: String) -> Self {
+        TaskState {
+            id,
+            text,
+            created_at: crate::events::unix_now(),
+            status: TaskStatus::Queued,
+            next: Node::Route,
+            plan: None,
+            needs_research: false,
+            context: None,
+            drafts: Vec::new(),
+            critiques: Vec::new(),
+            dissonance: None,
+            iteration: 0,
+            tools_used: Vec::new(),
+            capability_gap: None,
+            notes: Vec::new(),
+            inquiry: None,
+            steps: Vec::new(),
+            result: None,
+            error: None,
+        }
+    }
+
+    /// The short form `list_tasks` shows.
+    pub fn summary(&self) -> TaskSummary {
+        TaskSummary {
+            id: self.id.clone(),
+            status: self.status,
+            text: crate::protocol::truncate(&self.text, 200).to_string(),
+            steps: self.steps.len() as u32,
+            created_at: self.created_at,
+            dissonance: self.dissonance,
+        }
+    }
+}
+
+/// A task in a list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TaskSummary {
+    /// Id.
+    pub id: String,
+    /// Status.
+    pub status: TaskStatus,
+    /// Text, shortened.
+    pub text: String,
+    /// Steps completed.
+    pub steps: u32,
+    /// Unix seconds at submission.
+    pub created_at: f64,
+    /// Last dissonance.
+    pub dissonance: Option<f64>,
+}
+
+/// The ToolForge, as the graph sees it (the tools organ plugs in here).
+#[async_trait]
+pub trait ForgeHook: Send + Sync {
+    /// Creates a tool for `capability`; returns the registered tool's name.
+    async fn forge(&self, task_id: &str, capability: &str) -> Result<String, String>;
+}
+
+/// Long-term memory, as the graph sees it (the memory organ plugs in here).
+#[async_trait]
+pub trait MemoryHook: Send + Sync {
+    /// Context relevant to `query`, as short notes with their sources.
+    async fn retrieve(&self, query: &str) -> Result<Vec<String>, String>;
+    /// Stores a finished task's exchange.
+    async fn ingest(&self, task: &TaskState) -> Result<(), String>;
+}
+
+/// The codex side of a philosophical inquiry (the codex governor plugs in here).
+#[async_trait]
+pub trait InquiryHook: Send + Sync {
+    /// Opens an inquiry for a task with persistently high dissonance: asks a persona for a structured
+    /// amendment and stores it as pending. Returns the amendment id.
+    async fn open(&self, task: &TaskState) -> Result<String, String>;
+}
+
+/// Everything the graph needs, shared by all tasks.
+pub struct Cognition {
+    /// Persona registry.
+    pub personas: Arc<Personas>,
+    /// Tool registry.
+    pub tools: Arc<ToolRegistry>,
+    /// Event bus.
+    pub hub: Arc<EventHub>,
+    /// Live settings.
+    pub settings: Arc<ArcSwap<Settings>>,
+    /// Durable task state.
+    pub store: CheckpointStore,
+    /// Memory, when present.
+    pub memory: Option<Arc<dyn MemoryHook>>,
+    /// ToolForge, when present.
+    pub forge: Option<Arc<dyn ForgeHook>>,
+    /// Codex governor, when present.
+    pub inquiry: Option<Arc<dyn InquiryHook>>,
+}
+
+/// Models currently used per persona (for tests and status).
+pub type ModelMap = BTreeMap<String, String>;

@@ -1,0 +1,407 @@
+//! The personas organ: four Proto actors (ALFRED, BABS, BRICK, ROBIN) under their own supervisor, the
+//! persona registry that tasks route through, and the cognitive atomic swap.
+//!
+//! The registry is an `ArcSwap` of persona handles. A task takes one snapshot when it starts and talks only to
+//! those handles for its whole life. A swap starts a new Proto actor with the new model and installs it with
+//! one atomic store; the old actor drains: its handle carries a [`RetireGuard`] that stops the actor when the
+//! last snapshot holding it is dropped.
+
+mod proto;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use ractor::{Actor, ActorCell, ActorRef};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use proto::{Editable, Proto, ProtoArgs, ProtoMsg, Thought, ThinkRequest};
+
+use crate::codex::{Codex, PersonaCodex};
+use crate::events::{Event, EventHub};
+use crate::llm::{BackendKind, LlmBackend, Sampling};
+use crate::supervisor::{ChildSpec, Restart, SupervisorMsg};
+
+/// Global name of the personas supervisor.
+pub const SUPERVISOR_NAME: &str = "personas";
+
+/// Why a persona operation failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum PersonaError {
+    /// No persona of that name.
+    #[error("no persona named `{0}` (known: ALFRED, BABS, BRICK, ROBIN)")]
+    Unknown(String),
+    /// The persona's actor is not running right now (restarting).
+    #[error("persona {0} is not available right now: {1}")]
+    Unavailable(String, String),
+    /// The request is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The swap could not be carried out.
+    #[error("swap failed: {0}")]
+    Swap(String),
+}
+
+/// Everything a persona actor is started from; kept outside the actor so restarts and swaps reuse it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PersonaConfig {
+    /// Persona name.
+    pub name: String,
+    /// Current model.
+    pub model: String,
+    /// Its codex entry.
+    pub codex: PersonaCodex,
+    /// Cognitive-surgery state.
+    pub editable: Editable,
+}
+
+/// A live persona actor, as a task sees it.
+#[derive(Debug)]
+pub struct PersonaHandle {
+    /// Persona name.
+    pub name: String,
+    /// The model this actor thinks with (fixed for the actor's life).
+    pub model: String,
+    /// Generation: +1 per (re)start or swap.
+    pub generation: u64,
+    /// Backend serving the model.
+    pub backend: BackendKind,
+    /// The actor.
+    pub actor: ActorRef<ProtoMsg>,
+    _guard: RetireGuard,
+}
+
+/// Stops a persona actor once nothing refers to its handle any more (drain-then-retire).
+#[derive(Debug)]
+pub struct RetireGuard(ActorRef<ProtoMsg>);
+
+impl Drop for RetireGuard {
+    fn drop(&mut self) {
+        // Stopping an actor that already died (crash + restart) is a no-op.
+        self.0.stop(Some("retired".into()));
+    }
+}
+
+/// Name → handle, as one immutable snapshot.
+pub type PersonaMap = HashMap<String, Arc<PersonaHandle>>;
+
+/// The shared persona machinery: registry, configs, backend.
+pub struct Personas {
+    registry: ArcSwap<PersonaMap>,
+    configs: Mutex<BTreeMap<String, PersonaConfig>>,
+    generation: AtomicU64,
+    backend: Arc<dyn LlmBackend>,
+    sampling: Mutex<Sampling>,
+    hub: Arc<EventHub>,
+    settings_path: Option<PathBuf>,
+    call_timeout: Duration,
+    /// Serialises swaps so two swaps of one persona cannot interleave their steps.
+    swap_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Personas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Personas").field("backend", &self.backend).finish()
+    }
+}
+
+impl Personas {
+    /// Builds the organ's shared state from the codex and the model map of settings.toml.
+    pub fn new(
+        codex: &Codex,
+        models: &BTreeMap<String, String>,
+        backend: Arc<dyn LlmBackend>,
+        sampling: Sampling,
+        hub: Arc<EventHub>,
+        settings_path: Option<PathBuf>,
+        call_timeout: Duration,
+    ) -> Result<Arc<Self>, PersonaError> {
+        let mut configs = BTreeMap::new();
+        for name in crate::PERSONAS {
+            let codex = codex
+                .persona(name)
+                .cloned()
+                .ok_or_else(|| PersonaError::Invalid(format!("codex has no entry for {name}")))?;
+            let model = models
+                .get(*name)
+                .cloned()
+                .ok_or_else(|| PersonaError::Invalid(format!("settings have no model for {name}")))?;
+            configs.insert(
+                name.to_string(),
+                PersonaConfig {
+                    name: name.to_string(),
+                    model,
+                    codex,
+                    editable: Editable::default(),
+                },
+            );
+        }
+        Ok(Arc::new(Self {
+            registry: ArcSwap::from_pointee(HashMap::new()),
+            configs: Mutex::new(configs),
+            generation: AtomicU64::new(0),
+            backend,
+            sampling: Mutex::new(sampling),
+            hub,
+            settings_path,
+            call_timeout,
+            swap_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The backend personas think through.
+    pub fn backend(&self) -> Arc<dyn LlmBackend> {
+        self.backend.clone()
+    }
+
+    /// Timeout for one persona call (the model request plus queueing).
+    pub fn call_timeout(&self) -> Duration {
+        self.call_timeout
+    }
+
+    /// The registry as it is now: hold it for a task's whole life.
+    pub fn snapshot(&self) -> Arc<PersonaMap> {
+        self.registry.load_full()
+    }
+
+    /// The current handle of one persona.
+    pub fn current(&self, name: &str) -> Result<Arc<PersonaHandle>, PersonaError> {
+        self.registry
+            .load()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| PersonaError::Unknown(name.to_string()))
+    }
+
+    /// The stored configuration of a persona (what a restart starts from).
+    pub fn config(&self, name: &str) -> Option<PersonaConfig> {
+        self.lock_configs().get(name).cloned()
+    }
+
+    /// Sampling defaults.
+    pub fn sampling(&self) -> Sampling {
+        *self.sampling.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the sampling defaults (live settings reload); running actors pick them up on their next start.
+    pub fn set_sampling(&self, s: Sampling) {
+        *self.sampling.lock().unwrap_or_else(|p| p.into_inner()) = s;
+    }
+
+    fn lock_configs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PersonaConfig>> {
+        self.configs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The child specs for the personas supervisor, one per persona in start order.
+    pub fn child_specs(self: &Arc<Self>) -> Vec<ChildSpec> {
+        crate::PERSONAS.iter().map(|name| self.child_spec(name)).collect()
+    }
+
+    /// The child spec of one persona: every (re)start reads the persona's current config, so a restarted
+    /// persona keeps the current model and surgery, and installs itself in the registry.
+    fn child_spec(self: &Arc<Self>, name: &str) -> ChildSpec {
+        let me = self.clone();
+        let name = name.to_string();
+        ChildSpec {
+            id: name.clone(),
+            restart: Restart::Permanent,
+            is_supervisor: false,
+            start: Arc::new(move |sup: ActorCell| {
+                let me = me.clone();
+                let name = name.clone();
+                Box::pin(async move { me.start_generation(&name, sup).await })
+            }),
+        }
+    }
+
+    async fn start_generation(self: Arc<Self>, name: &str, sup: ActorCell) -> Result<ActorCell, ractor::SpawnErr> {
+        let config = self
+            .config(name)
+            .ok_or_else(|| ractor::SpawnErr::StartupFailed(format!("no config for persona {name}").into()))?;
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let args = ProtoArgs {
+            config: config.clone(),
+            generation,
+            backend: self.backend.clone(),
+            sampling: self.sampling(),
+            hub: self.hub.clone(),
+        };
+        let (actor, _) = Proto::spawn_linked(None, Proto, args, sup).await?;
+        let handle = Arc::new(PersonaHandle {
+            name: name.to_string(),
+            model: config.model.clone(),
+            generation,
+            backend: self.backend.kind(),
+            actor: actor.clone(),
+            _guard: RetireGuard(actor.clone()),
+        });
+        // The atomic store: every snapshot taken from here on sees the new actor.
+        self.registry.rcu(|m| {
+            let mut m = PersonaMap::clone(m);
+            m.insert(name.to_string(), handle.clone());
+            m
+        });
+        self.hub.publish(Event::PersonaState {
+            persona: name.to_string(),
+            model: config.model.clone(),
+            backend: self.backend.kind().to_string(),
+            state: config.editable.to_value(generation),
+        });
+        Ok(actor.get_cell())
+    }
+
+    /// The cognitive atomic swap: moves `persona` to `model`. In-flight tasks finish on the old actor; every
+    /// task that starts after this returns routes to the new one. The new model is recorded in settings.toml.
+    pub async fn swap_model(self: &Arc<Self>, persona: &str, model: &str) -> Result<SwapOutcome, PersonaError> {
+        let model = model.trim();
+        if model.is_empty() || model.len() > 256 || model.chars().any(|c| c.is_control()) {
+            return Err(PersonaError::Invalid("model name must be 1..=256 printable characters".into()));
+        }
+        let _serial = self.swap_lock.lock().await;
+        let from = self.current(persona)?.model.clone();
+        let previous = {
+            let mut configs = self.lock_configs();
+            let c = configs
+                .get_mut(persona)
+                .ok_or_else(|| PersonaError::Unknown(persona.to_string()))?;
+            std::mem::replace(&mut c.model, model.to_string())
+        };
+        let sup: ActorRef<SupervisorMsg> = match ractor::registry::where_is(SUPERVISOR_NAME.to_string()) {
+            Some(c) => c.into(),
+            None => {
+                self.restore_model(persona, previous);
+                return Err(PersonaError::Unavailable(persona.into(), "the personas supervisor is restarting".into()));
+            }
+        };
+        let spec = self.child_spec(persona);
+        let res = sup.call(|r| SupervisorMsg::ReplaceChild(spec, r), Some(self.call_timeout)).await;
+        match res {
+            Ok(ractor::rpc::CallResult::Success(Ok(_old))) => {}
+            Ok(ractor::rpc::CallResult::Success(Err(e))) => {
+                self.restore_model(persona, previous);
+                return Err(PersonaError::Swap(e));
+            }
+            Ok(_) | Err(_) => {
+                self.restore_model(persona, previous);
+                return Err(PersonaError::Swap("the personas supervisor did not answer".into()));
+            }
+        }
+        let generation = self.current(persona)?.generation;
+        self.hub.publish(Event::ModelSwapped {
+            persona: persona.to_string(),
+            from: from.clone(),
+            to: model.to_string(),
+            generation,
+        });
+        tracing::info!(event = "model.swapped", persona, from = %from, to = %model, generation, "cognitive atomic swap");
+        let mut persisted = true;
+        if let Some(path) = self.settings_path.clone() {
+            let (p, m) = (persona.to_string(), model.to_string());
+            let r = tokio::task::spawn_blocking(move || crate::settings::set_string_value(&path, &["personas", &p, "model"], &m))
+                .await;
+            if let Err(e) = r.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+                persisted = false;
+                tracing::error!(event = "settings.write_failed", persona, error = %e, "swap done but not recorded in settings.toml");
+            }
+        }
+        Ok(SwapOutcome {
+            persona: persona.to_string(),
+            from,
+            to: model.to_string(),
+            generation,
+            persisted,
+        })
+    }
+
+    fn restore_model(&self, persona: &str, model: String) {
+        if let Some(c) = self.lock_configs().get_mut(persona) {
+            c.model = model;
+        }
+    }
+
+    /// Cognitive surgery: changes one editable field of a persona, live, and keeps it across restarts.
+    pub async fn update(&self, persona: &str, field: &str, value: &Value) -> Result<Value, PersonaError> {
+        let handle = self.current(persona)?;
+        let mut editable = self
+            .config(persona)
+            .ok_or_else(|| PersonaError::Unknown(persona.to_string()))?
+            .editable;
+        editable.set(field, value).map_err(PersonaError::Invalid)?;
+        if let Some(c) = self.lock_configs().get_mut(persona) {
+            c.editable = editable.clone();
+        }
+        let state = self.ask(&handle, |r| ProtoMsg::SetEditable(editable, r)).await?;
+        Ok(state)
+    }
+
+    /// Gives every live persona its (possibly new) codex entry; later restarts use it too.
+    pub fn apply_codex(&self, codex: &Codex) {
+        let mut changed = Vec::new();
+        {
+            let mut configs = self.lock_configs();
+            for (name, c) in configs.iter_mut() {
+                if let Some(entry) = codex.persona(name) {
+                    if &c.codex != entry {
+                        c.codex = entry.clone();
+                        changed.push((name.clone(), entry.clone()));
+                    }
+                }
+            }
+        }
+        let snap = self.snapshot();
+        for (name, entry) in changed {
+            if let Some(h) = snap.get(&name) {
+                let _ = h.actor.cast(ProtoMsg::SetCodex(entry));
+            }
+        }
+    }
+
+    /// One persona's live state, answered by its actor.
+    pub async fn state(&self, persona: &str) -> Result<Value, PersonaError> {
+        let handle = self.current(persona)?;
+        self.ask(&handle, ProtoMsg::GetState).await
+    }
+
+    async fn ask<F>(&self, handle: &PersonaHandle, msg: F) -> Result<Value, PersonaError>
+    where
+        F: FnOnce(ractor::RpcReplyPort<Value>) -> ProtoMsg,
+    {
+        match handle.actor.call(msg, Some(self.call_timeout)).await {
+            Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
+            Ok(_) => Err(PersonaError::Unavailable(handle.name.clone(), "no answer in time".into())),
+            Err(e) => Err(PersonaError::Unavailable(handle.name.clone(), e.to_string())),
+        }
+    }
+
+    /// Models and backends per persona, for `status`.
+    pub fn models(&self) -> BTreeMap<String, Value> {
+        self.snapshot()
+            .iter()
+            .map(|(n, h)| {
+                (
+                    n.clone(),
+                    serde_json::json!({"model": h.model, "backend": h.backend.to_string(), "generation": h.generation}),
+                )
+            })
+            .collect()
+    }
+}
+
+/// What a swap did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SwapOutcome {
+    /// Persona.
+    pub persona: String,
+    /// Old model.
+    pub from: String,
+    /// New model.
+    pub to: String,
+    /// Generation of the new actor.
+    pub generation: u64,
+    /// Whether settings.toml now records the new model.
+    pub persisted: bool,
+}

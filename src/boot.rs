@@ -1,0 +1,193 @@
+//! Daemon start-up: settings, data directory, token, backends, the supervision tree; then wait for a
+//! signal or for the root supervisor to give up.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use ractor::Actor;
+
+use batos_actors::codex::{Codex, CodexActor, CodexArgs};
+use batos_actors::events::EventHub;
+use batos_actors::llm::{self, Sampling};
+use batos_actors::orchestrator::{CheckpointStore, Cognition, Orchestrator, OrchestratorArgs, ORCHESTRATOR_NAME};
+use batos_actors::personas::{Personas, SUPERVISOR_NAME as PERSONAS_NAME};
+use batos_actors::settings::{LoadedSettings, Settings};
+use batos_actors::supervisor::{ChildSpec, Restart, Strategy, Supervisor, SupervisorArgs, SupervisorConfig};
+use batos_actors::tools::ToolRegistry;
+
+use crate::gateway::{BackendInfo, Gateway, Organs, GATEWAY_NAME};
+use crate::logging::LogHandle;
+
+/// Global name of the root supervisor.
+pub const ROOT_NAME: &str = "root";
+
+/// Why the daemon could not start, split by exit code.
+#[derive(Debug)]
+pub enum BootError {
+    /// Bad configuration (exit 2).
+    Config(anyhow::Error),
+    /// Anything else (exit 1).
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for BootError {
+    fn from(e: anyhow::Error) -> Self {
+        BootError::Runtime(e)
+    }
+}
+
+/// Reads or creates `<data_dir>/gateway.token` (mode 0600).
+pub fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = data_dir.join("gateway.token");
+    if path.exists() {
+        let token = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let token = token.trim().to_string();
+        if token.is_empty() {
+            anyhow::bail!("{} is empty; delete it to have a new token created", path.display());
+        }
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
+        if mode != 0o600 {
+            tracing::warn!(event = "token.permissions_fixed", path = %path.display(), mode = format!("{mode:o}"), "token file was not 0600; fixed");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        return Ok(token);
+    }
+    let bytes: [u8; 32] = rand::random();
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    batos_actors::fsutil::atomic_write_mode(&path, token.as_bytes(), Some(0o600))
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    tracing::info!(event = "token.created", path = %path.display(), "gateway token created");
+    Ok(token)
+}
+
+fn supervisor_config(s: &Settings, hub: &Arc<EventHub>, path: &str, name: &str, strategy: Strategy) -> SupervisorConfig {
+    SupervisorConfig {
+        path: path.into(),
+        name: Some(name.into()),
+        strategy,
+        intensity: s.supervision.intensity,
+        period: Duration::from_millis(s.supervision.period_ms),
+        shutdown_timeout: Duration::from_millis(s.supervision.shutdown_timeout_ms),
+        restart_backoff: Duration::from_millis(s.supervision.restart_backoff_ms),
+        hub: hub.clone(),
+    }
+}
+
+/// Runs the daemon until a signal (exit 0) or until the root supervisor gives up (exit 1).
+pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootError> {
+    let settings = loaded.settings.clone();
+    let data_dir: PathBuf = settings.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data_dir {}", data_dir.display()))
+        .map_err(BootError::Config)?;
+    let token = ensure_token(&data_dir)?;
+    let codex = Codex::load(&settings.codex_path)
+        .map_err(|e| BootError::Config(anyhow::anyhow!("{e} (codex_path in {})", loaded.path.display())))?;
+    let hub = EventHub::new(settings.gateway.event_queue_capacity);
+    let selection = llm::select::select(&settings.llm).await.map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
+    tracing::info!(event = "llm.backend_selected", backend = %selection.backend.kind(), location = %selection.backend.location(), reason = %selection.reason, "LLM backend selected");
+    let backend_info = BackendInfo {
+        kind: selection.backend.kind().to_string(),
+        location: selection.backend.location(),
+        reason: selection.reason.clone(),
+    };
+    let models = settings.personas.iter().map(|(k, v)| (k.clone(), v.model.clone())).collect();
+    let personas = Personas::new(
+        &codex,
+        &models,
+        selection.backend.clone(),
+        Sampling {
+            temperature: settings.llm.temperature,
+            top_p: settings.llm.top_p,
+            seed: settings.llm.seed,
+            max_tokens: settings.llm.max_tokens,
+        },
+        hub.clone(),
+        Some(loaded.path.clone()),
+        Duration::from_millis(settings.llm.request_timeout_ms),
+    )
+    .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
+    let tools = ToolRegistry::with_builtins(hub.clone());
+    let live = Arc::new(ArcSwap::from_pointee(settings.clone()));
+    let store = CheckpointStore::open(&data_dir.join("checkpoints")).context("cannot open the checkpoint directory")?;
+    let cog = Arc::new(Cognition {
+        personas: personas.clone(),
+        tools: tools.clone(),
+        hub: hub.clone(),
+        settings: live.clone(),
+        store,
+        memory: None,
+        forge: None,
+        inquiry: None,
+    });
+    let organs = Arc::new(Organs {
+        settings: live.clone(),
+        hub: hub.clone(),
+        personas: personas.clone(),
+        tools,
+        token,
+        instance: uuid::Uuid::new_v4().simple().to_string(),
+        started: Instant::now(),
+        backend: backend_info,
+        dedupe: crate::gateway::dedupe::Dedupe::new(
+            Duration::from_millis(settings.gateway.dedupe_window_ms),
+            settings.gateway.dedupe_capacity,
+        ),
+    });
+
+    let codex_path = settings.codex_path.clone();
+    let children = vec![
+        ChildSpec::worker("codex", Restart::Permanent, Some("codex".into()), move || {
+            (
+                CodexActor,
+                CodexArgs {
+                    path: codex_path.clone(),
+                },
+            )
+        }),
+        ChildSpec::supervisor(
+            "personas",
+            Restart::Permanent,
+            supervisor_config(&settings, &hub, "root/personas", PERSONAS_NAME, Strategy::OneForOne),
+            personas.child_specs(),
+        ),
+        ChildSpec::worker("orchestrator", Restart::Permanent, Some(ORCHESTRATOR_NAME.into()), move || {
+            (Orchestrator, OrchestratorArgs { cog: cog.clone() })
+        }),
+        ChildSpec::worker("gateway", Restart::Permanent, Some(GATEWAY_NAME.into()), move || (Gateway, organs.clone())),
+    ];
+    let (root, handle) = Supervisor::spawn(
+        Some(ROOT_NAME.into()),
+        Supervisor,
+        SupervisorArgs {
+            config: supervisor_config(&settings, &hub, "root", ROOT_NAME, Strategy::OneForOne),
+            children,
+        },
+    )
+    .await
+    .map_err(|e| BootError::Runtime(anyhow::anyhow!("the supervision tree did not start: {e}")))?;
+    tracing::info!(event = "daemon.started", config = %loaded.path.display(), data_dir = %data_dir.display(), "batos is running");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    tokio::select! {
+        _ = handle => {
+            let (_, view) = hub.snapshot();
+            let why = view.actors.get("root").and_then(|a| a.last_error.clone()).unwrap_or_else(|| "the root supervisor stopped".into());
+            tracing::error!(event = "daemon.escalated", reason = %why, "the root supervisor gave up; batos exits");
+            return Err(BootError::Runtime(anyhow::anyhow!("the root supervisor gave up: {why}")));
+        }
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!(event = "daemon.stopping", "shutting down");
+    let grace = Duration::from_millis(settings.supervision.shutdown_timeout_ms * 4);
+    if root.stop_and_wait(Some("shutdown".into()), Some(grace)).await.is_err() {
+        tracing::warn!(event = "daemon.stop_timeout", "tree did not stop in time");
+    }
+    tracing::info!(event = "daemon.stopped", "batos stopped");
+    Ok(())
+}

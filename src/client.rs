@@ -1,0 +1,382 @@
+//! The gateway client library: Lazy Pirate requests over REQ, and a [`Watcher`] that follows the event
+//! channel with snapshot + seq (zguide "Clone"), heartbeat liveness and restart detection.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use zeromq::prelude::*;
+use zeromq::{ReqSocket, SocketOptions, SubSocket, ZmqMessage};
+
+use batos_actors::events::{Event, StateView};
+use batos_actors::protocol::{ErrorBody, EventBody, Reply, Request, PROTOCOL_VERSION};
+use batos_actors::settings::LoadedSettings;
+
+/// Where and how to reach the daemon.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Command endpoint.
+    pub endpoint: String,
+    /// Event endpoint.
+    pub events: String,
+    /// Token, if known.
+    pub token: Option<String>,
+    /// Per-attempt reply timeout.
+    pub timeout: Duration,
+    /// Resends before giving up.
+    pub retries: u32,
+    /// `send`'s get_task polling period.
+    pub poll: Duration,
+    /// Heartbeat period (liveness: 3 missed = disconnected).
+    pub heartbeat: Duration,
+}
+
+impl ClientConfig {
+    /// Builds the config from a settings file plus command-line overrides. The token comes from `token`
+    /// (flag or `BATOS_TOKEN`), else `<data_dir>/gateway.token`.
+    pub fn resolve(
+        config: &Path,
+        endpoint: Option<String>,
+        events: Option<String>,
+        token: Option<String>,
+    ) -> Result<Self, String> {
+        let loaded = LoadedSettings::load(config).map_err(|e| e.to_string())?;
+        let s = loaded.settings;
+        let token = token.filter(|t| !t.is_empty()).or_else(|| {
+            std::fs::read_to_string(s.data_dir.join("gateway.token"))
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        });
+        Ok(ClientConfig {
+            endpoint: endpoint.unwrap_or(s.gateway.command_endpoint),
+            events: events.unwrap_or(s.gateway.event_endpoint),
+            token,
+            timeout: Duration::from_millis(s.client.timeout_ms),
+            retries: s.client.retries,
+            poll: Duration::from_millis(s.client.poll_ms),
+            heartbeat: Duration::from_millis(s.gateway.heartbeat_ms),
+        })
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No reply after every retry.
+    #[error("no reply from {endpoint} after {attempts} attempts ({timeout_ms} ms each); is the daemon running?")]
+    NoReply {
+        /// Endpoint tried.
+        endpoint: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Timeout per attempt.
+        timeout_ms: u64,
+    },
+    /// The daemon answered with an error.
+    #[error("{}: {}", serde_json::to_value(.0.code).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default(), .0.message)]
+    Server(ErrorBody),
+    /// The reply could not be understood.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// A command client using the Lazy Pirate pattern: poll with a timeout; on timeout drop the socket, open a
+/// new one and resend with the same id, up to `retries` times.
+pub struct Client {
+    cfg: ClientConfig,
+    socket: Option<ReqSocket>,
+}
+
+impl Client {
+    /// A client; connects lazily.
+    pub fn new(cfg: ClientConfig) -> Self {
+        Self { cfg, socket: None }
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &ClientConfig {
+        &self.cfg
+    }
+
+    async fn connect(&self) -> Option<ReqSocket> {
+        let mut opts = SocketOptions::default();
+        opts.connect_timeout(self.cfg.timeout);
+        let mut s = ReqSocket::with_options(opts);
+        match tokio::time::timeout(self.cfg.timeout, s.connect(&self.cfg.endpoint)).await {
+            Ok(Ok(())) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Sends one command and returns its result.
+    pub async fn request(&mut self, cmd: &str, args: Value) -> Result<Value, ClientError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        self.request_with_id(&id, cmd, args).await
+    }
+
+    /// Sends one command with a caller-chosen id (a retry of a logical request reuses its id).
+    pub async fn request_with_id(&mut self, id: &str, cmd: &str, args: Value) -> Result<Value, ClientError> {
+        let req = Request {
+            v: PROTOCOL_VERSION,
+            id: id.to_string(),
+            token: self.cfg.token.clone(),
+            cmd: cmd.to_string(),
+            args: Some(args),
+        };
+        let body = rmp_serde::to_vec_named(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let attempts = self.cfg.retries + 1;
+        for _ in 0..attempts {
+            let started = Instant::now();
+            if self.socket.is_none() {
+                self.socket = self.connect().await;
+            }
+            let Some(sock) = self.socket.as_mut() else {
+                // Connecting used up (part of) this attempt's time; wait out the rest so attempts are paced.
+                if let Some(rest) = self.cfg.timeout.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(rest).await;
+                }
+                continue;
+            };
+            if sock.send(ZmqMessage::from(body.clone())).await.is_err() {
+                self.socket = None;
+                continue;
+            }
+            let left = self.cfg.timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+            match tokio::time::timeout(left, sock.recv()).await {
+                Ok(Ok(msg)) => {
+                    let frame = msg.into_vec().pop().unwrap_or_default();
+                    let reply: Reply = rmp_serde::from_slice(&frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    if reply.id != id && !reply.id.is_empty() {
+                        // A late reply to an earlier request on a reused socket: start over on a fresh one.
+                        self.socket = None;
+                        continue;
+                    }
+                    return reply.into_result().map_err(ClientError::Server);
+                }
+                // Timed out or broken: a REQ socket cannot be reused after that (Lazy Pirate).
+                _ => self.socket = None,
+            }
+        }
+        Err(ClientError::NoReply {
+            endpoint: self.cfg.endpoint.clone(),
+            attempts,
+            timeout_ms: self.cfg.timeout.as_millis() as u64,
+        })
+    }
+}
+
+/// What a [`Watcher`] yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchItem {
+    /// An event, applied to the state.
+    Event(EventBody),
+    /// The state was (re)loaded from a snapshot at this seq.
+    Resynced {
+        /// Snapshot seq.
+        seq: u64,
+        /// Why.
+        reason: String,
+    },
+    /// No heartbeat for 3 periods.
+    Disconnected,
+    /// Traffic again after a disconnect.
+    Reconnected,
+}
+
+/// Follows the event channel and keeps a [`StateView`] identical to the daemon's.
+pub struct Watcher {
+    client: Client,
+    sub: Option<SubSocket>,
+    state: StateView,
+    last_seq: u64,
+    instance: Option<String>,
+    down: bool,
+    synced: bool,
+    resync_reason: String,
+    buffered: Vec<EventBody>,
+    pending: std::collections::VecDeque<WatchItem>,
+    drop_next: bool,
+}
+
+impl Watcher {
+    /// A watcher; call [`Watcher::next`] to drive it.
+    pub fn new(cfg: ClientConfig) -> Self {
+        Self {
+            client: Client::new(cfg),
+            sub: None,
+            state: StateView::default(),
+            last_seq: 0,
+            instance: None,
+            down: false,
+            synced: false,
+            resync_reason: "initial".into(),
+            buffered: Vec::new(),
+            pending: Default::default(),
+            drop_next: false,
+        }
+    }
+
+    /// The reconstructed state.
+    pub fn state(&self) -> &StateView {
+        &self.state
+    }
+
+    /// The last applied seq.
+    pub fn seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Test hook: silently lose the next event, as a slow subscriber would, to exercise gap recovery.
+    pub fn drop_next_event(&mut self) {
+        self.drop_next = true;
+    }
+
+    async fn subscribe(&mut self) -> bool {
+        let mut opts = SocketOptions::default();
+        opts.connect_timeout(self.client.cfg.timeout);
+        let mut s = SubSocket::with_options(opts);
+        if s.subscribe("").await.is_err() {
+            return false;
+        }
+        match tokio::time::timeout(self.client.cfg.timeout, s.connect(&self.client.cfg.events)).await {
+            Ok(Ok(())) => {
+                self.sub = Some(s);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    async fn resync(&mut self, reason: &str) -> Result<(), ClientError> {
+        let snap = self.client.request("snapshot", json!({})).await?;
+        let seq = snap.get("seq").and_then(Value::as_u64).unwrap_or(0);
+        let state: StateView = serde_json::from_value(snap.get("state").cloned().unwrap_or(Value::Null))
+            .map_err(|e| ClientError::Protocol(format!("bad snapshot: {e}")))?;
+        self.instance = snap.get("instance").and_then(Value::as_str).map(str::to_string);
+        self.state = state;
+        self.last_seq = seq;
+        self.synced = true;
+        self.pending.push_back(WatchItem::Resynced {
+            seq,
+            reason: reason.to_string(),
+        });
+        // Events that arrived while the snapshot was taken: keep only the newer ones.
+        let buffered = std::mem::take(&mut self.buffered);
+        for ev in buffered {
+            self.accept(ev);
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, ev: EventBody) {
+        if ev.seq <= self.last_seq {
+            return;
+        }
+        if ev.seq != self.last_seq + 1 {
+            // A gap: re-sync; keep this event for after the snapshot.
+            let reason = format!("gap: expected seq {} but got {}", self.last_seq + 1, ev.seq);
+            self.mark_unsynced(&reason);
+            self.buffered.push(ev);
+            return;
+        }
+        if let Some(typed) = Event::from_body(&ev) {
+            self.state.apply(&typed);
+        }
+        self.last_seq = ev.seq;
+        self.pending.push_back(WatchItem::Event(ev));
+    }
+
+    /// The next thing that happened. Runs until the daemon is reachable; never gives up.
+    pub async fn next(&mut self) -> WatchItem {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return item;
+            }
+            // 1. A socket. Once connected, a SUB socket reconnects by itself; only the first connect can fail.
+            if self.sub.is_none() {
+                if self.subscribe().await {
+                    continue;
+                }
+                if !self.down {
+                    self.down = true;
+                    return WatchItem::Disconnected;
+                }
+                tokio::time::sleep(self.client.cfg.heartbeat).await;
+                continue;
+            }
+            // 2. A consistent state: snapshot, then the buffered newer events.
+            if !self.synced {
+                let reason = std::mem::take(&mut self.resync_reason);
+                match self.resync(&reason).await {
+                    Ok(()) => {
+                        if self.down {
+                            self.down = false;
+                            self.pending.push_front(WatchItem::Reconnected);
+                        }
+                    }
+                    Err(_) => {
+                        self.resync_reason = reason;
+                        self.sub = None;
+                        if !self.down {
+                            self.down = true;
+                            return WatchItem::Disconnected;
+                        }
+                    }
+                }
+                continue;
+            }
+            // 3. Traffic, with heartbeat liveness.
+            let liveness = self.client.cfg.heartbeat * 3;
+            let Some(sub) = self.sub.as_mut() else { continue };
+            match tokio::time::timeout(liveness, sub.recv()).await {
+                Err(_) => {
+                    if !self.down {
+                        self.down = true;
+                        return WatchItem::Disconnected;
+                    }
+                }
+                Ok(Err(_)) => {}
+                Ok(Ok(msg)) => {
+                    let frames = msg.into_vec();
+                    let Some(body) = frames.get(1) else { continue };
+                    let Ok(ev) = rmp_serde::from_slice::<EventBody>(body) else { continue };
+                    if self.down {
+                        // Back: what happened meanwhile is unknown, so re-sync before applying anything.
+                        self.down = false;
+                        self.mark_unsynced("reconnected");
+                        self.pending.push_back(WatchItem::Reconnected);
+                        if ev.kind != "heartbeat" {
+                            self.buffered.push(ev);
+                        }
+                        continue;
+                    }
+                    if ev.kind == "heartbeat" {
+                        let instance = ev.data.get("instance").and_then(Value::as_str).map(str::to_string);
+                        if instance.is_some() && instance != self.instance {
+                            self.mark_unsynced("the daemon restarted");
+                        } else if ev.seq > self.last_seq {
+                            self.mark_unsynced(&format!("heartbeat at seq {} but last event seen was {}", ev.seq, self.last_seq));
+                        }
+                        continue;
+                    }
+                    if self.drop_next {
+                        self.drop_next = false;
+                        continue;
+                    }
+                    self.accept(ev);
+                }
+            }
+        }
+    }
+
+    fn mark_unsynced(&mut self, reason: &str) {
+        self.synced = false;
+        self.resync_reason = reason.to_string();
+    }
+}
+
+/// Formats an event for `batos watch`.
+pub fn format_event(ev: &EventBody) -> String {
+    format!("[{}] {} {}", ev.seq, ev.kind, ev.data)
+}

@@ -1,0 +1,198 @@
+//! The ZeroMQ gateway (wire protocol v1): a ROUTER command socket and a PUB event socket, owned by a
+//! supervised actor. Requests run concurrently; replies go back through a cloneable send half.
+
+mod commands;
+pub mod dedupe;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use zeromq::prelude::*;
+use zeromq::{PubSocket, RouterSocket, ZmqMessage};
+
+use batos_actors::events::{encode_body, EventHub};
+use batos_actors::personas::Personas;
+use batos_actors::settings::Settings;
+use batos_actors::tools::ToolRegistry;
+
+pub use commands::process;
+use dedupe::Dedupe;
+
+/// Global name of the gateway actor.
+pub const GATEWAY_NAME: &str = "gateway";
+
+/// Which LLM backend serves the personas, and why it was chosen.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackendInfo {
+    /// `ollama` or `embedded`.
+    pub kind: String,
+    /// URL or model path.
+    pub location: String,
+    /// Why this backend.
+    pub reason: String,
+}
+
+/// Everything a command may touch.
+pub struct Organs {
+    /// Live settings.
+    pub settings: Arc<ArcSwap<Settings>>,
+    /// Event bus.
+    pub hub: Arc<EventHub>,
+    /// Persona registry.
+    pub personas: Arc<Personas>,
+    /// Tool registry.
+    pub tools: Arc<ToolRegistry>,
+    /// The gateway secret.
+    pub token: String,
+    /// Unique per daemon process, so clients notice a restart even when seq numbers look plausible.
+    pub instance: String,
+    /// Process start.
+    pub started: Instant,
+    /// LLM backend in use.
+    pub backend: BackendInfo,
+    /// Request dedupe table (outlives gateway restarts).
+    pub dedupe: Dedupe,
+}
+
+/// The gateway actor.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Gateway;
+
+/// Messages the gateway handles.
+pub enum GatewayMsg {
+    /// Fault injection: panic.
+    Crash,
+}
+
+/// Aborts a background loop when the gateway goes away, closing its socket.
+struct Loop(tokio::task::JoinHandle<()>);
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Gateway state: its two socket loops.
+pub struct GatewayState {
+    _loops: Vec<Loop>,
+}
+
+/// Binds, retrying for a while: after a gateway restart the previous socket may still be closing.
+async fn bind_retry<S: Socket>(sock: &mut S, endpoint: &str, patience: Duration) -> Result<(), ActorProcessingErr> {
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < patience {
+        match sock.bind(endpoint).await {
+            Ok(_) => return Ok(()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!("cannot bind {endpoint}: {last}").into())
+}
+
+impl Actor for Gateway {
+    type Msg = GatewayMsg;
+    type State = GatewayState;
+    type Arguments = Arc<Organs>;
+
+    async fn pre_start(&self, _myself: ActorRef<GatewayMsg>, organs: Arc<Organs>) -> Result<GatewayState, ActorProcessingErr> {
+        let s = organs.settings.load_full();
+        let patience = Duration::from_millis(s.supervision.shutdown_timeout_ms);
+        let mut router = RouterSocket::new();
+        bind_retry(&mut router, &s.gateway.command_endpoint, patience).await?;
+        let mut publisher = PubSocket::new();
+        bind_retry(&mut publisher, &s.gateway.event_endpoint, patience).await?;
+        tracing::info!(event = "gateway.listening", command = %s.gateway.command_endpoint, events = %s.gateway.event_endpoint, "gateway listening");
+        let commands = tokio::spawn(command_loop(router, organs.clone()));
+        let events = tokio::spawn(event_loop(publisher, organs));
+        Ok(GatewayState {
+            _loops: vec![Loop(commands), Loop(events)],
+        })
+    }
+
+    async fn handle(&self, _myself: ActorRef<GatewayMsg>, msg: GatewayMsg, _state: &mut GatewayState) -> Result<(), ActorProcessingErr> {
+        match msg {
+            GatewayMsg::Crash => panic!("debug_crash requested for gateway"),
+        }
+    }
+}
+
+/// Receives requests and runs each in its own task, bounded by `max_inflight_commands`.
+async fn command_loop(router: RouterSocket, organs: Arc<Organs>) {
+    let (sender, mut receiver) = router.split();
+    let limit = Arc::new(Semaphore::new(organs.settings.load().gateway.max_inflight_commands));
+    loop {
+        let msg = match receiver.recv().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(event = "gateway.recv_error", error = %e, "command socket receive error");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let mut frames = msg.into_vec();
+        // [identity, envelope..., body]: mirror the envelope so REQ (empty delimiter) and DEALER both work.
+        if frames.len() < 2 {
+            continue;
+        }
+        let body = frames.pop().unwrap_or_default();
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let organs = organs.clone();
+        let mut sender = sender.clone();
+        tokio::spawn(async move {
+            let reply = process(&organs, &body).await;
+            frames.push(Bytes::from(reply.as_ref().clone()));
+            if let Ok(m) = ZmqMessage::try_from(frames) {
+                let patience = Duration::from_millis(organs.settings.load().client.timeout_ms);
+                match tokio::time::timeout(patience, sender.send(m)).await {
+                    Ok(Ok(())) => {}
+                    // The client went away (Lazy Pirate reconnects with a new identity): nothing to do.
+                    Ok(Err(e)) => tracing::debug!(event = "gateway.reply_dropped", error = %e, "reply not delivered"),
+                    Err(_) => tracing::warn!(event = "gateway.reply_dropped", "client not reading; reply dropped"),
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Publishes every bus event as `[kind, body]`, and a heartbeat carrying the last published seq.
+async fn event_loop(mut publisher: PubSocket, organs: Arc<Organs>) {
+    let mut rx = organs.hub.subscribe();
+    let period = Duration::from_millis(organs.settings.load().gateway.heartbeat_ms);
+    let mut beat = tokio::time::interval(period);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Only events actually sent count: a heartbeat must never claim a seq the wire has not carried yet.
+    let mut last_sent = organs.hub.current_seq();
+    loop {
+        tokio::select! {
+            r = rx.recv() => match r {
+                Ok(p) => {
+                    let mut m = ZmqMessage::from(p.event.kind());
+                    m.push_back(Bytes::from(p.body.clone()));
+                    let _ = publisher.send(m).await;
+                    last_sent = p.seq;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(event = "gateway.events_dropped", count = n, "event queue overflowed; subscribers will re-sync");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            _ = beat.tick() => {
+                let data = json!({"instance": organs.instance, "uptime_s": organs.started.elapsed().as_secs()});
+                let mut m = ZmqMessage::from("heartbeat");
+                m.push_back(Bytes::from(encode_body(last_sent, "heartbeat", data)));
+                let _ = publisher.send(m).await;
+            }
+        }
+    }
+}

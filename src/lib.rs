@@ -1,0 +1,7 @@
+//! `batos`: the shell around the organs — CLI, daemon boot, supervision-tree wiring, the ZeroMQ gateway
+//! server and client, and the terminal UI.
+
+pub mod boot;
+pub mod client;
+pub mod gateway;
+pub mod logging;

@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `batos` binary, real ZeroMQ sockets, the scripted Ollama-API server.
+
+#[allow(dead_code)]
+mod support;
+
+mod gateway;

@@ -1,0 +1,230 @@
+//! Starts the real `batos` binary on free ports with a temp data dir, exactly as a user would.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use batos::client::{Client, ClientConfig};
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A daemon under test.
+pub struct Daemon {
+    /// Temp dir holding config/ and data/.
+    pub dir: tempfile::TempDir,
+    /// The settings file.
+    pub config: PathBuf,
+    child: Option<Child>,
+    /// Appended stderr of every run (JSON log lines).
+    pub log: PathBuf,
+}
+
+/// Settings edits applied on top of the shipped settings.toml.
+pub type Edit = Box<dyn Fn(&mut toml_edit::DocumentMut)>;
+
+impl Daemon {
+    /// Writes config (shipped files + test overrides) and starts the daemon, waiting until it answers.
+    pub async fn start(ollama_url: &str, edits: Vec<Edit>) -> Self {
+        let d = Self::prepare(ollama_url, edits);
+        d.spawn_and_wait().await
+    }
+
+    /// Writes config without starting.
+    pub fn prepare(ollama_url: &str, edits: Vec<Edit>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_dir = dir.path().join("config");
+        fs::create_dir_all(&cfg_dir).unwrap();
+        fs::copy(repo().join("config/codex.toml"), cfg_dir.join("codex.toml")).unwrap();
+        let text = fs::read_to_string(repo().join("config/settings.toml")).unwrap();
+        let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
+        doc["data_dir"] = toml_edit::value("../data");
+        doc["gateway"]["command_endpoint"] = toml_edit::value(format!("tcp://127.0.0.1:{}", free_port()));
+        doc["gateway"]["event_endpoint"] = toml_edit::value(format!("tcp://127.0.0.1:{}", free_port()));
+        doc["gateway"]["heartbeat_ms"] = toml_edit::value(200);
+        doc["client"]["timeout_ms"] = toml_edit::value(1500);
+        doc["client"]["retries"] = toml_edit::value(2);
+        doc["client"]["poll_ms"] = toml_edit::value(500);
+        doc["llm"]["backend"] = toml_edit::value("ollama");
+        doc["llm"]["ollama_url"] = toml_edit::value(ollama_url);
+        doc["llm"]["request_timeout_ms"] = toml_edit::value(20000);
+        doc["debug"]["fault_injection"] = toml_edit::value(true);
+        for e in edits {
+            e(&mut doc);
+        }
+        let config = cfg_dir.join("settings.toml");
+        fs::write(&config, doc.to_string()).unwrap();
+        let log = dir.path().join("daemon.log");
+        Daemon {
+            dir,
+            config,
+            child: None,
+            log,
+        }
+    }
+
+    /// Starts the process and waits for `ping`.
+    pub async fn spawn_and_wait(mut self) -> Self {
+        self.spawn();
+        self.wait_ready().await;
+        self
+    }
+
+    /// Starts the process (again).
+    pub fn spawn(&mut self) {
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_batos"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// Waits until the daemon answers ping (panics with the log after 30 s).
+    pub async fn wait_ready(&self) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            let mut c = Client::new(ClientConfig {
+                timeout: Duration::from_millis(300),
+                retries: 0,
+                ..self.client_config()
+            });
+            if c.request("ping", json!({})).await.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("daemon did not come up; log:\n{}", self.log_text());
+    }
+
+    /// The settings as written.
+    pub fn settings(&self) -> batos_actors::settings::Settings {
+        batos_actors::settings::LoadedSettings::load(&self.config).unwrap().settings
+    }
+
+    /// A client config for this daemon (token from the data dir once it exists).
+    pub fn client_config(&self) -> ClientConfig {
+        let s = self.settings();
+        ClientConfig {
+            endpoint: s.gateway.command_endpoint,
+            events: s.gateway.event_endpoint,
+            token: fs::read_to_string(s.data_dir.join("gateway.token")).ok().map(|t| t.trim().to_string()),
+            timeout: Duration::from_millis(s.client.timeout_ms),
+            retries: s.client.retries,
+            poll: Duration::from_millis(s.client.poll_ms),
+            heartbeat: Duration::from_millis(s.gateway.heartbeat_ms),
+        }
+    }
+
+    /// A command client.
+    pub fn client(&self) -> Client {
+        Client::new(self.client_config())
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> PathBuf {
+        self.settings().data_dir
+    }
+
+    /// Kills the process with SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops with SIGTERM and returns the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The JSON log lines so far.
+    pub fn log_json(&self) -> Vec<Value> {
+        self.log_text().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Path of a file under the temp dir.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `secs`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if started.elapsed() > Duration::from_secs(secs) {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits for a task to reach a final (or paused) status and returns it.
+pub async fn wait_task(c: &mut Client, id: &str, secs: u64) -> Value {
+    let started = Instant::now();
+    loop {
+        if let Ok(t) = c.request("get_task", json!({"id": id})).await {
+            if matches!(t["status"].as_str(), Some("done" | "failed" | "cancelled" | "paused")) {
+                return t;
+            }
+        }
+        if started.elapsed() > Duration::from_secs(secs) {
+            panic!("task {id} did not finish in {secs} s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Path helper.
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -1,0 +1,320 @@
+//! TEST DOUBLE: a scripted HTTP server speaking Ollama's REST API (`/api/chat` streaming and not,
+//! `/api/embed`, `/api/tags`, `/api/show`, `/api/create`, `/api/blobs`). No Ollama server can run here, so this
+//! stands in for one; the daemon talks to it through the real `ollama-rs` client over a real socket.
+//!
+//! Replies are scripted per persona (recognised by its system prompt, "You are BRICK..."); without a
+//! script each persona answers a default that lets a task run to the end. Every request body is recorded.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+/// One scripted answer.
+#[derive(Debug, Clone, Default)]
+pub struct Scripted {
+    /// Text content (JSON text for structured steps).
+    pub content: String,
+    /// Tool calls: (name, arguments).
+    pub tool_calls: Vec<(String, Value)>,
+    /// Delay before answering.
+    pub delay: Duration,
+    /// Answer with this HTTP status and error text instead.
+    pub error: Option<(u16, String)>,
+}
+
+impl Scripted {
+    /// A text answer.
+    pub fn text(s: impl Into<String>) -> Self {
+        Self {
+            content: s.into(),
+            ..Default::default()
+        }
+    }
+    /// A JSON answer.
+    pub fn json(v: Value) -> Self {
+        Self::text(v.to_string())
+    }
+    /// A tool call answer.
+    pub fn call(name: &str, args: Value) -> Self {
+        Self {
+            tool_calls: vec![(name.to_string(), args)],
+            ..Default::default()
+        }
+    }
+    /// With a delay.
+    pub fn delayed(mut self, d: Duration) -> Self {
+        self.delay = d;
+        self
+    }
+}
+
+/// A request the server received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Path.
+    pub path: String,
+    /// Persona recognised from the system prompt (chat only).
+    pub persona: Option<String>,
+    /// Model asked for.
+    pub model: String,
+    /// Whole JSON body.
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    scripts: HashMap<String, VecDeque<Scripted>>,
+    received: Vec<Received>,
+    default_delay: Duration,
+    embed_dim: usize,
+}
+
+/// The scripted server.
+#[derive(Clone)]
+pub struct ScriptedOllama {
+    inner: Arc<Mutex<Inner>>,
+    /// Base URL, e.g. `http://127.0.0.1:PORT`.
+    pub url: String,
+    _task: Arc<AbortOnDrop>,
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl ScriptedOllama {
+    /// Starts the server on a free loopback port, in its own runtime thread so it outlives test runtimes.
+    pub fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner {
+            embed_dim: 64,
+            ..Default::default()
+        }));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let state = inner.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap();
+                let app = Router::new()
+                    .route("/api/chat", post(chat))
+                    .route("/api/embed", post(embed))
+                    .route("/api/tags", get(tags))
+                    .route("/api/show", post(show))
+                    .route("/api/create", post(create))
+                    .route("/api/blobs/{digest}", post(blob))
+                    .with_state(state);
+                let server = tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                });
+                tx.send((format!("http://{addr}"), server)).unwrap();
+                // Keep the runtime alive for the life of the process.
+                std::future::pending::<()>().await;
+            });
+        });
+        let (url, server) = rx.recv().unwrap();
+        Self {
+            inner,
+            url,
+            _task: Arc::new(AbortOnDrop(server)),
+        }
+    }
+
+    /// Queues answers for a persona, used in order before falling back to its default.
+    pub fn script(&self, persona: &str, answers: Vec<Scripted>) {
+        self.inner.lock().unwrap().scripts.entry(persona.to_string()).or_default().extend(answers);
+    }
+
+    /// Delay every unscripted answer.
+    pub fn set_default_delay(&self, d: Duration) {
+        self.inner.lock().unwrap().default_delay = d;
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.lock().unwrap().received.clone()
+    }
+
+    /// Chat requests made by one persona.
+    pub fn chats_by(&self, persona: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.path == "/api/chat" && r.persona.as_deref() == Some(persona))
+            .collect()
+    }
+
+    /// All chat requests.
+    pub fn chats(&self) -> Vec<Received> {
+        self.received().into_iter().filter(|r| r.path == "/api/chat").collect()
+    }
+}
+
+fn persona_of(body: &Value) -> Option<String> {
+    let sys = body["messages"].as_array()?.iter().find(|m| m["role"] == "system")?;
+    let content = sys["content"].as_str()?;
+    ["ALFRED", "BABS", "BRICK", "ROBIN"]
+        .iter()
+        .find(|p| content.contains(&format!("You are {p}")))
+        .map(|p| p.to_string())
+}
+
+fn last_user(body: &Value) -> String {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn default_answer(persona: Option<&str>, body: &Value) -> Scripted {
+    let model = body["model"].as_str().unwrap_or_default();
+    let structured = body.get("format").is_some_and(|f| !f.is_null());
+    match (persona, structured) {
+        (Some("ALFRED"), true) => Scripted::json(json!({"needs_research": false, "plan": "Answer directly and briefly."})),
+        (Some("ROBIN"), true) => Scripted::json(json!({"dissonance": 0.1, "critique": "In harmony with the need."})),
+        (Some("ALFRED"), false) => Scripted::text(format!("Final answer from ALFRED ({model}).")),
+        (Some("BRICK"), _) => Scripted::text(format!("Draft by BRICK ({model}).")),
+        (Some("BABS"), _) => Scripted::text(format!("Notes by BABS ({model}).")),
+        (_, true) => Scripted::json(json!({})),
+        _ => Scripted::text(format!("ok ({model}): {}", last_user(body).chars().take(40).collect::<String>())),
+    }
+}
+
+fn message_json(model: &str, content: &str, calls: &[(String, Value)], done: bool) -> Value {
+    let mut v = json!({
+        "model": model,
+        "created_at": "2026-11-23T00:00:00Z",
+        "message": {"role": "assistant", "content": content},
+        "done": done,
+    });
+    if !calls.is_empty() {
+        v["message"]["tool_calls"] = Value::Array(
+            calls.iter().map(|(n, a)| json!({"function": {"name": n, "arguments": a}})).collect(),
+        );
+    }
+    if done {
+        for (k, x) in [
+            ("total_duration", 1000),
+            ("load_duration", 1),
+            ("prompt_eval_count", 10),
+            ("prompt_eval_duration", 1),
+            ("eval_count", 5),
+            ("eval_duration", 1),
+        ] {
+            v[k] = json!(x);
+        }
+        v["done_reason"] = json!("stop");
+    }
+    v
+}
+
+async fn chat(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> Response {
+    let persona = persona_of(&body);
+    let model = body["model"].as_str().unwrap_or_default().to_string();
+    let answer = {
+        let mut g = inner.lock().unwrap();
+        g.received.push(Received {
+            path: "/api/chat".into(),
+            persona: persona.clone(),
+            model: model.clone(),
+            body: body.clone(),
+        });
+        let scripted = persona.as_ref().and_then(|p| g.scripts.get_mut(p)).and_then(|q| q.pop_front());
+        match scripted {
+            Some(s) => s,
+            None => default_answer(persona.as_deref(), &body).delayed(g.default_delay),
+        }
+    };
+    if !answer.delay.is_zero() {
+        tokio::time::sleep(answer.delay).await;
+    }
+    if let Some((code, msg)) = answer.error {
+        return (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(json!({"error": msg}))).into_response();
+    }
+    if body["stream"].as_bool().unwrap_or(false) {
+        let mut lines = String::new();
+        let words: Vec<&str> = answer.content.split_inclusive(' ').collect();
+        for w in &words {
+            lines.push_str(&message_json(&model, w, &[], false).to_string());
+            lines.push('\n');
+        }
+        lines.push_str(&message_json(&model, "", &answer.tool_calls, true).to_string());
+        lines.push('\n');
+        Response::builder()
+            .header("content-type", "application/x-ndjson")
+            .body(Body::from(lines))
+            .unwrap()
+    } else {
+        Json(message_json(&model, &answer.content, &answer.tool_calls, true)).into_response()
+    }
+}
+
+/// A deterministic bag-of-words embedding: texts sharing words are close.
+pub fn embed_text(text: &str, dim: usize) -> Vec<f32> {
+    let mut v = vec![0f32; dim];
+    for w in text.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 2) {
+        let h = w.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+        v[(h % dim as u64) as usize] += 1.0;
+    }
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    } else {
+        v[0] = 1.0;
+    }
+    v
+}
+
+async fn embed(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> Response {
+    let dim = {
+        let mut g = inner.lock().unwrap();
+        g.received.push(Received {
+            path: "/api/embed".into(),
+            persona: None,
+            model: body["model"].as_str().unwrap_or_default().to_string(),
+            body: body.clone(),
+        });
+        g.embed_dim
+    };
+    let inputs: Vec<String> = match &body["input"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect(),
+        _ => vec![],
+    };
+    let embeddings: Vec<Vec<f32>> = inputs.iter().map(|t| embed_text(t, dim)).collect();
+    Json(json!({"model": body["model"], "embeddings": embeddings})).into_response()
+}
+
+async fn tags() -> Response {
+    Json(json!({"models": [{"name": "smollm2:135m", "modified_at": "2026-11-23T00:00:00Z", "size": 98362432}]})).into_response()
+}
+
+async fn show(Json(_body): Json<Value>) -> Response {
+    Json(json!({"model_info": {"general.architecture": "llama"}, "capabilities": ["completion", "tools"]})).into_response()
+}
+
+async fn create(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> Response {
+    inner.lock().unwrap().received.push(Received {
+        path: "/api/create".into(),
+        persona: None,
+        model: body["model"].as_str().unwrap_or_default().to_string(),
+        body,
+    });
+    Json(json!({"status": "success"})).into_response()
+}
+
+async fn blob() -> Response {
+    StatusCode::CREATED.into_response()
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Idempotent set-up for building, running and testing batos on Debian bookworm.
+# Installs the system packages the build and the sandbox need, a Python venv for the interop tests, and the
+# default model. Safe to run again: every step checks first.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${BATOS_CACHE:-$HOME/.cache/batos}
+mkdir -p "$CACHE"
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+# 1. System packages: protoc (lance), cmake + clang (llama.cpp, bindgen), runsc (gVisor sandbox),
+#    docker.io (second sandbox backend).
+missing=()
+for pkg in protobuf-compiler cmake clang libclang-dev runsc docker.io curl unzip; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    say "missing Debian packages: ${missing[*]} — run: sudo apt-get install ${missing[*]}"; exit 1
+  fi
+  say "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# 2. Rust toolchain.
+if ! command -v cargo >/dev/null 2>&1; then
+  say "cargo not found: install Rust (https://rustup.rs), version 1.94 or newer"; exit 1
+fi
+
+# 3. Python venv for the tests (pyzmq + msgpack interop, gguf to write test LoRA adapters).
+VENV="$CACHE/venv"
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating Python venv at $VENV"
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c 'import zmq, msgpack, gguf, numpy' 2>/dev/null; then
+  say "installing pyzmq, msgpack, gguf, numpy into $VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check pyzmq msgpack gguf numpy
+fi
+
+# 4. The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) into data/models/.
+"$ROOT/scripts/fetch-model.sh" "$ROOT/data/models"

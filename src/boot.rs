@@ -12,10 +12,14 @@ use ractor::Actor;
 use batos_actors::codex::{Codex, CodexActor, CodexArgs};
 use batos_actors::events::EventHub;
 use batos_actors::llm::{self, Sampling};
-use batos_actors::orchestrator::{CheckpointStore, Cognition, Orchestrator, OrchestratorArgs, ORCHESTRATOR_NAME};
+use batos_actors::orchestrator::{
+    CheckpointStore, Cognition, Orchestrator, OrchestratorArgs, ORCHESTRATOR_NAME,
+};
 use batos_actors::personas::{Personas, SUPERVISOR_NAME as PERSONAS_NAME};
 use batos_actors::settings::{LoadedSettings, Settings};
-use batos_actors::supervisor::{ChildSpec, Restart, Strategy, Supervisor, SupervisorArgs, SupervisorConfig};
+use batos_actors::supervisor::{
+    ChildSpec, Restart, Strategy, Supervisor, SupervisorArgs, SupervisorConfig,
+};
 use batos_actors::tools::ToolRegistry;
 
 use crate::gateway::{BackendInfo, Gateway, Organs, GATEWAY_NAME};
@@ -44,10 +48,14 @@ pub fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
     use std::os::unix::fs::PermissionsExt;
     let path = data_dir.join("gateway.token");
     if path.exists() {
-        let token = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let token = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let token = token.trim().to_string();
         if token.is_empty() {
-            anyhow::bail!("{} is empty; delete it to have a new token created", path.display());
+            anyhow::bail!(
+                "{} is empty; delete it to have a new token created",
+                path.display()
+            );
         }
         let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
         if mode != 0o600 {
@@ -64,7 +72,13 @@ pub fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-fn supervisor_config(s: &Settings, hub: &Arc<EventHub>, path: &str, name: &str, strategy: Strategy) -> SupervisorConfig {
+fn supervisor_config(
+    s: &Settings,
+    hub: &Arc<EventHub>,
+    path: &str,
+    name: &str,
+    strategy: Strategy,
+) -> SupervisorConfig {
     SupervisorConfig {
         path: path.into(),
         name: Some(name.into()),
@@ -85,17 +99,27 @@ pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootErro
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))
         .map_err(BootError::Config)?;
     let token = ensure_token(&data_dir)?;
-    let codex = Codex::load(&settings.codex_path)
-        .map_err(|e| BootError::Config(anyhow::anyhow!("{e} (codex_path in {})", loaded.path.display())))?;
+    let codex = Codex::load(&settings.codex_path).map_err(|e| {
+        BootError::Config(anyhow::anyhow!(
+            "{e} (codex_path in {})",
+            loaded.path.display()
+        ))
+    })?;
     let hub = EventHub::new(settings.gateway.event_queue_capacity);
-    let selection = llm::select::select(&settings.llm).await.map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
+    let selection = llm::select::select(&settings.llm)
+        .await
+        .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
     tracing::info!(event = "llm.backend_selected", backend = %selection.backend.kind(), location = %selection.backend.location(), reason = %selection.reason, "LLM backend selected");
     let backend_info = BackendInfo {
         kind: selection.backend.kind().to_string(),
         location: selection.backend.location(),
         reason: selection.reason.clone(),
     };
-    let models = settings.personas.iter().map(|(k, v)| (k.clone(), v.model.clone())).collect();
+    let models = settings
+        .personas
+        .iter()
+        .map(|(k, v)| (k.clone(), v.model.clone()))
+        .collect();
     let personas = Personas::new(
         &codex,
         &models,
@@ -113,7 +137,8 @@ pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootErro
     .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
     let tools = ToolRegistry::with_builtins(hub.clone());
     let live = Arc::new(ArcSwap::from_pointee(settings.clone()));
-    let store = CheckpointStore::open(&data_dir.join("checkpoints")).context("cannot open the checkpoint directory")?;
+    let store = CheckpointStore::open(&data_dir.join("checkpoints"))
+        .context("cannot open the checkpoint directory")?;
     let cog = Arc::new(Cognition {
         personas: personas.clone(),
         tools: tools.clone(),
@@ -141,24 +166,43 @@ pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootErro
 
     let codex_path = settings.codex_path.clone();
     let children = vec![
-        ChildSpec::worker("codex", Restart::Permanent, Some("codex".into()), move || {
-            (
-                CodexActor,
-                CodexArgs {
-                    path: codex_path.clone(),
-                },
-            )
-        }),
+        ChildSpec::worker(
+            "codex",
+            Restart::Permanent,
+            Some("codex".into()),
+            move || {
+                (
+                    CodexActor,
+                    CodexArgs {
+                        path: codex_path.clone(),
+                    },
+                )
+            },
+        ),
         ChildSpec::supervisor(
             "personas",
             Restart::Permanent,
-            supervisor_config(&settings, &hub, "root/personas", PERSONAS_NAME, Strategy::OneForOne),
+            supervisor_config(
+                &settings,
+                &hub,
+                "root/personas",
+                PERSONAS_NAME,
+                Strategy::OneForOne,
+            ),
             personas.child_specs(),
         ),
-        ChildSpec::worker("orchestrator", Restart::Permanent, Some(ORCHESTRATOR_NAME.into()), move || {
-            (Orchestrator, OrchestratorArgs { cog: cog.clone() })
-        }),
-        ChildSpec::worker("gateway", Restart::Permanent, Some(GATEWAY_NAME.into()), move || (Gateway, organs.clone())),
+        ChildSpec::worker(
+            "orchestrator",
+            Restart::Permanent,
+            Some(ORCHESTRATOR_NAME.into()),
+            move || (Orchestrator, OrchestratorArgs { cog: cog.clone() }),
+        ),
+        ChildSpec::worker(
+            "gateway",
+            Restart::Permanent,
+            Some(GATEWAY_NAME.into()),
+            move || (Gateway, organs.clone()),
+        ),
     ];
     let (root, handle) = Supervisor::spawn(
         Some(ROOT_NAME.into()),
@@ -172,7 +216,8 @@ pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootErro
     .map_err(|e| BootError::Runtime(anyhow::anyhow!("the supervision tree did not start: {e}")))?;
     tracing::info!(event = "daemon.started", config = %loaded.path.display(), data_dir = %data_dir.display(), "batos is running");
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot install SIGTERM handler")?;
     tokio::select! {
         _ = handle => {
             let (_, view) = hub.snapshot();
@@ -185,7 +230,11 @@ pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootErro
     }
     tracing::info!(event = "daemon.stopping", "shutting down");
     let grace = Duration::from_millis(settings.supervision.shutdown_timeout_ms * 4);
-    if root.stop_and_wait(Some("shutdown".into()), Some(grace)).await.is_err() {
+    if root
+        .stop_and_wait(Some("shutdown".into()), Some(grace))
+        .await
+        .is_err()
+    {
         tracing::warn!(event = "daemon.stop_timeout", "tree did not stop in time");
     }
     tracing::info!(event = "daemon.stopped", "batos stopped");

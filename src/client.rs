@@ -116,7 +116,12 @@ impl Client {
     }
 
     /// Sends one command with a caller-chosen id (a retry of a logical request reuses its id).
-    pub async fn request_with_id(&mut self, id: &str, cmd: &str, args: Value) -> Result<Value, ClientError> {
+    pub async fn request_with_id(
+        &mut self,
+        id: &str,
+        cmd: &str,
+        args: Value,
+    ) -> Result<Value, ClientError> {
         let req = Request {
             v: PROTOCOL_VERSION,
             id: id.to_string(),
@@ -124,7 +129,8 @@ impl Client {
             cmd: cmd.to_string(),
             args: Some(args),
         };
-        let body = rmp_serde::to_vec_named(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let body =
+            rmp_serde::to_vec_named(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let attempts = self.cfg.retries + 1;
         for _ in 0..attempts {
             let started = Instant::now();
@@ -142,11 +148,16 @@ impl Client {
                 self.socket = None;
                 continue;
             }
-            let left = self.cfg.timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
+            let left = self
+                .cfg
+                .timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_millis(1));
             match tokio::time::timeout(left, sock.recv()).await {
                 Ok(Ok(msg)) => {
                     let frame = msg.into_vec().pop().unwrap_or_default();
-                    let reply: Reply = rmp_serde::from_slice(&frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+                    let reply: Reply = rmp_serde::from_slice(&frame)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?;
                     if reply.id != id && !reply.id.is_empty() {
                         // A late reply to an earlier request on a reused socket: start over on a fresh one.
                         self.socket = None;
@@ -239,7 +250,9 @@ impl Watcher {
         if s.subscribe("").await.is_err() {
             return false;
         }
-        match tokio::time::timeout(self.client.cfg.timeout, s.connect(&self.client.cfg.events)).await {
+        match tokio::time::timeout(self.client.cfg.timeout, s.connect(&self.client.cfg.events))
+            .await
+        {
             Ok(Ok(())) => {
                 self.sub = Some(s);
                 true
@@ -251,9 +264,13 @@ impl Watcher {
     async fn resync(&mut self, reason: &str) -> Result<(), ClientError> {
         let snap = self.client.request("snapshot", json!({})).await?;
         let seq = snap.get("seq").and_then(Value::as_u64).unwrap_or(0);
-        let state: StateView = serde_json::from_value(snap.get("state").cloned().unwrap_or(Value::Null))
-            .map_err(|e| ClientError::Protocol(format!("bad snapshot: {e}")))?;
-        self.instance = snap.get("instance").and_then(Value::as_str).map(str::to_string);
+        let state: StateView =
+            serde_json::from_value(snap.get("state").cloned().unwrap_or(Value::Null))
+                .map_err(|e| ClientError::Protocol(format!("bad snapshot: {e}")))?;
+        self.instance = snap
+            .get("instance")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         self.state = state;
         self.last_seq = seq;
         self.synced = true;
@@ -328,7 +345,9 @@ impl Watcher {
             }
             // 3. Traffic, with heartbeat liveness.
             let liveness = self.client.cfg.heartbeat * 3;
-            let Some(sub) = self.sub.as_mut() else { continue };
+            let Some(sub) = self.sub.as_mut() else {
+                continue;
+            };
             match tokio::time::timeout(liveness, sub.recv()).await {
                 Err(_) => {
                     if !self.down {
@@ -340,7 +359,9 @@ impl Watcher {
                 Ok(Ok(msg)) => {
                     let frames = msg.into_vec();
                     let Some(body) = frames.get(1) else { continue };
-                    let Ok(ev) = rmp_serde::from_slice::<EventBody>(body) else { continue };
+                    let Ok(ev) = rmp_serde::from_slice::<EventBody>(body) else {
+                        continue;
+                    };
                     if self.down {
                         // Back: what happened meanwhile is unknown, so re-sync before applying anything.
                         self.down = false;
@@ -352,11 +373,18 @@ impl Watcher {
                         continue;
                     }
                     if ev.kind == "heartbeat" {
-                        let instance = ev.data.get("instance").and_then(Value::as_str).map(str::to_string);
+                        let instance = ev
+                            .data
+                            .get("instance")
+                            .and_then(Value::as_str)
+                            .map(str::to_string);
                         if instance.is_some() && instance != self.instance {
                             self.mark_unsynced("the daemon restarted");
                         } else if ev.seq > self.last_seq {
-                            self.mark_unsynced(&format!("heartbeat at seq {} but last event seen was {}", ev.seq, self.last_seq));
+                            self.mark_unsynced(&format!(
+                                "heartbeat at seq {} but last event seen was {}",
+                                ev.seq, self.last_seq
+                            ));
                         }
                         continue;
                     }

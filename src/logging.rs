@@ -20,8 +20,11 @@ impl LogHandle {
         if self.from_env {
             return Ok(false);
         }
-        let Some(h) = &self.handle else { return Ok(false) };
-        let filter = EnvFilter::try_new(level).map_err(|e| format!("invalid log level `{level}`: {e}"))?;
+        let Some(h) = &self.handle else {
+            return Ok(false);
+        };
+        let filter =
+            EnvFilter::try_new(level).map_err(|e| format!("invalid log level `{level}`: {e}"))?;
         h.reload(filter).map_err(|e| e.to_string())?;
         Ok(true)
     }
@@ -29,7 +32,9 @@ impl LogHandle {
 
 /// Installs the global subscriber (to stderr).
 pub fn init(format: LogFormat, level: &str) -> LogHandle {
-    let from_env = std::env::var("RUST_LOG").map(|v| !v.is_empty()).unwrap_or(false);
+    let from_env = std::env::var("RUST_LOG")
+        .map(|v| !v.is_empty())
+        .unwrap_or(false);
     let filter = if from_env {
         EnvFilter::from_default_env()
     } else {
@@ -49,7 +54,11 @@ pub fn init(format: LogFormat, level: &str) -> LogHandle {
             )
             .try_init(),
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().pretty().with_writer(std::io::stderr))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .pretty()
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
     };
     LogHandle {

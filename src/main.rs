@@ -85,7 +85,13 @@ struct Conn {
 
 impl Conn {
     fn resolve(&self) -> Result<ClientConfig, ExitCode> {
-        ClientConfig::resolve(&self.config, self.endpoint.clone(), self.events.clone(), self.token.clone()).map_err(|e| {
+        ClientConfig::resolve(
+            &self.config,
+            self.endpoint.clone(),
+            self.events.clone(),
+            self.token.clone(),
+        )
+        .map_err(|e| {
             eprintln!("batos: {e}");
             ExitCode::from(2)
         })
@@ -94,7 +100,10 @@ impl Conn {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("batos: cannot start the async runtime: {e}");
@@ -200,15 +209,28 @@ async fn status(cfg: ClientConfig, raw: bool) -> ExitCode {
                 println!("{v}");
                 return ExitCode::SUCCESS;
             }
-            println!("backend: {} ({}) — {}", v["backend"]["kind"].as_str().unwrap_or("?"), v["backend"]["location"].as_str().unwrap_or("?"), v["backend"]["reason"].as_str().unwrap_or(""));
-            println!("uptime: {:.0} s   events: {}   escalations: {}", v["uptime_s"].as_f64().unwrap_or(0.0), v["seq"], v["escalations"]);
+            println!(
+                "backend: {} ({}) — {}",
+                v["backend"]["kind"].as_str().unwrap_or("?"),
+                v["backend"]["location"].as_str().unwrap_or("?"),
+                v["backend"]["reason"].as_str().unwrap_or("")
+            );
+            println!(
+                "uptime: {:.0} s   events: {}   escalations: {}",
+                v["uptime_s"].as_f64().unwrap_or(0.0),
+                v["seq"],
+                v["escalations"]
+            );
             println!("tasks: {}", v["tasks"]);
             println!("\nsupervision tree:");
             print_tree(&v["tree"], 1);
             println!("\npersonas:");
             if let Some(p) = v["personas"].as_object() {
                 for (name, info) in p {
-                    println!("  {name:<8} model={} backend={} generation={}", info["model"], info["backend"], info["generation"]);
+                    println!(
+                        "  {name:<8} model={} backend={} generation={}",
+                        info["model"], info["backend"], info["generation"]
+                    );
                 }
             }
             ExitCode::SUCCESS
@@ -259,7 +281,9 @@ fn show(ev: &EventBody, id: &str, streaming: &mut bool) -> Option<ExitCode> {
             ..
         } if t == id => {
             end_stream(streaming);
-            let d = dissonance.map(|d| format!(" dissonance={d:.2}")).unwrap_or_default();
+            let d = dissonance
+                .map(|d| format!(" dissonance={d:.2}"))
+                .unwrap_or_default();
             eprintln!("· step {step}: {node} by {persona} ({model}){d} in {duration_ms} ms");
         }
         Event::TaskDone { id: t, result } if t == id => {
@@ -293,13 +317,20 @@ async fn send(cfg: ClientConfig, text: String) -> ExitCode {
     // Subscribe before submitting so no event of the task can be missed; polling covers lost events.
     let mut sub = zeromq::SubSocket::new();
     let subscribed = sub.subscribe("task.").await.is_ok()
-        && tokio::time::timeout(cfg.timeout, sub.connect(&cfg.events)).await.map(|r| r.is_ok()).unwrap_or(false);
+        && tokio::time::timeout(cfg.timeout, sub.connect(&cfg.events))
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false);
     let poll = cfg.poll;
     let mut client = Client::new(cfg);
     let id = match client.request("submit_task", json!({"text": text})).await {
         Ok(v) => match v["id"].as_str() {
             Some(id) => id.to_string(),
-            None => return fail(ClientError::Protocol("submit_task answered without an id".into())),
+            None => {
+                return fail(ClientError::Protocol(
+                    "submit_task answered without an id".into(),
+                ))
+            }
         },
         Err(e) => return fail(e),
     };

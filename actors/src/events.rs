@@ -348,7 +348,9 @@ impl StateView {
                 a.status = "failed".into();
                 a.last_error = Some(reason.clone());
             }
-            Event::ActorRestarted { actor, restarts, .. } => {
+            Event::ActorRestarted {
+                actor, restarts, ..
+            } => {
                 let a = self.actors.entry(actor.clone()).or_default();
                 a.status = "running".into();
                 a.restarts = *restarts;
@@ -374,7 +376,12 @@ impl StateView {
                 );
             }
             Event::TaskStatus { id, status } => self.task(id).status = status.clone(),
-            Event::TaskStep { id, step, dissonance, .. } => {
+            Event::TaskStep {
+                id,
+                step,
+                dissonance,
+                ..
+            } => {
                 let t = self.task(id);
                 t.steps = *step;
                 if dissonance.is_some() {
@@ -471,7 +478,9 @@ pub struct EventHub {
 
 impl std::fmt::Debug for EventHub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventHub").field("seq", &self.current_seq()).finish()
+        f.debug_struct("EventHub")
+            .field("seq", &self.current_seq())
+            .finish()
     }
 }
 

@@ -314,8 +314,12 @@ impl Command {
     pub fn parse(cmd: &str, args: Option<Value>) -> Result<Command, ErrorBody> {
         let args = args.unwrap_or_else(|| Value::Object(Default::default()));
         fn typed<T: serde::de::DeserializeOwned>(cmd: &str, args: Value) -> Result<T, ErrorBody> {
-            serde_json::from_value(args)
-                .map_err(|e| ErrorBody::new(ErrorCode::BadRequest, format!("invalid args for `{cmd}`: {e}")))
+            serde_json::from_value(args).map_err(|e| {
+                ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    format!("invalid args for `{cmd}`: {e}"),
+                )
+            })
         }
         let none = |args: Value| typed::<NoArgs>(cmd, args).map(|_| ());
         Ok(match cmd {
@@ -339,7 +343,11 @@ impl Command {
             other => {
                 return Err(ErrorBody::new(
                     ErrorCode::UnknownCommand,
-                    format!("unknown command `{}`; known: {}", truncate(other, 64), COMMANDS.join(", ")),
+                    format!(
+                        "unknown command `{}`; known: {}",
+                        truncate(other, 64),
+                        COMMANDS.join(", ")
+                    ),
                 ))
             }
         })
@@ -353,7 +361,10 @@ pub fn decode_request(body: &[u8], max_bytes: usize) -> Result<Request, (String,
             String::new(),
             ErrorBody::new(
                 ErrorCode::BadRequest,
-                format!("request of {} bytes exceeds the limit of {max_bytes}", body.len()),
+                format!(
+                    "request of {} bytes exceeds the limit of {max_bytes}",
+                    body.len()
+                ),
             ),
         ));
     }
@@ -362,25 +373,40 @@ pub fn decode_request(body: &[u8], max_bytes: usize) -> Result<Request, (String,
     if !is_map {
         return Err((
             String::new(),
-            ErrorBody::new(ErrorCode::BadRequest, "request body must be a MessagePack map"),
+            ErrorBody::new(
+                ErrorCode::BadRequest,
+                "request body must be a MessagePack map",
+            ),
         ));
     }
     let req: Request = rmp_serde::from_slice(body).map_err(|e| {
         (
             salvage_id(body),
-            ErrorBody::new(ErrorCode::BadRequest, format!("not a valid v1 request: {}", truncate(&e.to_string(), 200))),
+            ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("not a valid v1 request: {}", truncate(&e.to_string(), 200)),
+            ),
         )
     })?;
     if req.id.is_empty() || req.id.len() > MAX_ID_LEN {
         return Err((
             String::new(),
-            ErrorBody::new(ErrorCode::BadRequest, format!("`id` must be 1..={MAX_ID_LEN} bytes")),
+            ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("`id` must be 1..={MAX_ID_LEN} bytes"),
+            ),
         ));
     }
     if req.v != PROTOCOL_VERSION {
         return Err((
             req.id,
-            ErrorBody::new(ErrorCode::BadRequest, format!("unsupported protocol version {}; this daemon speaks 1", req.v)),
+            ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "unsupported protocol version {}; this daemon speaks 1",
+                    req.v
+                ),
+            ),
         ));
     }
     Ok(req)
@@ -424,7 +450,10 @@ mod tests {
         let b = enc(&json!({"v":1,"id":"a","token":"t","cmd":"ping","args":{}}));
         let r = decode_request(&b, 1024).unwrap();
         assert_eq!(r.cmd, "ping");
-        assert!(matches!(Command::parse(&r.cmd, r.args).unwrap(), Command::Ping));
+        assert!(matches!(
+            Command::parse(&r.cmd, r.args).unwrap(),
+            Command::Ping
+        ));
     }
 
     #[test]
@@ -459,13 +488,20 @@ mod tests {
 
     #[test]
     fn args_are_validated_per_command() {
-        assert_eq!(Command::parse("nope", None).unwrap_err().code, ErrorCode::UnknownCommand);
         assert_eq!(
-            Command::parse("submit_task", Some(json!({"txt":"x"}))).unwrap_err().code,
+            Command::parse("nope", None).unwrap_err().code,
+            ErrorCode::UnknownCommand
+        );
+        assert_eq!(
+            Command::parse("submit_task", Some(json!({"txt":"x"})))
+                .unwrap_err()
+                .code,
             ErrorCode::BadRequest
         );
         assert_eq!(
-            Command::parse("ping", Some(json!({"x":1}))).unwrap_err().code,
+            Command::parse("ping", Some(json!({"x":1})))
+                .unwrap_err()
+                .code,
             ErrorCode::BadRequest
         );
         assert!(matches!(

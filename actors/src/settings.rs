@@ -302,26 +302,62 @@ impl Settings {
         let positive = [
             ("gateway.heartbeat_ms", self.gateway.heartbeat_ms),
             ("gateway.dedupe_window_ms", self.gateway.dedupe_window_ms),
-            ("gateway.dedupe_capacity", self.gateway.dedupe_capacity as u64),
-            ("gateway.max_request_bytes", self.gateway.max_request_bytes as u64),
-            ("gateway.event_queue_capacity", self.gateway.event_queue_capacity as u64),
-            ("gateway.max_inflight_commands", self.gateway.max_inflight_commands as u64),
-            ("gateway.actor_call_timeout_ms", self.gateway.actor_call_timeout_ms),
+            (
+                "gateway.dedupe_capacity",
+                self.gateway.dedupe_capacity as u64,
+            ),
+            (
+                "gateway.max_request_bytes",
+                self.gateway.max_request_bytes as u64,
+            ),
+            (
+                "gateway.event_queue_capacity",
+                self.gateway.event_queue_capacity as u64,
+            ),
+            (
+                "gateway.max_inflight_commands",
+                self.gateway.max_inflight_commands as u64,
+            ),
+            (
+                "gateway.actor_call_timeout_ms",
+                self.gateway.actor_call_timeout_ms,
+            ),
             ("client.timeout_ms", self.client.timeout_ms),
             ("client.poll_ms", self.client.poll_ms),
             ("supervision.period_ms", self.supervision.period_ms),
-            ("supervision.shutdown_timeout_ms", self.supervision.shutdown_timeout_ms),
+            (
+                "supervision.shutdown_timeout_ms",
+                self.supervision.shutdown_timeout_ms,
+            ),
             ("llm.probe_timeout_ms", self.llm.probe_timeout_ms),
             ("llm.request_timeout_ms", self.llm.request_timeout_ms),
             ("llm.max_tokens", u64::from(self.llm.max_tokens)),
             ("llm.embedded.n_ctx", u64::from(self.llm.embedded.n_ctx)),
             ("llm.embedded.n_batch", u64::from(self.llm.embedded.n_batch)),
-            ("llm.embedded.max_contexts", self.llm.embedded.max_contexts as u64),
-            ("orchestrator.max_concurrent_tasks", self.orchestrator.max_concurrent_tasks as u64),
-            ("orchestrator.max_iterations", u64::from(self.orchestrator.max_iterations)),
-            ("orchestrator.keep_finished_tasks", self.orchestrator.keep_finished_tasks as u64),
-            ("orchestrator.max_steps", u64::from(self.orchestrator.max_steps)),
-            ("orchestrator.max_task_bytes", self.orchestrator.max_task_bytes as u64),
+            (
+                "llm.embedded.max_contexts",
+                self.llm.embedded.max_contexts as u64,
+            ),
+            (
+                "orchestrator.max_concurrent_tasks",
+                self.orchestrator.max_concurrent_tasks as u64,
+            ),
+            (
+                "orchestrator.max_iterations",
+                u64::from(self.orchestrator.max_iterations),
+            ),
+            (
+                "orchestrator.keep_finished_tasks",
+                self.orchestrator.keep_finished_tasks as u64,
+            ),
+            (
+                "orchestrator.max_steps",
+                u64::from(self.orchestrator.max_steps),
+            ),
+            (
+                "orchestrator.max_task_bytes",
+                self.orchestrator.max_task_bytes as u64,
+            ),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -329,8 +365,14 @@ impl Settings {
             }
         }
         for (key, v) in [
-            ("orchestrator.dissonance_threshold", self.orchestrator.dissonance_threshold),
-            ("orchestrator.inquiry_threshold", self.orchestrator.inquiry_threshold),
+            (
+                "orchestrator.dissonance_threshold",
+                self.orchestrator.dissonance_threshold,
+            ),
+            (
+                "orchestrator.inquiry_threshold",
+                self.orchestrator.inquiry_threshold,
+            ),
             ("llm.top_p", f64::from(self.llm.top_p)),
         ] {
             if !(0.0..=1.0).contains(&v) {
@@ -343,10 +385,12 @@ impl Settings {
                 "must be at least orchestrator.dissonance_threshold",
             ));
         }
-        if !(self.llm.temperature >= 0.0) {
+        if self.llm.temperature.is_nan() || self.llm.temperature < 0.0 {
             return Err(bad("llm.temperature", "must be 0 or more"));
         }
-        if !(self.llm.ollama_url.starts_with("http://") || self.llm.ollama_url.starts_with("https://")) {
+        if !(self.llm.ollama_url.starts_with("http://")
+            || self.llm.ollama_url.starts_with("https://"))
+        {
             return Err(bad("llm.ollama_url", "must be an http:// or https:// URL"));
         }
         for name in crate::PERSONAS {
@@ -356,7 +400,11 @@ impl Settings {
                 None => return Err(bad(&format!("personas.{name}"), "is missing")),
             }
         }
-        if let Some(extra) = self.personas.keys().find(|k| !crate::PERSONAS.contains(&k.as_str())) {
+        if let Some(extra) = self
+            .personas
+            .keys()
+            .find(|k| !crate::PERSONAS.contains(&k.as_str()))
+        {
             return Err(bad(
                 &format!("personas.{extra}"),
                 "is not a persona (ALFRED, BABS, BRICK, ROBIN)",
@@ -392,10 +440,12 @@ pub fn set_string_value(path: &Path, keys: &[&str], value: &str) -> Result<(), S
             path: path.to_path_buf(),
             source,
         })?;
-        let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| SettingsError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut doc: toml_edit::DocumentMut =
+            text.parse()
+                .map_err(|e: toml_edit::TomlError| SettingsError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
         let (last, parents) = keys.split_last().ok_or_else(|| SettingsError::Invalid {
             path: path.to_path_buf(),
             key: String::new(),
@@ -406,7 +456,10 @@ pub fn set_string_value(path: &Path, keys: &[&str], value: &str) -> Result<(), S
             item = &mut item[*k];
         }
         // Keep the existing value's decoration (trailing comment) when replacing it.
-        let decor = item.get(*last).and_then(|i| i.as_value()).map(|v| v.decor().clone());
+        let decor = item
+            .get(*last)
+            .and_then(|i| i.as_value())
+            .map(|v| v.decor().clone());
         let mut new_value = toml_edit::Value::from(value);
         if let Some(decor) = decor {
             *new_value.decor_mut() = decor;
@@ -426,7 +479,11 @@ mod tests {
     use super::*;
 
     fn shipped() -> String {
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/settings.toml")).unwrap()
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/settings.toml"
+        ))
+        .unwrap()
     }
 
     #[test]
@@ -439,15 +496,22 @@ mod tests {
 
     #[test]
     fn unknown_key_is_refused_and_named() {
-        let text = shipped().replace("heartbeat_ms = 1000", "heartbeat_ms = 1000\nheartbeat_msec = 3");
-        let e = Settings::parse(&text, Path::new("/x/s.toml")).unwrap_err().to_string();
+        let text = shipped().replace(
+            "heartbeat_ms = 1000",
+            "heartbeat_ms = 1000\nheartbeat_msec = 3",
+        );
+        let e = Settings::parse(&text, Path::new("/x/s.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("heartbeat_msec"), "{e}");
     }
 
     #[test]
     fn zero_heartbeat_is_refused() {
         let text = shipped().replace("heartbeat_ms = 1000", "heartbeat_ms = 0");
-        let e = Settings::parse(&text, Path::new("/x/s.toml")).unwrap_err().to_string();
+        let e = Settings::parse(&text, Path::new("/x/s.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("gateway.heartbeat_ms"), "{e}");
     }
 

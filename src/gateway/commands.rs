@@ -28,7 +28,11 @@ pub async fn process(organs: &Organs, body: &[u8]) -> Arc<Vec<u8>> {
         None => false,
     };
     if !authorised && req.cmd != "ping" {
-        let why = if req.token.is_none() { "missing token" } else { "wrong token" };
+        let why = if req.token.is_none() {
+            "missing token"
+        } else {
+            "wrong token"
+        };
         return Arc::new(
             Reply::err(
                 req.id,
@@ -49,7 +53,14 @@ pub async fn process(organs: &Organs, body: &[u8]) -> Arc<Vec<u8>> {
         Begin::Wait(rx) => match rx.await {
             Ok(bytes) => bytes,
             Err(_) => Arc::new(
-                Reply::err(req.id, ErrorBody::new(ErrorCode::Internal, "the first attempt of this request was lost")).encode(),
+                Reply::err(
+                    req.id,
+                    ErrorBody::new(
+                        ErrorCode::Internal,
+                        "the first attempt of this request was lost",
+                    ),
+                )
+                .encode(),
             ),
         },
         Begin::Execute => {
@@ -94,15 +105,23 @@ where
     T: Send + 'static,
     F: FnOnce(RpcReplyPort<T>) -> M,
 {
-    let cell = ractor::registry::where_is(name.to_string())
-        .ok_or_else(|| err(ErrorCode::Unavailable, format!("{name} is restarting; retry shortly")))?;
+    let cell = ractor::registry::where_is(name).ok_or_else(|| {
+        err(
+            ErrorCode::Unavailable,
+            format!("{name} is restarting; retry shortly"),
+        )
+    })?;
     let actor: ActorRef<M> = cell.into();
     match actor.call(build, Some(call_timeout(organs))).await {
         Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
-        Ok(ractor::rpc::CallResult::Timeout) => Err(err(ErrorCode::Unavailable, format!("{name} did not answer in time"))),
-        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => {
-            Err(err(ErrorCode::Unavailable, format!("{name} stopped while answering; retry shortly")))
-        }
+        Ok(ractor::rpc::CallResult::Timeout) => Err(err(
+            ErrorCode::Unavailable,
+            format!("{name} did not answer in time"),
+        )),
+        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(err(
+            ErrorCode::Unavailable,
+            format!("{name} stopped while answering; retry shortly"),
+        )),
     }
 }
 
@@ -142,11 +161,17 @@ async fn dispatch(organs: &Organs, command: Command) -> CmdResult {
             Ok(json!({"seq": seq, "instance": organs.instance, "state": to_value(&state)?}))
         }
         Command::SubmitTask(a) => {
-            let s = ask(organs, ORCHESTRATOR_NAME, |r| OrchestratorMsg::Submit(a.text, r)).await?.map_err(orch_err)?;
+            let s = ask(organs, ORCHESTRATOR_NAME, |r| {
+                OrchestratorMsg::Submit(a.text, r)
+            })
+            .await?
+            .map_err(orch_err)?;
             to_value(&s)
         }
         Command::GetTask(a) => {
-            let t = ask(organs, ORCHESTRATOR_NAME, |r| OrchestratorMsg::Get(a.id, r)).await?.map_err(orch_err)?;
+            let t = ask(organs, ORCHESTRATOR_NAME, |r| OrchestratorMsg::Get(a.id, r))
+                .await?
+                .map_err(orch_err)?;
             to_value(&t)
         }
         Command::ListTasks => {
@@ -154,7 +179,11 @@ async fn dispatch(organs: &Organs, command: Command) -> CmdResult {
             Ok(json!({"tasks": to_value(&l)?}))
         }
         Command::CancelTask(a) => {
-            let s = ask(organs, ORCHESTRATOR_NAME, |r| OrchestratorMsg::Cancel(a.id, r)).await?.map_err(orch_err)?;
+            let s = ask(organs, ORCHESTRATOR_NAME, |r| {
+                OrchestratorMsg::Cancel(a.id, r)
+            })
+            .await?
+            .map_err(orch_err)?;
             to_value(&s)
         }
         Command::ResumeTask(a) => {
@@ -176,21 +205,32 @@ async fn dispatch(organs: &Organs, command: Command) -> CmdResult {
             .map_err(persona_err),
         Command::GetPersona(a) => organs.personas.state(&a.persona).await.map_err(persona_err),
         Command::SwapModel(a) => {
-            let out = organs.personas.swap_model(&a.persona, &a.model).await.map_err(persona_err)?;
+            let out = organs
+                .personas
+                .swap_model(&a.persona, &a.model)
+                .await
+                .map_err(persona_err)?;
             to_value(&out)
         }
-        Command::ListAmendments | Command::ApproveAmendment(_) | Command::RejectAmendment(_) => Err(err(
+        Command::ListAmendments | Command::ApproveAmendment(_) | Command::RejectAmendment(_) => {
+            Err(err(
+                ErrorCode::Unavailable,
+                "the codex governor is not running in this build",
+            ))
+        }
+        Command::MemorySearch(_) => Err(err(
             ErrorCode::Unavailable,
-            "the codex governor is not running in this build",
+            "the memory organ is not running in this build",
         )),
-        Command::MemorySearch(_) => Err(err(ErrorCode::Unavailable, "the memory organ is not running in this build")),
         Command::DebugCrash(a) => debug_crash(organs, &a.actor).await,
     }
 }
 
 async fn status(organs: &Organs) -> CmdResult {
-    let tree = match ractor::registry::where_is(crate::boot::ROOT_NAME.to_string()) {
-        Some(root) => to_value(&batos_actors::supervisor::tree(&root, "root", call_timeout(organs)).await)?,
+    let tree = match ractor::registry::where_is(crate::boot::ROOT_NAME) {
+        Some(root) => {
+            to_value(&batos_actors::supervisor::tree(&root, "root", call_timeout(organs)).await)?
+        }
         None => Value::Null,
     };
     let (seq, view) = organs.hub.snapshot();
@@ -223,15 +263,19 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
         let h = organs.personas.current(actor).map_err(persona_err)?;
         h.actor.cast(ProtoMsg::Crash).is_ok()
     } else {
-        let Some(cell) = ractor::registry::where_is(actor.to_string()) else {
+        let Some(cell) = ractor::registry::where_is(actor) else {
             return Err(err(
                 ErrorCode::NotFound,
                 format!("no crashable actor `{actor}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex or gateway"),
             ));
         };
         match actor {
-            ORCHESTRATOR_NAME => ActorRef::<OrchestratorMsg>::from(cell).cast(OrchestratorMsg::Crash).is_ok(),
-            "codex" => ActorRef::<CodexMsg>::from(cell).cast(CodexMsg::Crash).is_ok(),
+            ORCHESTRATOR_NAME => ActorRef::<OrchestratorMsg>::from(cell)
+                .cast(OrchestratorMsg::Crash)
+                .is_ok(),
+            "codex" => ActorRef::<CodexMsg>::from(cell)
+                .cast(CodexMsg::Crash)
+                .is_ok(),
             GATEWAY_NAME => {
                 // Let this reply leave before the gateway dies.
                 let gw = ActorRef::<GatewayMsg>::from(cell);
@@ -241,12 +285,24 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
                 });
                 true
             }
-            other => return Err(err(ErrorCode::NotFound, format!("`{other}` cannot be crashed on request"))),
+            other => {
+                return Err(err(
+                    ErrorCode::NotFound,
+                    format!("`{other}` cannot be crashed on request"),
+                ))
+            }
         }
     };
     if !sent {
-        return Err(err(ErrorCode::Unavailable, format!("{actor} is not running")));
+        return Err(err(
+            ErrorCode::Unavailable,
+            format!("{actor} is not running"),
+        ));
     }
-    tracing::warn!(event = "debug.crash_requested", actor, "fault injection: crash requested");
+    tracing::warn!(
+        event = "debug.crash_requested",
+        actor,
+        "fault injection: crash requested"
+    );
     Ok(json!({"crashed": actor}))
 }

@@ -64,7 +64,9 @@ impl Dedupe {
                 Begin::Wait(rx)
             }
             None => {
-                inner.entries.insert(id.to_string(), Entry::InFlight(Vec::new()));
+                inner
+                    .entries
+                    .insert(id.to_string(), Entry::InFlight(Vec::new()));
                 Begin::Execute
             }
         }
@@ -73,7 +75,10 @@ impl Dedupe {
     /// Records the reply of an executed request and hands it to every retry that waited for it.
     pub fn finish(&self, id: &str, reply: Arc<Vec<u8>>) {
         let mut inner = self.lock();
-        if let Some(Entry::InFlight(waiters)) = inner.entries.insert(id.to_string(), Entry::Done(reply.clone())) {
+        if let Some(Entry::InFlight(waiters)) = inner
+            .entries
+            .insert(id.to_string(), Entry::Done(reply.clone()))
+        {
             for w in waiters {
                 let _ = w.send(reply.clone());
             }
@@ -109,7 +114,9 @@ mod tests {
     fn replays_and_waits() {
         let d = Dedupe::new(Duration::from_secs(60), 10);
         assert!(matches!(d.begin("a"), Begin::Execute));
-        let Begin::Wait(mut rx) = d.begin("a") else { panic!("expected wait") };
+        let Begin::Wait(mut rx) = d.begin("a") else {
+            panic!("expected wait")
+        };
         d.finish("a", Arc::new(vec![1]));
         assert_eq!(*rx.try_recv().unwrap(), vec![1]);
         assert!(matches!(d.begin("a"), Begin::Replay(b) if *b == vec![1]));

@@ -84,7 +84,11 @@ pub struct GatewayState {
 }
 
 /// Binds, retrying for a while: after a gateway restart the previous socket may still be closing.
-async fn bind_retry<S: Socket>(sock: &mut S, endpoint: &str, patience: Duration) -> Result<(), ActorProcessingErr> {
+async fn bind_retry<S: Socket>(
+    sock: &mut S,
+    endpoint: &str,
+    patience: Duration,
+) -> Result<(), ActorProcessingErr> {
     let started = Instant::now();
     let mut last = String::new();
     while started.elapsed() < patience {
@@ -102,7 +106,11 @@ impl Actor for Gateway {
     type State = GatewayState;
     type Arguments = Arc<Organs>;
 
-    async fn pre_start(&self, _myself: ActorRef<GatewayMsg>, organs: Arc<Organs>) -> Result<GatewayState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<GatewayMsg>,
+        organs: Arc<Organs>,
+    ) -> Result<GatewayState, ActorProcessingErr> {
         let s = organs.settings.load_full();
         let patience = Duration::from_millis(s.supervision.shutdown_timeout_ms);
         let mut router = RouterSocket::new();
@@ -117,7 +125,12 @@ impl Actor for Gateway {
         })
     }
 
-    async fn handle(&self, _myself: ActorRef<GatewayMsg>, msg: GatewayMsg, _state: &mut GatewayState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<GatewayMsg>,
+        msg: GatewayMsg,
+        _state: &mut GatewayState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             GatewayMsg::Crash => panic!("debug_crash requested for gateway"),
         }
@@ -127,7 +140,9 @@ impl Actor for Gateway {
 /// Receives requests and runs each in its own task, bounded by `max_inflight_commands`.
 async fn command_loop(router: RouterSocket, organs: Arc<Organs>) {
     let (sender, mut receiver) = router.split();
-    let limit = Arc::new(Semaphore::new(organs.settings.load().gateway.max_inflight_commands));
+    let limit = Arc::new(Semaphore::new(
+        organs.settings.load().gateway.max_inflight_commands,
+    ));
     loop {
         let msg = match receiver.recv().await {
             Ok(m) => m,
@@ -156,8 +171,13 @@ async fn command_loop(router: RouterSocket, organs: Arc<Organs>) {
                 match tokio::time::timeout(patience, sender.send(m)).await {
                     Ok(Ok(())) => {}
                     // The client went away (Lazy Pirate reconnects with a new identity): nothing to do.
-                    Ok(Err(e)) => tracing::debug!(event = "gateway.reply_dropped", error = %e, "reply not delivered"),
-                    Err(_) => tracing::warn!(event = "gateway.reply_dropped", "client not reading; reply dropped"),
+                    Ok(Err(e)) => {
+                        tracing::debug!(event = "gateway.reply_dropped", error = %e, "reply not delivered")
+                    }
+                    Err(_) => tracing::warn!(
+                        event = "gateway.reply_dropped",
+                        "client not reading; reply dropped"
+                    ),
                 }
             }
             drop(permit);

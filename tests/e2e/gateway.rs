@@ -24,7 +24,10 @@ fn tree_node<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
     if tree["path"] == path {
         return Some(tree);
     }
-    tree["children"].as_array()?.iter().find_map(|c| tree_node(c, path))
+    tree["children"]
+        .as_array()?
+        .iter()
+        .find_map(|c| tree_node(c, path))
 }
 
 /// Subscribes to every event and collects them in the background.
@@ -37,11 +40,18 @@ async fn collector(d: &Daemon) -> (SubSocket, Vec<EventBody>) {
     (sub, Vec::new())
 }
 
-async fn next_event(sub: &mut SubSocket, secs: u64, mut pred: impl FnMut(&EventBody) -> bool) -> EventBody {
+async fn next_event(
+    sub: &mut SubSocket,
+    secs: u64,
+    mut pred: impl FnMut(&EventBody) -> bool,
+) -> EventBody {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let m = tokio::time::timeout(left, sub.recv()).await.expect("event not seen in time").unwrap();
+        let m = tokio::time::timeout(left, sub.recv())
+            .await
+            .expect("event not seen in time")
+            .unwrap();
         let ev: EventBody = rmp_serde::from_slice(m.into_vec().get(1).unwrap()).unwrap();
         if pred(&ev) {
             return ev;
@@ -54,17 +64,32 @@ async fn a_task_completes_end_to_end_and_token_file_is_private() {
     use std::os::unix::fs::PermissionsExt;
     let ollama = ScriptedOllama::start();
     let d = Daemon::start(&ollama.url, vec![]).await;
-    let mode = std::fs::metadata(d.data_dir().join("gateway.token")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(d.data_dir().join("gateway.token"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
     let mut c = d.client();
     let pong = c.request("ping", json!({})).await.unwrap();
     assert_eq!(pong["pong"], true);
-    let t = c.request("submit_task", json!({"text": "What is two plus two?"})).await.unwrap();
+    let t = c
+        .request("submit_task", json!({"text": "What is two plus two?"}))
+        .await
+        .unwrap();
     let id = t["id"].as_str().unwrap().to_string();
     let done = wait_task(&mut c, &id, 30).await;
     assert_eq!(done["status"], "done", "{done}");
-    assert!(done["result"].as_str().unwrap().contains("Final answer from ALFRED"));
-    let nodes: Vec<&str> = done["steps"].as_array().unwrap().iter().map(|s| s["node"].as_str().unwrap()).collect();
+    assert!(done["result"]
+        .as_str()
+        .unwrap()
+        .contains("Final answer from ALFRED"));
+    let nodes: Vec<&str> = done["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["node"].as_str().unwrap())
+        .collect();
     assert_eq!(nodes, vec!["route", "draft", "critique", "synthesize"]);
     let list = c.request("list_tasks", json!({})).await.unwrap();
     assert_eq!(list["tasks"][0]["id"], id.as_str());
@@ -79,11 +104,16 @@ async fn debug_crash_restarts_brick_logs_it_and_tasks_still_complete() {
     let d = Daemon::start(&ollama.url, vec![]).await;
     let (mut sub, _) = collector(&d).await;
     let mut c = d.client();
-    c.request("debug_crash", json!({"actor": "BRICK"})).await.unwrap();
+    c.request("debug_crash", json!({"actor": "BRICK"}))
+        .await
+        .unwrap();
     let ev = next_event(&mut sub, 10, |e| e.kind == "actor.restarted").await;
     assert_eq!(ev.data["actor"], "root/personas/BRICK");
     assert_eq!(ev.data["restarts"], 1);
-    assert!(ev.data["reason"].as_str().unwrap().contains("debug_crash requested for persona BRICK"));
+    assert!(ev.data["reason"]
+        .as_str()
+        .unwrap()
+        .contains("debug_crash requested for persona BRICK"));
     let status = c.request("status", json!({})).await.unwrap();
     let brick = tree_node(&status["tree"], "root/personas/BRICK").expect("BRICK in tree");
     assert_eq!(brick["restarts"], 1);
@@ -94,13 +124,18 @@ async fn debug_crash_restarts_brick_logs_it_and_tasks_still_complete() {
             lines.into_iter().find(|l| {
                 l["event"] == "actor.failed"
                     && l["actor"] == "root/personas/BRICK"
-                    && l["reason"].as_str().is_some_and(|r| r.contains("debug_crash requested"))
+                    && l["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("debug_crash requested"))
             })
         }
     })
     .await;
     assert_eq!(log["level"], "ERROR");
-    let t = c.request("submit_task", json!({"text": "after the crash"})).await.unwrap();
+    let t = c
+        .request("submit_task", json!({"text": "after the crash"}))
+        .await
+        .unwrap();
     let done = wait_task(&mut c, t["id"].as_str().unwrap(), 30).await;
     assert_eq!(done["status"], "done", "{done}");
 }
@@ -114,26 +149,51 @@ async fn crashing_past_intensity_escalates_and_is_reported() {
     // intensity = 3 in 5 s: the fourth crash makes the personas supervisor give up and escalate to root,
     // which restarts the whole personas subtree.
     for n in 1..=4 {
-        c.request("debug_crash", json!({"actor": "BRICK"})).await.unwrap();
+        c.request("debug_crash", json!({"actor": "BRICK"}))
+            .await
+            .unwrap();
         if n < 4 {
-            next_event(&mut sub, 10, |e| e.kind == "actor.restarted" && e.data["restarts"] == n).await;
+            next_event(&mut sub, 10, |e| {
+                e.kind == "actor.restarted" && e.data["restarts"] == n
+            })
+            .await;
         }
     }
     let esc = next_event(&mut sub, 10, |e| e.kind == "actor.escalated").await;
     assert_eq!(esc.data["supervisor"], "root/personas");
-    let re = next_event(&mut sub, 10, |e| e.kind == "actor.restarted" && e.data["actor"] == "root/personas").await;
+    let re = next_event(&mut sub, 10, |e| {
+        e.kind == "actor.restarted" && e.data["actor"] == "root/personas"
+    })
+    .await;
     assert_eq!(re.data["restarts"], 1);
     let status = c.request("status", json!({})).await.unwrap();
     assert_eq!(status["escalations"], 1);
-    assert_eq!(tree_node(&status["tree"], "root/personas").unwrap()["restarts"], 1);
-    assert_eq!(tree_node(&status["tree"], "root/personas/BRICK").unwrap()["status"], "running");
-    assert!(d.log_json().iter().any(|l| l["event"] == "actor.escalated" && l["supervisor"] == "root/personas"));
-    let t = c.request("submit_task", json!({"text": "after the escalation"})).await.unwrap();
-    assert_eq!(wait_task(&mut c, t["id"].as_str().unwrap(), 30).await["status"], "done");
+    assert_eq!(
+        tree_node(&status["tree"], "root/personas").unwrap()["restarts"],
+        1
+    );
+    assert_eq!(
+        tree_node(&status["tree"], "root/personas/BRICK").unwrap()["status"],
+        "running"
+    );
+    assert!(d
+        .log_json()
+        .iter()
+        .any(|l| l["event"] == "actor.escalated" && l["supervisor"] == "root/personas"));
+    let t = c
+        .request("submit_task", json!({"text": "after the escalation"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_task(&mut c, t["id"].as_str().unwrap(), 30).await["status"],
+        "done"
+    );
 
     // Past root's own intensity the daemon does not die silently: it logs why and exits 1.
     for _ in 0..4 {
-        let _ = c.request("debug_crash", json!({"actor": "orchestrator"})).await;
+        let _ = c
+            .request("debug_crash", json!({"actor": "orchestrator"}))
+            .await;
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     let started = Instant::now();
@@ -141,20 +201,38 @@ async fn crashing_past_intensity_escalates_and_is_reported() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let status = d.terminate();
-    assert_eq!(status.and_then(|s| s.code()), Some(1), "daemon must exit 1 after root escalation");
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "daemon must exit 1 after root escalation"
+    );
     assert!(d.log_json().iter().any(|l| l["event"] == "daemon.escalated"
-        && l["reason"].as_str().is_some_and(|r| r.contains("root gave up"))));
+        && l["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("root gave up"))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injection_is_refused_unless_enabled() {
     let ollama = ScriptedOllama::start();
-    let d = Daemon::start(&ollama.url, vec![Box::new(|doc| doc["debug"]["fault_injection"] = toml_edit::value(false))]).await;
+    let d = Daemon::start(
+        &ollama.url,
+        vec![Box::new(|doc| {
+            doc["debug"]["fault_injection"] = toml_edit::value(false)
+        })],
+    )
+    .await;
     let mut c = d.client();
-    let e = c.request("debug_crash", json!({"actor": "BRICK"})).await.unwrap_err();
+    let e = c
+        .request("debug_crash", json!({"actor": "BRICK"}))
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("fault_injection"), "{e}");
     let status = c.request("status", json!({})).await.unwrap();
-    assert_eq!(tree_node(&status["tree"], "root/personas/BRICK").unwrap()["restarts"], 0);
+    assert_eq!(
+        tree_node(&status["tree"], "root/personas/BRICK").unwrap()["restarts"],
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,13 +244,19 @@ async fn req_and_dealer_clients_get_replies_and_a_retried_id_runs_once() {
     // REQ
     let mut req = ReqSocket::new();
     req.connect(&cfg.endpoint).await.unwrap();
-    req.send(ZmqMessage::from(enc(&json!({"v":1,"id":"r1","token":token,"cmd":"ping","args":{}})))).await.unwrap();
+    req.send(ZmqMessage::from(enc(
+        &json!({"v":1,"id":"r1","token":token,"cmd":"ping","args":{}}),
+    )))
+    .await
+    .unwrap();
     let r: Reply = rmp_serde::from_slice(&req.recv().await.unwrap().into_vec()[0]).unwrap();
     assert!(r.ok && r.id == "r1");
     // DEALER sending [empty, body]
     let mut dealer = DealerSocket::new();
     dealer.connect(&cfg.endpoint).await.unwrap();
-    let submit = enc(&json!({"v":1,"id":"same-id","token":token,"cmd":"submit_task","args":{"text":"only once"}}));
+    let submit = enc(
+        &json!({"v":1,"id":"same-id","token":token,"cmd":"submit_task","args":{"text":"only once"}}),
+    );
     let mut replies = Vec::new();
     for _ in 0..3 {
         let mut m = ZmqMessage::from(Bytes::new());
@@ -190,7 +274,10 @@ async fn req_and_dealer_clients_get_replies_and_a_retried_id_runs_once() {
     assert!(replies.windows(2).all(|w| w[0] == w[1]), "{replies:?}");
     // A retry on a fresh socket (Lazy Pirate) with the same id gets the same reply.
     let mut c = d.client();
-    let again = c.request_with_id("same-id", "submit_task", json!({"text": "only once"})).await.unwrap();
+    let again = c
+        .request_with_id("same-id", "submit_task", json!({"text": "only once"}))
+        .await
+        .unwrap();
     assert_eq!(again["id"], replies[0]);
     let list = c.request("list_tasks", json!({})).await.unwrap();
     assert_eq!(list["tasks"].as_array().unwrap().len(), 1, "{list}");
@@ -217,16 +304,50 @@ async fn a_thousand_malformed_bodies_get_the_right_errors_and_the_daemon_survive
             }
             1 => {
                 let full = enc(&json!({"v":1,"id":format!("t{i}"),"token":token,"cmd":"ping"}));
-                (full[..rng.random_range(1..full.len())].to_vec(), "bad_request")
+                (
+                    full[..rng.random_range(1..full.len())].to_vec(),
+                    "bad_request",
+                )
             }
-            2 => (enc(&json!({"v":"one","id":format!("w{i}"),"token":token,"cmd":"ping"})), "bad_request"),
-            3 => (enc(&json!({"v":1,"id":format!("u{i}"),"token":token,"cmd":"ping","bogus":true})), "bad_request"),
-            4 => (enc(&json!({"v":1,"id":format!("h{i}"),"token":token,"cmd":"submit_task","args":{"text":"x".repeat(2_000_000)}})), "bad_request"),
-            5 => (enc(&json!({"v":1,"id":format!("m{i}"),"token":token,"cmd":"status"})).into_iter().chain(std::iter::empty()).collect(), "ok"),
-            6 => (enc(&json!({"v":1,"id":format!("n{i}"),"cmd":"status"})), "unauthorized"),
-            7 => (enc(&json!({"v":1,"id":format!("x{i}"),"token":"wrong","cmd":"status"})), "unauthorized"),
-            8 => (enc(&json!({"v":1,"id":format!("c{i}"),"token":token,"cmd":"no_such_command"})), "unknown_command"),
-            _ => (enc(&json!({"v":1,"id":format!("a{i}"),"token":token,"cmd":"get_task","args":{"id":7}})), "bad_request"),
+            2 => (
+                enc(&json!({"v":"one","id":format!("w{i}"),"token":token,"cmd":"ping"})),
+                "bad_request",
+            ),
+            3 => (
+                enc(&json!({"v":1,"id":format!("u{i}"),"token":token,"cmd":"ping","bogus":true})),
+                "bad_request",
+            ),
+            4 => (
+                enc(
+                    &json!({"v":1,"id":format!("h{i}"),"token":token,"cmd":"submit_task","args":{"text":"x".repeat(2_000_000)}}),
+                ),
+                "bad_request",
+            ),
+            5 => (
+                enc(&json!({"v":1,"id":format!("m{i}"),"token":token,"cmd":"status"}))
+                    .into_iter()
+                    .chain(std::iter::empty())
+                    .collect(),
+                "ok",
+            ),
+            6 => (
+                enc(&json!({"v":1,"id":format!("n{i}"),"cmd":"status"})),
+                "unauthorized",
+            ),
+            7 => (
+                enc(&json!({"v":1,"id":format!("x{i}"),"token":"wrong","cmd":"status"})),
+                "unauthorized",
+            ),
+            8 => (
+                enc(&json!({"v":1,"id":format!("c{i}"),"token":token,"cmd":"no_such_command"})),
+                "unknown_command",
+            ),
+            _ => (
+                enc(
+                    &json!({"v":1,"id":format!("a{i}"),"token":token,"cmd":"get_task","args":{"id":7}}),
+                ),
+                "bad_request",
+            ),
         };
         let mut m = ZmqMessage::from(Bytes::new());
         m.push_back(Bytes::from(body));
@@ -236,9 +357,21 @@ async fn a_thousand_malformed_bodies_get_the_right_errors_and_the_daemon_survive
     }
     let mut got: HashMap<String, usize> = HashMap::new();
     for _ in 0..sent {
-        let frames = tokio::time::timeout(Duration::from_secs(20), dealer.recv()).await.expect("a reply to every body").unwrap().into_vec();
+        let frames = tokio::time::timeout(Duration::from_secs(20), dealer.recv())
+            .await
+            .expect("a reply to every body")
+            .unwrap()
+            .into_vec();
         let r: Reply = rmp_serde::from_slice(frames.last().unwrap()).unwrap();
-        let code = if r.ok { "ok".to_string() } else { serde_json::to_value(r.error.unwrap().code).unwrap().as_str().unwrap().to_string() };
+        let code = if r.ok {
+            "ok".to_string()
+        } else {
+            serde_json::to_value(r.error.unwrap().code)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
         *got.entry(code).or_default() += 1;
     }
     assert_eq!(got, expected);
@@ -256,28 +389,50 @@ async fn a_late_joiner_reconstructs_the_same_state_and_a_gap_resyncs() {
     let mut c = d.client();
     let mut ids = Vec::new();
     for i in 0..3 {
-        ids.push(c.request("submit_task", json!({"text": format!("first wave {i}")})).await.unwrap()["id"].as_str().unwrap().to_string());
+        ids.push(
+            c.request("submit_task", json!({"text": format!("first wave {i}")}))
+                .await
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     // Mid-stream: tasks are running while the late joiner arrives.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut late = Watcher::new(d.client_config());
     assert!(matches!(late.next().await, WatchItem::Resynced { .. }));
     for i in 0..3 {
-        ids.push(c.request("submit_task", json!({"text": format!("second wave {i}")})).await.unwrap()["id"].as_str().unwrap().to_string());
+        ids.push(
+            c.request("submit_task", json!({"text": format!("second wave {i}")}))
+                .await
+                .unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
     }
     for id in &ids {
         wait_task(&mut c, id, 60).await;
     }
-    let final_seq = c.request("snapshot", json!({})).await.unwrap()["seq"].as_u64().unwrap();
+    let final_seq = c.request("snapshot", json!({})).await.unwrap()["seq"]
+        .as_u64()
+        .unwrap();
     let mut gap_seen = false;
     for (w, drop_one) in [(&mut early, true), (&mut late, false)] {
         if drop_one {
             w.drop_next_event();
         }
         while w.seq() < final_seq {
-            match tokio::time::timeout(Duration::from_secs(10), w.next()).await.expect("watcher progresses") {
+            match tokio::time::timeout(Duration::from_secs(10), w.next())
+                .await
+                .expect("watcher progresses")
+            {
                 WatchItem::Resynced { reason, .. } if drop_one => {
-                    assert!(reason.contains("gap") || reason.contains("heartbeat"), "{reason}");
+                    assert!(
+                        reason.contains("gap") || reason.contains("heartbeat"),
+                        "{reason}"
+                    );
                     gap_seen = true;
                 }
                 _ => {}
@@ -286,7 +441,8 @@ async fn a_late_joiner_reconstructs_the_same_state_and_a_gap_resyncs() {
     }
     assert!(gap_seen, "the dropped event must trigger a resync");
     let server = c.request("snapshot", json!({})).await.unwrap();
-    let server_state: batos_actors::events::StateView = serde_json::from_value(server["state"].clone()).unwrap();
+    let server_state: batos_actors::events::StateView =
+        serde_json::from_value(server["state"].clone()).unwrap();
     assert_eq!(early.state(), &server_state);
     assert_eq!(late.state(), &server_state);
     assert_eq!(server_state.tasks.len(), 6);
@@ -324,7 +480,9 @@ async fn watch_reports_disconnect_within_three_heartbeats_and_recovers() {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let (t, line) = rx.recv_timeout(left).unwrap_or_else(|_| panic!("watch never printed `{what}`"));
+            let (t, line) = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("watch never printed `{what}`"));
             if line.starts_with(what) {
                 return t;
             }
@@ -335,7 +493,11 @@ async fn watch_reports_disconnect_within_three_heartbeats_and_recovers() {
     d.kill9();
     let seen = wait_line("disconnected", 10);
     // 3 heartbeats of 200 ms, plus scheduling slack on a shared 2-core machine.
-    assert!(seen.duration_since(killed) < Duration::from_millis(600 + 900), "took {:?}", seen.duration_since(killed));
+    assert!(
+        seen.duration_since(killed) < Duration::from_millis(600 + 900),
+        "took {:?}",
+        seen.duration_since(killed)
+    );
     d.spawn();
     d.wait_ready().await;
     wait_line("reconnected", 30);
@@ -348,27 +510,51 @@ async fn watch_reports_disconnect_within_three_heartbeats_and_recovers() {
 async fn send_prints_the_answer_and_fails_cleanly_when_the_daemon_is_down() {
     let ollama = ScriptedOllama::start();
     let mut d = Daemon::start(&ollama.url, vec![]).await;
-    let out = batos_cmd(&d).args(["send", "--config"]).arg(&d.config).arg("Say hello").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = batos_cmd(&d)
+        .args(["send", "--config"])
+        .arg(&d.config)
+        .arg("Say hello")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("Final answer from ALFRED"), "{stdout}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("step 4: synthesize by ALFRED"), "{stderr}");
-    let out = batos_cmd(&d).args(["status", "--config"]).arg(&d.config).output().unwrap();
+    let out = batos_cmd(&d)
+        .args(["status", "--config"])
+        .arg(&d.config)
+        .output()
+        .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("BRICK"));
 
     d.kill9();
     let s = d.settings();
     let budget = Duration::from_millis(s.client.timeout_ms * u64::from(s.client.retries + 1));
     let started = Instant::now();
-    let out = batos_cmd(&d).args(["send", "--config"]).arg(&d.config).arg("anyone there?").output().unwrap();
+    let out = batos_cmd(&d)
+        .args(["send", "--config"])
+        .arg(&d.config)
+        .arg("anyone there?")
+        .output()
+        .unwrap();
     let took = started.elapsed();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("no reply from tcp://127.0.0.1:") && stderr.contains("3 attempts"), "{stderr}");
+    assert!(
+        stderr.contains("no reply from tcp://127.0.0.1:") && stderr.contains("3 attempts"),
+        "{stderr}"
+    );
     assert!(took < budget + Duration::from_secs(3), "took {took:?}");
     // A bad config is a usage error (exit 2) naming the problem.
-    let out = batos_cmd(&d).args(["ping", "--config", "/nonexistent/settings.toml"]).output().unwrap();
+    let out = batos_cmd(&d)
+        .args(["ping", "--config", "/nonexistent/settings.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/settings.toml"));
 }
@@ -376,7 +562,10 @@ async fn send_prints_the_answer_and_fails_cleanly_when_the_daemon_is_down() {
 /// The Python interpreter with pyzmq and msgpack (set up by scripts/setup.sh).
 fn python() -> String {
     std::env::var("BATOS_PYTHON").unwrap_or_else(|_| {
-        format!("{}/.cache/batos/venv/bin/python", std::env::var("HOME").unwrap_or_default())
+        format!(
+            "{}/.cache/batos/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
     })
 }
 
@@ -403,5 +592,12 @@ async fn an_unmodified_pyzmq_client_speaks_the_protocol() {
     );
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["status"], "done");
-    assert!(seen["kinds"].as_array().unwrap().iter().any(|k| k == "task.step"), "{seen}");
+    assert!(
+        seen["kinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k == "task.step"),
+        "{seen}"
+    );
 }

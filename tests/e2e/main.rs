@@ -3,4 +3,5 @@
 #[allow(dead_code)]
 mod support;
 
+mod cognition;
 mod gateway;

@@ -36,12 +36,23 @@ impl Actor for CodexActor {
     type State = CodexState;
     type Arguments = CodexArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<CodexMsg>, args: CodexArgs) -> Result<CodexState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<CodexMsg>,
+        args: CodexArgs,
+    ) -> Result<CodexState, ActorProcessingErr> {
         let codex = Codex::load(&args.path)?;
-        Ok(CodexState { codex: Arc::new(codex) })
+        Ok(CodexState {
+            codex: Arc::new(codex),
+        })
     }
 
-    async fn handle(&self, _myself: ActorRef<CodexMsg>, msg: CodexMsg, state: &mut CodexState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<CodexMsg>,
+        msg: CodexMsg,
+        state: &mut CodexState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             CodexMsg::Get(reply) => {
                 let _ = reply.send(state.codex.clone());

@@ -68,7 +68,8 @@ impl PersonaCodex {
 impl Codex {
     /// Parses and validates codex text.
     pub fn parse(text: &str) -> Result<Codex, CodexError> {
-        let c: Codex = toml_edit::de::from_str(text).map_err(|e| CodexError::Invalid(e.to_string()))?;
+        let c: Codex =
+            toml_edit::de::from_str(text).map_err(|e| CodexError::Invalid(e.to_string()))?;
         c.validate()?;
         Ok(c)
     }
@@ -85,7 +86,10 @@ impl Codex {
     /// Checks the schema rules serde cannot express.
     pub fn validate(&self) -> Result<(), CodexError> {
         if self.version != 1 {
-            return Err(CodexError::Invalid(format!("unsupported codex version {}", self.version)));
+            return Err(CodexError::Invalid(format!(
+                "unsupported codex version {}",
+                self.version
+            )));
         }
         for name in crate::PERSONAS {
             let p = self
@@ -93,18 +97,29 @@ impl Codex {
                 .get(*name)
                 .ok_or_else(|| CodexError::Invalid(format!("persona {name} is missing")))?;
             if p.role.trim().is_empty() || p.system_prompt.trim().is_empty() {
-                return Err(CodexError::Invalid(format!("persona {name}: role and system_prompt must not be empty")));
+                return Err(CodexError::Invalid(format!(
+                    "persona {name}: role and system_prompt must not be empty"
+                )));
             }
             if p.system_prompt.len() > MAX_TEXT_BYTES || p.role.len() > MAX_TEXT_BYTES {
-                return Err(CodexError::Invalid(format!("persona {name}: text longer than {MAX_TEXT_BYTES} bytes")));
+                return Err(CodexError::Invalid(format!(
+                    "persona {name}: text longer than {MAX_TEXT_BYTES} bytes"
+                )));
             }
-            if p.principles.iter().any(|x| x.trim().is_empty() || x.len() > MAX_TEXT_BYTES) {
+            if p.principles
+                .iter()
+                .any(|x| x.trim().is_empty() || x.len() > MAX_TEXT_BYTES)
+            {
                 return Err(CodexError::Invalid(format!(
                     "persona {name}: principles must be non-empty and at most {MAX_TEXT_BYTES} bytes"
                 )));
             }
         }
-        if let Some(extra) = self.personas.keys().find(|k| !crate::PERSONAS.contains(&k.as_str())) {
+        if let Some(extra) = self
+            .personas
+            .keys()
+            .find(|k| !crate::PERSONAS.contains(&k.as_str()))
+        {
             return Err(CodexError::Invalid(format!("unknown persona {extra}")));
         }
         Ok(())
@@ -121,7 +136,8 @@ mod tests {
     use super::*;
 
     fn shipped() -> String {
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/codex.toml")).unwrap()
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/codex.toml"))
+            .unwrap()
     }
 
     #[test]

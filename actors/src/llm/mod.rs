@@ -186,7 +186,11 @@ pub trait LlmBackend: Send + Sync + fmt::Debug {
     /// Where it lives, for messages (URL or model path).
     fn location(&self) -> String;
     /// One chat completion; text fragments go to `tokens` as they are produced.
-    async fn chat(&self, req: ChatRequest, tokens: Option<TokenSink>) -> Result<ChatResponse, LlmError>;
+    async fn chat(
+        &self,
+        req: ChatRequest,
+        tokens: Option<TokenSink>,
+    ) -> Result<ChatResponse, LlmError>;
     /// Embeddings of `inputs`, one vector each, all of the model's dimension.
     async fn embed(&self, model: &str, inputs: &[String]) -> Result<Vec<Vec<f32>>, LlmError>;
     /// Makes `spec.name` usable as a model (base plus adapter).

@@ -18,8 +18,8 @@ use ollama_rs::Ollama;
 use sha2::Digest;
 
 use super::{
-    BackendKind, ChatMessage, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Role, TokenSink,
-    ToolCall,
+    BackendKind, ChatMessage, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Role,
+    TokenSink, ToolCall,
 };
 
 /// An Ollama server.
@@ -46,7 +46,10 @@ impl OllamaBackend {
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| LlmError::Backend(format!("cannot build HTTP client: {e}")))?;
-        let client = Ollama::builder().url(parsed.clone()).reqwest_client(http.clone()).build();
+        let client = Ollama::builder()
+            .url(parsed.clone())
+            .reqwest_client(http.clone())
+            .build();
         Ok(Self {
             client,
             http,
@@ -57,7 +60,9 @@ impl OllamaBackend {
 
     fn map_err(&self, model: &str, e: OllamaError) -> LlmError {
         match e {
-            OllamaError::ReqwestError(e) if e.is_timeout() => LlmError::Timeout(self.timeout.as_millis() as u64),
+            OllamaError::ReqwestError(e) if e.is_timeout() => {
+                LlmError::Timeout(self.timeout.as_millis() as u64)
+            }
             OllamaError::ReqwestError(e) => {
                 let mut detail = e.to_string();
                 let mut src = std::error::Error::source(&e);
@@ -108,9 +113,14 @@ impl OllamaBackend {
                         function: ToolFunctionInfo {
                             name: t.name.clone(),
                             description: t.description.clone(),
-                            parameters: serde_json::from_value(t.parameters.clone()).map_err(|e| {
-                                LlmError::InvalidRequest(format!("tool `{}` has an invalid schema: {e}", t.name))
-                            })?,
+                            parameters: serde_json::from_value(t.parameters.clone()).map_err(
+                                |e| {
+                                    LlmError::InvalidRequest(format!(
+                                        "tool `{}` has an invalid schema: {e}",
+                                        t.name
+                                    ))
+                                },
+                            )?,
                         },
                     })
                 })
@@ -118,9 +128,12 @@ impl OllamaBackend {
             r = r.tools(tools);
         }
         if let Some(schema) = &req.format {
-            let schema = serde_json::from_value(schema.clone())
-                .map_err(|e| LlmError::InvalidRequest(format!("output schema is not a JSON schema object: {e}")))?;
-            r = r.format(FormatType::StructuredJson(Box::new(JsonStructure::new_for_schema(schema))));
+            let schema = serde_json::from_value(schema.clone()).map_err(|e| {
+                LlmError::InvalidRequest(format!("output schema is not a JSON schema object: {e}"))
+            })?;
+            r = r.format(FormatType::StructuredJson(Box::new(
+                JsonStructure::new_for_schema(schema),
+            )));
         }
         Ok(r)
     }
@@ -167,7 +180,11 @@ impl LlmBackend for OllamaBackend {
         self.url.clone()
     }
 
-    async fn chat(&self, req: ChatRequest, tokens: Option<TokenSink>) -> Result<ChatResponse, LlmError> {
+    async fn chat(
+        &self,
+        req: ChatRequest,
+        tokens: Option<TokenSink>,
+    ) -> Result<ChatResponse, LlmError> {
         let request = Self::build_request(&req)?;
         let Some(sink) = tokens else {
             let resp = self
@@ -204,7 +221,8 @@ impl LlmBackend for OllamaBackend {
                 // The receiver going away (task cancelled) must not fail the call.
                 let _ = sink.send(chunk.message.content.clone());
             }
-            out.tool_calls.extend(from_ollama_calls(&chunk.message.tool_calls));
+            out.tool_calls
+                .extend(from_ollama_calls(&chunk.message.tool_calls));
             if let Some(d) = &chunk.final_data {
                 out.prompt_tokens = d.prompt_eval_count;
                 out.completion_tokens = d.eval_count;
@@ -226,7 +244,10 @@ impl LlmBackend for OllamaBackend {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }
-        let req = GenerateEmbeddingsRequest::new(model.to_string(), EmbeddingsInput::Multiple(inputs.to_vec()));
+        let req = GenerateEmbeddingsRequest::new(
+            model.to_string(),
+            EmbeddingsInput::Multiple(inputs.to_vec()),
+        );
         let resp = self
             .client
             .generate_embeddings(req)
@@ -271,23 +292,26 @@ impl LlmBackend for OllamaBackend {
 impl OllamaBackend {
     /// Pushes a file to the server's blob store (`POST /api/blobs/sha256:<hex>`), returning its digest.
     async fn upload_blob(&self, path: &Path) -> Result<String, LlmError> {
-        let bytes = tokio::fs::read(path)
-            .await
-            .map_err(|e| LlmError::InvalidRequest(format!("cannot read adapter {}: {e}", path.display())))?;
+        let bytes = tokio::fs::read(path).await.map_err(|e| {
+            LlmError::InvalidRequest(format!("cannot read adapter {}: {e}", path.display()))
+        })?;
         let digest = format!("sha256:{:x}", sha2::Sha256::digest(&bytes));
         let url = format!("{}api/blobs/{digest}", self.url);
-        let resp = self
-            .http
-            .post(&url)
-            .body(bytes)
-            .send()
-            .await
-            .map_err(|e| LlmError::Unreachable {
-                url: url.clone(),
-                detail: e.to_string(),
-            })?;
+        let resp =
+            self.http
+                .post(&url)
+                .body(bytes)
+                .send()
+                .await
+                .map_err(|e| LlmError::Unreachable {
+                    url: url.clone(),
+                    detail: e.to_string(),
+                })?;
         if !resp.status().is_success() {
-            return Err(LlmError::Backend(format!("blob upload answered {}", resp.status())));
+            return Err(LlmError::Backend(format!(
+                "blob upload answered {}",
+                resp.status()
+            )));
         }
         Ok(digest)
     }

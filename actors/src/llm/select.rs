@@ -27,17 +27,33 @@ pub async fn select(s: &LlmSettings) -> Result<Selection, String> {
         }),
         BackendChoice::Embedded => embedded(s, "llm.backend = \"embedded\"".into()).await,
         BackendChoice::Auto => {
-            let probe = OllamaBackend::new(&s.ollama_url, Duration::from_millis(s.probe_timeout_ms)).map_err(|e| e.to_string())?;
-            match tokio::time::timeout(Duration::from_millis(s.probe_timeout_ms), probe.health()).await {
+            let probe =
+                OllamaBackend::new(&s.ollama_url, Duration::from_millis(s.probe_timeout_ms))
+                    .map_err(|e| e.to_string())?;
+            match tokio::time::timeout(Duration::from_millis(s.probe_timeout_ms), probe.health())
+                .await
+            {
                 Ok(Ok(())) => Ok(Selection {
                     backend: Arc::new(ollama()?),
-                    reason: format!("llm.backend = \"auto\" and Ollama answered at {}", s.ollama_url),
+                    reason: format!(
+                        "llm.backend = \"auto\" and Ollama answered at {}",
+                        s.ollama_url
+                    ),
                 }),
-                Ok(Err(e)) => embedded(s, format!("llm.backend = \"auto\" and Ollama is not usable ({e})")).await,
+                Ok(Err(e)) => {
+                    embedded(
+                        s,
+                        format!("llm.backend = \"auto\" and Ollama is not usable ({e})"),
+                    )
+                    .await
+                }
                 Err(_) => {
                     embedded(
                         s,
-                        format!("llm.backend = \"auto\" and Ollama did not answer at {} within {} ms", s.ollama_url, s.probe_timeout_ms),
+                        format!(
+                            "llm.backend = \"auto\" and Ollama did not answer at {} within {} ms",
+                            s.ollama_url, s.probe_timeout_ms
+                        ),
                     )
                     .await
                 }
@@ -47,5 +63,7 @@ pub async fn select(s: &LlmSettings) -> Result<Selection, String> {
 }
 
 async fn embedded(_s: &LlmSettings, reason: String) -> Result<Selection, String> {
-    Err(format!("{reason}, but the embedded backend is not available in this build"))
+    Err(format!(
+        "{reason}, but the embedded backend is not available in this build"
+    ))
 }

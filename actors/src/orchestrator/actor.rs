@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use super::graph::Runner;
 use super::{Cognition, Node, TaskState, TaskStatus, TaskSummary};
 use crate::events::Event;
+use crate::personas::PersonaMap;
 
 /// Global name of the orchestrator actor.
 pub const ORCHESTRATOR_NAME: &str = "orchestrator";
@@ -87,7 +88,14 @@ pub struct OrchestratorState {
 }
 
 impl OrchestratorState {
-    fn spawn_runner(&mut self, myself: &ActorRef<OrchestratorMsg>, task: TaskState) {
+    /// Runs a task. `snapshot` is the persona registry the task was accepted under; a task resumed from a
+    /// checkpoint or a pause takes the registry as it is when it starts running again.
+    fn spawn_runner(
+        &mut self,
+        myself: &ActorRef<OrchestratorMsg>,
+        task: TaskState,
+        snapshot: Option<Arc<PersonaMap>>,
+    ) {
         let id = task.id.clone();
         let cog = self.cog.clone();
         let permits = self.permits.clone();
@@ -98,7 +106,7 @@ impl OrchestratorState {
                 return;
             };
             // The task's one registry snapshot, held for its whole life.
-            let snapshot = cog.personas.snapshot();
+            let snapshot = snapshot.unwrap_or_else(|| cog.personas.snapshot());
             let mut runner = Runner::new(cog, snapshot);
             let mut task = task;
             let progress = me.clone();
@@ -142,8 +150,14 @@ impl Actor for Orchestrator {
     type State = OrchestratorState;
     type Arguments = OrchestratorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<OrchestratorMsg>, args: OrchestratorArgs) -> Result<OrchestratorState, ActorProcessingErr> {
-        let permits = Arc::new(Semaphore::new(args.cog.settings.load().orchestrator.max_concurrent_tasks));
+    async fn pre_start(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        args: OrchestratorArgs,
+    ) -> Result<OrchestratorState, ActorProcessingErr> {
+        let permits = Arc::new(Semaphore::new(
+            args.cog.settings.load().orchestrator.max_concurrent_tasks,
+        ));
         let mut state = OrchestratorState {
             cog: args.cog,
             tasks: HashMap::new(),
@@ -167,15 +181,25 @@ impl Actor for Orchestrator {
             if resume {
                 resumed += 1;
                 tracing::info!(event = "task.resumed", task = %task.id, next = %task.next, steps = task.steps.len(), "resuming task from its checkpoint");
-                state.spawn_runner(&myself, task);
+                state.spawn_runner(&myself, task, None);
             }
         }
         state.prune();
-        tracing::info!(event = "orchestrator.loaded", tasks = state.tasks.len(), resumed, "task table loaded");
+        tracing::info!(
+            event = "orchestrator.loaded",
+            tasks = state.tasks.len(),
+            resumed,
+            "task table loaded"
+        );
         Ok(state)
     }
 
-    async fn handle(&self, myself: ActorRef<OrchestratorMsg>, msg: OrchestratorMsg, state: &mut OrchestratorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        msg: OrchestratorMsg,
+        state: &mut OrchestratorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             OrchestratorMsg::Submit(text, reply) => {
                 let max = state.cog.settings.load().orchestrator.max_task_bytes;
@@ -184,12 +208,16 @@ impl Actor for Orchestrator {
                     return Ok(());
                 }
                 if text.len() > max {
-                    let _ = reply.send(Err(OrchError::Invalid(format!("`text` is longer than {max} bytes"))));
+                    let _ = reply.send(Err(OrchError::Invalid(format!(
+                        "`text` is longer than {max} bytes"
+                    ))));
                     return Ok(());
                 }
                 let task = TaskState::new(uuid::Uuid::new_v4().simple().to_string(), text.clone());
                 if let Err(e) = state.cog.store.save(&task) {
-                    let _ = reply.send(Err(OrchError::Conflict(format!("cannot record the task durably: {e}"))));
+                    let _ = reply.send(Err(OrchError::Conflict(format!(
+                        "cannot record the task durably: {e}"
+                    ))));
                     return Ok(());
                 }
                 state.cog.hub.publish(Event::TaskSubmitted {
@@ -205,7 +233,8 @@ impl Actor for Orchestrator {
                         run: None,
                     },
                 );
-                state.spawn_runner(&myself, task);
+                let snapshot = state.cog.personas.snapshot();
+                state.spawn_runner(&myself, task, Some(snapshot));
                 let _ = reply.send(Ok(summary));
             }
             OrchestratorMsg::Get(id, reply) => {
@@ -217,7 +246,8 @@ impl Actor for Orchestrator {
                 let _ = reply.send(r);
             }
             OrchestratorMsg::List(reply) => {
-                let mut list: Vec<TaskSummary> = state.tasks.values().map(|e| e.state.summary()).collect();
+                let mut list: Vec<TaskSummary> =
+                    state.tasks.values().map(|e| e.state.summary()).collect();
                 list.sort_by(|a, b| b.created_at.total_cmp(&a.created_at));
                 let _ = reply.send(list);
             }
@@ -239,7 +269,10 @@ impl Actor for Orchestrator {
                 if let Err(err) = state.cog.store.save(&e.state) {
                     tracing::error!(event = "checkpoint.write_failed", task = %id, error = %err, "cancel not recorded");
                 }
-                state.cog.hub.publish(Event::TaskCancelled { id: id.clone() });
+                state
+                    .cog
+                    .hub
+                    .publish(Event::TaskCancelled { id: id.clone() });
                 tracing::info!(event = "task.cancelled", task = %id, "task cancelled");
                 let _ = reply.send(Ok(e.state.summary()));
                 state.prune();
@@ -267,7 +300,9 @@ impl Actor for Orchestrator {
                 e.state.status = TaskStatus::Queued;
                 e.state.next = Node::Synthesize;
                 if let Err(err) = state.cog.store.save(&e.state) {
-                    let _ = reply.send(Err(OrchError::Conflict(format!("cannot record the decision: {err}"))));
+                    let _ = reply.send(Err(OrchError::Conflict(format!(
+                        "cannot record the decision: {err}"
+                    ))));
                     return Ok(());
                 }
                 state.cog.hub.publish(Event::TaskStatus {
@@ -277,7 +312,7 @@ impl Actor for Orchestrator {
                 tracing::info!(event = "task.resumed", task = %id, "paused task resumed by the Architect");
                 let summary = e.state.summary();
                 let task = e.state.clone();
-                state.spawn_runner(&myself, task);
+                state.spawn_runner(&myself, task, None);
                 let _ = reply.send(Ok(summary));
             }
             OrchestratorMsg::Progress(task) => {

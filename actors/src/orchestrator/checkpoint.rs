@@ -15,7 +15,9 @@ impl CheckpointStore {
     /// A store in `dir` (created if missing).
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        Ok(Self { dir: dir.to_path_buf() })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -47,9 +49,10 @@ impl CheckpointStore {
             if p.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            match std::fs::read(&p).map_err(|e| e.to_string()).and_then(|b| {
-                serde_json::from_slice::<TaskState>(&b).map_err(|e| e.to_string())
-            }) {
+            match std::fs::read(&p)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<TaskState>(&b).map_err(|e| e.to_string()))
+            {
                 Ok(t) => out.push(t),
                 Err(e) => {
                     tracing::error!(event = "checkpoint.corrupt", path = %p.display(), error = %e, "unreadable checkpoint set aside");

@@ -98,7 +98,11 @@ impl Runner {
 
     /// Runs from `task.next` until the task finishes or pauses. After every step the state is checkpointed
     /// and handed to `on_step`.
-    pub async fn run(&mut self, task: &mut TaskState, mut on_step: impl FnMut(&TaskState)) -> RunEnd {
+    pub async fn run(
+        &mut self,
+        task: &mut TaskState,
+        mut on_step: impl FnMut(&TaskState),
+    ) -> RunEnd {
         task.status = TaskStatus::Running;
         self.cog.hub.publish(Event::TaskStatus {
             id: task.id.clone(),
@@ -118,7 +122,10 @@ impl Runner {
                 _ => {}
             }
             if task.steps.len() as u32 >= settings.max_steps {
-                let e = format!("the task exceeded orchestrator.max_steps ({})", settings.max_steps);
+                let e = format!(
+                    "the task exceeded orchestrator.max_steps ({})",
+                    settings.max_steps
+                );
                 return self.finish(task, Err(e));
             }
             let started = Instant::now();
@@ -166,7 +173,11 @@ impl Runner {
             if node == Node::Inquiry {
                 self.cog.hub.publish(Event::TaskPaused {
                     id: task.id.clone(),
-                    reason: task.inquiry.as_ref().map(|i| i.reason.clone()).unwrap_or_default(),
+                    reason: task
+                        .inquiry
+                        .as_ref()
+                        .map(|i| i.reason.clone())
+                        .unwrap_or_default(),
                 });
             }
             on_step(task);
@@ -216,7 +227,12 @@ impl Runner {
     /// One model call by `persona`, through the task's registry snapshot. If that actor died (crash and
     /// restart) the current actor is used instead, but only when it thinks with the same model, so a task
     /// never mixes models.
-    async fn think(&mut self, task_id: &str, persona: &str, req: ThinkRequest) -> Result<Thought, String> {
+    async fn think(
+        &mut self,
+        task_id: &str,
+        persona: &str,
+        req: ThinkRequest,
+    ) -> Result<Thought, String> {
         let handle = self
             .personas
             .get(persona)
@@ -246,9 +262,18 @@ impl Runner {
             .await;
         let answer = match first {
             Ok(ractor::rpc::CallResult::Success(r)) => r,
-            Ok(_) => return Err(format!("{persona} did not answer within {} ms", timeout.as_millis())),
+            Ok(_) => {
+                return Err(format!(
+                    "{persona} did not answer within {} ms",
+                    timeout.as_millis()
+                ))
+            }
             Err(_) => {
-                let current = self.cog.personas.current(persona).map_err(|e| e.to_string())?;
+                let current = self
+                    .cog
+                    .personas
+                    .current(persona)
+                    .map_err(|e| e.to_string())?;
                 if current.model != handle.model {
                     return Err(format!(
                         "{persona}'s actor for model {} is gone and the persona now uses {}",
@@ -295,10 +320,19 @@ impl Runner {
              facts from memory or earlier tasks are needed; `plan` is one or two sentences for BRICK.",
             Self::brief(task)
         );
-        let t = self.think(&task.id, "ALFRED", request(prompt, Some(route_schema()), false)).await?;
+        let t = self
+            .think(
+                &task.id,
+                "ALFRED",
+                request(prompt, Some(route_schema()), false),
+            )
+            .await?;
         match serde_json::from_str::<Value>(&t.response.content) {
             Ok(v) => {
-                task.needs_research = v.get("needs_research").and_then(Value::as_bool).unwrap_or(false);
+                task.needs_research = v
+                    .get("needs_research")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 task.plan = v.get("plan").and_then(Value::as_str).map(str::to_string);
             }
             Err(_) => {
@@ -307,14 +341,21 @@ impl Runner {
                 task.plan = Some(t.response.content.clone());
             }
         }
-        let next = if task.needs_research { Node::Research } else { Node::Draft };
+        let next = if task.needs_research {
+            Node::Research
+        } else {
+            Node::Draft
+        };
         let plan = task.plan.clone().unwrap_or_default();
         Ok(StepOut::from_thought(&t, &plan, next))
     }
 
     async fn research(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
         let memories = match &self.cog.memory {
-            Some(m) => m.retrieve(&task.text).await.unwrap_or_else(|e| vec![format!("(memory unavailable: {e})")]),
+            Some(m) => m
+                .retrieve(&task.text)
+                .await
+                .unwrap_or_else(|e| vec![format!("(memory unavailable: {e})")]),
             None => Vec::new(),
         };
         let mut prompt = Self::brief(task);
@@ -327,12 +368,18 @@ impl Runner {
             }
         }
         prompt.push_str("\nWrite short research notes for BRICK, each with its source.");
-        let t = self.think(&task.id, "BABS", request(prompt, None, false)).await?;
+        let t = self
+            .think(&task.id, "BABS", request(prompt, None, false))
+            .await?;
         task.context = Some(t.response.content.clone());
         Ok(StepOut::from_thought(&t, &t.response.content, Node::Draft))
     }
 
-    async fn draft(&mut self, task: &mut TaskState, s: &OrchestratorSettings) -> Result<StepOut, String> {
+    async fn draft(
+        &mut self,
+        task: &mut TaskState,
+        s: &OrchestratorSettings,
+    ) -> Result<StepOut, String> {
         task.iteration += 1;
         let mut prompt = Self::brief(task);
         if let (Some(d), Some(c)) = (task.drafts.last(), task.critiques.last()) {
@@ -351,7 +398,13 @@ impl Runner {
         let mut last: Option<Thought>;
         loop {
             // Bind the registry's tools as they are now: a tool registered a moment ago is offered here.
-            let tools: Vec<ToolSpec> = self.cog.tools.snapshot().values().map(|t| t.spec().clone()).collect();
+            let tools: Vec<ToolSpec> = self
+                .cog
+                .tools
+                .snapshot()
+                .values()
+                .map(|t| t.spec().clone())
+                .collect();
             let mut req = request(String::new(), None, s.stream_tokens);
             req.messages = convo.clone();
             req.tools = tools;
@@ -361,12 +414,23 @@ impl Runner {
             if calls.is_empty() || calls_left == 0 {
                 break;
             }
-            let mut assistant = ChatMessage::new(Role::Assistant, last.as_ref().map(|t| t.response.content.clone()).unwrap_or_default());
+            let mut assistant = ChatMessage::new(
+                Role::Assistant,
+                last.as_ref()
+                    .map(|t| t.response.content.clone())
+                    .unwrap_or_default(),
+            );
             assistant.tool_calls = calls.clone();
             convo.push(assistant);
             for call in calls {
                 if calls_left == 0 {
-                    convo.push(ChatMessage::new(Role::Tool, format!("tool error: the step's tool-call limit ({}) is reached", s.max_tool_calls_per_step)));
+                    convo.push(ChatMessage::new(
+                        Role::Tool,
+                        format!(
+                            "tool error: the step's tool-call limit ({}) is reached",
+                            s.max_tool_calls_per_step
+                        ),
+                    ));
                     continue;
                 }
                 calls_left -= 1;
@@ -392,7 +456,11 @@ impl Runner {
             text
         };
         let mut out = StepOut::from_thought(&t, &summary, next);
-        out.dissonance = if goto.is_some() { task.dissonance } else { None };
+        out.dissonance = if goto.is_some() {
+            task.dissonance
+        } else {
+            None
+        };
         Ok(out)
     }
 
@@ -417,7 +485,10 @@ impl Runner {
             Ok(ToolOutput::Value(v)) => (v.to_string(), true, None),
             Ok(ToolOutput::Command(cmd)) => match apply_command(task, &cmd) {
                 Ok(jump) => (
-                    format!("command applied: {}", serde_json::to_string(&cmd).unwrap_or_default()),
+                    format!(
+                        "command applied: {}",
+                        serde_json::to_string(&cmd).unwrap_or_default()
+                    ),
                     true,
                     jump,
                 ),
@@ -435,18 +506,33 @@ impl Runner {
         (msg, jump)
     }
 
-    async fn critique(&mut self, task: &mut TaskState, s: &OrchestratorSettings) -> Result<StepOut, String> {
+    async fn critique(
+        &mut self,
+        task: &mut TaskState,
+        s: &OrchestratorSettings,
+    ) -> Result<StepOut, String> {
         let draft = task.drafts.last().cloned().unwrap_or_default();
         let prompt = format!(
             "{}\nBRICK's draft:\n{draft}\n\nCritique the draft against the task and your principles. Answer in JSON: \
              `dissonance` from 0 (in harmony) to 1 (discordant) and `critique`.",
             Self::brief(task)
         );
-        let t = self.think(&task.id, "ROBIN", request(prompt, Some(critique_schema()), false)).await?;
+        let t = self
+            .think(
+                &task.id,
+                "ROBIN",
+                request(prompt, Some(critique_schema()), false),
+            )
+            .await?;
         let (d, critique) = match serde_json::from_str::<Value>(&t.response.content) {
             Ok(v) => (
-                v.get("dissonance").and_then(Value::as_f64).map(|d| d.clamp(0.0, 1.0)),
-                v.get("critique").and_then(Value::as_str).unwrap_or_default().to_string(),
+                v.get("dissonance")
+                    .and_then(Value::as_f64)
+                    .map(|d| d.clamp(0.0, 1.0)),
+                v.get("critique")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
             ),
             Err(_) => (None, t.response.content.clone()),
         };
@@ -464,21 +550,35 @@ impl Runner {
         let gap = task.capability_gap.take().unwrap_or_default();
         let (summary, model) = match &self.cog.forge {
             None => {
-                task.notes.push(format!("No ToolForge is available; the capability `{gap}` stays missing."));
+                task.notes.push(format!(
+                    "No ToolForge is available; the capability `{gap}` stays missing."
+                ));
                 ("no toolforge available".to_string(), String::new())
             }
             Some(forge) => match forge.forge(&task.id, &gap).await {
                 Ok(name) => {
                     task.notes.push(format!("The ToolForge created the tool `{name}` for: {gap}. It is offered to you now."));
-                    (format!("created tool {name}"), self.personas.get("BRICK").map(|h| h.model.clone()).unwrap_or_default())
+                    (
+                        format!("created tool {name}"),
+                        self.personas
+                            .get("BRICK")
+                            .map(|h| h.model.clone())
+                            .unwrap_or_default(),
+                    )
                 }
                 Err(e) => {
-                    task.notes.push(format!("The ToolForge could not create a tool for `{gap}`: {e}"));
+                    task.notes.push(format!(
+                        "The ToolForge could not create a tool for `{gap}`: {e}"
+                    ));
                     (format!("toolforge failed: {e}"), String::new())
                 }
             },
         };
-        let backend = self.personas.get("BRICK").map(|h| h.backend.to_string()).unwrap_or_default();
+        let backend = self
+            .personas
+            .get("BRICK")
+            .map(|h| h.backend.to_string())
+            .unwrap_or_default();
         Ok(StepOut {
             persona: "BRICK".into(),
             model,
@@ -499,7 +599,8 @@ impl Runner {
             Some(h) => match h.open(task).await {
                 Ok(id) => Some(id),
                 Err(e) => {
-                    task.notes.push(format!("No amendment could be proposed: {e}"));
+                    task.notes
+                        .push(format!("No amendment could be proposed: {e}"));
                     None
                 }
             },
@@ -537,7 +638,9 @@ impl Runner {
         }
         prompt.push_str("\nWrite the answer for the Architect.");
         let stream = self.cog.settings.load().orchestrator.stream_tokens;
-        let t = self.think(&task.id, "ALFRED", request(prompt, None, stream)).await?;
+        let t = self
+            .think(&task.id, "ALFRED", request(prompt, None, stream))
+            .await?;
         task.result = Some(t.response.content.clone());
         Ok(StepOut::from_thought(&t, &t.response.content, Node::Done))
     }
@@ -546,7 +649,11 @@ impl Runner {
 fn request(prompt: String, format: Option<Value>, stream: bool) -> ThinkRequest {
     let (tx, _) = tokio::sync::mpsc::unbounded_channel();
     ThinkRequest {
-        messages: if prompt.is_empty() { Vec::new() } else { vec![ChatMessage::new(Role::User, prompt)] },
+        messages: if prompt.is_empty() {
+            Vec::new()
+        } else {
+            vec![ChatMessage::new(Role::User, prompt)]
+        },
         tools: Vec::new(),
         format,
         // A placeholder sender marks "stream this"; `think` replaces it with one wired to the event bus.
@@ -571,25 +678,35 @@ pub fn apply_command(task: &mut TaskState, cmd: &TaskCommand) -> Result<Option<N
     let goto = match &cmd.goto {
         None => None,
         Some(name) => Some(Node::goto_target(name).ok_or_else(|| {
-            format!("`goto` must be one of draft, critique, toolforge, inquiry, synthesize (got `{}`)", truncate(name, 64))
+            format!(
+                "`goto` must be one of draft, critique, toolforge, inquiry, synthesize (got `{}`)",
+                truncate(name, 64)
+            )
         })?),
     };
     for (k, v) in &cmd.update {
         match k.as_str() {
             "dissonance" => match v.as_f64() {
                 Some(d) if (0.0..=1.0).contains(&d) => {}
-                _ => return Err(format!("`dissonance` must be a number in 0..=1 (got {})", truncate(&v.to_string(), 64))),
+                _ => {
+                    return Err(format!(
+                        "`dissonance` must be a number in 0..=1 (got {})",
+                        truncate(&v.to_string(), 64)
+                    ))
+                }
             },
             "plan" | "context" | "capability_gap" | "note" => match v.as_str() {
                 Some(s) if s.len() <= MAX_COMMAND_TEXT => {}
-                _ => return Err(format!("`{k}` must be a string of at most {MAX_COMMAND_TEXT} bytes")),
+                _ => {
+                    return Err(format!(
+                        "`{k}` must be a string of at most {MAX_COMMAND_TEXT} bytes"
+                    ))
+                }
             },
-            other => {
-                return Err(format!(
-                    "cannot update `{}`; updatable: dissonance, plan, context, capability_gap, note",
-                    truncate(other, 64)
-                ))
-            }
+            other => return Err(format!(
+                "cannot update `{}`; updatable: dissonance, plan, context, capability_gap, note",
+                truncate(other, 64)
+            )),
         }
     }
     for (k, v) in &cmd.update {

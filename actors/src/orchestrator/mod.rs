@@ -42,7 +42,10 @@ pub enum TaskStatus {
 impl TaskStatus {
     /// Whether the task will never run again.
     pub fn is_final(self) -> bool {
-        matches!(self, TaskStatus::Done | TaskStatus::Failed | TaskStatus::Cancelled)
+        matches!(
+            self,
+            TaskStatus::Done | TaskStatus::Failed | TaskStatus::Cancelled
+        )
     }
 
     /// Lower-case name.

@@ -19,7 +19,7 @@ use ractor::{Actor, ActorCell, ActorRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use proto::{Editable, Proto, ProtoArgs, ProtoMsg, Thought, ThinkRequest};
+pub use proto::{Editable, Proto, ProtoArgs, ProtoMsg, ThinkRequest, Thought};
 
 use crate::codex::{Codex, PersonaCodex};
 use crate::events::{Event, EventHub};
@@ -105,7 +105,9 @@ pub struct Personas {
 
 impl std::fmt::Debug for Personas {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Personas").field("backend", &self.backend).finish()
+        f.debug_struct("Personas")
+            .field("backend", &self.backend)
+            .finish()
     }
 }
 
@@ -126,10 +128,9 @@ impl Personas {
                 .persona(name)
                 .cloned()
                 .ok_or_else(|| PersonaError::Invalid(format!("codex has no entry for {name}")))?;
-            let model = models
-                .get(*name)
-                .cloned()
-                .ok_or_else(|| PersonaError::Invalid(format!("settings have no model for {name}")))?;
+            let model = models.get(*name).cloned().ok_or_else(|| {
+                PersonaError::Invalid(format!("settings have no model for {name}"))
+            })?;
             configs.insert(
                 name.to_string(),
                 PersonaConfig {
@@ -198,7 +199,10 @@ impl Personas {
 
     /// The child specs for the personas supervisor, one per persona in start order.
     pub fn child_specs(self: &Arc<Self>) -> Vec<ChildSpec> {
-        crate::PERSONAS.iter().map(|name| self.child_spec(name)).collect()
+        crate::PERSONAS
+            .iter()
+            .map(|name| self.child_spec(name))
+            .collect()
     }
 
     /// The child spec of one persona: every (re)start reads the persona's current config, so a restarted
@@ -218,10 +222,14 @@ impl Personas {
         }
     }
 
-    async fn start_generation(self: Arc<Self>, name: &str, sup: ActorCell) -> Result<ActorCell, ractor::SpawnErr> {
-        let config = self
-            .config(name)
-            .ok_or_else(|| ractor::SpawnErr::StartupFailed(format!("no config for persona {name}").into()))?;
+    async fn start_generation(
+        self: Arc<Self>,
+        name: &str,
+        sup: ActorCell,
+    ) -> Result<ActorCell, ractor::SpawnErr> {
+        let config = self.config(name).ok_or_else(|| {
+            ractor::SpawnErr::StartupFailed(format!("no config for persona {name}").into())
+        })?;
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let args = ProtoArgs {
             config: config.clone(),
@@ -256,10 +264,16 @@ impl Personas {
 
     /// The cognitive atomic swap: moves `persona` to `model`. In-flight tasks finish on the old actor; every
     /// task that starts after this returns routes to the new one. The new model is recorded in settings.toml.
-    pub async fn swap_model(self: &Arc<Self>, persona: &str, model: &str) -> Result<SwapOutcome, PersonaError> {
+    pub async fn swap_model(
+        self: &Arc<Self>,
+        persona: &str,
+        model: &str,
+    ) -> Result<SwapOutcome, PersonaError> {
         let model = model.trim();
         if model.is_empty() || model.len() > 256 || model.chars().any(|c| c.is_control()) {
-            return Err(PersonaError::Invalid("model name must be 1..=256 printable characters".into()));
+            return Err(PersonaError::Invalid(
+                "model name must be 1..=256 printable characters".into(),
+            ));
         }
         let _serial = self.swap_lock.lock().await;
         let from = self.current(persona)?.model.clone();
@@ -270,15 +284,24 @@ impl Personas {
                 .ok_or_else(|| PersonaError::Unknown(persona.to_string()))?;
             std::mem::replace(&mut c.model, model.to_string())
         };
-        let sup: ActorRef<SupervisorMsg> = match ractor::registry::where_is(SUPERVISOR_NAME.to_string()) {
-            Some(c) => c.into(),
-            None => {
-                self.restore_model(persona, previous);
-                return Err(PersonaError::Unavailable(persona.into(), "the personas supervisor is restarting".into()));
-            }
-        };
+        let sup: ActorRef<SupervisorMsg> =
+            match ractor::registry::where_is(SUPERVISOR_NAME) {
+                Some(c) => c.into(),
+                None => {
+                    self.restore_model(persona, previous);
+                    return Err(PersonaError::Unavailable(
+                        persona.into(),
+                        "the personas supervisor is restarting".into(),
+                    ));
+                }
+            };
         let spec = self.child_spec(persona);
-        let res = sup.call(|r| SupervisorMsg::ReplaceChild(spec, r), Some(self.call_timeout)).await;
+        let res = sup
+            .call(
+                |r| SupervisorMsg::ReplaceChild(spec, r),
+                Some(self.call_timeout),
+            )
+            .await;
         match res {
             Ok(ractor::rpc::CallResult::Success(Ok(_old))) => {}
             Ok(ractor::rpc::CallResult::Success(Err(e))) => {
@@ -287,7 +310,9 @@ impl Personas {
             }
             Ok(_) | Err(_) => {
                 self.restore_model(persona, previous);
-                return Err(PersonaError::Swap("the personas supervisor did not answer".into()));
+                return Err(PersonaError::Swap(
+                    "the personas supervisor did not answer".into(),
+                ));
             }
         }
         let generation = self.current(persona)?.generation;
@@ -301,9 +326,14 @@ impl Personas {
         let mut persisted = true;
         if let Some(path) = self.settings_path.clone() {
             let (p, m) = (persona.to_string(), model.to_string());
-            let r = tokio::task::spawn_blocking(move || crate::settings::set_string_value(&path, &["personas", &p, "model"], &m))
-                .await;
-            if let Err(e) = r.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+            let r = tokio::task::spawn_blocking(move || {
+                crate::settings::set_string_value(&path, &["personas", &p, "model"], &m)
+            })
+            .await;
+            if let Err(e) = r
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+            {
                 persisted = false;
                 tracing::error!(event = "settings.write_failed", persona, error = %e, "swap done but not recorded in settings.toml");
             }
@@ -324,7 +354,12 @@ impl Personas {
     }
 
     /// Cognitive surgery: changes one editable field of a persona, live, and keeps it across restarts.
-    pub async fn update(&self, persona: &str, field: &str, value: &Value) -> Result<Value, PersonaError> {
+    pub async fn update(
+        &self,
+        persona: &str,
+        field: &str,
+        value: &Value,
+    ) -> Result<Value, PersonaError> {
         let handle = self.current(persona)?;
         let mut editable = self
             .config(persona)
@@ -334,7 +369,9 @@ impl Personas {
         if let Some(c) = self.lock_configs().get_mut(persona) {
             c.editable = editable.clone();
         }
-        let state = self.ask(&handle, |r| ProtoMsg::SetEditable(editable, r)).await?;
+        let state = self
+            .ask(&handle, |r| ProtoMsg::SetEditable(editable, r))
+            .await?;
         Ok(state)
     }
 
@@ -372,8 +409,14 @@ impl Personas {
     {
         match handle.actor.call(msg, Some(self.call_timeout)).await {
             Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
-            Ok(_) => Err(PersonaError::Unavailable(handle.name.clone(), "no answer in time".into())),
-            Err(e) => Err(PersonaError::Unavailable(handle.name.clone(), e.to_string())),
+            Ok(_) => Err(PersonaError::Unavailable(
+                handle.name.clone(),
+                "no answer in time".into(),
+            )),
+            Err(e) => Err(PersonaError::Unavailable(
+                handle.name.clone(),
+                e.to_string(),
+            )),
         }
     }
 

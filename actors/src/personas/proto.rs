@@ -11,7 +11,8 @@ use super::PersonaConfig;
 use crate::codex::PersonaCodex;
 use crate::events::{Event, EventHub};
 use crate::llm::{
-    BackendKind, ChatMessage, ChatRequest, ChatResponse, LlmBackend, LlmError, Role, Sampling, TokenSink, ToolSpec,
+    BackendKind, ChatMessage, ChatRequest, ChatResponse, LlmBackend, LlmError, Role, Sampling,
+    TokenSink, ToolSpec,
 };
 
 /// The persona state a human may edit live ("cognitive surgery"); every field overrides a default.
@@ -59,12 +60,15 @@ impl Editable {
                 }
             }
             "extra_instructions" => {
-                self.extra_instructions = match value {
-                    Value::Null => None,
-                    Value::String(s) if s.len() <= MAX_INSTRUCTIONS_BYTES => Some(s.clone()),
-                    Value::String(_) => return Err(format!("`extra_instructions` is longer than {MAX_INSTRUCTIONS_BYTES} bytes")),
-                    _ => return Err("`extra_instructions` must be a string or null".into()),
-                }
+                self.extra_instructions =
+                    match value {
+                        Value::Null => None,
+                        Value::String(s) if s.len() <= MAX_INSTRUCTIONS_BYTES => Some(s.clone()),
+                        Value::String(_) => return Err(format!(
+                            "`extra_instructions` is longer than {MAX_INSTRUCTIONS_BYTES} bytes"
+                        )),
+                        _ => return Err("`extra_instructions` must be a string or null".into()),
+                    }
             }
             other => {
                 return Err(format!(
@@ -212,7 +216,11 @@ impl Actor for Proto {
     type State = ProtoState;
     type Arguments = ProtoArgs;
 
-    async fn pre_start(&self, _myself: ActorRef<ProtoMsg>, args: ProtoArgs) -> Result<ProtoState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ProtoMsg>,
+        args: ProtoArgs,
+    ) -> Result<ProtoState, ActorProcessingErr> {
         let system = ProtoState::system_message(&args.config.codex, &args.config.editable);
         Ok(ProtoState {
             config: args.config,
@@ -225,7 +233,12 @@ impl Actor for Proto {
         })
     }
 
-    async fn handle(&self, _myself: ActorRef<ProtoMsg>, msg: ProtoMsg, state: &mut ProtoState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _myself: ActorRef<ProtoMsg>,
+        msg: ProtoMsg,
+        state: &mut ProtoState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ProtoMsg::Think(req, reply) => {
                 state.calls += 1;
@@ -246,7 +259,11 @@ impl Actor for Proto {
                     sampling: state.config.editable.apply(state.sampling),
                 };
                 let backend = state.backend.clone();
-                let (persona, model, generation) = (state.config.name.clone(), state.config.model.clone(), state.generation);
+                let (persona, model, generation) = (
+                    state.config.name.clone(),
+                    state.config.model.clone(),
+                    state.generation,
+                );
                 // The call runs beside the mailbox so one slow answer never blocks the persona's other tasks.
                 tokio::spawn(async move {
                     let started = Instant::now();
@@ -267,13 +284,15 @@ impl Actor for Proto {
             }
             ProtoMsg::SetEditable(editable, reply) => {
                 state.config.editable = editable;
-                state.system = ProtoState::system_message(&state.config.codex, &state.config.editable);
+                state.system =
+                    ProtoState::system_message(&state.config.codex, &state.config.editable);
                 state.publish_state();
                 let _ = reply.send(state.state_value());
             }
             ProtoMsg::SetCodex(codex) => {
                 state.config.codex = codex;
-                state.system = ProtoState::system_message(&state.config.codex, &state.config.editable);
+                state.system =
+                    ProtoState::system_message(&state.config.codex, &state.config.editable);
                 state.publish_state();
             }
             ProtoMsg::Crash => panic!("debug_crash requested for persona {}", state.config.name),

@@ -3,7 +3,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+};
 
 use super::{ChildInfo, ChildSpec, Restart, Strategy, SupervisorConfig};
 use crate::events::Event;
@@ -69,7 +71,11 @@ impl Actor for Supervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, myself: ActorRef<Self::Msg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut state = SupervisorState {
             config: args.config,
             children: Vec::new(),
@@ -106,12 +112,21 @@ impl Actor for Supervisor {
         Ok(state)
     }
 
-    async fn post_stop(&self, _myself: ActorRef<Self::Msg>, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         stop_all(state).await;
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<Self::Msg>, msg: SupervisorMsg, state: &mut SupervisorState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Children(reply) => {
                 let infos = state
@@ -164,13 +179,17 @@ impl Actor for Supervisor {
                         let old = child.cell.replace(cell);
                         child.spec = spec;
                         if let Some(old) = &old {
-                            state.detached.insert(old.get_id(), format!("{path} (previous generation)"));
+                            state
+                                .detached
+                                .insert(old.get_id(), format!("{path} (previous generation)"));
                         }
                         tracing::info!(event = "actor.started", actor = %path, generation = "new", "actor started as a new generation");
                         let _ = reply.send(Ok(old));
                     }
                     Err(e) => {
-                        let _ = reply.send(Err(format!("new generation of {path} failed to start: {e}")));
+                        let _ = reply.send(Err(format!(
+                            "new generation of {path} failed to start: {e}"
+                        )));
                     }
                 }
             }
@@ -187,7 +206,11 @@ impl Actor for Supervisor {
                 let _ = reply.send(true);
             }
             SupervisorMsg::RetryRestart(id, reason) => {
-                if let Some(idx) = state.children.iter().position(|c| c.spec.id == id && c.cell.is_none()) {
+                if let Some(idx) = state
+                    .children
+                    .iter()
+                    .position(|c| c.spec.id == id && c.cell.is_none())
+                {
                     restart_group(&myself, state, idx, vec![idx], &reason).await?;
                 }
             }
@@ -203,13 +226,18 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         let (cell, failure, reason) = match evt {
             SupervisionEvent::ActorFailed(cell, err) => (cell, true, err.to_string()),
-            SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, false, reason.unwrap_or_else(|| "stopped".into())),
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, false, reason.unwrap_or_else(|| "stopped".into()))
+            }
             _ => return Ok(()),
         };
         let Some(idx) = state.index_of(&cell) else {
             if let Some(what) = state.detached.remove(&cell.get_id()) {
                 tracing::info!(event = "actor.stopped", actor = %what, reason = %reason, "detached actor stopped");
-                state.config.hub.publish(Event::ActorStopped { actor: what, reason });
+                state.config.hub.publish(Event::ActorStopped {
+                    actor: what,
+                    reason,
+                });
             }
             return Ok(());
         };
@@ -300,8 +328,14 @@ async fn restart_group(
     let (members, dropped): (Vec<usize>, Vec<usize>) = group
         .iter()
         .partition(|&&i| i == failed || state.children[i].spec.restart != Restart::Temporary);
-    let members: Vec<String> = members.iter().map(|&i| state.children[i].spec.id.clone()).collect();
-    let dropped: Vec<String> = dropped.iter().map(|&i| state.children[i].spec.id.clone()).collect();
+    let members: Vec<String> = members
+        .iter()
+        .map(|&i| state.children[i].spec.id.clone())
+        .collect();
+    let dropped: Vec<String> = dropped
+        .iter()
+        .map(|&i| state.children[i].spec.id.clone())
+        .collect();
     state.children.retain(|c| !dropped.contains(&c.spec.id));
     for id in members {
         let Some(i) = state.children.iter().position(|c| c.spec.id == id) else {

@@ -79,7 +79,12 @@ impl std::fmt::Debug for ChildSpec {
 impl ChildSpec {
     /// A worker child: `make` builds the actor and its arguments afresh for every (re)start, so a restart
     /// begins from clean state. `name` registers the actor globally (for `ractor::registry::where_is`).
-    pub fn worker<A, F>(id: impl Into<String>, restart: Restart, name: Option<String>, make: F) -> Self
+    pub fn worker<A, F>(
+        id: impl Into<String>,
+        restart: Restart,
+        name: Option<String>,
+        make: F,
+    ) -> Self
     where
         A: Actor,
         F: Fn() -> (A, A::Arguments) + Send + Sync + 'static,
@@ -94,14 +99,21 @@ impl ChildSpec {
                 let name = name.clone();
                 Box::pin(async move {
                     let (actor, args) = make();
-                    A::spawn_linked(name, actor, args, sup).await.map(|(r, _)| r.get_cell())
+                    A::spawn_linked(name, actor, args, sup)
+                        .await
+                        .map(|(r, _)| r.get_cell())
                 })
             }),
         }
     }
 
     /// A child that is itself a supervisor over `children`.
-    pub fn supervisor(id: impl Into<String>, restart: Restart, config: SupervisorConfig, children: Vec<ChildSpec>) -> Self {
+    pub fn supervisor(
+        id: impl Into<String>,
+        restart: Restart,
+        config: SupervisorConfig,
+        children: Vec<ChildSpec>,
+    ) -> Self {
         let config = Arc::new(config);
         let children = Arc::new(children);
         ChildSpec {
@@ -181,7 +193,11 @@ pub struct ChildInfo {
 /// Reads the live tree under `root` (a supervisor cell), asking each supervisor for its children.
 pub async fn tree(root: &ActorCell, root_path: &str, timeout: Duration) -> TreeNode {
     let mut node = TreeNode {
-        id: root_path.rsplit('/').next().unwrap_or(root_path).to_string(),
+        id: root_path
+            .rsplit('/')
+            .next()
+            .unwrap_or(root_path)
+            .to_string(),
         path: root_path.to_string(),
         status: status_of(Some(root)),
         restarts: 0,
@@ -192,7 +208,11 @@ pub async fn tree(root: &ActorCell, root_path: &str, timeout: Duration) -> TreeN
     node
 }
 
-fn fill<'a>(node: &'a mut TreeNode, sup: &'a ActorCell, timeout: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+fn fill<'a>(
+    node: &'a mut TreeNode,
+    sup: &'a ActorCell,
+    timeout: Duration,
+) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
     Box::pin(async move {
         let sup_ref: ractor::ActorRef<SupervisorMsg> = sup.clone().into();
         let Ok(ractor::rpc::CallResult::Success(children)) =

@@ -32,7 +32,12 @@ impl Actor for Probe {
         Ok(())
     }
 
-    async fn handle(&self, myself: ActorRef<ProbeMsg>, msg: ProbeMsg, _: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        myself: ActorRef<ProbeMsg>,
+        msg: ProbeMsg,
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             ProbeMsg::Panic => panic!("probe {} told to crash", self.id),
             ProbeMsg::Stop => myself.stop(Some("done".into())),
@@ -74,7 +79,12 @@ async fn children(sup: &ActorRef<SupervisorMsg>) -> Vec<ChildInfo> {
 
 async fn cell_of(sup: &ActorRef<SupervisorMsg>, id: &str) -> ActorRef<ProbeMsg> {
     for _ in 0..200 {
-        if let Some(c) = children(sup).await.into_iter().find(|c| c.id == id).and_then(|c| c.cell) {
+        if let Some(c) = children(sup)
+            .await
+            .into_iter()
+            .find(|c| c.id == id)
+            .and_then(|c| c.cell)
+        {
             return c.into();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -84,7 +94,11 @@ async fn cell_of(sup: &ActorRef<SupervisorMsg>, id: &str) -> ActorRef<ProbeMsg> 
 
 async fn wait_restarts(sup: &ActorRef<SupervisorMsg>, id: &str, n: u32) {
     for _ in 0..400 {
-        if children(sup).await.iter().any(|c| c.id == id && c.restarts == n && c.cell.is_some()) {
+        if children(sup)
+            .await
+            .iter()
+            .any(|c| c.id == id && c.restarts == n && c.cell.is_some())
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -101,7 +115,10 @@ async fn one_for_one_restarts_only_the_failed_child_and_counts() {
         Supervisor,
         SupervisorArgs {
             config: config(&hub, Strategy::OneForOne, 3),
-            children: vec![probe("a", Restart::Permanent, &log), probe("b", Restart::Permanent, &log)],
+            children: vec![
+                probe("a", Restart::Permanent, &log),
+                probe("b", Restart::Permanent, &log),
+            ],
         },
     )
     .await
@@ -113,8 +130,19 @@ async fn one_for_one_restarts_only_the_failed_child_and_counts() {
     assert_eq!(infos[1].restarts, 1);
     let (_, view) = hub.snapshot();
     assert_eq!(view.actors["root/b"].restarts, 1);
-    assert!(view.actors["root/b"].last_error.as_deref().unwrap().contains("told to crash"));
-    assert_eq!(log.lock().unwrap().iter().filter(|l| *l == "start a").count(), 1);
+    assert!(view.actors["root/b"]
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("told to crash"));
+    assert_eq!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| *l == "start a")
+            .count(),
+        1
+    );
     sup.stop_and_wait(None, None).await.unwrap();
 }
 
@@ -128,7 +156,10 @@ async fn exceeding_intensity_escalates_and_stops_children() {
         Supervisor,
         SupervisorArgs {
             config: config(&hub, Strategy::OneForOne, 2),
-            children: vec![probe("a", Restart::Permanent, &log), probe("b", Restart::Permanent, &log)],
+            children: vec![
+                probe("a", Restart::Permanent, &log),
+                probe("b", Restart::Permanent, &log),
+            ],
         },
     )
     .await
@@ -138,7 +169,10 @@ async fn exceeding_intensity_escalates_and_stops_children() {
         wait_restarts(&sup, "b", n).await;
     }
     cell_of(&sup, "b").await.cast(ProbeMsg::Panic).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), handle).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .unwrap()
+        .unwrap();
     let mut escalated = false;
     while let Ok(p) = rx.try_recv() {
         if let Event::ActorEscalated { supervisor, reason } = &p.event {
@@ -148,7 +182,10 @@ async fn exceeding_intensity_escalates_and_stops_children() {
         }
     }
     assert!(escalated);
-    assert!(log.lock().unwrap().contains(&"stop a".to_string()), "sibling stopped on escalation");
+    assert!(
+        log.lock().unwrap().contains(&"stop a".to_string()),
+        "sibling stopped on escalation"
+    );
 }
 
 #[tokio::test]
@@ -174,7 +211,11 @@ async fn one_for_all_restarts_every_child_in_order() {
     wait_restarts(&sup, "c", 1).await;
     wait_restarts(&sup, "a", 1).await;
     let l = log.lock().unwrap().clone();
-    assert_eq!(l, vec!["stop c", "stop a", "start a", "start b", "start c"], "{l:?}");
+    assert_eq!(
+        l,
+        vec!["stop c", "stop a", "start a", "start b", "start c"],
+        "{l:?}"
+    );
     sup.stop_and_wait(None, None).await.unwrap();
 }
 
@@ -261,7 +302,11 @@ async fn stop_is_in_reverse_start_order_and_tree_is_readable() {
         Supervisor,
         SupervisorArgs {
             config: config(&hub, Strategy::OneForOne, 3),
-            children: vec![probe("a", Restart::Permanent, &log), inner, probe("c", Restart::Permanent, &log)],
+            children: vec![
+                probe("a", Restart::Permanent, &log),
+                inner,
+                probe("c", Restart::Permanent, &log),
+            ],
         },
     )
     .await
@@ -272,7 +317,11 @@ async fn stop_is_in_reverse_start_order_and_tree_is_readable() {
     assert_eq!(t.children[1].children[0].status, "running");
     sup.stop_and_wait(None, None).await.unwrap();
     let l = log.lock().unwrap().clone();
-    assert_eq!(l, vec!["start a", "start x", "start c", "stop c", "stop x", "stop a"], "{l:?}");
+    assert_eq!(
+        l,
+        vec!["start a", "start x", "start c", "stop c", "stop x", "stop a"],
+        "{l:?}"
+    );
 }
 
 #[tokio::test]
@@ -289,11 +338,22 @@ async fn replace_child_detaches_the_old_generation() {
     )
     .await
     .unwrap();
-    let old = ractor::call!(sup, SupervisorMsg::ReplaceChild, probe("a", Restart::Permanent, &log))
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(log.lock().unwrap().iter().filter(|l| *l == "start a").count(), 2);
+    let old = ractor::call!(
+        sup,
+        SupervisorMsg::ReplaceChild,
+        probe("a", Restart::Permanent, &log)
+    )
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| *l == "start a")
+            .count(),
+        2
+    );
     // The old generation keeps running until its owner retires it; its exit is not a failure to act on.
     assert_eq!(old.get_status(), ractor::ActorStatus::Running);
     old.stop(Some("retired".into()));

@@ -114,7 +114,10 @@ impl Tool for EscalateToArchitect {
         // tool's Command, so a bad score is reported as a tool error by the node.
         let mut update = serde_json::Map::new();
         update.insert("dissonance".into(), a.score);
-        update.insert("note".into(), json!(format!("escalated to the Architect: {}", a.reason)));
+        update.insert(
+            "note".into(),
+            json!(format!("escalated to the Architect: {}", a.reason)),
+        );
         Ok(ToolOutput::Command(TaskCommand {
             update,
             goto: Some("inquiry".into()),
@@ -162,7 +165,9 @@ impl Tool for RequestCapability {
     async fn call(&self, args: Value) -> Result<ToolOutput, ToolError> {
         let a: CapabilityArgs = parse(args)?;
         if a.capability.trim().is_empty() {
-            return Err(ToolError::InvalidArgs("`capability` must not be empty".into()));
+            return Err(ToolError::InvalidArgs(
+                "`capability` must not be empty".into(),
+            ));
         }
         let mut update = serde_json::Map::new();
         update.insert("capability_gap".into(), json!(a.capability));
@@ -184,7 +189,10 @@ mod tests {
             wc.call(json!({"text": "a b  c"})).await.unwrap(),
             ToolOutput::Value(json!({"words": 3, "characters": 6}))
         );
-        assert!(matches!(wc.call(json!({"txt": 1})).await, Err(ToolError::InvalidArgs(_))));
+        assert!(matches!(
+            wc.call(json!({"txt": 1})).await,
+            Err(ToolError::InvalidArgs(_))
+        ));
         let e = EscalateToArchitect::new();
         match e.call(json!({"score": 0.95, "reason": "r"})).await.unwrap() {
             ToolOutput::Command(c) => {
@@ -197,7 +205,10 @@ mod tests {
 
     #[test]
     fn tool_output_wire_form() {
-        let v: ToolOutput = serde_json::from_value(json!({"command": {"update": {"dissonance": 0.2}, "goto": "draft"}})).unwrap();
+        let v: ToolOutput = serde_json::from_value(
+            json!({"command": {"update": {"dissonance": 0.2}, "goto": "draft"}}),
+        )
+        .unwrap();
         assert!(matches!(v, ToolOutput::Command(_)));
         let v: ToolOutput = serde_json::from_value(json!({"value": [1, 2]})).unwrap();
         assert_eq!(v, ToolOutput::Value(json!([1, 2])));

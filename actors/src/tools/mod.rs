@@ -130,7 +130,11 @@ impl ToolRegistry {
 
     /// Registers (or atomically replaces) a tool and announces it with `tool.created`.
     pub fn register(&self, tool: Arc<dyn Tool>) {
-        let (name, version, description) = (tool.spec().name.clone(), tool.version(), tool.spec().description.clone());
+        let (name, version, description) = (
+            tool.spec().name.clone(),
+            tool.version(),
+            tool.spec().description.clone(),
+        );
         self.insert(tool);
         tracing::info!(event = "tool.created", tool = %name, version, "tool registered");
         self.hub.publish(Event::ToolCreated {

@@ -16,7 +16,11 @@ pub fn repo() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A daemon under test.
@@ -49,8 +53,10 @@ impl Daemon {
         let text = fs::read_to_string(repo().join("config/settings.toml")).unwrap();
         let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
         doc["data_dir"] = toml_edit::value("../data");
-        doc["gateway"]["command_endpoint"] = toml_edit::value(format!("tcp://127.0.0.1:{}", free_port()));
-        doc["gateway"]["event_endpoint"] = toml_edit::value(format!("tcp://127.0.0.1:{}", free_port()));
+        doc["gateway"]["command_endpoint"] =
+            toml_edit::value(format!("tcp://127.0.0.1:{}", free_port()));
+        doc["gateway"]["event_endpoint"] =
+            toml_edit::value(format!("tcp://127.0.0.1:{}", free_port()));
         doc["gateway"]["heartbeat_ms"] = toml_edit::value(200);
         doc["client"]["timeout_ms"] = toml_edit::value(1500);
         doc["client"]["retries"] = toml_edit::value(2);
@@ -82,7 +88,11 @@ impl Daemon {
 
     /// Starts the process (again).
     pub fn spawn(&mut self) {
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_batos"))
             .args(["run", "--config"])
             .arg(&self.config)
@@ -113,7 +123,9 @@ impl Daemon {
 
     /// The settings as written.
     pub fn settings(&self) -> batos_actors::settings::Settings {
-        batos_actors::settings::LoadedSettings::load(&self.config).unwrap().settings
+        batos_actors::settings::LoadedSettings::load(&self.config)
+            .unwrap()
+            .settings
     }
 
     /// A client config for this daemon (token from the data dir once it exists).
@@ -122,7 +134,9 @@ impl Daemon {
         ClientConfig {
             endpoint: s.gateway.command_endpoint,
             events: s.gateway.event_endpoint,
-            token: fs::read_to_string(s.data_dir.join("gateway.token")).ok().map(|t| t.trim().to_string()),
+            token: fs::read_to_string(s.data_dir.join("gateway.token"))
+                .ok()
+                .map(|t| t.trim().to_string()),
             timeout: Duration::from_millis(s.client.timeout_ms),
             retries: s.client.retries,
             poll: Duration::from_millis(s.client.poll_ms),
@@ -151,7 +165,10 @@ impl Daemon {
     /// Stops with SIGTERM and returns the exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).stderr(Stdio::null()).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(20) {
             if let Ok(Some(s)) = c.try_wait() {
@@ -175,7 +192,10 @@ impl Daemon {
 
     /// The JSON log lines so far.
     pub fn log_json(&self) -> Vec<Value> {
-        self.log_text().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        self.log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 
     /// Path of a file under the temp dir.
@@ -213,7 +233,10 @@ pub async fn wait_task(c: &mut Client, id: &str, secs: u64) -> Value {
     let started = Instant::now();
     loop {
         if let Ok(t) = c.request("get_task", json!({"id": id})).await {
-            if matches!(t["status"].as_str(), Some("done" | "failed" | "cancelled" | "paused")) {
+            if matches!(
+                t["status"].as_str(),
+                Some("done" | "failed" | "cancelled" | "paused")
+            ) {
                 return t;
             }
         }

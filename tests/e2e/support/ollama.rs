@@ -69,8 +69,12 @@ pub struct Received {
     pub body: Value,
 }
 
+/// Decides an answer from the persona and request body; `None` falls through to scripts and defaults.
+pub type Responder = Arc<dyn Fn(Option<&str>, &Value) -> Option<Scripted> + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
+    responder: Option<Responder>,
     scripts: HashMap<String, VecDeque<Scripted>>,
     received: Vec<Received>,
     default_delay: Duration,
@@ -103,7 +107,11 @@ impl ScriptedOllama {
         let (tx, rx) = std::sync::mpsc::channel();
         let state = inner.clone();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap();
@@ -133,7 +141,21 @@ impl ScriptedOllama {
 
     /// Queues answers for a persona, used in order before falling back to its default.
     pub fn script(&self, persona: &str, answers: Vec<Scripted>) {
-        self.inner.lock().unwrap().scripts.entry(persona.to_string()).or_default().extend(answers);
+        self.inner
+            .lock()
+            .unwrap()
+            .scripts
+            .entry(persona.to_string())
+            .or_default()
+            .extend(answers);
+    }
+
+    /// Installs a function consulted before scripts and defaults.
+    pub fn set_responder(
+        &self,
+        f: impl Fn(Option<&str>, &Value) -> Option<Scripted> + Send + Sync + 'static,
+    ) {
+        self.inner.lock().unwrap().responder = Some(Arc::new(f));
     }
 
     /// Delay every unscripted answer.
@@ -156,12 +178,18 @@ impl ScriptedOllama {
 
     /// All chat requests.
     pub fn chats(&self) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.path == "/api/chat").collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.path == "/api/chat")
+            .collect()
     }
 }
 
 fn persona_of(body: &Value) -> Option<String> {
-    let sys = body["messages"].as_array()?.iter().find(|m| m["role"] == "system")?;
+    let sys = body["messages"]
+        .as_array()?
+        .iter()
+        .find(|m| m["role"] == "system")?;
     let content = sys["content"].as_str()?;
     ["ALFRED", "BABS", "BRICK", "ROBIN"]
         .iter()
@@ -169,7 +197,8 @@ fn persona_of(body: &Value) -> Option<String> {
         .map(|p| p.to_string())
 }
 
-fn last_user(body: &Value) -> String {
+/// The text of the last user message.
+pub fn last_user(body: &Value) -> String {
     body["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
@@ -182,13 +211,20 @@ fn default_answer(persona: Option<&str>, body: &Value) -> Scripted {
     let model = body["model"].as_str().unwrap_or_default();
     let structured = body.get("format").is_some_and(|f| !f.is_null());
     match (persona, structured) {
-        (Some("ALFRED"), true) => Scripted::json(json!({"needs_research": false, "plan": "Answer directly and briefly."})),
-        (Some("ROBIN"), true) => Scripted::json(json!({"dissonance": 0.1, "critique": "In harmony with the need."})),
+        (Some("ALFRED"), true) => {
+            Scripted::json(json!({"needs_research": false, "plan": "Answer directly and briefly."}))
+        }
+        (Some("ROBIN"), true) => {
+            Scripted::json(json!({"dissonance": 0.1, "critique": "In harmony with the need."}))
+        }
         (Some("ALFRED"), false) => Scripted::text(format!("Final answer from ALFRED ({model}).")),
         (Some("BRICK"), _) => Scripted::text(format!("Draft by BRICK ({model}).")),
         (Some("BABS"), _) => Scripted::text(format!("Notes by BABS ({model}).")),
         (_, true) => Scripted::json(json!({})),
-        _ => Scripted::text(format!("ok ({model}): {}", last_user(body).chars().take(40).collect::<String>())),
+        _ => Scripted::text(format!(
+            "ok ({model}): {}",
+            last_user(body).chars().take(40).collect::<String>()
+        )),
     }
 }
 
@@ -201,7 +237,10 @@ fn message_json(model: &str, content: &str, calls: &[(String, Value)], done: boo
     });
     if !calls.is_empty() {
         v["message"]["tool_calls"] = Value::Array(
-            calls.iter().map(|(n, a)| json!({"function": {"name": n, "arguments": a}})).collect(),
+            calls
+                .iter()
+                .map(|(n, a)| json!({"function": {"name": n, "arguments": a}}))
+                .collect(),
         );
     }
     if done {
@@ -231,7 +270,16 @@ async fn chat(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -
             model: model.clone(),
             body: body.clone(),
         });
-        let scripted = persona.as_ref().and_then(|p| g.scripts.get_mut(p)).and_then(|q| q.pop_front());
+        let from_responder = g
+            .responder
+            .clone()
+            .and_then(|f| f(persona.as_deref(), &body));
+        let scripted = from_responder.or_else(|| {
+            persona
+                .as_ref()
+                .and_then(|p| g.scripts.get_mut(p))
+                .and_then(|q| q.pop_front())
+        });
         match scripted {
             Some(s) => s,
             None => default_answer(persona.as_deref(), &body).delayed(g.default_delay),
@@ -241,7 +289,11 @@ async fn chat(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -
         tokio::time::sleep(answer.delay).await;
     }
     if let Some((code, msg)) = answer.error {
-        return (StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), Json(json!({"error": msg}))).into_response();
+        return (
+            StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            Json(json!({"error": msg})),
+        )
+            .into_response();
     }
     if body["stream"].as_bool().unwrap_or(false) {
         let mut lines = String::new();
@@ -257,15 +309,27 @@ async fn chat(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -
             .body(Body::from(lines))
             .unwrap()
     } else {
-        Json(message_json(&model, &answer.content, &answer.tool_calls, true)).into_response()
+        Json(message_json(
+            &model,
+            &answer.content,
+            &answer.tool_calls,
+            true,
+        ))
+        .into_response()
     }
 }
 
 /// A deterministic bag-of-words embedding: texts sharing words are close.
 pub fn embed_text(text: &str, dim: usize) -> Vec<f32> {
     let mut v = vec![0f32; dim];
-    for w in text.to_lowercase().split(|c: char| !c.is_alphanumeric()).filter(|w| w.len() > 2) {
-        let h = w.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    for w in text
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.len() > 2)
+    {
+        let h = w.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
         v[(h % dim as u64) as usize] += 1.0;
     }
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
@@ -290,7 +354,10 @@ async fn embed(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) 
     };
     let inputs: Vec<String> = match &body["input"] {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect(),
+        Value::Array(a) => a
+            .iter()
+            .map(|x| x.as_str().unwrap_or_default().to_string())
+            .collect(),
         _ => vec![],
     };
     let embeddings: Vec<Vec<f32>> = inputs.iter().map(|t| embed_text(t, dim)).collect();

@@ -1,0 +1,497 @@
+//! Cognition (issue 3): the Socratic Contrapunto, checkpoints, tool Commands, the atomic swap, the inquiry
+//! interrupt.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use zeromq::prelude::*;
+use zeromq::SubSocket;
+
+use batos_actors::protocol::EventBody;
+
+use crate::support::*;
+
+fn distinct_models() -> Edit {
+    Box::new(|doc| {
+        for (p, m) in [
+            ("ALFRED", "alfred:1b"),
+            ("BABS", "babs:1b"),
+            ("BRICK", "brick:7b"),
+            ("ROBIN", "robin:3b"),
+        ] {
+            doc["personas"][p]["model"] = toml_edit::value(m);
+        }
+    })
+}
+
+fn brief_of(body: &Value) -> String {
+    last_user(body)
+}
+
+/// The task text a request belongs to (every prompt starts with the Architect's task).
+fn task_text_of(body: &Value) -> Option<String> {
+    body["messages"].as_array()?.iter().find_map(|m| {
+        let c = m["content"].as_str()?;
+        let rest = c.strip_prefix("Task from the Architect:\n")?;
+        Some(rest.lines().next()?.to_string())
+    })
+}
+
+async fn events(d: &Daemon) -> SubSocket {
+    let mut sub = SubSocket::new();
+    sub.subscribe("task.").await.unwrap();
+    sub.subscribe("model.").await.unwrap();
+    sub.connect(&d.client_config().events).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sub
+}
+
+async fn wait_event(
+    sub: &mut SubSocket,
+    secs: u64,
+    mut pred: impl FnMut(&EventBody) -> bool,
+) -> EventBody {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = tokio::time::timeout(left, sub.recv())
+            .await
+            .expect("event in time")
+            .unwrap();
+        let ev: EventBody = rmp_serde::from_slice(m.into_vec().get(1).unwrap()).unwrap();
+        if pred(&ev) {
+            return ev;
+        }
+    }
+}
+
+fn nodes(task: &Value) -> Vec<(String, String, String)> {
+    task["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["node"].as_str().unwrap().to_string(),
+                s["persona"].as_str().unwrap().to_string(),
+                s["model"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_contrapunto_loops_on_high_dissonance_through_each_personas_model() {
+    let ollama = ScriptedOllama::start();
+    ollama.script(
+        "ROBIN",
+        vec![
+            Scripted::json(
+                json!({"dissonance": 0.85, "critique": "It ignores the Architect's constraint."}),
+            ),
+            Scripted::json(json!({"dissonance": 0.15, "critique": "Now it sings."})),
+        ],
+    );
+    ollama.script(
+        "BRICK",
+        vec![Scripted::text("DRAFT-ONE"), Scripted::text("DRAFT-TWO")],
+    );
+    let d = Daemon::start(&ollama.url, vec![distinct_models()]).await;
+    let mut sub = events(&d).await;
+    let mut c = d.client();
+    let id = c
+        .request("submit_task", json!({"text": "Plan a picnic"}))
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut seen = Vec::new();
+    loop {
+        let ev = wait_event(&mut sub, 30, |e| {
+            e.data["id"] == id.as_str() && (e.kind == "task.step" || e.kind == "task.done")
+        })
+        .await;
+        if ev.kind == "task.done" {
+            break;
+        }
+        assert!(ev.data["duration_ms"].is_u64());
+        seen.push((
+            ev.data["node"].as_str().unwrap().to_string(),
+            ev.data["persona"].as_str().unwrap().to_string(),
+            ev.data["dissonance"].clone(),
+        ));
+    }
+    let expected = [
+        ("route", "ALFRED"),
+        ("draft", "BRICK"),
+        ("critique", "ROBIN"),
+        ("draft", "BRICK"),
+        ("critique", "ROBIN"),
+        ("synthesize", "ALFRED"),
+    ];
+    assert_eq!(
+        seen.iter()
+            .map(|(n, p, _)| (n.as_str(), p.as_str()))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    assert_eq!(seen[2].2, json!(0.85));
+    assert_eq!(seen[4].2, json!(0.15));
+    let task = c.request("get_task", json!({"id": id})).await.unwrap();
+    let steps = nodes(&task);
+    let models: BTreeMap<&str, &str> = [
+        ("ALFRED", "alfred:1b"),
+        ("BRICK", "brick:7b"),
+        ("ROBIN", "robin:3b"),
+    ]
+    .into();
+    for (node, persona, model) in &steps {
+        assert_eq!(models[persona.as_str()], model, "{node} by {persona}");
+    }
+    // Every request the scripted server saw went to the acting persona's own model.
+    for r in ollama.chats() {
+        let p = r.persona.clone().unwrap();
+        assert_eq!(models[p.as_str()], r.model);
+    }
+    // The second draft was asked with the first draft and ROBIN's critique in hand.
+    let second = &ollama.chats_by("BRICK")[1];
+    assert!(
+        brief_of(&second.body).contains("DRAFT-ONE")
+            && brief_of(&second.body).contains("ignores the Architect")
+    );
+    assert_eq!(task["result"], "Final answer from ALFRED (alfred:1b).");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_killed_after_step_three_resumes_without_repeating_steps() {
+    let ollama = ScriptedOllama::start();
+    ollama.script(
+        "ROBIN",
+        vec![Scripted::json(
+            json!({"dissonance": 0.8, "critique": "Again, please."}),
+        )],
+    );
+    ollama.script(
+        "BRICK",
+        vec![
+            Scripted::text("DRAFT-ONE"),
+            // Step 4 is slow: the daemon dies while it is in flight.
+            Scripted::text("DRAFT-LOST").delayed(Duration::from_secs(3)),
+            Scripted::text("DRAFT-TWO"),
+        ],
+    );
+    let mut d = Daemon::start(&ollama.url, vec![]).await;
+    let mut sub = events(&d).await;
+    let mut c = d.client();
+    let id = c
+        .request("submit_task", json!({"text": "Survive a crash"}))
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_event(&mut sub, 30, |e| {
+        e.kind == "task.step" && e.data["id"] == id.as_str() && e.data["step"] == 3
+    })
+    .await;
+    d.kill9();
+    d.spawn();
+    d.wait_ready().await;
+    let mut c = d.client();
+    let task = wait_task(&mut c, &id, 60).await;
+    assert_eq!(task["status"], "done", "{task}");
+    let steps: Vec<String> = nodes(&task).into_iter().map(|(n, ..)| n).collect();
+    assert_eq!(
+        steps,
+        vec![
+            "route",
+            "draft",
+            "critique",
+            "draft",
+            "critique",
+            "synthesize"
+        ]
+    );
+    let numbers: Vec<u64> = task["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(numbers, vec![1, 2, 3, 4, 5, 6]);
+    // Steps 1-3 ran once: one routing call, one first draft, one critique of DRAFT-ONE.
+    let alfred_routes = ollama
+        .chats_by("ALFRED")
+        .into_iter()
+        .filter(|r| !r.body["format"].is_null())
+        .count();
+    assert_eq!(alfred_routes, 1);
+    let first_drafts = ollama
+        .chats_by("BRICK")
+        .into_iter()
+        .filter(|r| !brief_of(&r.body).contains("previous draft"))
+        .count();
+    assert_eq!(first_drafts, 1);
+    let critiques_of_one = ollama
+        .chats_by("ROBIN")
+        .into_iter()
+        .filter(|r| brief_of(&r.body).contains("DRAFT-ONE"))
+        .count();
+    assert_eq!(critiques_of_one, 1);
+    assert!(task["drafts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d != "DRAFT-LOST"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_command_raises_dissonance_and_reroutes_and_a_bad_command_is_a_tool_error() {
+    let ollama = ScriptedOllama::start();
+    ollama.script(
+        "BRICK",
+        vec![
+            // Task 1: a malformed Command (score out of range) is reported, and the task goes on.
+            Scripted::call(
+                "escalate_to_architect",
+                json!({"score": 7, "reason": "bad score"}),
+            ),
+            Scripted::text("A calm draft."),
+            // Task 2: a valid Command raises dissonance and routes straight to the inquiry.
+            Scripted::call(
+                "escalate_to_architect",
+                json!({"score": 0.97, "reason": "this asks me to deceive"}),
+            ),
+        ],
+    );
+    let d = Daemon::start(&ollama.url, vec![]).await;
+    let mut c = d.client();
+    let t1 = c
+        .request("submit_task", json!({"text": "first"}))
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let task = wait_task(&mut c, &t1, 30).await;
+    assert_eq!(task["status"], "done", "{task}");
+    assert_eq!(task["tools_used"][0]["ok"], false);
+    assert!(task["tools_used"][0]["result"]
+        .as_str()
+        .unwrap()
+        .contains("invalid command"));
+    let retry = &ollama.chats_by("BRICK")[1].body;
+    let tool_msg = retry["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool")
+        .unwrap();
+    assert!(tool_msg["content"]
+        .as_str()
+        .unwrap()
+        .contains("`dissonance` must be a number in 0..=1"));
+    // The tools offered came from the live registry.
+    let offered: Vec<&str> = retry["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        offered.contains(&"word_count") && offered.contains(&"request_capability"),
+        "{offered:?}"
+    );
+
+    let t2 = c
+        .request("submit_task", json!({"text": "second"}))
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let task = wait_task(&mut c, &t2, 30).await;
+    assert_eq!(task["status"], "paused", "{task}");
+    assert_eq!(task["dissonance"], json!(0.97));
+    let steps: Vec<String> = nodes(&task).into_iter().map(|(n, ..)| n).collect();
+    assert_eq!(steps, vec!["route", "draft", "inquiry"]);
+    assert!(task["notes"][0].as_str().unwrap().contains("deceive"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_inquiry_survives_a_restart_and_resumes_on_command() {
+    let ollama = ScriptedOllama::start();
+    ollama.set_responder(|persona, body| {
+        (persona == Some("ROBIN") && !body["format"].is_null()).then(|| {
+            Scripted::json(json!({"dissonance": 0.95, "critique": "This betrays a principle."}))
+        })
+    });
+    let mut d = Daemon::start(&ollama.url, vec![]).await;
+    let mut c = d.client();
+    let id = c
+        .request("submit_task", json!({"text": "A troubling request"}))
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let task = wait_task(&mut c, &id, 30).await;
+    assert_eq!(task["status"], "paused", "{task}");
+    let steps: Vec<String> = nodes(&task).into_iter().map(|(n, ..)| n).collect();
+    assert_eq!(
+        steps,
+        vec!["route", "draft", "critique", "draft", "critique", "draft", "critique", "inquiry"]
+    );
+    assert_eq!(d.terminate().and_then(|s| s.code()), Some(0));
+    d.spawn();
+    d.wait_ready().await;
+    let mut c = d.client();
+    let task = c.request("get_task", json!({"id": id})).await.unwrap();
+    assert_eq!(task["status"], "paused");
+    let calls_before = ollama.chats().len();
+    c.request(
+        "resume_task",
+        json!({"id": id, "guidance": "Answer, but name the tension openly."}),
+    )
+    .await
+    .unwrap();
+    let task = wait_task(&mut c, &id, 30).await;
+    assert_eq!(task["status"], "done", "{task}");
+    assert_eq!(task["inquiry"]["decision"], "resumed");
+    let after: Vec<_> = ollama.chats().into_iter().skip(calls_before).collect();
+    assert_eq!(after.len(), 1, "only the synthesis runs after the resume");
+    assert!(brief_of(&after[0].body).contains("name the tension openly"));
+    let e = c
+        .request("resume_task", json!({"id": id}))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not paused"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_swaps_under_load_keep_every_task_on_one_model() {
+    let ollama = ScriptedOllama::start();
+    // Two drafting rounds per task so a task spans time; every answer takes a few ms.
+    let critiques: Arc<Mutex<HashMap<String, u32>>> = Default::default();
+    let seen = critiques.clone();
+    ollama.set_responder(move |persona, body| {
+        if persona == Some("ROBIN") && !body["format"].is_null() {
+            let key = task_text_of(body).unwrap_or_default();
+            let mut m = seen.lock().unwrap();
+            let n = m.entry(key).or_default();
+            *n += 1;
+            let d = if *n == 1 { 0.8 } else { 0.1 };
+            return Some(
+                Scripted::json(json!({"dissonance": d, "critique": "c"}))
+                    .delayed(Duration::from_millis(5)),
+            );
+        }
+        None
+    });
+    ollama.set_default_delay(Duration::from_millis(5));
+    let d = Daemon::start(
+        &ollama.url,
+        vec![Box::new(|doc| {
+            doc["personas"]["BRICK"]["model"] = toml_edit::value("brick:a");
+            doc["orchestrator"]["max_concurrent_tasks"] = toml_edit::value(16);
+        })],
+    )
+    .await;
+    let mut sub = events(&d).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Background load: tasks submitted continuously while swaps happen.
+    let load = {
+        let cfg = d.client_config();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut c = batos::client::Client::new(cfg);
+            let mut ids = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = c
+                    .request("submit_task", json!({"text": format!("load {i}")}))
+                    .await
+                    .unwrap();
+                ids.push(r["id"].as_str().unwrap().to_string());
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            ids
+        })
+    };
+    let mut c = d.client();
+    let mut probes: Vec<(String, String, String)> = Vec::new(); // (id, text, model it must use)
+    for n in 0..50 {
+        let to = if n % 2 == 0 { "brick:b" } else { "brick:a" };
+        let r = c
+            .request("swap_model", json!({"persona": "BRICK", "model": to}))
+            .await
+            .unwrap();
+        assert_eq!(r["to"], to);
+        let ev = wait_event(&mut sub, 10, |e| e.kind == "model.swapped").await;
+        assert_eq!(ev.data["to"], to);
+        let text = format!("probe {n}");
+        let id = c
+            .request("submit_task", json!({"text": text}))
+            .await
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        probes.push((id, text, to.to_string()));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let load_ids = load.await.unwrap();
+    assert!(load_ids.len() > 10, "load generator ran");
+    for id in load_ids.iter().chain(probes.iter().map(|p| &p.0)) {
+        let t = wait_task(&mut c, id, 120).await;
+        assert_eq!(t["status"], "done", "{t}");
+    }
+    // Per task, every BRICK call used one model.
+    let mut per_task: HashMap<String, Vec<String>> = HashMap::new();
+    for r in ollama.chats_by("BRICK") {
+        per_task
+            .entry(task_text_of(&r.body).unwrap())
+            .or_default()
+            .push(r.model.clone());
+    }
+    for (text, models) in &per_task {
+        assert!(models.len() >= 2, "{text}: {models:?}");
+        assert!(
+            models.windows(2).all(|w| w[0] == w[1]),
+            "task `{text}` mixed models: {models:?}"
+        );
+    }
+    for (_, text, model) in &probes {
+        assert_eq!(
+            &per_task[text][0], model,
+            "task `{text}` started after the swap to {model}"
+        );
+    }
+    // The swap is recorded in settings.toml, comments intact.
+    let settings = std::fs::read_to_string(&d.config).unwrap();
+    assert!(
+        settings.contains("model = \"brick:a\"")
+            && settings.contains("# The model each persona thinks with.")
+    );
+    let status = c.request("status", json!({})).await.unwrap();
+    assert_eq!(status["personas"]["BRICK"]["model"], "brick:a");
+    // Every replaced generation drained and retired once its last task let go of it.
+    let retired = eventually(20, "50 retired BRICK generations", || {
+        let n = d
+            .log_json()
+            .iter()
+            .filter(|l| {
+                l["event"] == "actor.stopped"
+                    && l["actor"] == "root/personas/BRICK (previous generation)"
+                    && l["reason"] == "retired"
+            })
+            .count();
+        async move { (n == 50).then_some(n) }
+    })
+    .await;
+    assert_eq!(retired, 50);
+}

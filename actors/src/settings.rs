@@ -186,6 +186,8 @@ pub enum BackendChoice {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddedSettings {
+    /// Model name meaning the base model.
+    pub model_name: String,
     /// GGUF file.
     pub model_path: PathBuf,
     /// Expected SHA-256 (hex) of the GGUF file.
@@ -198,6 +200,8 @@ pub struct EmbeddedSettings {
     pub threads: u32,
     /// Concurrent contexts.
     pub max_contexts: usize,
+    /// Forward llama.cpp logs.
+    pub native_logs: bool,
 }
 
 /// `[personas.<NAME>]`

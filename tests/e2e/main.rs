@@ -5,3 +5,4 @@ mod support;
 
 mod cognition;
 mod gateway;
+mod offline;

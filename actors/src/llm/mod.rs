@@ -4,6 +4,7 @@
 //! - [`embedded::EmbeddedBackend`]: llama.cpp in process through `llama-cpp-2` (offline default);
 //! - [`select`]: `auto` picks Ollama when it answers, else the embedded model.
 
+pub mod embedded;
 pub mod ollama;
 pub mod select;
 

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::embedded::EmbeddedBackend;
 use super::ollama::OllamaBackend;
 use super::LlmBackend;
 use crate::settings::{BackendChoice, LlmSettings};
@@ -62,8 +63,15 @@ pub async fn select(s: &LlmSettings) -> Result<Selection, String> {
     }
 }
 
-async fn embedded(_s: &LlmSettings, reason: String) -> Result<Selection, String> {
-    Err(format!(
-        "{reason}, but the embedded backend is not available in this build"
-    ))
+async fn embedded(s: &LlmSettings, reason: String) -> Result<Selection, String> {
+    let settings = s.embedded.clone();
+    let base = s.embedded.model_name.clone();
+    let backend = tokio::task::spawn_blocking(move || EmbeddedBackend::load(&settings, &base))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{reason}, but the embedded backend cannot start: {e}"))?;
+    Ok(Selection {
+        backend: Arc::new(backend),
+        reason,
+    })
 }

@@ -703,10 +703,12 @@ pub fn apply_command(task: &mut TaskState, cmd: &TaskCommand) -> Result<Option<N
                     ))
                 }
             },
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "cannot update `{}`; updatable: dissonance, plan, context, capability_gap, note",
                 truncate(other, 64)
-            )),
+            ))
+            }
         }
     }
     for (k, v) in &cmd.update {

@@ -284,17 +284,16 @@ impl Personas {
                 .ok_or_else(|| PersonaError::Unknown(persona.to_string()))?;
             std::mem::replace(&mut c.model, model.to_string())
         };
-        let sup: ActorRef<SupervisorMsg> =
-            match ractor::registry::where_is(SUPERVISOR_NAME) {
-                Some(c) => c.into(),
-                None => {
-                    self.restore_model(persona, previous);
-                    return Err(PersonaError::Unavailable(
-                        persona.into(),
-                        "the personas supervisor is restarting".into(),
-                    ));
-                }
-            };
+        let sup: ActorRef<SupervisorMsg> = match ractor::registry::where_is(SUPERVISOR_NAME) {
+            Some(c) => c.into(),
+            None => {
+                self.restore_model(persona, previous);
+                return Err(PersonaError::Unavailable(
+                    persona.into(),
+                    "the personas supervisor is restarting".into(),
+                ));
+            }
+        };
         let spec = self.child_spec(persona);
         let res = sup
             .call(

@@ -60,15 +60,16 @@ impl Editable {
                 }
             }
             "extra_instructions" => {
-                self.extra_instructions =
-                    match value {
-                        Value::Null => None,
-                        Value::String(s) if s.len() <= MAX_INSTRUCTIONS_BYTES => Some(s.clone()),
-                        Value::String(_) => return Err(format!(
+                self.extra_instructions = match value {
+                    Value::Null => None,
+                    Value::String(s) if s.len() <= MAX_INSTRUCTIONS_BYTES => Some(s.clone()),
+                    Value::String(_) => {
+                        return Err(format!(
                             "`extra_instructions` is longer than {MAX_INSTRUCTIONS_BYTES} bytes"
-                        )),
-                        _ => return Err("`extra_instructions` must be a string or null".into()),
+                        ))
                     }
+                    _ => return Err("`extra_instructions` must be a string or null".into()),
+                }
             }
             other => {
                 return Err(format!(

@@ -180,6 +180,20 @@ impl Daemon {
         c.wait().ok()
     }
 
+    /// Waits up to `secs` for the process to exit by itself and returns its status.
+    pub fn terminate_when_exited(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let c = self.child.as_mut()?;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(secs) {
+            if let Ok(Some(s)) = c.try_wait() {
+                self.child = None;
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))

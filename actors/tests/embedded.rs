@@ -1,0 +1,296 @@
+//! The embedded llama.cpp backend against the real SmolLM2-135M GGUF (installed by scripts/setup.sh).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+
+use batos_actors::llm::embedded::{verify_model_file, EmbeddedBackend, LORA_PREFIX};
+use batos_actors::llm::{ChatMessage, ChatRequest, LlmBackend, Role, Sampling, ToolSpec};
+use batos_actors::settings::EmbeddedSettings;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn model_path() -> PathBuf {
+    std::env::var("BATOS_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join("data/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+}
+
+fn settings() -> EmbeddedSettings {
+    let shipped =
+        batos_actors::settings::LoadedSettings::load(&repo().join("config/settings.toml")).unwrap();
+    EmbeddedSettings {
+        model_path: model_path(),
+        ..shipped.settings.llm.embedded
+    }
+}
+
+/// One loaded model shared by every test in this file (loading is the slow part).
+fn backend() -> &'static EmbeddedBackend {
+    static B: OnceLock<EmbeddedBackend> = OnceLock::new();
+    B.get_or_init(|| {
+        assert!(
+            model_path().exists(),
+            "model missing at {}: run scripts/setup.sh",
+            model_path().display()
+        );
+        EmbeddedBackend::load(&settings(), "smollm2:135m").expect("model loads")
+    })
+}
+
+fn sampling(max_tokens: u32) -> Sampling {
+    Sampling {
+        temperature: 0.7,
+        top_p: 0.9,
+        seed: 42,
+        max_tokens,
+    }
+}
+
+fn req(prompt: &str, format: Option<Value>, max_tokens: u32) -> ChatRequest {
+    ChatRequest {
+        model: "smollm2:135m".into(),
+        messages: vec![
+            ChatMessage::new(Role::System, "You are a helpful assistant."),
+            ChatMessage::new(Role::User, prompt),
+        ],
+        tools: vec![],
+        format,
+        sampling: sampling(max_tokens),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generates_text_and_streams_it() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let r = backend()
+        .chat(req("Name three colours.", None, 48), Some(tx))
+        .await
+        .unwrap();
+    assert!(!r.content.trim().is_empty());
+    assert!(r.completion_tokens > 0 && r.prompt_tokens > 0);
+    let mut streamed = String::new();
+    while let Ok(t) = rx.try_recv() {
+        streamed.push_str(&t);
+    }
+    assert_eq!(streamed, r.content);
+}
+
+fn check(schema: &Value, v: &Value) -> Result<(), String> {
+    let obj = v.as_object().ok_or("not an object")?;
+    for k in schema["required"].as_array().unwrap() {
+        let k = k.as_str().unwrap();
+        let val = obj.get(k).ok_or(format!("missing {k}"))?;
+        let prop = &schema["properties"][k];
+        let ok = match prop["type"].as_str() {
+            Some("string") => val.as_str().is_some_and(|s| {
+                prop["enum"].as_array().is_none_or(|e| e.contains(val)) && !s.is_empty()
+                    || prop["enum"].is_null()
+            }),
+            Some("number") => val.as_f64().is_some_and(|x| {
+                prop["minimum"].as_f64().is_none_or(|m| x >= m)
+                    && prop["maximum"].as_f64().is_none_or(|m| x <= m)
+            }),
+            Some("integer") => val.as_i64().is_some(),
+            Some("boolean") => val.is_boolean(),
+            _ => true,
+        };
+        if !ok {
+            return Err(format!("{k} = {val} does not match {prop}"));
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structured_answers_always_match_their_schema() {
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "dissonance": {"type": "number", "minimum": 0, "maximum": 1},
+            "mood": {"type": "string", "enum": ["calm", "tense", "joyful"]},
+            "urgent": {"type": "boolean"},
+            "summary": {"type": "string", "maxLength": 80}
+        },
+        "required": ["dissonance", "mood", "urgent", "summary"]
+    });
+    let prompts = [
+        "Rate the tension in: the meeting ran late.",
+        "How urgent is a leaking roof?",
+        "Summarise: cats sleep a lot.",
+        "Describe a sunny picnic.",
+        "Assess: the server is on fire.",
+        "What is 2+2?",
+        "Evaluate the plan to plant trees.",
+        "Is a missed bus a crisis?",
+        "Rate the harmony of a choir.",
+        "Judge: the report has typos.",
+        "Feelings about rain?",
+        "Score a broken promise.",
+        "Review: the code compiles.",
+        "A friend arrives early.",
+        "The budget is overspent.",
+        "Describe a quiet library.",
+        "Assess a surprise party.",
+        "Rate an argument about taxes.",
+        "A child learns to read.",
+        "The deadline moved up.",
+    ];
+    for p in prompts {
+        let r = backend()
+            .chat(req(p, Some(schema.clone()), 160), None)
+            .await
+            .unwrap();
+        let v: Value = serde_json::from_str(&r.content)
+            .unwrap_or_else(|e| panic!("`{p}` gave non-JSON ({e}): {}", r.content));
+        check(&schema, &v).unwrap_or_else(|e| panic!("`{p}`: {e}: {v}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_calls_are_grammar_constrained_choices() {
+    let tools = vec![ToolSpec {
+        name: "word_count".into(),
+        description: "Count the words in a text.".into(),
+        parameters: json!({"type":"object","properties":{"text":{"type":"string","maxLength":60}},"required":["text"]}),
+    }];
+    for p in [
+        "How many words are in 'the quick brown fox'? Use the tool.",
+        "Say hello.",
+    ] {
+        let mut r = req(p, None, 96);
+        r.tools = tools.clone();
+        let out = backend().chat(r, None).await.unwrap();
+        if let Some(call) = out.tool_calls.first() {
+            assert_eq!(call.name, "word_count");
+            assert!(call.arguments["text"].is_string(), "{:?}", call.arguments);
+        } else {
+            assert!(!out.content.is_empty());
+        }
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_have_the_model_dimension_and_rank_similarity() {
+    let texts = vec![
+        "The cat sat on the warm windowsill.".to_string(),
+        "A kitten was sleeping on the sunny window ledge.".to_string(),
+        "Quarterly tax filings are due to the revenue office.".to_string(),
+    ];
+    let v = backend().embed("smollm2:135m", &texts).await.unwrap();
+    assert_eq!(v.len(), 3);
+    assert!(
+        v.iter().all(|e| e.len() == backend().n_embd()),
+        "dimension {}",
+        v[0].len()
+    );
+    assert_eq!(backend().n_embd(), 576);
+    let similar = cosine(&v[0], &v[1]);
+    let unrelated = cosine(&v[0], &v[2]);
+    assert!(
+        similar > unrelated,
+        "similar {similar} vs unrelated {unrelated}"
+    );
+}
+
+fn python() -> String {
+    std::env::var("BATOS_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/batos/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lora_adapter_changes_the_logits_and_serves_chat() {
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = dir.path().join("brick-lora.gguf");
+    let out = Command::new(python())
+        .arg(repo().join("tests/py/make_lora.py"))
+        .arg(model_path())
+        .arg(&adapter)
+        .output()
+        .expect("python with gguf (scripts/setup.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let b = backend();
+    let text = "The capital of France is";
+    let base = b.logits("smollm2:135m", text).await.unwrap();
+    let spec = format!("{LORA_PREFIX}{}", adapter.display());
+    let tuned = b.logits(&spec, text).await.unwrap();
+    let again = b.logits("smollm2:135m", text).await.unwrap();
+    assert_eq!(base.len(), tuned.len());
+    let diff: f32 = base
+        .iter()
+        .zip(&tuned)
+        .map(|(x, y)| (x - y).abs())
+        .sum::<f32>()
+        / base.len() as f32;
+    assert!(
+        diff > 1e-3,
+        "adapter must change the logits (mean abs diff {diff})"
+    );
+    assert_eq!(base, again, "removing the adapter restores the base model");
+    // A named model made from base + adapter serves chat.
+    b.create_model(&batos_actors::llm::ModelSpec {
+        name: "brick:tuned".into(),
+        base: "smollm2:135m".into(),
+        adapter: Some(adapter.clone()),
+    })
+    .await
+    .unwrap();
+    let mut r = req("Say one word.", None, 8);
+    r.model = "brick:tuned".into();
+    b.chat(r, None).await.unwrap();
+    let mut r = req("x", None, 8);
+    r.model = "nobody:1b".into();
+    let e = b.chat(r, None).await.unwrap_err().to_string();
+    assert!(e.contains("nobody:1b"), "{e}");
+}
+
+#[test]
+fn missing_or_corrupt_model_files_are_named_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("absent.gguf");
+    let e = verify_model_file(&missing, "").unwrap_err().to_string();
+    assert!(
+        e.contains(&missing.display().to_string()) && e.contains("scripts/fetch-model.sh"),
+        "{e}"
+    );
+    let junk = dir.path().join("junk.gguf");
+    std::fs::write(&junk, b"not a model at all").unwrap();
+    assert!(verify_model_file(&junk, "")
+        .unwrap_err()
+        .to_string()
+        .contains("not a GGUF"));
+    let fake = dir.path().join("fake.gguf");
+    std::fs::write(&fake, b"GGUF and then garbage").unwrap();
+    let e = verify_model_file(&fake, "00").unwrap_err().to_string();
+    assert!(e.contains("corrupt"), "{e}");
+    let e = EmbeddedBackend::load(
+        &EmbeddedSettings {
+            model_path: fake.clone(),
+            model_sha256: String::new(),
+            ..settings()
+        },
+        "x",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains(&fake.display().to_string()) && e.contains("scripts/fetch-model.sh"),
+        "{e}"
+    );
+}

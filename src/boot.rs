@@ -12,6 +12,7 @@ use ractor::Actor;
 use batos_actors::codex::{Codex, CodexActor, CodexArgs};
 use batos_actors::events::EventHub;
 use batos_actors::llm::{self, Sampling};
+use batos_actors::memory::{MemoryActor, MemoryArgs, MEMORY_NAME};
 use batos_actors::orchestrator::{
     CheckpointStore, Cognition, Orchestrator, OrchestratorArgs, ORCHESTRATOR_NAME,
 };
@@ -145,7 +146,7 @@ pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootErro
         hub: hub.clone(),
         settings: live.clone(),
         store,
-        memory: None,
+        memory: Some(batos_actors::memory::link(&settings.memory)),
         forge: None,
         inquiry: None,
     });
@@ -165,6 +166,13 @@ pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootErro
     });
 
     let codex_path = settings.codex_path.clone();
+    let memory_args = MemoryArgs {
+        dir: data_dir.join("memory"),
+        settings: live.clone(),
+        backend: selection.backend.clone(),
+        personas: personas.clone(),
+        hub: hub.clone(),
+    };
     let children = vec![
         ChildSpec::worker(
             "codex",
@@ -190,6 +198,12 @@ pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootErro
                 Strategy::OneForOne,
             ),
             personas.child_specs(),
+        ),
+        ChildSpec::worker(
+            "memory",
+            Restart::Permanent,
+            Some(MEMORY_NAME.into()),
+            move || (MemoryActor, memory_args.clone()),
         ),
         ChildSpec::worker(
             "orchestrator",

@@ -8,6 +8,7 @@ pub mod codex;
 pub mod events;
 pub mod fsutil;
 pub mod llm;
+pub mod memory;
 pub mod orchestrator;
 pub mod personas;
 pub mod protocol;

@@ -234,6 +234,17 @@ pub struct MemorySearchArgs {
     /// How many details to return.
     #[serde(default)]
     pub k: Option<usize>,
+    /// Include the stage-2 query plan.
+    #[serde(default)]
+    pub explain: bool,
+}
+
+/// Arguments of `memory_ingest`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryIngestArgs {
+    /// Things to remember.
+    pub items: Vec<crate::memory::IngestItem>,
 }
 
 /// Arguments of `debug_crash`.
@@ -284,6 +295,12 @@ pub enum Command {
     RejectAmendment(RejectArgs),
     /// Two-stage memory retrieval.
     MemorySearch(MemorySearchArgs),
+    /// Store texts in memory directly (seeding facts).
+    MemoryIngest(MemoryIngestArgs),
+    /// Run one consolidation pass now.
+    MemoryConsolidate,
+    /// Memory table statistics.
+    MemoryStats,
     /// Make an actor panic (fault injection).
     DebugCrash(DebugCrashArgs),
 }
@@ -306,6 +323,9 @@ pub const COMMANDS: &[&str] = &[
     "approve_amendment",
     "reject_amendment",
     "memory_search",
+    "memory_ingest",
+    "memory_consolidate",
+    "memory_stats",
     "debug_crash",
 ];
 
@@ -339,6 +359,9 @@ impl Command {
             "approve_amendment" => Command::ApproveAmendment(typed(cmd, args)?),
             "reject_amendment" => Command::RejectAmendment(typed(cmd, args)?),
             "memory_search" => Command::MemorySearch(typed(cmd, args)?),
+            "memory_ingest" => Command::MemoryIngest(typed(cmd, args)?),
+            "memory_consolidate" => none(args).map(|_| Command::MemoryConsolidate)?,
+            "memory_stats" => none(args).map(|_| Command::MemoryStats)?,
             "debug_crash" => Command::DebugCrash(typed(cmd, args)?),
             other => {
                 return Err(ErrorBody::new(

@@ -70,8 +70,62 @@ pub struct Settings {
     pub personas: BTreeMap<String, PersonaSettings>,
     /// The task orchestrator and its Socratic Contrapunto graph.
     pub orchestrator: OrchestratorSettings,
+    /// Long-term memory.
+    pub memory: MemorySettings,
     /// Fault injection and other debugging switches.
     pub debug: DebugSettings,
+}
+
+/// `[memory]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySettings {
+    /// Table name.
+    pub table: String,
+    /// Chunk size in bytes.
+    pub chunk_chars: usize,
+    /// Stage-1 summaries.
+    pub k_summaries: usize,
+    /// Default stage-2 details.
+    pub k_details: usize,
+    /// Largest `k` a client may ask for.
+    pub max_k: usize,
+    /// Recent unparented details.
+    pub k_recent: usize,
+    /// Relevance cut-off.
+    pub min_relevance: f32,
+    /// IVF probes.
+    pub nprobes: usize,
+    /// Refine factor.
+    pub refine_factor: u32,
+    /// Rows before the first index build.
+    pub index_min_rows: u64,
+    /// Growth factor that triggers a rebuild.
+    pub reindex_growth: f64,
+    /// Unindexed rows that trigger an index optimize.
+    pub optimize_min_unindexed: u64,
+    /// IVF partitions (0 = derive).
+    pub index_partitions: u32,
+    /// PQ sub-vectors (0 = derive).
+    pub index_sub_vectors: u32,
+    /// Consolidation period.
+    pub consolidate_interval_ms: u64,
+    /// Unparented details needed for a timed pass.
+    pub consolidate_min_details: usize,
+    /// Details per pass.
+    pub consolidate_batch: usize,
+    /// Details per summary.
+    pub group_max: usize,
+    /// Centroid similarity to merge groups.
+    pub merge_similarity: f32,
+    /// Persona writing summaries.
+    pub summary_persona: String,
+    /// Ingest attempts.
+    pub ingest_retries: u32,
+    /// Pause between ingest attempts.
+    pub ingest_backoff_ms: u64,
+    /// Timeout of calls to the memory actor.
+    pub call_timeout_ms: u64,
 }
 
 /// `[log]`
@@ -382,6 +436,15 @@ impl Settings {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(key, "must be between 0 and 1"));
             }
+        }
+        if !crate::PERSONAS.contains(&self.memory.summary_persona.as_str()) {
+            return Err(bad(
+                "memory.summary_persona",
+                "must be ALFRED, BABS, BRICK or ROBIN",
+            ));
+        }
+        if self.memory.reindex_growth.is_nan() || self.memory.reindex_growth < 1.0 {
+            return Err(bad("memory.reindex_growth", "must be at least 1.0"));
         }
         if self.orchestrator.inquiry_threshold < self.orchestrator.dissonance_threshold {
             return Err(bad(

@@ -7,6 +7,7 @@ use ractor::{ActorRef, RpcReplyPort};
 use serde_json::{json, Value};
 
 use batos_actors::codex::CodexMsg;
+use batos_actors::memory::{self, MemError, MemoryMsg};
 use batos_actors::orchestrator::{OrchError, OrchestratorMsg, ORCHESTRATOR_NAME};
 use batos_actors::personas::{PersonaError, ProtoMsg};
 use batos_actors::protocol::{decode_request, Command, ErrorBody, ErrorCode, Reply};
@@ -125,6 +126,18 @@ where
     }
 }
 
+fn mem_timeout(organs: &Organs) -> Duration {
+    Duration::from_millis(organs.settings.load().memory.call_timeout_ms)
+}
+
+fn mem_err(e: MemError) -> ErrorBody {
+    match e {
+        MemError::Invalid(_) => err(ErrorCode::BadRequest, e.to_string()),
+        MemError::Unavailable(_) | MemError::Embed(_) => err(ErrorCode::Unavailable, e.to_string()),
+        MemError::Store(_) => err(ErrorCode::Internal, e.to_string()),
+    }
+}
+
 fn orch_err(e: OrchError) -> ErrorBody {
     match e {
         OrchError::NotFound(_) => err(ErrorCode::NotFound, e.to_string()),
@@ -218,10 +231,47 @@ async fn dispatch(organs: &Organs, command: Command) -> CmdResult {
                 "the codex governor is not running in this build",
             ))
         }
-        Command::MemorySearch(_) => Err(err(
-            ErrorCode::Unavailable,
-            "the memory organ is not running in this build",
-        )),
+        Command::MemorySearch(a) => {
+            let r = memory::call(
+                |reply| MemoryMsg::Search {
+                    query: a.query,
+                    k: a.k,
+                    explain: a.explain,
+                    reply,
+                },
+                mem_timeout(organs),
+            )
+            .await
+            .map_err(mem_err)?;
+            to_value(&r)
+        }
+        Command::MemoryIngest(a) => {
+            if a.items.is_empty() {
+                return Err(err(ErrorCode::BadRequest, "`items` must not be empty"));
+            }
+            let n = memory::call(
+                |reply| MemoryMsg::Ingest(a.items, reply),
+                mem_timeout(organs),
+            )
+            .await
+            .map_err(mem_err)?;
+            Ok(json!({"rows": n}))
+        }
+        Command::MemoryConsolidate => {
+            let r = memory::call(
+                |reply| MemoryMsg::Consolidate(Some(reply)),
+                mem_timeout(organs),
+            )
+            .await
+            .map_err(mem_err)?;
+            to_value(&r)
+        }
+        Command::MemoryStats => {
+            let r = memory::call(MemoryMsg::Stats, mem_timeout(organs))
+                .await
+                .map_err(mem_err)?;
+            to_value(&r)
+        }
         Command::DebugCrash(a) => debug_crash(organs, &a.actor).await,
     }
 }
@@ -266,7 +316,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
         let Some(cell) = ractor::registry::where_is(actor) else {
             return Err(err(
                 ErrorCode::NotFound,
-                format!("no crashable actor `{actor}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex or gateway"),
+                format!("no crashable actor `{actor}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory or gateway"),
             ));
         };
         match actor {
@@ -275,6 +325,9 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
                 .is_ok(),
             "codex" => ActorRef::<CodexMsg>::from(cell)
                 .cast(CodexMsg::Crash)
+                .is_ok(),
+            memory::MEMORY_NAME => ActorRef::<MemoryMsg>::from(cell)
+                .cast(MemoryMsg::Crash)
                 .is_ok(),
             GATEWAY_NAME => {
                 // Let this reply leave before the gateway dies.

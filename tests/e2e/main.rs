@@ -5,4 +5,5 @@ mod support;
 
 mod cognition;
 mod gateway;
+mod memory;
 mod offline;

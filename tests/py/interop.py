@@ -64,7 +64,7 @@ assert any(t["id"] == task_id for t in listed["result"]["tasks"]), listed
 kinds = set()
 seqs = []
 deadline = time.time() + 5
-while time.time() < deadline and "heartbeat" not in kinds:
+while time.time() < deadline and not {"heartbeat", "task.done"} <= kinds:
     if sub.poll(500):
         topic, raw = sub.recv_multipart()
         ev = msgpack.unpackb(raw, raw=False)

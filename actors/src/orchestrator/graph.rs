@@ -341,7 +341,16 @@ impl Runner {
                 task.plan = Some(t.response.content.clone());
             }
         }
-        let next = if task.needs_research {
+        // BABS joins when ALFRED asks for research, or when memory holds something relevant to the task.
+        if let Some(memory) = &self.cog.memory {
+            match memory.retrieve(&task.text).await {
+                Ok(notes) => task.memories = notes,
+                Err(e) => {
+                    tracing::warn!(event = "memory.retrieve_failed", task = %task.id, error = %e, "memory not consulted")
+                }
+            }
+        }
+        let next = if task.needs_research || !task.memories.is_empty() {
             Node::Research
         } else {
             Node::Draft
@@ -351,13 +360,7 @@ impl Runner {
     }
 
     async fn research(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
-        let memories = match &self.cog.memory {
-            Some(m) => m
-                .retrieve(&task.text)
-                .await
-                .unwrap_or_else(|e| vec![format!("(memory unavailable: {e})")]),
-            None => Vec::new(),
-        };
+        let memories = task.memories.clone();
         let mut prompt = Self::brief(task);
         if memories.is_empty() {
             prompt.push_str("\nNo memories match this task.\n");

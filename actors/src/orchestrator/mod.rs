@@ -74,6 +74,7 @@ pub enum Node {
     /// ROBIN critiques and scores dissonance.
     Critique,
     /// The ToolForge closes a capability gap.
+    #[serde(rename = "toolforge")]
     ToolForge,
     /// Persistent dissonance: ask for a codex amendment and wait for the Architect.
     Inquiry,
@@ -184,6 +185,9 @@ pub struct TaskState {
     pub plan: Option<String>,
     /// Whether ALFRED asked for research.
     pub needs_research: bool,
+    /// Memories retrieved for this task (shown to BABS).
+    #[serde(default)]
+    pub memories: Vec<String>,
     /// BABS's notes.
     pub context: Option<String>,
     /// BRICK's drafts, oldest first.
@@ -221,6 +225,7 @@ impl TaskState {
             next: Node::Route,
             plan: None,
             needs_research: false,
+            memories: Vec::new(),
             context: None,
             drafts: Vec::new(),
             critiques: Vec::new(),

@@ -1,0 +1,498 @@
+//! The LanceDB side of memory: one table of summary and detail rows, two-stage retrieval, indexes.
+
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Float32Type;
+use arrow_array::{
+    ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
+};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use futures::TryStreamExt;
+use lancedb::index::scalar::BTreeIndexBuilder;
+use lancedb::index::vector::IvfPqIndexBuilder;
+use lancedb::index::Index;
+use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::table::OptimizeAction;
+use lancedb::{DistanceType, Table};
+use serde::{Deserialize, Serialize};
+
+use super::MemError;
+
+/// Name of the vector index.
+pub const VECTOR_INDEX: &str = "vector_idx";
+/// Name of the parent_id index.
+pub const PARENT_INDEX: &str = "parent_id_idx";
+
+/// One row to write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRow {
+    /// Row id.
+    pub id: String,
+    /// Summary this detail belongs to (None for summaries and fresh details).
+    pub parent_id: Option<String>,
+    /// `summary` or `detail`.
+    pub kind: &'static str,
+    /// Text.
+    pub text: String,
+    /// Embedding.
+    pub vector: Vec<f32>,
+    /// Persona that wrote it.
+    pub persona: String,
+    /// Task it came from.
+    pub task_id: Option<String>,
+    /// Unix microseconds.
+    pub created_at: i64,
+}
+
+/// One search hit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Hit {
+    /// Row id.
+    pub id: String,
+    /// Parent summary id.
+    pub parent_id: Option<String>,
+    /// `summary` or `detail`.
+    pub kind: String,
+    /// Text.
+    pub text: String,
+    /// Task it came from.
+    pub task_id: Option<String>,
+    /// Cosine similarity (1 - cosine distance).
+    pub score: f32,
+}
+
+/// Vector-search knobs.
+#[derive(Debug, Clone, Copy)]
+pub struct SearchKnobs {
+    /// IVF partitions probed.
+    pub nprobes: usize,
+    /// Re-rank factor on exact vectors (0 = off).
+    pub refine_factor: u32,
+}
+
+/// The table schema for vectors of width `dim`.
+pub fn schema(dim: usize) -> SchemaRef {
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("parent_id", DataType::Utf8, true),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("text", DataType::Utf8, false),
+        Field::new("vector", DataType::FixedSizeList(item, dim as i32), true),
+        Field::new("persona", DataType::Utf8, false),
+        Field::new("task_id", DataType::Utf8, true),
+        Field::new("created_at", DataType::Int64, false),
+    ]))
+}
+
+/// Builds a record batch from rows (all of width `dim`).
+pub fn batch(rows: &[NewRow], dim: usize) -> Result<RecordBatch, MemError> {
+    let schema = schema(dim);
+    let item = Arc::new(Field::new("item", DataType::Float32, true));
+    let mut flat = Vec::with_capacity(rows.len() * dim);
+    for r in rows {
+        if r.vector.len() != dim {
+            return Err(MemError::Invalid(format!(
+                "vector of width {} in a table of width {dim}",
+                r.vector.len()
+            )));
+        }
+        flat.extend_from_slice(&r.vector);
+    }
+    let vectors = FixedSizeListArray::try_new(
+        item,
+        dim as i32,
+        Arc::new(Float32Array::from(flat)) as ArrayRef,
+        None,
+    )
+    .map_err(|e| MemError::Store(e.to_string()))?;
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter()
+                .map(|r| r.parent_id.as_deref())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.kind).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.text.as_str()).collect::<Vec<_>>(),
+        )),
+        Arc::new(vectors),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.persona.as_str()).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(
+            rows.iter()
+                .map(|r| r.task_id.as_deref())
+                .collect::<Vec<_>>(),
+        )),
+        Arc::new(Int64Array::from(
+            rows.iter().map(|r| r.created_at).collect::<Vec<_>>(),
+        )),
+    ];
+    RecordBatch::try_new(schema, cols).map_err(|e| MemError::Store(e.to_string()))
+}
+
+fn store_err(e: lancedb::Error) -> MemError {
+    MemError::Store(e.to_string())
+}
+
+/// Only ids we generate (hex/uuid) ever reach SQL; anything else is refused rather than escaped.
+pub fn sql_id(id: &str) -> Result<String, MemError> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(MemError::Invalid(format!("not a memory id: `{id}`")));
+    }
+    Ok(format!("'{id}'"))
+}
+
+/// Opens (or creates) the table.
+pub async fn open(dir: &std::path::Path, name: &str, dim: usize) -> Result<Table, MemError> {
+    let uri = dir
+        .to_str()
+        .ok_or_else(|| MemError::Invalid("memory path is not UTF-8".into()))?;
+    let db = lancedb::connect(uri).execute().await.map_err(store_err)?;
+    let names = db.table_names().execute().await.map_err(store_err)?;
+    if names.iter().any(|n| n == name) {
+        let t = db.open_table(name).execute().await.map_err(store_err)?;
+        let s = t.schema().await.map_err(store_err)?;
+        let width = match s.field_with_name("vector").map(|f| f.data_type().clone()) {
+            Ok(DataType::FixedSizeList(_, w)) => w as usize,
+            _ => {
+                return Err(MemError::Store(format!(
+                    "table {name} has no vector column"
+                )))
+            }
+        };
+        if width != dim {
+            return Err(MemError::Store(format!(
+                "table {name} holds vectors of width {width} but the embedding model gives {dim}"
+            )));
+        }
+        Ok(t)
+    } else {
+        db.create_empty_table(name, schema(dim))
+            .execute()
+            .await
+            .map_err(store_err)
+    }
+}
+
+/// Appends rows; returns once they are committed.
+pub async fn add(table: &Table, rows: &[NewRow], dim: usize) -> Result<(), MemError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    table
+        .add(batch(rows, dim)?)
+        .execute()
+        .await
+        .map_err(store_err)?;
+    Ok(())
+}
+
+fn hits(batches: &[RecordBatch]) -> Vec<Hit> {
+    let mut out = Vec::new();
+    for b in batches {
+        let col = |n: &str| b.column_by_name(n).map(|c| c.as_string::<i32>().clone());
+        let (Some(id), Some(parent), Some(kind), Some(text), Some(task)) = (
+            col("id"),
+            col("parent_id"),
+            col("kind"),
+            col("text"),
+            col("task_id"),
+        ) else {
+            continue;
+        };
+        let dist = b
+            .column_by_name("_distance")
+            .map(|c| c.as_primitive::<Float32Type>().clone());
+        for i in 0..b.num_rows() {
+            let opt = |a: &arrow_array::StringArray| {
+                (!arrow_array::Array::is_null(a, i)).then(|| a.value(i).to_string())
+            };
+            out.push(Hit {
+                id: id.value(i).to_string(),
+                parent_id: opt(&parent),
+                kind: kind.value(i).to_string(),
+                text: text.value(i).to_string(),
+                task_id: opt(&task),
+                score: dist.as_ref().map(|d| 1.0 - d.value(i)).unwrap_or(0.0),
+            });
+        }
+    }
+    out
+}
+
+const COLUMNS: &[&str] = &["id", "parent_id", "kind", "text", "task_id", "_distance"];
+
+/// ANN (or exact, below the index threshold) over rows matching `filter`, prefiltered.
+pub async fn knn(
+    table: &Table,
+    q: &[f32],
+    filter: &str,
+    k: usize,
+    knobs: SearchKnobs,
+) -> Result<Vec<Hit>, MemError> {
+    let mut query = table
+        .query()
+        .nearest_to(q)
+        .map_err(store_err)?
+        .column("vector")
+        .distance_type(DistanceType::Cosine)
+        .limit(k)
+        .only_if(filter)
+        .select(Select::columns(COLUMNS))
+        .nprobes(knobs.nprobes.max(1))
+        .map_err(store_err)?;
+    if knobs.refine_factor > 0 {
+        query = query.refine_factor(knobs.refine_factor);
+    }
+    let batches: Vec<RecordBatch> = query
+        .execute()
+        .await
+        .map_err(store_err)?
+        .try_collect()
+        .await
+        .map_err(store_err)?;
+    Ok(hits(&batches))
+}
+
+/// Exact search (no index) — the ground truth for recall.
+pub async fn exact(
+    table: &Table,
+    q: &[f32],
+    filter: Option<&str>,
+    k: usize,
+) -> Result<Vec<Hit>, MemError> {
+    let mut query = table
+        .query()
+        .nearest_to(q)
+        .map_err(store_err)?
+        .column("vector")
+        .distance_type(DistanceType::Cosine)
+        .bypass_vector_index()
+        .limit(k)
+        .select(Select::columns(COLUMNS));
+    if let Some(f) = filter {
+        query = query.only_if(f);
+    }
+    let batches: Vec<RecordBatch> = query
+        .execute()
+        .await
+        .map_err(store_err)?
+        .try_collect()
+        .await
+        .map_err(store_err)?;
+    Ok(hits(&batches))
+}
+
+/// The plan of a prefiltered vector query, for inspection.
+pub async fn explain(
+    table: &Table,
+    q: &[f32],
+    filter: &str,
+    k: usize,
+    knobs: SearchKnobs,
+) -> Result<String, MemError> {
+    table
+        .query()
+        .nearest_to(q)
+        .map_err(store_err)?
+        .column("vector")
+        .distance_type(DistanceType::Cosine)
+        .limit(k)
+        .only_if(filter)
+        .nprobes(knobs.nprobes.max(1))
+        .map_err(store_err)?
+        .explain_plan(true)
+        .await
+        .map_err(store_err)
+}
+
+/// Rows matching a filter (plain scan), up to `limit`.
+pub async fn scan(
+    table: &Table,
+    filter: &str,
+    limit: usize,
+) -> Result<Vec<(Hit, Vec<f32>)>, MemError> {
+    let batches: Vec<RecordBatch> = table
+        .query()
+        .only_if(filter)
+        .select(Select::columns(&[
+            "id",
+            "parent_id",
+            "kind",
+            "text",
+            "task_id",
+            "vector",
+            "created_at",
+        ]))
+        .limit(limit)
+        .execute()
+        .await
+        .map_err(store_err)?
+        .try_collect()
+        .await
+        .map_err(store_err)?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let hs = hits(std::slice::from_ref(b));
+        let vecs = b
+            .column_by_name("vector")
+            .map(|c| c.as_fixed_size_list().clone())
+            .ok_or_else(|| MemError::Store("no vector column".into()))?;
+        for (i, h) in hs.into_iter().enumerate() {
+            let v = vecs.value(i);
+            let v = v.as_primitive::<Float32Type>().values().to_vec();
+            out.push((h, v));
+        }
+    }
+    Ok(out)
+}
+
+/// Sets `parent_id` of the given rows.
+pub async fn set_parent(table: &Table, ids: &[String], parent: &str) -> Result<(), MemError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let list = ids
+        .iter()
+        .map(|i| sql_id(i))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(",");
+    table
+        .update()
+        .only_if(format!("id IN ({list})"))
+        .column("parent_id", sql_id(parent)?)
+        .execute()
+        .await
+        .map_err(store_err)?;
+    Ok(())
+}
+
+/// Counts rows matching a filter.
+pub async fn count(table: &Table, filter: Option<&str>) -> Result<u64, MemError> {
+    table
+        .count_rows(filter.map(str::to_string))
+        .await
+        .map(|n| n as u64)
+        .map_err(store_err)
+}
+
+/// Index state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct IndexState {
+    /// Rows covered by the vector index (0 = none or untrained).
+    pub vector_indexed_rows: u64,
+    /// Rows not yet in the vector index.
+    pub vector_unindexed_rows: u64,
+    /// Whether the parent_id BTree exists.
+    pub parent_index: bool,
+}
+
+/// Reads the index state.
+pub async fn index_state(table: &Table) -> Result<IndexState, MemError> {
+    let mut s = IndexState::default();
+    for cfg in table.list_indices().await.map_err(store_err)? {
+        if cfg.name == VECTOR_INDEX {
+            if let Some(st) = table.index_stats(VECTOR_INDEX).await.map_err(store_err)? {
+                s.vector_indexed_rows = st.num_indexed_rows as u64;
+                s.vector_unindexed_rows = st.num_unindexed_rows as u64;
+            }
+        } else if cfg.name == PARENT_INDEX {
+            s.parent_index = true;
+        }
+    }
+    Ok(s)
+}
+
+/// IVF-PQ geometry derived from the row count and dimension (a setting of 0 means "derive").
+pub fn ivf_pq_shape(rows: u64, dim: usize, partitions: u32, sub_vectors: u32) -> (u32, u32) {
+    let parts = if partitions > 0 {
+        partitions
+    } else {
+        // ~sqrt(n) partitions, at least 256 rows each so every centroid trains on real data.
+        ((rows as f64).sqrt() as u32).clamp(1, (rows / 256).max(1) as u32)
+    };
+    let subs = if sub_vectors > 0 {
+        sub_vectors
+    } else {
+        // 16 dims per sub-vector when it divides evenly (memory-frugal codes), else 8, else 1 per dim group.
+        [16usize, 8, 4, 2, 1]
+            .iter()
+            .find(|d| dim % **d == 0)
+            .map(|d| (dim / d) as u32)
+            .unwrap_or(1)
+    };
+    (parts, subs)
+}
+
+/// (Re)builds the IVF-PQ vector index and the parent_id BTree.
+pub async fn build_indexes(
+    table: &Table,
+    partitions: u32,
+    sub_vectors: u32,
+) -> Result<(), MemError> {
+    table
+        .create_index(
+            &["vector"],
+            Index::IvfPq(
+                IvfPqIndexBuilder::default()
+                    .distance_type(DistanceType::Cosine)
+                    .num_partitions(partitions)
+                    .num_sub_vectors(sub_vectors),
+            ),
+        )
+        .name(VECTOR_INDEX.to_string())
+        .replace(true)
+        .execute()
+        .await
+        .map_err(store_err)?;
+    table
+        .create_index(&["parent_id"], Index::BTree(BTreeIndexBuilder::default()))
+        .name(PARENT_INDEX.to_string())
+        .replace(true)
+        .execute()
+        .await
+        .map_err(store_err)?;
+    Ok(())
+}
+
+/// Folds new rows into the existing indexes (no retraining).
+pub async fn optimize_indexes(table: &Table) -> Result<(), MemError> {
+    table
+        .optimize(OptimizeAction::Index(Default::default()))
+        .await
+        .map(|_| ())
+        .map_err(store_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_derivation() {
+        assert_eq!(ivf_pq_shape(1_000_000, 384, 0, 0), (1000, 24));
+        assert_eq!(ivf_pq_shape(100_000, 384, 0, 0), (316, 24));
+        assert_eq!(ivf_pq_shape(600, 64, 0, 0), (2, 4));
+        assert_eq!(ivf_pq_shape(600, 64, 7, 8), (7, 8));
+        assert_eq!(ivf_pq_shape(600, 576, 0, 0), (2, 36));
+    }
+
+    #[test]
+    fn ids_are_checked_before_sql() {
+        assert!(sql_id("abc-123_x").is_ok());
+        assert!(sql_id("x' OR 1=1 --").is_err());
+        assert!(sql_id("").is_err());
+    }
+}

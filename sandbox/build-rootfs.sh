@@ -30,7 +30,7 @@ set -euo pipefail
 
 PROG="build-rootfs"
 say() { printf '[%s] %s\n' "$PROG" "$*"; }
-die() { printf '[%s] ERROR: %s\n' "$PROG" "$*" >&2; exit "${2:-1}"; }
+die() { printf '[%s] ERROR: %s\n' "$PROG" "$1" >&2; exit "${2:-1}"; }
 
 FORCE=0
 OUT=""

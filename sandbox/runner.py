@@ -35,6 +35,7 @@ TOOL_FILE = "<tool>"
 TESTS_FILE = "<tests>"
 MAX_ERROR_CHARS = 8000      # per failure / error message
 MAX_FAILURES = 50           # failures reported in full
+DEFAULT_MAX_OUTPUT = 1 << 20  # bytes of reply JSON; request field "max_output_bytes" overrides
 
 
 # --------------------------------------------------------------------------
@@ -54,11 +55,26 @@ def _protect_stdout():
     return out_fd
 
 
-def _emit(out_fd, obj):
+def _encode(mode, reply, limit):
+    """Serialise the reply once; oversized or non-JSON results become errors."""
     try:
-        line = json.dumps(obj, ensure_ascii=True, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        line = json.dumps({"ok": False, "error": "runner: cannot encode reply: %s" % e})
+        line = json.dumps(reply, ensure_ascii=True, allow_nan=False)
+    except MemoryError:
+        reply = None
+        line = json.dumps(_error_reply(mode, "result too large: out of memory while encoding it"),
+                          ensure_ascii=True)
+    except (TypeError, ValueError, RecursionError, OverflowError) as e:
+        reply = _error_reply(mode, "result is not JSON-serialisable: " + _short_error(e))
+        line = json.dumps(reply, ensure_ascii=True)
+    if len(line) > limit:
+        size = len(line)
+        line = None  # free it before building the error
+        line = json.dumps(_error_reply(mode, "result too large: %d bytes of JSON (limit %d)"
+                                       % (size, limit)), ensure_ascii=True)
+    return line
+
+
+def _emit(out_fd, line):
     data = (line + "\n").encode("ascii")
     while data:
         n = os.write(out_fd, data)
@@ -472,14 +488,8 @@ def mode_call(req):
 
     if isinstance(value, dict) and list(value.keys()) == ["command"] \
             and isinstance(value["command"], dict):
-        reply = value          # a Command: batos validates update/goto
-    else:
-        reply = {"value": value}
-    try:
-        json.dumps(reply, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as e:
-        return {"error": "result is not JSON-serialisable: " + _short_error(e)}
-    return reply
+        return value           # a Command: batos validates update/goto
+    return {"value": value}    # serialisability/size are checked by _encode
 
 
 MODES = {"check": mode_check, "test": mode_test, "call": mode_call}
@@ -497,6 +507,7 @@ def _error_reply(mode, message):
 def main():
     out_fd = _protect_stdout()
     mode = None
+    limit = DEFAULT_MAX_OUTPUT
     try:
         raw = sys.stdin.buffer.read()
         try:
@@ -504,10 +515,14 @@ def main():
         except (UnicodeDecodeError, ValueError) as e:
             reply = _error_reply(None, "bad request: stdin is not one JSON object: %s" % e)
         else:
+            del raw
             if not isinstance(req, dict):
                 reply = _error_reply(None, "bad request: stdin must be a JSON object")
             else:
                 mode = req.get("mode")
+                lim = req.get("max_output_bytes")
+                if isinstance(lim, int) and not isinstance(lim, bool) and lim >= 1024:
+                    limit = lim
                 handler = MODES.get(mode)
                 if handler is None:
                     reply = _error_reply(None, "bad request: unknown mode %r" % (mode,))
@@ -523,7 +538,12 @@ def main():
         sys.stderr.flush()
     except BaseException:  # noqa: BLE001
         pass
-    _emit(out_fd, reply)
+    try:
+        line = _encode(mode, reply, limit)
+    except BaseException as e:  # noqa: BLE001 - e.g. MemoryError while encoding
+        reply = None
+        line = json.dumps(_error_reply(mode, "runner: cannot encode reply: %s" % _short_error(e)))
+    _emit(out_fd, line)
     # os._exit: do not wait for threads the tool may have started, skip atexit
     # handlers registered by the tool.
     os._exit(0)

@@ -9,7 +9,8 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use ractor::Actor;
 
-use batos_actors::codex::{Codex, CodexActor, CodexArgs};
+use batos_actors::codex::inquiry::CodexLink;
+use batos_actors::codex::{Codex, CodexActor, CodexArgs, CODEX_NAME};
 use batos_actors::events::EventHub;
 use batos_actors::llm::{self, Sampling};
 use batos_actors::memory::{MemoryActor, MemoryArgs, MEMORY_NAME};
@@ -93,12 +94,22 @@ fn supervisor_config(
 }
 
 /// Runs the daemon until a signal (exit 0) or until the root supervisor gives up (exit 1).
-pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootError> {
+pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError> {
     let settings = loaded.settings.clone();
     let data_dir: PathBuf = settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))
         .map_err(BootError::Config)?;
+    for dir in [
+        loaded.dir().to_path_buf(),
+        data_dir.clone(),
+        data_dir.join("checkpoints"),
+    ] {
+        let n = batos_actors::fsutil::clean_stale_temps(&dir);
+        if n > 0 {
+            tracing::info!(event = "fs.stale_temps_removed", dir = %dir.display(), count = n, "removed temp files left by an interrupted write");
+        }
+    }
     let token = ensure_token(&data_dir)?;
     let codex = Codex::load(&settings.codex_path).map_err(|e| {
         BootError::Config(anyhow::anyhow!(
@@ -148,7 +159,11 @@ pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootErro
         store,
         memory: Some(batos_actors::memory::link(&settings.memory)),
         forge: None,
-        inquiry: None,
+        inquiry: Some(Arc::new(CodexLink {
+            personas: personas.clone(),
+            proposer: settings.codex.proposer.clone(),
+            timeout: Duration::from_millis(settings.gateway.actor_call_timeout_ms),
+        })),
     });
     let organs = Arc::new(Organs {
         settings: live.clone(),
@@ -165,7 +180,15 @@ pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootErro
         ),
     });
 
-    let codex_path = settings.codex_path.clone();
+    let codex_args = CodexArgs {
+        path: settings.codex_path.clone(),
+        settings_path: Some(loaded.path.clone()),
+        store: data_dir.join("amendments.json"),
+        live: live.clone(),
+        personas: Some(personas.clone()),
+        hub: hub.clone(),
+        log_level: Some(Arc::new(move |level: &str| log.set_level(level))),
+    };
     let memory_args = MemoryArgs {
         dir: data_dir.join("memory"),
         settings: live.clone(),
@@ -177,15 +200,8 @@ pub async fn run(loaded: LoadedSettings, _log: LogHandle) -> Result<(), BootErro
         ChildSpec::worker(
             "codex",
             Restart::Permanent,
-            Some("codex".into()),
-            move || {
-                (
-                    CodexActor,
-                    CodexArgs {
-                        path: codex_path.clone(),
-                    },
-                )
-            },
+            Some(CODEX_NAME.into()),
+            move || (CodexActor, codex_args.clone()),
         ),
         ChildSpec::supervisor(
             "personas",

@@ -31,6 +31,19 @@ pub fn atomic_write_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Re
     sync_dir(dir)
 }
 
+/// Removes temp files that an [`atomic_write`] killed mid-way left behind in `dir` (call at start, before
+/// anything writes). Returns how many were removed.
+pub fn clean_stale_temps(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .filter(|e| fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// Fsyncs a directory so renames and creations inside it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

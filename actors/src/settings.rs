@@ -72,8 +72,22 @@ pub struct Settings {
     pub orchestrator: OrchestratorSettings,
     /// Long-term memory.
     pub memory: MemorySettings,
+    /// The codex governor.
+    pub codex: CodexSettings,
     /// Fault injection and other debugging switches.
     pub debug: DebugSettings,
+}
+
+/// `[codex]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CodexSettings {
+    /// Backups kept.
+    pub keep_backups: usize,
+    /// Watcher debounce.
+    pub reload_debounce_ms: u64,
+    /// Persona proposing amendments.
+    pub proposer: String,
 }
 
 /// `[memory]`
@@ -416,6 +430,24 @@ impl Settings {
                 "orchestrator.max_task_bytes",
                 self.orchestrator.max_task_bytes as u64,
             ),
+            ("memory.chunk_chars", self.memory.chunk_chars as u64),
+            ("memory.k_summaries", self.memory.k_summaries as u64),
+            ("memory.k_details", self.memory.k_details as u64),
+            ("memory.max_k", self.memory.max_k as u64),
+            ("memory.nprobes", self.memory.nprobes as u64),
+            ("memory.index_min_rows", self.memory.index_min_rows),
+            (
+                "memory.consolidate_interval_ms",
+                self.memory.consolidate_interval_ms,
+            ),
+            (
+                "memory.consolidate_batch",
+                self.memory.consolidate_batch as u64,
+            ),
+            ("memory.group_max", self.memory.group_max as u64),
+            ("memory.call_timeout_ms", self.memory.call_timeout_ms),
+            ("codex.keep_backups", self.codex.keep_backups as u64),
+            ("codex.reload_debounce_ms", self.codex.reload_debounce_ms),
         ];
         for (key, v) in positive {
             if v == 0 {
@@ -436,6 +468,12 @@ impl Settings {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(key, "must be between 0 and 1"));
             }
+        }
+        if !crate::PERSONAS.contains(&self.codex.proposer.as_str()) {
+            return Err(bad(
+                "codex.proposer",
+                "must be ALFRED, BABS, BRICK or ROBIN",
+            ));
         }
         if !crate::PERSONAS.contains(&self.memory.summary_persona.as_str()) {
             return Err(bad(
@@ -533,6 +571,9 @@ pub fn set_string_value(path: &Path, keys: &[&str], value: &str) -> Result<(), S
         }
         item[*last] = toml_edit::Item::Value(new_value);
         let out = doc.to_string();
+        if out == text {
+            return Ok(());
+        }
         // Never write a file the daemon could not read back.
         Settings::parse(&out, path)?;
         crate::fsutil::atomic_write(path, out.as_bytes()).map_err(write_err)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ractor::{ActorRef, RpcReplyPort};
 use serde_json::{json, Value};
 
-use batos_actors::codex::CodexMsg;
+use batos_actors::codex::{CodexCmdError, CodexMsg, CODEX_NAME};
 use batos_actors::memory::{self, MemError, MemoryMsg};
 use batos_actors::orchestrator::{OrchError, OrchestratorMsg, ORCHESTRATOR_NAME};
 use batos_actors::personas::{PersonaError, ProtoMsg};
@@ -138,6 +138,14 @@ fn mem_err(e: MemError) -> ErrorBody {
     }
 }
 
+fn codex_err(e: CodexCmdError) -> ErrorBody {
+    match e {
+        CodexCmdError::NotFound(_) => err(ErrorCode::NotFound, e.to_string()),
+        CodexCmdError::Conflict(_) => err(ErrorCode::Conflict, e.to_string()),
+        CodexCmdError::Invalid(_) => err(ErrorCode::BadRequest, e.to_string()),
+    }
+}
+
 fn orch_err(e: OrchError) -> ErrorBody {
     match e {
         OrchError::NotFound(_) => err(ErrorCode::NotFound, e.to_string()),
@@ -225,11 +233,24 @@ async fn dispatch(organs: &Organs, command: Command) -> CmdResult {
                 .map_err(persona_err)?;
             to_value(&out)
         }
-        Command::ListAmendments | Command::ApproveAmendment(_) | Command::RejectAmendment(_) => {
-            Err(err(
-                ErrorCode::Unavailable,
-                "the codex governor is not running in this build",
-            ))
+        Command::ListAmendments => {
+            let all = ask(organs, CODEX_NAME, CodexMsg::List).await?;
+            Ok(json!({"amendments": to_value(&all)?}))
+        }
+        Command::ApproveAmendment(a) => {
+            let r = ask(organs, CODEX_NAME, |r| CodexMsg::Approve(a.id, r))
+                .await?
+                .map_err(codex_err)?;
+            to_value(&r)
+        }
+        Command::RejectAmendment(a) => {
+            if a.reason.trim().is_empty() {
+                return Err(err(ErrorCode::BadRequest, "`reason` must not be empty"));
+            }
+            let r = ask(organs, CODEX_NAME, |r| CodexMsg::Reject(a.id, a.reason, r))
+                .await?
+                .map_err(codex_err)?;
+            to_value(&r)
         }
         Command::MemorySearch(a) => {
             let r = memory::call(

@@ -3,6 +3,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod codex;
 mod cognition;
 mod gateway;
 mod memory;

@@ -1,14 +1,17 @@
-//! The codex organ: the personas' invariant principles (`config/codex.toml`), the actor that owns the file,
-//! and (later) amendments approved by a human.
+//! The codex organ: the personas' invariant principles (`config/codex.toml`), the governor actor that owns
+//! the file, amendments approved by a human, and hot reload of the codex and of settings.toml.
 
 pub mod actor;
+pub mod amend;
+pub mod inquiry;
+pub mod reload;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-pub use actor::{CodexActor, CodexArgs, CodexMsg};
+pub use actor::{CodexActor, CodexArgs, CodexCmdError, CodexMsg, LogLevelFn, CODEX_NAME};
 
 /// Longest accepted system prompt or principle, in bytes: a guard against a runaway amendment.
 pub const MAX_TEXT_BYTES: usize = 16 * 1024;

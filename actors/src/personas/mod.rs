@@ -188,9 +188,12 @@ impl Personas {
         *self.sampling.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Changes the sampling defaults (live settings reload); running actors pick them up on their next start.
+    /// Changes the sampling defaults (live settings reload), for running and future persona actors.
     pub fn set_sampling(&self, s: Sampling) {
         *self.sampling.lock().unwrap_or_else(|p| p.into_inner()) = s;
+        for h in self.snapshot().values() {
+            let _ = h.actor.cast(ProtoMsg::SetSampling(s));
+        }
     }
 
     fn lock_configs(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PersonaConfig>> {

@@ -164,6 +164,8 @@ pub enum ProtoMsg {
     SetEditable(Editable, RpcReplyPort<Value>),
     /// New codex entry (hot reload).
     SetCodex(PersonaCodex),
+    /// New sampling defaults (settings reload).
+    SetSampling(Sampling),
     /// Fault injection: panic.
     Crash,
 }
@@ -296,6 +298,7 @@ impl Actor for Proto {
                     ProtoState::system_message(&state.config.codex, &state.config.editable);
                 state.publish_state();
             }
+            ProtoMsg::SetSampling(s) => state.sampling = s,
             ProtoMsg::Crash => panic!("debug_crash requested for persona {}", state.config.name),
         }
         Ok(())

@@ -42,3 +42,14 @@ fi
 
 # 4. The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) into data/models/.
 "$ROOT/scripts/fetch-model.sh" "$ROOT/data/models"
+
+# 5. The tool sandbox: a minimal read-only Python root filesystem for gVisor (tools.rootfs).
+"$ROOT/sandbox/build-rootfs.sh" "$ROOT/data/sandbox/rootfs" >&2
+
+# 6. With --with-docker (the test suite): a Docker daemon with runsc registered, and the sandbox image.
+if [ "${1:-}" = "--with-docker" ]; then
+  "$ROOT/sandbox/start-dockerd.sh" >&2
+  image=$("$ROOT/sandbox/build-docker-image.sh" "$ROOT/data/sandbox/rootfs" | sed -n 's/^image=//p' | tail -n 1)
+  docker tag "$image" batos-sandbox:latest
+  say "docker sandbox image $image tagged batos-sandbox:latest"
+fi

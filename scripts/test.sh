@@ -3,7 +3,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-"$ROOT/scripts/setup.sh"
+"$ROOT/scripts/setup.sh" --with-docker
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/batos-target}
 export BATOS_PYTHON=${BATOS_PYTHON:-${BATOS_CACHE:-$HOME/.cache/batos}/venv/bin/python}
 export BATOS_MODEL=${BATOS_MODEL:-$ROOT/data/models/SmolLM2-135M-Instruct.Q4_1.gguf}

@@ -22,6 +22,9 @@ use batos_actors::settings::{LoadedSettings, Settings};
 use batos_actors::supervisor::{
     ChildSpec, Restart, Strategy, Supervisor, SupervisorArgs, SupervisorConfig,
 };
+use batos_actors::tools::forge::{ForgeArgs, ForgeLink, ToolForge, FORGE_NAME};
+use batos_actors::tools::sandbox::pool::{PoolArgs, SandboxPool, SANDBOX_NAME};
+use batos_actors::tools::store::ToolStore;
 use batos_actors::tools::ToolRegistry;
 
 use crate::gateway::{BackendInfo, Gateway, Organs, GATEWAY_NAME};
@@ -158,7 +161,9 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         settings: live.clone(),
         store,
         memory: Some(batos_actors::memory::link(&settings.memory)),
-        forge: None,
+        forge: Some(Arc::new(ForgeLink {
+            timeout: Duration::from_millis(settings.tools.forge_timeout_ms),
+        })),
         inquiry: Some(Arc::new(CodexLink {
             personas: personas.clone(),
             proposer: settings.codex.proposer.clone(),
@@ -169,7 +174,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         settings: live.clone(),
         hub: hub.clone(),
         personas: personas.clone(),
-        tools,
+        tools: tools.clone(),
         token,
         instance: uuid::Uuid::new_v4().simple().to_string(),
         started: Instant::now(),
@@ -189,6 +194,34 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         hub: hub.clone(),
         log_level: Some(Arc::new(move |level: &str| log.set_level(level))),
     };
+    let pool_args = PoolArgs {
+        settings: settings.tools.clone(),
+    };
+    let forge_args = ForgeArgs {
+        registry: tools.clone(),
+        personas: personas.clone(),
+        store: ToolStore::new(&data_dir.join("tools")),
+        settings: live.clone(),
+    };
+    let tools_organ = ChildSpec::supervisor(
+        "tools",
+        Restart::Permanent,
+        supervisor_config(&settings, &hub, "root/tools", "tools", Strategy::OneForOne),
+        vec![
+            ChildSpec::worker(
+                "sandbox",
+                Restart::Permanent,
+                Some(SANDBOX_NAME.into()),
+                move || (SandboxPool, pool_args.clone()),
+            ),
+            ChildSpec::worker(
+                "toolforge",
+                Restart::Permanent,
+                Some(FORGE_NAME.into()),
+                move || (ToolForge, forge_args.clone()),
+            ),
+        ],
+    );
     let memory_args = MemoryArgs {
         dir: data_dir.join("memory"),
         settings: live.clone(),
@@ -215,6 +248,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             ),
             personas.child_specs(),
         ),
+        tools_organ,
         ChildSpec::worker(
             "memory",
             Restart::Permanent,

@@ -247,6 +247,25 @@ pub struct MemoryIngestArgs {
     pub items: Vec<crate::memory::IngestItem>,
 }
 
+/// Arguments of `forge_tool`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeToolArgs {
+    /// What the tool must do.
+    pub capability: String,
+}
+
+/// Arguments of `call_tool`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallToolArgs {
+    /// Tool name.
+    pub name: String,
+    /// Its arguments (an object).
+    #[serde(default)]
+    pub args: Option<Value>,
+}
+
 /// Arguments of `debug_crash`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -281,6 +300,10 @@ pub enum Command {
     ResumeTask(ResumeTaskArgs),
     /// Registered tools.
     ListTools,
+    /// Have the ToolForge create a tool for a capability.
+    ForgeTool(ForgeToolArgs),
+    /// Call a registered tool directly (in its sandbox).
+    CallTool(CallToolArgs),
     /// Cognitive surgery on a persona's editable state.
     UpdatePersona(UpdatePersonaArgs),
     /// One persona's live state, answered by its actor.
@@ -316,6 +339,8 @@ pub const COMMANDS: &[&str] = &[
     "cancel_task",
     "resume_task",
     "list_tools",
+    "forge_tool",
+    "call_tool",
     "update_persona",
     "get_persona",
     "swap_model",
@@ -352,6 +377,8 @@ impl Command {
             "cancel_task" => Command::CancelTask(typed(cmd, args)?),
             "resume_task" => Command::ResumeTask(typed(cmd, args)?),
             "list_tools" => none(args).map(|_| Command::ListTools)?,
+            "forge_tool" => Command::ForgeTool(typed(cmd, args)?),
+            "call_tool" => Command::CallTool(typed(cmd, args)?),
             "update_persona" => Command::UpdatePersona(typed(cmd, args)?),
             "get_persona" => Command::GetPersona(typed(cmd, args)?),
             "swap_model" => Command::SwapModel(typed(cmd, args)?),

@@ -72,10 +72,64 @@ pub struct Settings {
     pub orchestrator: OrchestratorSettings,
     /// Long-term memory.
     pub memory: MemorySettings,
+    /// Tools, the ToolForge and the sandbox.
+    pub tools: ToolsSettings,
     /// The codex governor.
     pub codex: CodexSettings,
     /// Fault injection and other debugging switches.
     pub debug: DebugSettings,
+}
+
+/// `[tools] backend`
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxChoice {
+    /// gVisor directly.
+    Runsc,
+    /// Docker with runtime=runsc.
+    Docker,
+}
+
+/// `[tools]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ToolsSettings {
+    /// Sandbox backend.
+    pub backend: SandboxChoice,
+    /// runsc binary.
+    pub runsc_path: PathBuf,
+    /// Sandbox root filesystem.
+    pub rootfs: PathBuf,
+    /// runsc state and bundles.
+    pub state_dir: PathBuf,
+    /// Docker image.
+    pub docker_image: String,
+    /// Allow Docker's runc when runsc is not registered.
+    pub allow_runc: bool,
+    /// Pre-started sandboxes.
+    pub pool_size: usize,
+    /// Pre-start failure backoff.
+    pub pool_backoff_ms: u64,
+    /// Memory limit (MiB).
+    pub memory_mb: u64,
+    /// CPU share.
+    pub cpus: f64,
+    /// Pids limit.
+    pub pids_limit: u64,
+    /// /tmp size (MiB).
+    pub tmpfs_mb: u64,
+    /// Open files.
+    pub nofile: u64,
+    /// Wall-clock limit per run.
+    pub timeout_ms: u64,
+    /// Largest result.
+    pub max_output_bytes: usize,
+    /// ToolForge attempts.
+    pub max_attempts: u32,
+    /// Largest source or tests.
+    pub max_source_bytes: usize,
+    /// Whole forge run limit.
+    pub forge_timeout_ms: u64,
 }
 
 /// `[codex]`
@@ -353,6 +407,8 @@ impl Settings {
         s.data_dir = resolve(dir, &s.data_dir);
         s.codex_path = resolve(dir, &s.codex_path);
         s.llm.embedded.model_path = resolve(dir, &s.llm.embedded.model_path);
+        s.tools.rootfs = resolve(dir, &s.tools.rootfs);
+        s.tools.state_dir = resolve(dir, &s.tools.state_dir);
         s.validate(path)?;
         Ok(s)
     }
@@ -447,6 +503,15 @@ impl Settings {
             ("memory.group_max", self.memory.group_max as u64),
             ("memory.call_timeout_ms", self.memory.call_timeout_ms),
             ("codex.keep_backups", self.codex.keep_backups as u64),
+            ("tools.memory_mb", self.tools.memory_mb),
+            ("tools.pids_limit", self.tools.pids_limit),
+            ("tools.tmpfs_mb", self.tools.tmpfs_mb),
+            ("tools.nofile", self.tools.nofile),
+            ("tools.timeout_ms", self.tools.timeout_ms),
+            ("tools.max_output_bytes", self.tools.max_output_bytes as u64),
+            ("tools.max_attempts", u64::from(self.tools.max_attempts)),
+            ("tools.max_source_bytes", self.tools.max_source_bytes as u64),
+            ("tools.forge_timeout_ms", self.tools.forge_timeout_ms),
             ("codex.reload_debounce_ms", self.codex.reload_debounce_ms),
         ];
         for (key, v) in positive {
@@ -468,6 +533,9 @@ impl Settings {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(key, "must be between 0 and 1"));
             }
+        }
+        if !(self.tools.cpus > 0.0) {
+            return Err(bad("tools.cpus", "must be greater than 0"));
         }
         if !crate::PERSONAS.contains(&self.codex.proposer.as_str()) {
             return Err(bad(

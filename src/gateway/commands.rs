@@ -8,9 +8,12 @@ use serde_json::{json, Value};
 
 use batos_actors::codex::{CodexCmdError, CodexMsg, CODEX_NAME};
 use batos_actors::memory::{self, MemError, MemoryMsg};
+use batos_actors::orchestrator::ForgeHook;
 use batos_actors::orchestrator::{OrchError, OrchestratorMsg, ORCHESTRATOR_NAME};
 use batos_actors::personas::{PersonaError, ProtoMsg};
 use batos_actors::protocol::{decode_request, Command, ErrorBody, ErrorCode, Reply};
+use batos_actors::tools::forge::ForgeLink;
+use batos_actors::tools::ToolOutput;
 
 use super::dedupe::Begin;
 use super::{GatewayMsg, Organs, GATEWAY_NAME};
@@ -219,6 +222,36 @@ async fn dispatch(organs: &Organs, command: Command) -> CmdResult {
             to_value(&s)
         }
         Command::ListTools => Ok(json!({"tools": to_value(&organs.tools.list())?})),
+        Command::ForgeTool(a) => {
+            if a.capability.trim().is_empty() {
+                return Err(err(ErrorCode::BadRequest, "`capability` must not be empty"));
+            }
+            let timeout = Duration::from_millis(organs.settings.load().tools.forge_timeout_ms);
+            let link = ForgeLink { timeout };
+            let name = link
+                .forge("", &a.capability)
+                .await
+                .map_err(|e| err(ErrorCode::Conflict, e))?;
+            let tool = organs.tools.list().into_iter().find(|t| t.name == name);
+            to_value(&tool)
+        }
+        Command::CallTool(a) => {
+            let tool = organs.tools.get(&a.name).ok_or_else(|| {
+                err(
+                    ErrorCode::NotFound,
+                    format!(
+                        "no tool named `{}`",
+                        batos_actors::protocol::truncate(&a.name, 64)
+                    ),
+                )
+            })?;
+            match tool.call(a.args.unwrap_or_else(|| json!({}))).await {
+                Ok(ToolOutput::Value(v)) => Ok(json!({"ok": true, "value": v})),
+                Ok(ToolOutput::Command(c)) => Ok(json!({"ok": true, "command": to_value(&c)?})),
+                // A tool that fails is an answer, not a gateway error: the sandbox contained it.
+                Err(e) => Ok(json!({"ok": false, "error": e.to_string()})),
+            }
+        }
         Command::UpdatePersona(a) => organs
             .personas
             .update(&a.persona, &a.field, &a.value)

@@ -8,3 +8,4 @@ mod cognition;
 mod gateway;
 mod memory;
 mod offline;
+mod tools;

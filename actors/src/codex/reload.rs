@@ -25,10 +25,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "orchestrator.max_concurrent_tasks",
     "memory.table",
     "memory.consolidate_interval_ms",
-    "tools.backend",
-    "tools.pool_size",
-    "tools.rootfs",
-    "tools.image",
+    "tools",
 ];
 
 /// What a settings reload changes.

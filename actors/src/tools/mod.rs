@@ -2,6 +2,10 @@
 //! value or a [`TaskCommand`] that changes task state), and the built-in tools.
 
 pub mod builtin;
+pub mod forge;
+pub mod python;
+pub mod sandbox;
+pub mod store;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -65,6 +65,11 @@ impl Daemon {
         doc["llm"]["ollama_url"] = toml_edit::value(ollama_url);
         doc["llm"]["request_timeout_ms"] = toml_edit::value(20000);
         doc["debug"]["fault_injection"] = toml_edit::value(true);
+        // The sandbox root filesystem built by scripts/setup.sh; no pre-started sandboxes unless a test asks.
+        doc["tools"]["rootfs"] =
+            toml_edit::value(repo().join("data/sandbox/rootfs").display().to_string());
+        doc["tools"]["pool_size"] = toml_edit::value(0);
+        doc["tools"]["timeout_ms"] = toml_edit::value(4000);
         for e in edits {
             e(&mut doc);
         }

@@ -1,0 +1,179 @@
+//! The sandbox pool actor: keeps `pool_size` sandboxes pre-started so a call pays only for its own work.
+//! Each sandbox serves exactly one call and is destroyed; the pool refills in the background.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use serde_json::Value;
+
+use super::{Backend, Limits, Output, Prepared, SandboxError};
+use crate::settings::ToolsSettings;
+
+/// Global name of the pool actor.
+pub const SANDBOX_NAME: &str = "sandbox";
+
+/// The pool.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SandboxPool;
+
+/// Start-up arguments.
+#[derive(Clone)]
+pub struct PoolArgs {
+    /// Tool settings (backend, limits, pool size).
+    pub settings: ToolsSettings,
+}
+
+/// Messages the pool handles.
+pub enum PoolMsg {
+    /// Run one request in a fresh sandbox.
+    Run(Box<Value>, RpcReplyPort<Result<Output, SandboxError>>),
+    /// From a refill task.
+    Refilled(Result<Box<dyn Prepared>, SandboxError>),
+    /// Whether sandboxes can run here, and why not.
+    Available(RpcReplyPort<Result<String, SandboxError>>),
+    /// Fault injection: panic.
+    Crash,
+}
+
+/// Pool state.
+pub struct PoolState {
+    backend: Arc<dyn Backend>,
+    limits: Limits,
+    size: usize,
+    warm: VecDeque<Box<dyn Prepared>>,
+    refilling: usize,
+    failures: u32,
+    unavailable: Option<SandboxError>,
+    backoff: Duration,
+}
+
+impl PoolState {
+    fn refill(&mut self, me: &ActorRef<PoolMsg>) {
+        while self.warm.len() + self.refilling < self.size {
+            self.refilling += 1;
+            let (backend, limits, me) = (self.backend.clone(), self.limits.clone(), me.clone());
+            // Back off after failures so a broken runtime does not spin.
+            let delay = self.backoff * self.failures.min(10);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let r = backend.prepare(&limits).await;
+                let _ = me.cast(PoolMsg::Refilled(r));
+            });
+        }
+    }
+}
+
+impl Actor for SandboxPool {
+    type Msg = PoolMsg;
+    type State = PoolState;
+    type Arguments = PoolArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<PoolMsg>,
+        args: PoolArgs,
+    ) -> Result<PoolState, ActorProcessingErr> {
+        let backend = super::backend(&args.settings);
+        let unavailable = backend.check().await.err();
+        match &unavailable {
+            Some(e) => {
+                tracing::warn!(event = "sandbox.unavailable", backend = backend.name(), reason = %e, "tools cannot be created or run until this is fixed")
+            }
+            None => tracing::info!(
+                event = "sandbox.ready",
+                backend = backend.name(),
+                pool = args.settings.pool_size,
+                "tool sandbox ready"
+            ),
+        }
+        let mut state = PoolState {
+            backend,
+            limits: Limits::from_settings(&args.settings),
+            size: args.settings.pool_size,
+            warm: VecDeque::new(),
+            refilling: 0,
+            failures: 0,
+            unavailable,
+            backoff: Duration::from_millis(args.settings.pool_backoff_ms),
+        };
+        if state.unavailable.is_none() {
+            state.refill(&myself);
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<PoolMsg>,
+        msg: PoolMsg,
+        state: &mut PoolState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            PoolMsg::Run(request, reply) => {
+                if let Some(e) = &state.unavailable {
+                    let _ = reply.send(Err(e.clone()));
+                    return Ok(());
+                }
+                let warm = state.warm.pop_front();
+                let (backend, limits) = (state.backend.clone(), state.limits.clone());
+                tokio::spawn(async move {
+                    let sandbox = match warm {
+                        Some(s) => Ok(s),
+                        None => backend.prepare(&limits).await,
+                    };
+                    let r = match sandbox {
+                        Ok(s) => s.run(&request, &limits).await,
+                        Err(e) => Err(e),
+                    };
+                    let _ = reply.send(r);
+                });
+                state.refill(&myself);
+            }
+            PoolMsg::Refilled(r) => {
+                state.refilling = state.refilling.saturating_sub(1);
+                match r {
+                    Ok(s) => {
+                        state.failures = 0;
+                        if state.warm.len() < state.size {
+                            state.warm.push_back(s);
+                        }
+                    }
+                    Err(e) => {
+                        state.failures += 1;
+                        tracing::warn!(event = "sandbox.prestart_failed", error = %e, failures = state.failures, "could not pre-start a sandbox");
+                    }
+                }
+                state.refill(&myself);
+            }
+            PoolMsg::Available(reply) => {
+                let _ = reply.send(match &state.unavailable {
+                    Some(e) => Err(e.clone()),
+                    None => Ok(state.backend.name().to_string()),
+                });
+            }
+            PoolMsg::Crash => panic!("debug_crash requested for sandbox"),
+        }
+        Ok(())
+    }
+}
+
+/// Runs one request through the pool actor.
+pub async fn run(request: Value, timeout: Duration) -> Result<Output, SandboxError> {
+    let cell = ractor::registry::where_is(SANDBOX_NAME)
+        .ok_or_else(|| SandboxError::Failed("the sandbox pool is restarting".into()))?;
+    let pool: ActorRef<PoolMsg> = cell.into();
+    match pool
+        .call(|r| PoolMsg::Run(Box::new(request), r), Some(timeout))
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(r)) => r,
+        Ok(ractor::rpc::CallResult::Timeout) => Err(SandboxError::Failed(
+            "the sandbox pool did not answer in time".into(),
+        )),
+        _ => Err(SandboxError::Failed(
+            "the sandbox pool stopped while running the tool".into(),
+        )),
+    }
+}

@@ -119,7 +119,7 @@ fi
 
 mkdir -p "$(dirname "$OUT")"
 TMP="$(mktemp -d "$OUT.tmp.XXXXXX")"
-cleanup() { [ -n "${TMP:-}" ] && rm -rf -- "$TMP"; }
+cleanup() { if [ -n "${TMP:-}" ]; then rm -rf -- "$TMP"; fi; }
 trap cleanup EXIT
 chmod 0755 "$TMP"
 R="$TMP"

@@ -7,4 +7,4 @@ cd "$ROOT"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/batos-target}
 export BATOS_PYTHON=${BATOS_PYTHON:-${BATOS_CACHE:-$HOME/.cache/batos}/venv/bin/python}
 export BATOS_MODEL=${BATOS_MODEL:-$ROOT/data/models/SmolLM2-135M-Instruct.Q4_1.gguf}
-cargo test --workspace --all-targets "$@"
+cargo test --workspace --all-targets --no-fail-fast "$@"

@@ -17,7 +17,7 @@ use batos_actors::memory::{MemoryActor, MemoryArgs, MEMORY_NAME};
 use batos_actors::orchestrator::{
     CheckpointStore, Cognition, Orchestrator, OrchestratorArgs, ORCHESTRATOR_NAME,
 };
-use batos_actors::personas::{Personas, SUPERVISOR_NAME as PERSONAS_NAME};
+use batos_actors::personas::{Personas, SettingsSink, SUPERVISOR_NAME as PERSONAS_NAME};
 use batos_actors::settings::{LoadedSettings, Settings};
 use batos_actors::supervisor::{
     ChildSpec, Restart, Strategy, Supervisor, SupervisorArgs, SupervisorConfig,
@@ -135,6 +135,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         .iter()
         .map(|(k, v)| (k.clone(), v.model.clone()))
         .collect();
+    let live = Arc::new(ArcSwap::from_pointee(settings.clone()));
     let personas = Personas::new(
         &codex,
         &models,
@@ -146,12 +147,14 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             max_tokens: settings.llm.max_tokens,
         },
         hub.clone(),
-        Some(loaded.path.clone()),
+        Some(SettingsSink {
+            path: loaded.path.clone(),
+            live: live.clone(),
+        }),
         Duration::from_millis(settings.llm.request_timeout_ms),
     )
     .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
     let tools = ToolRegistry::with_builtins(hub.clone());
-    let live = Arc::new(ArcSwap::from_pointee(settings.clone()));
     let store = CheckpointStore::open(&data_dir.join("checkpoints"))
         .context("cannot open the checkpoint directory")?;
     let cog = Arc::new(Cognition {

@@ -64,6 +64,16 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Send any protocol command (see docs/protocol.md) and print its JSON reply.
+    Call {
+        #[command(flatten)]
+        conn: Conn,
+        /// Command name, e.g. `update_persona` or `debug_crash`.
+        cmd: String,
+        /// Arguments as one JSON object, e.g. '{"actor":"BRICK"}'.
+        #[arg(default_value = "{}")]
+        args: String,
+    },
 }
 
 /// How to reach the daemon.
@@ -129,6 +139,10 @@ fn main() -> ExitCode {
                 Ok(cfg) => ping(cfg).await,
                 Err(c) => c,
             },
+            Cmd::Call { conn, cmd, args } => match conn.resolve() {
+                Ok(cfg) => call(cfg, &cmd, &args).await,
+                Err(c) => c,
+            },
         }
     })
 }
@@ -178,6 +192,30 @@ async fn ping(cfg: ClientConfig) -> ExitCode {
                 v["protocol"],
                 t.elapsed().as_secs_f64() * 1000.0
             );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+async fn call(cfg: ClientConfig, cmd: &str, args: &str) -> ExitCode {
+    let args: Value = match serde_json::from_str(args) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            eprintln!(
+                "batos: the arguments must be one JSON object, e.g. '{{\"actor\":\"BRICK\"}}'"
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("batos: the arguments are not valid JSON: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut c = Client::new(cfg);
+    match c.request(cmd, args).await {
+        Ok(v) => {
+            println!("{v}");
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),

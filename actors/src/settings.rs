@@ -601,6 +601,17 @@ fn resolve(dir: &Path, p: &Path) -> PathBuf {
 /// Sets one string value in a settings file in place, keeping comments and layout (`toml_edit`), under an
 /// exclusive file lock and with an atomic write. `keys` is the path, e.g. `["personas", "BRICK", "model"]`.
 pub fn set_string_value(path: &Path, keys: &[&str], value: &str) -> Result<(), SettingsError> {
+    set_string_value_then(path, keys, value, || ())
+}
+
+/// [`set_string_value`], then `then` while the file lock is still held, so that a reader taking the same lock
+/// ([`with_settings_lock`]) sees the file and whatever `then` updates in one consistent state.
+pub fn set_string_value_then(
+    path: &Path,
+    keys: &[&str],
+    value: &str,
+    then: impl FnOnce(),
+) -> Result<(), SettingsError> {
     let write_err = |source| SettingsError::Write {
         path: path.to_path_buf(),
         source,
@@ -639,15 +650,29 @@ pub fn set_string_value(path: &Path, keys: &[&str], value: &str) -> Result<(), S
         }
         item[*last] = toml_edit::Item::Value(new_value);
         let out = doc.to_string();
-        if out == text {
-            return Ok(());
+        if out != text {
+            // Never write a file the daemon could not read back.
+            Settings::parse(&out, path)?;
+            crate::fsutil::atomic_write(path, out.as_bytes()).map_err(write_err)?;
         }
-        // Never write a file the daemon could not read back.
-        Settings::parse(&out, path)?;
-        crate::fsutil::atomic_write(path, out.as_bytes()).map_err(write_err)
+        then();
+        Ok(())
     })();
     let _ = lock.unlock();
     result
+}
+
+/// Runs `f` holding the settings file's exclusive lock (the one [`set_string_value`] takes).
+pub fn with_settings_lock<T>(path: &Path, f: impl FnOnce() -> T) -> Result<T, SettingsError> {
+    let write_err = |source| SettingsError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let lock = crate::fsutil::lock_file_for(path).map_err(write_err)?;
+    lock.lock().map_err(write_err)?;
+    let out = f();
+    let _ = lock.unlock();
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -171,18 +171,23 @@ impl CodexState {
         let Some(path) = self.args.settings_path.clone() else {
             return;
         };
-        let new = match LoadedSettings::load(&path) {
-            Ok(l) => l.settings,
-            Err(e) => {
-                tracing::error!(event = "settings.reload_rejected", error = %e, "invalid settings edit refused; the running settings stay in force");
-                return;
+        // Read, compare and store under the lock the daemon's own writes (model swaps) take, so the file and the
+        // live settings are compared in one consistent state.
+        let live = self.args.live.clone();
+        let outcome = crate::settings::with_settings_lock(&path, || {
+            let new = LoadedSettings::load(&path)
+                .map_err(|e| e.to_string())?
+                .settings;
+            let r = reload::reconcile(&live.load_full(), &new)?;
+            if !r.live.is_empty() {
+                live.store(Arc::new(r.effective.clone()));
             }
-        };
-        let running = self.args.live.load_full();
-        let r = match reload::reconcile(&running, &new) {
+            Ok::<_, String>(r)
+        });
+        let r = match outcome.map_err(|e| e.to_string()).and_then(|r| r) {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(event = "settings.reload_rejected", error = %e, "settings reload failed");
+                tracing::error!(event = "settings.reload_rejected", error = %e, "invalid settings edit refused; the running settings stay in force");
                 return;
             }
         };
@@ -192,7 +197,6 @@ impl CodexState {
         if r.live.is_empty() {
             return;
         }
-        self.args.live.store(Arc::new(r.effective.clone()));
         if r.live.iter().any(|k| k == "log.level") {
             if let Some(f) = &self.args.log_level {
                 if let Err(e) = f(&r.effective.log.level) {

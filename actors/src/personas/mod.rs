@@ -86,6 +86,15 @@ impl Drop for RetireGuard {
     }
 }
 
+/// Where a swap records its new model: the settings file, and the live settings kept in step with it.
+#[derive(Debug, Clone)]
+pub struct SettingsSink {
+    /// `settings.toml`.
+    pub path: PathBuf,
+    /// The settings in force (the reloader compares the file against these).
+    pub live: Arc<ArcSwap<crate::settings::Settings>>,
+}
+
 /// Name → handle, as one immutable snapshot.
 pub type PersonaMap = HashMap<String, Arc<PersonaHandle>>;
 
@@ -97,7 +106,7 @@ pub struct Personas {
     backend: Arc<dyn LlmBackend>,
     sampling: Mutex<Sampling>,
     hub: Arc<EventHub>,
-    settings_path: Option<PathBuf>,
+    settings: Option<SettingsSink>,
     call_timeout: Duration,
     /// Serialises swaps so two swaps of one persona cannot interleave their steps.
     swap_lock: tokio::sync::Mutex<()>,
@@ -119,7 +128,7 @@ impl Personas {
         backend: Arc<dyn LlmBackend>,
         sampling: Sampling,
         hub: Arc<EventHub>,
-        settings_path: Option<PathBuf>,
+        settings: Option<SettingsSink>,
         call_timeout: Duration,
     ) -> Result<Arc<Self>, PersonaError> {
         let mut configs = BTreeMap::new();
@@ -148,7 +157,7 @@ impl Personas {
             backend,
             sampling: Mutex::new(sampling),
             hub,
-            settings_path,
+            settings,
             call_timeout,
             swap_lock: tokio::sync::Mutex::new(()),
         }))
@@ -326,10 +335,25 @@ impl Personas {
         });
         tracing::info!(event = "model.swapped", persona, from = %from, to = %model, generation, "cognitive atomic swap");
         let mut persisted = true;
-        if let Some(path) = self.settings_path.clone() {
+        if let Some(sink) = self.settings.clone() {
             let (p, m) = (persona.to_string(), model.to_string());
             let r = tokio::task::spawn_blocking(move || {
-                crate::settings::set_string_value(&path, &["personas", &p, "model"], &m)
+                // File and live settings change under one lock: a reload that reads the file in between two
+                // swaps then finds it equal to the live settings instead of "reverting" to the older model.
+                crate::settings::set_string_value_then(
+                    &sink.path,
+                    &["personas", &p, "model"],
+                    &m,
+                    || {
+                        sink.live.rcu(|s| {
+                            let mut s = (**s).clone();
+                            if let Some(ps) = s.personas.get_mut(&p) {
+                                ps.model = m.clone();
+                            }
+                            s
+                        });
+                    },
+                )
             })
             .await;
             if let Err(e) = r

@@ -3,8 +3,9 @@
 //!
 //! `cargo bench --bench gateway`
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -12,90 +13,8 @@ use serde_json::json;
 use zeromq::prelude::*;
 use zeromq::{RepSocket, ReqSocket, SubSocket, ZmqMessage};
 
-use batos::client::{Client, ClientConfig};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Daemon {
-    child: Child,
-    cfg: ClientConfig,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_daemon(rt: &tokio::runtime::Runtime) -> Daemon {
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().unwrap();
-    let cfg_dir = dir.path().join("config");
-    std::fs::create_dir_all(&cfg_dir).unwrap();
-    std::fs::copy(repo.join("config/codex.toml"), cfg_dir.join("codex.toml")).unwrap();
-    let mut doc: toml_edit::DocumentMut =
-        std::fs::read_to_string(repo.join("config/settings.toml"))
-            .unwrap()
-            .parse()
-            .unwrap();
-    let (cmd, ev) = (free_port(), free_port());
-    doc["data_dir"] = toml_edit::value("../data");
-    doc["gateway"]["command_endpoint"] = toml_edit::value(format!("tcp://127.0.0.1:{cmd}"));
-    doc["gateway"]["event_endpoint"] = toml_edit::value(format!("tcp://127.0.0.1:{ev}"));
-    doc["log"]["level"] = toml_edit::value("warn");
-    doc["llm"]["backend"] = toml_edit::value("ollama");
-    doc["llm"]["ollama_url"] = toml_edit::value(format!("http://127.0.0.1:{}", free_port()));
-    let config = cfg_dir.join("settings.toml");
-    std::fs::write(&config, doc.to_string()).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_batos"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut cfg = ClientConfig {
-        endpoint: format!("tcp://127.0.0.1:{cmd}"),
-        events: format!("tcp://127.0.0.1:{ev}"),
-        token: None,
-        timeout: Duration::from_millis(2000),
-        retries: 0,
-        poll: Duration::from_millis(500),
-        heartbeat: Duration::from_millis(1000),
-    };
-    let started = Instant::now();
-    rt.block_on(async {
-        loop {
-            cfg.token = std::fs::read_to_string(dir.path().join("data/gateway.token")).ok();
-            if cfg.token.is_some()
-                && Client::new(cfg.clone())
-                    .request("ping", json!({}))
-                    .await
-                    .is_ok()
-            {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "daemon did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
-    Daemon {
-        child,
-        cfg,
-        _dir: dir,
-    }
-}
+use batos::client::Client;
+use common::{free_port, start_daemon};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -103,7 +22,7 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let daemon = start_daemon(&rt);
+    let daemon = start_daemon(&rt, |_| {});
 
     // Baseline: raw zeromq REQ/REP echo in this process, same transport.
     let echo_port = free_port();

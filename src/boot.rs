@@ -48,6 +48,29 @@ impl From<anyhow::Error> for BootError {
     }
 }
 
+/// Takes `<data_dir>/batos.lock` for the daemon's life (the kernel releases it when the process dies, even on
+/// SIGKILL): two daemons sharing a data folder would overwrite each other's checkpoints and memory table.
+pub fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("batos.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "another batos daemon is running on data_dir {} (it holds {}); stop it or point data_dir elsewhere",
+            data_dir.display(),
+            path.display()
+        ),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
 /// Reads or creates `<data_dir>/gateway.token` (mode 0600).
 pub fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
     use std::os::unix::fs::PermissionsExt;
@@ -103,6 +126,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))
         .map_err(BootError::Config)?;
+    let _data_lock = lock_data_dir(&data_dir).map_err(BootError::Config)?;
     for dir in [
         loaded.dir().to_path_buf(),
         data_dir.clone(),

@@ -213,6 +213,27 @@ async fn crashing_past_intensity_escalates_and_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_data_dir_is_refused() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::start(&ollama.url, vec![]).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_batos"))
+        .args(["run", "--config"])
+        .arg(&d.config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another batos daemon is running") && err.contains("batos.lock"),
+        "{err}"
+    );
+    // The first daemon is untouched.
+    let mut c = d.client();
+    assert_eq!(c.request("ping", json!({})).await.unwrap()["pong"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_injection_is_refused_unless_enabled() {
     let ollama = ScriptedOllama::start();
     let d = Daemon::start(

@@ -349,21 +349,15 @@ async fn search(
         .next()
         .ok_or_else(|| MemError::Embed("no embedding".into()))?;
     let knobs = ctx.knobs();
-    let summaries = store::knn(&store.table, &q, "kind = 'summary'", s.k_summaries, knobs).await?;
-    let ids = summaries
-        .iter()
-        .map(|h| store::sql_id(&h.id))
-        .collect::<Result<Vec<_>, _>>()?;
-    let filter = if ids.is_empty() {
-        String::new()
-    } else {
-        format!("kind = 'detail' AND parent_id IN ({})", ids.join(","))
-    };
-    let details = if filter.is_empty() {
-        Vec::new()
-    } else {
-        store::knn(&store.table, &q, &filter, k, knobs).await?
-    };
+    let (summaries, details, filter) = store::two_stage(
+        &store.table,
+        &q,
+        s.k_summaries,
+        k,
+        knobs,
+        store::Stage2::Ann,
+    )
+    .await?;
     let recent = store::knn(
         &store.table,
         &q,

@@ -266,6 +266,41 @@ pub async fn knn(
     Ok(hits(&batches))
 }
 
+/// How stage 2 of a two-stage query searches the details of the chosen summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage2 {
+    /// The vector index, prefiltered to the chosen summaries' details.
+    Ann,
+    /// Exact distances over just those details (found through the `parent_id` BTree).
+    Exact,
+}
+
+/// Two-stage retrieval: the `k_summaries` summaries nearest to `q`, then the `k` details nearest to `q` among
+/// the children of those summaries only. Returns (summaries, details, the stage-2 filter; empty if none).
+pub async fn two_stage(
+    table: &Table,
+    q: &[f32],
+    k_summaries: usize,
+    k: usize,
+    knobs: SearchKnobs,
+    stage2: Stage2,
+) -> Result<(Vec<Hit>, Vec<Hit>, String), MemError> {
+    let summaries = knn(table, q, "kind = 'summary'", k_summaries, knobs).await?;
+    if summaries.is_empty() {
+        return Ok((summaries, Vec::new(), String::new()));
+    }
+    let ids = summaries
+        .iter()
+        .map(|h| sql_id(&h.id))
+        .collect::<Result<Vec<_>, _>>()?;
+    let filter = format!("kind = 'detail' AND parent_id IN ({})", ids.join(","));
+    let details = match stage2 {
+        Stage2::Ann => knn(table, q, &filter, k, knobs).await?,
+        Stage2::Exact => exact(table, q, Some(&filter), k).await?,
+    };
+    Ok((summaries, details, filter))
+}
+
 /// Exact search (no index) — the ground truth for recall.
 pub async fn exact(
     table: &Table,

@@ -1,0 +1,263 @@
+//! Memory benchmark (issue 5), a bench binary: at each size, ingest rate, index build time, and query
+//! latency p50/p95 with recall@10 for
+//! - two-stage retrieval (`store::two_stage`, the code path of `memory_search`), stage 2 by prefiltered IVF-PQ
+//!   and by exact distances over the candidates, for several `nprobes`/`refine_factor`;
+//! - flat single-stage IVF-PQ over all details;
+//! - exact brute force over all details (the baseline, and the ground truth of the flat recall).
+//!
+//! Recall of a two-stage query is measured against exact search over the same candidates (the details of the
+//! summaries stage 1 chose); recall of a flat query against exact search over all details.
+//!
+//! Data (synthetic, clustered, seeded): one summary per 100 details (1% summaries). Each summary is a random
+//! unit vector (Gaussian, normalised); its 99 details and the queries aimed at it are that centre plus Gaussian
+//! noise of norm ≈ 0.6, normalised (cosine to the centre ≈ 0.86; random centres are ≈ 0 apart).
+//!
+//! `BATOS_BENCH_SIZES=100000,1000000 BATOS_BENCH_QUERIES=100 cargo bench -p batos-actors --bench memory`
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use batos_actors::memory::store::{self, NewRow, SearchKnobs, Stage2};
+
+const DIM: usize = 384;
+const DETAILS_PER_SUMMARY: usize = 99;
+const NOISE: f32 = 0.6;
+const BATCH: usize = 10_000;
+const K: usize = 10;
+const K_SUMMARIES: usize = 3;
+
+fn gaussian(rng: &mut StdRng) -> f32 {
+    // Box-Muller; rand 0.9 has no normal distribution without rand_distr.
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+}
+
+fn normalise(mut v: Vec<f32>) -> Vec<f32> {
+    let n = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
+    v.iter_mut().for_each(|x| *x /= n);
+    v
+}
+
+fn centre(seed: u64, cluster: usize) -> Vec<f32> {
+    let mut rng =
+        StdRng::seed_from_u64(seed ^ (cluster as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    normalise((0..DIM).map(|_| gaussian(&mut rng)).collect())
+}
+
+fn near(c: &[f32], rng: &mut StdRng) -> Vec<f32> {
+    let scale = NOISE / (DIM as f32).sqrt();
+    normalise(c.iter().map(|x| x + scale * gaussian(rng)).collect())
+}
+
+fn rss() -> String {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let get = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            / 1024
+    };
+    format!("RSS {} MiB (peak {} MiB)", get("VmRSS:"), get("VmHWM:"))
+}
+
+fn pct(v: &mut [Duration], p: f64) -> f64 {
+    v.sort();
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i].as_secs_f64() * 1000.0
+}
+
+fn recall(got: &[store::Hit], truth: &[store::Hit]) -> f64 {
+    if truth.is_empty() {
+        return 1.0;
+    }
+    let t: std::collections::HashSet<&str> = truth.iter().map(|h| h.id.as_str()).collect();
+    got.iter().filter(|h| t.contains(h.id.as_str())).count() as f64 / truth.len() as f64
+}
+
+struct Line {
+    name: String,
+    times: Vec<Duration>,
+    recall: f64,
+}
+
+impl Line {
+    fn print(mut self, n: usize) {
+        let (p50, p95) = (pct(&mut self.times, 0.5), pct(&mut self.times, 0.95));
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.3} |",
+            n, self.name, p50, p95, self.recall
+        );
+    }
+}
+
+async fn run(rows: usize, queries: usize, seed: u64) -> Result<(), Box<dyn std::error::Error>> {
+    let base = std::env::var_os("BATOS_BENCH_DIR").map(std::path::PathBuf::from);
+    let dir = match base {
+        Some(b) => tempfile::tempdir_in(b)?,
+        None => tempfile::tempdir()?,
+    };
+    let table = store::open(dir.path(), "bench", DIM).await?;
+    let clusters = rows.div_ceil(DETAILS_PER_SUMMARY + 1);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let now = 0i64;
+    // ---- ingest
+    let t = Instant::now();
+    let mut pending: Vec<NewRow> = Vec::with_capacity(BATCH);
+    let mut written = 0usize;
+    for c in 0..clusters {
+        let ctr = centre(seed, c);
+        let sid = format!("s{c}");
+        pending.push(NewRow {
+            id: sid.clone(),
+            parent_id: None,
+            kind: "summary",
+            text: format!("summary {c}"),
+            vector: ctr.clone(),
+            persona: "BABS".into(),
+            task_id: None,
+            created_at: now,
+        });
+        for d in 0..DETAILS_PER_SUMMARY {
+            pending.push(NewRow {
+                id: format!("d{c}-{d}"),
+                parent_id: Some(sid.clone()),
+                kind: "detail",
+                text: format!("detail {d} of {c}"),
+                vector: near(&ctr, &mut rng),
+                persona: "BRICK".into(),
+                task_id: None,
+                created_at: now,
+            });
+        }
+        if pending.len() >= BATCH {
+            store::add(&table, &pending, DIM).await?;
+            written += pending.len();
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        store::add(&table, &pending, DIM).await?;
+        written += pending.len();
+    }
+    let ingest = t.elapsed();
+    println!(
+        "\n### {rows} rows ({clusters} summaries)\n\ningest: {written} rows in {:.1} s = {:.0} rows/s (batches of {BATCH}); {}",
+        ingest.as_secs_f64(),
+        written as f64 / ingest.as_secs_f64(),
+        rss()
+    );
+    // ---- index
+    let (parts, subs) = store::ivf_pq_shape(written as u64, DIM, 0, 0);
+    let t = Instant::now();
+    store::build_indexes(&table, parts, subs).await?;
+    println!(
+        "index build: IVF-PQ {parts} partitions × {subs} sub-vectors + parent_id BTree in {:.1} s; {}",
+        t.elapsed().as_secs_f64(),
+        rss()
+    );
+    // ---- queries (the same for every configuration)
+    let qs: Vec<Vec<f32>> = (0..queries)
+        .map(|_| {
+            let c = rng.random_range(0..clusters);
+            near(&centre(seed, c), &mut rng)
+        })
+        .collect();
+    println!("\n| rows | method | p50 ms | p95 ms | recall@10 |\n|---|---|---|---|---|");
+    // Exact brute force over all details: baseline latency and flat ground truth.
+    let mut exact_all = Line {
+        name: "exact brute force, all details".into(),
+        times: Vec::new(),
+        recall: 1.0,
+    };
+    let mut truth_all = Vec::new();
+    for q in &qs {
+        let t = Instant::now();
+        let h = store::exact(&table, q, Some("kind = 'detail'"), K).await?;
+        exact_all.times.push(t.elapsed());
+        truth_all.push(h);
+    }
+    for (nprobes, refine) in [(10usize, 0u32), (20, 5), (50, 10)] {
+        let knobs = SearchKnobs {
+            nprobes,
+            refine_factor: refine,
+        };
+        let mut flat = Line {
+            name: format!("flat IVF-PQ nprobes={nprobes} refine={refine}"),
+            times: Vec::new(),
+            recall: 0.0,
+        };
+        for (q, truth) in qs.iter().zip(&truth_all) {
+            let t = Instant::now();
+            let h = store::knn(&table, q, "kind = 'detail'", K, knobs).await?;
+            flat.times.push(t.elapsed());
+            flat.recall += recall(&h, truth) / queries as f64;
+        }
+        flat.print(rows);
+        for stage2 in [Stage2::Ann, Stage2::Exact] {
+            let mut two = Line {
+                name: format!("two-stage, stage 2 {stage2:?}, nprobes={nprobes} refine={refine}"),
+                times: Vec::new(),
+                recall: 0.0,
+            };
+            for q in &qs {
+                let t = Instant::now();
+                let (_, details, filter) =
+                    store::two_stage(&table, q, K_SUMMARIES, K, knobs, stage2).await?;
+                two.times.push(t.elapsed());
+                let truth = if filter.is_empty() {
+                    Vec::new()
+                } else {
+                    store::exact(&table, q, Some(&filter), K).await?
+                };
+                two.recall += recall(&details, &truth) / queries as f64;
+            }
+            two.print(rows);
+        }
+    }
+    exact_all.print(rows);
+    println!("\nafter queries: {}", rss());
+    Ok(())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; this binary takes its knobs from the environment instead.
+    let sizes: Vec<usize> = std::env::var("BATOS_BENCH_SIZES")
+        .unwrap_or_else(|_| "100000,1000000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let queries: usize = std::env::var("BATOS_BENCH_QUERIES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("memory bench: cannot start a runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "memory bench: {DIM}-d, k={K}, k_summaries={K_SUMMARIES}, {queries} queries per method, {} threads",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    for rows in sizes {
+        if let Err(e) = rt.block_on(run(rows, queries, 7)) {
+            eprintln!("memory bench at {rows} rows failed: {e}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! Persona registry benchmarks (issue 3), in one run:
+//! - a message routed through the persona registry (`Personas::state`: ArcSwap load + handle lookup + call)
+//!   vs a bare ractor call to the same actor (`call_t!` on an `ActorRef` held by the caller);
+//! - swap latency: `swap_model` from call to return (new actor spawned, stored in the registry, old one
+//!   detached to drain), after which the next lookup routes to the new model.
+//!
+//! `cargo bench -p batos-actors --bench personas`
+//!
+//! The personas never think here, so their backend (Ollama at a closed port) is never called.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use ractor::Actor;
+
+use batos_actors::codex::Codex;
+use batos_actors::events::EventHub;
+use batos_actors::llm::ollama::OllamaBackend;
+use batos_actors::llm::Sampling;
+use batos_actors::personas::{Personas, ProtoMsg, SUPERVISOR_NAME};
+use batos_actors::supervisor::{Strategy, Supervisor, SupervisorArgs, SupervisorConfig};
+
+fn bench(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let codex_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/codex.toml");
+    let codex = Codex::load(std::path::Path::new(codex_path)).expect("codex.toml");
+    let models: BTreeMap<String, String> = batos_actors::PERSONAS
+        .iter()
+        .map(|p| (p.to_string(), "m:a".to_string()))
+        .collect();
+    let hub = EventHub::new(1 << 16);
+    let backend = Arc::new(
+        OllamaBackend::new("http://127.0.0.1:9", Duration::from_secs(1)).expect("backend"),
+    );
+    let personas = Personas::new(
+        &codex,
+        &models,
+        backend,
+        Sampling {
+            temperature: 0.7,
+            top_p: 0.9,
+            seed: 1,
+            max_tokens: 16,
+        },
+        hub.clone(),
+        None,
+        Duration::from_secs(5),
+    )
+    .expect("personas");
+    let (_sup, _h) = rt.block_on(async {
+        Supervisor::spawn(
+            Some(SUPERVISOR_NAME.into()),
+            Supervisor,
+            SupervisorArgs {
+                config: SupervisorConfig {
+                    path: "root/personas".into(),
+                    name: Some(SUPERVISOR_NAME.into()),
+                    strategy: Strategy::OneForOne,
+                    intensity: 3,
+                    period: Duration::from_secs(5),
+                    shutdown_timeout: Duration::from_secs(5),
+                    restart_backoff: Duration::from_millis(200),
+                    hub: hub.clone(),
+                },
+                children: personas.child_specs(),
+            },
+        )
+        .await
+        .expect("supervisor")
+    });
+    rt.block_on(async {
+        while personas.current("BRICK").is_err() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+
+    let mut g = c.benchmark_group("persona_message");
+    let bare = personas.current("BRICK").expect("BRICK").actor.clone();
+    g.bench_function("bare_ractor_call", |b| {
+        b.iter(|| {
+            rt.block_on(async { ractor::call_t!(bare, ProtoMsg::GetState, 5000).expect("state") })
+        })
+    });
+    g.bench_function("through_registry", |b| {
+        b.iter(|| rt.block_on(personas.state("BRICK")).expect("state"))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("swap");
+    let mut n = 0u64;
+    g.bench_function("swap_model_until_routed", |b| {
+        b.iter(|| {
+            n += 1;
+            let model = if n % 2 == 0 { "m:a" } else { "m:b" };
+            rt.block_on(personas.swap_model("BRICK", model))
+                .expect("swap");
+            // The very next lookup must route to the new model.
+            assert_eq!(personas.current("BRICK").expect("BRICK").model, model);
+        })
+    });
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(50).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);

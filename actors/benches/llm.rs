@@ -72,7 +72,12 @@ fn main() {
     let runs: usize = std::env::var("BATOS_BENCH_RUNS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        // `cargo bench` passes `--bench`; under `cargo test` one run is a smoke test.
+        .unwrap_or(if std::env::args().any(|a| a == "--bench") {
+            5
+        } else {
+            1
+        });
     let shipped = LoadedSettings::load(&repo.join("config/settings.toml"))
         .expect("config/settings.toml")
         .settings

@@ -230,16 +230,17 @@ async fn run(rows: usize, queries: usize, seed: u64) -> Result<(), Box<dyn std::
 }
 
 fn main() {
-    // `cargo bench` passes `--bench`; this binary takes its knobs from the environment instead.
+    // `cargo bench` passes `--bench`; under `cargo test` this runs as a small smoke test of the same code.
+    let full = std::env::args().any(|a| a == "--bench");
     let sizes: Vec<usize> = std::env::var("BATOS_BENCH_SIZES")
-        .unwrap_or_else(|_| "100000,1000000".into())
+        .unwrap_or_else(|_| if full { "100000,1000000" } else { "3000" }.into())
         .split(',')
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let queries: usize = std::env::var("BATOS_BENCH_QUERIES")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(100);
+        .unwrap_or(if full { 100 } else { 5 });
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -107,7 +107,12 @@ fn main() {
     let n: usize = std::env::var("BATOS_BENCH_CALLS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+        // `cargo bench` passes `--bench`; under `cargo test` this is a smoke test of the same paths.
+        .unwrap_or(if std::env::args().any(|a| a == "--bench") {
+            30
+        } else {
+            2
+        });
     let settings = LoadedSettings::load(&repo.join("config/settings.toml"))
         .expect("config/settings.toml")
         .settings;

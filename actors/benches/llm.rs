@@ -3,7 +3,7 @@
 //! the same GGUF with the same threads, context, batch, prompts and sampling (`benches/llm_cpp_python.py`),
 //! in one run. Medians of `BATOS_BENCH_RUNS` runs (default 5).
 //!
-//! `BATOS_BENCH_THREADS=2 cargo bench -p batos-actors --bench llm` (the Python side runs when
+//! `BATOS_BENCH_THREADS=2 cargo bench --workspace --bench llm` (the Python side runs when
 //! `$BATOS_PYTHON` — default `~/.cache/batos/venv/bin/python` — can import `llama_cpp`).
 
 use std::path::PathBuf;

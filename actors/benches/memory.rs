@@ -12,7 +12,7 @@
 //! unit vector (Gaussian, normalised); its 99 details and the queries aimed at it are that centre plus Gaussian
 //! noise of norm ≈ 0.6, normalised (cosine to the centre ≈ 0.86; random centres are ≈ 0 apart).
 //!
-//! `BATOS_BENCH_SIZES=100000,1000000 BATOS_BENCH_QUERIES=100 cargo bench -p batos-actors --bench memory`
+//! `BATOS_BENCH_SIZES=100000,1000000 BATOS_BENCH_QUERIES=100 cargo bench --workspace --bench memory`
 
 use std::time::{Duration, Instant};
 

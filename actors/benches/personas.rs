@@ -4,7 +4,7 @@
 //! - swap latency: `swap_model` from call to return (new actor spawned, stored in the registry, old one
 //!   detached to drain), after which the next lookup routes to the new model.
 //!
-//! `cargo bench -p batos-actors --bench personas`
+//! `cargo bench --workspace --bench personas`
 //!
 //! The personas never think here, so their backend (Ollama at a closed port) is never called.
 

@@ -9,7 +9,7 @@
 //! Needs what `scripts/test.sh` sets up: `runsc`, the rootfs in `data/sandbox/rootfs`, and for the Docker row a
 //! running dockerd with the `batos-sandbox:latest` image (skipped with a note otherwise).
 //!
-//! `BATOS_BENCH_CALLS=30 cargo bench -p batos-actors --bench tools`
+//! `BATOS_BENCH_CALLS=30 cargo bench --workspace --bench tools`
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -172,6 +172,8 @@ pub struct MemorySettings {
     pub reindex_growth: f64,
     /// Unindexed rows that trigger an index optimize.
     pub optimize_min_unindexed: u64,
+    /// Data fragments (one per write) that trigger a compaction into larger files.
+    pub compact_min_fragments: usize,
     /// IVF partitions (0 = derive).
     pub index_partitions: u32,
     /// PQ sub-vectors (0 = derive).

@@ -349,13 +349,15 @@ async fn search(
         .next()
         .ok_or_else(|| MemError::Embed("no embedding".into()))?;
     let knobs = ctx.knobs();
+    // Stage 2 ranks a few hundred candidates at most: exact distances over them (found through the parent_id
+    // BTree) cost no more than the prefiltered index and have perfect recall (BENCHMARKS.md, memory).
     let (summaries, details, filter) = store::two_stage(
         &store.table,
         &q,
         s.k_summaries,
         k,
         knobs,
-        store::Stage2::Ann,
+        store::Stage2::Exact,
     )
     .await?;
     let recent = store::knn(
@@ -555,6 +557,12 @@ fn maintain(ctx: Arc<Ctx>, store: Arc<Store>, me: ActorRef<MemoryMsg>) {
     tokio::spawn(async move {
         let r: Result<(), MemError> = async {
             let s = ctx.settings();
+            let fragments = store::fragment_count(&store.table).await?;
+            if fragments >= s.compact_min_fragments {
+                let started = std::time::Instant::now();
+                store::compact(&store.table).await?;
+                tracing::info!(event = "memory.compacted", fragments, ms = started.elapsed().as_millis() as u64, "merged small data files");
+            }
             let rows = store::count(&store.table, None).await?;
             if rows < s.index_min_rows {
                 return Ok(());

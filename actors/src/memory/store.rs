@@ -9,7 +9,7 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use futures::TryStreamExt;
-use lancedb::index::scalar::BTreeIndexBuilder;
+use lancedb::index::scalar::{BTreeIndexBuilder, BitmapIndexBuilder};
 use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::index::Index;
 use lancedb::query::{ExecutableQuery, QueryBase, Select};
@@ -23,6 +23,8 @@ use super::MemError;
 pub const VECTOR_INDEX: &str = "vector_idx";
 /// Name of the parent_id index.
 pub const PARENT_INDEX: &str = "parent_id_idx";
+/// Name of the kind (summary/detail) index.
+pub const KIND_INDEX: &str = "kind_idx";
 
 /// One row to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -499,7 +501,46 @@ pub async fn build_indexes(
         .execute()
         .await
         .map_err(store_err)?;
+    // Every query prefilters on `kind`; without an index that filter scans the whole column.
+    table
+        .create_index(&["kind"], Index::Bitmap(BitmapIndexBuilder::default()))
+        .name(KIND_INDEX.to_string())
+        .replace(true)
+        .execute()
+        .await
+        .map_err(store_err)?;
     Ok(())
+}
+
+/// How many data fragments the table has (each write adds one).
+pub async fn fragment_count(table: &Table) -> Result<usize, MemError> {
+    Ok(table
+        .stats()
+        .await
+        .map_err(store_err)?
+        .fragment_stats
+        .num_fragments)
+}
+
+/// Merges small fragments into large ones (indexes are remapped, not rebuilt), then drops versions older
+/// than LanceDB's default retention (7 days) so superseded files do not pile up.
+pub async fn compact(table: &Table) -> Result<(), MemError> {
+    table
+        .optimize(OptimizeAction::Compact {
+            options: Default::default(),
+            remap_options: None,
+        })
+        .await
+        .map_err(store_err)?;
+    table
+        .optimize(OptimizeAction::Prune {
+            older_than: None,
+            delete_unverified: None,
+            error_if_tagged_old_versions: None,
+        })
+        .await
+        .map(|_| ())
+        .map_err(store_err)
 }
 
 /// Folds new rows into the existing indexes (no retraining).
@@ -522,6 +563,31 @@ mod tests {
         assert_eq!(ivf_pq_shape(600, 64, 0, 0), (2, 4));
         assert_eq!(ivf_pq_shape(600, 64, 7, 8), (7, 8));
         assert_eq!(ivf_pq_shape(600, 576, 0, 0), (2, 36));
+    }
+
+    #[tokio::test]
+    async fn compaction_merges_fragments_and_keeps_every_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = open(dir.path(), "t", 8).await.unwrap();
+        for i in 0..12 {
+            let row = NewRow {
+                id: format!("d{i}"),
+                parent_id: None,
+                kind: "detail",
+                text: format!("row {i}"),
+                vector: vec![i as f32 + 1.0; 8],
+                persona: "BABS".into(),
+                task_id: None,
+                created_at: i,
+            };
+            add(&table, &[row], 8).await.unwrap();
+        }
+        assert_eq!(fragment_count(&table).await.unwrap(), 12);
+        compact(&table).await.unwrap();
+        assert_eq!(fragment_count(&table).await.unwrap(), 1);
+        assert_eq!(count(&table, None).await.unwrap(), 12);
+        let hit = exact(&table, &[5.0; 8], None, 1).await.unwrap();
+        assert_eq!(hit.len(), 1);
     }
 
     #[test]

@@ -135,7 +135,11 @@ fn main() {
                     let mut c = Client::new(cfg);
                     let mut i = 0u64;
                     while !stop.load(Ordering::SeqCst) {
-                        let to = if i % 2 == 0 { "brick:b" } else { "brick:a" };
+                        let to = if i.is_multiple_of(2) {
+                            "brick:b"
+                        } else {
+                            "brick:a"
+                        };
                         c.request("swap_model", json!({"persona": "BRICK", "model": to}))
                             .await
                             .expect("swap");

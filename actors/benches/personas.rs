@@ -97,7 +97,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("swap_model_until_routed", |b| {
         b.iter(|| {
             n += 1;
-            let model = if n % 2 == 0 { "m:a" } else { "m:b" };
+            let model = if n.is_multiple_of(2) { "m:a" } else { "m:b" };
             rt.block_on(personas.swap_model("BRICK", model))
                 .expect("swap");
             // The very next lookup must route to the new model.

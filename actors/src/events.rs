@@ -484,11 +484,12 @@ impl std::fmt::Debug for EventHub {
     }
 }
 
-/// Current Unix time in seconds.
+/// Current Unix time in seconds, to the microsecond. Whole microseconds keep every timestamp exact through
+/// serde_json's default (best-effort) float parsing, so checkpoints and task lists read back what was written.
 pub fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
+        .map(|d| d.as_micros() as f64 / 1e6)
         .unwrap_or(0.0)
 }
 
@@ -549,6 +550,20 @@ pub fn encode_body(seq: u64, kind: &str, data: Value) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_survive_a_json_round_trip() {
+        let start = unix_now();
+        for i in 0..10_000u32 {
+            let t = start + f64::from(i) * 0.000_137;
+            let t = (t * 1e6).round() / 1e6;
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+            assert_eq!(back, t, "{t}");
+        }
+        let now = unix_now();
+        let back: f64 = serde_json::from_str(&serde_json::to_string(&now).unwrap()).unwrap();
+        assert_eq!(back, now);
+    }
 
     #[test]
     fn seq_increments_and_view_folds() {

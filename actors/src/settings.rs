@@ -536,7 +536,7 @@ impl Settings {
                 return Err(bad(key, "must be between 0 and 1"));
             }
         }
-        if !(self.tools.cpus > 0.0) {
+        if self.tools.cpus.is_nan() || self.tools.cpus <= 0.0 {
             return Err(bad("tools.cpus", "must be greater than 0"));
         }
         if !crate::PERSONAS.contains(&self.codex.proposer.as_str()) {

@@ -36,7 +36,7 @@ fn child_commit_loop() {
     println!("ready");
     let mut i = 0u64;
     loop {
-        let p = if i % 2 == 0 {
+        let p = if i.is_multiple_of(2) {
             proposal("Version A.")
         } else {
             proposal("Version B.")

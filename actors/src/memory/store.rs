@@ -466,7 +466,7 @@ pub fn ivf_pq_shape(rows: u64, dim: usize, partitions: u32, sub_vectors: u32) ->
         // 16 dims per sub-vector when it divides evenly (memory-frugal codes), else 8, else 1 per dim group.
         [16usize, 8, 4, 2, 1]
             .iter()
-            .find(|d| dim % **d == 0)
+            .find(|d| dim.is_multiple_of(**d))
             .map(|d| (dim / d) as u32)
             .unwrap_or(1)
     };

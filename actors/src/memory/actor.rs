@@ -19,6 +19,9 @@ use crate::llm::{ChatMessage, LlmBackend, Role};
 use crate::personas::{Personas, ProtoMsg, ThinkRequest};
 use crate::settings::{MemorySettings, Settings};
 
+/// Details not yet under a summary.
+const UNPARENTED: &str = "kind = 'detail' AND parent_id IS NULL";
+
 /// Global name of the memory actor.
 pub const MEMORY_NAME: &str = "memory";
 
@@ -76,7 +79,7 @@ struct Store {
 struct Ctx {
     args: MemoryArgs,
     consolidating: AtomicBool,
-    indexing: AtomicBool,
+    indexing: Coalesce,
     rows_at_last_build: AtomicU64,
 }
 
@@ -187,7 +190,7 @@ impl Actor for MemoryActor {
             ctx: Arc::new(Ctx {
                 args,
                 consolidating: AtomicBool::new(false),
-                indexing: AtomicBool::new(false),
+                indexing: Coalesce::default(),
                 rows_at_last_build: AtomicU64::new(0),
             }),
             store: None,
@@ -351,29 +354,26 @@ async fn search(
     let knobs = ctx.knobs();
     // Stage 2 ranks a few hundred candidates at most: exact distances over them (found through the parent_id
     // BTree) cost no more than the prefiltered index and have perfect recall (BENCHMARKS.md, memory).
-    let (summaries, details, filter) = store::two_stage(
-        &store.table,
-        &q,
-        s.k_summaries,
-        k,
-        knobs,
-        store::Stage2::Exact,
-    )
-    .await?;
-    let recent = store::knn(
-        &store.table,
-        &q,
-        "kind = 'detail' AND parent_id IS NULL",
-        s.k_recent,
-        knobs,
-    )
-    .await?;
+    // The unconsolidated details are few (consolidation keeps up with them) and may sit in IVF partitions
+    // a query does not probe, so they are searched exactly too; both queries run at once.
+    let (two, recent) = tokio::join!(
+        store::two_stage(
+            &store.table,
+            &q,
+            s.k_summaries,
+            k,
+            knobs,
+            store::Stage2::Exact,
+        ),
+        store::exact(&store.table, &q, Some(UNPARENTED), s.k_recent),
+    );
+    let ((summaries, details, filter), recent) = (two?, recent?);
     let plan = if explain && !filter.is_empty() {
         Some(store::explain(&store.table, &q, &filter, k, knobs).await?)
     } else {
         None
     };
-    let indexed = store::index_state(&store.table).await?.vector_indexed_rows > 0;
+    let indexed = ctx.rows_at_last_build.load(Ordering::SeqCst) > 0;
     Ok(SearchResult {
         summaries,
         details,
@@ -445,12 +445,7 @@ async fn consolidate(
     forced: bool,
 ) -> Result<ConsolidateReport, MemError> {
     let s = ctx.settings();
-    let rows = store::scan(
-        &store.table,
-        "kind = 'detail' AND parent_id IS NULL",
-        s.consolidate_batch,
-    )
-    .await?;
+    let rows = store::scan(&store.table, UNPARENTED, s.consolidate_batch).await?;
     if rows.is_empty() || (!forced && rows.len() < s.consolidate_min_details) {
         return Ok(ConsolidateReport::default());
     }
@@ -549,51 +544,117 @@ async fn summarise(
 
 /// Index upkeep after writes: build IVF-PQ + BTree once past the threshold, rebuild when the table has grown
 /// by `reindex_growth`, otherwise fold new rows into the existing index. Runs in the background; queries keep
-/// working on the previous version meanwhile.
+/// working on the previous version meanwhile. A write that asks while upkeep runs is not dropped: upkeep runs
+/// once more afterwards, so the last write of a burst is always looked at.
 fn maintain(ctx: Arc<Ctx>, store: Arc<Store>, me: ActorRef<MemoryMsg>) {
-    if ctx.indexing.swap(true, Ordering::SeqCst) {
+    if !ctx.indexing.request() {
         return;
     }
     tokio::spawn(async move {
-        let r: Result<(), MemError> = async {
-            let s = ctx.settings();
-            let fragments = store::fragment_count(&store.table).await?;
-            if fragments >= s.compact_min_fragments {
-                let started = std::time::Instant::now();
-                store::compact(&store.table).await?;
-                tracing::info!(event = "memory.compacted", fragments, ms = started.elapsed().as_millis() as u64, "merged small data files");
+        loop {
+            ctx.indexing.begin();
+            let r = upkeep(&ctx, &store).await;
+            if let Err(e) = r {
+                ctx.indexing.abandon();
+                tracing::error!(event = "memory.index_failed", error = %e, "index upkeep failed");
+                let _ = escalate::<()>(&me, Err(e));
+                return;
             }
-            let rows = store::count(&store.table, None).await?;
-            if rows < s.index_min_rows {
-                return Ok(());
+            if !ctx.indexing.finish() {
+                return;
             }
-            let last = ctx.rows_at_last_build.load(Ordering::SeqCst);
-            if last == 0 || rows as f64 >= last as f64 * s.reindex_growth {
-                let (parts, subs) = store::ivf_pq_shape(rows, store.dim, s.index_partitions, s.index_sub_vectors);
-                let started = std::time::Instant::now();
-                tracing::info!(event = "memory.index_build", rows, partitions = parts, sub_vectors = subs, "building IVF-PQ index");
-                store::build_indexes(&store.table, parts, subs).await?;
-                ctx.rows_at_last_build.store(rows, Ordering::SeqCst);
-                tracing::info!(event = "memory.index_built", rows, ms = started.elapsed().as_millis() as u64, "IVF-PQ index ready");
-                ctx.args.hub.publish(Event::MemoryUpdated {
-                    what: format!("IVF-PQ index built over {rows} rows ({parts} partitions, {subs} sub-vectors)"),
-                    rows,
-                });
-            } else {
-                let st = store::index_state(&store.table).await?;
-                if st.vector_unindexed_rows >= s.optimize_min_unindexed {
-                    store::optimize_indexes(&store.table).await?;
-                }
-            }
-            Ok(())
-        }
-        .await;
-        ctx.indexing.store(false, Ordering::SeqCst);
-        if let Err(e) = r {
-            tracing::error!(event = "memory.index_failed", error = %e, "index upkeep failed");
-            let _ = escalate::<()>(&me, Err(e));
         }
     });
+}
+
+/// Coalesces requests for a background job: at most one run at a time, and a request made while it runs
+/// is not lost but answered by one more run afterwards.
+#[derive(Debug, Default)]
+pub(crate) struct Coalesce {
+    running: AtomicBool,
+    again: AtomicBool,
+}
+
+impl Coalesce {
+    /// Asks for a run: true if the caller must start it, false if a running one will cover the request.
+    pub(crate) fn request(&self) -> bool {
+        self.again.store(true, Ordering::SeqCst);
+        !self.running.swap(true, Ordering::SeqCst)
+    }
+
+    /// The runner starts a run's work: requests so far are covered by it.
+    pub(crate) fn begin(&self) {
+        self.again.store(false, Ordering::SeqCst);
+    }
+
+    /// The runner finished a run: true if it must run again for a request made meanwhile.
+    pub(crate) fn finish(&self) -> bool {
+        self.running.store(false, Ordering::SeqCst);
+        // A request after the release starts its own run; one before it (still flagged) is ours.
+        self.again.load(Ordering::SeqCst) && !self.running.swap(true, Ordering::SeqCst)
+    }
+
+    /// The run failed: release without running again (the actor restarts).
+    pub(crate) fn abandon(&self) {
+        self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether a run is in progress.
+    pub(crate) fn running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+}
+
+async fn upkeep(ctx: &Ctx, store: &Store) -> Result<(), MemError> {
+    let s = ctx.settings();
+    let fragments = store::fragment_count(&store.table).await?;
+    if fragments >= s.compact_min_fragments {
+        let started = std::time::Instant::now();
+        store::compact(&store.table).await?;
+        tracing::info!(
+            event = "memory.compacted",
+            fragments,
+            ms = started.elapsed().as_millis() as u64,
+            "merged small data files"
+        );
+    }
+    let rows = store::count(&store.table, None).await?;
+    if rows < s.index_min_rows {
+        return Ok(());
+    }
+    let last = ctx.rows_at_last_build.load(Ordering::SeqCst);
+    if last == 0 || rows as f64 >= last as f64 * s.reindex_growth {
+        let (parts, subs) =
+            store::ivf_pq_shape(rows, store.dim, s.index_partitions, s.index_sub_vectors);
+        let started = std::time::Instant::now();
+        tracing::info!(
+            event = "memory.index_build",
+            rows,
+            partitions = parts,
+            sub_vectors = subs,
+            "building IVF-PQ index"
+        );
+        store::build_indexes(&store.table, parts, subs).await?;
+        ctx.rows_at_last_build.store(rows, Ordering::SeqCst);
+        tracing::info!(
+            event = "memory.index_built",
+            rows,
+            ms = started.elapsed().as_millis() as u64,
+            "IVF-PQ index ready"
+        );
+        ctx.args.hub.publish(Event::MemoryUpdated {
+            what: format!(
+                "IVF-PQ index built over {rows} rows ({parts} partitions, {subs} sub-vectors)"
+            ),
+            rows,
+        });
+    } else {
+        let st = store::index_state(&store.table).await?;
+        if st.vector_unindexed_rows >= s.optimize_min_unindexed {
+            store::optimize_indexes(&store.table).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn stats(ctx: &Ctx, store: &Store) -> Result<MemStats, MemError> {
@@ -601,11 +662,10 @@ async fn stats(ctx: &Ctx, store: &Store) -> Result<MemStats, MemError> {
         rows: store::count(&store.table, None).await?,
         summaries: store::count(&store.table, Some("kind = 'summary'")).await?,
         details: store::count(&store.table, Some("kind = 'detail'")).await?,
-        unparented: store::count(&store.table, Some("kind = 'detail' AND parent_id IS NULL"))
-            .await?,
+        unparented: store::count(&store.table, Some(UNPARENTED)).await?,
         dim: store.dim,
         index: store::index_state(&store.table).await?,
-        indexing: ctx.indexing.load(Ordering::SeqCst),
+        indexing: ctx.indexing.running(),
     })
 }
 
@@ -622,6 +682,34 @@ mod tests {
             task_id: task.map(str::to_string),
             score: 0.0,
         }
+    }
+
+    #[test]
+    fn a_request_during_a_run_gets_one_more_run_and_never_two_runners() {
+        let c = Coalesce::default();
+        assert!(c.request(), "the first request starts a run");
+        c.begin();
+        assert!(
+            !c.request(),
+            "a request during the run does not start a second runner"
+        );
+        assert!(!c.request());
+        assert!(c.running());
+        assert!(
+            c.finish(),
+            "the requests made during the run get one more run"
+        );
+        c.begin();
+        assert!(!c.finish(), "nothing new was asked: stop");
+        assert!(!c.running());
+        assert!(
+            c.request(),
+            "after the runner stopped, a request starts a new one"
+        );
+        c.begin();
+        c.abandon();
+        assert!(!c.running());
+        assert!(c.request());
     }
 
     #[test]

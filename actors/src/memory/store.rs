@@ -295,7 +295,9 @@ pub async fn two_stage(
         .iter()
         .map(|h| sql_id(&h.id))
         .collect::<Result<Vec<_>, _>>()?;
-    let filter = format!("kind = 'detail' AND parent_id IN ({})", ids.join(","));
+    // Only details have a parent, so no `kind` term: ANDing the large `kind = 'detail'` bitmap cost ~0.8 ms
+    // per query at 1M rows (BENCHMARKS.md, memory).
+    let filter = format!("parent_id IN ({})", ids.join(","));
     let details = match stage2 {
         Stage2::Ann => knn(table, q, &filter, k, knobs).await?,
         Stage2::Exact => exact(table, q, Some(&filter), k).await?,
@@ -473,42 +475,40 @@ pub fn ivf_pq_shape(rows: u64, dim: usize, partitions: u32, sub_vectors: u32) ->
     (parts, subs)
 }
 
-/// (Re)builds the IVF-PQ vector index and the parent_id BTree.
+/// (Re)builds the IVF-PQ vector index, the parent_id BTree and the kind bitmap.
 pub async fn build_indexes(
     table: &Table,
     partitions: u32,
     sub_vectors: u32,
 ) -> Result<(), MemError> {
-    table
-        .create_index(
-            &["vector"],
-            Index::IvfPq(
-                IvfPqIndexBuilder::default()
-                    .distance_type(DistanceType::Cosine)
-                    .num_partitions(partitions)
-                    .num_sub_vectors(sub_vectors),
-            ),
-        )
-        .name(VECTOR_INDEX.to_string())
-        .replace(true)
-        .execute()
-        .await
-        .map_err(store_err)?;
-    table
-        .create_index(&["parent_id"], Index::BTree(BTreeIndexBuilder::default()))
-        .name(PARENT_INDEX.to_string())
-        .replace(true)
-        .execute()
-        .await
-        .map_err(store_err)?;
-    // Every query prefilters on `kind`; without an index that filter scans the whole column.
-    table
-        .create_index(&["kind"], Index::Bitmap(BitmapIndexBuilder::default()))
-        .name(KIND_INDEX.to_string())
-        .replace(true)
-        .execute()
-        .await
-        .map_err(store_err)?;
+    let ivf_pq = IvfPqIndexBuilder::default()
+        .distance_type(DistanceType::Cosine)
+        .num_partitions(partitions)
+        .num_sub_vectors(sub_vectors);
+    // Stage 1 and the unconsolidated-details query prefilter on `kind`; without an index that filter scans
+    // the whole column.
+    let indexes = [
+        ("vector", VECTOR_INDEX, Index::IvfPq(ivf_pq)),
+        (
+            "parent_id",
+            PARENT_INDEX,
+            Index::BTree(BTreeIndexBuilder::default()),
+        ),
+        (
+            "kind",
+            KIND_INDEX,
+            Index::Bitmap(BitmapIndexBuilder::default()),
+        ),
+    ];
+    for (column, name, index) in indexes {
+        table
+            .create_index(&[column], index)
+            .name(name.to_string())
+            .replace(true)
+            .execute()
+            .await
+            .map_err(store_err)?;
+    }
     Ok(())
 }
 

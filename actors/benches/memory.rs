@@ -210,7 +210,7 @@ async fn run(rows: usize, queries: usize, seed: u64) -> Result<(), Box<dyn std::
         exact_all.times.push(t.elapsed());
         truth_all.push(h);
     }
-    for (nprobes, refine) in [(10usize, 0u32), (10, 1), (20, 5), (50, 10)] {
+    for (nprobes, refine) in [(10usize, 0u32), (10, 1), (10, 5), (20, 5), (50, 10)] {
         let knobs = SearchKnobs {
             nprobes,
             refine_factor: refine,

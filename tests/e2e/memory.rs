@@ -242,6 +242,7 @@ async fn the_ivf_pq_index_is_built_past_the_threshold_and_keeps_the_top_results(
         total += b.len();
     }
     let recall = overlap as f64 / total as f64;
+    eprintln!("stage 1 recall@10 through the index: {recall:.3}");
     assert!(
         recall >= 0.9,
         "stage 1 recall@10 through the index against the exact answers: {recall:.3}"

@@ -19,6 +19,9 @@ use crate::llm::{ChatMessage, LlmBackend, Role};
 use crate::personas::{Personas, ProtoMsg, ThinkRequest};
 use crate::settings::{MemorySettings, Settings};
 
+/// How `memory_search` runs stage 2: exact over the chosen summaries' details (BENCHMARKS.md, memory).
+const STAGE2: store::Stage2 = store::Stage2::Exact;
+
 /// Details not yet under a summary.
 const UNPARENTED: &str = "kind = 'detail' AND parent_id IS NULL";
 
@@ -357,19 +360,12 @@ async fn search(
     // The unconsolidated details are few (consolidation keeps up with them) and may sit in IVF partitions
     // a query does not probe, so they are searched exactly too; both queries run at once.
     let (two, recent) = tokio::join!(
-        store::two_stage(
-            &store.table,
-            &q,
-            s.k_summaries,
-            k,
-            knobs,
-            store::Stage2::Exact,
-        ),
+        store::two_stage(&store.table, &q, s.k_summaries, k, knobs, STAGE2,),
         store::exact(&store.table, &q, Some(UNPARENTED), s.k_recent),
     );
     let ((summaries, details, filter), recent) = (two?, recent?);
     let plan = if explain && !filter.is_empty() {
-        Some(store::explain(&store.table, &q, &filter, k, knobs).await?)
+        Some(store::explain(&store.table, &q, &filter, k, knobs, STAGE2).await?)
     } else {
         None
     };

@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use lancedb::index::scalar::{BTreeIndexBuilder, BitmapIndexBuilder};
 use lancedb::index::vector::IvfPqIndexBuilder;
 use lancedb::index::Index;
-use lancedb::query::{ExecutableQuery, QueryBase, Select};
+use lancedb::query::{ExecutableQuery, QueryBase, Select, VectorQuery};
 use lancedb::table::OptimizeAction;
 use lancedb::{DistanceType, Table};
 use serde::{Deserialize, Serialize};
@@ -236,14 +236,24 @@ fn hits(batches: &[RecordBatch]) -> Vec<Hit> {
 
 const COLUMNS: &[&str] = &["id", "parent_id", "kind", "text", "task_id", "_distance"];
 
-/// ANN (or exact, below the index threshold) over rows matching `filter`, prefiltered.
-pub async fn knn(
+/// How stage 2 of a two-stage query searches the details of the chosen summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage2 {
+    /// The vector index, prefiltered to the chosen summaries' details.
+    Ann,
+    /// Exact distances over just those details (found through the `parent_id` BTree).
+    Exact,
+}
+
+/// A cosine vector query over rows matching `filter` (a prefilter), through the IVF-PQ index with `knobs`
+/// (exact below the index threshold) or, with `None`, exact.
+fn vector_query(
     table: &Table,
     q: &[f32],
-    filter: &str,
+    filter: Option<&str>,
     k: usize,
-    knobs: SearchKnobs,
-) -> Result<Vec<Hit>, MemError> {
+    knobs: Option<SearchKnobs>,
+) -> Result<VectorQuery, MemError> {
     let mut query = table
         .query()
         .nearest_to(q)
@@ -251,13 +261,23 @@ pub async fn knn(
         .column("vector")
         .distance_type(DistanceType::Cosine)
         .limit(k)
-        .only_if(filter)
-        .select(Select::columns(COLUMNS))
-        .nprobes(knobs.nprobes.max(1))
-        .map_err(store_err)?;
-    if knobs.refine_factor > 0 {
-        query = query.refine_factor(knobs.refine_factor);
+        .select(Select::columns(COLUMNS));
+    if let Some(f) = filter {
+        query = query.only_if(f);
     }
+    match knobs {
+        Some(knobs) => {
+            query = query.nprobes(knobs.nprobes.max(1)).map_err(store_err)?;
+            if knobs.refine_factor > 0 {
+                query = query.refine_factor(knobs.refine_factor);
+            }
+        }
+        None => query = query.bypass_vector_index(),
+    }
+    Ok(query)
+}
+
+async fn run(query: VectorQuery) -> Result<Vec<Hit>, MemError> {
     let batches: Vec<RecordBatch> = query
         .execute()
         .await
@@ -268,13 +288,25 @@ pub async fn knn(
     Ok(hits(&batches))
 }
 
-/// How stage 2 of a two-stage query searches the details of the chosen summaries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage2 {
-    /// The vector index, prefiltered to the chosen summaries' details.
-    Ann,
-    /// Exact distances over just those details (found through the `parent_id` BTree).
-    Exact,
+/// ANN (or exact, below the index threshold) over rows matching `filter`, prefiltered.
+pub async fn knn(
+    table: &Table,
+    q: &[f32],
+    filter: &str,
+    k: usize,
+    knobs: SearchKnobs,
+) -> Result<Vec<Hit>, MemError> {
+    run(vector_query(table, q, Some(filter), k, Some(knobs))?).await
+}
+
+/// Exact search (no index) — the ground truth for recall.
+pub async fn exact(
+    table: &Table,
+    q: &[f32],
+    filter: Option<&str>,
+    k: usize,
+) -> Result<Vec<Hit>, MemError> {
+    run(vector_query(table, q, filter, k, None)?).await
 }
 
 /// Two-stage retrieval: the `k_summaries` summaries nearest to `q`, then the `k` details nearest to `q` among
@@ -305,53 +337,17 @@ pub async fn two_stage(
     Ok((summaries, details, filter))
 }
 
-/// Exact search (no index) — the ground truth for recall.
-pub async fn exact(
-    table: &Table,
-    q: &[f32],
-    filter: Option<&str>,
-    k: usize,
-) -> Result<Vec<Hit>, MemError> {
-    let mut query = table
-        .query()
-        .nearest_to(q)
-        .map_err(store_err)?
-        .column("vector")
-        .distance_type(DistanceType::Cosine)
-        .bypass_vector_index()
-        .limit(k)
-        .select(Select::columns(COLUMNS));
-    if let Some(f) = filter {
-        query = query.only_if(f);
-    }
-    let batches: Vec<RecordBatch> = query
-        .execute()
-        .await
-        .map_err(store_err)?
-        .try_collect()
-        .await
-        .map_err(store_err)?;
-    Ok(hits(&batches))
-}
-
-/// The plan of a prefiltered vector query, for inspection.
+/// The plan of stage 2 as `two_stage` runs it with `stage2`, for inspection.
 pub async fn explain(
     table: &Table,
     q: &[f32],
     filter: &str,
     k: usize,
     knobs: SearchKnobs,
+    stage2: Stage2,
 ) -> Result<String, MemError> {
-    table
-        .query()
-        .nearest_to(q)
-        .map_err(store_err)?
-        .column("vector")
-        .distance_type(DistanceType::Cosine)
-        .limit(k)
-        .only_if(filter)
-        .nprobes(knobs.nprobes.max(1))
-        .map_err(store_err)?
+    let knobs = (stage2 == Stage2::Ann).then_some(knobs);
+    vector_query(table, q, Some(filter), k, knobs)?
         .explain_plan(true)
         .await
         .map_err(store_err)

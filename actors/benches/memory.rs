@@ -7,7 +7,9 @@
 //!
 //! Recall of a two-stage query is measured against exact search over the same candidates (the details of the
 //! summaries stage 1 chose) and against exact search over all details (the true top 10); recall of a flat
-//! query against exact search over all details. Stage 1 is also timed alone. The table is compacted before
+//! query against exact search over all details. Stage 1 is also timed alone. Methods are interleaved query by
+//! query (rotating order, several passes) so a shared machine's load drifts fall on all of them alike; brute
+//! force runs once per query, first. The table is compacted before
 //! the indexes are built, as the memory actor's upkeep does.
 //!
 //! Data (synthetic, clustered, seeded): one summary per 100 details (1% summaries). Each summary is a random
@@ -29,6 +31,36 @@ const NOISE: f32 = 0.6;
 const BATCH: usize = 10_000;
 const K: usize = 10;
 const K_SUMMARIES: usize = 3;
+/// (nprobes, refine_factor) settings compared.
+const CONFIGS: [(usize, u32); 4] = [(10, 0), (10, 5), (20, 5), (50, 10)];
+/// Passes over the queries (each query runs every method once per pass); one in the smoke test.
+const PASSES: usize = 3;
+
+/// One way of answering a query.
+#[derive(Clone, Copy)]
+enum Method {
+    /// IVF-PQ over all details.
+    Flat(SearchKnobs),
+    /// Stage 1 alone: the summaries.
+    Stage1(SearchKnobs),
+    /// `store::two_stage`, the code path of `memory_search`.
+    Two(SearchKnobs, Stage2),
+}
+
+impl Method {
+    fn name(&self) -> String {
+        let k = |k: &SearchKnobs| format!("nprobes={} refine={}", k.nprobes, k.refine_factor);
+        match self {
+            Method::Flat(knobs) => format!("flat IVF-PQ {}", k(knobs)),
+            Method::Stage1(knobs) => {
+                format!("stage 1 alone (summaries; nearest found) {}", k(knobs))
+            }
+            Method::Two(knobs, stage2) => {
+                format!("two-stage, stage 2 {stage2:?}, {}", k(knobs))
+            }
+        }
+    }
+}
 
 fn gaussian(rng: &mut StdRng) -> f32 {
     // Box-Muller; rand 0.9 has no normal distribution without rand_distr.
@@ -114,7 +146,12 @@ impl Line {
     }
 }
 
-async fn run(rows: usize, queries: usize, seed: u64) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(
+    rows: usize,
+    queries: usize,
+    passes: usize,
+    seed: u64,
+) -> Result<(), Box<dyn std::error::Error>> {
     let base = std::env::var_os("BATOS_BENCH_DIR").map(std::path::PathBuf::from);
     let dir = match base {
         Some(b) => tempfile::tempdir_in(b)?,
@@ -210,53 +247,78 @@ async fn run(rows: usize, queries: usize, seed: u64) -> Result<(), Box<dyn std::
         exact_all.times.push(t.elapsed());
         truth_all.push(h);
     }
-    for (nprobes, refine) in [(10usize, 0u32), (10, 1), (10, 5), (20, 5), (50, 10)] {
+    // The exact nearest summary per query: stage 1's ground truth.
+    let mut truth_s1 = Vec::new();
+    for q in &qs {
+        truth_s1.push(store::exact(&table, q, Some("kind = 'summary'"), 1).await?);
+    }
+    let mut methods = Vec::new();
+    for (nprobes, refine_factor) in CONFIGS {
         let knobs = SearchKnobs {
             nprobes,
-            refine_factor: refine,
+            refine_factor,
         };
-        let mut flat = Line::new(format!("flat IVF-PQ nprobes={nprobes} refine={refine}"));
-        for (q, truth) in qs.iter().zip(&truth_all) {
-            let t = Instant::now();
-            let h = store::knn(&table, q, "kind = 'detail'", K, knobs).await?;
-            flat.times.push(t.elapsed());
-            flat.recall += recall(&h, truth) / queries as f64;
-        }
-        flat.recall_all = flat.recall;
-        flat.print(rows);
-        // Stage 1 alone, to show where a two-stage query spends its time. Its "recall" is whether the nearest
-        // summary (by exact search) is among the `K_SUMMARIES` returned.
-        let mut s1 = Line::new(format!(
-            "stage 1 alone (summaries; nearest found) nprobes={nprobes} refine={refine}"
-        ));
-        for q in &qs {
-            let t = Instant::now();
-            let h = store::knn(&table, q, "kind = 'summary'", K_SUMMARIES, knobs).await?;
-            s1.times.push(t.elapsed());
-            let truth = store::exact(&table, q, Some("kind = 'summary'"), 1).await?;
-            s1.recall += recall(&h, &truth) / queries as f64;
-        }
-        s1.recall_all = s1.recall;
-        s1.print(rows);
-        for stage2 in [Stage2::Ann, Stage2::Exact] {
-            let mut two = Line::new(format!(
-                "two-stage, stage 2 {stage2:?}, nprobes={nprobes} refine={refine}"
-            ));
-            for (q, truth_all) in qs.iter().zip(&truth_all) {
+        methods.extend([
+            Method::Flat(knobs),
+            Method::Stage1(knobs),
+            Method::Two(knobs, Stage2::Ann),
+            Method::Two(knobs, Stage2::Exact),
+        ]);
+    }
+    let mut lines: Vec<Line> = methods.iter().map(|m| Line::new(m.name())).collect();
+    // Interleaved: each query runs every method back to back, in an order that rotates with the query and the
+    // pass, so the load drifts of a shared machine fall on all methods alike. Recall is taken in pass 0.
+    for pass in 0..passes {
+        for (i, q) in qs.iter().enumerate() {
+            for j in 0..methods.len() {
+                let m = (i + j + pass) % methods.len();
                 let t = Instant::now();
-                let (_, details, filter) =
-                    store::two_stage(&table, q, K_SUMMARIES, K, knobs, stage2).await?;
-                two.times.push(t.elapsed());
-                let truth = if filter.is_empty() {
-                    Vec::new()
-                } else {
-                    store::exact(&table, q, Some(&filter), K).await?
+                let (hits, filter) = match methods[m] {
+                    Method::Flat(knobs) => (
+                        store::knn(&table, q, "kind = 'detail'", K, knobs).await?,
+                        None,
+                    ),
+                    Method::Stage1(knobs) => (
+                        store::knn(&table, q, "kind = 'summary'", K_SUMMARIES, knobs).await?,
+                        None,
+                    ),
+                    Method::Two(knobs, stage2) => {
+                        let (_, details, filter) =
+                            store::two_stage(&table, q, K_SUMMARIES, K, knobs, stage2).await?;
+                        (details, Some(filter))
+                    }
                 };
-                two.recall += recall(&details, &truth) / queries as f64;
-                two.recall_all += recall(&details, truth_all) / queries as f64;
+                lines[m].times.push(t.elapsed());
+                if pass > 0 {
+                    continue;
+                }
+                let n = queries as f64;
+                match (methods[m], filter) {
+                    (Method::Stage1(_), _) => {
+                        let r = recall(&hits, &truth_s1[i]) / n;
+                        lines[m].recall += r;
+                        lines[m].recall_all += r;
+                    }
+                    (Method::Two(..), Some(f)) => {
+                        let same = if f.is_empty() {
+                            Vec::new()
+                        } else {
+                            store::exact(&table, q, Some(&f), K).await?
+                        };
+                        lines[m].recall += recall(&hits, &same) / n;
+                        lines[m].recall_all += recall(&hits, &truth_all[i]) / n;
+                    }
+                    _ => {
+                        let r = recall(&hits, &truth_all[i]) / n;
+                        lines[m].recall += r;
+                        lines[m].recall_all += r;
+                    }
+                }
             }
-            two.print(rows);
         }
+    }
+    for line in lines {
+        line.print(rows);
     }
     exact_all.print(rows);
     println!("\nafter queries: {}", rss());
@@ -286,11 +348,11 @@ fn main() {
         }
     };
     println!(
-        "memory bench: {DIM}-d, k={K}, k_summaries={K_SUMMARIES}, {queries} queries per method, {} threads",
+        "memory bench: {DIM}-d, k={K}, k_summaries={K_SUMMARIES}, {queries} queries × {PASSES} passes per method (interleaved), {} threads",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
     for rows in sizes {
-        if let Err(e) = rt.block_on(run(rows, queries, 7)) {
+        if let Err(e) = rt.block_on(run(rows, queries, if full { PASSES } else { 1 }, 7)) {
             eprintln!("memory bench at {rows} rows failed: {e}");
             std::process::exit(1);
         }

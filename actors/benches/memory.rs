@@ -41,7 +41,7 @@ const PASSES: usize = 3;
 enum Method {
     /// IVF-PQ over all details.
     Flat(SearchKnobs),
-    /// Stage 1 alone: the summaries (as `two_stage` runs it).
+    /// Stage 1 alone: the summaries.
     Stage1(SearchKnobs),
     /// `store::two_stage`, the code path of `memory_search`.
     Two(SearchKnobs, Stage2),
@@ -279,8 +279,7 @@ async fn run(
                         None,
                     ),
                     Method::Stage1(knobs) => (
-                        store::knn_reranked(&table, q, "kind = 'summary'", K_SUMMARIES, knobs)
-                            .await?,
+                        store::knn(&table, q, "kind = 'summary'", K_SUMMARIES, knobs).await?,
                         None,
                     ),
                     Method::Two(knobs, stage2) => {

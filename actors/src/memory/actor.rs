@@ -380,6 +380,17 @@ async fn search(
     })
 }
 
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
+}
+
 /// Groups unparented details: by task first, then merges groups whose centroids are similar.
 pub(crate) fn group(
     rows: Vec<(store::Hit, Vec<f32>)>,
@@ -414,8 +425,7 @@ pub(crate) fn group(
     for g in by_task {
         let c = centroid(&g);
         let target = groups.iter().position(|existing| {
-            existing.len() + g.len() <= max
-                && store::cosine(&centroid(existing), &c) >= merge_similarity
+            existing.len() + g.len() <= max && cosine(&centroid(existing), &c) >= merge_similarity
         });
         match target {
             Some(i) => groups[i].extend(g),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, UInt64Type};
+use arrow_array::types::Float32Type;
 use arrow_array::{
     ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
 };
@@ -235,15 +235,6 @@ fn hits(batches: &[RecordBatch]) -> Vec<Hit> {
 }
 
 const COLUMNS: &[&str] = &["id", "parent_id", "kind", "text", "task_id", "_distance"];
-const COLUMNS_AND_VECTOR: &[&str] = &[
-    "id",
-    "parent_id",
-    "kind",
-    "text",
-    "task_id",
-    "vector",
-    "_distance",
-];
 
 /// How stage 2 of a two-stage query searches the details of the chosen summaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -308,54 +299,6 @@ pub async fn knn(
     run(vector_query(table, q, Some(filter), k, Some(knobs))?).await
 }
 
-/// Like [`knn`], but the exact re-rank of the `k × refine_factor` best by PQ code is done here, on vectors
-/// read in the same pass as the result columns: LanceDB's own refine reads them in a separate pass, which
-/// cost ~1.6 ms per query at 1M rows (BENCHMARKS.md, memory). Scores are exact.
-pub async fn knn_reranked(
-    table: &Table,
-    q: &[f32],
-    filter: &str,
-    k: usize,
-    knobs: SearchKnobs,
-) -> Result<Vec<Hit>, MemError> {
-    if knobs.refine_factor == 0 {
-        return knn(table, q, filter, k, knobs).await;
-    }
-    let wide = k.saturating_mul(knobs.refine_factor as usize);
-    let pq_only = SearchKnobs {
-        refine_factor: 0,
-        ..knobs
-    };
-    let query = vector_query(table, q, Some(filter), wide, Some(pq_only))?
-        .select(Select::columns(COLUMNS_AND_VECTOR))
-        .with_row_id();
-    let batches: Vec<RecordBatch> = query
-        .execute()
-        .await
-        .map_err(store_err)?
-        .try_collect()
-        .await
-        .map_err(store_err)?;
-    let row_ids = batches.iter().flat_map(|b| {
-        let ids = b
-            .column_by_name("_rowid")
-            .map(|c| c.as_primitive::<UInt64Type>().clone());
-        (0..b.num_rows()).map(move |i| ids.as_ref().map(|a| a.value(i)).unwrap_or(0))
-    });
-    let mut ranked: Vec<(Hit, u64)> = hits_with_vectors(&batches)?
-        .into_iter()
-        .zip(row_ids)
-        .map(|((mut h, v), row)| {
-            h.score = cosine(q, &v);
-            (h, row)
-        })
-        .collect();
-    // Equal scores (duplicate texts) in row order, as LanceDB's exact search orders them.
-    ranked.sort_by(|(a, ra), (b, rb)| b.score.total_cmp(&a.score).then(ra.cmp(rb)));
-    ranked.truncate(k);
-    Ok(ranked.into_iter().map(|(h, _)| h).collect())
-}
-
 /// Exact search (no index) — the ground truth for recall.
 pub async fn exact(
     table: &Table,
@@ -376,7 +319,7 @@ pub async fn two_stage(
     knobs: SearchKnobs,
     stage2: Stage2,
 ) -> Result<(Vec<Hit>, Vec<Hit>, String), MemError> {
-    let summaries = knn_reranked(table, q, "kind = 'summary'", k_summaries, knobs).await?;
+    let summaries = knn(table, q, "kind = 'summary'", k_summaries, knobs).await?;
     if summaries.is_empty() {
         return Ok((summaries, Vec::new(), String::new()));
     }
@@ -435,12 +378,8 @@ pub async fn scan(
         .try_collect()
         .await
         .map_err(store_err)?;
-    hits_with_vectors(&batches)
-}
-
-fn hits_with_vectors(batches: &[RecordBatch]) -> Result<Vec<(Hit, Vec<f32>)>, MemError> {
     let mut out = Vec::new();
-    for b in batches {
+    for b in &batches {
         let hs = hits(std::slice::from_ref(b));
         let vecs = b
             .column_by_name("vector")
@@ -453,18 +392,6 @@ fn hits_with_vectors(batches: &[RecordBatch]) -> Result<Vec<(Hit, Vec<f32>)>, Me
         }
     }
     Ok(out)
-}
-
-/// Cosine similarity (0 for a zero vector).
-pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na * nb)
-    }
 }
 
 /// Sets `parent_id` of the given rows.

@@ -360,7 +360,7 @@ async fn search(
     // The unconsolidated details are few (consolidation keeps up with them) and may sit in IVF partitions
     // a query does not probe, so they are searched exactly too; both queries run at once.
     let (two, recent) = tokio::join!(
-        store::two_stage(&store.table, &q, s.k_summaries, k, knobs, STAGE2,),
+        store::two_stage(&store.table, &q, s.k_summaries, k, knobs, STAGE2),
         store::exact(&store.table, &q, Some(UNPARENTED), s.k_recent),
     );
     let ((summaries, details, filter), recent) = (two?, recent?);

@@ -9,8 +9,8 @@
 //! summaries stage 1 chose) and against exact search over all details (the true top 10); recall of a flat
 //! query against exact search over all details. Stage 1 is also timed alone. Methods are interleaved query by
 //! query (rotating order, several passes) so a shared machine's load drifts fall on all of them alike; brute
-//! force runs once per query, first. The table is compacted before
-//! the indexes are built, as the memory actor's upkeep does.
+//! force runs once per query, first. The table is compacted before the indexes are built, as the memory
+//! actor's upkeep does.
 //!
 //! Data (synthetic, clustered, seeded): one summary per 100 details (1% summaries). Each summary is a random
 //! unit vector (Gaussian, normalised); its 99 details and the queries aimed at it are that centre plus Gaussian

@@ -3,7 +3,11 @@
 //!
 //! `cargo bench --bench gateway`
 
-mod common;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)]
+#[path = "../tests/e2e/support/daemon.rs"]
+mod daemon;
 
 use std::time::Duration;
 
@@ -13,8 +17,8 @@ use serde_json::json;
 use zeromq::prelude::*;
 use zeromq::{RepSocket, ReqSocket, SubSocket, ZmqMessage};
 
-use batos::client::Client;
-use common::{free_port, start_daemon};
+use batos::client::{Client, ClientConfig};
+use daemon::{free_port, log_level, shipped, Daemon};
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -22,7 +26,18 @@ fn bench(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let daemon = start_daemon(&rt, |_| {});
+    // Ollama at a closed port (no command measured here reaches a model), logging at warn, the shipped
+    // heartbeat period.
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let daemon = rt.block_on(Daemon::start(
+        &closed,
+        vec![log_level("warn"), shipped("gateway", "heartbeat_ms")],
+    ));
+    let cfg = ClientConfig {
+        timeout: Duration::from_millis(2000),
+        retries: 0,
+        ..daemon.client_config()
+    };
 
     // Baseline: raw zeromq REQ/REP echo in this process, same transport.
     let echo_port = free_port();
@@ -55,7 +70,7 @@ fn bench(c: &mut Criterion) {
             })
         })
     });
-    let mut client = Client::new(daemon.cfg.clone());
+    let mut client = Client::new(cfg.clone());
     g.bench_function("gateway_ping", |b| {
         b.iter(|| rt.block_on(client.request("ping", json!({}))).unwrap())
     });
@@ -76,7 +91,7 @@ fn bench(c: &mut Criterion) {
                 rt.block_on(async {
                     let tasks: Vec<_> = (0..clients)
                         .map(|_| {
-                            let cfg = daemon.cfg.clone();
+                            let cfg = cfg.clone();
                             tokio::spawn(async move {
                                 let mut c = Client::new(cfg);
                                 for _ in 0..per {
@@ -100,7 +115,7 @@ fn bench(c: &mut Criterion) {
         for _ in 0..4 {
             let mut s = SubSocket::new();
             s.subscribe("persona.state").await.unwrap();
-            s.connect(&daemon.cfg.events).await.unwrap();
+            s.connect(&cfg.events).await.unwrap();
             v.push(s);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;

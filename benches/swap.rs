@@ -7,7 +7,11 @@
 //!
 //! `BATOS_BENCH_TASKS=48 BATOS_BENCH_ROUNDS=5 cargo bench --bench swap`
 
-mod common;
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)]
+#[path = "../tests/e2e/support/daemon.rs"]
+mod daemon;
 
 #[allow(dead_code)]
 #[path = "../tests/e2e/support/ollama.rs"]
@@ -21,8 +25,10 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use zeromq::prelude::*;
 
-use batos::client::Client;
-use batos_actors::protocol::EventBody;
+use batos::client::{Client, ClientConfig};
+use batos_protocol::EventBody;
+
+use daemon::{log_level, shipped, Daemon};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -32,15 +38,15 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 /// Submits `n` tasks from 4 clients and waits for all of them to finish; tasks per second.
-async fn round(d: &common::Daemon, n: usize) -> f64 {
+async fn round(cfg: &ClientConfig, n: usize) -> f64 {
     let mut sub = zeromq::SubSocket::new();
     sub.subscribe("task.").await.expect("subscribe");
-    sub.connect(&d.cfg.events).await.expect("connect");
+    sub.connect(&cfg.events).await.expect("connect");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = Instant::now();
     let submitters: Vec<_> = (0..4)
         .map(|c| {
-            let cfg = d.cfg.clone();
+            let cfg = cfg.clone();
             tokio::spawn(async move {
                 let mut client = Client::new(cfg);
                 let mut ids = Vec::new();
@@ -99,16 +105,27 @@ fn main() {
         .build()
         .expect("runtime");
     let llm = ollama::ScriptedOllama::start();
-    let url = llm.url.clone();
-    let d = common::start_daemon(&rt, move |doc| {
-        doc["llm"]["ollama_url"] = toml_edit::value(url);
-        doc["orchestrator"]["max_concurrent_tasks"] = toml_edit::value(16);
-        doc["personas"]["BRICK"]["model"] = toml_edit::value("brick:a");
-    });
+    // Logging at warn, the shipped heartbeat period.
+    let d = rt.block_on(Daemon::start(
+        &llm.url,
+        vec![
+            log_level("warn"),
+            shipped("gateway", "heartbeat_ms"),
+            Box::new(|doc| {
+                doc["orchestrator"]["max_concurrent_tasks"] = toml_edit::value(16);
+                doc["personas"]["BRICK"]["model"] = toml_edit::value("brick:a");
+            }),
+        ],
+    ));
+    let cfg = ClientConfig {
+        timeout: Duration::from_millis(2000),
+        retries: 0,
+        ..d.client_config()
+    };
     let (mut plain, mut swapping, mut swaps_done) = (Vec::new(), Vec::new(), Vec::new());
     rt.block_on(async {
         // Idle swap round trip.
-        let mut c = Client::new(d.cfg.clone());
+        let mut c = Client::new(cfg.clone());
         let mut lat = Vec::new();
         for i in 0..50 {
             let to = if i % 2 == 0 { "brick:b" } else { "brick:a" };
@@ -124,13 +141,13 @@ fn main() {
             lat[lat.len() / 2],
             lat[(lat.len() * 95) / 100]
         );
-        round(&d, tasks).await; // warm-up
+        round(&cfg, tasks).await; // warm-up
         for _ in 0..rounds {
-            plain.push(round(&d, tasks).await);
+            plain.push(round(&cfg, tasks).await);
             let stop = Arc::new(AtomicBool::new(false));
             let count = Arc::new(AtomicU64::new(0));
             let swapper = {
-                let (cfg, stop, count) = (d.cfg.clone(), stop.clone(), count.clone());
+                let (cfg, stop, count) = (cfg.clone(), stop.clone(), count.clone());
                 tokio::spawn(async move {
                     let mut c = Client::new(cfg);
                     let mut i = 0u64;
@@ -149,7 +166,7 @@ fn main() {
                     }
                 })
             };
-            swapping.push(round(&d, tasks).await);
+            swapping.push(round(&cfg, tasks).await);
             stop.store(true, Ordering::SeqCst);
             let _ = swapper.await;
             swaps_done.push(count.load(Ordering::SeqCst) as f64);

@@ -28,6 +28,15 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
   say "cargo not found: install Rust (https://rustup.rs), version 1.94 or newer"; exit 1
 fi
+# The test script checks formatting and lints: rustfmt and clippy must be there.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null 2>&1; then
+    say "adding rustfmt and clippy to the toolchain"
+    rustup component add rustfmt clippy
+  else
+    say "cargo fmt / cargo clippy missing: install the rustfmt and clippy components"; exit 1
+  fi
+fi
 
 # 3. Python venv for the tests (pyzmq + msgpack interop, gguf to write test LoRA adapters).
 VENV="$CACHE/venv"

@@ -7,4 +7,11 @@ cd "$ROOT"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/batos-target}
 export BATOS_PYTHON=${BATOS_PYTHON:-${BATOS_CACHE:-$HOME/.cache/batos}/venv/bin/python}
 export BATOS_MODEL=${BATOS_MODEL:-$ROOT/data/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+# Hygiene first (fast to fail): formatting, then clippy with every warning an error (workspace lints: no
+# unwrap/expect outside tests, documented public items). Then every unit and integration test.
+echo "test: cargo fmt --check"
+cargo fmt --all -- --check
+echo "test: cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "test: cargo test --workspace --all-targets"
 cargo test --workspace --all-targets --no-fail-fast "$@"

@@ -10,28 +10,24 @@ use arc_swap::ArcSwap;
 use ractor::Actor;
 
 use batos_actors::codex::inquiry::CodexLink;
-use batos_actors::codex::{Codex, CodexActor, CodexArgs, CODEX_NAME};
+use batos_actors::codex::{Codex, CodexArgs, CodexHandle};
 use batos_actors::events::EventHub;
 use batos_actors::llm::{self, Sampling};
-use batos_actors::memory::{MemoryActor, MemoryArgs, MEMORY_NAME};
-use batos_actors::orchestrator::{
-    CheckpointStore, Cognition, Orchestrator, OrchestratorArgs, ORCHESTRATOR_NAME,
-};
-use batos_actors::personas::{Personas, SettingsSink, SUPERVISOR_NAME as PERSONAS_NAME};
-use batos_actors::settings::{LoadedSettings, Settings};
-use batos_actors::supervisor::{
-    ChildSpec, Restart, Strategy, Supervisor, SupervisorArgs, SupervisorConfig,
-};
-use batos_actors::tools::forge::{ForgeArgs, ForgeLink, ToolForge, FORGE_NAME};
-use batos_actors::tools::sandbox::pool::{PoolArgs, SandboxPool, SANDBOX_NAME};
+use batos_actors::memory::{MemoryArgs, MemoryHandle};
+use batos_actors::orchestrator::{CheckpointStore, Cognition, OrchestratorHandle};
+use batos_actors::personas::Personas;
+use batos_actors::settings::LoadedSettings;
+use batos_actors::supervisor::{Strategy, Supervisor, SupervisorArgs, SupervisorHandle};
+use batos_actors::tools::forge::{ForgeArgs, ForgeHandle};
+use batos_actors::tools::sandbox::pool::PoolArgs;
 use batos_actors::tools::store::ToolStore;
 use batos_actors::tools::ToolRegistry;
 
-use crate::gateway::{BackendInfo, Gateway, Organs, GATEWAY_NAME};
+use crate::gateway::{BackendInfo, Handles, Organs};
 use crate::logging::LogHandle;
 
-/// Global name of the root supervisor.
-pub const ROOT_NAME: &str = "root";
+use crate::tree::supervisor_config;
+pub use crate::tree::ROOT_NAME;
 
 /// Why the daemon could not start, split by exit code.
 #[derive(Debug)]
@@ -100,25 +96,6 @@ pub fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-fn supervisor_config(
-    s: &Settings,
-    hub: &Arc<EventHub>,
-    path: &str,
-    name: &str,
-    strategy: Strategy,
-) -> SupervisorConfig {
-    SupervisorConfig {
-        path: path.into(),
-        name: Some(name.into()),
-        strategy,
-        intensity: s.supervision.intensity,
-        period: Duration::from_millis(s.supervision.period_ms),
-        shutdown_timeout: Duration::from_millis(s.supervision.shutdown_timeout_ms),
-        restart_backoff: Duration::from_millis(s.supervision.restart_backoff_ms),
-        hub: hub.clone(),
-    }
-}
-
 /// Runs the daemon until a signal (exit 0) or until the root supervisor gives up (exit 1).
 pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError> {
     let settings = loaded.settings.clone();
@@ -160,6 +137,13 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         .map(|(k, v)| (k.clone(), v.model.clone()))
         .collect();
     let live = Arc::new(ArcSwap::from_pointee(settings.clone()));
+    let handles = Handles {
+        orchestrator: OrchestratorHandle::new(live.clone()),
+        codex: CodexHandle::new(live.clone()),
+        memory: MemoryHandle::new(live.clone()),
+        forge: ForgeHandle::new(live.clone()),
+        root: SupervisorHandle::named("root supervisor", ROOT_NAME),
+    };
     let personas = Personas::new(
         &codex,
         &models,
@@ -171,10 +155,8 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             max_tokens: settings.llm.max_tokens,
         },
         hub.clone(),
-        Some(SettingsSink {
-            path: loaded.path.clone(),
-            live: live.clone(),
-        }),
+        // The codex organ owns settings.toml: swaps are recorded through it, never written by personas.
+        Some(Arc::new(handles.codex.clone())),
         Duration::from_millis(settings.llm.request_timeout_ms),
     )
     .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
@@ -187,14 +169,12 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         hub: hub.clone(),
         settings: live.clone(),
         store,
-        memory: Some(batos_actors::memory::link(&settings.memory)),
-        forge: Some(Arc::new(ForgeLink {
-            timeout: Duration::from_millis(settings.tools.forge_timeout_ms),
-        })),
+        memory: Some(Arc::new(handles.memory.clone())),
+        forge: Some(Arc::new(handles.forge.clone())),
         inquiry: Some(Arc::new(CodexLink {
             personas: personas.clone(),
             proposer: settings.codex.proposer.clone(),
-            timeout: Duration::from_millis(settings.gateway.actor_call_timeout_ms),
+            codex: handles.codex.clone(),
         })),
     });
     let organs = Arc::new(Organs {
@@ -210,6 +190,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             Duration::from_millis(settings.gateway.dedupe_window_ms),
             settings.gateway.dedupe_capacity,
         ),
+        handles,
     });
 
     let codex_args = CodexArgs {
@@ -229,26 +210,8 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         personas: personas.clone(),
         store: ToolStore::new(&data_dir.join("tools")),
         settings: live.clone(),
+        hub: hub.clone(),
     };
-    let tools_organ = ChildSpec::supervisor(
-        "tools",
-        Restart::Permanent,
-        supervisor_config(&settings, &hub, "root/tools", "tools", Strategy::OneForOne),
-        vec![
-            ChildSpec::worker(
-                "sandbox",
-                Restart::Permanent,
-                Some(SANDBOX_NAME.into()),
-                move || (SandboxPool, pool_args.clone()),
-            ),
-            ChildSpec::worker(
-                "toolforge",
-                Restart::Permanent,
-                Some(FORGE_NAME.into()),
-                move || (ToolForge, forge_args.clone()),
-            ),
-        ],
-    );
     let memory_args = MemoryArgs {
         dir: data_dir.join("memory"),
         settings: live.clone(),
@@ -256,45 +219,17 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         personas: personas.clone(),
         hub: hub.clone(),
     };
-    let children = vec![
-        ChildSpec::worker(
-            "codex",
-            Restart::Permanent,
-            Some(CODEX_NAME.into()),
-            move || (CodexActor, codex_args.clone()),
-        ),
-        ChildSpec::supervisor(
-            "personas",
-            Restart::Permanent,
-            supervisor_config(
-                &settings,
-                &hub,
-                "root/personas",
-                PERSONAS_NAME,
-                Strategy::OneForOne,
-            ),
-            personas.child_specs(),
-        ),
-        tools_organ,
-        ChildSpec::worker(
-            "memory",
-            Restart::Permanent,
-            Some(MEMORY_NAME.into()),
-            move || (MemoryActor, memory_args.clone()),
-        ),
-        ChildSpec::worker(
-            "orchestrator",
-            Restart::Permanent,
-            Some(ORCHESTRATOR_NAME.into()),
-            move || (Orchestrator, OrchestratorArgs { cog: cog.clone() }),
-        ),
-        ChildSpec::worker(
-            "gateway",
-            Restart::Permanent,
-            Some(GATEWAY_NAME.into()),
-            move || (Gateway, organs.clone()),
-        ),
-    ];
+    let children = crate::tree::children(crate::tree::Organs {
+        settings: &settings,
+        hub: &hub,
+        codex: codex_args,
+        personas: personas.clone(),
+        sandbox: pool_args,
+        forge: forge_args,
+        memory: memory_args,
+        cognition: cog,
+        gateway: organs,
+    });
     let (root, handle) = Supervisor::spawn(
         Some(ROOT_NAME.into()),
         Supervisor,

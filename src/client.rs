@@ -1,16 +1,16 @@
 //! The gateway client library: Lazy Pirate requests over REQ, and a [`Watcher`] that follows the event
-//! channel with snapshot + seq (zguide "Clone"), heartbeat liveness and restart detection.
+//! channel with snapshot + seq (zguide "Clone"), heartbeat liveness and restart detection. It depends on
+//! `batos-protocol` alone; the settings file is read by the CLI (`main.rs`), which hands over a
+//! [`ClientConfig`].
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use zeromq::prelude::*;
 use zeromq::{ReqSocket, SocketOptions, SubSocket, ZmqMessage};
 
-use batos_actors::events::{Event, StateView};
-use batos_actors::protocol::{ErrorBody, EventBody, Reply, Request, PROTOCOL_VERSION};
-use batos_actors::settings::LoadedSettings;
+// The client speaks only the protocol crate: nothing of the organs is needed to talk to batos.
+use batos_protocol::{ErrorBody, Event, EventBody, Reply, Request, StateView, PROTOCOL_VERSION};
 
 /// Where and how to reach the daemon.
 #[derive(Debug, Clone)]
@@ -29,35 +29,6 @@ pub struct ClientConfig {
     pub poll: Duration,
     /// Heartbeat period (liveness: 3 missed = disconnected).
     pub heartbeat: Duration,
-}
-
-impl ClientConfig {
-    /// Builds the config from a settings file plus command-line overrides. The token comes from `token`
-    /// (flag or `BATOS_TOKEN`), else `<data_dir>/gateway.token`.
-    pub fn resolve(
-        config: &Path,
-        endpoint: Option<String>,
-        events: Option<String>,
-        token: Option<String>,
-    ) -> Result<Self, String> {
-        let loaded = LoadedSettings::load(config).map_err(|e| e.to_string())?;
-        let s = loaded.settings;
-        let token = token.filter(|t| !t.is_empty()).or_else(|| {
-            std::fs::read_to_string(s.data_dir.join("gateway.token"))
-                .ok()
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-        });
-        Ok(ClientConfig {
-            endpoint: endpoint.unwrap_or(s.gateway.command_endpoint),
-            events: events.unwrap_or(s.gateway.event_endpoint),
-            token,
-            timeout: Duration::from_millis(s.client.timeout_ms),
-            retries: s.client.retries,
-            poll: Duration::from_millis(s.client.poll_ms),
-            heartbeat: Duration::from_millis(s.gateway.heartbeat_ms),
-        })
-    }
 }
 
 /// Why a request failed.

@@ -5,3 +5,4 @@ pub mod boot;
 pub mod client;
 pub mod gateway;
 pub mod logging;
+pub mod tree;

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 
 use batos::boot::{self, BootError};
 use batos::client::{format_event, Client, ClientConfig, ClientError, WatchItem, Watcher};
-use batos_actors::events::Event;
-use batos_actors::protocol::EventBody;
 use batos_actors::settings::{LoadedSettings, LogFormat};
+use batos_protocol::Event;
+use batos_protocol::EventBody;
 
 /// BAT OS: a self-improving society of LLM personas, hosted as supervised actors.
 #[derive(Parser)]
@@ -94,16 +94,28 @@ struct Conn {
 }
 
 impl Conn {
+    /// The client's settings from the settings file plus these flags. The token comes from `--token` (or
+    /// `BATOS_TOKEN`), else `<data_dir>/gateway.token`.
     fn resolve(&self) -> Result<ClientConfig, ExitCode> {
-        ClientConfig::resolve(
-            &self.config,
-            self.endpoint.clone(),
-            self.events.clone(),
-            self.token.clone(),
-        )
-        .map_err(|e| {
+        let loaded = LoadedSettings::load(&self.config).map_err(|e| {
             eprintln!("batos: {e}");
             ExitCode::from(2)
+        })?;
+        let s = loaded.settings;
+        let token = self.token.clone().filter(|t| !t.is_empty()).or_else(|| {
+            std::fs::read_to_string(s.data_dir.join("gateway.token"))
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        });
+        Ok(ClientConfig {
+            endpoint: self.endpoint.clone().unwrap_or(s.gateway.command_endpoint),
+            events: self.events.clone().unwrap_or(s.gateway.event_endpoint),
+            token,
+            timeout: std::time::Duration::from_millis(s.client.timeout_ms),
+            retries: s.client.retries,
+            poll: std::time::Duration::from_millis(s.client.poll_ms),
+            heartbeat: std::time::Duration::from_millis(s.gateway.heartbeat_ms),
         })
     }
 }

@@ -6,6 +6,8 @@
 //! `BATOS_BENCH_THREADS=2 cargo bench --workspace --bench llm` (the Python side runs when
 //! `$BATOS_PYTHON` — default `~/.cache/batos/venv/bin/python` — can import `llama_cpp`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::time::Instant;
 

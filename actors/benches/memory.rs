@@ -18,6 +18,8 @@
 //!
 //! `BATOS_BENCH_SIZES=100000,1000000 BATOS_BENCH_QUERIES=100 cargo bench --workspace --bench memory`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;

@@ -8,6 +8,8 @@
 //!
 //! The personas never think here, so their backend (Ollama at a closed port) is never called.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,7 +83,11 @@ fn bench(c: &mut Criterion) {
     });
 
     let mut g = c.benchmark_group("persona_message");
-    let bare = personas.current("BRICK").expect("BRICK").actor.clone();
+    let bare = personas
+        .current("BRICK")
+        .expect("BRICK")
+        .raw_actor()
+        .clone();
     g.bench_function("bare_ractor_call", |b| {
         b.iter(|| {
             rt.block_on(async { ractor::call_t!(bare, ProtoMsg::GetState, 5000).expect("state") })

@@ -11,6 +11,8 @@
 //!
 //! `BATOS_BENCH_CALLS=30 cargo bench --workspace --bench tools`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::Arc;

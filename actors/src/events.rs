@@ -1,458 +1,15 @@
 //! The event bus: every organ publishes here; the gateway's PUB socket and in-process listeners consume it.
+//! The events themselves and the [`StateView`] fold are wire types (`batos-protocol`); this module owns only
+//! the sequence numbers and the one lock that keeps them and the view in step.
 //!
 //! Sequence numbers are assigned and applied to the [`StateView`] under one lock, so a `snapshot` taken at
 //! `seq = N` reflects exactly the events `1..=N` — the property late joiners rely on (zguide "Clone").
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tokio::sync::broadcast;
 
-use crate::protocol::{EventBody, PROTOCOL_VERSION};
-
-/// Everything that happens in batos that a client may want to see.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", content = "data")]
-pub enum Event {
-    /// An actor started (first start or restart).
-    #[serde(rename = "actor.started")]
-    ActorStarted {
-        /// Path in the tree, e.g. `root/personas/BRICK`.
-        actor: String,
-        /// Restarts so far.
-        restarts: u32,
-    },
-    /// An actor failed (panic or error); its supervisor decides what happens next.
-    #[serde(rename = "actor.failed")]
-    ActorFailed {
-        /// Path in the tree.
-        actor: String,
-        /// The panic or error text.
-        reason: String,
-    },
-    /// A supervisor restarted a child.
-    #[serde(rename = "actor.restarted")]
-    ActorRestarted {
-        /// Path in the tree.
-        actor: String,
-        /// Restarts so far, this one included.
-        restarts: u32,
-        /// Why it had to restart.
-        reason: String,
-    },
-    /// A supervisor exceeded its restart intensity, stopped its children and escalated to its parent.
-    #[serde(rename = "actor.escalated")]
-    ActorEscalated {
-        /// The supervisor that gave up.
-        supervisor: String,
-        /// The failure that tipped it over.
-        reason: String,
-    },
-    /// An actor stopped for good (shutdown, temporary child, retired persona).
-    #[serde(rename = "actor.stopped")]
-    ActorStopped {
-        /// Path in the tree.
-        actor: String,
-        /// Why.
-        reason: String,
-    },
-    /// A task was accepted.
-    #[serde(rename = "task.submitted")]
-    TaskSubmitted {
-        /// Task id.
-        id: String,
-        /// The request text.
-        text: String,
-    },
-    /// A task changed status (queued, running, paused, ...).
-    #[serde(rename = "task.status")]
-    TaskStatus {
-        /// Task id.
-        id: String,
-        /// New status.
-        status: String,
-    },
-    /// A task completed one step of the cognition graph.
-    #[serde(rename = "task.step")]
-    TaskStep {
-        /// Task id.
-        id: String,
-        /// 1-based step number.
-        step: u32,
-        /// Graph node.
-        node: String,
-        /// Persona that acted.
-        persona: String,
-        /// Model it used.
-        model: String,
-        /// Backend that served the model.
-        backend: String,
-        /// ROBIN's dissonance score, when this step produced one.
-        dissonance: Option<f64>,
-        /// Wall time of the step.
-        duration_ms: u64,
-        /// Short text of what the step produced.
-        summary: String,
-    },
-    /// Streamed model output of a task's current step.
-    #[serde(rename = "task.token")]
-    TaskToken {
-        /// Task id.
-        id: String,
-        /// Persona speaking.
-        persona: String,
-        /// Text fragment.
-        text: String,
-    },
-    /// A task paused at the philosophical-inquiry interrupt, awaiting a human.
-    #[serde(rename = "task.paused")]
-    TaskPaused {
-        /// Task id.
-        id: String,
-        /// Why it paused.
-        reason: String,
-    },
-    /// A task finished with an answer.
-    #[serde(rename = "task.done")]
-    TaskDone {
-        /// Task id.
-        id: String,
-        /// ALFRED's answer.
-        result: String,
-    },
-    /// A task failed.
-    #[serde(rename = "task.failed")]
-    TaskFailed {
-        /// Task id.
-        id: String,
-        /// Why.
-        error: String,
-    },
-    /// A task was cancelled.
-    #[serde(rename = "task.cancelled")]
-    TaskCancelled {
-        /// Task id.
-        id: String,
-    },
-    /// A persona's live state (after start, surgery, reload or swap).
-    #[serde(rename = "persona.state")]
-    PersonaState {
-        /// Persona name.
-        persona: String,
-        /// Current model.
-        model: String,
-        /// Backend serving it.
-        backend: String,
-        /// Editable fields and their values.
-        state: Value,
-    },
-    /// A cognitive atomic swap completed.
-    #[serde(rename = "model.swapped")]
-    ModelSwapped {
-        /// Persona name.
-        persona: String,
-        /// Previous model.
-        from: String,
-        /// New model.
-        to: String,
-        /// Generation of the new persona actor.
-        generation: u64,
-    },
-    /// A tool was registered (or replaced by a new version).
-    #[serde(rename = "tool.created")]
-    ToolCreated {
-        /// Tool name.
-        name: String,
-        /// Version number.
-        version: u32,
-        /// What it does.
-        description: String,
-    },
-    /// A codex amendment awaits the Architect's decision.
-    #[serde(rename = "amendment.proposed")]
-    AmendmentProposed {
-        /// Amendment id.
-        id: String,
-        /// Persona it changes.
-        persona: String,
-        /// Rationale.
-        rationale: String,
-    },
-    /// An approved amendment was committed to codex.toml.
-    #[serde(rename = "amendment.committed")]
-    AmendmentCommitted {
-        /// Amendment id.
-        id: String,
-        /// Unified diff of codex.toml.
-        diff: String,
-    },
-    /// An amendment was rejected (by the Architect, or because committing it failed).
-    #[serde(rename = "amendment.rejected")]
-    AmendmentRejected {
-        /// Amendment id.
-        id: String,
-        /// Why.
-        reason: String,
-    },
-    /// A configuration file was reloaded live.
-    #[serde(rename = "config.reloaded")]
-    ConfigReloaded {
-        /// `codex` or `settings`.
-        file: String,
-        /// What changed, in words.
-        changes: Vec<String>,
-    },
-    /// A memory consolidation or index build finished.
-    #[serde(rename = "memory.updated")]
-    MemoryUpdated {
-        /// What happened.
-        what: String,
-        /// Rows in the table.
-        rows: u64,
-    },
-}
-
-impl Event {
-    /// The event's kind string (also its PUB topic).
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Event::ActorStarted { .. } => "actor.started",
-            Event::ActorFailed { .. } => "actor.failed",
-            Event::ActorRestarted { .. } => "actor.restarted",
-            Event::ActorEscalated { .. } => "actor.escalated",
-            Event::ActorStopped { .. } => "actor.stopped",
-            Event::TaskSubmitted { .. } => "task.submitted",
-            Event::TaskStatus { .. } => "task.status",
-            Event::TaskStep { .. } => "task.step",
-            Event::TaskToken { .. } => "task.token",
-            Event::TaskPaused { .. } => "task.paused",
-            Event::TaskDone { .. } => "task.done",
-            Event::TaskFailed { .. } => "task.failed",
-            Event::TaskCancelled { .. } => "task.cancelled",
-            Event::PersonaState { .. } => "persona.state",
-            Event::ModelSwapped { .. } => "model.swapped",
-            Event::ToolCreated { .. } => "tool.created",
-            Event::AmendmentProposed { .. } => "amendment.proposed",
-            Event::AmendmentCommitted { .. } => "amendment.committed",
-            Event::AmendmentRejected { .. } => "amendment.rejected",
-            Event::ConfigReloaded { .. } => "config.reloaded",
-            Event::MemoryUpdated { .. } => "memory.updated",
-        }
-    }
-
-    /// The `data` payload of this event as JSON.
-    pub fn data(&self) -> Value {
-        match serde_json::to_value(self) {
-            Ok(Value::Object(mut m)) => m.remove("data").unwrap_or(Value::Null),
-            _ => Value::Null,
-        }
-    }
-
-    /// Rebuilds a typed event from a wire body; `None` for kinds this build does not know (forward compatible).
-    pub fn from_body(body: &EventBody) -> Option<Event> {
-        serde_json::from_value(serde_json::json!({"kind": body.kind, "data": body.data})).ok()
-    }
-}
-
-/// The state the event stream describes: what `snapshot` returns and what a watcher rebuilds.
-///
-/// It is a pure fold over events ([`StateView::apply`]); the daemon and every client run the same code, so
-/// "joined late + snapshot" and "was there from the start" converge on identical values.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct StateView {
-    /// Actors by tree path.
-    pub actors: BTreeMap<String, ActorView>,
-    /// Tasks by id.
-    pub tasks: BTreeMap<String, TaskView>,
-    /// Personas by name.
-    pub personas: BTreeMap<String, PersonaView>,
-    /// Tools by name.
-    pub tools: BTreeMap<String, ToolView>,
-    /// Amendments by id.
-    pub amendments: BTreeMap<String, AmendmentView>,
-    /// How many times a supervisor gave up and escalated.
-    pub escalations: u64,
-}
-
-/// One actor in the view.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct ActorView {
-    /// running, failed, stopped, escalated.
-    pub status: String,
-    /// Restarts so far.
-    pub restarts: u32,
-    /// Last failure text.
-    pub last_error: Option<String>,
-}
-
-/// One task in the view.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct TaskView {
-    /// queued, running, paused, done, failed, cancelled.
-    pub status: String,
-    /// Steps completed.
-    pub steps: u32,
-    /// Last dissonance score.
-    pub dissonance: Option<f64>,
-    /// Answer, when done.
-    pub result: Option<String>,
-    /// Error, when failed.
-    pub error: Option<String>,
-}
-
-/// One persona in the view.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct PersonaView {
-    /// Current model.
-    pub model: String,
-    /// Backend serving it.
-    pub backend: String,
-    /// Editable state.
-    pub state: Value,
-    /// Swaps so far.
-    pub swaps: u64,
-}
-
-/// One tool in the view.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct ToolView {
-    /// Version number.
-    pub version: u32,
-    /// What it does.
-    pub description: String,
-}
-
-/// One amendment in the view.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct AmendmentView {
-    /// pending, committed, rejected.
-    pub status: String,
-    /// Persona it changes.
-    pub persona: String,
-}
-
-impl StateView {
-    /// Applies one event.
-    pub fn apply(&mut self, ev: &Event) {
-        match ev {
-            Event::ActorStarted { actor, restarts } => {
-                let a = self.actors.entry(actor.clone()).or_default();
-                a.status = "running".into();
-                a.restarts = *restarts;
-            }
-            Event::ActorFailed { actor, reason } => {
-                let a = self.actors.entry(actor.clone()).or_default();
-                a.status = "failed".into();
-                a.last_error = Some(reason.clone());
-            }
-            Event::ActorRestarted {
-                actor, restarts, ..
-            } => {
-                let a = self.actors.entry(actor.clone()).or_default();
-                a.status = "running".into();
-                a.restarts = *restarts;
-            }
-            Event::ActorEscalated { supervisor, reason } => {
-                self.escalations += 1;
-                let a = self.actors.entry(supervisor.clone()).or_default();
-                a.status = "escalated".into();
-                a.last_error = Some(reason.clone());
-            }
-            Event::ActorStopped { actor, .. } => {
-                if let Some(a) = self.actors.get_mut(actor) {
-                    a.status = "stopped".into();
-                }
-            }
-            Event::TaskSubmitted { id, .. } => {
-                self.tasks.insert(
-                    id.clone(),
-                    TaskView {
-                        status: "queued".into(),
-                        ..Default::default()
-                    },
-                );
-            }
-            Event::TaskStatus { id, status } => self.task(id).status = status.clone(),
-            Event::TaskStep {
-                id,
-                step,
-                dissonance,
-                ..
-            } => {
-                let t = self.task(id);
-                t.steps = *step;
-                if dissonance.is_some() {
-                    t.dissonance = *dissonance;
-                }
-            }
-            Event::TaskToken { .. } => {}
-            Event::TaskPaused { id, .. } => self.task(id).status = "paused".into(),
-            Event::TaskDone { id, result } => {
-                let t = self.task(id);
-                t.status = "done".into();
-                t.result = Some(result.clone());
-            }
-            Event::TaskFailed { id, error } => {
-                let t = self.task(id);
-                t.status = "failed".into();
-                t.error = Some(error.clone());
-            }
-            Event::TaskCancelled { id } => self.task(id).status = "cancelled".into(),
-            Event::PersonaState {
-                persona,
-                model,
-                backend,
-                state,
-            } => {
-                let p = self.personas.entry(persona.clone()).or_default();
-                p.model = model.clone();
-                p.backend = backend.clone();
-                p.state = state.clone();
-            }
-            Event::ModelSwapped { persona, to, .. } => {
-                let p = self.personas.entry(persona.clone()).or_default();
-                p.model = to.clone();
-                p.swaps += 1;
-            }
-            Event::ToolCreated {
-                name,
-                version,
-                description,
-            } => {
-                self.tools.insert(
-                    name.clone(),
-                    ToolView {
-                        version: *version,
-                        description: description.clone(),
-                    },
-                );
-            }
-            Event::AmendmentProposed { id, persona, .. } => {
-                self.amendments.insert(
-                    id.clone(),
-                    AmendmentView {
-                        status: "pending".into(),
-                        persona: persona.clone(),
-                    },
-                );
-            }
-            Event::AmendmentCommitted { id, .. } => {
-                self.amendments.entry(id.clone()).or_default().status = "committed".into();
-            }
-            Event::AmendmentRejected { id, .. } => {
-                self.amendments.entry(id.clone()).or_default().status = "rejected".into();
-            }
-            Event::ConfigReloaded { .. } | Event::MemoryUpdated { .. } => {}
-        }
-    }
-
-    fn task(&mut self, id: &str) -> &mut TaskView {
-        self.tasks.entry(id.to_string()).or_default()
-    }
-}
+pub use batos_protocol::{encode_body, unix_now, Event, EventBody, StateView};
 
 /// One published event, encoded once for every consumer.
 #[derive(Debug, Clone)]
@@ -484,15 +41,6 @@ impl std::fmt::Debug for EventHub {
     }
 }
 
-/// Current Unix time in seconds, to the microsecond. Whole microseconds keep every timestamp exact through
-/// serde_json's default (best-effort) float parsing, so checkpoints and task lists read back what was written.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as f64 / 1e6)
-        .unwrap_or(0.0)
-}
-
 impl EventHub {
     /// A hub whose consumers may fall `capacity` events behind before they lose some.
     pub fn new(capacity: usize) -> Arc<Self> {
@@ -506,16 +54,23 @@ impl EventHub {
         })
     }
 
-    /// Assigns the next seq, folds the event into the view and hands it to every consumer, atomically.
+    /// Assigns the next seq, folds the event into the view and hands it to every consumer, atomically; then
+    /// writes the event's one structured log line ([`log_event`]). Callers do not log what they publish:
+    /// "every event is one tracing line and one gateway event" holds here.
     pub fn publish(&self, event: Event) -> u64 {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.seq += 1;
-        let seq = inner.seq;
-        inner.view.apply(&event);
-        let body = encode_body(seq, event.kind(), event.data());
-        // No receiver is fine (no gateway yet): the view already holds the state.
-        let _ = self.tx.send(Arc::new(Published { seq, event, body }));
-        seq
+        let published = {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner.seq += 1;
+            let seq = inner.seq;
+            inner.view.apply(&event);
+            let body = encode_body(seq, event.kind(), event.data());
+            let published = Arc::new(Published { seq, event, body });
+            // No receiver is fine (no gateway yet): the view already holds the state.
+            let _ = self.tx.send(published.clone());
+            published
+        };
+        log_event(published.seq, &published.event);
+        published.seq
     }
 
     /// `(seq, state)`: the state after exactly the events `1..=seq`.
@@ -535,35 +90,101 @@ impl EventHub {
     }
 }
 
-/// Encodes an event body (also used for heartbeats, which carry the current seq).
-pub fn encode_body(seq: u64, kind: &str, data: Value) -> Vec<u8> {
-    let body = EventBody {
-        v: PROTOCOL_VERSION,
-        seq,
-        ts: unix_now(),
-        kind: kind.to_string(),
-        data,
-    };
-    rmp_serde::to_vec_named(&body).unwrap_or_default()
+/// The one log line of an event: its kind as `event`, its sequence number, and its fields under the same
+/// names as in its `data` (task ids as `task`), at a level that fits the kind — failures are errors or
+/// warnings, streamed tokens are debug-only (a line per token would drown everything else).
+fn log_event(seq: u64, event: &Event) {
+    use tracing::{debug, error, info, warn};
+    match event {
+        Event::ActorStarted { actor, restarts } => {
+            info!(event = "actor.started", seq, actor = %actor, restarts, "actor started")
+        }
+        Event::ActorFailed { actor, reason } => {
+            error!(event = "actor.failed", seq, actor = %actor, reason = %reason, "actor failed")
+        }
+        Event::ActorRestarted {
+            actor,
+            restarts,
+            reason,
+        } => {
+            warn!(event = "actor.restarted", seq, actor = %actor, restarts, reason = %reason, "actor restarted")
+        }
+        Event::ActorEscalated { supervisor, reason } => {
+            error!(event = "actor.escalated", seq, supervisor = %supervisor, reason = %reason, "supervisor escalates")
+        }
+        Event::ActorStopped { actor, reason } => {
+            info!(event = "actor.stopped", seq, actor = %actor, reason = %reason, "actor stopped")
+        }
+        Event::TaskSubmitted { id, .. } => {
+            info!(event = "task.submitted", seq, task = %id, "task accepted")
+        }
+        Event::TaskStatus { id, status } => {
+            info!(event = "task.status", seq, task = %id, status = %status, "task status")
+        }
+        Event::TaskStep {
+            id,
+            step,
+            node,
+            persona,
+            model,
+            dissonance,
+            duration_ms,
+            ..
+        } => info!(event = "task.step", seq, task = %id, step, node = %node, persona = %persona,
+            model = %model, dissonance = ?dissonance, duration_ms, "task step"),
+        Event::TaskToken { id, persona, .. } => {
+            debug!(event = "task.token", seq, task = %id, persona = %persona, "token")
+        }
+        Event::TaskPaused { id, reason } => {
+            info!(event = "task.paused", seq, task = %id, reason = %reason, "task paused for the Architect")
+        }
+        Event::TaskDone { id, .. } => info!(event = "task.done", seq, task = %id, "task done"),
+        Event::TaskFailed { id, error } => {
+            warn!(event = "task.failed", seq, task = %id, error = %error, "task failed")
+        }
+        Event::TaskCancelled { id } => {
+            info!(event = "task.cancelled", seq, task = %id, "task cancelled")
+        }
+        Event::PersonaState {
+            persona,
+            model,
+            backend,
+            ..
+        } => {
+            info!(event = "persona.state", seq, persona = %persona, model = %model, backend = %backend, "persona state")
+        }
+        Event::ModelSwapped {
+            persona,
+            from,
+            to,
+            generation,
+        } => {
+            info!(event = "model.swapped", seq, persona = %persona, from = %from, to = %to, generation, "cognitive atomic swap")
+        }
+        Event::ToolCreated { name, version, .. } => {
+            info!(event = "tool.created", seq, tool = %name, version, "tool registered")
+        }
+        Event::AmendmentProposed { id, persona, .. } => {
+            info!(event = "amendment.proposed", seq, id = %id, persona = %persona, "codex amendment awaits the Architect")
+        }
+        Event::AmendmentCommitted { id, .. } => {
+            info!(event = "amendment.committed", seq, id = %id, "codex amendment committed and live")
+        }
+        Event::AmendmentRejected { id, reason } => {
+            warn!(event = "amendment.rejected", seq, id = %id, reason = %reason, "codex amendment rejected")
+        }
+        Event::ConfigReloaded { file, changes } => {
+            info!(event = "config.reloaded", seq, file = %file, keys = ?changes, "configuration reloaded")
+        }
+        Event::MemoryUpdated { what, rows } => {
+            info!(event = "memory.updated", seq, what = %what, rows, "memory updated")
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_survive_a_json_round_trip() {
-        let start = unix_now();
-        for i in 0..10_000u32 {
-            let t = start + f64::from(i) * 0.000_137;
-            let t = (t * 1e6).round() / 1e6;
-            let back: f64 = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
-            assert_eq!(back, t, "{t}");
-        }
-        let now = unix_now();
-        let back: f64 = serde_json::from_str(&serde_json::to_string(&now).unwrap()).unwrap();
-        assert_eq!(back, now);
-    }
 
     #[test]
     fn seq_increments_and_view_folds() {
@@ -586,18 +207,6 @@ mod tests {
         assert_eq!(body.kind, "task.done");
         assert_eq!(body.seq, 2);
         assert_eq!(Event::from_body(&body), Some(p.event.clone()));
-    }
-
-    #[test]
-    fn kind_matches_serde_tag() {
-        let ev = Event::ModelSwapped {
-            persona: "BRICK".into(),
-            from: "a".into(),
-            to: "b".into(),
-            generation: 2,
-        };
-        let v = serde_json::to_value(&ev).unwrap();
-        assert_eq!(v["kind"], ev.kind());
     }
 
     #[test]

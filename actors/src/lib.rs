@@ -1,20 +1,25 @@
 //! `batos-actors`: the organs of BAT OS.
 //!
-//! One folder per organ (its actor, messages and state), plus the shared domain types (settings, wire
-//! protocol, events) and the backends the organs use (LLM, memory store, sandbox). The binary crate `batos`
-//! wires these into the supervision tree and speaks ZeroMQ to the outside world.
+//! One folder per organ (its actor, messages and state), plus the shared domain types (settings, the event
+//! hub) and the backends the organs use (LLM, memory store, sandbox). The wire protocol is the leaf crate
+//! `batos-protocol`. The binary crate `batos` wires these into the supervision tree and speaks ZeroMQ to
+//! the outside world.
 
+pub mod ask;
 pub mod codex;
 pub mod events;
 pub mod fsutil;
+pub mod job;
 pub mod llm;
 pub mod memory;
 pub mod orchestrator;
 pub mod personas;
-pub mod protocol;
+pub mod principles;
 pub mod settings;
 pub mod supervisor;
 pub mod tools;
 
-/// The four personas, in the order they are started.
-pub const PERSONAS: &[&str] = &["ALFRED", "BABS", "BRICK", "ROBIN"];
+pub use batos_protocol::Persona;
+
+/// The four personas' names, in the order they are started (see [`Persona`]).
+pub const PERSONAS: &[&str] = &Persona::NAMES;

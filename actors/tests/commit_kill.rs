@@ -2,6 +2,8 @@
 //! equal to the old or the new version — never torn. The child process is this test binary itself, running
 //! the real commit code in a loop until it is SIGKILLed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! The embedded llama.cpp backend against the real SmolLM2-135M GGUF (installed by scripts/setup.sh).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;

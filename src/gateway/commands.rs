@@ -3,17 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{ActorRef, RpcReplyPort};
 use serde_json::{json, Value};
 
-use batos_actors::codex::{CodexCmdError, CodexMsg, CODEX_NAME};
-use batos_actors::memory::{self, MemError, MemoryMsg};
-use batos_actors::orchestrator::ForgeHook;
-use batos_actors::orchestrator::{OrchError, OrchestratorMsg, ORCHESTRATOR_NAME};
-use batos_actors::personas::{PersonaError, ProtoMsg};
-use batos_actors::protocol::{decode_request, Command, ErrorBody, ErrorCode, Reply};
-use batos_actors::tools::forge::ForgeLink;
+use batos_actors::ask::{tell, WireError};
 use batos_actors::tools::ToolOutput;
+use batos_protocol::{decode_request, Command, ErrorBody, ErrorCode, Persona, Reply, TaskStatus};
 
 use super::dedupe::Begin;
 use super::{GatewayMsg, Organs, GATEWAY_NAME};
@@ -98,72 +92,13 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
     ErrorBody::new(code, msg)
 }
 
+/// An organ's typed error as the reply body it means: its own code, its own message.
+fn wire<E: WireError>(e: E) -> ErrorBody {
+    e.to_body()
+}
+
 fn call_timeout(organs: &Organs) -> Duration {
     Duration::from_millis(organs.settings.load().gateway.actor_call_timeout_ms)
-}
-
-/// Calls a named organ actor and maps messaging failures to `unavailable`.
-async fn ask<M, T, F>(organs: &Organs, name: &str, build: F) -> Result<T, ErrorBody>
-where
-    M: ractor::Message,
-    T: Send + 'static,
-    F: FnOnce(RpcReplyPort<T>) -> M,
-{
-    let cell = ractor::registry::where_is(name).ok_or_else(|| {
-        err(
-            ErrorCode::Unavailable,
-            format!("{name} is restarting; retry shortly"),
-        )
-    })?;
-    let actor: ActorRef<M> = cell.into();
-    match actor.call(build, Some(call_timeout(organs))).await {
-        Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
-        Ok(ractor::rpc::CallResult::Timeout) => Err(err(
-            ErrorCode::Unavailable,
-            format!("{name} did not answer in time"),
-        )),
-        Ok(ractor::rpc::CallResult::SenderError) | Err(_) => Err(err(
-            ErrorCode::Unavailable,
-            format!("{name} stopped while answering; retry shortly"),
-        )),
-    }
-}
-
-fn mem_timeout(organs: &Organs) -> Duration {
-    Duration::from_millis(organs.settings.load().memory.call_timeout_ms)
-}
-
-fn mem_err(e: MemError) -> ErrorBody {
-    match e {
-        MemError::Invalid(_) => err(ErrorCode::BadRequest, e.to_string()),
-        MemError::Unavailable(_) | MemError::Embed(_) => err(ErrorCode::Unavailable, e.to_string()),
-        MemError::Store(_) => err(ErrorCode::Internal, e.to_string()),
-    }
-}
-
-fn codex_err(e: CodexCmdError) -> ErrorBody {
-    match e {
-        CodexCmdError::NotFound(_) => err(ErrorCode::NotFound, e.to_string()),
-        CodexCmdError::Conflict(_) => err(ErrorCode::Conflict, e.to_string()),
-        CodexCmdError::Invalid(_) => err(ErrorCode::BadRequest, e.to_string()),
-    }
-}
-
-fn orch_err(e: OrchError) -> ErrorBody {
-    match e {
-        OrchError::NotFound(_) => err(ErrorCode::NotFound, e.to_string()),
-        OrchError::Conflict(_) => err(ErrorCode::Conflict, e.to_string()),
-        OrchError::Invalid(_) => err(ErrorCode::BadRequest, e.to_string()),
-    }
-}
-
-fn persona_err(e: PersonaError) -> ErrorBody {
-    match e {
-        PersonaError::Unknown(_) => err(ErrorCode::NotFound, e.to_string()),
-        PersonaError::Unavailable(..) => err(ErrorCode::Unavailable, e.to_string()),
-        PersonaError::Invalid(_) => err(ErrorCode::BadRequest, e.to_string()),
-        PersonaError::Swap(_) => err(ErrorCode::Internal, e.to_string()),
-    }
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> CmdResult {
@@ -171,10 +106,11 @@ fn to_value<T: serde::Serialize>(v: &T) -> CmdResult {
 }
 
 async fn dispatch(organs: &Organs, command: Command) -> CmdResult {
+    let h = &organs.handles;
     match command {
         Command::Ping => Ok(json!({
             "pong": true,
-            "protocol": batos_actors::protocol::PROTOCOL_VERSION,
+            "protocol": batos_protocol::PROTOCOL_VERSION,
             "version": env!("CARGO_PKG_VERSION"),
             "instance": organs.instance,
             "seq": organs.hub.current_seq(),
@@ -184,54 +120,22 @@ async fn dispatch(organs: &Organs, command: Command) -> CmdResult {
             let (seq, state) = organs.hub.snapshot();
             Ok(json!({"seq": seq, "instance": organs.instance, "state": to_value(&state)?}))
         }
-        Command::SubmitTask(a) => {
-            let s = ask(organs, ORCHESTRATOR_NAME, |r| {
-                OrchestratorMsg::Submit(a.text, r)
-            })
-            .await?
-            .map_err(orch_err)?;
-            to_value(&s)
-        }
-        Command::GetTask(a) => {
-            let t = ask(organs, ORCHESTRATOR_NAME, |r| OrchestratorMsg::Get(a.id, r))
-                .await?
-                .map_err(orch_err)?;
-            to_value(&t)
-        }
+        Command::SubmitTask(a) => to_value(&h.orchestrator.submit(a.text).await.map_err(wire)?),
+        Command::GetTask(a) => to_value(&h.orchestrator.get(a.id).await.map_err(wire)?),
         Command::ListTasks => {
-            let l = ask(organs, ORCHESTRATOR_NAME, OrchestratorMsg::List).await?;
+            let l = h.orchestrator.list().await.map_err(wire)?;
             Ok(json!({"tasks": to_value(&l)?}))
         }
-        Command::CancelTask(a) => {
-            let s = ask(organs, ORCHESTRATOR_NAME, |r| {
-                OrchestratorMsg::Cancel(a.id, r)
-            })
-            .await?
-            .map_err(orch_err)?;
-            to_value(&s)
-        }
-        Command::ResumeTask(a) => {
-            let s = ask(organs, ORCHESTRATOR_NAME, |reply| OrchestratorMsg::Resume {
-                id: a.id,
-                decision: "resumed".into(),
-                guidance: a.guidance,
-                reply,
-            })
-            .await?
-            .map_err(orch_err)?;
-            to_value(&s)
-        }
+        Command::CancelTask(a) => to_value(&h.orchestrator.cancel(a.id).await.map_err(wire)?),
+        Command::ResumeTask(a) => to_value(
+            &h.orchestrator
+                .resume(a.id, "resumed".into(), a.guidance)
+                .await
+                .map_err(wire)?,
+        ),
         Command::ListTools => Ok(json!({"tools": to_value(&organs.tools.list())?})),
         Command::ForgeTool(a) => {
-            if a.capability.trim().is_empty() {
-                return Err(err(ErrorCode::BadRequest, "`capability` must not be empty"));
-            }
-            let timeout = Duration::from_millis(organs.settings.load().tools.forge_timeout_ms);
-            let link = ForgeLink { timeout };
-            let name = link
-                .forge("", &a.capability)
-                .await
-                .map_err(|e| err(ErrorCode::Conflict, e))?;
+            let name = h.forge.forge(&a.capability, None).await.map_err(wire)?;
             let tool = organs.tools.list().into_iter().find(|t| t.name == name);
             to_value(&tool)
         }
@@ -239,10 +143,7 @@ async fn dispatch(organs: &Organs, command: Command) -> CmdResult {
             let tool = organs.tools.get(&a.name).ok_or_else(|| {
                 err(
                     ErrorCode::NotFound,
-                    format!(
-                        "no tool named `{}`",
-                        batos_actors::protocol::truncate(&a.name, 64)
-                    ),
+                    format!("no tool named `{}`", batos_protocol::truncate(&a.name, 64)),
                 )
             })?;
             match tool.call(a.args.unwrap_or_else(|| json!({}))).await {
@@ -256,85 +157,53 @@ async fn dispatch(organs: &Organs, command: Command) -> CmdResult {
             .personas
             .update(&a.persona, &a.field, &a.value)
             .await
-            .map_err(persona_err),
-        Command::GetPersona(a) => organs.personas.state(&a.persona).await.map_err(persona_err),
-        Command::SwapModel(a) => {
-            let out = organs
+            .map_err(wire),
+        Command::GetPersona(a) => organs.personas.state(&a.persona).await.map_err(wire),
+        Command::SwapModel(a) => to_value(
+            &organs
                 .personas
                 .swap_model(&a.persona, &a.model)
                 .await
-                .map_err(persona_err)?;
-            to_value(&out)
-        }
+                .map_err(wire)?,
+        ),
         Command::ListAmendments => {
-            let all = ask(organs, CODEX_NAME, CodexMsg::List).await?;
+            let all = h.codex.list().await.map_err(wire)?;
             Ok(json!({"amendments": to_value(&all)?}))
         }
-        Command::ApproveAmendment(a) => {
-            let r = ask(organs, CODEX_NAME, |r| CodexMsg::Approve(a.id, r))
-                .await?
-                .map_err(codex_err)?;
-            to_value(&r)
-        }
+        Command::ApproveAmendment(a) => to_value(&h.codex.approve(a.id).await.map_err(wire)?),
         Command::RejectAmendment(a) => {
             if a.reason.trim().is_empty() {
                 return Err(err(ErrorCode::BadRequest, "`reason` must not be empty"));
             }
-            let r = ask(organs, CODEX_NAME, |r| CodexMsg::Reject(a.id, a.reason, r))
-                .await?
-                .map_err(codex_err)?;
-            to_value(&r)
+            to_value(&h.codex.reject(a.id, a.reason).await.map_err(wire)?)
         }
-        Command::MemorySearch(a) => {
-            let r = memory::call(
-                |reply| MemoryMsg::Search {
-                    query: a.query,
-                    k: a.k,
-                    explain: a.explain,
-                    reply,
-                },
-                mem_timeout(organs),
-            )
-            .await
-            .map_err(mem_err)?;
-            to_value(&r)
-        }
+        Command::MemorySearch(a) => to_value(
+            &h.memory
+                .search(a.query, a.k, a.explain)
+                .await
+                .map_err(wire)?,
+        ),
         Command::MemoryIngest(a) => {
             if a.items.is_empty() {
                 return Err(err(ErrorCode::BadRequest, "`items` must not be empty"));
             }
-            let n = memory::call(
-                |reply| MemoryMsg::Ingest(a.items, reply),
-                mem_timeout(organs),
-            )
-            .await
-            .map_err(mem_err)?;
+            let n = h.memory.ingest(a.items).await.map_err(wire)?;
             Ok(json!({"rows": n}))
         }
-        Command::MemoryConsolidate => {
-            let r = memory::call(
-                |reply| MemoryMsg::Consolidate(Some(reply)),
-                mem_timeout(organs),
-            )
-            .await
-            .map_err(mem_err)?;
-            to_value(&r)
-        }
-        Command::MemoryStats => {
-            let r = memory::call(MemoryMsg::Stats, mem_timeout(organs))
-                .await
-                .map_err(mem_err)?;
-            to_value(&r)
-        }
+        Command::MemoryConsolidate => to_value(&h.memory.consolidate().await.map_err(wire)?),
+        Command::MemoryStats => to_value(&h.memory.stats().await.map_err(wire)?),
         Command::DebugCrash(a) => debug_crash(organs, &a.actor).await,
     }
 }
 
 async fn status(organs: &Organs) -> CmdResult {
-    let tree = match ractor::registry::where_is(crate::boot::ROOT_NAME) {
-        Some(root) => {
-            to_value(&batos_actors::supervisor::tree(&root, "root", call_timeout(organs)).await)?
-        }
+    let tree = match organs
+        .handles
+        .root
+        .tree(crate::boot::ROOT_NAME, call_timeout(organs))
+        .await
+    {
+        Some(t) => to_value(&t)?,
         None => Value::Null,
     };
     let (seq, view) = organs.hub.snapshot();
@@ -348,9 +217,9 @@ async fn status(organs: &Organs) -> CmdResult {
         "backend": organs.backend,
         "tasks": {
             "total": view.tasks.len(),
-            "running": view.tasks.values().filter(|t| t.status == "running").count(),
-            "queued": view.tasks.values().filter(|t| t.status == "queued").count(),
-            "paused": view.tasks.values().filter(|t| t.status == "paused").count(),
+            "running": view.tasks.values().filter(|t| t.status == TaskStatus::Running).count(),
+            "queued": view.tasks.values().filter(|t| t.status == TaskStatus::Queued).count(),
+            "paused": view.tasks.values().filter(|t| t.status == TaskStatus::Paused).count(),
         },
         "tools": organs.tools.list().len(),
     }))
@@ -363,49 +232,36 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
             "debug_crash is disabled: set [debug] fault_injection = true in settings.toml",
         ));
     }
-    let sent = if batos_actors::PERSONAS.contains(&actor) {
-        let h = organs.personas.current(actor).map_err(persona_err)?;
-        h.actor.cast(ProtoMsg::Crash).is_ok()
+    let h = &organs.handles;
+    let sent = if let Ok(persona) = actor.parse::<Persona>() {
+        let handle = organs.personas.current(persona.as_str()).map_err(wire)?;
+        handle.crash().map_err(wire)
     } else {
-        let Some(cell) = ractor::registry::where_is(actor) else {
-            return Err(err(
-                ErrorCode::NotFound,
-                format!("no crashable actor `{actor}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory or gateway"),
-            ));
-        };
         match actor {
-            ORCHESTRATOR_NAME => ActorRef::<OrchestratorMsg>::from(cell)
-                .cast(OrchestratorMsg::Crash)
-                .is_ok(),
-            "codex" => ActorRef::<CodexMsg>::from(cell)
-                .cast(CodexMsg::Crash)
-                .is_ok(),
-            memory::MEMORY_NAME => ActorRef::<MemoryMsg>::from(cell)
-                .cast(MemoryMsg::Crash)
-                .is_ok(),
+            "orchestrator" => h.orchestrator.crash().map_err(wire),
+            "codex" => h.codex.crash().map_err(wire),
+            "memory" => h.memory.crash().map_err(wire),
+            "toolforge" => h.forge.crash().map_err(wire),
             GATEWAY_NAME => {
                 // Let this reply leave before the gateway dies.
-                let gw = ActorRef::<GatewayMsg>::from(cell);
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    let _ = gw.cast(GatewayMsg::Crash);
+                    let _ = tell(GATEWAY_NAME, GATEWAY_NAME, GatewayMsg::Crash);
                 });
-                true
+                Ok(())
             }
             other => {
                 return Err(err(
                     ErrorCode::NotFound,
-                    format!("`{other}` cannot be crashed on request"),
+                    format!(
+                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge or gateway",
+                        batos_protocol::truncate(other, 64)
+                    ),
                 ))
             }
         }
     };
-    if !sent {
-        return Err(err(
-            ErrorCode::Unavailable,
-            format!("{actor} is not running"),
-        ));
-    }
+    sent?;
     tracing::warn!(
         event = "debug.crash_requested",
         actor,

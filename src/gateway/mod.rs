@@ -15,9 +15,14 @@ use tokio::sync::Semaphore;
 use zeromq::prelude::*;
 use zeromq::{PubSocket, RouterSocket, ZmqMessage};
 
+use batos_actors::codex::CodexHandle;
 use batos_actors::events::{encode_body, EventHub};
+use batos_actors::memory::MemoryHandle;
+use batos_actors::orchestrator::OrchestratorHandle;
 use batos_actors::personas::Personas;
 use batos_actors::settings::Settings;
+use batos_actors::supervisor::SupervisorHandle;
+use batos_actors::tools::forge::ForgeHandle;
 use batos_actors::tools::ToolRegistry;
 
 pub use commands::process;
@@ -57,6 +62,23 @@ pub struct Organs {
     pub backend: BackendInfo,
     /// Request dedupe table (outlives gateway restarts).
     pub dedupe: Dedupe,
+    /// The organs' handles: the only way commands reach them.
+    pub handles: Handles,
+}
+
+/// One typed handle per organ the gateway commands reach.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    /// Tasks.
+    pub orchestrator: OrchestratorHandle,
+    /// Amendments and the settings file.
+    pub codex: CodexHandle,
+    /// Long-term memory.
+    pub memory: MemoryHandle,
+    /// The ToolForge.
+    pub forge: ForgeHandle,
+    /// The root of the supervision tree (for `status`).
+    pub root: SupervisorHandle,
 }
 
 /// The gateway actor.

@@ -1,11 +1,16 @@
 //! End-to-end tests: the real `batos` binary, real ZeroMQ sockets, the scripted Ollama-API server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[allow(dead_code)]
 mod support;
 
 mod codex;
 mod cognition;
+mod events;
 mod gateway;
 mod memory;
 mod offline;
+mod supervision;
+mod swaps;
 mod tools;

@@ -10,13 +10,13 @@ use notify_debouncer_full::notify::RecursiveMode;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::amend::{self, Amendment, AmendmentStatus, Proposal};
-use super::reload;
 use super::Codex;
+use crate::ask::AskError;
 use crate::events::{unix_now, Event, EventHub};
-use crate::llm::Sampling;
-use crate::orchestrator::{OrchestratorMsg, ORCHESTRATOR_NAME};
+
+use crate::orchestrator::OrchestratorHandle;
 use crate::personas::Personas;
-use crate::settings::{LoadedSettings, Settings};
+use crate::settings::Settings;
 
 /// Global name of the codex actor.
 pub const CODEX_NAME: &str = "codex";
@@ -59,6 +59,12 @@ pub enum CodexCmdError {
     /// The proposal is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The codex organ did not answer.
+    #[error(transparent)]
+    Unreachable(#[from] AskError),
+    /// A file the organ owns could not be written.
+    #[error("cannot write settings.toml: {0}")]
+    Write(String),
 }
 
 /// Messages the codex actor handles.
@@ -84,6 +90,15 @@ pub enum CodexMsg {
         String,
         RpcReplyPort<Result<Amendment, CodexCmdError>>,
     ),
+    /// Record a persona's new model in settings.toml and the live settings (the one writer of that file).
+    RecordModel {
+        /// Persona name.
+        persona: String,
+        /// Its new model.
+        model: String,
+        /// Answer, once both are updated.
+        reply: RpcReplyPort<Result<(), CodexCmdError>>,
+    },
     /// From the file watcher.
     FilesChanged(Vec<PathBuf>),
     /// Fault injection: panic.
@@ -92,8 +107,8 @@ pub enum CodexMsg {
 
 /// Codex state.
 pub struct CodexState {
-    args: CodexArgs,
-    codex: Arc<Codex>,
+    pub(super) args: CodexArgs,
+    pub(super) codex: Arc<Codex>,
     amendments: Vec<Amendment>,
     _watcher: Option<
         notify_debouncer_full::Debouncer<
@@ -135,141 +150,36 @@ impl CodexState {
         Ok(i)
     }
 
-    fn install(&mut self, codex: Codex) {
+    pub(super) fn install(&mut self, codex: Codex) {
         if let Some(p) = &self.args.personas {
             p.apply_codex(&codex);
         }
         self.codex = Arc::new(codex);
     }
-
-    fn reload_codex(&mut self) {
-        let next = match Codex::load(&self.args.path) {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(event = "codex.reload_rejected", path = %self.args.path.display(), error = %e, "invalid codex edit refused; the last good codex stays in force");
-                return;
-            }
-        };
-        if next == *self.codex {
-            return;
-        }
-        let mut changes = Vec::new();
-        for (name, entry) in &next.personas {
-            if self.codex.personas.get(name) != Some(entry) {
-                changes.push(format!("personas.{name}"));
-            }
-        }
-        tracing::info!(event = "codex.reloaded", changes = ?changes, "codex reloaded into the live personas");
-        self.install(next);
-        self.args.hub.publish(Event::ConfigReloaded {
-            file: "codex".into(),
-            changes,
-        });
-    }
-
-    fn reload_settings(&mut self) {
-        let Some(path) = self.args.settings_path.clone() else {
-            return;
-        };
-        // Read, compare and store under the lock the daemon's own writes (model swaps) take, so the file and the
-        // live settings are compared in one consistent state.
-        let live = self.args.live.clone();
-        let outcome = crate::settings::with_settings_lock(&path, || {
-            let new = LoadedSettings::load(&path)
-                .map_err(|e| e.to_string())?
-                .settings;
-            let r = reload::reconcile(&live.load_full(), &new)?;
-            if !r.live.is_empty() {
-                live.store(Arc::new(r.effective.clone()));
-            }
-            Ok::<_, String>(r)
-        });
-        let r = match outcome.map_err(|e| e.to_string()).and_then(|r| r) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(event = "settings.reload_rejected", error = %e, "invalid settings edit refused; the running settings stay in force");
-                return;
-            }
-        };
-        if !r.restart.is_empty() {
-            tracing::warn!(event = "settings.restart_needed", keys = ?r.restart, "these settings take effect only after a restart");
-        }
-        if r.live.is_empty() {
-            return;
-        }
-        if r.live.iter().any(|k| k == "log.level") {
-            if let Some(f) = &self.args.log_level {
-                if let Err(e) = f(&r.effective.log.level) {
-                    tracing::error!(event = "settings.log_level_rejected", error = %e, "log level unchanged");
-                }
-            }
-        }
-        if let Some(p) = &self.args.personas {
-            if r.live.iter().any(|k| k.starts_with("llm.")) {
-                p.set_sampling(Sampling {
-                    temperature: r.effective.llm.temperature,
-                    top_p: r.effective.llm.top_p,
-                    seed: r.effective.llm.seed,
-                    max_tokens: r.effective.llm.max_tokens,
-                });
-            }
-            for key in r
-                .live
-                .iter()
-                .filter(|k| k.starts_with("personas.") && k.ends_with(".model"))
-            {
-                let persona = key
-                    .trim_start_matches("personas.")
-                    .trim_end_matches(".model")
-                    .to_string();
-                let Some(model) = r.effective.personas.get(&persona).map(|s| s.model.clone())
-                else {
-                    continue;
-                };
-                let p = p.clone();
-                // A changed model name is a cognitive atomic swap, with all its guarantees.
-                tokio::spawn(async move {
-                    if p.current(&persona)
-                        .map(|h| h.model == model)
-                        .unwrap_or(false)
-                    {
-                        return;
-                    }
-                    if let Err(e) = p.swap_model(&persona, &model).await {
-                        tracing::error!(event = "settings.swap_failed", persona = %persona, model = %model, error = %e, "model change from settings.toml not applied");
-                    }
-                });
-            }
-        }
-        tracing::info!(event = "settings.reloaded", keys = ?r.live, "live settings updated");
-        self.args.hub.publish(Event::ConfigReloaded {
-            file: "settings".into(),
-            changes: r.live,
-        });
-    }
 }
 
-fn resume(task_id: String, decision: &str, guidance: String) {
+/// Puts `model` in the live settings of `persona`.
+pub(super) fn set_model(live: &ArcSwap<Settings>, persona: &str, model: &str) {
+    live.rcu(|s| {
+        let mut s = (**s).clone();
+        if let Some(ps) = s.personas.get_mut(persona) {
+            ps.model = model.to_string();
+        }
+        s
+    });
+}
+
+/// Resumes the paused task an amendment was raised for. In the background: the codex mailbox must not wait
+/// on the orchestrator (which may itself be waiting on the codex).
+fn resume(orchestrator: OrchestratorHandle, task_id: String, decision: &str, guidance: String) {
     let decision = decision.to_string();
+    // A plain tokio task: it only relays one message, and a failure is logged with the way to recover.
     tokio::spawn(async move {
-        let Some(cell) = ractor::registry::where_is(ORCHESTRATOR_NAME) else {
-            tracing::warn!(event = "codex.resume_failed", task = %task_id, "orchestrator unavailable; resume the task with resume_task");
-            return;
-        };
-        let orch: ActorRef<OrchestratorMsg> = cell.into();
-        let r = orch
-            .call(
-                |reply| OrchestratorMsg::Resume {
-                    id: task_id.clone(),
-                    decision,
-                    guidance: Some(guidance),
-                    reply,
-                },
-                Some(Duration::from_secs(10)),
-            )
-            .await;
-        if !matches!(r, Ok(ractor::rpc::CallResult::Success(Ok(_)))) {
-            tracing::warn!(event = "codex.resume_failed", task = %task_id, "the paused task could not be resumed");
+        if let Err(e) = orchestrator
+            .resume(task_id.clone(), decision, Some(guidance))
+            .await
+        {
+            tracing::warn!(event = "codex.resume_failed", task = %task_id, error = %e, "the paused task could not be resumed; resume it with resume_task");
         }
     });
 }
@@ -369,7 +279,6 @@ impl Actor for CodexActor {
                     ))));
                     return Ok(());
                 }
-                tracing::info!(event = "amendment.proposed", id = %a.id, persona = %a.proposal.persona, fields = ?a.proposal.changes.fields(), "codex amendment awaits the Architect");
                 state.args.hub.publish(Event::AmendmentProposed {
                     id: a.id.clone(),
                     persona: a.proposal.persona.clone(),
@@ -415,13 +324,13 @@ impl Actor for CodexActor {
                     tracing::error!(event = "codex.amendments_write_failed", error = %e, "amendment store not updated");
                 }
                 state.install(committed.codex);
-                tracing::info!(event = "amendment.committed", id = %id, persona = %a.proposal.persona, backup = %committed.backup.display(), "codex amendment committed and live");
                 state.args.hub.publish(Event::AmendmentCommitted {
                     id: id.clone(),
                     diff: committed.diff,
                 });
                 if let Some(t) = a.task_id.clone() {
                     resume(
+                        OrchestratorHandle::new(state.args.live.clone()),
                         t,
                         "approved",
                         format!(
@@ -448,19 +357,26 @@ impl Actor for CodexActor {
                 if let Err(e) = state.save() {
                     tracing::error!(event = "codex.amendments_write_failed", error = %e, "amendment store not updated");
                 }
-                tracing::info!(event = "amendment.rejected", id = %id, reason = %reason, "codex amendment rejected");
                 state.args.hub.publish(Event::AmendmentRejected {
                     id: id.clone(),
                     reason: reason.clone(),
                 });
                 if let Some(t) = a.task_id.clone() {
                     resume(
+                        OrchestratorHandle::new(state.args.live.clone()),
                         t,
                         "rejected",
                         format!("The Architect rejected amendment {id}: {reason}"),
                     );
                 }
                 let _ = reply.send(Ok(a));
+            }
+            CodexMsg::RecordModel {
+                persona,
+                model,
+                reply,
+            } => {
+                let _ = reply.send(state.record_model(persona, model).await);
             }
             CodexMsg::FilesChanged(paths) => {
                 let name_of = |p: &Path| p.file_name().map(|n| n.to_os_string());

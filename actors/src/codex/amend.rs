@@ -134,7 +134,7 @@ pub fn validate(codex: &Codex, p: &Proposal) -> Result<Codex, CodexError> {
     if !crate::PERSONAS.contains(&p.persona.as_str()) {
         return Err(CodexError::Invalid(format!(
             "unknown persona `{}`",
-            crate::protocol::truncate(&p.persona, 40)
+            batos_protocol::truncate(&p.persona, 40)
         )));
     }
     if p.changes.is_empty() {

@@ -2,26 +2,24 @@
 //! pending. The proposal is data; only the Architect's approval commits it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
-use ractor::ActorRef;
 use serde_json::Value;
 
 use super::amend::{proposal_schema, Changes, Proposal};
-use super::{CodexMsg, CODEX_NAME};
+use super::{CodexCmdError, CodexHandle};
 use crate::llm::{ChatMessage, Role};
-use crate::orchestrator::{InquiryHook, TaskState};
-use crate::personas::{Personas, ProtoMsg, ThinkRequest};
+use crate::orchestrator::{InquiryHook, PortError, TaskState};
+use crate::personas::{Personas, ThinkRequest};
 
-/// Opens inquiries through the codex actor.
+/// Opens inquiries through the codex organ: the orchestrator's [`InquiryHook`] port, plugged in at boot.
 pub struct CodexLink {
     /// Who is asked.
     pub personas: Arc<Personas>,
-    /// The proposing persona.
+    /// The proposing persona (`codex.proposer`).
     pub proposer: String,
-    /// Timeout for the codex actor.
-    pub timeout: Duration,
+    /// The codex organ.
+    pub codex: CodexHandle,
 }
 
 /// Reads a proposal out of a model's JSON, ignoring anything beyond the schema.
@@ -57,14 +55,8 @@ pub fn parse_proposal(text: &str) -> Result<Proposal, String> {
 
 #[async_trait]
 impl InquiryHook for CodexLink {
-    async fn open(&self, task: &TaskState) -> Result<String, String> {
-        let cell =
-            ractor::registry::where_is(CODEX_NAME).ok_or("the codex governor is restarting")?;
-        let codex: ActorRef<CodexMsg> = cell.into();
-        let current = match codex.call(CodexMsg::Get, Some(self.timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(c)) => c,
-            _ => return Err("the codex governor did not answer".into()),
-        };
+    async fn open(&self, task: &TaskState) -> Result<String, PortError> {
+        let current = self.codex.get().await.map_err(port_error)?;
         let mut prompt = format!(
             "A task has kept a dissonance of {:.2} after {} drafting rounds.\nTask: {}\n",
             task.dissonance.unwrap_or(0.0),
@@ -87,49 +79,34 @@ impl InquiryHook for CodexLink {
              the new values of the fields to change (role, system_prompt and/or principles), and your rationale. \
              The Architect will approve or reject it.",
         );
-        let handle = self
-            .personas
-            .current(&self.proposer)
-            .map_err(|e| e.to_string())?;
         let req = ThinkRequest {
             messages: vec![ChatMessage::new(Role::User, prompt)],
             tools: Vec::new(),
             format: Some(proposal_schema()),
             tokens: None,
         };
-        let thought = match handle
-            .actor
-            .call(
-                |r| ProtoMsg::Think(Box::new(req), r),
-                Some(self.personas.call_timeout()),
-            )
+        let thought = self
+            .personas
+            .think(&self.proposer, req)
             .await
-        {
-            Ok(ractor::rpc::CallResult::Success(Ok(t))) => t,
-            Ok(ractor::rpc::CallResult::Success(Err(e))) => {
-                return Err(format!("{} could not propose: {e}", self.proposer))
-            }
-            _ => return Err(format!("{} did not answer", self.proposer)),
-        };
-        let proposal = parse_proposal(&thought.response.content)?;
-        let task_id = Some(task.id.clone());
-        match codex
-            .call(
-                |reply| CodexMsg::Propose {
-                    proposal,
-                    task_id,
-                    reply,
-                },
-                Some(self.timeout),
-            )
+            .map_err(|e| PortError::Refused(format!("no proposal: {e}")))?;
+        let proposal = parse_proposal(&thought.response.content).map_err(PortError::Refused)?;
+        let amendment = self
+            .codex
+            .propose(proposal, Some(task.id.clone()))
             .await
-        {
-            Ok(ractor::rpc::CallResult::Success(Ok(a))) => Ok(a.id),
-            Ok(ractor::rpc::CallResult::Success(Err(e))) => {
-                Err(format!("the proposal was refused: {e}"))
-            }
-            _ => Err("the codex governor did not answer".into()),
-        }
+            .map_err(|e| match e {
+                CodexCmdError::Unreachable(a) => PortError::Unreachable(a),
+                other => PortError::Refused(format!("the proposal was refused: {other}")),
+            })?;
+        Ok(amendment.id)
+    }
+}
+
+fn port_error(e: CodexCmdError) -> PortError {
+    match e {
+        CodexCmdError::Unreachable(a) => PortError::Unreachable(a),
+        other => PortError::Refused(other.to_string()),
     }
 }
 

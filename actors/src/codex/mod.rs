@@ -1,162 +1,153 @@
-//! The codex organ: the personas' invariant principles (`config/codex.toml`), the governor actor that owns
-//! the file, amendments approved by a human, and hot reload of the codex and of settings.toml.
+//! The codex organ: the governor actor that owns `config/codex.toml` (amendments proposed by personas,
+//! committed only with a human's approval, hot reload of hand edits) and `config/settings.toml` (live
+//! reload of tunables, and the one writer of the file: model swaps are recorded here).
+//!
+//! One writer per file: every write to settings.toml — a swap's new model, nothing else today — is a
+//! message to this actor ([`CodexHandle::record_model`]), handled in the same mailbox as the reload of hand
+//! edits. A reload can therefore never read the file between a swap's write and its update of the live
+//! settings, which is what made swaps and reloads race when personas wrote the file themselves.
+//!
+//! ```text
+//!  codex.toml  ◀─commit (approve)── CodexActor ──reload──▶ personas.apply_codex
+//!  settings.toml ◀─record_model──── CodexActor ──reload──▶ live settings, sampling, swaps, log level
+//!        ▲ hand edits ── notify watcher ──▶ FilesChanged
+//! ```
 
 pub mod actor;
 pub mod amend;
 pub mod inquiry;
 pub mod reload;
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use batos_protocol::ErrorCode;
 
+pub use crate::principles::{Codex, CodexError, PersonaCodex, MAX_TEXT_BYTES};
 pub use actor::{CodexActor, CodexArgs, CodexCmdError, CodexMsg, LogLevelFn, CODEX_NAME};
 
-/// Longest accepted system prompt or principle, in bytes: a guard against a runaway amendment.
-pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+use crate::ask::{ask_named, tell, AskError, WireError};
+use crate::personas::{ModelRecorder, RecordFailed};
+use crate::settings::Settings;
+use amend::{Amendment, Proposal};
 
-/// Why a codex is unusable.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-pub enum CodexError {
-    /// The file could not be read.
-    #[error("cannot read codex {path}: {detail}")]
-    Read {
-        /// File.
-        path: String,
-        /// OS error.
-        detail: String,
-    },
-    /// Not TOML, or not the codex schema.
-    #[error("invalid codex: {0}")]
-    Invalid(String),
+const ORGAN: &str = "codex";
+
+/// The one way to reach the codex organ. Timeouts come from `gateway.actor_call_timeout_ms` in the live
+/// settings, read at each call.
+#[derive(Clone)]
+pub struct CodexHandle {
+    settings: Arc<ArcSwap<Settings>>,
 }
 
-/// The whole codex.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Codex {
-    /// Format version (1).
-    pub version: u32,
-    /// One entry per persona.
-    pub personas: BTreeMap<String, PersonaCodex>,
+impl std::fmt::Debug for CodexHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CodexHandle")
+    }
 }
 
-/// One persona's principles.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PersonaCodex {
-    /// What the persona is for.
-    pub role: String,
-    /// Its system prompt.
-    pub system_prompt: String,
-    /// Its core principles.
-    pub principles: Vec<String>,
+impl CodexHandle {
+    /// A handle reading its timeout from `settings`.
+    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
+        Self { settings }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.load().gateway.actor_call_timeout_ms)
+    }
+
+    /// The codex in force.
+    pub async fn get(&self) -> Result<Arc<Codex>, CodexCmdError> {
+        Ok(ask_named(ORGAN, CODEX_NAME, CodexMsg::Get, self.timeout()).await?)
+    }
+
+    /// Every amendment, newest first.
+    pub async fn list(&self) -> Result<Vec<Amendment>, CodexCmdError> {
+        Ok(ask_named(ORGAN, CODEX_NAME, CodexMsg::List, self.timeout()).await?)
+    }
+
+    /// Stores a proposal as pending (never applied without approval).
+    pub async fn propose(
+        &self,
+        proposal: Proposal,
+        task_id: Option<String>,
+    ) -> Result<Amendment, CodexCmdError> {
+        ask_named(
+            ORGAN,
+            CODEX_NAME,
+            |reply| CodexMsg::Propose {
+                proposal,
+                task_id,
+                reply,
+            },
+            self.timeout(),
+        )
+        .await?
+    }
+
+    /// The Architect approves: the amendment is committed to codex.toml and goes live.
+    pub async fn approve(&self, id: String) -> Result<Amendment, CodexCmdError> {
+        ask_named(
+            ORGAN,
+            CODEX_NAME,
+            |r| CodexMsg::Approve(id, r),
+            self.timeout(),
+        )
+        .await?
+    }
+
+    /// The Architect rejects, with a reason shown to the persona.
+    pub async fn reject(&self, id: String, reason: String) -> Result<Amendment, CodexCmdError> {
+        ask_named(
+            ORGAN,
+            CODEX_NAME,
+            |r| CodexMsg::Reject(id, reason, r),
+            self.timeout(),
+        )
+        .await?
+    }
+
+    /// Records `persona`'s new model in settings.toml and in the live settings, as one step of the mailbox
+    /// that also applies reloads.
+    pub async fn record_model(&self, persona: String, model: String) -> Result<(), CodexCmdError> {
+        ask_named(
+            ORGAN,
+            CODEX_NAME,
+            |reply| CodexMsg::RecordModel {
+                persona,
+                model,
+                reply,
+            },
+            self.timeout(),
+        )
+        .await?
+    }
+
+    /// Fault injection: makes the codex actor panic.
+    pub fn crash(&self) -> Result<(), AskError> {
+        tell(ORGAN, CODEX_NAME, CodexMsg::Crash)
+    }
 }
 
-impl PersonaCodex {
-    /// The full system message: prompt, then principles as a numbered list.
-    pub fn system_message(&self) -> String {
-        let mut s = self.system_prompt.trim().to_string();
-        if !self.principles.is_empty() {
-            s.push_str("\n\nYour principles:");
-            for (i, p) in self.principles.iter().enumerate() {
-                s.push_str(&format!("\n{}. {}", i + 1, p));
-            }
+#[async_trait]
+impl ModelRecorder for CodexHandle {
+    async fn record_model(&self, persona: &str, model: &str) -> Result<(), RecordFailed> {
+        CodexHandle::record_model(self, persona.to_string(), model.to_string())
+            .await
+            .map_err(|e| RecordFailed(e.to_string()))
+    }
+}
+
+impl WireError for CodexCmdError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            CodexCmdError::NotFound(_) => ErrorCode::NotFound,
+            CodexCmdError::Conflict(_) => ErrorCode::Conflict,
+            CodexCmdError::Invalid(_) => ErrorCode::BadRequest,
+            CodexCmdError::Unreachable(_) => ErrorCode::Unavailable,
+            CodexCmdError::Write(_) => ErrorCode::Internal,
         }
-        s
-    }
-}
-
-impl Codex {
-    /// Parses and validates codex text.
-    pub fn parse(text: &str) -> Result<Codex, CodexError> {
-        let c: Codex =
-            toml_edit::de::from_str(text).map_err(|e| CodexError::Invalid(e.to_string()))?;
-        c.validate()?;
-        Ok(c)
-    }
-
-    /// Reads, parses and validates a codex file.
-    pub fn load(path: &Path) -> Result<Codex, CodexError> {
-        let text = std::fs::read_to_string(path).map_err(|e| CodexError::Read {
-            path: path.display().to_string(),
-            detail: e.to_string(),
-        })?;
-        Codex::parse(&text)
-    }
-
-    /// Checks the schema rules serde cannot express.
-    pub fn validate(&self) -> Result<(), CodexError> {
-        if self.version != 1 {
-            return Err(CodexError::Invalid(format!(
-                "unsupported codex version {}",
-                self.version
-            )));
-        }
-        for name in crate::PERSONAS {
-            let p = self
-                .personas
-                .get(*name)
-                .ok_or_else(|| CodexError::Invalid(format!("persona {name} is missing")))?;
-            if p.role.trim().is_empty() || p.system_prompt.trim().is_empty() {
-                return Err(CodexError::Invalid(format!(
-                    "persona {name}: role and system_prompt must not be empty"
-                )));
-            }
-            if p.system_prompt.len() > MAX_TEXT_BYTES || p.role.len() > MAX_TEXT_BYTES {
-                return Err(CodexError::Invalid(format!(
-                    "persona {name}: text longer than {MAX_TEXT_BYTES} bytes"
-                )));
-            }
-            if p.principles
-                .iter()
-                .any(|x| x.trim().is_empty() || x.len() > MAX_TEXT_BYTES)
-            {
-                return Err(CodexError::Invalid(format!(
-                    "persona {name}: principles must be non-empty and at most {MAX_TEXT_BYTES} bytes"
-                )));
-            }
-        }
-        if let Some(extra) = self
-            .personas
-            .keys()
-            .find(|k| !crate::PERSONAS.contains(&k.as_str()))
-        {
-            return Err(CodexError::Invalid(format!("unknown persona {extra}")));
-        }
-        Ok(())
-    }
-
-    /// One persona's entry.
-    pub fn persona(&self, name: &str) -> Option<&PersonaCodex> {
-        self.personas.get(name)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn shipped() -> String {
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/codex.toml"))
-            .unwrap()
-    }
-
-    #[test]
-    fn shipped_codex_is_valid() {
-        let c = Codex::parse(&shipped()).unwrap();
-        assert_eq!(c.personas.len(), 4);
-        let m = c.persona("BRICK").unwrap().system_message();
-        assert!(m.starts_with("You are BRICK"));
-        assert!(m.contains("1. Decompose before you decide."));
-    }
-
-    #[test]
-    fn missing_persona_or_unknown_field_is_refused() {
-        let t = shipped().replace("[personas.ROBIN]", "[personas.ROBYN]");
-        assert!(Codex::parse(&t).is_err());
-        let t = shipped().replace("version = 1", "version = 1\nmood = \"x\"");
-        assert!(Codex::parse(&t).unwrap_err().to_string().contains("mood"));
     }
 }

@@ -1,8 +1,15 @@
-//! Live settings: which changed keys take effect at once, and which need a restart.
+//! Reloads: hand edits of codex.toml and settings.toml put in force (which changed keys take effect at once,
+//! and which need a restart), and the swaps the daemon itself records in settings.toml.
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::settings::Settings;
+use super::actor::{set_model, CodexState};
+use super::{Codex, CodexCmdError};
+use crate::events::Event;
+use crate::llm::Sampling;
+use crate::settings::{LoadedSettings, Settings};
 
 /// Keys (dotted prefixes) read only at start: a change is logged as needing a restart and not applied.
 pub const RESTART_ONLY: &[&str] = &[
@@ -114,6 +121,146 @@ pub fn reconcile(running: &Settings, new: &Settings) -> Result<Reconciled, Strin
         live,
         restart,
     })
+}
+
+impl CodexState {
+    /// Hand edit of codex.toml: parse, refuse if invalid (the last good codex stays), else install it.
+    pub(super) fn reload_codex(&mut self) {
+        let next = match Codex::load(&self.args.path) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(event = "codex.reload_rejected", path = %self.args.path.display(), error = %e, "invalid codex edit refused; the last good codex stays in force");
+                return;
+            }
+        };
+        if next == *self.codex {
+            return;
+        }
+        let mut changes = Vec::new();
+        for (name, entry) in &next.personas {
+            if self.codex.personas.get(name) != Some(entry) {
+                changes.push(format!("personas.{name}"));
+            }
+        }
+        tracing::info!(event = "codex.reloaded", changes = ?changes, "codex reloaded into the live personas");
+        self.install(next);
+        self.args.hub.publish(Event::ConfigReloaded {
+            file: "codex".into(),
+            changes,
+        });
+    }
+
+    /// Writes `personas.<persona>.model = model` into settings.toml (comments kept) and into the live
+    /// settings, under the settings file lock. Runs inside the mailbox, so no reload interleaves.
+    pub(super) async fn record_model(
+        &mut self,
+        persona: String,
+        model: String,
+    ) -> Result<(), CodexCmdError> {
+        let Some(path) = self.args.settings_path.clone() else {
+            // No settings file (tests, benches): the live settings are the whole record.
+            self.set_live_model(&persona, &model);
+            return Ok(());
+        };
+        let live = self.args.live.clone();
+        let (p, m) = (persona.clone(), model.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::settings::set_string_value_then(&path, &["personas", &p, "model"], &m, || {
+                set_model(&live, &p, &m)
+            })
+        })
+        .await
+        .map_err(|e| CodexCmdError::Write(e.to_string()))?
+        .map_err(|e| CodexCmdError::Write(e.to_string()))
+    }
+
+    fn set_live_model(&self, persona: &str, model: &str) {
+        set_model(&self.args.live, persona, model);
+    }
+
+    /// Hand edit of settings.toml: reconcile under the settings lock, put the live keys in force, log the
+    /// restart-only ones, and apply sampling, model and log-level changes.
+    pub(super) fn reload_settings(&mut self) {
+        let Some(path) = self.args.settings_path.clone() else {
+            return;
+        };
+        // Read, compare and store under the lock the daemon's own writes (model swaps) take, so the file and the
+        // live settings are compared in one consistent state.
+        let live = self.args.live.clone();
+        let outcome = crate::settings::with_settings_lock(&path, || {
+            let new = LoadedSettings::load(&path)
+                .map_err(|e| e.to_string())?
+                .settings;
+            let r = reconcile(&live.load_full(), &new)?;
+            if !r.live.is_empty() {
+                live.store(Arc::new(r.effective.clone()));
+            }
+            Ok::<_, String>(r)
+        });
+        let r = match outcome.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(event = "settings.reload_rejected", error = %e, "invalid settings edit refused; the running settings stay in force");
+                return;
+            }
+        };
+        if !r.restart.is_empty() {
+            tracing::warn!(event = "settings.restart_needed", keys = ?r.restart, "these settings take effect only after a restart");
+        }
+        if r.live.is_empty() {
+            return;
+        }
+        if r.live.iter().any(|k| k == "log.level") {
+            if let Some(f) = &self.args.log_level {
+                if let Err(e) = f(&r.effective.log.level) {
+                    tracing::error!(event = "settings.log_level_rejected", error = %e, "log level unchanged");
+                }
+            }
+        }
+        if let Some(p) = &self.args.personas {
+            if r.live.iter().any(|k| k.starts_with("llm.")) {
+                p.set_sampling(Sampling {
+                    temperature: r.effective.llm.temperature,
+                    top_p: r.effective.llm.top_p,
+                    seed: r.effective.llm.seed,
+                    max_tokens: r.effective.llm.max_tokens,
+                });
+            }
+            for key in r
+                .live
+                .iter()
+                .filter(|k| k.starts_with("personas.") && k.ends_with(".model"))
+            {
+                let persona = key
+                    .trim_start_matches("personas.")
+                    .trim_end_matches(".model")
+                    .to_string();
+                let Some(model) = r.effective.personas.get(&persona).map(|s| s.model.clone())
+                else {
+                    continue;
+                };
+                let p = p.clone();
+                // A changed model name is a cognitive atomic swap, with all its guarantees. In a plain tokio
+                // task: the swap asks this very actor to record the model, so it must not run in the mailbox.
+                tokio::spawn(async move {
+                    if p.current(&persona)
+                        .map(|h| h.model == model)
+                        .unwrap_or(false)
+                    {
+                        return;
+                    }
+                    if let Err(e) = p.swap_model(&persona, &model).await {
+                        tracing::error!(event = "settings.swap_failed", persona = %persona, model = %model, error = %e, "model change from settings.toml not applied");
+                    }
+                });
+            }
+        }
+        tracing::info!(event = "settings.reloaded", keys = ?r.live, "live settings updated");
+        self.args.hub.publish(Event::ConfigReloaded {
+            file: "settings".into(),
+            changes: r.live,
+        });
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
-//! The memory actor. Store work runs in tasks beside the mailbox (ingest, search and consolidation never
-//! wait for one another); a store failure makes the actor fail, so its supervisor restarts it and the table
-//! is reopened.
+//! The memory actor. Store work runs in supervised jobs beside the mailbox (ingest, search, consolidation
+//! and index upkeep never wait for one another, and a panic in one is an `actor.failed` event, not a silent
+//! loss); a store failure makes the actor fail, so its supervisor restarts it and the table is reopened.
+//! The jobs die with the actor. Consolidation lives in `consolidate.rs` and index upkeep in `upkeep.rs`;
+//! this file holds the mailbox, the state the jobs share, and ingest and search.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -10,20 +11,23 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use lancedb::Table;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 
+use super::consolidate::consolidate;
 use super::store::{self, NewRow, SearchKnobs};
+use super::upkeep::{maintain, Coalesce};
 use super::{chunk, ConsolidateReport, IngestItem, MemError, MemStats, SearchResult};
-use crate::events::{Event, EventHub};
-use crate::llm::{ChatMessage, LlmBackend, Role};
-use crate::personas::{Personas, ProtoMsg, ThinkRequest};
+use crate::events::EventHub;
+use crate::job::Jobs;
+use crate::llm::LlmBackend;
+use crate::personas::Personas;
 use crate::settings::{MemorySettings, Settings};
 
 /// How `memory_search` runs stage 2: exact over the chosen summaries' details (BENCHMARKS.md, memory).
 const STAGE2: store::Stage2 = store::Stage2::Exact;
 
 /// Details not yet under a summary.
-const UNPARENTED: &str = "kind = 'detail' AND parent_id IS NULL";
+pub(super) const UNPARENTED: &str = "kind = 'detail' AND parent_id IS NULL";
 
 /// Global name of the memory actor.
 pub const MEMORY_NAME: &str = "memory";
@@ -66,30 +70,33 @@ pub enum MemoryMsg {
     Consolidate(Option<RpcReplyPort<Result<ConsolidateReport, MemError>>>),
     /// Table statistics.
     Stats(RpcReplyPort<Result<MemStats, MemError>>),
-    /// From a background operation: the store failed; fail so the supervisor restarts and reopens it.
+    /// From a job after a write: look at the index (build, rebuild or fold in new rows).
+    Upkeep,
+    /// From a job: the store failed; fail so the supervisor restarts and reopens it.
     StoreFailed(String),
     /// Fault injection: panic.
     Crash,
 }
 
 /// An open table and its embedding width.
-struct Store {
-    table: Table,
-    dim: usize,
+pub(super) struct Store {
+    pub(super) table: Table,
+    pub(super) dim: usize,
 }
 
 /// Shared between the actor and its background operations.
-struct Ctx {
-    args: MemoryArgs,
+pub(super) struct Ctx {
+    pub(super) args: MemoryArgs,
     consolidating: AtomicBool,
-    indexing: Coalesce,
-    rows_at_last_build: AtomicU64,
+    pub(super) indexing: Coalesce,
+    pub(super) rows_at_last_build: AtomicU64,
 }
 
 /// Memory state.
 pub struct MemoryState {
     ctx: Arc<Ctx>,
     store: Option<Arc<Store>>,
+    jobs: Jobs,
     _timer: Option<AbortOnDrop>,
 }
 
@@ -101,7 +108,7 @@ impl Drop for AbortOnDrop {
 }
 
 impl Ctx {
-    fn settings(&self) -> MemorySettings {
+    pub(super) fn settings(&self) -> MemorySettings {
         self.args.settings.load().memory.clone()
     }
 
@@ -109,7 +116,7 @@ impl Ctx {
         self.args.settings.load().llm.embed_model.clone()
     }
 
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, MemError> {
+    pub(super) async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, MemError> {
         self.args
             .backend
             .embed(&self.embed_model(), texts)
@@ -126,7 +133,7 @@ impl Ctx {
     }
 }
 
-fn now_micros() -> i64 {
+pub(super) fn now_micros() -> i64 {
     (crate::events::unix_now() * 1e6) as i64
 }
 
@@ -159,7 +166,7 @@ impl MemoryState {
 }
 
 /// Reports a store failure to the actor (which fails and is restarted) and passes the error on.
-fn escalate<T>(me: &ActorRef<MemoryMsg>, r: Result<T, MemError>) -> Result<T, MemError> {
+pub(super) fn escalate<T>(me: &ActorRef<MemoryMsg>, r: Result<T, MemError>) -> Result<T, MemError> {
     if let Err(MemError::Store(e)) = &r {
         let _ = me.cast(MemoryMsg::StoreFailed(e.clone()));
     }
@@ -179,6 +186,8 @@ impl Actor for MemoryActor {
         std::fs::create_dir_all(&args.dir)?;
         let period = Duration::from_millis(args.settings.load().memory.consolidate_interval_ms);
         let me = myself.clone();
+        // A plain tokio task: a ticker that only casts a message; it cannot fail, and it is aborted with the
+        // actor's state.
         let timer = tokio::spawn(async move {
             let mut t = tokio::time::interval(period);
             t.tick().await;
@@ -189,7 +198,9 @@ impl Actor for MemoryActor {
                 }
             }
         });
+        let hub = args.hub.clone();
         let mut state = MemoryState {
+            jobs: Jobs::new(format!("root/{MEMORY_NAME}"), hub),
             ctx: Arc::new(Ctx {
                 args,
                 consolidating: AtomicBool::new(false),
@@ -222,13 +233,17 @@ impl Actor for MemoryActor {
                     }
                 };
                 let ctx = state.ctx.clone();
-                tokio::spawn(async move {
-                    let r = escalate(&myself, ingest(&ctx, &store, items).await);
-                    if r.is_ok() {
-                        maintain(ctx, store, myself);
-                    }
-                    let _ = reply.send(r);
-                });
+                let me = myself.clone();
+                state
+                    .jobs
+                    .spawn(&myself.get_cell(), "ingest", async move {
+                        let r = escalate(&me, ingest(&ctx, &store, items).await);
+                        if r.is_ok() {
+                            let _ = me.cast(MemoryMsg::Upkeep);
+                        }
+                        let _ = reply.send(r);
+                    })
+                    .await?;
             }
             MemoryMsg::Search {
                 query,
@@ -244,12 +259,16 @@ impl Actor for MemoryActor {
                     }
                 };
                 let ctx = state.ctx.clone();
-                tokio::spawn(async move {
-                    let _ = reply.send(escalate(
-                        &myself,
-                        search(&ctx, &store, &query, k, explain).await,
-                    ));
-                });
+                let me = myself.clone();
+                state
+                    .jobs
+                    .spawn(&myself.get_cell(), "search", async move {
+                        let _ = reply.send(escalate(
+                            &me,
+                            search(&ctx, &store, &query, k, explain).await,
+                        ));
+                    })
+                    .await?;
             }
             MemoryMsg::Consolidate(reply) => {
                 let store = match state.store().await {
@@ -268,18 +287,24 @@ impl Actor for MemoryActor {
                     return Ok(());
                 }
                 let ctx = state.ctx.clone();
-                tokio::spawn(async move {
-                    let r = escalate(&myself, consolidate(&ctx, &store, reply.is_some()).await);
-                    ctx.consolidating.store(false, Ordering::SeqCst);
-                    if let Ok(rep) = &r {
-                        if rep.summaries > 0 {
-                            maintain(ctx.clone(), store.clone(), myself.clone());
+                let me = myself.clone();
+                let job = state
+                    .jobs
+                    .spawn(&myself.get_cell(), "consolidate", async move {
+                        let r = escalate(&me, consolidate(&ctx, &store, reply.is_some()).await);
+                        ctx.consolidating.store(false, Ordering::SeqCst);
+                        if matches!(&r, Ok(rep) if rep.summaries > 0) {
+                            let _ = me.cast(MemoryMsg::Upkeep);
                         }
-                    }
-                    if let Some(reply) = reply {
-                        let _ = reply.send(r);
-                    }
-                });
+                        if let Some(reply) = reply {
+                            let _ = reply.send(r);
+                        }
+                    })
+                    .await;
+                if let Err(e) = job {
+                    state.ctx.consolidating.store(false, Ordering::SeqCst);
+                    return Err(e.into());
+                }
             }
             MemoryMsg::Stats(reply) => {
                 let r = match state.store().await {
@@ -288,10 +313,39 @@ impl Actor for MemoryActor {
                 };
                 let _ = reply.send(escalate(&myself, r));
             }
+            MemoryMsg::Upkeep => {
+                if let Some(store) = state.store.clone() {
+                    if state.ctx.indexing.request() {
+                        let (ctx, me) = (state.ctx.clone(), myself.clone());
+                        state
+                            .jobs
+                            .spawn(&myself.get_cell(), "index", maintain(ctx, store, me))
+                            .await?;
+                    }
+                }
+            }
             MemoryMsg::StoreFailed(e) => {
                 return Err(format!("memory store failed: {e}").into());
             }
             MemoryMsg::Crash => panic!("debug_crash requested for memory"),
+        }
+        Ok(())
+    }
+
+    /// A job that panicked is reported (`actor.failed`) by [`Jobs::supervise`]; its caller gets `Stopped`.
+    /// A crashed index job leaves its coalescing flag set, so it is released here for the next write.
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<MemoryMsg>,
+        event: SupervisionEvent,
+        state: &mut MemoryState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((label, crate::job::JobEnd::Failed(_))) = state.jobs.supervise(&event) {
+            match label.as_str() {
+                "index" => state.ctx.indexing.abandon(),
+                "consolidate" => state.ctx.consolidating.store(false, Ordering::SeqCst),
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -380,279 +434,6 @@ async fn search(
     })
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
-    let na = a.iter().map(|x| x * x).sum::<f32>().sqrt();
-    let nb = b.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if na == 0.0 || nb == 0.0 {
-        0.0
-    } else {
-        dot / (na * nb)
-    }
-}
-
-/// Groups unparented details: by task first, then merges groups whose centroids are similar.
-pub(crate) fn group(
-    rows: Vec<(store::Hit, Vec<f32>)>,
-    merge_similarity: f32,
-    max: usize,
-) -> Vec<Vec<(store::Hit, Vec<f32>)>> {
-    let mut by_task: Vec<Vec<(store::Hit, Vec<f32>)>> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for r in rows {
-        match r.0.task_id.clone() {
-            Some(t) => match index.get(&t) {
-                Some(&i) => by_task[i].push(r),
-                None => {
-                    index.insert(t, by_task.len());
-                    by_task.push(vec![r]);
-                }
-            },
-            None => by_task.push(vec![r]),
-        }
-    }
-    let centroid = |g: &[(store::Hit, Vec<f32>)]| {
-        let dim = g.first().map(|x| x.1.len()).unwrap_or(0);
-        let mut c = vec![0f32; dim];
-        for (_, v) in g {
-            for (a, b) in c.iter_mut().zip(v) {
-                *a += b;
-            }
-        }
-        c
-    };
-    let mut groups: Vec<Vec<(store::Hit, Vec<f32>)>> = Vec::new();
-    for g in by_task {
-        let c = centroid(&g);
-        let target = groups.iter().position(|existing| {
-            existing.len() + g.len() <= max && cosine(&centroid(existing), &c) >= merge_similarity
-        });
-        match target {
-            Some(i) => groups[i].extend(g),
-            None => groups.push(g),
-        }
-    }
-    groups
-}
-
-async fn consolidate(
-    ctx: &Ctx,
-    store: &Store,
-    forced: bool,
-) -> Result<ConsolidateReport, MemError> {
-    let s = ctx.settings();
-    let rows = store::scan(&store.table, UNPARENTED, s.consolidate_batch).await?;
-    if rows.is_empty() || (!forced && rows.len() < s.consolidate_min_details) {
-        return Ok(ConsolidateReport::default());
-    }
-    let mut report = ConsolidateReport::default();
-    for g in group(rows, s.merge_similarity, s.group_max) {
-        let summary = summarise(ctx, &s, &g).await?;
-        let vector = ctx
-            .embed(std::slice::from_ref(&summary))
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| MemError::Embed("no embedding".into()))?;
-        let sid = uuid::Uuid::new_v4().simple().to_string();
-        let tasks: Vec<&str> = g.iter().filter_map(|(h, _)| h.task_id.as_deref()).collect();
-        let row = NewRow {
-            id: sid.clone(),
-            parent_id: None,
-            kind: "summary",
-            text: summary,
-            vector,
-            persona: s.summary_persona.clone(),
-            task_id: (tasks.len() == 1).then(|| tasks[0].to_string()),
-            created_at: now_micros(),
-        };
-        store::add(&store.table, std::slice::from_ref(&row), store.dim).await?;
-        let ids: Vec<String> = g.iter().map(|(h, _)| h.id.clone()).collect();
-        store::set_parent(&store.table, &ids, &sid).await?;
-        report.summaries += 1;
-        report.details += ids.len();
-    }
-    let rows = store::count(&store.table, None).await?;
-    tracing::info!(
-        event = "memory.consolidated",
-        summaries = report.summaries,
-        details = report.details,
-        rows,
-        "consolidation pass"
-    );
-    ctx.args.hub.publish(Event::MemoryUpdated {
-        what: format!(
-            "consolidated {} details under {} summaries",
-            report.details, report.summaries
-        ),
-        rows,
-    });
-    Ok(report)
-}
-
-/// Asks the summary persona for a summary; if it cannot think right now, the details are joined instead so
-/// consolidation never stalls on a model outage.
-async fn summarise(
-    ctx: &Ctx,
-    s: &MemorySettings,
-    group: &[(store::Hit, Vec<f32>)],
-) -> Result<String, MemError> {
-    let mut prompt = String::from(
-        "Summarise these memories in two or three sentences, keeping names and facts:\n",
-    );
-    for (h, _) in group {
-        prompt.push_str(&format!("- {}\n", h.text));
-    }
-    let req = ThinkRequest {
-        messages: vec![ChatMessage::new(Role::User, prompt)],
-        tools: Vec::new(),
-        format: None,
-        tokens: None,
-    };
-    let thought = match ctx.args.personas.current(&s.summary_persona) {
-        Ok(h) => h
-            .actor
-            .call(
-                |r| ProtoMsg::Think(Box::new(req), r),
-                Some(ctx.args.personas.call_timeout()),
-            )
-            .await
-            .ok(),
-        Err(_) => None,
-    };
-    match thought {
-        Some(ractor::rpc::CallResult::Success(Ok(t))) if !t.response.content.trim().is_empty() => {
-            Ok(t.response.content)
-        }
-        _ => {
-            tracing::warn!(
-                event = "memory.summary_fallback",
-                "summary persona unavailable; joining the details"
-            );
-            Ok(group
-                .iter()
-                .map(|(h, _)| h.text.as_str())
-                .collect::<Vec<_>>()
-                .join(" · "))
-        }
-    }
-}
-
-/// Index upkeep after writes: build IVF-PQ + BTree once past the threshold, rebuild when the table has grown
-/// by `reindex_growth`, otherwise fold new rows into the existing index. Runs in the background; queries keep
-/// working on the previous version meanwhile. A write that asks while upkeep runs is not dropped: upkeep runs
-/// once more afterwards, so the last write of a burst is always looked at.
-fn maintain(ctx: Arc<Ctx>, store: Arc<Store>, me: ActorRef<MemoryMsg>) {
-    if !ctx.indexing.request() {
-        return;
-    }
-    tokio::spawn(async move {
-        loop {
-            ctx.indexing.begin();
-            let r = upkeep(&ctx, &store).await;
-            if let Err(e) = r {
-                ctx.indexing.abandon();
-                tracing::error!(event = "memory.index_failed", error = %e, "index upkeep failed");
-                let _ = escalate::<()>(&me, Err(e));
-                return;
-            }
-            if !ctx.indexing.finish() {
-                return;
-            }
-        }
-    });
-}
-
-/// Coalesces requests for a background job: at most one run at a time, and a request made while it runs
-/// is not lost but answered by one more run afterwards.
-#[derive(Debug, Default)]
-pub(crate) struct Coalesce {
-    running: AtomicBool,
-    again: AtomicBool,
-}
-
-impl Coalesce {
-    /// Asks for a run: true if the caller must start it, false if a running one will cover the request.
-    pub(crate) fn request(&self) -> bool {
-        self.again.store(true, Ordering::SeqCst);
-        !self.running.swap(true, Ordering::SeqCst)
-    }
-
-    /// The runner starts a run's work: requests so far are covered by it.
-    pub(crate) fn begin(&self) {
-        self.again.store(false, Ordering::SeqCst);
-    }
-
-    /// The runner finished a run: true if it must run again for a request made meanwhile.
-    pub(crate) fn finish(&self) -> bool {
-        self.running.store(false, Ordering::SeqCst);
-        // A request after the release starts its own run; one before it (still flagged) is ours.
-        self.again.load(Ordering::SeqCst) && !self.running.swap(true, Ordering::SeqCst)
-    }
-
-    /// The run failed: release without running again (the actor restarts).
-    pub(crate) fn abandon(&self) {
-        self.running.store(false, Ordering::SeqCst);
-    }
-
-    /// Whether a run is in progress.
-    pub(crate) fn running(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
-    }
-}
-
-async fn upkeep(ctx: &Ctx, store: &Store) -> Result<(), MemError> {
-    let s = ctx.settings();
-    let fragments = store::fragment_count(&store.table).await?;
-    if fragments >= s.compact_min_fragments {
-        let started = std::time::Instant::now();
-        store::compact(&store.table).await?;
-        tracing::info!(
-            event = "memory.compacted",
-            fragments,
-            ms = started.elapsed().as_millis() as u64,
-            "merged small data files"
-        );
-    }
-    let rows = store::count(&store.table, None).await?;
-    if rows < s.index_min_rows {
-        return Ok(());
-    }
-    let last = ctx.rows_at_last_build.load(Ordering::SeqCst);
-    if last == 0 || rows as f64 >= last as f64 * s.reindex_growth {
-        let (parts, subs) =
-            store::ivf_pq_shape(rows, store.dim, s.index_partitions, s.index_sub_vectors);
-        let started = std::time::Instant::now();
-        tracing::info!(
-            event = "memory.index_build",
-            rows,
-            partitions = parts,
-            sub_vectors = subs,
-            "building IVF-PQ index"
-        );
-        store::build_indexes(&store.table, parts, subs).await?;
-        ctx.rows_at_last_build.store(rows, Ordering::SeqCst);
-        tracing::info!(
-            event = "memory.index_built",
-            rows,
-            ms = started.elapsed().as_millis() as u64,
-            "IVF-PQ index ready"
-        );
-        ctx.args.hub.publish(Event::MemoryUpdated {
-            what: format!(
-                "IVF-PQ index built over {rows} rows ({parts} partitions, {subs} sub-vectors)"
-            ),
-            rows,
-        });
-    } else {
-        let st = store::index_state(&store.table).await?;
-        if st.vector_unindexed_rows >= s.optimize_min_unindexed {
-            store::optimize_indexes(&store.table).await?;
-        }
-    }
-    Ok(())
-}
-
 async fn stats(ctx: &Ctx, store: &Store) -> Result<MemStats, MemError> {
     Ok(MemStats {
         rows: store::count(&store.table, None).await?,
@@ -663,69 +444,4 @@ async fn stats(ctx: &Ctx, store: &Store) -> Result<MemStats, MemError> {
         index: store::index_state(&store.table).await?,
         indexing: ctx.indexing.running(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn hit(id: &str, task: Option<&str>) -> store::Hit {
-        store::Hit {
-            id: id.into(),
-            parent_id: None,
-            kind: "detail".into(),
-            text: id.into(),
-            task_id: task.map(str::to_string),
-            score: 0.0,
-        }
-    }
-
-    #[test]
-    fn a_request_during_a_run_gets_one_more_run_and_never_two_runners() {
-        let c = Coalesce::default();
-        assert!(c.request(), "the first request starts a run");
-        c.begin();
-        assert!(
-            !c.request(),
-            "a request during the run does not start a second runner"
-        );
-        assert!(!c.request());
-        assert!(c.running());
-        assert!(
-            c.finish(),
-            "the requests made during the run get one more run"
-        );
-        c.begin();
-        assert!(!c.finish(), "nothing new was asked: stop");
-        assert!(!c.running());
-        assert!(
-            c.request(),
-            "after the runner stopped, a request starts a new one"
-        );
-        c.begin();
-        c.abandon();
-        assert!(!c.running());
-        assert!(c.request());
-    }
-
-    #[test]
-    fn grouping_by_task_then_similarity() {
-        let rows = vec![
-            (hit("a1", Some("A")), vec![1.0, 0.0]),
-            (hit("b1", Some("B")), vec![0.0, 1.0]),
-            (hit("a2", Some("A")), vec![1.0, 0.1]),
-            (hit("c1", Some("C")), vec![0.95, 0.05]),
-        ];
-        let groups = group(rows, 0.9, 8);
-        let ids: Vec<Vec<&str>> = groups
-            .iter()
-            .map(|g| g.iter().map(|(h, _)| h.id.as_str()).collect())
-            .collect();
-        assert_eq!(ids, vec![vec!["a1", "a2", "c1"], vec!["b1"]]);
-        let rows = vec![
-            (hit("a1", Some("A")), vec![1.0, 0.0]),
-            (hit("c1", Some("C")), vec![1.0, 0.0]),
-        ];
-        assert_eq!(group(rows, 0.9, 1).len(), 2, "group_max caps merges");
-    }
 }

@@ -5,19 +5,25 @@
 //! nothing new is invisible. IVF-PQ and a BTree on `parent_id` are built once the table is large enough.
 
 mod actor;
+mod consolidate;
 pub mod store;
+mod upkeep;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use ractor::ActorRef;
+use batos_protocol::{ErrorCode, Persona};
 use serde::{Deserialize, Serialize};
 
 pub use actor::{MemoryActor, MemoryArgs, MemoryMsg, MEMORY_NAME};
+pub use batos_protocol::IngestItem;
 pub use store::Hit;
 
-use crate::orchestrator::{MemoryHook, TaskState};
+use crate::ask::{ask_named, tell, AskError, WireError};
+use crate::orchestrator::{MemoryHook, PortError, TaskState};
+use crate::settings::Settings;
 
 /// Why a memory operation failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -31,23 +37,19 @@ pub enum MemError {
     /// Bad input.
     #[error("{0}")]
     Invalid(String),
-    /// The memory organ is not running.
+    /// The memory organ is not running or did not answer.
     #[error("memory is unavailable: {0}")]
-    Unavailable(String),
+    Unreachable(#[from] AskError),
 }
 
-/// One thing to remember.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct IngestItem {
-    /// Text to store (chunked).
-    pub text: String,
-    /// Persona that wrote it.
-    #[serde(default)]
-    pub persona: Option<String>,
-    /// Task it came from.
-    #[serde(default)]
-    pub task_id: Option<String>,
+impl WireError for MemError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            MemError::Invalid(_) => ErrorCode::BadRequest,
+            MemError::Unreachable(_) | MemError::Embed(_) => ErrorCode::Unavailable,
+            MemError::Store(_) => ErrorCode::Internal,
+        }
+    }
 }
 
 /// The answer to a two-stage search.
@@ -109,7 +111,7 @@ pub fn chunk(text: &str, max: usize) -> Vec<String> {
             // A single overlong "word": cut it on char boundaries.
             let mut rest = word;
             while rest.len() > max {
-                let cut = crate::protocol::truncate(rest, max);
+                let cut = batos_protocol::truncate(rest, max);
                 let cut = if cut.is_empty() {
                     &rest[..rest.chars().next().map(char::len_utf8).unwrap_or(1)]
                 } else {
@@ -129,58 +131,85 @@ pub fn chunk(text: &str, max: usize) -> Vec<String> {
     out
 }
 
-/// The memory organ as the cognition graph sees it: calls the `memory` actor by name, so it keeps working
-/// across restarts of that actor, and retries ingest while it restarts.
-pub struct MemoryLink {
-    /// Attempts per ingest.
-    pub retries: u32,
-    /// Pause between attempts.
-    pub backoff: Duration,
-    /// Per-call timeout.
-    pub timeout: Duration,
-    /// Minimum similarity for a memory to count as relevant.
-    pub min_relevance: f32,
+/// The one way to reach the memory organ: by name at call time (so it survives restarts of the actor), with
+/// the timeouts and ingest retries of `[memory]` read from the live settings at each call.
+#[derive(Clone)]
+pub struct MemoryHandle {
+    settings: Arc<ArcSwap<Settings>>,
 }
 
-fn actor() -> Result<ActorRef<MemoryMsg>, MemError> {
-    ractor::registry::where_is(MEMORY_NAME)
-        .map(Into::into)
-        .ok_or_else(|| MemError::Unavailable("the memory actor is restarting".into()))
+impl std::fmt::Debug for MemoryHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MemoryHandle")
+    }
 }
 
-/// Calls the memory actor.
-pub async fn call<T: Send + 'static>(
-    build: impl FnOnce(ractor::RpcReplyPort<Result<T, MemError>>) -> MemoryMsg,
-    timeout: Duration,
-) -> Result<T, MemError> {
-    match actor()?.call(build, Some(timeout)).await {
-        Ok(ractor::rpc::CallResult::Success(r)) => r,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(MemError::Unavailable(
-            "memory did not answer in time".into(),
-        )),
-        _ => Err(MemError::Unavailable(
-            "the memory actor stopped while answering".into(),
-        )),
+const ORGAN: &str = "memory";
+
+impl MemoryHandle {
+    /// A handle reading its timeouts from `settings`.
+    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
+        Self { settings }
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.load().memory.call_timeout_ms)
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(ractor::RpcReplyPort<Result<T, MemError>>) -> MemoryMsg,
+    ) -> Result<T, MemError> {
+        ask_named(ORGAN, MEMORY_NAME, build, self.timeout()).await?
+    }
+
+    /// Two-stage retrieval: `k` details (default `memory.k`), with the stage-2 plan when `explain`.
+    pub async fn search(
+        &self,
+        query: String,
+        k: Option<usize>,
+        explain: bool,
+    ) -> Result<SearchResult, MemError> {
+        self.call(|reply| MemoryMsg::Search {
+            query,
+            k,
+            explain,
+            reply,
+        })
+        .await
+    }
+
+    /// Stores items; answers the number of rows written once they are committed.
+    pub async fn ingest(&self, items: Vec<IngestItem>) -> Result<usize, MemError> {
+        self.call(|reply| MemoryMsg::Ingest(items, reply)).await
+    }
+
+    /// Runs one consolidation pass now.
+    pub async fn consolidate(&self) -> Result<ConsolidateReport, MemError> {
+        self.call(|reply| MemoryMsg::Consolidate(Some(reply))).await
+    }
+
+    /// Table statistics.
+    pub async fn stats(&self) -> Result<MemStats, MemError> {
+        self.call(MemoryMsg::Stats).await
+    }
+
+    /// Fault injection: makes the memory actor panic.
+    pub fn crash(&self) -> Result<(), AskError> {
+        tell(ORGAN, MEMORY_NAME, MemoryMsg::Crash)
     }
 }
 
 #[async_trait]
-impl MemoryHook for MemoryLink {
-    async fn retrieve(&self, query: &str) -> Result<Vec<String>, String> {
-        let q = query.to_string();
-        let r = call(
-            |reply| MemoryMsg::Search {
-                query: q,
-                k: None,
-                explain: false,
-                reply,
-            },
-            self.timeout,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+impl MemoryHook for MemoryHandle {
+    async fn retrieve(&self, query: &str) -> Result<Vec<String>, PortError> {
+        let min_relevance = self.settings.load().memory.min_relevance;
+        let r = self
+            .search(query.to_string(), None, false)
+            .await
+            .map_err(port_error)?;
         let mut notes = Vec::new();
-        for s in r.summaries.iter().filter(|h| h.score >= self.min_relevance) {
+        for s in r.summaries.iter().filter(|h| h.score >= min_relevance) {
             notes.push(format!(
                 "[summary {} · similarity {:.2}] {}",
                 s.id, s.score, s.text
@@ -190,7 +219,7 @@ impl MemoryHook for MemoryLink {
             .details
             .iter()
             .chain(&r.recent)
-            .filter(|h| h.score >= self.min_relevance)
+            .filter(|h| h.score >= min_relevance)
         {
             let task = d.task_id.as_deref().unwrap_or("-");
             notes.push(format!(
@@ -201,7 +230,8 @@ impl MemoryHook for MemoryLink {
         Ok(notes)
     }
 
-    async fn ingest(&self, task: &TaskState) -> Result<(), String> {
+    /// Retries while the actor restarts (`memory.ingest_retries`, linear backoff of `ingest_backoff_ms`).
+    async fn ingest(&self, task: &TaskState) -> Result<(), PortError> {
         let text = format!(
             "Q: {}\nA: {}",
             task.text,
@@ -209,30 +239,33 @@ impl MemoryHook for MemoryLink {
         );
         let item = IngestItem {
             text,
-            persona: Some("ALFRED".into()),
+            persona: Some(Persona::Alfred.to_string()),
             task_id: Some(task.id.clone()),
         };
-        let mut last = String::new();
-        for attempt in 0..self.retries.max(1) {
-            let items = vec![item.clone()];
-            match call(|reply| MemoryMsg::Ingest(items, reply), self.timeout).await {
+        let (retries, backoff) = {
+            let s = self.settings.load();
+            (
+                s.memory.ingest_retries,
+                Duration::from_millis(s.memory.ingest_backoff_ms),
+            )
+        };
+        let mut last = PortError::Refused("no attempt made".into());
+        for attempt in 0..retries.max(1) {
+            match MemoryHandle::ingest(self, vec![item.clone()]).await {
                 Ok(_) => return Ok(()),
-                Err(e) => last = e.to_string(),
+                Err(e) => last = port_error(e),
             }
-            tokio::time::sleep(self.backoff * (attempt + 1)).await;
+            tokio::time::sleep(backoff * (attempt + 1)).await;
         }
         Err(last)
     }
 }
 
-/// A link for the graph.
-pub fn link(s: &crate::settings::MemorySettings) -> Arc<MemoryLink> {
-    Arc::new(MemoryLink {
-        retries: s.ingest_retries,
-        backoff: Duration::from_millis(s.ingest_backoff_ms),
-        timeout: Duration::from_millis(s.call_timeout_ms),
-        min_relevance: s.min_relevance,
-    })
+fn port_error(e: MemError) -> PortError {
+    match e {
+        MemError::Unreachable(a) => PortError::Unreachable(a),
+        other => PortError::Refused(other.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -1,15 +1,23 @@
-//! The orchestrator actor: the task table. Each task runs in its own tokio task (a [`Runner`]) that reports
-//! progress back here; the actor's mailbox is never blocked by thinking.
+//! The orchestrator actor: the task table. Each task's run is a supervised child actor (a [`Job`] running a
+//! [`Runner`]) that reports progress back here, so the mailbox is never blocked by thinking and a panic in a
+//! step is seen: the run's failure arrives as a supervision event, is published as `actor.failed`, and the
+//! task is resumed from its last checkpoint (up to `orchestrator.task_restarts` times) or failed with the
+//! crash as its reason. No task stays `running` after its run is gone.
+//!
+//! [`Job`]: crate::job::Job
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use batos_protocol::ErrorCode;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio::sync::Semaphore;
 
 use super::graph::Runner;
 use super::{Cognition, Node, TaskState, TaskStatus, TaskSummary};
+use crate::ask::{AskError, WireError};
 use crate::events::Event;
+use crate::job::{JobEnd, Jobs, Run};
 use crate::personas::PersonaMap;
 
 /// Global name of the orchestrator actor.
@@ -27,6 +35,20 @@ pub enum OrchError {
     /// Bad input.
     #[error("{0}")]
     Invalid(String),
+    /// The orchestrator did not answer.
+    #[error(transparent)]
+    Unreachable(#[from] AskError),
+}
+
+impl WireError for OrchError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            OrchError::NotFound(_) => ErrorCode::NotFound,
+            OrchError::Conflict(_) => ErrorCode::Conflict,
+            OrchError::Invalid(_) => ErrorCode::BadRequest,
+            OrchError::Unreachable(_) => ErrorCode::Unavailable,
+        }
+    }
 }
 
 /// The orchestrator.
@@ -60,24 +82,45 @@ pub enum OrchestratorMsg {
         /// Answer.
         reply: RpcReplyPort<Result<TaskSummary, OrchError>>,
     },
-    /// From a runner: the task's state after a step, or at its end.
-    Progress(Box<TaskState>),
+    /// From a run: the task's state after a step, or at its end, with the run's sequence number.
+    Progress(Box<TaskState>, u64),
+    /// Start the runs of the tasks found unfinished at start-up (sent to itself once the actor is up).
+    ResumeLoaded(Vec<String>),
     /// Fault injection: panic.
     Crash,
 }
 
-/// Aborts a runner when its entry goes away (cancel, or the orchestrator itself dying).
-struct AbortOnDrop(tokio::task::AbortHandle);
+struct Entry {
+    state: TaskState,
+    /// The run in progress, if any: a job actor linked to the orchestrator.
+    run: Option<ActorRef<Run>>,
+    /// Which run of this task is current; progress from an older one is ignored.
+    run_seq: u64,
+    /// Crashed runs so far.
+    crashes: u32,
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+impl Entry {
+    fn new(state: TaskState) -> Self {
+        Entry {
+            state,
+            run: None,
+            run_seq: 0,
+            crashes: 0,
+        }
+    }
+
+    /// Stops the current run at once (its future is dropped where it waits).
+    fn stop_run(&mut self) {
+        if let Some(run) = self.run.take() {
+            run.kill();
+        }
     }
 }
 
-struct Entry {
-    state: TaskState,
-    run: Option<AbortOnDrop>,
+/// The label of a task's run in the tree and in `actor.*` events: `root/orchestrator/task/<id>`.
+fn run_label(id: &str) -> String {
+    format!("task/{id}")
 }
 
 /// Orchestrator state.
@@ -85,22 +128,26 @@ pub struct OrchestratorState {
     cog: Arc<Cognition>,
     tasks: HashMap<String, Entry>,
     permits: Arc<Semaphore>,
+    jobs: Jobs,
+    next_run: u64,
 }
 
 impl OrchestratorState {
-    /// Runs a task. `snapshot` is the persona registry the task was accepted under; a task resumed from a
-    /// checkpoint or a pause takes the registry as it is when it starts running again.
-    fn spawn_runner(
+    /// Runs a task as a job. `snapshot` is the persona registry the task was accepted under; a task resumed
+    /// from a checkpoint, a pause or a crash takes the registry as it is when it starts running again.
+    async fn spawn_runner(
         &mut self,
         myself: &ActorRef<OrchestratorMsg>,
         task: TaskState,
         snapshot: Option<Arc<PersonaMap>>,
     ) {
         let id = task.id.clone();
+        self.next_run += 1;
+        let run_seq = self.next_run;
         let cog = self.cog.clone();
         let permits = self.permits.clone();
         let me = myself.clone();
-        let handle = tokio::spawn(async move {
+        let work = async move {
             // Queued until a slot frees up.
             let Ok(_permit) = permits.acquire_owned().await else {
                 return;
@@ -112,14 +159,74 @@ impl OrchestratorState {
             let progress = me.clone();
             runner
                 .run(&mut task, |t| {
-                    let _ = progress.cast(OrchestratorMsg::Progress(Box::new(t.clone())));
+                    let _ = progress.cast(OrchestratorMsg::Progress(Box::new(t.clone()), run_seq));
                 })
                 .await;
-            let _ = me.cast(OrchestratorMsg::Progress(Box::new(task)));
-        });
-        if let Some(e) = self.tasks.get_mut(&id) {
-            e.run = Some(AbortOnDrop(handle.abort_handle()));
+            let _ = me.cast(OrchestratorMsg::Progress(Box::new(task), run_seq));
+        };
+        match self
+            .jobs
+            .spawn(&myself.get_cell(), run_label(&id), work)
+            .await
+        {
+            Ok(run) => {
+                if let Some(e) = self.tasks.get_mut(&id) {
+                    e.run = Some(run);
+                    e.run_seq = run_seq;
+                }
+            }
+            Err(err) => self.fail(&id, format!("the task's run could not start: {err}")),
         }
+    }
+
+    /// Ends a task as failed (checkpointed, then published).
+    fn fail(&mut self, id: &str, error: String) {
+        let Some(e) = self.tasks.get_mut(id) else {
+            return;
+        };
+        e.stop_run();
+        e.state.status = TaskStatus::Failed;
+        e.state.next = Node::Done;
+        e.state.error = Some(error.clone());
+        if let Err(err) = self.cog.store.save(&e.state) {
+            tracing::error!(event = "checkpoint.write_failed", task = %id, error = %err, "failure not recorded");
+        }
+        self.cog.hub.publish(Event::TaskFailed {
+            id: id.to_string(),
+            error,
+        });
+    }
+
+    /// A task's run failed (panicked or errored): resume it from its last checkpoint, or fail it once it
+    /// has crashed more than `orchestrator.task_restarts` times.
+    async fn run_crashed(&mut self, myself: &ActorRef<OrchestratorMsg>, id: &str, reason: String) {
+        let limit = self.cog.settings.load().orchestrator.task_restarts;
+        let Some(e) = self.tasks.get_mut(id) else {
+            return;
+        };
+        e.run = None;
+        if e.state.status.is_final() || e.state.status == TaskStatus::Paused {
+            return;
+        }
+        e.crashes += 1;
+        if e.crashes > limit {
+            let crashes = e.crashes;
+            self.fail(
+                id,
+                format!("the task's run crashed {crashes} time(s); last: {reason}"),
+            );
+            return;
+        }
+        // The checkpoint is the truth: progress reports may trail it by one step.
+        let task = self
+            .cog
+            .store
+            .load(id)
+            .filter(|t| !t.status.is_final())
+            .unwrap_or_else(|| e.state.clone());
+        tracing::warn!(event = "task.run_restarted", task = %id, crashes = e.crashes, limit, next = %task.next, "resuming a crashed task from its last checkpoint");
+        e.state = task.clone();
+        self.spawn_runner(myself, task, None).await;
     }
 
     /// Forgets the oldest finished tasks beyond `keep_finished_tasks`.
@@ -158,40 +265,50 @@ impl Actor for Orchestrator {
         let permits = Arc::new(Semaphore::new(
             args.cog.settings.load().orchestrator.max_concurrent_tasks,
         ));
+        let hub = args.cog.hub.clone();
         let mut state = OrchestratorState {
             cog: args.cog,
             tasks: HashMap::new(),
             permits,
+            jobs: Jobs::new(format!("root/{ORCHESTRATOR_NAME}"), hub),
+            next_run: 0,
         };
-        let mut resumed = 0usize;
+        let mut resume = Vec::new();
         for task in state.cog.store.load_all() {
             let id = task.id.clone();
             state.cog.hub.publish(Event::TaskStatus {
                 id: id.clone(),
-                status: task.status.as_str().into(),
+                status: task.status,
             });
-            let resume = matches!(task.status, TaskStatus::Queued | TaskStatus::Running);
-            state.tasks.insert(
-                id,
-                Entry {
-                    state: task.clone(),
-                    run: None,
-                },
-            );
-            if resume {
-                resumed += 1;
-                tracing::info!(event = "task.resumed", task = %task.id, next = %task.next, steps = task.steps.len(), "resuming task from its checkpoint");
-                state.spawn_runner(&myself, task, None);
+            if matches!(task.status, TaskStatus::Queued | TaskStatus::Running) {
+                resume.push(id.clone());
             }
+            state.tasks.insert(id, Entry::new(task));
         }
         state.prune();
         tracing::info!(
             event = "orchestrator.loaded",
             tasks = state.tasks.len(),
-            resumed,
+            resumed = resume.len(),
             "task table loaded"
         );
+        // Runs start once the actor is up: a supervisor waits for pre_start, and starting many runs is work.
+        myself.cast(OrchestratorMsg::ResumeLoaded(resume))?;
         Ok(state)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<OrchestratorMsg>,
+        event: SupervisionEvent,
+        state: &mut OrchestratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((label, JobEnd::Failed(reason))) = state.jobs.supervise(&event) {
+            if let Some(id) = label.strip_prefix("task/") {
+                state.run_crashed(&myself, id, reason).await;
+            }
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -224,17 +341,12 @@ impl Actor for Orchestrator {
                     id: task.id.clone(),
                     text,
                 });
-                tracing::info!(event = "task.submitted", task = %task.id, "task accepted");
                 let summary = task.summary();
-                state.tasks.insert(
-                    task.id.clone(),
-                    Entry {
-                        state: task.clone(),
-                        run: None,
-                    },
-                );
+                state
+                    .tasks
+                    .insert(task.id.clone(), Entry::new(task.clone()));
                 let snapshot = state.cog.personas.snapshot();
-                state.spawn_runner(&myself, task, Some(snapshot));
+                state.spawn_runner(&myself, task, Some(snapshot)).await;
                 let _ = reply.send(Ok(summary));
             }
             OrchestratorMsg::Get(id, reply) => {
@@ -263,7 +375,7 @@ impl Actor for Orchestrator {
                     ))));
                     return Ok(());
                 }
-                e.run = None;
+                e.stop_run();
                 e.state.status = TaskStatus::Cancelled;
                 e.state.next = Node::Done;
                 if let Err(err) = state.cog.store.save(&e.state) {
@@ -273,7 +385,6 @@ impl Actor for Orchestrator {
                     .cog
                     .hub
                     .publish(Event::TaskCancelled { id: id.clone() });
-                tracing::info!(event = "task.cancelled", task = %id, "task cancelled");
                 let _ = reply.send(Ok(e.state.summary()));
                 state.prune();
             }
@@ -307,26 +418,34 @@ impl Actor for Orchestrator {
                 }
                 state.cog.hub.publish(Event::TaskStatus {
                     id: id.clone(),
-                    status: "queued".into(),
+                    status: TaskStatus::Queued,
                 });
                 tracing::info!(event = "task.resumed", task = %id, "paused task resumed by the Architect");
                 let summary = e.state.summary();
                 let task = e.state.clone();
-                state.spawn_runner(&myself, task, None);
+                state.spawn_runner(&myself, task, None).await;
                 let _ = reply.send(Ok(summary));
             }
-            OrchestratorMsg::Progress(task) => {
+            OrchestratorMsg::Progress(task, run_seq) => {
                 if let Some(e) = state.tasks.get_mut(&task.id) {
-                    // A report that raced a cancel must not resurrect the task.
-                    if e.state.status != TaskStatus::Cancelled {
-                        let finished = task.status.is_final() || task.status == TaskStatus::Paused;
+                    // A report from a run that was cancelled, crashed or replaced must not resurrect the task.
+                    if e.run_seq == run_seq && e.state.status != TaskStatus::Cancelled {
                         e.state = *task;
-                        if finished && e.state.status.is_final() {
+                        if e.state.status.is_final() {
                             e.run = None;
                         }
                     }
                 }
                 state.prune();
+            }
+            OrchestratorMsg::ResumeLoaded(ids) => {
+                for id in ids {
+                    let Some(task) = state.tasks.get(&id).map(|e| e.state.clone()) else {
+                        continue;
+                    };
+                    tracing::info!(event = "task.resumed", task = %id, next = %task.next, steps = task.steps.len(), "resuming task from its checkpoint");
+                    state.spawn_runner(&myself, task, None).await;
+                }
             }
             OrchestratorMsg::Crash => panic!("debug_crash requested for orchestrator"),
         }

@@ -30,6 +30,12 @@ impl CheckpointStore {
         crate::fsutil::atomic_write(&self.path(&task.id), &bytes)
     }
 
+    /// One task's last checkpoint; `None` when it has none or it cannot be read.
+    pub fn load(&self, id: &str) -> Option<TaskState> {
+        let bytes = std::fs::read(self.path(id)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
     /// Removes a task's checkpoint.
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
         match std::fs::remove_file(self.path(id)) {

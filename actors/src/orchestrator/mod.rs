@@ -8,56 +8,94 @@ pub mod graph;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use actor::{OrchError, Orchestrator, OrchestratorArgs, OrchestratorMsg, ORCHESTRATOR_NAME};
+pub use batos_protocol::TaskStatus;
 pub use checkpoint::CheckpointStore;
 
+use crate::ask::{ask_named, tell, AskError};
 use crate::events::EventHub;
 use crate::personas::Personas;
 use crate::settings::Settings;
+use crate::tools::forge::{ForgeError, ForgeHandle};
 use crate::tools::ToolRegistry;
 
-/// Where a task stands.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskStatus {
-    /// Accepted, waiting for a slot.
-    Queued,
-    /// Running through the graph.
-    Running,
-    /// Waiting for a human (philosophical inquiry).
-    Paused,
-    /// Answered.
-    Done,
-    /// Failed.
-    Failed,
-    /// Cancelled by a client.
-    Cancelled,
+const ORGAN: &str = "orchestrator";
+
+/// The one way to reach the orchestrator. Timeouts come from `gateway.actor_call_timeout_ms` in the live
+/// settings, read at each call.
+#[derive(Clone)]
+pub struct OrchestratorHandle {
+    settings: Arc<ArcSwap<Settings>>,
 }
 
-impl TaskStatus {
-    /// Whether the task will never run again.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            TaskStatus::Done | TaskStatus::Failed | TaskStatus::Cancelled
-        )
+impl fmt::Debug for OrchestratorHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OrchestratorHandle")
+    }
+}
+
+impl OrchestratorHandle {
+    /// A handle reading its timeout from `settings`.
+    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
+        Self { settings }
     }
 
-    /// Lower-case name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Queued => "queued",
-            TaskStatus::Running => "running",
-            TaskStatus::Paused => "paused",
-            TaskStatus::Done => "done",
-            TaskStatus::Failed => "failed",
-            TaskStatus::Cancelled => "cancelled",
-        }
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.settings.load().gateway.actor_call_timeout_ms)
+    }
+
+    async fn call<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(ractor::RpcReplyPort<T>) -> OrchestratorMsg,
+    ) -> Result<T, OrchError> {
+        Ok(ask_named(ORGAN, ORCHESTRATOR_NAME, build, self.timeout()).await?)
+    }
+
+    /// Accepts a new task; answers once it is recorded durably.
+    pub async fn submit(&self, text: String) -> Result<TaskSummary, OrchError> {
+        self.call(|r| OrchestratorMsg::Submit(text, r)).await?
+    }
+
+    /// One task with its step history.
+    pub async fn get(&self, id: String) -> Result<Box<TaskState>, OrchError> {
+        self.call(|r| OrchestratorMsg::Get(id, r)).await?
+    }
+
+    /// Every tracked task, newest first.
+    pub async fn list(&self) -> Result<Vec<TaskSummary>, OrchError> {
+        self.call(OrchestratorMsg::List).await
+    }
+
+    /// Cancels a task that has not finished.
+    pub async fn cancel(&self, id: String) -> Result<TaskSummary, OrchError> {
+        self.call(|r| OrchestratorMsg::Cancel(id, r)).await?
+    }
+
+    /// Resumes a paused task with the Architect's decision (`approved`, `rejected`, `resumed`) and guidance.
+    pub async fn resume(
+        &self,
+        id: String,
+        decision: String,
+        guidance: Option<String>,
+    ) -> Result<TaskSummary, OrchError> {
+        self.call(|reply| OrchestratorMsg::Resume {
+            id,
+            decision,
+            guidance,
+            reply,
+        })
+        .await?
+    }
+
+    /// Fault injection: makes the orchestrator panic.
+    pub fn crash(&self) -> Result<(), AskError> {
+        tell(ORGAN, ORCHESTRATOR_NAME, OrchestratorMsg::Crash)
     }
 }
 
@@ -246,7 +284,7 @@ impl TaskState {
         TaskSummary {
             id: self.id.clone(),
             status: self.status,
-            text: crate::protocol::truncate(&self.text, 200).to_string(),
+            text: batos_protocol::truncate(&self.text, 200).to_string(),
             steps: self.steps.len() as u32,
             created_at: self.created_at,
             dissonance: self.dissonance,
@@ -271,20 +309,46 @@ pub struct TaskSummary {
     pub dissonance: Option<f64>,
 }
 
+/// Why a port call failed: the organ behind it did not answer (worth trying later), or it answered with a
+/// refusal or failure of its own (its message says why). The graph records either in the step's outcome.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum PortError {
+    /// The organ behind the port did not answer.
+    #[error(transparent)]
+    Unreachable(#[from] AskError),
+    /// The organ answered with an error of its own.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// The ToolForge, as the graph sees it (the tools organ plugs in here).
 #[async_trait]
 pub trait ForgeHook: Send + Sync {
     /// Creates a tool for `capability`; returns the registered tool's name.
-    async fn forge(&self, task_id: &str, capability: &str) -> Result<String, String>;
+    async fn forge(&self, task_id: &str, capability: &str) -> Result<String, PortError>;
+}
+
+/// The ToolForge's handle plugs straight into the port (the orchestrator knows the tools organ; the tools
+/// organ does not know the orchestrator).
+#[async_trait]
+impl ForgeHook for ForgeHandle {
+    async fn forge(&self, task_id: &str, capability: &str) -> Result<String, PortError> {
+        ForgeHandle::forge(self, capability, Some(task_id))
+            .await
+            .map_err(|e| match e {
+                ForgeError::Unreachable(a) => PortError::Unreachable(a),
+                other => PortError::Refused(other.to_string()),
+            })
+    }
 }
 
 /// Long-term memory, as the graph sees it (the memory organ plugs in here).
 #[async_trait]
 pub trait MemoryHook: Send + Sync {
     /// Context relevant to `query`, as short notes with their sources.
-    async fn retrieve(&self, query: &str) -> Result<Vec<String>, String>;
+    async fn retrieve(&self, query: &str) -> Result<Vec<String>, PortError>;
     /// Stores a finished task's exchange.
-    async fn ingest(&self, task: &TaskState) -> Result<(), String>;
+    async fn ingest(&self, task: &TaskState) -> Result<(), PortError>;
 }
 
 /// The codex side of a philosophical inquiry (the codex governor plugs in here).
@@ -292,7 +356,7 @@ pub trait MemoryHook: Send + Sync {
 pub trait InquiryHook: Send + Sync {
     /// Opens an inquiry for a task with persistently high dissonance: asks a persona for a structured
     /// amendment and stores it as pending. Returns the amendment id.
-    async fn open(&self, task: &TaskState) -> Result<String, String>;
+    async fn open(&self, task: &TaskState) -> Result<String, PortError>;
 }
 
 /// Everything the graph needs, shared by all tasks.
@@ -317,3 +381,6 @@ pub struct Cognition {
 
 /// Models currently used per persona (for tests and status).
 pub type ModelMap = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests;

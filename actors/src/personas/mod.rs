@@ -6,45 +6,30 @@
 //! one atomic store; the old actor drains: its handle carries a [`RetireGuard`] that stops the actor when the
 //! last snapshot holding it is dropped.
 
+mod handle;
 mod proto;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use ractor::{Actor, ActorCell, ActorRef};
+use async_trait::async_trait;
+use ractor::{Actor, ActorCell};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use handle::{PersonaError, PersonaHandle, RetireGuard};
 pub use proto::{Editable, Proto, ProtoArgs, ProtoMsg, ThinkRequest, Thought};
 
-use crate::codex::{Codex, PersonaCodex};
 use crate::events::{Event, EventHub};
-use crate::llm::{BackendKind, LlmBackend, Sampling};
-use crate::supervisor::{ChildSpec, Restart, SupervisorMsg};
+use crate::llm::{LlmBackend, Sampling};
+use crate::principles::{Codex, PersonaCodex};
+use crate::supervisor::{ChildSpec, Restart, SupervisorError, SupervisorHandle};
 
 /// Global name of the personas supervisor.
 pub const SUPERVISOR_NAME: &str = "personas";
-
-/// Why a persona operation failed.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-pub enum PersonaError {
-    /// No persona of that name.
-    #[error("no persona named `{0}` (known: ALFRED, BABS, BRICK, ROBIN)")]
-    Unknown(String),
-    /// The persona's actor is not running right now (restarting).
-    #[error("persona {0} is not available right now: {1}")]
-    Unavailable(String, String),
-    /// The request is invalid.
-    #[error("{0}")]
-    Invalid(String),
-    /// The swap could not be carried out.
-    #[error("swap failed: {0}")]
-    Swap(String),
-}
 
 /// Everything a persona actor is started from; kept outside the actor so restarts and swaps reuse it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -59,40 +44,17 @@ pub struct PersonaConfig {
     pub editable: Editable,
 }
 
-/// A live persona actor, as a task sees it.
-#[derive(Debug)]
-pub struct PersonaHandle {
-    /// Persona name.
-    pub name: String,
-    /// The model this actor thinks with (fixed for the actor's life).
-    pub model: String,
-    /// Generation: +1 per (re)start or swap.
-    pub generation: u64,
-    /// Backend serving the model.
-    pub backend: BackendKind,
-    /// The actor.
-    pub actor: ActorRef<ProtoMsg>,
-    _guard: RetireGuard,
-}
+/// Why a swap could not be recorded (the swap itself happened; it will not survive a restart).
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct RecordFailed(pub String);
 
-/// Stops a persona actor once nothing refers to its handle any more (drain-then-retire).
-#[derive(Debug)]
-pub struct RetireGuard(ActorRef<ProtoMsg>);
-
-impl Drop for RetireGuard {
-    fn drop(&mut self) {
-        // Stopping an actor that already died (crash + restart) is a no-op.
-        self.0.stop(Some("retired".into()));
-    }
-}
-
-/// Where a swap records its new model: the settings file, and the live settings kept in step with it.
-#[derive(Debug, Clone)]
-pub struct SettingsSink {
-    /// `settings.toml`.
-    pub path: PathBuf,
-    /// The settings in force (the reloader compares the file against these).
-    pub live: Arc<ArcSwap<crate::settings::Settings>>,
+/// Where a swap records its new model so it survives a restart: the port the owner of settings.toml (the
+/// codex organ) plugs in at boot. Personas never write that file themselves.
+#[async_trait]
+pub trait ModelRecorder: Send + Sync {
+    /// Records that `persona` now thinks with `model`.
+    async fn record_model(&self, persona: &str, model: &str) -> Result<(), RecordFailed>;
 }
 
 /// Name → handle, as one immutable snapshot.
@@ -106,7 +68,7 @@ pub struct Personas {
     backend: Arc<dyn LlmBackend>,
     sampling: Mutex<Sampling>,
     hub: Arc<EventHub>,
-    settings: Option<SettingsSink>,
+    recorder: Option<Arc<dyn ModelRecorder>>,
     call_timeout: Duration,
     /// Serialises swaps so two swaps of one persona cannot interleave their steps.
     swap_lock: tokio::sync::Mutex<()>,
@@ -128,7 +90,7 @@ impl Personas {
         backend: Arc<dyn LlmBackend>,
         sampling: Sampling,
         hub: Arc<EventHub>,
-        settings: Option<SettingsSink>,
+        recorder: Option<Arc<dyn ModelRecorder>>,
         call_timeout: Duration,
     ) -> Result<Arc<Self>, PersonaError> {
         let mut configs = BTreeMap::new();
@@ -157,7 +119,7 @@ impl Personas {
             backend,
             sampling: Mutex::new(sampling),
             hub,
-            settings,
+            recorder,
             call_timeout,
             swap_lock: tokio::sync::Mutex::new(()),
         }))
@@ -201,7 +163,7 @@ impl Personas {
     pub fn set_sampling(&self, s: Sampling) {
         *self.sampling.lock().unwrap_or_else(|p| p.into_inner()) = s;
         for h in self.snapshot().values() {
-            let _ = h.actor.cast(ProtoMsg::SetSampling(s));
+            h.tell(ProtoMsg::SetSampling(s));
         }
     }
 
@@ -296,35 +258,19 @@ impl Personas {
                 .ok_or_else(|| PersonaError::Unknown(persona.to_string()))?;
             std::mem::replace(&mut c.model, model.to_string())
         };
-        let sup: ActorRef<SupervisorMsg> = match ractor::registry::where_is(SUPERVISOR_NAME) {
-            Some(c) => c.into(),
-            None => {
-                self.restore_model(persona, previous);
-                return Err(PersonaError::Unavailable(
-                    persona.into(),
-                    "the personas supervisor is restarting".into(),
-                ));
-            }
-        };
         let spec = self.child_spec(persona);
-        let res = sup
-            .call(
-                |r| SupervisorMsg::ReplaceChild(spec, r),
-                Some(self.call_timeout),
-            )
+        let replaced = SupervisorHandle::named("personas supervisor", SUPERVISOR_NAME)
+            .replace_child(spec, self.call_timeout)
             .await;
-        match res {
-            Ok(ractor::rpc::CallResult::Success(Ok(_old))) => {}
-            Ok(ractor::rpc::CallResult::Success(Err(e))) => {
-                self.restore_model(persona, previous);
-                return Err(PersonaError::Swap(e));
-            }
-            Ok(_) | Err(_) => {
-                self.restore_model(persona, previous);
-                return Err(PersonaError::Swap(
-                    "the personas supervisor did not answer".into(),
-                ));
-            }
+        if let Err(e) = replaced {
+            self.restore_model(persona, previous);
+            return Err(match e {
+                SupervisorError::Unreachable(source) => PersonaError::Unreachable {
+                    persona: persona.to_string(),
+                    source,
+                },
+                SupervisorError::Refused(why) => PersonaError::Swap(why),
+            });
         }
         let generation = self.current(persona)?.generation;
         self.hub.publish(Event::ModelSwapped {
@@ -333,33 +279,9 @@ impl Personas {
             to: model.to_string(),
             generation,
         });
-        tracing::info!(event = "model.swapped", persona, from = %from, to = %model, generation, "cognitive atomic swap");
         let mut persisted = true;
-        if let Some(sink) = self.settings.clone() {
-            let (p, m) = (persona.to_string(), model.to_string());
-            let r = tokio::task::spawn_blocking(move || {
-                // File and live settings change under one lock: a reload that reads the file in between two
-                // swaps then finds it equal to the live settings instead of "reverting" to the older model.
-                crate::settings::set_string_value_then(
-                    &sink.path,
-                    &["personas", &p, "model"],
-                    &m,
-                    || {
-                        sink.live.rcu(|s| {
-                            let mut s = (**s).clone();
-                            if let Some(ps) = s.personas.get_mut(&p) {
-                                ps.model = m.clone();
-                            }
-                            s
-                        });
-                    },
-                )
-            })
-            .await;
-            if let Err(e) = r
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()))
-            {
+        if let Some(recorder) = &self.recorder {
+            if let Err(e) = recorder.record_model(persona, model).await {
                 persisted = false;
                 tracing::error!(event = "settings.write_failed", persona, error = %e, "swap done but not recorded in settings.toml");
             }
@@ -395,10 +317,7 @@ impl Personas {
         if let Some(c) = self.lock_configs().get_mut(persona) {
             c.editable = editable.clone();
         }
-        let state = self
-            .ask(&handle, |r| ProtoMsg::SetEditable(editable, r))
-            .await?;
-        Ok(state)
+        handle.set_editable(editable, self.call_timeout).await
     }
 
     /// Gives every live persona its (possibly new) codex entry; later restarts use it too.
@@ -418,32 +337,20 @@ impl Personas {
         let snap = self.snapshot();
         for (name, entry) in changed {
             if let Some(h) = snap.get(&name) {
-                let _ = h.actor.cast(ProtoMsg::SetCodex(entry));
+                h.tell(ProtoMsg::SetCodex(entry));
             }
         }
     }
 
     /// One persona's live state, answered by its actor.
     pub async fn state(&self, persona: &str) -> Result<Value, PersonaError> {
-        let handle = self.current(persona)?;
-        self.ask(&handle, ProtoMsg::GetState).await
+        self.current(persona)?.state(self.call_timeout).await
     }
 
-    async fn ask<F>(&self, handle: &PersonaHandle, msg: F) -> Result<Value, PersonaError>
-    where
-        F: FnOnce(ractor::RpcReplyPort<Value>) -> ProtoMsg,
-    {
-        match handle.actor.call(msg, Some(self.call_timeout)).await {
-            Ok(ractor::rpc::CallResult::Success(v)) => Ok(v),
-            Ok(_) => Err(PersonaError::Unavailable(
-                handle.name.clone(),
-                "no answer in time".into(),
-            )),
-            Err(e) => Err(PersonaError::Unavailable(
-                handle.name.clone(),
-                e.to_string(),
-            )),
-        }
+    /// One model call by the persona's current generation (for organs that do not hold a task's snapshot:
+    /// the codex inquiry, the ToolForge, memory consolidation).
+    pub async fn think(&self, persona: &str, req: ThinkRequest) -> Result<Thought, PersonaError> {
+        self.current(persona)?.think(req, self.call_timeout).await
     }
 
     /// Models and backends per persona, for `status`.

@@ -3,17 +3,18 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::PersonaConfig;
-use crate::codex::PersonaCodex;
 use crate::events::{Event, EventHub};
+use crate::job::Jobs;
 use crate::llm::{
     BackendKind, ChatMessage, ChatRequest, ChatResponse, LlmBackend, LlmError, Role, Sampling,
     TokenSink, ToolSpec,
 };
+use crate::principles::PersonaCodex;
 
 /// The persona state a human may edit live ("cognitive surgery"); every field overrides a default.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -179,6 +180,7 @@ pub struct ProtoState {
     hub: Arc<EventHub>,
     system: String,
     calls: u64,
+    jobs: Jobs,
 }
 
 impl ProtoState {
@@ -225,7 +227,12 @@ impl Actor for Proto {
         args: ProtoArgs,
     ) -> Result<ProtoState, ActorProcessingErr> {
         let system = ProtoState::system_message(&args.config.codex, &args.config.editable);
+        let jobs = Jobs::new(
+            format!("root/personas/{}", args.config.name),
+            args.hub.clone(),
+        );
         Ok(ProtoState {
+            jobs,
             config: args.config,
             generation: args.generation,
             backend: args.backend,
@@ -238,7 +245,7 @@ impl Actor for Proto {
 
     async fn handle(
         &self,
-        _myself: ActorRef<ProtoMsg>,
+        myself: ActorRef<ProtoMsg>,
         msg: ProtoMsg,
         state: &mut ProtoState,
     ) -> Result<(), ActorProcessingErr> {
@@ -267,8 +274,10 @@ impl Actor for Proto {
                     state.config.model.clone(),
                     state.generation,
                 );
-                // The call runs beside the mailbox so one slow answer never blocks the persona's other tasks.
-                tokio::spawn(async move {
+                // The call runs beside the mailbox so one slow answer never blocks the persona's other tasks;
+                // as a supervised job, so a panic in the backend is an `actor.failed` event and the caller's
+                // reply port dies at once (the persona itself lives on).
+                let work = async move {
                     let started = Instant::now();
                     let kind = backend.kind();
                     let result = backend.chat(chat, tokens).await.map(|response| Thought {
@@ -280,7 +289,8 @@ impl Actor for Proto {
                         duration_ms: started.elapsed().as_millis() as u64,
                     });
                     let _ = reply.send(result);
-                });
+                };
+                state.jobs.spawn(&myself.get_cell(), "think", work).await?;
             }
             ProtoMsg::GetState(reply) => {
                 let _ = reply.send(state.state_value());
@@ -301,6 +311,16 @@ impl Actor for Proto {
             ProtoMsg::SetSampling(s) => state.sampling = s,
             ProtoMsg::Crash => panic!("debug_crash requested for persona {}", state.config.name),
         }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<ProtoMsg>,
+        event: SupervisionEvent,
+        state: &mut ProtoState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.jobs.supervise(&event);
         Ok(())
     }
 }

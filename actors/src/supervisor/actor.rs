@@ -86,7 +86,6 @@ impl Actor for Supervisor {
             let path = state.path_of(&spec.id);
             match (spec.start)(myself.get_cell()).await {
                 Ok(cell) => {
-                    tracing::info!(event = "actor.started", actor = %path, restarts = 0u32, "actor started");
                     state.config.hub.publish(Event::ActorStarted {
                         actor: path,
                         restarts: 0,
@@ -99,7 +98,6 @@ impl Actor for Supervisor {
                 }
                 Err(e) => {
                     let reason = format!("child {path} failed to start: {e}");
-                    tracing::error!(event = "actor.failed", actor = %path, reason = %reason, "actor failed to start");
                     state.config.hub.publish(Event::ActorFailed {
                         actor: path,
                         reason: reason.clone(),
@@ -150,7 +148,6 @@ impl Actor for Supervisor {
                 let path = state.path_of(&spec.id);
                 match (spec.start)(myself.get_cell()).await {
                     Ok(cell) => {
-                        tracing::info!(event = "actor.started", actor = %path, restarts = 0u32, "actor started");
                         state.config.hub.publish(Event::ActorStarted {
                             actor: path,
                             restarts: 0,
@@ -233,7 +230,6 @@ impl Actor for Supervisor {
         };
         let Some(idx) = state.index_of(&cell) else {
             if let Some(what) = state.detached.remove(&cell.get_id()) {
-                tracing::info!(event = "actor.stopped", actor = %what, reason = %reason, "detached actor stopped");
                 state.config.hub.publish(Event::ActorStopped {
                     actor: what,
                     reason,
@@ -245,13 +241,11 @@ impl Actor for Supervisor {
         let path = state.path_of(&id);
         state.children[idx].cell = None;
         if failure {
-            tracing::error!(event = "actor.failed", actor = %path, reason = %reason, "actor failed");
             state.config.hub.publish(Event::ActorFailed {
                 actor: path.clone(),
                 reason: reason.clone(),
             });
         } else {
-            tracing::info!(event = "actor.stopped", actor = %path, reason = %reason, "actor stopped");
             state.config.hub.publish(Event::ActorStopped {
                 actor: path.clone(),
                 reason: reason.clone(),
@@ -307,7 +301,6 @@ async fn restart_group(
     reason: &str,
 ) -> Result<(), ActorProcessingErr> {
     if let Err(give_up) = charge_restart(state, reason) {
-        tracing::error!(event = "actor.escalated", supervisor = %state.config.path, reason = %give_up, "supervisor escalates");
         state.config.hub.publish(Event::ActorEscalated {
             supervisor: state.config.path.clone(),
             reason: give_up.clone(),
@@ -348,7 +341,6 @@ async fn restart_group(
                 let c = &mut state.children[i];
                 c.cell = Some(cell);
                 c.restarts += 1;
-                tracing::warn!(event = "actor.restarted", actor = %path, restarts = c.restarts, reason = %reason, "actor restarted");
                 state.config.hub.publish(Event::ActorRestarted {
                     actor: path,
                     restarts: c.restarts,
@@ -357,7 +349,6 @@ async fn restart_group(
             }
             Err(e) => {
                 let why = format!("restart of {path} failed: {e}");
-                tracing::error!(event = "actor.failed", actor = %path, reason = %why, "restart failed");
                 state.config.hub.publish(Event::ActorFailed {
                     actor: path.clone(),
                     reason: why.clone(),
@@ -365,6 +356,7 @@ async fn restart_group(
                 // Retry after a pause, through the mailbox, so the retry is charged against the intensity too.
                 let me = myself.clone();
                 let backoff = state.config.restart_backoff;
+                // A plain tokio task: a timer that casts one message.
                 tokio::spawn(async move {
                     tokio::time::sleep(backoff).await;
                     let _ = me.cast(SupervisorMsg::RetryRestart(id, why));
@@ -385,7 +377,6 @@ async fn stop_child(config: &SupervisorConfig, path: &str, cell: &ActorCell) {
         tracing::warn!(event = "actor.killed", actor = %path, "child did not stop in time; killed");
         let _ = cell.kill_and_wait(Some(config.shutdown_timeout)).await;
     }
-    tracing::info!(event = "actor.stopped", actor = %path, reason = %reason, "actor stopped");
     config.hub.publish(Event::ActorStopped {
         actor: path.to_string(),
         reason,

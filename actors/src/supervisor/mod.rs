@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use actor::{Supervisor, SupervisorArgs, SupervisorMsg};
 
+use crate::ask::{ask, ask_named, AskError};
 use crate::events::EventHub;
 
 /// Which children restart when one fails.
@@ -190,6 +191,59 @@ pub struct ChildInfo {
     pub cell: Option<ActorCell>,
 }
 
+/// Why a supervisor operation failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum SupervisorError {
+    /// The supervisor did not answer.
+    #[error(transparent)]
+    Unreachable(#[from] AskError),
+    /// The supervisor refused (unknown or duplicate child id, or the child failed to start).
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// The one way to reach a named supervisor from outside this module.
+#[derive(Debug, Clone)]
+pub struct SupervisorHandle {
+    organ: &'static str,
+    name: String,
+}
+
+impl SupervisorHandle {
+    /// The supervisor registered as `name`; `organ` names it in errors.
+    pub fn named(organ: &'static str, name: impl Into<String>) -> Self {
+        Self {
+            organ,
+            name: name.into(),
+        }
+    }
+
+    /// Starts a new generation of an existing child from `spec` and installs it in place; the old actor is
+    /// detached (not stopped) and returned, so the caller can let it drain.
+    pub async fn replace_child(
+        &self,
+        spec: ChildSpec,
+        timeout: Duration,
+    ) -> Result<Option<ActorCell>, SupervisorError> {
+        ask_named(
+            self.organ,
+            &self.name,
+            |r| SupervisorMsg::ReplaceChild(spec, r),
+            timeout,
+        )
+        .await?
+        .map_err(SupervisorError::Refused)
+    }
+
+    /// The live tree under this supervisor, `path` being its own tree path; `None` while it restarts.
+    pub async fn tree(&self, path: &str, timeout: Duration) -> Option<TreeNode> {
+        let root = crate::ask::find::<SupervisorMsg>(self.organ, &self.name)
+            .ok()?
+            .get_cell();
+        Some(tree(&root, path, timeout).await)
+    }
+}
+
 /// Reads the live tree under `root` (a supervisor cell), asking each supervisor for its children.
 pub async fn tree(root: &ActorCell, root_path: &str, timeout: Duration) -> TreeNode {
     let mut node = TreeNode {
@@ -215,8 +269,7 @@ fn fill<'a>(
 ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
     Box::pin(async move {
         let sup_ref: ractor::ActorRef<SupervisorMsg> = sup.clone().into();
-        let Ok(ractor::rpc::CallResult::Success(children)) =
-            sup_ref.call(SupervisorMsg::Children, Some(timeout)).await
+        let Ok(children) = ask("supervisor", &sup_ref, SupervisorMsg::Children, timeout).await
         else {
             return;
         };

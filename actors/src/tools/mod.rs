@@ -140,7 +140,6 @@ impl ToolRegistry {
             tool.spec().description.clone(),
         );
         self.insert(tool);
-        tracing::info!(event = "tool.created", tool = %name, version, "tool registered");
         self.hub.publish(Event::ToolCreated {
             name,
             version,

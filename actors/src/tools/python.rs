@@ -84,6 +84,7 @@ pub fn interpret_call(
     let out = out.map_err(|e| match e {
         SandboxError::Unavailable(m) => ToolError::Unavailable(m),
         SandboxError::Failed(m) => ToolError::Failed(m),
+        e @ SandboxError::Unreachable(_) => ToolError::Unavailable(e.to_string()),
     })?;
     if out.timed_out {
         return Err(ToolError::Timeout(timeout_ms));
@@ -109,7 +110,7 @@ pub fn interpret_call(
         return Err(ToolError::Failed(if detail.is_empty() {
             why
         } else {
-            format!("{why}: {}", crate::protocol::truncate(detail, 500))
+            format!("{why}: {}", batos_protocol::truncate(detail, 500))
         }));
     };
     if let Some(e) = reply.get("error").and_then(Value::as_str) {
@@ -124,7 +125,7 @@ pub fn interpret_call(
         Some(v) => Ok(ToolOutput::Value(v.clone())),
         None => Err(ToolError::BadOutput(format!(
             "unexpected runner reply: {}",
-            crate::protocol::truncate(&reply.to_string(), 200)
+            batos_protocol::truncate(&reply.to_string(), 200)
         ))),
     }
 }

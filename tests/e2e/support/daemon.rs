@@ -1,4 +1,5 @@
-//! Starts the real `batos` binary on free ports with a temp data dir, exactly as a user would.
+//! Starts the real `batos` binary on free ports with a temp data dir, exactly as a user would. Shared by the
+//! end-to-end tests and the daemon-level benches (`benches/*.rs` include this file with `#[path]`).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,21 @@ pub struct Daemon {
 
 /// Settings edits applied on top of the shipped settings.toml.
 pub type Edit = Box<dyn Fn(&mut toml_edit::DocumentMut)>;
+
+/// Edit: the daemon's log level (benches use "warn" to keep logging out of the measurement).
+pub fn log_level(level: &str) -> Edit {
+    let level = level.to_string();
+    Box::new(move |doc| doc["log"]["level"] = toml_edit::value(level.as_str()))
+}
+
+/// Edit: puts back the shipped value of `[table] key`, undoing the harness's test override of it.
+pub fn shipped(table: &'static str, key: &'static str) -> Edit {
+    Box::new(move |doc| {
+        let text = fs::read_to_string(repo().join("config/settings.toml")).unwrap();
+        let shipped: toml_edit::DocumentMut = text.parse().unwrap();
+        doc[table][key] = shipped[table][key].clone();
+    })
+}
 
 impl Daemon {
     /// Writes config (shipped files + test overrides) and starts the daemon, waiting until it answers.
@@ -269,4 +285,12 @@ pub async fn wait_task(c: &mut Client, id: &str, secs: u64) -> Value {
 /// Path helper.
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// The `batos` CLI, without a token from the environment (it reads the daemon's token file).
+pub fn batos_cmd(d: &Daemon) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batos"));
+    cmd.env_remove("BATOS_TOKEN");
+    let _ = d;
+    cmd
 }

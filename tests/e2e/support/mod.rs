@@ -1,7 +1,9 @@
-//! Test support: the real daemon, and a scripted Ollama-API server (a named test double).
+//! Test support: the real daemon, its event channel, and a scripted Ollama-API server (a named test double).
 
 pub mod daemon;
 pub mod ollama;
+pub mod subscribe;
 
 pub use daemon::*;
 pub use ollama::*;
+pub use subscribe::*;

@@ -32,6 +32,9 @@ pub enum SandboxError {
     /// Starting or talking to the sandbox failed.
     #[error("sandbox failure: {0}")]
     Failed(String),
+    /// The sandbox pool did not answer.
+    #[error(transparent)]
+    Unreachable(#[from] crate::ask::AskError),
 }
 
 /// Limits applied to one run.
@@ -96,7 +99,7 @@ impl Output {
         };
         match serde_json::from_str::<Value>(last) {
             Ok(v) if v.is_object() => (Some(v), None),
-            _ => (None, Some(crate::protocol::truncate(last, 200).to_string())),
+            _ => (None, Some(batos_protocol::truncate(last, 200).to_string())),
         }
     }
 }

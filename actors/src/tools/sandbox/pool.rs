@@ -9,6 +9,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
 
 use super::{Backend, Limits, Output, Prepared, SandboxError};
+use crate::ask::ask_named;
 use crate::settings::ToolsSettings;
 
 /// Global name of the pool actor.
@@ -56,6 +57,7 @@ impl PoolState {
             let (backend, limits, me) = (self.backend.clone(), self.limits.clone(), me.clone());
             // Back off after failures so a broken runtime does not spin.
             let delay = self.backoff * self.failures.min(10);
+            // A plain tokio task: it only prepares a sandbox and casts it back; a failure is a message.
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let r = backend.prepare(&limits).await;
@@ -118,6 +120,9 @@ impl Actor for SandboxPool {
                 }
                 let warm = state.warm.pop_front();
                 let (backend, limits) = (state.backend.clone(), state.limits.clone());
+                // A plain tokio task, not a job: a run owns a live sandbox (a runsc container) whose cleanup
+                // must happen even if the pool restarts meanwhile; a panic in it drops the reply port, so the
+                // caller gets `Stopped` at once.
                 tokio::spawn(async move {
                     let sandbox = match warm {
                         Some(s) => Ok(s),
@@ -159,21 +164,14 @@ impl Actor for SandboxPool {
     }
 }
 
-/// Runs one request through the pool actor.
+/// Runs one request in a fresh sandbox through the pool actor, the one way to reach it; `timeout` covers
+/// waiting for a sandbox and the run itself.
 pub async fn run(request: Value, timeout: Duration) -> Result<Output, SandboxError> {
-    let cell = ractor::registry::where_is(SANDBOX_NAME)
-        .ok_or_else(|| SandboxError::Failed("the sandbox pool is restarting".into()))?;
-    let pool: ActorRef<PoolMsg> = cell.into();
-    match pool
-        .call(|r| PoolMsg::Run(Box::new(request), r), Some(timeout))
-        .await
-    {
-        Ok(ractor::rpc::CallResult::Success(r)) => r,
-        Ok(ractor::rpc::CallResult::Timeout) => Err(SandboxError::Failed(
-            "the sandbox pool did not answer in time".into(),
-        )),
-        _ => Err(SandboxError::Failed(
-            "the sandbox pool stopped while running the tool".into(),
-        )),
-    }
+    ask_named(
+        "sandbox pool",
+        SANDBOX_NAME,
+        |r| PoolMsg::Run(Box::new(request), r),
+        timeout,
+    )
+    .await?
 }

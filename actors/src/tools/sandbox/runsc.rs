@@ -272,7 +272,7 @@ impl Prepared for RunscSandbox {
             }
             Ok(p) if !p.trim().is_empty() => Some(format!(
                 "gVisor panicked: {}",
-                crate::protocol::truncate(p.trim(), 300)
+                batos_protocol::truncate(p.trim(), 300)
             )),
             _ => None,
         };

@@ -2,21 +2,27 @@
 //! checked with Python's own `ast` and the tests are run, both inside the sandbox; failures are fed back for
 //! another attempt; a passing tool is stored, registered live, and announced with `tool.created`.
 
+mod draft;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use batos_protocol::{ErrorCode, Persona};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::{json, Value};
+
+pub use draft::{parse_draft, tool_schema, valid_name, Draft};
 
 use super::python::{Provenance, PythonTool, ToolRecord};
 use super::sandbox::pool;
 use super::store::ToolStore;
 use super::ToolRegistry;
+use crate::ask::{ask_named, tell, AskError, WireError};
+use crate::events::EventHub;
+use crate::job::Jobs;
 use crate::llm::{ChatMessage, Role};
-use crate::orchestrator::ForgeHook;
-use crate::personas::{Personas, ProtoMsg, ThinkRequest};
+use crate::personas::{PersonaError, Personas, ThinkRequest};
 use crate::settings::{Settings, ToolsSettings};
 
 /// Global name of the ToolForge actor.
@@ -39,6 +45,44 @@ pub struct ForgeArgs {
     pub store: ToolStore,
     /// Live settings.
     pub settings: Arc<ArcSwap<Settings>>,
+    /// Event bus (a crashed forge run is an `actor.failed` event).
+    pub hub: Arc<EventHub>,
+}
+
+/// Why no tool was forged. Nothing is registered in any of these cases.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ForgeError {
+    /// The request itself is unusable (an empty capability).
+    #[error("{0}")]
+    Invalid(String),
+    /// Every attempt's tool failed its checks or tests: the model could not write it.
+    #[error("the ToolForge gave up after {attempts} attempts; last error: {last}")]
+    GaveUp {
+        /// Attempts made (`tools.max_attempts`).
+        attempts: u32,
+        /// Why the last attempt failed.
+        last: String,
+    },
+    /// BRICK could not be asked (restarting) or its model call failed.
+    #[error("BRICK could not write the tool: {0}")]
+    Persona(#[from] PersonaError),
+    /// The passing tool could not be stored.
+    #[error("cannot store the tool: {0}")]
+    Store(String),
+    /// The ToolForge did not answer (restarting, crashed mid-run, or over `tools.forge_timeout_ms`).
+    #[error(transparent)]
+    Unreachable(#[from] AskError),
+}
+
+impl WireError for ForgeError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ForgeError::Invalid(_) => ErrorCode::BadRequest,
+            ForgeError::GaveUp { .. } => ErrorCode::Failed,
+            ForgeError::Persona(_) | ForgeError::Unreachable(_) => ErrorCode::Unavailable,
+            ForgeError::Store(_) => ErrorCode::Internal,
+        }
+    }
 }
 
 /// Messages the ToolForge handles.
@@ -50,7 +94,7 @@ pub enum ForgeMsg {
         /// The task that needs it.
         task_id: Option<String>,
         /// Answer.
-        reply: RpcReplyPort<Result<String, String>>,
+        reply: RpcReplyPort<Result<String, ForgeError>>,
     },
     /// Fault injection: panic.
     Crash,
@@ -59,112 +103,7 @@ pub enum ForgeMsg {
 /// Forge state.
 pub struct ForgeState {
     args: ForgeArgs,
-}
-
-/// The structured answer BRICK writes a tool through.
-pub fn tool_schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {
-            "name": {"type": "string"},
-            "description": {"type": "string"},
-            "parameters": {"type": "object"},
-            "source": {"type": "string"},
-            "tests": {"type": "string"}
-        },
-        "required": ["name", "description", "parameters", "source", "tests"]
-    })
-}
-
-/// A tool as BRICK proposed it, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Draft {
-    /// Name.
-    pub name: String,
-    /// Description.
-    pub description: String,
-    /// Argument schema.
-    pub parameters: Value,
-    /// Source.
-    pub source: String,
-    /// Tests.
-    pub tests: String,
-}
-
-/// Whether a name is acceptable: a Python identifier of lower-case letters, digits and underscores.
-pub fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
-        && name.len() <= MAX_NAME
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
-
-/// Parses and checks BRICK's answer (everything that can be checked without running Python).
-pub fn parse_draft(text: &str, s: &ToolsSettings, builtins: &[String]) -> Result<Draft, String> {
-    let v: Value =
-        serde_json::from_str(text).map_err(|e| format!("the answer is not a JSON object ({e})"))?;
-    let field = |k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .map(str::trim)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let name = field("name");
-    if !valid_name(&name) {
-        return Err(format!(
-            "invalid tool name `{}`: use 1..={MAX_NAME} lower-case letters, digits and underscores, starting with a letter",
-            crate::protocol::truncate(&name, 60)
-        ));
-    }
-    if builtins.iter().any(|b| b == &name) {
-        return Err(format!("`{name}` is a built-in tool; choose another name"));
-    }
-    let description = field("description");
-    if description.is_empty() {
-        return Err("the description is empty".into());
-    }
-    let parameters = v.get("parameters").cloned().unwrap_or(Value::Null);
-    if parameters.get("type").and_then(Value::as_str) != Some("object") {
-        return Err("`parameters` must be a JSON schema with \"type\": \"object\"".into());
-    }
-    let source = v
-        .get("source")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    if source.trim().is_empty() {
-        return Err("there is no source code".into());
-    }
-    if source.len() > s.max_source_bytes {
-        return Err(format!(
-            "the source is longer than {} bytes",
-            s.max_source_bytes
-        ));
-    }
-    let tests = v
-        .get("tests")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    if tests.trim().is_empty() {
-        return Err("there are no tests".into());
-    }
-    if tests.len() > s.max_source_bytes {
-        return Err(format!(
-            "the tests are longer than {} bytes",
-            s.max_source_bytes
-        ));
-    }
-    Ok(Draft {
-        name,
-        description,
-        parameters,
-        source,
-        tests,
-    })
+    jobs: Jobs,
 }
 
 fn prompt(capability: &str, feedback: Option<&str>) -> String {
@@ -210,7 +149,7 @@ async fn forge(
     args: &ForgeArgs,
     capability: &str,
     task_id: Option<String>,
-) -> Result<String, String> {
+) -> Result<String, ForgeError> {
     let s = args.settings.load().tools.clone();
     let builtins: Vec<String> = args
         .registry
@@ -221,7 +160,6 @@ async fn forge(
         .collect();
     let mut feedback: Option<String> = None;
     for attempt in 1..=s.max_attempts {
-        let brick = args.personas.current("BRICK").map_err(|e| e.to_string())?;
         let req = ThinkRequest {
             messages: vec![ChatMessage::new(
                 Role::User,
@@ -231,20 +169,7 @@ async fn forge(
             format: Some(tool_schema()),
             tokens: None,
         };
-        let answer = match brick
-            .actor
-            .call(
-                |r| ProtoMsg::Think(Box::new(req), r),
-                Some(args.personas.call_timeout()),
-            )
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(Ok(t))) => t,
-            Ok(ractor::rpc::CallResult::Success(Err(e))) => {
-                return Err(format!("BRICK could not write the tool: {e}"))
-            }
-            _ => return Err("BRICK did not answer".into()),
-        };
+        let answer = args.personas.think(Persona::Brick.as_str(), req).await?;
         let failure = async {
             let draft = parse_draft(&answer.response.content, &s, &builtins)?;
             let checked = sandbox(json!({"mode": "check", "source": draft.source, "function": draft.name}), &s).await?;
@@ -262,7 +187,7 @@ async fn forge(
                     why.push_str(&format!(
                         "\n{}: {}",
                         f["test"].as_str().unwrap_or("?"),
-                        crate::protocol::truncate(f["error"].as_str().unwrap_or_default(), 1500)
+                        batos_protocol::truncate(f["error"].as_str().unwrap_or_default(), 1500)
                     ));
                 }
                 if why.trim().is_empty() {
@@ -297,7 +222,7 @@ async fn forge(
                 };
                 args.store
                     .save(&record)
-                    .map_err(|e| format!("cannot store the tool: {e}"))?;
+                    .map_err(|e| ForgeError::Store(e.to_string()))?;
                 args.registry.register(Arc::new(PythonTool::new(
                     record,
                     Duration::from_millis(s.timeout_ms),
@@ -312,11 +237,10 @@ async fn forge(
             }
         }
     }
-    Err(format!(
-        "the ToolForge gave up after {} attempts; last error: {}",
-        s.max_attempts,
-        feedback.unwrap_or_default()
-    ))
+    Err(ForgeError::GaveUp {
+        attempts: s.max_attempts,
+        last: feedback.unwrap_or_default(),
+    })
 }
 
 impl Actor for ToolForge {
@@ -342,12 +266,13 @@ impl Actor for ToolForge {
                 )));
             }
         }
-        Ok(ForgeState { args })
+        let jobs = Jobs::new(format!("root/tools/{FORGE_NAME}"), args.hub.clone());
+        Ok(ForgeState { args, jobs })
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<ForgeMsg>,
+        myself: ActorRef<ForgeMsg>,
         msg: ForgeMsg,
         state: &mut ForgeState,
     ) -> Result<(), ActorProcessingErr> {
@@ -357,95 +282,77 @@ impl Actor for ToolForge {
                 task_id,
                 reply,
             } => {
+                // Each run is a supervised job: a panic in it is an `actor.failed` event, and the caller's
+                // reply port dies with it (`Stopped`) instead of waiting out the forge timeout.
                 let args = state.args.clone();
-                tokio::spawn(async move {
-                    let _ = reply.send(forge(&args, &capability, task_id).await);
-                });
+                state
+                    .jobs
+                    .spawn(&myself.get_cell(), "forge", async move {
+                        let _ = reply.send(forge(&args, &capability, task_id).await);
+                    })
+                    .await?;
             }
             ForgeMsg::Crash => panic!("debug_crash requested for toolforge"),
         }
         Ok(())
     }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<ForgeMsg>,
+        event: SupervisionEvent,
+        state: &mut ForgeState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.jobs.supervise(&event);
+        Ok(())
+    }
 }
 
-/// The ToolForge as the cognition graph sees it.
-pub struct ForgeLink {
-    /// How long a whole forge run may take.
-    pub timeout: Duration,
+/// The one way to reach the ToolForge. A forge run may take up to `tools.forge_timeout_ms` (live settings).
+#[derive(Clone)]
+pub struct ForgeHandle {
+    settings: Arc<ArcSwap<Settings>>,
 }
 
-#[async_trait]
-impl ForgeHook for ForgeLink {
-    async fn forge(&self, task_id: &str, capability: &str) -> Result<String, String> {
-        let cell = ractor::registry::where_is(FORGE_NAME).ok_or("the ToolForge is restarting")?;
-        let forge: ActorRef<ForgeMsg> = cell.into();
-        // An empty task id means a tool asked for directly by an operator.
-        let (capability, task_id) = (
-            capability.to_string(),
-            (!task_id.is_empty()).then(|| task_id.to_string()),
-        );
-        match forge
-            .call(
-                |reply| ForgeMsg::Forge {
-                    capability,
-                    task_id,
-                    reply,
-                },
-                Some(self.timeout),
-            )
-            .await
-        {
-            Ok(ractor::rpc::CallResult::Success(r)) => r,
-            Ok(ractor::rpc::CallResult::Timeout) => Err("the ToolForge took too long".into()),
-            _ => Err("the ToolForge stopped while working".into()),
+impl std::fmt::Debug for ForgeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ForgeHandle")
+    }
+}
+
+impl ForgeHandle {
+    /// A handle reading its timeout from `settings`.
+    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
+        Self { settings }
+    }
+
+    /// Creates a tool for `capability`, for the task `task_id` (None: asked for by an operator); answers the
+    /// registered tool's name.
+    pub async fn forge(
+        &self,
+        capability: &str,
+        task_id: Option<&str>,
+    ) -> Result<String, ForgeError> {
+        if capability.trim().is_empty() {
+            return Err(ForgeError::Invalid("`capability` must not be empty".into()));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> ToolsSettings {
-        let text = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../config/settings.toml"
-        ))
-        .unwrap();
-        Settings::parse(&text, std::path::Path::new("/x/config/settings.toml"))
-            .unwrap()
-            .tools
+        let timeout = Duration::from_millis(self.settings.load().tools.forge_timeout_ms);
+        let (capability, task_id) = (capability.to_string(), task_id.map(str::to_string));
+        ask_named(
+            "toolforge",
+            FORGE_NAME,
+            |reply| ForgeMsg::Forge {
+                capability,
+                task_id,
+                reply,
+            },
+            timeout,
+        )
+        .await?
     }
 
-    #[test]
-    fn names_are_identifiers() {
-        assert!(valid_name("fib_2"));
-        for bad in ["", "../etc", "Fib", "2x", "a-b", "a b", &"x".repeat(49)] {
-            assert!(!valid_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn drafts_are_checked_before_any_sandbox() {
-        let s = settings();
-        let ok = json!({"name":"fib","description":"d","parameters":{"type":"object"},"source":"def fib(n):\n  return n","tests":"def test_a():\n  assert fib(1) == 1"});
-        assert!(parse_draft(&ok.to_string(), &s, &[]).is_ok());
-        let mut bad = ok.clone();
-        bad["name"] = json!("../evil");
-        assert!(parse_draft(&bad.to_string(), &s, &[])
-            .unwrap_err()
-            .contains("invalid tool name"));
-        let mut bad = ok.clone();
-        bad["source"] = json!("");
-        assert!(parse_draft(&bad.to_string(), &s, &[])
-            .unwrap_err()
-            .contains("no source"));
-        let mut bad = ok.clone();
-        bad["parameters"] = json!({"type": "string"});
-        assert!(parse_draft(&bad.to_string(), &s, &[]).is_err());
-        assert!(parse_draft("not json", &s, &[]).is_err());
-        assert!(parse_draft(&ok.to_string(), &s, &["fib".into()])
-            .unwrap_err()
-            .contains("built-in"));
+    /// Fault injection: makes the ToolForge panic.
+    pub fn crash(&self) -> Result<(), AskError> {
+        tell("toolforge", FORGE_NAME, ForgeMsg::Crash)
     }
 }

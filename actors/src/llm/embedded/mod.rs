@@ -1,0 +1,400 @@
+//! The embedded backend: llama.cpp in process through `llama-cpp-2`.
+//!
+//! One GGUF model is loaded once and shared by every persona that uses it. Inference runs on a pool of
+//! dedicated OS threads (`max_contexts` of them, each with its own llama context), never on the async
+//! runtime. Structured output is reliable even on a tiny model: a JSON schema is compiled to a llama.cpp
+//! grammar, so the sampler can only produce text that parses. Tool calling works the same way: the model is
+//! shown the tools and answers through a grammar-constrained JSON choice (answer, or call one tool with
+//! arguments matching its schema). LoRA adapters are loaded on the same base model and selected per request,
+//! so a cognitive atomic swap can move a persona to a new adapter without loading the base again.
+//!
+//! The module is split by job:
+//!
+//! - this file: [`EmbeddedBackend`], its model and adapter bookkeeping, prompt rendering, and its
+//!   [`LlmBackend`] impl (which turns a request into a job and the job's output into a response);
+//! - `model_file`: [`verify_model_file`] and [`ModelFileError`], the checks made before llama.cpp sees a
+//!   file;
+//! - `grammar`: JSON schema → llama.cpp grammar, the tool-or-answer choice schema and its preamble, and the
+//!   fix-ups around grammar-constrained answers (string bounding, number clamping);
+//! - `worker`: the pool of inference threads, the job queue that feeds them, and the llama.cpp calls they
+//!   make (generation, embeddings, next-token logits, adapter switching).
+
+mod grammar;
+mod model_file;
+mod worker;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use async_trait::async_trait;
+use llama_cpp_2::llama_backend::LlamaBackend;
+use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaLoraAdapter, LlamaModel};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+use super::{
+    BackendKind, ChatMessage, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Role,
+    TokenSink, ToolCall,
+};
+use crate::settings::EmbeddedSettings;
+use grammar::{compile_grammar, tool_preamble};
+use worker::{Job, Shared};
+
+pub use grammar::{bound_strings, clamp_numbers, tool_choice_schema};
+pub use model_file::{verify_model_file, ModelFileError};
+
+/// Prefix of a model spec naming an adapter file directly: `lora:/path/to/adapter.gguf`.
+pub const LORA_PREFIX: &str = "lora:";
+/// Token budget of a grammar-constrained answer, as a multiple of `max_tokens` plus a fixed allowance.
+const STRUCTURED_BUDGET_FACTOR: u32 = 3;
+const STRUCTURED_BUDGET_EXTRA: u32 = 64;
+
+static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
+
+fn backend() -> Result<&'static LlamaBackend, LlmError> {
+    BACKEND
+        .get_or_init(|| LlamaBackend::init().map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| LlmError::Backend(format!("llama.cpp backend init failed: {e}")))
+}
+
+/// The in-process llama.cpp backend.
+pub struct EmbeddedBackend {
+    shared: Arc<Shared>,
+    jobs: crossbeam_channel::Sender<Job>,
+    path: PathBuf,
+    /// The model name personas use for the plain base model.
+    base_name: String,
+    /// Adapters by file path.
+    adapters: Mutex<HashMap<PathBuf, Arc<Mutex<LlamaLoraAdapter>>>>,
+    /// Named models made by `create_model`: name → adapter file.
+    named: Mutex<HashMap<String, PathBuf>>,
+    template: LlamaChatTemplate,
+    n_embd: usize,
+}
+
+impl std::fmt::Debug for EmbeddedBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBackend")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl EmbeddedBackend {
+    /// Verifies and loads the model, then starts the inference threads. `base_name` is the model name that
+    /// means "the base model" (e.g. the personas' default model in settings).
+    pub fn load(s: &EmbeddedSettings, base_name: &str) -> Result<Self, LlmError> {
+        verify_model_file(&s.model_path, &s.model_sha256)
+            .map_err(|e| LlmError::Backend(e.to_string()))?;
+        llama_cpp_2::send_logs_to_tracing(
+            llama_cpp_2::LogOptions::default().with_logs_enabled(s.native_logs),
+        );
+        let b = backend()?;
+        let model = LlamaModel::load_from_file(b, &s.model_path, &LlamaModelParams::default())
+            .map_err(|e| {
+                LlmError::Backend(
+                    ModelFileError {
+                        path: s.model_path.display().to_string(),
+                        problem: format!("llama.cpp could not load it ({e})"),
+                    }
+                    .to_string(),
+                )
+            })?;
+        let template = model
+            .chat_template(None)
+            .ok()
+            .or_else(|| LlamaChatTemplate::new("chatml").ok())
+            .ok_or_else(|| LlmError::Backend("no usable chat template".into()))?;
+        let n_embd = usize::try_from(model.n_embd()).unwrap_or(0);
+        let threads = if s.threads == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as i32)
+                .unwrap_or(1)
+        } else {
+            s.threads as i32
+        };
+        let shared = Arc::new(Shared {
+            model: RwLock::new(model),
+            writers: AtomicUsize::new(0),
+            n_ctx: s.n_ctx,
+            n_batch: s.n_batch,
+            threads,
+        });
+        let tx = worker::start(&shared, s.max_contexts)?;
+        tracing::info!(event = "llm.embedded_loaded", path = %s.model_path.display(), n_embd, threads, contexts = s.max_contexts, "embedded model loaded");
+        Ok(Self {
+            shared,
+            jobs: tx,
+            path: s.model_path.clone(),
+            base_name: base_name.to_string(),
+            adapters: Mutex::new(HashMap::new()),
+            named: Mutex::new(HashMap::new()),
+            template,
+            n_embd,
+        })
+    }
+
+    /// Embedding width.
+    pub fn n_embd(&self) -> usize {
+        self.n_embd
+    }
+
+    /// Which adapter (if any) a model name means.
+    fn resolve(&self, model: &str) -> Result<Option<PathBuf>, LlmError> {
+        if let Some(path) = model.strip_prefix(LORA_PREFIX) {
+            return Ok(Some(PathBuf::from(path)));
+        }
+        if let Some(p) = self
+            .named
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(model)
+        {
+            return Ok(Some(p.clone()));
+        }
+        if model == self.base_name || model.is_empty() {
+            return Ok(None);
+        }
+        Err(LlmError::ModelNotFound {
+            model: model.to_string(),
+            detail: format!(
+                "the embedded backend serves `{}` (the base model), `{LORA_PREFIX}<adapter.gguf>`, and models made with create_model",
+                self.base_name
+            ),
+        })
+    }
+
+    /// Loads an adapter once (needs the model exclusively, so the inference threads step aside briefly).
+    async fn adapter(&self, path: &Path) -> Result<Arc<Mutex<LlamaLoraAdapter>>, LlmError> {
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        if let Some(a) = self
+            .adapters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&path)
+        {
+            return Ok(a.clone());
+        }
+        if !path.is_file() {
+            return Err(LlmError::ModelNotFound {
+                model: format!("{LORA_PREFIX}{}", path.display()),
+                detail: "adapter file not found".into(),
+            });
+        }
+        let shared = self.shared.clone();
+        let p = path.clone();
+        let adapter = tokio::task::spawn_blocking(move || {
+            shared.writers.fetch_add(1, Ordering::SeqCst);
+            let r = {
+                let mut model = shared.model.write().unwrap_or_else(|p| p.into_inner());
+                model.lora_adapter_init(&p)
+            };
+            shared.writers.fetch_sub(1, Ordering::SeqCst);
+            r
+        })
+        .await
+        .map_err(|e| LlmError::Backend(e.to_string()))?
+        .map_err(|e| {
+            LlmError::InvalidRequest(format!(
+                "cannot load LoRA adapter {}: {e} (wrong architecture or shapes?)",
+                path.display()
+            ))
+        })?;
+        let adapter = Arc::new(Mutex::new(adapter));
+        self.adapters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(path.clone(), adapter.clone());
+        tracing::info!(event = "llm.adapter_loaded", path = %path.display(), "LoRA adapter loaded");
+        Ok(adapter)
+    }
+
+    fn render(
+        &self,
+        messages: &[ChatMessage],
+        tool_preamble: Option<&str>,
+    ) -> Result<String, LlmError> {
+        let mut chat = Vec::with_capacity(messages.len());
+        for (i, m) in messages.iter().enumerate() {
+            let (role, mut content) = match m.role {
+                Role::System => ("system", m.content.clone()),
+                Role::User => ("user", m.content.clone()),
+                Role::Assistant => {
+                    let mut c = m.content.clone();
+                    for call in &m.tool_calls {
+                        c.push_str(&json!({"type": "call", "tool": call.name, "arguments": call.arguments}).to_string());
+                    }
+                    ("assistant", c)
+                }
+                // Small chat templates know no tool role: tool results come back as user turns.
+                Role::Tool => ("user", format!("Tool result:\n{}", m.content)),
+            };
+            if i == 0 && m.role == Role::System {
+                if let Some(pre) = tool_preamble {
+                    content.push_str("\n\n");
+                    content.push_str(pre);
+                }
+            }
+            chat.push(
+                LlamaChatMessage::new(role.into(), content)
+                    .map_err(|e| LlmError::InvalidRequest(e.to_string()))?,
+            );
+        }
+        self.shared
+            .model
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .apply_chat_template(&self.template, &chat, true)
+            .map_err(|e| LlmError::Backend(format!("chat template failed: {e}")))
+    }
+
+    /// The next-token logits for `text` under a model spec (used to check that an adapter changes the model).
+    pub async fn logits(&self, model: &str, text: &str) -> Result<Vec<f32>, LlmError> {
+        let adapter = match self.resolve(model)? {
+            Some(p) => Some(self.adapter(&p).await?),
+            None => None,
+        };
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Logits {
+            text: text.to_string(),
+            adapter,
+            reply: tx,
+        })?;
+        rx.await
+            .map_err(|_| LlmError::Backend("inference thread stopped".into()))?
+    }
+
+    fn submit(&self, job: Job) -> Result<(), LlmError> {
+        self.jobs
+            .send(job)
+            .map_err(|_| LlmError::Backend("the inference threads have stopped".into()))
+    }
+}
+
+#[async_trait]
+impl LlmBackend for EmbeddedBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Embedded
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    async fn chat(
+        &self,
+        req: ChatRequest,
+        tokens: Option<TokenSink>,
+    ) -> Result<ChatResponse, LlmError> {
+        let adapter = match self.resolve(&req.model)? {
+            Some(p) => Some(self.adapter(&p).await?),
+            None => None,
+        };
+        let with_tools = !req.tools.is_empty();
+        let max = req.sampling.max_tokens;
+        let mut schema = if with_tools {
+            Some(tool_choice_schema(&req.tools))
+        } else {
+            req.format.clone()
+        };
+        if let Some(s) = schema.as_mut() {
+            bound_strings(s, max);
+        }
+        let prompt = self.render(
+            &req.messages,
+            with_tools.then(|| tool_preamble(&req.tools)).as_deref(),
+        )?;
+        let grammar = schema.as_ref().map(compile_grammar).transpose()?;
+        let mut sampling = req.sampling;
+        if grammar.is_some() {
+            // Room for the JSON scaffold around strings that are each capped at `max` characters.
+            sampling.max_tokens = max
+                .saturating_mul(STRUCTURED_BUDGET_FACTOR)
+                .saturating_add(STRUCTURED_BUDGET_EXTRA);
+        }
+        // Structured answers are parsed whole; only free text is streamed.
+        let stream = if grammar.is_none() { tokens } else { None };
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Chat {
+            prompt,
+            grammar,
+            adapter,
+            sampling,
+            stream,
+            reply: tx,
+        })?;
+        let g = rx
+            .await
+            .map_err(|_| LlmError::Backend("inference thread stopped".into()))??;
+        let mut out = ChatResponse {
+            content: g.text,
+            tool_calls: Vec::new(),
+            prompt_tokens: g.prompt_tokens,
+            completion_tokens: g.completion_tokens,
+        };
+        if let Some(schema) = &schema {
+            let mut v: Value = serde_json::from_str(&out.content).map_err(|e| {
+                LlmError::BadResponse(format!(
+                    "structured answer is not JSON ({e}): {}",
+                    out.content
+                ))
+            })?;
+            clamp_numbers(schema, &mut v);
+            if with_tools {
+                if v["type"] == "call" {
+                    out.tool_calls.push(ToolCall {
+                        name: v["tool"].as_str().unwrap_or_default().to_string(),
+                        arguments: v["arguments"].clone(),
+                    });
+                    out.content = String::new();
+                } else {
+                    out.content = v["content"].as_str().unwrap_or_default().to_string();
+                }
+            } else {
+                out.content = v.to_string();
+            }
+        }
+        Ok(out)
+    }
+
+    async fn embed(&self, _model: &str, inputs: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Embed {
+            texts: inputs.to_vec(),
+            reply: tx,
+        })?;
+        rx.await
+            .map_err(|_| LlmError::Backend("inference thread stopped".into()))?
+    }
+
+    async fn create_model(&self, spec: &ModelSpec) -> Result<(), LlmError> {
+        if spec.base != self.base_name {
+            return Err(LlmError::ModelNotFound {
+                model: spec.base.clone(),
+                detail: format!("the embedded backend's base model is `{}`", self.base_name),
+            });
+        }
+        let Some(adapter) = &spec.adapter else {
+            return Err(LlmError::InvalidRequest(
+                "an embedded model needs an adapter".into(),
+            ));
+        };
+        self.adapter(adapter).await?;
+        self.named
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(spec.name.clone(), adapter.clone());
+        Ok(())
+    }
+
+    async fn health(&self) -> Result<(), LlmError> {
+        Ok(())
+    }
+}

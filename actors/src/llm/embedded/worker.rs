@@ -1,0 +1,400 @@
+//! The inference worker pool: `max_contexts` OS threads, each owning its own llama contexts, fed by one job
+//! queue. The threads hold the model's read lock while they work and step aside (drop their contexts and the
+//! lock) whenever an adapter load waits for the write lock.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
+use llama_cpp_2::sampling::LlamaSampler;
+use tokio::sync::oneshot;
+
+use super::backend;
+use crate::llm::{LlmError, Sampling, TokenSink};
+
+/// How often an idle inference thread checks whether an adapter load is waiting for the model.
+const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// Work for the inference threads; each job carries the channel its result goes back on.
+pub(super) enum Job {
+    Chat {
+        prompt: String,
+        grammar: Option<String>,
+        adapter: Option<Arc<Mutex<LlamaLoraAdapter>>>,
+        sampling: Sampling,
+        stream: Option<TokenSink>,
+        reply: oneshot::Sender<Result<Generated, LlmError>>,
+    },
+    Embed {
+        texts: Vec<String>,
+        reply: oneshot::Sender<Result<Vec<Vec<f32>>, LlmError>>,
+    },
+    Logits {
+        text: String,
+        adapter: Option<Arc<Mutex<LlamaLoraAdapter>>>,
+        reply: oneshot::Sender<Result<Vec<f32>, LlmError>>,
+    },
+}
+
+/// The output of a chat job.
+pub(super) struct Generated {
+    pub(super) text: String,
+    pub(super) prompt_tokens: u64,
+    pub(super) completion_tokens: u64,
+}
+
+/// What the backend and its inference threads share: the model and the context settings.
+pub(super) struct Shared {
+    pub(super) model: RwLock<LlamaModel>,
+    /// Adapter loads waiting for exclusive access to the model.
+    pub(super) writers: AtomicUsize,
+    pub(super) n_ctx: u32,
+    pub(super) n_batch: u32,
+    pub(super) threads: i32,
+}
+
+/// Starts `contexts` inference threads (at least one) sharing `shared`; returns the queue that feeds them.
+pub(super) fn start(
+    shared: &Arc<Shared>,
+    contexts: usize,
+) -> Result<crossbeam_channel::Sender<Job>, LlmError> {
+    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    for i in 0..contexts.max(1) {
+        let shared = shared.clone();
+        let rx = rx.clone();
+        std::thread::Builder::new()
+            .name(format!("llama-{i}"))
+            .spawn(move || worker(shared, rx))
+            .map_err(|e| LlmError::Backend(format!("cannot start inference thread: {e}")))?;
+    }
+    Ok(tx)
+}
+
+/// An inference thread: owns one generation context and one embedding context, recreated whenever it steps
+/// aside for an adapter load.
+fn worker(shared: Arc<Shared>, rx: crossbeam_channel::Receiver<Job>) {
+    loop {
+        {
+            let model = shared.model.read().unwrap_or_else(|p| p.into_inner());
+            let mut gen: Option<LlamaContext<'_>> = None;
+            let mut active: Active = None;
+            let mut emb: Option<LlamaContext<'_>> = None;
+            loop {
+                if shared.writers.load(Ordering::SeqCst) > 0 {
+                    break;
+                }
+                let job = match rx.recv_timeout(IDLE_POLL) {
+                    Ok(j) => j,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => continue,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+                };
+                run_job(&shared, &model, &mut gen, &mut active, &mut emb, job);
+            }
+        }
+        while shared.writers.load(Ordering::SeqCst) > 0 {
+            std::thread::sleep(IDLE_POLL);
+        }
+    }
+}
+
+fn context_params(shared: &Shared, embeddings: bool) -> LlamaContextParams {
+    let p = LlamaContextParams::default()
+        .with_n_ctx(NonZeroU32::new(shared.n_ctx))
+        .with_n_batch(shared.n_batch)
+        .with_n_ubatch(shared.n_batch)
+        .with_n_threads(shared.threads)
+        .with_n_threads_batch(shared.threads);
+    if embeddings {
+        p.with_embeddings(true)
+            .with_pooling_type(LlamaPoolingType::Mean)
+    } else {
+        p
+    }
+}
+
+/// Context creation mutates the model internally; llama-cpp-2 warns it is unsound in parallel.
+static CONTEXT_CREATION: Mutex<()> = Mutex::new(());
+
+fn ensure<'m>(
+    slot: &mut Option<LlamaContext<'m>>,
+    model: &'m LlamaModel,
+    params: LlamaContextParams,
+) -> Result<(), LlmError> {
+    if slot.is_none() {
+        let _g = CONTEXT_CREATION.lock().unwrap_or_else(|p| p.into_inner());
+        let b = backend()?;
+        *slot = Some(
+            model
+                .new_context(b, params)
+                .map_err(|e| LlmError::Backend(format!("cannot create a llama context: {e}")))?,
+        );
+    }
+    Ok(())
+}
+
+fn run_job<'m>(
+    shared: &Shared,
+    model: &'m LlamaModel,
+    gen: &mut Option<LlamaContext<'m>>,
+    active: &mut Active,
+    emb: &mut Option<LlamaContext<'m>>,
+    job: Job,
+) {
+    match job {
+        Job::Chat {
+            prompt,
+            grammar,
+            adapter,
+            sampling,
+            stream,
+            reply,
+        } => {
+            let r = ensure(gen, model, context_params(shared, false)).and_then(|()| {
+                match gen.as_mut() {
+                    Some(ctx) => generate(
+                        shared,
+                        model,
+                        ctx,
+                        active,
+                        &prompt,
+                        grammar.as_deref(),
+                        adapter.as_ref(),
+                        sampling,
+                        stream.as_ref(),
+                    ),
+                    None => Err(LlmError::Backend("no context".into())),
+                }
+            });
+            let _ = reply.send(r);
+        }
+        Job::Embed { texts, reply } => {
+            let r = ensure(emb, model, context_params(shared, true)).and_then(|()| {
+                match emb.as_mut() {
+                    Some(ctx) => texts
+                        .iter()
+                        .map(|t| embed_one(shared, model, ctx, t))
+                        .collect(),
+                    None => Err(LlmError::Backend("no context".into())),
+                }
+            });
+            let _ = reply.send(r);
+        }
+        Job::Logits {
+            text,
+            adapter,
+            reply,
+        } => {
+            let r = ensure(gen, model, context_params(shared, false)).and_then(|()| {
+                match gen.as_mut() {
+                    Some(ctx) => next_logits(shared, model, ctx, active, &text, adapter.as_ref()),
+                    None => Err(LlmError::Backend("no context".into())),
+                }
+            });
+            let _ = reply.send(r);
+        }
+    }
+}
+
+fn backend_err(what: &str) -> impl Fn(String) -> LlmError + '_ {
+    move |e| LlmError::Backend(format!("{what}: {e}"))
+}
+
+/// The adapter active on a context, if any.
+type Active = Option<Arc<Mutex<LlamaLoraAdapter>>>;
+
+/// Makes `wanted` the context's only adapter (or none), touching llama.cpp only when it changes.
+fn set_adapter(
+    ctx: &mut LlamaContext<'_>,
+    active: &mut Active,
+    wanted: Option<&Arc<Mutex<LlamaLoraAdapter>>>,
+) -> Result<(), LlmError> {
+    match (active.as_ref(), wanted) {
+        (Some(a), Some(w)) if Arc::ptr_eq(a, w) => Ok(()),
+        (None, None) => Ok(()),
+        (_, Some(w)) => {
+            let mut a = w.lock().unwrap_or_else(|p| p.into_inner());
+            ctx.lora_adapter_set(&mut a, 1.0)
+                .map_err(|e| LlmError::Backend(format!("cannot apply adapter: {e}")))?;
+            *active = Some(w.clone());
+            Ok(())
+        }
+        (Some(current), None) => {
+            // llama.cpp clears every adapter; the argument only satisfies the binding's signature.
+            let mut a = current.lock().unwrap_or_else(|p| p.into_inner());
+            ctx.lora_adapter_remove(&mut a)
+                .map_err(|e| LlmError::Backend(format!("cannot remove adapter: {e}")))?;
+            drop(a);
+            *active = None;
+            Ok(())
+        }
+    }
+}
+
+/// Decodes `tokens` from position 0 in chunks of n_batch, asking for logits of the last one.
+fn prefill(
+    shared: &Shared,
+    ctx: &mut LlamaContext<'_>,
+    tokens: &[llama_cpp_2::token::LlamaToken],
+) -> Result<LlamaBatch<'static>, LlmError> {
+    let n_batch = shared.n_batch as usize;
+    let mut batch = LlamaBatch::new(n_batch, 1);
+    let last = tokens.len().saturating_sub(1);
+    for (chunk_i, chunk) in tokens.chunks(n_batch).enumerate() {
+        batch.clear();
+        for (j, t) in chunk.iter().enumerate() {
+            let pos = chunk_i * n_batch + j;
+            batch
+                .add(*t, pos as i32, &[0], pos == last)
+                .map_err(|e| LlmError::Backend(format!("batch: {e}")))?;
+        }
+        ctx.decode(&mut batch)
+            .map_err(|e| backend_err("decode")(e.to_string()))?;
+    }
+    Ok(batch)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn generate(
+    shared: &Shared,
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    active: &mut Active,
+    prompt: &str,
+    grammar: Option<&str>,
+    adapter: Option<&Arc<Mutex<LlamaLoraAdapter>>>,
+    sampling: Sampling,
+    stream: Option<&TokenSink>,
+) -> Result<Generated, LlmError> {
+    ctx.clear_kv_cache();
+    set_adapter(ctx, active, adapter)?;
+    let vocab = model.vocab();
+    let tokens = vocab.tokenize(prompt.as_bytes(), true, true);
+    let n_ctx = shared.n_ctx as usize;
+    if tokens.is_empty() {
+        return Err(LlmError::InvalidRequest("empty prompt".into()));
+    }
+    if tokens.len() + 1 >= n_ctx {
+        return Err(LlmError::InvalidRequest(format!(
+            "prompt of {} tokens does not fit the context of {n_ctx} (llm.embedded.n_ctx)",
+            tokens.len()
+        )));
+    }
+    let mut batch = prefill(shared, ctx, &tokens)?;
+    let mut chain = Vec::new();
+    if let Some(g) = grammar {
+        chain.push(
+            LlamaSampler::grammar(model, g, "root")
+                .map_err(|e| LlmError::InvalidRequest(format!("grammar: {e}")))?,
+        );
+    }
+    if sampling.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        chain.push(LlamaSampler::top_p(sampling.top_p, 1));
+        chain.push(LlamaSampler::temp(sampling.temperature));
+        chain.push(LlamaSampler::dist(sampling.seed as u32));
+    }
+    let mut sampler = LlamaSampler::chain_simple(chain);
+    let mut out = Vec::<u8>::new();
+    let mut sent = 0usize;
+    let mut pos = tokens.len();
+    let mut produced = 0u64;
+    let mut idx = batch.n_tokens() - 1;
+    while produced < u64::from(sampling.max_tokens) && pos < n_ctx {
+        let tok = sampler.sample(ctx, idx);
+        if vocab.is_eog(tok) {
+            break;
+        }
+        vocab.token_to_piece_into(tok, &mut out, false, None);
+        produced += 1;
+        if let Some(sink) = stream {
+            // Only whole UTF-8 characters leave; a split character waits for its next byte.
+            let valid = match std::str::from_utf8(&out[sent..]) {
+                Ok(s) => s.len(),
+                Err(e) => e.valid_up_to(),
+            };
+            if valid > 0 {
+                let _ = sink.send(String::from_utf8_lossy(&out[sent..sent + valid]).into_owned());
+                sent += valid;
+            }
+        }
+        batch.clear();
+        batch
+            .add(tok, pos as i32, &[0], true)
+            .map_err(|e| LlmError::Backend(format!("batch: {e}")))?;
+        pos += 1;
+        ctx.decode(&mut batch)
+            .map_err(|e| backend_err("decode")(e.to_string()))?;
+        idx = batch.n_tokens() - 1;
+    }
+    if grammar.is_some() && produced >= u64::from(sampling.max_tokens) {
+        return Err(LlmError::BadResponse(format!(
+            "structured answer cut off at its budget of {} tokens (raise llm.max_tokens)",
+            sampling.max_tokens
+        )));
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    if let Some(sink) = stream {
+        if sent < out.len() {
+            let _ = sink.send(String::from_utf8_lossy(&out[sent..]).into_owned());
+        }
+    }
+    Ok(Generated {
+        text,
+        prompt_tokens: tokens.len() as u64,
+        completion_tokens: produced,
+    })
+}
+
+fn embed_one(
+    shared: &Shared,
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    text: &str,
+) -> Result<Vec<f32>, LlmError> {
+    ctx.clear_kv_cache();
+    let mut tokens = model.vocab().tokenize(text.as_bytes(), true, false);
+    tokens.truncate((shared.n_batch as usize).min(shared.n_ctx as usize));
+    if tokens.is_empty() {
+        return Err(LlmError::InvalidRequest("nothing to embed".into()));
+    }
+    let mut batch = LlamaBatch::new(tokens.len(), 1);
+    batch
+        .add_sequence(&tokens, 0, false)
+        .map_err(|e| LlmError::Backend(format!("batch: {e}")))?;
+    ctx.decode(&mut batch)
+        .map_err(|e| backend_err("decode")(e.to_string()))?;
+    let v = ctx
+        .embeddings_seq_ith(0)
+        .map_err(|e| LlmError::Backend(format!("embeddings: {e}")))?
+        .to_vec();
+    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    Ok(if norm > 0.0 {
+        v.into_iter().map(|x| x / norm).collect()
+    } else {
+        v
+    })
+}
+
+fn next_logits(
+    shared: &Shared,
+    model: &LlamaModel,
+    ctx: &mut LlamaContext<'_>,
+    active: &mut Active,
+    text: &str,
+    adapter: Option<&Arc<Mutex<LlamaLoraAdapter>>>,
+) -> Result<Vec<f32>, LlmError> {
+    ctx.clear_kv_cache();
+    set_adapter(ctx, active, adapter)?;
+    let tokens = model.vocab().tokenize(text.as_bytes(), true, true);
+    if tokens.is_empty() {
+        return Err(LlmError::InvalidRequest("empty text".into()));
+    }
+    let batch = prefill(shared, ctx, &tokens)?;
+    Ok(ctx.get_logits_ith(batch.n_tokens() - 1).to_vec())
+}

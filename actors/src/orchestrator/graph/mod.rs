@@ -1,0 +1,298 @@
+//! The Socratic Contrapunto: nodes and conditional edges as code over a [`TaskState`].
+//!
+//! ```text
+//! route (ALFRED) ──needs research──▶ research (BABS) ──▶ draft (BRICK, tools) ──▶ critique (ROBIN)
+//!        └───────────────────────────────────────────────▲   │  ▲ capability gap        │
+//!                                                        │   ▼  │                       │ dissonance > threshold
+//!                                                        │ toolforge                    │ and iterations left
+//!                                                        └──────────────────────────────┘
+//! critique ──persistently ≥ inquiry threshold──▶ inquiry ──(pause: a human decides)──▶ synthesize (ALFRED)
+//! critique ──otherwise──▶ synthesize ──▶ done
+//! ```
+//!
+//! Files: this one runs the loop; `nodes.rs` holds the nodes and edges; `tool_calls.rs` tools and Commands.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use batos_protocol::truncate;
+use serde_json::Value;
+
+use super::{Cognition, Node, StepRecord, TaskState, TaskStatus};
+use crate::ask::AskError;
+use crate::events::Event;
+use crate::llm::{ChatMessage, Role};
+use crate::personas::{PersonaError, PersonaMap, ThinkRequest, Thought};
+
+mod nodes;
+mod tool_calls;
+
+pub use nodes::{after_critique, critique_schema, route_schema};
+pub use tool_calls::{apply_command, MAX_COMMAND_TEXT};
+
+/// Longest step summary kept in events and the step history.
+const SUMMARY_BYTES: usize = 240;
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Done or failed.
+    Finished,
+    /// Waiting for a human.
+    Paused,
+}
+
+/// What one node did.
+struct StepOut {
+    persona: String,
+    model: String,
+    backend: String,
+    dissonance: Option<f64>,
+    summary: String,
+    next: Node,
+}
+
+impl StepOut {
+    fn from_thought(t: &Thought, summary: &str, next: Node) -> Self {
+        StepOut {
+            persona: t.persona.clone(),
+            model: t.model.clone(),
+            backend: t.backend.to_string(),
+            dissonance: None,
+            summary: truncate(summary.trim(), SUMMARY_BYTES).to_string(),
+            next,
+        }
+    }
+}
+
+/// Runs one task through the graph with one persona snapshot.
+pub struct Runner {
+    cog: Arc<Cognition>,
+    personas: Arc<PersonaMap>,
+}
+
+impl Runner {
+    /// A runner over `personas`, the registry snapshot this task holds for its whole life.
+    pub fn new(cog: Arc<Cognition>, personas: Arc<PersonaMap>) -> Self {
+        Self { cog, personas }
+    }
+
+    /// Runs from `task.next` until the task finishes or pauses. After every step the state is checkpointed
+    /// and handed to `on_step`.
+    pub async fn run(
+        &mut self,
+        task: &mut TaskState,
+        mut on_step: impl FnMut(&TaskState),
+    ) -> RunEnd {
+        task.status = TaskStatus::Running;
+        self.cog.hub.publish(Event::TaskStatus {
+            id: task.id.clone(),
+            status: TaskStatus::Running,
+        });
+        self.checkpoint(task);
+        loop {
+            let settings = self.cog.settings.load().orchestrator.clone();
+            let node = task.next;
+            match node {
+                Node::Done => return self.finish(task, Ok(())),
+                Node::AwaitDecision => {
+                    task.status = TaskStatus::Paused;
+                    self.checkpoint(task);
+                    return RunEnd::Paused;
+                }
+                _ => {}
+            }
+            if task.steps.len() as u32 >= settings.max_steps {
+                let e = format!(
+                    "the task exceeded orchestrator.max_steps ({})",
+                    settings.max_steps
+                );
+                return self.finish(task, Err(e));
+            }
+            let started = Instant::now();
+            let out = match node {
+                Node::Route => self.route(task).await,
+                Node::Research => self.research(task).await,
+                Node::Draft => self.draft(task, &settings).await,
+                Node::Critique => self.critique(task, &settings).await,
+                Node::ToolForge => self.toolforge(task).await,
+                Node::Inquiry => self.inquiry(task).await,
+                Node::Synthesize => self.synthesize(task).await,
+                Node::AwaitDecision | Node::Done => unreachable!("handled above"),
+            };
+            let out = match out {
+                Ok(o) => o,
+                Err(e) => return self.finish(task, Err(format!("{node} step failed: {e}"))),
+            };
+            let record = StepRecord {
+                step: task.steps.len() as u32 + 1,
+                node,
+                persona: out.persona.clone(),
+                model: out.model.clone(),
+                backend: out.backend.clone(),
+                dissonance: out.dissonance,
+                duration_ms: started.elapsed().as_millis() as u64,
+                summary: out.summary.clone(),
+            };
+            task.steps.push(record.clone());
+            task.next = out.next;
+            // Durable before visible: a client that saw task.step can rely on it surviving a crash.
+            self.checkpoint(task);
+            self.cog.hub.publish(Event::TaskStep {
+                id: task.id.clone(),
+                step: record.step,
+                node: node.to_string(),
+                persona: record.persona,
+                model: record.model,
+                backend: record.backend,
+                dissonance: record.dissonance,
+                duration_ms: record.duration_ms,
+                summary: record.summary,
+            });
+            if node == Node::Inquiry {
+                self.cog.hub.publish(Event::TaskPaused {
+                    id: task.id.clone(),
+                    reason: task
+                        .inquiry
+                        .as_ref()
+                        .map(|i| i.reason.clone())
+                        .unwrap_or_default(),
+                });
+            }
+            on_step(task);
+        }
+    }
+
+    fn checkpoint(&self, task: &TaskState) {
+        if let Err(e) = self.cog.store.save(task) {
+            tracing::error!(event = "checkpoint.write_failed", task = %task.id, error = %e, "checkpoint not written");
+        }
+    }
+
+    fn finish(&self, task: &mut TaskState, result: Result<(), String>) -> RunEnd {
+        match result {
+            Ok(()) => {
+                task.status = TaskStatus::Done;
+                task.next = Node::Done;
+                self.checkpoint(task);
+                self.cog.hub.publish(Event::TaskDone {
+                    id: task.id.clone(),
+                    result: task.result.clone().unwrap_or_default(),
+                });
+                if let Some(memory) = self.cog.memory.clone() {
+                    let t = task.clone();
+                    // A plain tokio task: the answer is already durable and published; storing it in memory
+                    // (with retries while memory restarts) must not hold the task's slot. A failure is logged.
+                    tokio::spawn(async move {
+                        if let Err(e) = memory.ingest(&t).await {
+                            tracing::warn!(event = "memory.ingest_failed", task = %t.id, error = %e, "task not stored in memory");
+                        }
+                    });
+                }
+            }
+            Err(e) => {
+                task.status = TaskStatus::Failed;
+                task.error = Some(e.clone());
+                self.checkpoint(task);
+                self.cog.hub.publish(Event::TaskFailed {
+                    id: task.id.clone(),
+                    error: e,
+                });
+            }
+        }
+        RunEnd::Finished
+    }
+
+    /// One model call by `persona`, through the task's registry snapshot. If that actor died (crash and
+    /// restart) the current actor is used instead, but only when it thinks with the same model, so a task
+    /// never mixes models.
+    async fn think(
+        &mut self,
+        task_id: &str,
+        persona: &str,
+        req: ThinkRequest,
+    ) -> Result<Thought, String> {
+        let handle = self
+            .personas
+            .get(persona)
+            .cloned()
+            .ok_or_else(|| format!("no persona {persona} in the registry"))?;
+        let timeout = self.cog.personas.call_timeout();
+        let stream = req.tokens.is_some();
+        let mut req = req;
+        if stream {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+            req.tokens = Some(tx);
+            let hub = self.cog.hub.clone();
+            let (id, p) = (task_id.to_string(), persona.to_string());
+            // A plain tokio task: it only relays streamed text to the bus and ends when the sender drops.
+            tokio::spawn(async move {
+                while let Some(text) = rx.recv().await {
+                    hub.publish(Event::TaskToken {
+                        id: id.clone(),
+                        persona: p.clone(),
+                        text,
+                    });
+                }
+            });
+        }
+        match handle.think(req.clone(), timeout).await {
+            // The actor died under the call (crash, then restart): retry once on the current generation,
+            // but only when it thinks with the same model, so a task never mixes models.
+            Err(PersonaError::Unreachable {
+                source: AskError::Stopped { .. },
+                ..
+            }) => {
+                let current = self
+                    .cog
+                    .personas
+                    .current(persona)
+                    .map_err(|e| e.to_string())?;
+                if current.model != handle.model {
+                    return Err(format!(
+                        "{persona}'s actor for model {} is gone and the persona now uses {}",
+                        handle.model, current.model
+                    ));
+                }
+                Arc::make_mut(&mut self.personas).insert(persona.to_string(), current.clone());
+                current.think(req, timeout).await.map_err(|e| e.to_string())
+            }
+            other => other.map_err(|e| e.to_string()),
+        }
+    }
+
+    fn brief(task: &TaskState) -> String {
+        let mut s = format!("Task from the Architect:\n{}\n", task.text);
+        if let Some(plan) = &task.plan {
+            s.push_str(&format!("\nALFRED's plan:\n{plan}\n"));
+        }
+        if let Some(ctx) = &task.context {
+            s.push_str(&format!("\nBABS's research notes:\n{ctx}\n"));
+        }
+        if !task.notes.is_empty() {
+            s.push_str("\nNotes:\n");
+            for n in &task.notes {
+                s.push_str(&format!("- {n}\n"));
+            }
+        }
+        if let Some(g) = task.inquiry.as_ref().and_then(|i| i.guidance.as_ref()) {
+            s.push_str(&format!("\nThe Architect's guidance:\n{g}\n"));
+        }
+        s
+    }
+}
+
+fn request(prompt: String, format: Option<Value>, stream: bool) -> ThinkRequest {
+    let (tx, _) = tokio::sync::mpsc::unbounded_channel();
+    ThinkRequest {
+        messages: if prompt.is_empty() {
+            Vec::new()
+        } else {
+            vec![ChatMessage::new(Role::User, prompt)]
+        },
+        tools: Vec::new(),
+        format,
+        // A placeholder sender marks "stream this"; `think` replaces it with one wired to the event bus.
+        tokens: stream.then_some(tx),
+    }
+}

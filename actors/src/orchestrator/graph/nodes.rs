@@ -1,0 +1,379 @@
+//! The graph's nodes: each step's prompt, its persona call and the edge it takes next.
+
+use batos_protocol::truncate;
+use serde_json::{json, Value};
+
+use super::{request, Runner, StepOut, SUMMARY_BYTES};
+use crate::llm::{ChatMessage, Role, ToolSpec};
+use crate::orchestrator::{Inquiry, Node, TaskState, TaskStatus};
+use crate::personas::Thought;
+use crate::settings::OrchestratorSettings;
+
+/// JSON schema of ALFRED's routing decision.
+pub fn route_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "needs_research": {"type": "boolean"},
+            "plan": {"type": "string"}
+        },
+        "required": ["needs_research", "plan"]
+    })
+}
+
+/// JSON schema of ROBIN's critique.
+pub fn critique_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "dissonance": {"type": "number", "minimum": 0, "maximum": 1},
+            "critique": {"type": "string"}
+        },
+        "required": ["dissonance", "critique"]
+    })
+}
+
+impl Runner {
+    pub(super) async fn route(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
+        let prompt = format!(
+            "{}\nDecide how the household should handle this task. Answer in JSON: `needs_research` is true when \
+             facts from memory or earlier tasks are needed; `plan` is one or two sentences for BRICK.",
+            Self::brief(task)
+        );
+        let t = self
+            .think(
+                &task.id,
+                "ALFRED",
+                request(prompt, Some(route_schema()), false),
+            )
+            .await?;
+        match serde_json::from_str::<Value>(&t.response.content) {
+            Ok(v) => {
+                task.needs_research = v
+                    .get("needs_research")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                task.plan = v.get("plan").and_then(Value::as_str).map(str::to_string);
+            }
+            Err(_) => {
+                // A model that ignores the format still gets heard: its text becomes the plan.
+                task.needs_research = false;
+                task.plan = Some(t.response.content.clone());
+            }
+        }
+        // BABS joins when ALFRED asks for research, or when memory holds something relevant to the task.
+        if let Some(memory) = &self.cog.memory {
+            match memory.retrieve(&task.text).await {
+                Ok(notes) => task.memories = notes,
+                Err(e) => {
+                    tracing::warn!(event = "memory.retrieve_failed", task = %task.id, error = %e, "memory not consulted")
+                }
+            }
+        }
+        let next = if task.needs_research || !task.memories.is_empty() {
+            Node::Research
+        } else {
+            Node::Draft
+        };
+        let plan = task.plan.clone().unwrap_or_default();
+        Ok(StepOut::from_thought(&t, &plan, next))
+    }
+
+    pub(super) async fn research(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
+        let memories = task.memories.clone();
+        let mut prompt = Self::brief(task);
+        if memories.is_empty() {
+            prompt.push_str("\nNo memories match this task.\n");
+        } else {
+            prompt.push_str("\nMemories that may be relevant:\n");
+            for m in &memories {
+                prompt.push_str(&format!("- {m}\n"));
+            }
+        }
+        prompt.push_str("\nWrite short research notes for BRICK, each with its source.");
+        let t = self
+            .think(&task.id, "BABS", request(prompt, None, false))
+            .await?;
+        task.context = Some(t.response.content.clone());
+        Ok(StepOut::from_thought(&t, &t.response.content, Node::Draft))
+    }
+
+    pub(super) async fn draft(
+        &mut self,
+        task: &mut TaskState,
+        s: &OrchestratorSettings,
+    ) -> Result<StepOut, String> {
+        task.iteration += 1;
+        let mut prompt = Self::brief(task);
+        if let (Some(d), Some(c)) = (task.drafts.last(), task.critiques.last()) {
+            prompt.push_str(&format!(
+                "\nYour previous draft:\n{d}\n\nROBIN's critique (dissonance {:.2}):\n{c}\n",
+                task.dissonance.unwrap_or(0.0)
+            ));
+        }
+        prompt.push_str(
+            "\nWrite your draft answer. Use the offered tools when they help; if a capability is missing, call \
+             request_capability.",
+        );
+        let mut convo = vec![ChatMessage::new(Role::User, prompt)];
+        let mut goto: Option<Node> = None;
+        let mut calls_left = s.max_tool_calls_per_step;
+        let mut last: Option<Thought>;
+        loop {
+            // Bind the registry's tools as they are now: a tool registered a moment ago is offered here.
+            let tools: Vec<ToolSpec> = self
+                .cog
+                .tools
+                .snapshot()
+                .values()
+                .map(|t| t.spec().clone())
+                .collect();
+            let mut req = request(String::new(), None, s.stream_tokens);
+            req.messages = convo.clone();
+            req.tools = tools;
+            let t = self.think(&task.id, "BRICK", req).await?;
+            let calls = t.response.tool_calls.clone();
+            last = Some(t);
+            if calls.is_empty() || calls_left == 0 {
+                break;
+            }
+            let mut assistant = ChatMessage::new(
+                Role::Assistant,
+                last.as_ref()
+                    .map(|t| t.response.content.clone())
+                    .unwrap_or_default(),
+            );
+            assistant.tool_calls = calls.clone();
+            convo.push(assistant);
+            for call in calls {
+                if calls_left == 0 {
+                    convo.push(ChatMessage::new(
+                        Role::Tool,
+                        format!(
+                            "tool error: the step's tool-call limit ({}) is reached",
+                            s.max_tool_calls_per_step
+                        ),
+                    ));
+                    continue;
+                }
+                calls_left -= 1;
+                let (msg, jump) = self.run_tool(task, &call).await;
+                convo.push(ChatMessage::new(Role::Tool, msg));
+                if jump.is_some() {
+                    goto = jump;
+                }
+            }
+            if goto.is_some() {
+                break;
+            }
+        }
+        let t = last.ok_or("BRICK made no model call")?;
+        let text = t.response.content.clone();
+        if !text.trim().is_empty() {
+            task.drafts.push(text.clone());
+        }
+        let next = goto.unwrap_or(Node::Critique);
+        let summary = if text.trim().is_empty() {
+            format!("(no draft; routed to {next})")
+        } else {
+            text
+        };
+        let mut out = StepOut::from_thought(&t, &summary, next);
+        out.dissonance = if goto.is_some() {
+            task.dissonance
+        } else {
+            None
+        };
+        Ok(out)
+    }
+
+    pub(super) async fn critique(
+        &mut self,
+        task: &mut TaskState,
+        s: &OrchestratorSettings,
+    ) -> Result<StepOut, String> {
+        let draft = task.drafts.last().cloned().unwrap_or_default();
+        let prompt = format!(
+            "{}\nBRICK's draft:\n{draft}\n\nCritique the draft against the task and your principles. Answer in JSON: \
+             `dissonance` from 0 (in harmony) to 1 (discordant) and `critique`.",
+            Self::brief(task)
+        );
+        let t = self
+            .think(
+                &task.id,
+                "ROBIN",
+                request(prompt, Some(critique_schema()), false),
+            )
+            .await?;
+        let (d, critique) = match serde_json::from_str::<Value>(&t.response.content) {
+            Ok(v) => (
+                v.get("dissonance")
+                    .and_then(Value::as_f64)
+                    .map(|d| d.clamp(0.0, 1.0)),
+                v.get("critique")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            Err(_) => (None, t.response.content.clone()),
+        };
+        // An unscorable critique is treated as consonant rather than looping forever on noise.
+        let d = d.unwrap_or(0.0);
+        task.dissonance = Some(d);
+        task.critiques.push(critique.clone());
+        let next = after_critique(task, s);
+        let mut out = StepOut::from_thought(&t, &critique, next);
+        out.dissonance = Some(d);
+        Ok(out)
+    }
+
+    pub(super) async fn toolforge(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
+        let gap = task.capability_gap.take().unwrap_or_default();
+        let (summary, model) = match &self.cog.forge {
+            None => {
+                task.notes.push(format!(
+                    "No ToolForge is available; the capability `{gap}` stays missing."
+                ));
+                ("no toolforge available".to_string(), String::new())
+            }
+            Some(forge) => match forge.forge(&task.id, &gap).await {
+                Ok(name) => {
+                    task.notes.push(format!("The ToolForge created the tool `{name}` for: {gap}. It is offered to you now."));
+                    (
+                        format!("created tool {name}"),
+                        self.personas
+                            .get("BRICK")
+                            .map(|h| h.model.clone())
+                            .unwrap_or_default(),
+                    )
+                }
+                Err(e) => {
+                    task.notes.push(format!(
+                        "The ToolForge could not create a tool for `{gap}`: {e}"
+                    ));
+                    (format!("toolforge failed: {e}"), String::new())
+                }
+            },
+        };
+        let backend = self
+            .personas
+            .get("BRICK")
+            .map(|h| h.backend.to_string())
+            .unwrap_or_default();
+        Ok(StepOut {
+            persona: "BRICK".into(),
+            model,
+            backend,
+            dissonance: None,
+            summary: truncate(&summary, SUMMARY_BYTES).to_string(),
+            next: Node::Draft,
+        })
+    }
+
+    pub(super) async fn inquiry(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
+        let reason = format!(
+            "dissonance stayed at {:.2} after {} drafting rounds",
+            task.dissonance.unwrap_or(0.0),
+            task.iteration
+        );
+        let amendment_id = match &self.cog.inquiry {
+            Some(h) => match h.open(task).await {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    task.notes
+                        .push(format!("No amendment could be proposed: {e}"));
+                    None
+                }
+            },
+            None => None,
+        };
+        let summary = match &amendment_id {
+            Some(id) => format!("paused for the Architect; amendment {id} proposed"),
+            None => "paused for the Architect".to_string(),
+        };
+        task.inquiry = Some(Inquiry {
+            reason,
+            amendment_id,
+            decision: None,
+            guidance: None,
+        });
+        task.status = TaskStatus::Paused;
+        let h = self.personas.get("ROBIN");
+        Ok(StepOut {
+            persona: "ROBIN".into(),
+            model: h.map(|h| h.model.clone()).unwrap_or_default(),
+            backend: h.map(|h| h.backend.to_string()).unwrap_or_default(),
+            dissonance: task.dissonance,
+            summary,
+            next: Node::AwaitDecision,
+        })
+    }
+
+    pub(super) async fn synthesize(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
+        let mut prompt = Self::brief(task);
+        if let Some(d) = task.drafts.last() {
+            prompt.push_str(&format!("\nBRICK's final draft:\n{d}\n"));
+        }
+        if let Some(c) = task.critiques.last() {
+            prompt.push_str(&format!("\nROBIN's last critique:\n{c}\n"));
+        }
+        prompt.push_str("\nWrite the answer for the Architect.");
+        let stream = self.cog.settings.load().orchestrator.stream_tokens;
+        let t = self
+            .think(&task.id, "ALFRED", request(prompt, None, stream))
+            .await?;
+        task.result = Some(t.response.content.clone());
+        Ok(StepOut::from_thought(&t, &t.response.content, Node::Done))
+    }
+}
+
+/// The conditional edge after ROBIN's critique.
+pub fn after_critique(task: &TaskState, s: &OrchestratorSettings) -> Node {
+    let d = task.dissonance.unwrap_or(0.0);
+    if d > s.dissonance_threshold && task.iteration < s.max_iterations {
+        Node::Draft
+    } else if d >= s.inquiry_threshold && task.inquiry.is_none() {
+        Node::Inquiry
+    } else {
+        Node::Synthesize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> OrchestratorSettings {
+        OrchestratorSettings {
+            max_concurrent_tasks: 1,
+            dissonance_threshold: 0.6,
+            max_iterations: 3,
+            inquiry_threshold: 0.9,
+            max_tool_calls_per_step: 4,
+            keep_finished_tasks: 10,
+            max_task_bytes: 1000,
+            max_steps: 32,
+            stream_tokens: true,
+            task_restarts: 1,
+        }
+    }
+
+    #[test]
+    fn critique_edges() {
+        let s = settings();
+        let mut t = TaskState::new("t".into(), "x".into());
+        t.iteration = 1;
+        t.dissonance = Some(0.8);
+        assert_eq!(after_critique(&t, &s), Node::Draft);
+        t.dissonance = Some(0.2);
+        assert_eq!(after_critique(&t, &s), Node::Synthesize);
+        t.iteration = 3;
+        t.dissonance = Some(0.95);
+        assert_eq!(after_critique(&t, &s), Node::Inquiry);
+        t.inquiry = Some(Inquiry::default());
+        assert_eq!(after_critique(&t, &s), Node::Synthesize);
+        t.dissonance = Some(0.7);
+        t.inquiry = None;
+        assert_eq!(after_critique(&t, &s), Node::Synthesize);
+    }
+}

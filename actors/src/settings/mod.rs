@@ -1,0 +1,157 @@
+//! `config/settings.toml`: every tunable of the daemon, typed and validated.
+//!
+//! Every key is required (the shipped file is the single source of truth, so the code holds no second copy of
+//! the defaults); unknown keys are refused so a typo cannot silently fall back to anything. Relative paths
+//! resolve from the folder that holds the file.
+//!
+//! The module is split by job:
+//!
+//! - this file: [`SettingsError`], [`LoadedSettings`] and loading ([`Settings::parse`]: parse, make paths
+//!   absolute, validate);
+//! - `schema`: the serde structs, [`Settings`] and one struct or enum per section of the file;
+//! - `validate`: the range and consistency checks run on every parse (so also before every write);
+//! - `edit`: changing one value in place ([`set_string_value`], [`set_string_value_then`]) under the file
+//!   lock that [`with_settings_lock`] also takes.
+
+mod edit;
+mod schema;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+pub use edit::{set_string_value, set_string_value_then, with_settings_lock};
+pub use schema::{
+    BackendChoice, ClientSettings, CodexSettings, DebugSettings, EmbeddedSettings, GatewaySettings,
+    LlmSettings, LogFormat, LogSettings, MemorySettings, OrchestratorSettings, PersonaSettings,
+    SandboxChoice, Settings, SupervisionSettings, ToolsSettings,
+};
+
+/// Why settings could not be loaded or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("cannot read settings file {path}: {source}")]
+    Read {
+        /// The file tried.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not match the schema (the message names the key).
+    #[error("invalid settings file {path}: {message}")]
+    Parse {
+        /// The file tried.
+        path: PathBuf,
+        /// The parser's message, naming line, column and key.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting `{key}` in {path}: {message}")]
+    Invalid {
+        /// The file tried.
+        path: PathBuf,
+        /// Dotted key, e.g. `gateway.heartbeat_ms`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Writing the file back failed.
+    #[error("cannot write settings file {path}: {source}")]
+    Write {
+        /// The file tried.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Settings plus where they came from.
+#[derive(Debug, Clone)]
+pub struct LoadedSettings {
+    /// The parsed settings, with every path made absolute.
+    pub settings: Settings,
+    /// The file they were read from (absolute).
+    pub path: PathBuf,
+}
+
+impl LoadedSettings {
+    /// Reads, parses, resolves and validates the settings file.
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let path = std::path::absolute(path).map_err(|source| SettingsError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let settings = Settings::parse(&text, &path)?;
+        Ok(Self { settings, path })
+    }
+
+    /// The folder holding the settings file; relative paths resolve from here.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("/"))
+    }
+}
+
+impl Settings {
+    /// Parses settings text; `path` names the file in errors and anchors relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, SettingsError> {
+        let mut s: Settings = toml_edit::de::from_str(text).map_err(|e| SettingsError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let dir = path.parent().unwrap_or(Path::new("/"));
+        s.data_dir = resolve(dir, &s.data_dir);
+        s.codex_path = resolve(dir, &s.codex_path);
+        s.llm.embedded.model_path = resolve(dir, &s.llm.embedded.model_path);
+        s.tools.rootfs = resolve(dir, &s.tools.rootfs);
+        s.tools.state_dir = resolve(dir, &s.tools.state_dir);
+        s.validate(path)?;
+        Ok(s)
+    }
+}
+
+fn resolve(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+/// The shipped `config/settings.toml`, for the unit tests of this module and its sub-files.
+#[cfg(test)]
+fn shipped() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/settings.toml"
+    ))
+    .unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_settings_parse() {
+        let s = Settings::parse(&shipped(), Path::new("/x/config/settings.toml")).unwrap();
+        assert_eq!(s.gateway.heartbeat_ms, 1000);
+        assert_eq!(s.data_dir, Path::new("/x/config/../data"));
+        assert_eq!(s.personas.len(), 4);
+    }
+
+    #[test]
+    fn unknown_key_is_refused_and_named() {
+        let text = shipped().replace(
+            "heartbeat_ms = 1000",
+            "heartbeat_ms = 1000\nheartbeat_msec = 3",
+        );
+        let e = Settings::parse(&text, Path::new("/x/s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("heartbeat_msec"), "{e}");
+    }
+}

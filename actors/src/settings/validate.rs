@@ -1,0 +1,170 @@
+//! The checks run on every parsed settings file: formats, ranges and consistency between keys. Each failure
+//! names the dotted key it is about.
+
+use std::path::Path;
+
+use super::{Settings, SettingsError};
+
+/// Returns `$bad("section.key", ..)` for the first listed key of `$s` that is 0; the key is spelled once, as
+/// the field path, and stringified for the error.
+macro_rules! positive {
+    ($s:ident, $bad:ident, $($first:ident $(. $rest:ident)+),+ $(,)?) => {
+        $(
+            if $s.$first $(.$rest)+ == 0 {
+                return Err($bad(
+                    concat!(stringify!($first) $(, ".", stringify!($rest))+),
+                    "must be greater than 0",
+                ));
+            }
+        )+
+    };
+}
+
+impl Settings {
+    /// Range and consistency checks; the error names the first offending key.
+    pub(super) fn validate(&self, path: &Path) -> Result<(), SettingsError> {
+        let bad = |key: &str, message: &str| SettingsError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message: message.to_string(),
+        };
+        for (key, ep) in [
+            ("gateway.command_endpoint", &self.gateway.command_endpoint),
+            ("gateway.event_endpoint", &self.gateway.event_endpoint),
+        ] {
+            if !(ep.starts_with("tcp://") || ep.starts_with("ipc://")) {
+                return Err(bad(key, "must start with tcp:// or ipc://"));
+            }
+        }
+        positive!(
+            self,
+            bad,
+            gateway.heartbeat_ms,
+            gateway.dedupe_window_ms,
+            gateway.dedupe_capacity,
+            gateway.max_request_bytes,
+            gateway.event_queue_capacity,
+            gateway.max_inflight_commands,
+            gateway.actor_call_timeout_ms,
+            client.timeout_ms,
+            client.poll_ms,
+            supervision.period_ms,
+            supervision.shutdown_timeout_ms,
+            llm.probe_timeout_ms,
+            llm.request_timeout_ms,
+            llm.max_tokens,
+            llm.embedded.n_ctx,
+            llm.embedded.n_batch,
+            llm.embedded.max_contexts,
+            orchestrator.max_concurrent_tasks,
+            orchestrator.max_iterations,
+            orchestrator.keep_finished_tasks,
+            orchestrator.max_steps,
+            orchestrator.max_task_bytes,
+            memory.chunk_chars,
+            memory.k_summaries,
+            memory.k_details,
+            memory.max_k,
+            memory.nprobes,
+            memory.index_min_rows,
+            memory.consolidate_interval_ms,
+            memory.consolidate_batch,
+            memory.group_max,
+            memory.call_timeout_ms,
+            codex.keep_backups,
+            tools.memory_mb,
+            tools.pids_limit,
+            tools.tmpfs_mb,
+            tools.nofile,
+            tools.timeout_ms,
+            tools.max_output_bytes,
+            tools.max_attempts,
+            tools.max_source_bytes,
+            tools.forge_timeout_ms,
+            codex.reload_debounce_ms,
+        );
+        for (key, v) in [
+            (
+                "orchestrator.dissonance_threshold",
+                self.orchestrator.dissonance_threshold,
+            ),
+            (
+                "orchestrator.inquiry_threshold",
+                self.orchestrator.inquiry_threshold,
+            ),
+            ("llm.top_p", f64::from(self.llm.top_p)),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(bad(key, "must be between 0 and 1"));
+            }
+        }
+        if self.tools.cpus.is_nan() || self.tools.cpus <= 0.0 {
+            return Err(bad("tools.cpus", "must be greater than 0"));
+        }
+        if !crate::PERSONAS.contains(&self.codex.proposer.as_str()) {
+            return Err(bad(
+                "codex.proposer",
+                "must be ALFRED, BABS, BRICK or ROBIN",
+            ));
+        }
+        if !crate::PERSONAS.contains(&self.memory.summary_persona.as_str()) {
+            return Err(bad(
+                "memory.summary_persona",
+                "must be ALFRED, BABS, BRICK or ROBIN",
+            ));
+        }
+        if self.memory.reindex_growth.is_nan() || self.memory.reindex_growth < 1.0 {
+            return Err(bad("memory.reindex_growth", "must be at least 1.0"));
+        }
+        if self.orchestrator.inquiry_threshold < self.orchestrator.dissonance_threshold {
+            return Err(bad(
+                "orchestrator.inquiry_threshold",
+                "must be at least orchestrator.dissonance_threshold",
+            ));
+        }
+        if self.llm.temperature.is_nan() || self.llm.temperature < 0.0 {
+            return Err(bad("llm.temperature", "must be 0 or more"));
+        }
+        if !(self.llm.ollama_url.starts_with("http://")
+            || self.llm.ollama_url.starts_with("https://"))
+        {
+            return Err(bad("llm.ollama_url", "must be an http:// or https:// URL"));
+        }
+        for name in crate::PERSONAS {
+            match self.personas.get(*name) {
+                Some(p) if !p.model.trim().is_empty() => {}
+                Some(_) => return Err(bad(&format!("personas.{name}.model"), "must not be empty")),
+                None => return Err(bad(&format!("personas.{name}"), "is missing")),
+            }
+        }
+        if let Some(extra) = self
+            .personas
+            .keys()
+            .find(|k| !crate::PERSONAS.contains(&k.as_str()))
+        {
+            return Err(bad(
+                &format!("personas.{extra}"),
+                "is not a persona (ALFRED, BABS, BRICK, ROBIN)",
+            ));
+        }
+        if self.supervision.intensity == 0 {
+            return Err(bad("supervision.intensity", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::shipped;
+
+    #[test]
+    fn zero_heartbeat_is_refused() {
+        let text = shipped().replace("heartbeat_ms = 1000", "heartbeat_ms = 0");
+        let e = Settings::parse(&text, Path::new("/x/s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gateway.heartbeat_ms"), "{e}");
+    }
+}

@@ -1,0 +1,162 @@
+//! What BRICK proposes as a tool, checked before anything runs: the JSON schema it answers through, and
+//! the checks that need no Python (name, description, argument schema, sizes).
+
+use serde_json::{json, Value};
+
+use super::MAX_NAME;
+use crate::settings::ToolsSettings;
+
+/// The structured answer BRICK writes a tool through.
+pub fn tool_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "description": {"type": "string"},
+            "parameters": {"type": "object"},
+            "source": {"type": "string"},
+            "tests": {"type": "string"}
+        },
+        "required": ["name", "description", "parameters", "source", "tests"]
+    })
+}
+
+/// A tool as BRICK proposed it, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Argument schema.
+    pub parameters: Value,
+    /// Source.
+    pub source: String,
+    /// Tests.
+    pub tests: String,
+}
+
+/// Whether a name is acceptable: a Python identifier of lower-case letters, digits and underscores.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && name.len() <= MAX_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Parses and checks BRICK's answer (everything that can be checked without running Python).
+pub fn parse_draft(text: &str, s: &ToolsSettings, builtins: &[String]) -> Result<Draft, String> {
+    let v: Value =
+        serde_json::from_str(text).map_err(|e| format!("the answer is not a JSON object ({e})"))?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let name = field("name");
+    if !valid_name(&name) {
+        return Err(format!(
+            "invalid tool name `{}`: use 1..={MAX_NAME} lower-case letters, digits and underscores, starting with a letter",
+            batos_protocol::truncate(&name, 60)
+        ));
+    }
+    if builtins.iter().any(|b| b == &name) {
+        return Err(format!("`{name}` is a built-in tool; choose another name"));
+    }
+    let description = field("description");
+    if description.is_empty() {
+        return Err("the description is empty".into());
+    }
+    let parameters = v.get("parameters").cloned().unwrap_or(Value::Null);
+    if parameters.get("type").and_then(Value::as_str) != Some("object") {
+        return Err("`parameters` must be a JSON schema with \"type\": \"object\"".into());
+    }
+    let source = v
+        .get("source")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if source.trim().is_empty() {
+        return Err("there is no source code".into());
+    }
+    if source.len() > s.max_source_bytes {
+        return Err(format!(
+            "the source is longer than {} bytes",
+            s.max_source_bytes
+        ));
+    }
+    let tests = v
+        .get("tests")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if tests.trim().is_empty() {
+        return Err("there are no tests".into());
+    }
+    if tests.len() > s.max_source_bytes {
+        return Err(format!(
+            "the tests are longer than {} bytes",
+            s.max_source_bytes
+        ));
+    }
+    Ok(Draft {
+        name,
+        description,
+        parameters,
+        source,
+        tests,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+
+    fn settings() -> ToolsSettings {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/settings.toml"
+        ))
+        .unwrap();
+        Settings::parse(&text, std::path::Path::new("/x/config/settings.toml"))
+            .unwrap()
+            .tools
+    }
+
+    #[test]
+    fn names_are_identifiers() {
+        assert!(valid_name("fib_2"));
+        for bad in ["", "../etc", "Fib", "2x", "a-b", "a b", &"x".repeat(49)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn drafts_are_checked_before_any_sandbox() {
+        let s = settings();
+        let ok = json!({"name":"fib","description":"d","parameters":{"type":"object"},"source":"def fib(n):\n  return n","tests":"def test_a():\n  assert fib(1) == 1"});
+        assert!(parse_draft(&ok.to_string(), &s, &[]).is_ok());
+        let mut bad = ok.clone();
+        bad["name"] = json!("../evil");
+        assert!(parse_draft(&bad.to_string(), &s, &[])
+            .unwrap_err()
+            .contains("invalid tool name"));
+        let mut bad = ok.clone();
+        bad["source"] = json!("");
+        assert!(parse_draft(&bad.to_string(), &s, &[])
+            .unwrap_err()
+            .contains("no source"));
+        let mut bad = ok.clone();
+        bad["parameters"] = json!({"type": "string"});
+        assert!(parse_draft(&bad.to_string(), &s, &[]).is_err());
+        assert!(parse_draft("not json", &s, &[]).is_err());
+        assert!(parse_draft(&ok.to_string(), &s, &["fib".into()])
+            .unwrap_err()
+            .contains("built-in"));
+    }
+}

@@ -1,0 +1,286 @@
+//! Commands of protocol v1: each one's validated arguments and the parse from `(cmd, args)`.
+//!
+//! Arguments are deserialised with `deny_unknown_fields`, so a misspelt key is a clear `bad_request` naming
+//! the field instead of being silently ignored.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::types::IngestItem;
+use crate::wire::{truncate, ErrorBody, ErrorCode};
+
+/// Arguments of `submit_task`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitTaskArgs {
+    /// What the Architect asks.
+    pub text: String,
+}
+
+/// Arguments of commands that name one thing by id (`get_task`, `cancel_task`, `approve_amendment`, ...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdArgs {
+    /// The id.
+    pub id: String,
+}
+
+/// Arguments of `resume_task`: the Architect's answer to a paused philosophical inquiry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeTaskArgs {
+    /// The paused task.
+    pub id: String,
+    /// Free-text guidance passed to the personas when the task continues.
+    #[serde(default)]
+    pub guidance: Option<String>,
+}
+
+/// Arguments of `reject_amendment`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectArgs {
+    /// The amendment.
+    pub id: String,
+    /// Why it is rejected; shown to the persona.
+    pub reason: String,
+}
+
+/// Arguments of `update_persona` (cognitive surgery).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePersonaArgs {
+    /// ALFRED, BABS, BRICK or ROBIN.
+    pub persona: String,
+    /// Which editable field (see docs/protocol.md).
+    pub field: String,
+    /// Its new value.
+    pub value: Value,
+}
+
+/// Arguments of commands that name a persona.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonaArgs {
+    /// ALFRED, BABS, BRICK or ROBIN.
+    pub persona: String,
+}
+
+/// Arguments of `swap_model`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwapModelArgs {
+    /// The persona to move.
+    pub persona: String,
+    /// The model it moves to.
+    pub model: String,
+}
+
+/// Arguments of `memory_search`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemorySearchArgs {
+    /// Query text.
+    pub query: String,
+    /// How many details to return.
+    #[serde(default)]
+    pub k: Option<usize>,
+    /// Include the stage-2 query plan.
+    #[serde(default)]
+    pub explain: bool,
+}
+
+/// Arguments of `memory_ingest`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryIngestArgs {
+    /// Things to remember.
+    pub items: Vec<IngestItem>,
+}
+
+/// Arguments of `forge_tool`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeToolArgs {
+    /// What the tool must do.
+    pub capability: String,
+}
+
+/// Arguments of `call_tool`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallToolArgs {
+    /// Tool name.
+    pub name: String,
+    /// Its arguments (an object).
+    #[serde(default)]
+    pub args: Option<Value>,
+}
+
+/// Arguments of `debug_crash`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebugCrashArgs {
+    /// The actor to crash: a persona name (e.g. `BRICK`) or an organ (`orchestrator`, `codex`, ...).
+    pub actor: String,
+}
+
+/// Arguments of commands that take none.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+/// A parsed, validated command.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Liveness; works without a token.
+    Ping,
+    /// The live tree, restart counts, models.
+    Status,
+    /// `{seq, state}` for late joiners.
+    Snapshot,
+    /// Start a task.
+    SubmitTask(SubmitTaskArgs),
+    /// One task with its step history.
+    GetTask(IdArgs),
+    /// All tracked tasks, newest first.
+    ListTasks,
+    /// Cancel a queued, running or paused task.
+    CancelTask(IdArgs),
+    /// Resume a task paused at the philosophical-inquiry interrupt.
+    ResumeTask(ResumeTaskArgs),
+    /// Registered tools.
+    ListTools,
+    /// Have the ToolForge create a tool for a capability.
+    ForgeTool(ForgeToolArgs),
+    /// Call a registered tool directly (in its sandbox).
+    CallTool(CallToolArgs),
+    /// Cognitive surgery on a persona's editable state.
+    UpdatePersona(UpdatePersonaArgs),
+    /// One persona's live state, answered by its actor.
+    GetPersona(PersonaArgs),
+    /// Cognitive atomic swap.
+    SwapModel(SwapModelArgs),
+    /// Pending and decided codex amendments.
+    ListAmendments,
+    /// Approve (commit) an amendment.
+    ApproveAmendment(IdArgs),
+    /// Reject an amendment.
+    RejectAmendment(RejectArgs),
+    /// Two-stage memory retrieval.
+    MemorySearch(MemorySearchArgs),
+    /// Store texts in memory directly (seeding facts).
+    MemoryIngest(MemoryIngestArgs),
+    /// Run one consolidation pass now.
+    MemoryConsolidate,
+    /// Memory table statistics.
+    MemoryStats,
+    /// Make an actor panic (fault injection).
+    DebugCrash(DebugCrashArgs),
+}
+
+/// Every command name of protocol v1, for `unknown_command` messages and docs.
+pub const COMMANDS: &[&str] = &[
+    "ping",
+    "status",
+    "snapshot",
+    "submit_task",
+    "get_task",
+    "list_tasks",
+    "cancel_task",
+    "resume_task",
+    "list_tools",
+    "forge_tool",
+    "call_tool",
+    "update_persona",
+    "get_persona",
+    "swap_model",
+    "list_amendments",
+    "approve_amendment",
+    "reject_amendment",
+    "memory_search",
+    "memory_ingest",
+    "memory_consolidate",
+    "memory_stats",
+    "debug_crash",
+];
+
+impl Command {
+    /// Validates `args` for command `cmd`.
+    pub fn parse(cmd: &str, args: Option<Value>) -> Result<Command, ErrorBody> {
+        let args = args.unwrap_or_else(|| Value::Object(Default::default()));
+        fn typed<T: serde::de::DeserializeOwned>(cmd: &str, args: Value) -> Result<T, ErrorBody> {
+            serde_json::from_value(args).map_err(|e| {
+                ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    format!("invalid args for `{cmd}`: {e}"),
+                )
+            })
+        }
+        let none = |args: Value| typed::<NoArgs>(cmd, args).map(|_| ());
+        Ok(match cmd {
+            "ping" => none(args).map(|_| Command::Ping)?,
+            "status" => none(args).map(|_| Command::Status)?,
+            "snapshot" => none(args).map(|_| Command::Snapshot)?,
+            "submit_task" => Command::SubmitTask(typed(cmd, args)?),
+            "get_task" => Command::GetTask(typed(cmd, args)?),
+            "list_tasks" => none(args).map(|_| Command::ListTasks)?,
+            "cancel_task" => Command::CancelTask(typed(cmd, args)?),
+            "resume_task" => Command::ResumeTask(typed(cmd, args)?),
+            "list_tools" => none(args).map(|_| Command::ListTools)?,
+            "forge_tool" => Command::ForgeTool(typed(cmd, args)?),
+            "call_tool" => Command::CallTool(typed(cmd, args)?),
+            "update_persona" => Command::UpdatePersona(typed(cmd, args)?),
+            "get_persona" => Command::GetPersona(typed(cmd, args)?),
+            "swap_model" => Command::SwapModel(typed(cmd, args)?),
+            "list_amendments" => none(args).map(|_| Command::ListAmendments)?,
+            "approve_amendment" => Command::ApproveAmendment(typed(cmd, args)?),
+            "reject_amendment" => Command::RejectAmendment(typed(cmd, args)?),
+            "memory_search" => Command::MemorySearch(typed(cmd, args)?),
+            "memory_ingest" => Command::MemoryIngest(typed(cmd, args)?),
+            "memory_consolidate" => none(args).map(|_| Command::MemoryConsolidate)?,
+            "memory_stats" => none(args).map(|_| Command::MemoryStats)?,
+            "debug_crash" => Command::DebugCrash(typed(cmd, args)?),
+            other => {
+                return Err(ErrorBody::new(
+                    ErrorCode::UnknownCommand,
+                    format!(
+                        "unknown command `{}`; known: {}",
+                        truncate(other, 64),
+                        COMMANDS.join(", ")
+                    ),
+                ))
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn args_are_validated_per_command() {
+        assert_eq!(
+            Command::parse("nope", None).unwrap_err().code,
+            ErrorCode::UnknownCommand
+        );
+        assert_eq!(
+            Command::parse("submit_task", Some(json!({"txt":"x"})))
+                .unwrap_err()
+                .code,
+            ErrorCode::BadRequest
+        );
+        assert_eq!(
+            Command::parse("ping", Some(json!({"x":1})))
+                .unwrap_err()
+                .code,
+            ErrorCode::BadRequest
+        );
+        assert!(matches!(
+            Command::parse("submit_task", Some(json!({"text":"x"}))).unwrap(),
+            Command::SubmitTask(_)
+        ));
+    }
+}

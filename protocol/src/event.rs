@@ -1,0 +1,323 @@
+//! Events of protocol v1: what happens in batos, typed, with the body that carries it on the wire.
+//!
+//! The event channel is a PUB socket; frame 1 is the topic (equal to the event's `kind`), frame 2 the
+//! msgpack [`EventBody`]. Sequence numbers are assigned by the daemon's event hub, never here.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::types::TaskStatus;
+use crate::wire::PROTOCOL_VERSION;
+
+/// An event body on the event channel (frame 2; frame 1 is the topic, equal to `kind`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct EventBody {
+    /// Protocol version (1).
+    pub v: u32,
+    /// Sequence number: +1 per event; heartbeats carry the current value without incrementing it.
+    pub seq: u64,
+    /// Unix time in seconds.
+    pub ts: f64,
+    /// Event kind, e.g. `task.step`.
+    pub kind: String,
+    /// Kind-specific payload.
+    pub data: Value,
+}
+
+/// Everything that happens in batos that a client may want to see.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", content = "data")]
+pub enum Event {
+    /// An actor started (first start or restart).
+    #[serde(rename = "actor.started")]
+    ActorStarted {
+        /// Path in the tree, e.g. `root/personas/BRICK`.
+        actor: String,
+        /// Restarts so far.
+        restarts: u32,
+    },
+    /// An actor failed (panic or error); its supervisor decides what happens next.
+    #[serde(rename = "actor.failed")]
+    ActorFailed {
+        /// Path in the tree.
+        actor: String,
+        /// The panic or error text.
+        reason: String,
+    },
+    /// A supervisor restarted a child.
+    #[serde(rename = "actor.restarted")]
+    ActorRestarted {
+        /// Path in the tree.
+        actor: String,
+        /// Restarts so far, this one included.
+        restarts: u32,
+        /// Why it had to restart.
+        reason: String,
+    },
+    /// A supervisor exceeded its restart intensity, stopped its children and escalated to its parent.
+    #[serde(rename = "actor.escalated")]
+    ActorEscalated {
+        /// The supervisor that gave up.
+        supervisor: String,
+        /// The failure that tipped it over.
+        reason: String,
+    },
+    /// An actor stopped for good (shutdown, temporary child, retired persona).
+    #[serde(rename = "actor.stopped")]
+    ActorStopped {
+        /// Path in the tree.
+        actor: String,
+        /// Why.
+        reason: String,
+    },
+    /// A task was accepted.
+    #[serde(rename = "task.submitted")]
+    TaskSubmitted {
+        /// Task id.
+        id: String,
+        /// The request text.
+        text: String,
+    },
+    /// A task changed status (queued, running, paused, ...).
+    #[serde(rename = "task.status")]
+    TaskStatus {
+        /// Task id.
+        id: String,
+        /// New status.
+        status: TaskStatus,
+    },
+    /// A task completed one step of the cognition graph.
+    #[serde(rename = "task.step")]
+    TaskStep {
+        /// Task id.
+        id: String,
+        /// 1-based step number.
+        step: u32,
+        /// Graph node.
+        node: String,
+        /// Persona that acted.
+        persona: String,
+        /// Model it used.
+        model: String,
+        /// Backend that served the model.
+        backend: String,
+        /// ROBIN's dissonance score, when this step produced one.
+        dissonance: Option<f64>,
+        /// Wall time of the step.
+        duration_ms: u64,
+        /// Short text of what the step produced.
+        summary: String,
+    },
+    /// Streamed model output of a task's current step.
+    #[serde(rename = "task.token")]
+    TaskToken {
+        /// Task id.
+        id: String,
+        /// Persona speaking.
+        persona: String,
+        /// Text fragment.
+        text: String,
+    },
+    /// A task paused at the philosophical-inquiry interrupt, awaiting a human.
+    #[serde(rename = "task.paused")]
+    TaskPaused {
+        /// Task id.
+        id: String,
+        /// Why it paused.
+        reason: String,
+    },
+    /// A task finished with an answer.
+    #[serde(rename = "task.done")]
+    TaskDone {
+        /// Task id.
+        id: String,
+        /// ALFRED's answer.
+        result: String,
+    },
+    /// A task failed.
+    #[serde(rename = "task.failed")]
+    TaskFailed {
+        /// Task id.
+        id: String,
+        /// Why.
+        error: String,
+    },
+    /// A task was cancelled.
+    #[serde(rename = "task.cancelled")]
+    TaskCancelled {
+        /// Task id.
+        id: String,
+    },
+    /// A persona's live state (after start, surgery, reload or swap).
+    #[serde(rename = "persona.state")]
+    PersonaState {
+        /// Persona name.
+        persona: String,
+        /// Current model.
+        model: String,
+        /// Backend serving it.
+        backend: String,
+        /// Editable fields and their values.
+        state: Value,
+    },
+    /// A cognitive atomic swap completed.
+    #[serde(rename = "model.swapped")]
+    ModelSwapped {
+        /// Persona name.
+        persona: String,
+        /// Previous model.
+        from: String,
+        /// New model.
+        to: String,
+        /// Generation of the new persona actor.
+        generation: u64,
+    },
+    /// A tool was registered (or replaced by a new version).
+    #[serde(rename = "tool.created")]
+    ToolCreated {
+        /// Tool name.
+        name: String,
+        /// Version number.
+        version: u32,
+        /// What it does.
+        description: String,
+    },
+    /// A codex amendment awaits the Architect's decision.
+    #[serde(rename = "amendment.proposed")]
+    AmendmentProposed {
+        /// Amendment id.
+        id: String,
+        /// Persona it changes.
+        persona: String,
+        /// Rationale.
+        rationale: String,
+    },
+    /// An approved amendment was committed to codex.toml.
+    #[serde(rename = "amendment.committed")]
+    AmendmentCommitted {
+        /// Amendment id.
+        id: String,
+        /// Unified diff of codex.toml.
+        diff: String,
+    },
+    /// An amendment was rejected (by the Architect, or because committing it failed).
+    #[serde(rename = "amendment.rejected")]
+    AmendmentRejected {
+        /// Amendment id.
+        id: String,
+        /// Why.
+        reason: String,
+    },
+    /// A configuration file was reloaded live.
+    #[serde(rename = "config.reloaded")]
+    ConfigReloaded {
+        /// `codex` or `settings`.
+        file: String,
+        /// What changed, in words.
+        changes: Vec<String>,
+    },
+    /// A memory consolidation or index build finished.
+    #[serde(rename = "memory.updated")]
+    MemoryUpdated {
+        /// What happened.
+        what: String,
+        /// Rows in the table.
+        rows: u64,
+    },
+}
+
+impl Event {
+    /// The event's kind string (also its PUB topic).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::ActorStarted { .. } => "actor.started",
+            Event::ActorFailed { .. } => "actor.failed",
+            Event::ActorRestarted { .. } => "actor.restarted",
+            Event::ActorEscalated { .. } => "actor.escalated",
+            Event::ActorStopped { .. } => "actor.stopped",
+            Event::TaskSubmitted { .. } => "task.submitted",
+            Event::TaskStatus { .. } => "task.status",
+            Event::TaskStep { .. } => "task.step",
+            Event::TaskToken { .. } => "task.token",
+            Event::TaskPaused { .. } => "task.paused",
+            Event::TaskDone { .. } => "task.done",
+            Event::TaskFailed { .. } => "task.failed",
+            Event::TaskCancelled { .. } => "task.cancelled",
+            Event::PersonaState { .. } => "persona.state",
+            Event::ModelSwapped { .. } => "model.swapped",
+            Event::ToolCreated { .. } => "tool.created",
+            Event::AmendmentProposed { .. } => "amendment.proposed",
+            Event::AmendmentCommitted { .. } => "amendment.committed",
+            Event::AmendmentRejected { .. } => "amendment.rejected",
+            Event::ConfigReloaded { .. } => "config.reloaded",
+            Event::MemoryUpdated { .. } => "memory.updated",
+        }
+    }
+
+    /// The `data` payload of this event as JSON.
+    pub fn data(&self) -> Value {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(mut m)) => m.remove("data").unwrap_or(Value::Null),
+            _ => Value::Null,
+        }
+    }
+
+    /// Rebuilds a typed event from a wire body; `None` for kinds this build does not know (forward compatible).
+    pub fn from_body(body: &EventBody) -> Option<Event> {
+        serde_json::from_value(serde_json::json!({"kind": body.kind, "data": body.data})).ok()
+    }
+}
+
+/// Current Unix time in seconds, to the microsecond. Whole microseconds keep every timestamp exact through
+/// serde_json's default (best-effort) float parsing, so checkpoints and task lists read back what was written.
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as f64 / 1e6)
+        .unwrap_or(0.0)
+}
+
+/// Encodes an event body (also used for heartbeats, which carry the current seq).
+pub fn encode_body(seq: u64, kind: &str, data: Value) -> Vec<u8> {
+    let body = EventBody {
+        v: PROTOCOL_VERSION,
+        seq,
+        ts: unix_now(),
+        kind: kind.to_string(),
+        data,
+    };
+    rmp_serde::to_vec_named(&body).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_survive_a_json_round_trip() {
+        let start = unix_now();
+        for i in 0..10_000u32 {
+            let t = start + f64::from(i) * 0.000_137;
+            let t = (t * 1e6).round() / 1e6;
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+            assert_eq!(back, t, "{t}");
+        }
+        let now = unix_now();
+        let back: f64 = serde_json::from_str(&serde_json::to_string(&now).unwrap()).unwrap();
+        assert_eq!(back, now);
+    }
+
+    #[test]
+    fn kind_matches_serde_tag() {
+        let ev = Event::ModelSwapped {
+            persona: "BRICK".into(),
+            from: "a".into(),
+            to: "b".into(),
+            generation: 2,
+        };
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["kind"], ev.kind());
+    }
+}

@@ -1,0 +1,236 @@
+//! The state the event stream describes, as a pure fold: what `snapshot` returns and what a watcher or the
+//! TUI rebuilds from events.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::event::Event;
+use crate::types::TaskStatus;
+
+/// The state the event stream describes: what `snapshot` returns and what a watcher rebuilds.
+///
+/// It is a pure fold over events ([`StateView::apply`]); the daemon and every client run the same code, so
+/// "joined late + snapshot" and "was there from the start" converge on identical values.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StateView {
+    /// Actors by tree path.
+    pub actors: BTreeMap<String, ActorView>,
+    /// Tasks by id.
+    pub tasks: BTreeMap<String, TaskView>,
+    /// Personas by name.
+    pub personas: BTreeMap<String, PersonaView>,
+    /// Tools by name.
+    pub tools: BTreeMap<String, ToolView>,
+    /// Amendments by id.
+    pub amendments: BTreeMap<String, AmendmentView>,
+    /// How many times a supervisor gave up and escalated.
+    pub escalations: u64,
+}
+
+/// One actor in the view.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ActorView {
+    /// running, failed, stopped, escalated.
+    pub status: String,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Last failure text.
+    pub last_error: Option<String>,
+}
+
+/// One task in the view.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct TaskView {
+    /// Where the task stands.
+    pub status: TaskStatus,
+    /// Steps completed.
+    pub steps: u32,
+    /// Last dissonance score.
+    pub dissonance: Option<f64>,
+    /// Answer, when done.
+    pub result: Option<String>,
+    /// Error, when failed.
+    pub error: Option<String>,
+}
+
+/// One persona in the view.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct PersonaView {
+    /// Current model.
+    pub model: String,
+    /// Backend serving it.
+    pub backend: String,
+    /// Editable state.
+    pub state: Value,
+    /// Swaps so far.
+    pub swaps: u64,
+}
+
+/// One tool in the view.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ToolView {
+    /// Version number.
+    pub version: u32,
+    /// What it does.
+    pub description: String,
+}
+
+/// One amendment in the view.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct AmendmentView {
+    /// pending, committed, rejected.
+    pub status: String,
+    /// Persona it changes.
+    pub persona: String,
+}
+
+impl StateView {
+    /// Applies one event.
+    pub fn apply(&mut self, ev: &Event) {
+        match ev {
+            Event::ActorStarted { actor, restarts } => {
+                let a = self.actors.entry(actor.clone()).or_default();
+                a.status = "running".into();
+                a.restarts = *restarts;
+            }
+            Event::ActorFailed { actor, reason } => {
+                let a = self.actors.entry(actor.clone()).or_default();
+                a.status = "failed".into();
+                a.last_error = Some(reason.clone());
+            }
+            Event::ActorRestarted {
+                actor, restarts, ..
+            } => {
+                let a = self.actors.entry(actor.clone()).or_default();
+                a.status = "running".into();
+                a.restarts = *restarts;
+            }
+            Event::ActorEscalated { supervisor, reason } => {
+                self.escalations += 1;
+                let a = self.actors.entry(supervisor.clone()).or_default();
+                a.status = "escalated".into();
+                a.last_error = Some(reason.clone());
+            }
+            Event::ActorStopped { actor, .. } => {
+                if let Some(a) = self.actors.get_mut(actor) {
+                    a.status = "stopped".into();
+                }
+            }
+            Event::TaskSubmitted { id, .. } => {
+                self.tasks.insert(
+                    id.clone(),
+                    TaskView {
+                        status: TaskStatus::Queued,
+                        ..Default::default()
+                    },
+                );
+            }
+            Event::TaskStatus { id, status } => self.task(id).status = *status,
+            Event::TaskStep {
+                id,
+                step,
+                dissonance,
+                ..
+            } => {
+                let t = self.task(id);
+                t.steps = *step;
+                if dissonance.is_some() {
+                    t.dissonance = *dissonance;
+                }
+            }
+            Event::TaskToken { .. } => {}
+            Event::TaskPaused { id, .. } => self.task(id).status = TaskStatus::Paused,
+            Event::TaskDone { id, result } => {
+                let t = self.task(id);
+                t.status = TaskStatus::Done;
+                t.result = Some(result.clone());
+            }
+            Event::TaskFailed { id, error } => {
+                let t = self.task(id);
+                t.status = TaskStatus::Failed;
+                t.error = Some(error.clone());
+            }
+            Event::TaskCancelled { id } => self.task(id).status = TaskStatus::Cancelled,
+            Event::PersonaState {
+                persona,
+                model,
+                backend,
+                state,
+            } => {
+                let p = self.personas.entry(persona.clone()).or_default();
+                p.model = model.clone();
+                p.backend = backend.clone();
+                p.state = state.clone();
+            }
+            Event::ModelSwapped { persona, to, .. } => {
+                let p = self.personas.entry(persona.clone()).or_default();
+                p.model = to.clone();
+                p.swaps += 1;
+            }
+            Event::ToolCreated {
+                name,
+                version,
+                description,
+            } => {
+                self.tools.insert(
+                    name.clone(),
+                    ToolView {
+                        version: *version,
+                        description: description.clone(),
+                    },
+                );
+            }
+            Event::AmendmentProposed { id, persona, .. } => {
+                self.amendments.insert(
+                    id.clone(),
+                    AmendmentView {
+                        status: "pending".into(),
+                        persona: persona.clone(),
+                    },
+                );
+            }
+            Event::AmendmentCommitted { id, .. } => {
+                self.amendments.entry(id.clone()).or_default().status = "committed".into();
+            }
+            Event::AmendmentRejected { id, .. } => {
+                self.amendments.entry(id.clone()).or_default().status = "rejected".into();
+            }
+            Event::ConfigReloaded { .. } | Event::MemoryUpdated { .. } => {}
+        }
+    }
+
+    fn task(&mut self, id: &str) -> &mut TaskView {
+        self.tasks.entry(id.to_string()).or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_folds_through_its_statuses() {
+        let mut v = StateView::default();
+        v.apply(&Event::TaskSubmitted {
+            id: "t".into(),
+            text: "q".into(),
+        });
+        assert_eq!(v.tasks["t"].status, TaskStatus::Queued);
+        v.apply(&Event::TaskStatus {
+            id: "t".into(),
+            status: TaskStatus::Running,
+        });
+        assert_eq!(v.tasks["t"].status, "running");
+        v.apply(&Event::TaskDone {
+            id: "t".into(),
+            result: "a".into(),
+        });
+        assert_eq!(v.tasks["t"].status, TaskStatus::Done);
+        assert_eq!(v.tasks["t"].result.as_deref(), Some("a"));
+        // The wire form of the view is unchanged: statuses are the same lower-case strings as before.
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["tasks"]["t"]["status"], "done");
+    }
+}

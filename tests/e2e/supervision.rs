@@ -1,0 +1,210 @@
+//! Foundation (issue 2): supervision (restarts, escalation up to the daemon's exit), fault injection, the
+//! data-dir lock.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use zeromq::prelude::*;
+use zeromq::SubSocket;
+
+use batos_protocol::EventBody;
+
+use crate::support::*;
+
+fn tree_node<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
+    if tree["path"] == path {
+        return Some(tree);
+    }
+    tree["children"]
+        .as_array()?
+        .iter()
+        .find_map(|c| tree_node(c, path))
+}
+
+/// Subscribes to every event and collects them in the background.
+async fn collector(d: &Daemon) -> (SubSocket, Vec<EventBody>) {
+    let mut sub = SubSocket::new();
+    sub.subscribe("").await.unwrap();
+    sub.connect(&d.client_config().events).await.unwrap();
+    // Let the subscription reach the publisher before anything is asserted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    (sub, Vec::new())
+}
+
+async fn next_event(
+    sub: &mut SubSocket,
+    secs: u64,
+    mut pred: impl FnMut(&EventBody) -> bool,
+) -> EventBody {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let m = tokio::time::timeout(left, sub.recv())
+            .await
+            .expect("event not seen in time")
+            .unwrap();
+        let ev: EventBody = rmp_serde::from_slice(m.into_vec().get(1).unwrap()).unwrap();
+        if pred(&ev) {
+            return ev;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_crash_restarts_brick_logs_it_and_tasks_still_complete() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::start(&ollama.url, vec![]).await;
+    let (mut sub, _) = collector(&d).await;
+    let mut c = d.client();
+    c.request("debug_crash", json!({"actor": "BRICK"}))
+        .await
+        .unwrap();
+    let ev = next_event(&mut sub, 10, |e| e.kind == "actor.restarted").await;
+    assert_eq!(ev.data["actor"], "root/personas/BRICK");
+    assert_eq!(ev.data["restarts"], 1);
+    assert!(ev.data["reason"]
+        .as_str()
+        .unwrap()
+        .contains("debug_crash requested for persona BRICK"));
+    let status = c.request("status", json!({})).await.unwrap();
+    let brick = tree_node(&status["tree"], "root/personas/BRICK").expect("BRICK in tree");
+    assert_eq!(brick["restarts"], 1);
+    assert_eq!(brick["status"], "running");
+    let log = eventually(5, "a JSON log line about BRICK's failure", || {
+        let lines = d.log_json();
+        async move {
+            lines.into_iter().find(|l| {
+                l["event"] == "actor.failed"
+                    && l["actor"] == "root/personas/BRICK"
+                    && l["reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("debug_crash requested"))
+            })
+        }
+    })
+    .await;
+    assert_eq!(log["level"], "ERROR");
+    let t = c
+        .request("submit_task", json!({"text": "after the crash"}))
+        .await
+        .unwrap();
+    let done = wait_task(&mut c, t["id"].as_str().unwrap(), 30).await;
+    assert_eq!(done["status"], "done", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_past_intensity_escalates_and_is_reported() {
+    let ollama = ScriptedOllama::start();
+    let mut d = Daemon::start(&ollama.url, vec![]).await;
+    let (mut sub, _) = collector(&d).await;
+    let mut c = d.client();
+    // intensity = 3 in 5 s: the fourth crash makes the personas supervisor give up and escalate to root,
+    // which restarts the whole personas subtree.
+    for n in 1..=4 {
+        c.request("debug_crash", json!({"actor": "BRICK"}))
+            .await
+            .unwrap();
+        if n < 4 {
+            next_event(&mut sub, 10, |e| {
+                e.kind == "actor.restarted" && e.data["restarts"] == n
+            })
+            .await;
+        }
+    }
+    let esc = next_event(&mut sub, 10, |e| e.kind == "actor.escalated").await;
+    assert_eq!(esc.data["supervisor"], "root/personas");
+    let re = next_event(&mut sub, 10, |e| {
+        e.kind == "actor.restarted" && e.data["actor"] == "root/personas"
+    })
+    .await;
+    assert_eq!(re.data["restarts"], 1);
+    let status = c.request("status", json!({})).await.unwrap();
+    assert_eq!(status["escalations"], 1);
+    assert_eq!(
+        tree_node(&status["tree"], "root/personas").unwrap()["restarts"],
+        1
+    );
+    assert_eq!(
+        tree_node(&status["tree"], "root/personas/BRICK").unwrap()["status"],
+        "running"
+    );
+    assert!(d
+        .log_json()
+        .iter()
+        .any(|l| l["event"] == "actor.escalated" && l["supervisor"] == "root/personas"));
+    let t = c
+        .request("submit_task", json!({"text": "after the escalation"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        wait_task(&mut c, t["id"].as_str().unwrap(), 30).await["status"],
+        "done"
+    );
+
+    // Past root's own intensity the daemon does not die silently: it logs why and exits 1.
+    for _ in 0..4 {
+        let _ = c
+            .request("debug_crash", json!({"actor": "orchestrator"}))
+            .await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let started = Instant::now();
+    while d.alive() && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = d.terminate();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(1),
+        "daemon must exit 1 after root escalation"
+    );
+    assert!(d.log_json().iter().any(|l| l["event"] == "daemon.escalated"
+        && l["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("root gave up"))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_daemon_on_the_same_data_dir_is_refused() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::start(&ollama.url, vec![]).await;
+    let out = Command::new(env!("CARGO_BIN_EXE_batos"))
+        .args(["run", "--config"])
+        .arg(&d.config)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another batos daemon is running") && err.contains("batos.lock"),
+        "{err}"
+    );
+    // The first daemon is untouched.
+    let mut c = d.client();
+    assert_eq!(c.request("ping", json!({})).await.unwrap()["pong"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_injection_is_refused_unless_enabled() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::start(
+        &ollama.url,
+        vec![Box::new(|doc| {
+            doc["debug"]["fault_injection"] = toml_edit::value(false)
+        })],
+    )
+    .await;
+    let mut c = d.client();
+    let e = c
+        .request("debug_crash", json!({"actor": "BRICK"}))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("fault_injection"), "{e}");
+    let status = c.request("status", json!({})).await.unwrap();
+    assert_eq!(
+        tree_node(&status["tree"], "root/personas/BRICK").unwrap()["restarts"],
+        0
+    );
+}

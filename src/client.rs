@@ -15,15 +15,17 @@ use batos_protocol::{ErrorBody, Event, EventBody, Reply, Request, StateView, PRO
 /// Where and how to reach the daemon.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Command endpoint.
+    /// Command (ROUTER) endpoint, `tcp://` or `ipc://`: `--endpoint`, else `gateway.command_endpoint`.
     pub endpoint: String,
-    /// Event endpoint.
+    /// Event (PUB) endpoint: `--events`, else `gateway.event_endpoint`; only the [`Watcher`] uses it.
     pub events: String,
-    /// Token, if known.
+    /// Gateway secret sent with every request: `--token`/`BATOS_TOKEN`, else `<data_dir>/gateway.token`;
+    /// `None` leaves only `ping` working.
     pub token: Option<String>,
-    /// Per-attempt reply timeout.
+    /// How long one attempt waits for its reply (connecting included) before the socket is dropped and
+    /// the request resent (`client.timeout_ms`).
     pub timeout: Duration,
-    /// Resends before giving up.
+    /// Resends of the same request id after the first attempt, so `retries + 1` attempts in all.
     pub retries: u32,
     /// `send`'s get_task polling period.
     pub poll: Duration,
@@ -37,9 +39,9 @@ pub enum ClientError {
     /// No reply after every retry.
     #[error("no reply from {endpoint} after {attempts} attempts ({timeout_ms} ms each); is the daemon running?")]
     NoReply {
-        /// Endpoint tried.
+        /// The command endpoint every attempt went to.
         endpoint: String,
-        /// Attempts made.
+        /// Attempts made: `retries + 1`, all with the same request id.
         attempts: u32,
         /// Timeout per attempt.
         timeout_ms: u64,
@@ -155,9 +157,10 @@ pub enum WatchItem {
     Event(EventBody),
     /// The state was (re)loaded from a snapshot at this seq.
     Resynced {
-        /// Snapshot seq.
+        /// Seq of the snapshot: the state reflects exactly the events `1..=seq`.
         seq: u64,
-        /// Why.
+        /// Why, in words: `initial`, a seq gap, a heartbeat ahead of the last event, a reconnect, or a
+        /// daemon restart.
         reason: String,
     },
     /// No heartbeat for 3 periods.
@@ -199,7 +202,8 @@ impl Watcher {
         }
     }
 
-    /// The reconstructed state.
+    /// The state rebuilt from the last snapshot plus the events applied since; equal to the daemon's
+    /// at [`Watcher::seq`].
     pub fn state(&self) -> &StateView {
         &self.state
     }

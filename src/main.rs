@@ -33,7 +33,7 @@ enum LogFormatArg {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run the daemon.
+    /// Run the daemon in the foreground until SIGINT/SIGTERM (exit 0) or the root supervisor gives up.
     Run {
         /// Settings file.
         #[arg(long, default_value = "config/settings.toml")]

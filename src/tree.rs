@@ -49,7 +49,7 @@ pub struct Organs<'a> {
     pub personas: Arc<Personas>,
     /// The sandbox pool's arguments.
     pub sandbox: PoolArgs,
-    /// The ToolForge's arguments.
+    /// The ToolForge's arguments (registry, store under `data_dir/tools`, personas, live settings).
     pub forge: ForgeArgs,
     /// The memory organ's arguments.
     pub memory: MemoryArgs,

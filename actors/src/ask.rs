@@ -33,13 +33,13 @@ pub enum AskError {
     /// No actor is registered under the organ's name: it is between a failure and its restart.
     #[error("{organ} is restarting; retry shortly")]
     Restarting {
-        /// The organ's name.
+        /// The organ as its handle labels it in messages (e.g. `orchestrator`, `root supervisor`).
         organ: &'static str,
     },
     /// The organ did not answer within the timeout (the request may still be carried out).
     #[error("{organ} did not answer within {ms} ms")]
     Timeout {
-        /// The organ's name.
+        /// The organ as its handle labels it in messages.
         organ: &'static str,
         /// The timeout that passed, in milliseconds.
         ms: u64,
@@ -47,14 +47,14 @@ pub enum AskError {
     /// The organ stopped (crashed or was stopped) before answering; the request is lost with it.
     #[error("{organ} stopped while answering; retry shortly")]
     Stopped {
-        /// The organ's name.
+        /// The organ as its handle labels it in messages.
         organ: &'static str,
     },
 }
 
 /// Looks up an organ's actor by its global name.
 pub fn find<M: ractor::Message>(organ: &'static str, name: &str) -> Result<ActorRef<M>, AskError> {
-    ractor::registry::where_is(name.to_string())
+    ractor::registry::where_is(name)
         .map(Into::into)
         .ok_or(AskError::Restarting { organ })
 }

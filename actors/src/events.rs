@@ -14,9 +14,9 @@ pub use batos_protocol::{encode_body, unix_now, Event, EventBody, StateView};
 /// One published event, encoded once for every consumer.
 #[derive(Debug, Clone)]
 pub struct Published {
-    /// Its sequence number.
+    /// Its sequence number: 1 for the first event of this daemon process, +1 per event, no gaps.
     pub seq: u64,
-    /// The typed event.
+    /// The typed event, as folded into the hub's view under the same lock.
     pub event: Event,
     /// The msgpack body for the wire.
     pub body: Vec<u8>,

@@ -30,9 +30,9 @@ pub enum CodexError {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Codex {
-    /// Format version (1).
+    /// Format version; 1 is the only one accepted, so a future layout is refused rather than misread.
     pub version: u32,
-    /// One entry per persona.
+    /// Exactly one entry per persona (`ALFRED`, `BABS`, `BRICK`, `ROBIN`); no other names.
     pub personas: BTreeMap<String, PersonaCodex>,
 }
 
@@ -42,9 +42,11 @@ pub struct Codex {
 pub struct PersonaCodex {
     /// What the persona is for.
     pub role: String,
-    /// Its system prompt.
+    /// Its system prompt (not blank, at most [`MAX_TEXT_BYTES`]); the start of every model call's system
+    /// message.
     pub system_prompt: String,
-    /// Its core principles.
+    /// Its principles, each not blank and at most [`MAX_TEXT_BYTES`]; appended to the system message as
+    /// a numbered list.
     pub principles: Vec<String>,
 }
 
@@ -122,7 +124,7 @@ impl Codex {
         Ok(())
     }
 
-    /// One persona's entry.
+    /// One persona's entry by its case-sensitive name; `None` for a name not in the codex.
     pub fn persona(&self, name: &str) -> Option<&PersonaCodex> {
         self.personas.get(name)
     }

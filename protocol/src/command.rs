@@ -21,7 +21,8 @@ pub struct SubmitTaskArgs {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdArgs {
-    /// The id.
+    /// Id of the task or amendment, as the daemon issued it (32 lowercase hex chars); unknown is
+    /// `not_found`.
     pub id: String,
 }
 
@@ -54,7 +55,8 @@ pub struct UpdatePersonaArgs {
     pub persona: String,
     /// Which editable field (see docs/protocol.md).
     pub field: String,
-    /// Its new value.
+    /// New value, typed and ranged by field (e.g. `temperature` a number in 0..=2); null clears the
+    /// override.
     pub value: Value,
 }
 
@@ -72,7 +74,7 @@ pub struct PersonaArgs {
 pub struct SwapModelArgs {
     /// The persona to move.
     pub persona: String,
-    /// The model it moves to.
+    /// The model it moves to: trimmed, then 1..=256 characters without control characters.
     pub model: String,
 }
 
@@ -80,9 +82,9 @@ pub struct SwapModelArgs {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MemorySearchArgs {
-    /// Query text.
+    /// What to look for (not blank); embedded, then matched by cosine similarity.
     pub query: String,
-    /// How many details to return.
+    /// How many details to return: `memory.k_details` when absent, clamped to 1..=`memory.max_k`.
     #[serde(default)]
     pub k: Option<usize>,
     /// Include the stage-2 query plan.
@@ -110,9 +112,9 @@ pub struct ForgeToolArgs {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallToolArgs {
-    /// Tool name.
+    /// Name of a registered tool, built-in or forged (as `list_tools` shows); unknown is `not_found`.
     pub name: String,
-    /// Its arguments (an object).
+    /// Its arguments, an object checked against the tool's schema by the tool; absent means `{}`.
     #[serde(default)]
     pub args: Option<Value>,
 }

@@ -14,11 +14,11 @@ use crate::wire::PROTOCOL_VERSION;
 /// An event body on the event channel (frame 2; frame 1 is the topic, equal to `kind`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EventBody {
-    /// Protocol version (1).
+    /// Protocol version: always [`PROTOCOL_VERSION`] (1) as this crate encodes it.
     pub v: u32,
     /// Sequence number: +1 per event; heartbeats carry the current value without incrementing it.
     pub seq: u64,
-    /// Unix time in seconds.
+    /// Unix seconds when the body was encoded, to the microsecond ([`unix_now`]).
     pub ts: f64,
     /// Event kind, e.g. `task.step`.
     pub kind: String,
@@ -35,7 +35,8 @@ pub enum Event {
     ActorStarted {
         /// Path in the tree, e.g. `root/personas/BRICK`.
         actor: String,
-        /// Restarts so far.
+        /// Restarts under its current supervisor: 0 on a first start (a restart is announced as
+        /// `actor.restarted` instead).
         restarts: u32,
     },
     /// An actor failed (panic or error); its supervisor decides what happens next.
@@ -75,31 +76,33 @@ pub enum Event {
     /// A task was accepted.
     #[serde(rename = "task.submitted")]
     TaskSubmitted {
-        /// Task id.
+        /// Task id: 32 lowercase hex chars (a UUID v4 without dashes), assigned at submit; it keys every
+        /// later `task.*` event of this task.
         id: String,
-        /// The request text.
+        /// The Architect's request, in full (at most `orchestrator.max_task_bytes`).
         text: String,
     },
     /// A task changed status (queued, running, paused, ...).
     #[serde(rename = "task.status")]
     TaskStatus {
-        /// Task id.
+        /// Task id (as in `task.submitted`).
         id: String,
-        /// New status.
+        /// `running` as a run starts, `queued` after a resume, or any status per task reloaded from its
+        /// checkpoint when the orchestrator (re)starts; paused/done/failed/cancelled have their own kinds.
         status: TaskStatus,
     },
     /// A task completed one step of the cognition graph.
     #[serde(rename = "task.step")]
     TaskStep {
-        /// Task id.
+        /// Task id (as in `task.submitted`).
         id: String,
-        /// 1-based step number.
+        /// 1-based step number: the task's completed steps, this one included.
         step: u32,
-        /// Graph node.
+        /// Node that ran: `route`, `research`, `draft`, `critique`, `toolforge`, `inquiry` or `synthesize`.
         node: String,
-        /// Persona that acted.
+        /// Persona whose step it was (`ALFRED`, `BABS`, `BRICK` or `ROBIN`).
         persona: String,
-        /// Model it used.
+        /// Model the persona thought with; `""` when the step called no model (e.g. a failed ToolForge run).
         model: String,
         /// Backend that served the model.
         backend: String,
@@ -113,17 +116,18 @@ pub enum Event {
     /// Streamed model output of a task's current step.
     #[serde(rename = "task.token")]
     TaskToken {
-        /// Task id.
+        /// Task id (as in `task.submitted`).
         id: String,
-        /// Persona speaking.
+        /// Persona whose model output this is (`BRICK` drafting, `ALFRED` synthesising).
         persona: String,
-        /// Text fragment.
+        /// Next fragment of the output as the backend streamed it; in seq order the fragments rebuild the
+        /// whole output.
         text: String,
     },
     /// A task paused at the philosophical-inquiry interrupt, awaiting a human.
     #[serde(rename = "task.paused")]
     TaskPaused {
-        /// Task id.
+        /// Task id (as in `task.submitted`).
         id: String,
         /// Why it paused.
         reason: String,
@@ -131,33 +135,33 @@ pub enum Event {
     /// A task finished with an answer.
     #[serde(rename = "task.done")]
     TaskDone {
-        /// Task id.
+        /// Task id (as in `task.submitted`).
         id: String,
-        /// ALFRED's answer.
+        /// ALFRED's answer from the `synthesize` step, in full.
         result: String,
     },
     /// A task failed.
     #[serde(rename = "task.failed")]
     TaskFailed {
-        /// Task id.
+        /// Task id (as in `task.submitted`).
         id: String,
-        /// Why.
+        /// Why, in words (e.g. a failed step and its error, `orchestrator.max_steps` exceeded, a crash).
         error: String,
     },
     /// A task was cancelled.
     #[serde(rename = "task.cancelled")]
     TaskCancelled {
-        /// Task id.
+        /// Task id (as in `task.submitted`).
         id: String,
     },
     /// A persona's live state (after start, surgery, reload or swap).
     #[serde(rename = "persona.state")]
     PersonaState {
-        /// Persona name.
+        /// Persona name, case-sensitive: `ALFRED`, `BABS`, `BRICK` or `ROBIN`.
         persona: String,
-        /// Current model.
+        /// Model the persona now thinks with (e.g. `smollm2:135m`, or `lora:<adapter.gguf>` when embedded).
         model: String,
-        /// Backend serving it.
+        /// `"ollama"` or `"embedded"` (llama.cpp in-process).
         backend: String,
         /// Editable fields and their values.
         state: Value,
@@ -165,7 +169,7 @@ pub enum Event {
     /// A cognitive atomic swap completed.
     #[serde(rename = "model.swapped")]
     ModelSwapped {
-        /// Persona name.
+        /// Persona name, case-sensitive (`ALFRED`, `BABS`, `BRICK`, `ROBIN`).
         persona: String,
         /// Previous model.
         from: String,
@@ -177,9 +181,9 @@ pub enum Event {
     /// A tool was registered (or replaced by a new version).
     #[serde(rename = "tool.created")]
     ToolCreated {
-        /// Tool name.
+        /// Tool name: a Python identifier (lower-case letters, digits, `_`), unique in the registry.
         name: String,
-        /// Version number.
+        /// Version: 1 for a new tool, +1 each time the ToolForge replaces it.
         version: u32,
         /// What it does.
         description: String,
@@ -187,17 +191,17 @@ pub enum Event {
     /// A codex amendment awaits the Architect's decision.
     #[serde(rename = "amendment.proposed")]
     AmendmentProposed {
-        /// Amendment id.
+        /// Amendment id: 32 lowercase hex chars (a UUID v4 without dashes), assigned by the codex governor.
         id: String,
-        /// Persona it changes.
+        /// Persona whose codex entry the amendment would change.
         persona: String,
-        /// Rationale.
+        /// The proposer's reason for the change, as the persona wrote it.
         rationale: String,
     },
     /// An approved amendment was committed to codex.toml.
     #[serde(rename = "amendment.committed")]
     AmendmentCommitted {
-        /// Amendment id.
+        /// Amendment id (as in `amendment.proposed`).
         id: String,
         /// Unified diff of codex.toml.
         diff: String,
@@ -205,9 +209,9 @@ pub enum Event {
     /// An amendment was rejected (by the Architect, or because committing it failed).
     #[serde(rename = "amendment.rejected")]
     AmendmentRejected {
-        /// Amendment id.
+        /// Amendment id (as in `amendment.proposed`).
         id: String,
-        /// Why.
+        /// The Architect's reason, as given to `reject_amendment`.
         reason: String,
     },
     /// A configuration file was reloaded live.
@@ -221,7 +225,8 @@ pub enum Event {
     /// A memory consolidation or index build finished.
     #[serde(rename = "memory.updated")]
     MemoryUpdated {
-        /// What happened.
+        /// What happened, in words (e.g. "consolidated 12 details under 2 summaries"); for people, not
+        /// parsing.
         what: String,
         /// Rows in the table.
         rows: u64,

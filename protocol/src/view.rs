@@ -17,13 +17,13 @@ use crate::types::TaskStatus;
 pub struct StateView {
     /// Actors by tree path.
     pub actors: BTreeMap<String, ActorView>,
-    /// Tasks by id.
+    /// Tasks by id: every task seen since the daemon started, never pruned (unlike `list_tasks`).
     pub tasks: BTreeMap<String, TaskView>,
-    /// Personas by name.
+    /// Personas by name (`ALFRED`, `BABS`, `BRICK`, `ROBIN`), from `persona.state` and `model.swapped`.
     pub personas: BTreeMap<String, PersonaView>,
-    /// Tools by name.
+    /// Tools by name, only those announced by `tool.created` (not the built-ins; `list_tools` has all).
     pub tools: BTreeMap<String, ToolView>,
-    /// Amendments by id.
+    /// Amendments by id, from `amendment.proposed` on; decided ones stay.
     pub amendments: BTreeMap<String, AmendmentView>,
     /// How many times a supervisor gave up and escalated.
     pub escalations: u64,
@@ -34,7 +34,7 @@ pub struct StateView {
 pub struct ActorView {
     /// running, failed, stopped, escalated.
     pub status: String,
-    /// Restarts so far.
+    /// Restarts under its current supervisor, as the last `actor.started` or `actor.restarted` said.
     pub restarts: u32,
     /// Last failure text.
     pub last_error: Option<String>,
@@ -45,33 +45,35 @@ pub struct ActorView {
 pub struct TaskView {
     /// Where the task stands.
     pub status: TaskStatus,
-    /// Steps completed.
+    /// Steps completed: the `step` of the last `task.step` (0 for a task loaded from its checkpoint at
+    /// daemon start).
     pub steps: u32,
-    /// Last dissonance score.
+    /// Last dissonance (0..=1, higher = more discord) any `task.step` carried; a step without one keeps it.
     pub dissonance: Option<f64>,
     /// Answer, when done.
     pub result: Option<String>,
-    /// Error, when failed.
+    /// Why it failed (`task.failed`); `None` otherwise.
     pub error: Option<String>,
 }
 
 /// One persona in the view.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct PersonaView {
-    /// Current model.
+    /// Model in use: from the last `persona.state`, or the `to` of a later `model.swapped`.
     pub model: String,
-    /// Backend serving it.
+    /// `"ollama"` or `"embedded"`, from the last `persona.state` (`""` until one arrives).
     pub backend: String,
-    /// Editable state.
+    /// `state` of the last `persona.state` (`temperature`, `top_p`, `max_tokens`, `extra_instructions`,
+    /// `generation`); null until one arrives.
     pub state: Value,
-    /// Swaps so far.
+    /// `model.swapped` events seen for this persona since the daemon started.
     pub swaps: u64,
 }
 
 /// One tool in the view.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct ToolView {
-    /// Version number.
+    /// 1 for a new tool, +1 each time the ToolForge replaces it.
     pub version: u32,
     /// What it does.
     pub description: String,
@@ -82,7 +84,8 @@ pub struct ToolView {
 pub struct AmendmentView {
     /// pending, committed, rejected.
     pub status: String,
-    /// Persona it changes.
+    /// Persona whose codex entry it would change, from `amendment.proposed` (`""` for one proposed before
+    /// the daemon last started).
     pub persona: String,
 }
 

@@ -58,7 +58,8 @@ pub enum ErrorCode {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ErrorBody {
-    /// Machine-readable code.
+    /// What went wrong, as one of the eight v1 codes (snake_case on the wire); clients branch on this,
+    /// never on `message`.
     pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
@@ -86,7 +87,7 @@ impl std::error::Error for ErrorBody {}
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Reply {
-    /// Protocol version (1).
+    /// Protocol version: always [`PROTOCOL_VERSION`] (1), whatever the request carried.
     pub v: u32,
     /// The request's id ("" when the request was too broken to carry one).
     pub id: String,

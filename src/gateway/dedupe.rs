@@ -28,7 +28,8 @@ struct Inner {
     order: VecDeque<(Instant, String)>,
 }
 
-/// The dedupe table.
+/// The dedupe table, keyed by request id alone: an id is remembered while in flight and then for
+/// `gateway.dedupe_window_ms`, at most `gateway.dedupe_capacity` replies (oldest forgotten first).
 pub struct Dedupe {
     inner: Mutex<Inner>,
     window: Duration,

@@ -44,9 +44,9 @@ pub struct BackendInfo {
 
 /// Everything a command may touch.
 pub struct Organs {
-    /// Live settings.
+    /// Live settings, read at each use (request size, organ call timeout, `debug.fault_injection`, ...).
     pub settings: Arc<ArcSwap<Settings>>,
-    /// Event bus.
+    /// Event hub: the PUB loop's source, and `seq`/`snapshot` for `ping`, `status` and `snapshot`.
     pub hub: Arc<EventHub>,
     /// Persona registry.
     pub personas: Arc<Personas>,
@@ -56,7 +56,7 @@ pub struct Organs {
     pub token: String,
     /// Unique per daemon process, so clients notice a restart even when seq numbers look plausible.
     pub instance: String,
-    /// Process start.
+    /// When boot built this, for `uptime_s` in `status` and heartbeats.
     pub started: Instant,
     /// LLM backend in use.
     pub backend: BackendInfo,
@@ -73,9 +73,9 @@ pub struct Handles {
     pub orchestrator: OrchestratorHandle,
     /// Amendments and the settings file.
     pub codex: CodexHandle,
-    /// Long-term memory.
+    /// Long-term memory: `memory_*` commands and `debug_crash memory`.
     pub memory: MemoryHandle,
-    /// The ToolForge.
+    /// The ToolForge: `forge_tool` and `debug_crash toolforge`.
     pub forge: ForgeHandle,
     /// The root of the supervision tree (for `status`).
     pub root: SupervisorHandle,

@@ -37,7 +37,7 @@ pub struct CodexArgs {
     pub settings_path: Option<PathBuf>,
     /// Where pending amendments are kept (`data_dir/amendments.json`).
     pub store: PathBuf,
-    /// Live settings.
+    /// Live settings: the codex organ stores each reloaded settings.toml and each recorded swap here.
     pub live: Arc<ArcSwap<Settings>>,
     /// The personas that receive codex and settings changes.
     pub personas: Option<Arc<Personas>>,
@@ -73,7 +73,7 @@ pub enum CodexMsg {
     Get(RpcReplyPort<Arc<Codex>>),
     /// Store a proposal as pending (never applied without approval).
     Propose {
-        /// The proposal.
+        /// The persona's proposal; checked against the codex in force (else `Invalid`) before it is stored.
         proposal: Proposal,
         /// The paused task that raised it.
         task_id: Option<String>,
@@ -84,7 +84,8 @@ pub enum CodexMsg {
     List(RpcReplyPort<Vec<Amendment>>),
     /// The Architect approves: commit it.
     Approve(String, RpcReplyPort<Result<Amendment, CodexCmdError>>),
-    /// The Architect rejects.
+    /// The Architect rejects amendment `.0` with reason `.1`; a paused task that raised it resumes with
+    /// the reason as guidance.
     Reject(
         String,
         String,
@@ -92,9 +93,9 @@ pub enum CodexMsg {
     ),
     /// Record a persona's new model in settings.toml and the live settings (the one writer of that file).
     RecordModel {
-        /// Persona name.
+        /// Persona whose `[personas.<NAME>] model` key is rewritten.
         persona: String,
-        /// Its new model.
+        /// The model its new actor already thinks with (the swap is live before it is recorded).
         model: String,
         /// Answer, once both are updated.
         reply: RpcReplyPort<Result<(), CodexCmdError>>,

@@ -67,9 +67,9 @@ impl Changes {
 pub struct Proposal {
     /// Persona whose codex entry changes.
     pub persona: String,
-    /// New values.
+    /// The new role, system prompt and/or principles; at least one, and the codex must change.
     pub changes: Changes,
-    /// Why.
+    /// Why the persona proposes it, for the Architect (not blank, at most `MAX_TEXT_BYTES` bytes).
     pub rationale: String,
 }
 
@@ -101,26 +101,27 @@ pub enum AmendmentStatus {
     Pending,
     /// Approved and written to codex.toml.
     Committed,
-    /// Rejected.
+    /// Rejected by the Architect (`reason` says why); codex.toml untouched. A failed commit leaves it
+    /// `Pending`.
     Rejected,
 }
 
 /// A stored amendment.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Amendment {
-    /// Id.
+    /// 32 lowercase hex chars (UUID v4 simple), assigned when the proposal is stored.
     pub id: String,
-    /// The proposal.
+    /// What the persona proposed, validated against the codex in force before it was stored.
     pub proposal: Proposal,
-    /// Status.
+    /// `Pending` until the Architect approves (`Committed`) or rejects it; never changes after that.
     pub status: AmendmentStatus,
     /// The paused task that raised it.
     pub task_id: Option<String>,
-    /// Unix seconds.
+    /// Unix seconds (microsecond precision) when it was stored as pending.
     pub created_at: f64,
     /// Unix seconds of the decision.
     pub decided_at: Option<f64>,
-    /// Rejection reason.
+    /// The Architect's reason, when rejected; the paused task gets it as guidance.
     pub reason: Option<String>,
     /// Unified diff of codex.toml, once committed.
     pub diff: Option<String>,
@@ -170,9 +171,9 @@ pub struct CommitError(pub String);
 pub struct Committed {
     /// The codex now on disk.
     pub codex: Codex,
-    /// Unified diff.
+    /// Unified diff of codex.toml (2 lines of context), as `amendment.committed` carries it.
     pub diff: String,
-    /// Backup file.
+    /// The previous codex.toml, copied beside it as `codex.toml.bak.<µs since the epoch, 20 digits>`.
     pub backup: PathBuf,
 }
 

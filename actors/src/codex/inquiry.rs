@@ -18,7 +18,7 @@ pub struct CodexLink {
     pub personas: Arc<Personas>,
     /// The proposing persona (`codex.proposer`).
     pub proposer: String,
-    /// The codex organ.
+    /// The codex organ, which validates and stores the proposal as pending.
     pub codex: CodexHandle,
 }
 

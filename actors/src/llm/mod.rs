@@ -66,7 +66,7 @@ pub struct ToolSpec {
 /// A tool call the model asked for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ToolCall {
-    /// Tool name.
+    /// Name of the tool to call, as the model wrote it; it may name no offered tool.
     pub name: String,
     /// Arguments (should match the tool's schema; the tool validates).
     pub arguments: Value,
@@ -75,11 +75,11 @@ pub struct ToolCall {
 /// Sampling parameters.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Sampling {
-    /// Temperature.
+    /// Temperature, >= 0; 0 (or less) makes the embedded backend sample greedily.
     pub temperature: f32,
-    /// Nucleus mass.
+    /// Nucleus mass, 0..=1: sample only among the likeliest tokens covering this much probability.
     pub top_p: f32,
-    /// Seed.
+    /// Sampler seed: as is to Ollama, as `u32` to llama.cpp; a fixed seed makes sampling repeatable.
     pub seed: i32,
     /// Most tokens to generate.
     pub max_tokens: u32,
@@ -96,7 +96,7 @@ pub struct ChatRequest {
     pub tools: Vec<ToolSpec>,
     /// When set, the answer must be JSON matching this schema.
     pub format: Option<Value>,
-    /// Sampling.
+    /// Sampling for this call: the `[llm]` defaults with the persona's editable overrides applied.
     pub sampling: Sampling,
 }
 
@@ -105,7 +105,8 @@ pub struct ChatRequest {
 pub struct ChatResponse {
     /// The text (JSON text when a format was requested).
     pub content: String,
-    /// Tool calls requested.
+    /// Tools the model asked to call, in order; empty when it answered in text (the embedded backend
+    /// asks for at most one per answer).
     pub tool_calls: Vec<ToolCall>,
     /// Prompt tokens evaluated, when the backend reports it.
     pub prompt_tokens: u64,
@@ -120,9 +121,9 @@ pub type TokenSink = tokio::sync::mpsc::UnboundedSender<String>;
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// An Ollama server.
+    /// An Ollama server over HTTP at `llm.ollama_url`; `"ollama"` on the wire.
     Ollama,
-    /// llama.cpp in process.
+    /// llama.cpp in process (`[llm.embedded]`); `"embedded"` on the wire.
     Embedded,
 }
 
@@ -140,7 +141,7 @@ impl fmt::Display for BackendKind {
 pub struct ModelSpec {
     /// Name of the new model.
     pub name: String,
-    /// Base model.
+    /// Model the new one derives from; on the embedded backend it must be `llm.embedded.model_name`.
     pub base: String,
     /// LoRA adapter file (GGUF).
     pub adapter: Option<PathBuf>,

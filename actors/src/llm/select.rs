@@ -11,7 +11,8 @@ use crate::settings::{BackendChoice, LlmSettings};
 /// The chosen backend and why.
 #[derive(Debug)]
 pub struct Selection {
-    /// The backend.
+    /// The one backend the personas and memory embeddings use until the daemon restarts (`llm.backend`
+    /// is read at start).
     pub backend: Arc<dyn LlmBackend>,
     /// Why it was chosen (logged at start, shown by `status`).
     pub reason: String,

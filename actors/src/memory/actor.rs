@@ -39,9 +39,9 @@ pub struct MemoryActor;
 /// Start-up arguments.
 #[derive(Clone)]
 pub struct MemoryArgs {
-    /// `data_dir/memory`.
+    /// `data_dir/memory`: the LanceDB database holding the `memory.table` table.
     pub dir: PathBuf,
-    /// Live settings.
+    /// Live settings, read per operation (retrieval knobs, consolidation, index thresholds).
     pub settings: Arc<ArcSwap<Settings>>,
     /// Embeddings come from here.
     pub backend: Arc<dyn LlmBackend>,
@@ -57,9 +57,9 @@ pub enum MemoryMsg {
     Ingest(Vec<IngestItem>, RpcReplyPort<Result<usize, MemError>>),
     /// Two-stage retrieval.
     Search {
-        /// Query text.
+        /// What to look for (not blank); embedded with the same model as the rows.
         query: String,
-        /// Details wanted (default from settings).
+        /// Details wanted: `memory.k_details` when `None`, clamped to 1..=`memory.max_k`.
         k: Option<usize>,
         /// Include the stage-2 query plan.
         explain: bool,

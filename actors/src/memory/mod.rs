@@ -73,7 +73,7 @@ pub struct SearchResult {
 /// What a consolidation pass did.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct ConsolidateReport {
-    /// Summaries written.
+    /// Summary rows written by this pass, one per group of related details.
     pub summaries: usize,
     /// Details given a parent.
     pub details: usize,
@@ -82,7 +82,7 @@ pub struct ConsolidateReport {
 /// Table statistics.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct MemStats {
-    /// All rows.
+    /// All rows, summaries and details together.
     pub rows: u64,
     /// Summary rows.
     pub summaries: u64,
@@ -90,9 +90,9 @@ pub struct MemStats {
     pub details: u64,
     /// Details without a summary yet.
     pub unparented: u64,
-    /// Embedding width.
+    /// Embedding width (floats per vector), probed from the embedding model when the table opens.
     pub dim: usize,
-    /// Index state.
+    /// How much of the table the IVF-PQ index covers, and whether the `parent_id` BTree exists.
     pub index: store::IndexState,
     /// Whether an index build is running.
     pub indexing: bool,

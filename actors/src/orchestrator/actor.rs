@@ -57,7 +57,8 @@ pub struct Orchestrator;
 
 /// Start-up arguments.
 pub struct OrchestratorArgs {
-    /// Shared cognition machinery.
+    /// Registries, hub, settings, checkpoints and ports that every task's run shares (boot builds it once;
+    /// a restarted orchestrator reuses it).
     pub cog: Arc<Cognition>,
 }
 
@@ -73,13 +74,13 @@ pub enum OrchestratorMsg {
     Cancel(String, RpcReplyPort<Result<TaskSummary, OrchError>>),
     /// Resume a paused task with the Architect's decision and guidance.
     Resume {
-        /// Task id.
+        /// Id of a task that must be `paused` (else `Conflict`).
         id: String,
         /// `approved`, `rejected` or `resumed`.
         decision: String,
-        /// Free-text guidance.
+        /// Free text for the personas, stored in `TaskState::inquiry` and quoted in every later prompt.
         guidance: Option<String>,
-        /// Answer.
+        /// The task's summary, now `queued` to continue at `synthesize`, or why not.
         reply: RpcReplyPort<Result<TaskSummary, OrchError>>,
     },
     /// From a run: the task's state after a step, or at its end, with the run's sequence number.

@@ -162,19 +162,20 @@ impl fmt::Display for Node {
 /// One completed step, as `get_task` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StepRecord {
-    /// 1-based step number.
+    /// 1-based step number: its index in `TaskState::steps` plus one.
     pub step: u32,
-    /// Node.
+    /// Node that ran (never `AwaitDecision` or `Done`, which are not steps).
     pub node: Node,
-    /// Persona that acted.
+    /// Persona whose step it was (`ALFRED`, `BABS`, `BRICK`, `ROBIN`).
     pub persona: String,
     /// Model it used ("" when no model was called).
     pub model: String,
-    /// Backend.
+    /// `"ollama"` or `"embedded"` (the persona's backend even when no model was called).
     pub backend: String,
-    /// Dissonance, when scored.
+    /// Dissonance in 0..=1 (higher = more discord): ROBIN's score on `critique`, the task's on `inquiry`
+    /// or on a `draft` a tool Command rerouted; `None` otherwise.
     pub dissonance: Option<f64>,
-    /// Wall time.
+    /// Wall-clock time of the step in ms, model and tool calls included.
     pub duration_ms: u64,
     /// What it produced, shortened.
     pub summary: String,
@@ -183,11 +184,13 @@ pub struct StepRecord {
 /// One tool call made during a task.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ToolUse {
-    /// Tool name.
+    /// Tool name as the model asked for it; may name no registered tool (then `ok` is false).
     pub name: String,
-    /// Arguments.
+    /// Arguments as the model sent them: usually an object, sometimes a JSON string (parsed before the
+    /// call).
     pub arguments: serde_json::Value,
-    /// Result or error text.
+    /// The tool message the model saw (value, applied Command or `tool error: ...`), cut to
+    /// `MAX_COMMAND_TEXT` (16 KiB).
     pub result: String,
     /// Whether it succeeded.
     pub ok: bool,
@@ -202,24 +205,27 @@ pub struct Inquiry {
     pub amendment_id: Option<String>,
     /// The Architect's decision (`approved`, `rejected`, `resumed`).
     pub decision: Option<String>,
-    /// The Architect's guidance.
+    /// Free text from `resume_task`; every later prompt's brief quotes it as "The Architect's guidance".
     pub guidance: Option<String>,
 }
 
 /// Everything about a task; written to disk after every step.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskState {
-    /// Task id.
+    /// 32 lowercase hex chars (UUID v4 simple), set by the orchestrator at submit; also names the
+    /// checkpoint file `<id>.json`.
     pub id: String,
-    /// What was asked.
+    /// What the Architect asked, in full (not blank; at most `orchestrator.max_task_bytes` bytes at submit).
     pub text: String,
     /// Unix seconds at submission.
     pub created_at: f64,
-    /// Status.
+    /// Where it stands; checkpointed with the rest, so a task found `queued` or `running` when the
+    /// orchestrator (re)starts is run again from its checkpoint.
     pub status: TaskStatus,
     /// The node to run next.
     pub next: Node,
-    /// ALFRED's plan.
+    /// ALFRED's plan from `route` (his raw answer when it was not the JSON asked for); tools may
+    /// replace it with a Command.
     pub plan: Option<String>,
     /// Whether ALFRED asked for research.
     pub needs_research: bool,
@@ -232,7 +238,8 @@ pub struct TaskState {
     pub drafts: Vec<String>,
     /// ROBIN's critiques, oldest first.
     pub critiques: Vec<String>,
-    /// Last dissonance score.
+    /// ROBIN's last dissonance score in 0..=1 (0 = in harmony, 1 = discordant); an unscorable critique
+    /// counts as 0. Tools may set it with a Command.
     pub dissonance: Option<f64>,
     /// Drafting rounds so far.
     pub iteration: u32,
@@ -242,11 +249,12 @@ pub struct TaskState {
     pub capability_gap: Option<String>,
     /// Notes added by tools and the ToolForge, shown to later steps.
     pub notes: Vec<String>,
-    /// Inquiry state.
+    /// Set by the `inquiry` node when the task pauses; the Architect's decision and guidance are added
+    /// on resume.
     pub inquiry: Option<Inquiry>,
-    /// Completed steps.
+    /// Completed steps, oldest first; appended (and checkpointed) after each step.
     pub steps: Vec<StepRecord>,
-    /// The answer.
+    /// ALFRED's answer from `synthesize`, once done.
     pub result: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
@@ -295,17 +303,17 @@ impl TaskState {
 /// A task in a list.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TaskSummary {
-    /// Id.
+    /// Task id (32 lowercase hex chars).
     pub id: String,
-    /// Status.
+    /// Where the task stands (`queued`, `running`, `paused`, `done`, `failed`, `cancelled`).
     pub status: TaskStatus,
-    /// Text, shortened.
+    /// The task's text cut to at most 200 bytes (on a char boundary).
     pub text: String,
-    /// Steps completed.
+    /// Steps completed so far (the length of the task's step history).
     pub steps: u32,
     /// Unix seconds at submission.
     pub created_at: f64,
-    /// Last dissonance.
+    /// Last dissonance score in 0..=1; `None` until ROBIN has critiqued.
     pub dissonance: Option<f64>,
 }
 
@@ -361,21 +369,25 @@ pub trait InquiryHook: Send + Sync {
 
 /// Everything the graph needs, shared by all tasks.
 pub struct Cognition {
-    /// Persona registry.
+    /// Persona registry; a task thinks through one snapshot of it, taken when it is accepted (or when it
+    /// runs again after a pause or crash), so a swap never changes models mid-task.
     pub personas: Arc<Personas>,
     /// Tool registry.
     pub tools: Arc<ToolRegistry>,
-    /// Event bus.
+    /// Event hub every step, token and status change is published on.
     pub hub: Arc<EventHub>,
-    /// Live settings.
+    /// Live settings; the graph reloads `orchestrator.*` before every step, so a settings.toml edit
+    /// applies to running tasks.
     pub settings: Arc<ArcSwap<Settings>>,
-    /// Durable task state.
+    /// Checkpoints: one JSON file per task, rewritten after every step.
     pub store: CheckpointStore,
-    /// Memory, when present.
+    /// Long-term memory; `None` (tests only) means no memories for BABS and finished tasks are not
+    /// stored.
     pub memory: Option<Arc<dyn MemoryHook>>,
-    /// ToolForge, when present.
+    /// ToolForge; `None` (tests only) makes the `toolforge` node note the gap as unfilled and return to
+    /// `draft`.
     pub forge: Option<Arc<dyn ForgeHook>>,
-    /// Codex governor, when present.
+    /// Codex governor; `None` (tests only) pauses an inquiry without proposing an amendment.
     pub inquiry: Option<Arc<dyn InquiryHook>>,
 }
 

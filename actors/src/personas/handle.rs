@@ -20,7 +20,7 @@ pub enum PersonaError {
     /// The persona's actor did not answer (restarting, crashed mid-call, or too slow).
     #[error("persona {persona} is not available right now: {source}")]
     Unreachable {
-        /// Persona name.
+        /// Persona whose actor did not answer.
         persona: String,
         /// How the call failed.
         source: AskError,
@@ -28,7 +28,7 @@ pub enum PersonaError {
     /// The persona answered, but its model call failed.
     #[error("{persona} could not think: {source}")]
     Model {
-        /// Persona name.
+        /// Persona whose model call failed.
         persona: String,
         /// The backend's error.
         source: LlmError,
@@ -55,11 +55,11 @@ impl WireError for PersonaError {
 /// A live persona actor, as a task sees it.
 #[derive(Debug)]
 pub struct PersonaHandle {
-    /// Persona name.
+    /// Persona name, the registry key (`ALFRED`, `BABS`, `BRICK` or `ROBIN`).
     pub name: String,
     /// The model this actor thinks with (fixed for the actor's life).
     pub model: String,
-    /// Generation: +1 per (re)start or swap.
+    /// Generation: one counter over all personas, +1 per start, restart or swap of any of them.
     pub generation: u64,
     /// Backend serving the model.
     pub backend: BackendKind,

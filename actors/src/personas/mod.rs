@@ -34,11 +34,11 @@ pub const SUPERVISOR_NAME: &str = "personas";
 /// Everything a persona actor is started from; kept outside the actor so restarts and swaps reuse it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PersonaConfig {
-    /// Persona name.
+    /// `ALFRED`, `BABS`, `BRICK` or `ROBIN`; also the child id under `root/personas`.
     pub name: String,
-    /// Current model.
+    /// Model the next (re)start uses: set by a swap before the new actor starts, restored if it fails.
     pub model: String,
-    /// Its codex entry.
+    /// Its codex entry (role, system prompt, principles); a codex reload replaces it.
     pub codex: PersonaCodex,
     /// Cognitive-surgery state.
     pub editable: Editable,
@@ -154,7 +154,7 @@ impl Personas {
         self.lock_configs().get(name).cloned()
     }
 
-    /// Sampling defaults.
+    /// Sampling defaults from `[llm]` as now in force (live), before each persona's editable overrides.
     pub fn sampling(&self) -> Sampling {
         *self.sampling.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -370,7 +370,7 @@ impl Personas {
 /// What a swap did.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SwapOutcome {
-    /// Persona.
+    /// Persona that was swapped, as named in `swap_model`.
     pub persona: String,
     /// Old model.
     pub from: String,

@@ -20,9 +20,9 @@ use crate::principles::PersonaCodex;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Editable {
-    /// Sampling temperature (0..=2).
+    /// Sampling temperature, 0..=2 (0 = greedy); `None` uses `[llm] temperature`.
     pub temperature: Option<f32>,
-    /// Nucleus mass (0..=1).
+    /// Nucleus mass, 0..=1; `None` uses `[llm] top_p`.
     pub top_p: Option<f32>,
     /// Longest answer in tokens (1..=32768).
     pub max_tokens: Option<u32>,
@@ -123,17 +123,17 @@ pub struct ThinkRequest {
 /// A persona's answer, with who produced it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Thought {
-    /// The model's response.
+    /// The backend's answer: text (JSON when a format was asked), tool calls, token counts.
     pub response: ChatResponse,
-    /// Persona name.
+    /// Persona that answered (`ALFRED`, `BABS`, `BRICK` or `ROBIN`).
     pub persona: String,
-    /// Model used.
+    /// Model of the answering actor (fixed for its life; a swap starts a new actor).
     pub model: String,
-    /// Backend used.
+    /// The daemon's one backend, chosen at start (`ollama` or `embedded`).
     pub backend: BackendKind,
-    /// Actor generation.
+    /// Generation of the answering actor: one counter over all personas, +1 per start, restart or swap.
     pub generation: u64,
-    /// Wall time of the model call.
+    /// Wall time of the model call in ms, queueing in the backend included.
     pub duration_ms: u64,
 }
 
@@ -145,11 +145,11 @@ pub struct Proto;
 pub struct ProtoArgs {
     /// Name, model, codex, surgery.
     pub config: PersonaConfig,
-    /// Generation number.
+    /// This actor's generation: the next value of the counter shared by all personas.
     pub generation: u64,
     /// Backend to think through.
     pub backend: Arc<dyn LlmBackend>,
-    /// Default sampling.
+    /// Sampling defaults from `[llm]`, under the editable overrides; replaced live by `SetSampling`.
     pub sampling: Sampling,
     /// Event bus.
     pub hub: Arc<EventHub>,

@@ -14,25 +14,25 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The personas' codex file.
     pub codex_path: PathBuf,
-    /// Logging.
+    /// `[log]`: the level filter (live) and the line format (read at start).
     pub log: LogSettings,
-    /// The ZeroMQ gateway.
+    /// `[gateway]`: endpoints, heartbeats, request dedupe and size limits, organ call timeout.
     pub gateway: GatewaySettings,
     /// Client behaviour (CLI, TUI).
     pub client: ClientSettings,
-    /// Supervision tree limits.
+    /// `[supervision]`: restart intensity and period, stop grace, restart backoff (all read at start).
     pub supervision: SupervisionSettings,
-    /// LLM backends.
+    /// `[llm]`: which backend, its timeouts, and the sampling defaults personas fall back to.
     pub llm: LlmSettings,
     /// Per-persona model choice.
     pub personas: BTreeMap<String, PersonaSettings>,
     /// The task orchestrator and its Socratic Contrapunto graph.
     pub orchestrator: OrchestratorSettings,
-    /// Long-term memory.
+    /// `[memory]`: the LanceDB table, two-stage retrieval, index upkeep and consolidation.
     pub memory: MemorySettings,
     /// Tools, the ToolForge and the sandbox.
     pub tools: ToolsSettings,
-    /// The codex governor.
+    /// `[codex]`: codex.toml backups, reload debounce, and which persona proposes amendments.
     pub codex: CodexSettings,
     /// Fault injection and other debugging switches.
     pub debug: DebugSettings,
@@ -42,9 +42,9 @@ pub struct Settings {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum SandboxChoice {
-    /// gVisor directly.
+    /// gVisor's runsc driven directly with an OCI bundle; no daemon needed.
     Runsc,
-    /// Docker with runtime=runsc.
+    /// Docker Engine with runtime=runsc, through its API; plain runc only if `allow_runc`.
     Docker,
 }
 
@@ -52,7 +52,7 @@ pub enum SandboxChoice {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ToolsSettings {
-    /// Sandbox backend.
+    /// Sandbox backend for LLM-written tools (like all of `[tools]`, read at start).
     pub backend: SandboxChoice,
     /// runsc binary.
     pub runsc_path: PathBuf,
@@ -60,33 +60,33 @@ pub struct ToolsSettings {
     pub rootfs: PathBuf,
     /// runsc state and bundles.
     pub state_dir: PathBuf,
-    /// Docker image.
+    /// Image built from the same rootfs by `sandbox/build-docker-image.sh`; Docker backend only.
     pub docker_image: String,
     /// Allow Docker's runc when runsc is not registered.
     pub allow_runc: bool,
-    /// Pre-started sandboxes.
+    /// Sandboxes kept pre-started (Python loaded); each serves one call, then is destroyed.
     pub pool_size: usize,
-    /// Pre-start failure backoff.
+    /// Pause after a failed pre-start in ms, times the failures in a row (at most 10).
     pub pool_backoff_ms: u64,
     /// Memory limit (MiB).
     pub memory_mb: u64,
-    /// CPU share.
+    /// CPU share per sandbox, > 0 (1.0 = one core; a CFS quota per 100 ms period).
     pub cpus: f64,
-    /// Pids limit.
+    /// Most processes and threads in one sandbox (cgroup pids limit and RLIMIT_NPROC); > 0.
     pub pids_limit: u64,
     /// /tmp size (MiB).
     pub tmpfs_mb: u64,
-    /// Open files.
+    /// Most open file descriptors per sandbox process (RLIMIT_NOFILE); > 0.
     pub nofile: u64,
-    /// Wall-clock limit per run.
+    /// Wall-clock limit of one run in ms, from the moment the request is written.
     pub timeout_ms: u64,
-    /// Largest result.
+    /// Largest result a tool may print, in bytes; more fails the call as flooded output.
     pub max_output_bytes: usize,
-    /// ToolForge attempts.
+    /// ToolForge attempts per capability, each fed the previous failure; > 0.
     pub max_attempts: u32,
-    /// Largest source or tests.
+    /// Largest tool source, and largest tests, the model may write, in bytes each.
     pub max_source_bytes: usize,
-    /// Whole forge run limit.
+    /// Limit of a whole forge run (all attempts) in ms.
     pub forge_timeout_ms: u64,
 }
 
@@ -94,9 +94,9 @@ pub struct ToolsSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CodexSettings {
-    /// Backups kept.
+    /// Timestamped backups (`codex.toml.bak.<µs>`) kept beside codex.toml; older ones are deleted.
     pub keep_backups: usize,
-    /// Watcher debounce.
+    /// File changes closer together than this many ms are one reload (editors write in steps).
     pub reload_debounce_ms: u64,
     /// Persona proposing amendments.
     pub proposer: String,
@@ -106,23 +106,24 @@ pub struct CodexSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct MemorySettings {
-    /// Table name.
+    /// LanceDB table under `data_dir/memory/` holding summary and detail rows (read at start).
     pub table: String,
     /// Chunk size in bytes.
     pub chunk_chars: usize,
-    /// Stage-1 summaries.
+    /// Summaries found in stage 1 (nearest to the query).
     pub k_summaries: usize,
     /// Default stage-2 details.
     pub k_details: usize,
     /// Largest `k` a client may ask for.
     pub max_k: usize,
-    /// Recent unparented details.
+    /// Unconsolidated details added to every search, nearest first, so nothing new is invisible.
     pub k_recent: usize,
-    /// Relevance cut-off.
+    /// Cosine similarity below which a memory is not shown to BABS.
     pub min_relevance: f32,
-    /// IVF probes.
+    /// IVF partitions probed per query (live).
     pub nprobes: usize,
-    /// Refine factor.
+    /// Re-rank the k × refine_factor best PQ matches on their real vectors (0 = off), which keeps
+    /// scores exact for `min_relevance` (live).
     pub refine_factor: u32,
     /// Rows before the first index build.
     pub index_min_rows: u64,
@@ -136,7 +137,7 @@ pub struct MemorySettings {
     pub index_partitions: u32,
     /// PQ sub-vectors (0 = derive).
     pub index_sub_vectors: u32,
-    /// Consolidation period.
+    /// Period of the timed consolidation pass, in ms (read at start).
     pub consolidate_interval_ms: u64,
     /// Unparented details needed for a timed pass.
     pub consolidate_min_details: usize,
@@ -148,9 +149,9 @@ pub struct MemorySettings {
     pub merge_similarity: f32,
     /// Persona writing summaries.
     pub summary_persona: String,
-    /// Ingest attempts.
+    /// Attempts to store a finished task (at least 1), for when the memory actor is restarting.
     pub ingest_retries: u32,
-    /// Pause between ingest attempts.
+    /// Pause after a failed ingest attempt in ms, times the attempt number (linear backoff).
     pub ingest_backoff_ms: u64,
     /// Timeout of calls to the memory actor.
     pub call_timeout_ms: u64,
@@ -234,17 +235,17 @@ pub struct LlmSettings {
     pub backend: BackendChoice,
     /// Base URL of the Ollama server.
     pub ollama_url: String,
-    /// Start-up probe timeout for `auto`.
+    /// Time in ms the start-up probe of the Ollama server may take (`auto` only).
     pub probe_timeout_ms: u64,
-    /// Timeout of one model request.
+    /// Time in ms one model request may take, connect to full answer.
     pub request_timeout_ms: u64,
     /// Embedding model name (Ollama).
     pub embed_model: String,
-    /// Sampling temperature.
+    /// Default sampling temperature, >= 0 (0 = greedy); a persona may override it.
     pub temperature: f32,
     /// Nucleus sampling mass.
     pub top_p: f32,
-    /// Sampling seed.
+    /// Fixed sampling seed passed to both backends, so repeated requests sample alike.
     pub seed: i32,
     /// Longest answer in tokens.
     pub max_tokens: u32,
@@ -258,7 +259,7 @@ pub struct LlmSettings {
 pub enum BackendChoice {
     /// Ollama if reachable at start, else embedded.
     Auto,
-    /// Always Ollama.
+    /// Always Ollama at `ollama_url`, unprobed; no fallback to the embedded model.
     Ollama,
     /// Always the in-process llama.cpp model.
     Embedded,
@@ -270,7 +271,7 @@ pub enum BackendChoice {
 pub struct EmbeddedSettings {
     /// Model name meaning the base model.
     pub model_name: String,
-    /// GGUF file.
+    /// GGUF model file; a relative path resolves from the settings file's folder.
     pub model_path: PathBuf,
     /// Expected SHA-256 (hex) of the GGUF file.
     pub model_sha256: String,
@@ -280,7 +281,7 @@ pub struct EmbeddedSettings {
     pub n_batch: u32,
     /// Inference threads (0 = all cores).
     pub threads: u32,
-    /// Concurrent contexts.
+    /// llama.cpp contexts alive at once, one inference thread each; further requests wait their turn.
     pub max_contexts: usize,
     /// Forward llama.cpp logs.
     pub native_logs: bool,
@@ -325,6 +326,7 @@ pub struct OrchestratorSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DebugSettings {
-    /// Allow `debug_crash`.
+    /// Allow `debug_crash` (it makes an actor panic); when false it answers `conflict`. Never in
+    /// production.
     pub fault_injection: bool,
 }

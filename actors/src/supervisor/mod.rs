@@ -59,7 +59,7 @@ pub type StartFn = Arc<dyn Fn(ActorCell) -> StartFuture + Send + Sync>;
 pub struct ChildSpec {
     /// Unique among its siblings; the last segment of its tree path.
     pub id: String,
-    /// Restart type.
+    /// When it is restarted: always, only after a failure, or never (OTP permanent/transient/temporary).
     pub restart: Restart,
     /// Whether the child is itself a [`Supervisor`] (for the status tree).
     pub is_supervisor: bool,
@@ -144,11 +144,11 @@ pub struct SupervisorConfig {
     pub path: String,
     /// Global ractor name, so other organs can find this supervisor with `where_is`.
     pub name: Option<String>,
-    /// Restart strategy.
+    /// Which siblings restart with a failed child (one_for_one, one_for_all, rest_for_one).
     pub strategy: Strategy,
-    /// Most restarts within `period`.
+    /// More restarts than this within `period` and the supervisor stops its children and escalates.
     pub intensity: u32,
-    /// The intensity window.
+    /// Sliding window the restarts are counted over (`supervision.period_ms`).
     pub period: Duration,
     /// Grace period for each child to stop before it is killed.
     pub shutdown_timeout: Duration,
@@ -163,13 +163,13 @@ pub struct SupervisorConfig {
 pub struct TreeNode {
     /// Child id (`root` for the root).
     pub id: String,
-    /// Full path.
+    /// Tree path from the root, `/`-separated (e.g. `root/personas/BRICK`); `actor.*` events name it.
     pub path: String,
     /// `running`, `starting`, `stopping`, `stopped` or `restarting` (between a failure and its restart).
     pub status: String,
     /// Restarts of this child under its current supervisor.
     pub restarts: u32,
-    /// Restart type.
+    /// Its restart type under its supervisor; `None` only for the root.
     pub restart: Option<Restart>,
     /// Children, for supervisors.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -179,11 +179,11 @@ pub struct TreeNode {
 /// What a supervisor says about one child.
 #[derive(Debug, Clone)]
 pub struct ChildInfo {
-    /// Child id.
+    /// Child id, unique among its siblings (the last segment of its tree path).
     pub id: String,
-    /// Restart type.
+    /// Its restart type (permanent, transient, temporary).
     pub restart: Restart,
-    /// Restarts so far.
+    /// Restarts by this supervisor incarnation; a new generation installed by a swap keeps the count.
     pub restarts: u32,
     /// Whether it is a supervisor.
     pub is_supervisor: bool,

@@ -10,7 +10,8 @@ use serde_json::{json, Value};
 use super::{TaskCommand, Tool, ToolError, ToolOutput};
 use crate::llm::ToolSpec;
 
-/// All built-in tools.
+/// The built-in tools (version 1, origin `builtin`): `word_count`, `escalate_to_architect`,
+/// `request_capability`.
 pub fn all() -> Vec<Arc<dyn Tool>> {
     vec![
         Arc::new(WordCount::new()),

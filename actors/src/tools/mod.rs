@@ -98,15 +98,15 @@ impl fmt::Debug for ToolRegistry {
 /// A tool as `list_tools` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ToolInfo {
-    /// Name.
+    /// Name the model calls it by; unique in the registry (a forged tool of the same name replaces it).
     pub name: String,
-    /// Description.
+    /// What it does, as offered to the model.
     pub description: String,
     /// Argument schema.
     pub parameters: Value,
-    /// Version.
+    /// 1 for built-ins and new tools, +1 each time the ToolForge replaces it.
     pub version: u32,
-    /// Origin.
+    /// Where it came from: `builtin` or `toolforge`.
     pub origin: String,
 }
 

@@ -19,9 +19,9 @@ pub struct Provenance {
     pub capability: String,
     /// The model that wrote it.
     pub model: String,
-    /// Attempts it took.
+    /// Attempts the forge needed, the passing one included (1..=`tools.max_attempts`).
     pub attempts: u32,
-    /// Unix seconds.
+    /// Unix seconds (microsecond precision) when it was registered.
     pub created_at: f64,
 }
 
@@ -36,7 +36,7 @@ pub struct ToolRecord {
     pub parameters: Value,
     /// Python source of the function (and helpers).
     pub source: String,
-    /// Its tests.
+    /// Python tests it passed in the sandbox before it was registered.
     pub tests: String,
     /// Version (+1 per replacement).
     pub version: u32,
@@ -69,7 +69,7 @@ impl PythonTool {
         }
     }
 
-    /// The stored record.
+    /// The record it runs from, as stored under `data_dir/tools/<name>/` (source, tests, provenance).
     pub fn record(&self) -> &ToolRecord {
         &self.record
     }

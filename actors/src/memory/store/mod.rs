@@ -27,15 +27,15 @@ pub use index::{
 /// One row to write.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRow {
-    /// Row id.
+    /// Row id: 32 lowercase hex chars (UUID v4 simple), new per row; summaries' ids become `parent_id`s.
     pub id: String,
     /// Summary this detail belongs to (None for summaries and fresh details).
     pub parent_id: Option<String>,
     /// `summary` or `detail`.
     pub kind: &'static str,
-    /// Text.
+    /// The text embedded: a detail chunk of at most `memory.chunk_chars` bytes, or a written summary.
     pub text: String,
-    /// Embedding.
+    /// Embedding of `text`; its length must be the table's dimension.
     pub vector: Vec<f32>,
     /// Persona that wrote it.
     pub persona: String,
@@ -48,13 +48,13 @@ pub struct NewRow {
 /// One search hit.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Hit {
-    /// Row id.
+    /// Row id (32 lowercase hex chars); a summary's id is its details' `parent_id`.
     pub id: String,
     /// Parent summary id.
     pub parent_id: Option<String>,
     /// `summary` or `detail`.
     pub kind: String,
-    /// Text.
+    /// The row's text: a detail chunk, or a summary of several details.
     pub text: String,
     /// Task it came from.
     pub task_id: Option<String>,

@@ -24,15 +24,18 @@ pub fn tool_schema() -> Value {
 /// A tool as BRICK proposed it, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draft {
-    /// Name.
+    /// Tool and Python function name: 1..=48 lower-case letters, digits or `_`, starting with a letter;
+    /// never a built-in's name.
     pub name: String,
-    /// Description.
+    /// What the tool does (trimmed, not empty); the model sees it when the tool is offered.
     pub description: String,
-    /// Argument schema.
+    /// JSON schema of its arguments; must have `"type": "object"`.
     pub parameters: Value,
-    /// Source.
+    /// Python source defining the function `name` (and helpers): not blank, at most
+    /// `tools.max_source_bytes` bytes.
     pub source: String,
-    /// Tests.
+    /// Python tests (`test*` functions or `Test*` classes) run in the sandbox before it is registered;
+    /// same size limit as the source.
     pub tests: String,
 }
 

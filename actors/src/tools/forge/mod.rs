@@ -43,7 +43,7 @@ pub struct ForgeArgs {
     pub personas: Arc<Personas>,
     /// `data_dir/tools`.
     pub store: ToolStore,
-    /// Live settings.
+    /// Live settings, the source of `[tools]`: attempts, size and time limits (restart-only keys).
     pub settings: Arc<ArcSwap<Settings>>,
     /// Event bus (a crashed forge run is an `actor.failed` event).
     pub hub: Arc<EventHub>,

@@ -57,7 +57,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Limits from settings.
+    /// Limits from `[tools]`, with MiB converted to bytes.
     pub fn from_settings(s: &ToolsSettings) -> Self {
         Limits {
             memory_bytes: s.memory_mb * 1024 * 1024,

@@ -21,11 +21,15 @@
 //!                                   └── Result<T, OrganError> ◀─────────┘ Success | Timeout | SenderError
 //! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use batos_protocol::{ErrorBody, ErrorCode};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
+
+use crate::settings::Settings;
 
 /// Why a call to an organ got no answer. The organ's own refusals are not here: they are its error type.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -100,6 +104,64 @@ pub fn tell<M: ractor::Message>(organ: &'static str, name: &str, msg: M) -> Resu
     find::<M>(organ, name)?
         .cast(msg)
         .map_err(|_| AskError::Stopped { organ })
+}
+
+/// What every organ handle holds: which organ, under which global name, and where its call timeout comes
+/// from. The timeout is read from the live settings at each call, so a reload takes effect at once.
+#[derive(Clone)]
+pub struct OrganRef {
+    organ: &'static str,
+    name: &'static str,
+    settings: Arc<ArcSwap<Settings>>,
+    timeout_ms: fn(&Settings) -> u64,
+}
+
+impl std::fmt::Debug for OrganRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "OrganRef({})", self.organ)
+    }
+}
+
+impl OrganRef {
+    /// The organ called `organ` in errors, registered as `name`, with its call timeout (ms) read by
+    /// `timeout_ms` from the live settings.
+    pub fn new(
+        organ: &'static str,
+        name: &'static str,
+        settings: Arc<ArcSwap<Settings>>,
+        timeout_ms: fn(&Settings) -> u64,
+    ) -> Self {
+        Self {
+            organ,
+            name,
+            settings,
+            timeout_ms,
+        }
+    }
+
+    /// The call timeout in force now.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis((self.timeout_ms)(&self.settings.load()))
+    }
+
+    /// The live settings the handle reads.
+    pub fn settings(&self) -> &Arc<ArcSwap<Settings>> {
+        &self.settings
+    }
+
+    /// One request to the organ, within the timeout in force.
+    pub async fn ask<M, T>(&self, build: impl FnOnce(RpcReplyPort<T>) -> M) -> Result<T, AskError>
+    where
+        M: ractor::Message,
+        T: Send + 'static,
+    {
+        ask_named(self.organ, self.name, build, self.timeout()).await
+    }
+
+    /// A message that needs no answer.
+    pub fn tell<M: ractor::Message>(&self, msg: M) -> Result<(), AskError> {
+        tell(self.organ, self.name, msg)
+    }
 }
 
 /// An error that has a protocol error code: what the gateway answers when a command fails with it.

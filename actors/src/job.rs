@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
@@ -137,6 +138,44 @@ impl Jobs {
     }
 }
 
+/// Coalesces requests for a job that must not run twice at once (an index build): at most one run at a
+/// time, and a request made while it runs is not lost but answered by one more run afterwards.
+#[derive(Debug, Default)]
+pub struct Coalesce {
+    running: AtomicBool,
+    again: AtomicBool,
+}
+
+impl Coalesce {
+    /// Asks for a run: true if the caller must start it, false if a running one will cover the request.
+    pub fn request(&self) -> bool {
+        self.again.store(true, Ordering::SeqCst);
+        !self.running.swap(true, Ordering::SeqCst)
+    }
+
+    /// The runner starts a run's work: requests so far are covered by it.
+    pub fn begin(&self) {
+        self.again.store(false, Ordering::SeqCst);
+    }
+
+    /// The runner finished a run: true if it must run again for a request made meanwhile.
+    pub fn finish(&self) -> bool {
+        self.running.store(false, Ordering::SeqCst);
+        // A request after the release starts its own run; one before it (still flagged) is ours.
+        self.again.load(Ordering::SeqCst) && !self.running.swap(true, Ordering::SeqCst)
+    }
+
+    /// The run failed: release without running again (the actor restarts).
+    pub fn abandon(&self) {
+        self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether a run is in progress.
+    pub fn running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +282,33 @@ mod tests {
         owner.cast(OwnerMsg::Start("orphan", false)).unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
         owner.stop(None);
+    }
+
+    #[test]
+    fn a_request_during_a_run_gets_one_more_run_and_never_two_runners() {
+        let c = Coalesce::default();
+        assert!(c.request(), "the first request starts a run");
+        c.begin();
+        assert!(
+            !c.request(),
+            "a request during the run does not start a second runner"
+        );
+        assert!(!c.request());
+        assert!(c.running());
+        assert!(
+            c.finish(),
+            "the requests made during the run get one more run"
+        );
+        c.begin();
+        assert!(!c.finish(), "nothing new was asked: stop");
+        assert!(!c.running());
+        assert!(
+            c.request(),
+            "after the runner stopped, a request starts a new one"
+        );
+        c.begin();
+        c.abandon();
+        assert!(!c.running());
+        assert!(c.request());
     }
 }

@@ -32,25 +32,6 @@ async fn collector(d: &Daemon) -> (SubSocket, Vec<EventBody>) {
     (sub, Vec::new())
 }
 
-async fn next_event(
-    sub: &mut SubSocket,
-    secs: u64,
-    mut pred: impl FnMut(&EventBody) -> bool,
-) -> EventBody {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let m = tokio::time::timeout(left, sub.recv())
-            .await
-            .expect("event not seen in time")
-            .unwrap();
-        let ev: EventBody = rmp_serde::from_slice(m.into_vec().get(1).unwrap()).unwrap();
-        if pred(&ev) {
-            return ev;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_crash_restarts_brick_logs_it_and_tasks_still_complete() {
     let ollama = ScriptedOllama::start();
@@ -60,7 +41,7 @@ async fn debug_crash_restarts_brick_logs_it_and_tasks_still_complete() {
     c.request("debug_crash", json!({"actor": "BRICK"}))
         .await
         .unwrap();
-    let ev = next_event(&mut sub, 10, |e| e.kind == "actor.restarted").await;
+    let ev = wait_event(&mut sub, 10, |e| e.kind == "actor.restarted").await;
     assert_eq!(ev.data["actor"], "root/personas/BRICK");
     assert_eq!(ev.data["restarts"], 1);
     assert!(ev.data["reason"]
@@ -106,15 +87,15 @@ async fn crashing_past_intensity_escalates_and_is_reported() {
             .await
             .unwrap();
         if n < 4 {
-            next_event(&mut sub, 10, |e| {
+            wait_event(&mut sub, 10, |e| {
                 e.kind == "actor.restarted" && e.data["restarts"] == n
             })
             .await;
         }
     }
-    let esc = next_event(&mut sub, 10, |e| e.kind == "actor.escalated").await;
+    let esc = wait_event(&mut sub, 10, |e| e.kind == "actor.escalated").await;
     assert_eq!(esc.data["supervisor"], "root/personas");
-    let re = next_event(&mut sub, 10, |e| {
+    let re = wait_event(&mut sub, 10, |e| {
         e.kind == "actor.restarted" && e.data["actor"] == "root/personas"
     })
     .await;

@@ -19,7 +19,6 @@ pub mod inquiry;
 pub mod reload;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -28,44 +27,32 @@ use batos_protocol::ErrorCode;
 pub use crate::principles::{Codex, CodexError, PersonaCodex, MAX_TEXT_BYTES};
 pub use actor::{CodexActor, CodexArgs, CodexCmdError, CodexMsg, LogLevelFn, CODEX_NAME};
 
-use crate::ask::{ask_named, tell, AskError, WireError};
+use crate::ask::{AskError, OrganRef, WireError};
 use crate::personas::{ModelRecorder, RecordFailed};
 use crate::settings::Settings;
 use amend::{Amendment, Proposal};
 
-const ORGAN: &str = "codex";
-
 /// The one way to reach the codex organ. Timeouts come from `gateway.actor_call_timeout_ms` in the live
 /// settings, read at each call.
-#[derive(Clone)]
-pub struct CodexHandle {
-    settings: Arc<ArcSwap<Settings>>,
-}
-
-impl std::fmt::Debug for CodexHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CodexHandle")
-    }
-}
+#[derive(Debug, Clone)]
+pub struct CodexHandle(OrganRef);
 
 impl CodexHandle {
     /// A handle reading its timeout from `settings`.
     pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self { settings }
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.settings.load().gateway.actor_call_timeout_ms)
+        Self(OrganRef::new("codex", CODEX_NAME, settings, |s| {
+            s.gateway.actor_call_timeout_ms
+        }))
     }
 
     /// The codex in force.
     pub async fn get(&self) -> Result<Arc<Codex>, CodexCmdError> {
-        Ok(ask_named(ORGAN, CODEX_NAME, CodexMsg::Get, self.timeout()).await?)
+        Ok(self.0.ask(CodexMsg::Get).await?)
     }
 
     /// Every amendment, newest first.
     pub async fn list(&self) -> Result<Vec<Amendment>, CodexCmdError> {
-        Ok(ask_named(ORGAN, CODEX_NAME, CodexMsg::List, self.timeout()).await?)
+        Ok(self.0.ask(CodexMsg::List).await?)
     }
 
     /// Stores a proposal as pending (never applied without approval).
@@ -74,60 +61,40 @@ impl CodexHandle {
         proposal: Proposal,
         task_id: Option<String>,
     ) -> Result<Amendment, CodexCmdError> {
-        ask_named(
-            ORGAN,
-            CODEX_NAME,
-            |reply| CodexMsg::Propose {
+        self.0
+            .ask(|reply| CodexMsg::Propose {
                 proposal,
                 task_id,
                 reply,
-            },
-            self.timeout(),
-        )
-        .await?
+            })
+            .await?
     }
 
     /// The Architect approves: the amendment is committed to codex.toml and goes live.
     pub async fn approve(&self, id: String) -> Result<Amendment, CodexCmdError> {
-        ask_named(
-            ORGAN,
-            CODEX_NAME,
-            |r| CodexMsg::Approve(id, r),
-            self.timeout(),
-        )
-        .await?
+        self.0.ask(|r| CodexMsg::Approve(id, r)).await?
     }
 
     /// The Architect rejects, with a reason shown to the persona.
     pub async fn reject(&self, id: String, reason: String) -> Result<Amendment, CodexCmdError> {
-        ask_named(
-            ORGAN,
-            CODEX_NAME,
-            |r| CodexMsg::Reject(id, reason, r),
-            self.timeout(),
-        )
-        .await?
+        self.0.ask(|r| CodexMsg::Reject(id, reason, r)).await?
     }
 
     /// Records `persona`'s new model in settings.toml and in the live settings, as one step of the mailbox
     /// that also applies reloads.
     pub async fn record_model(&self, persona: String, model: String) -> Result<(), CodexCmdError> {
-        ask_named(
-            ORGAN,
-            CODEX_NAME,
-            |reply| CodexMsg::RecordModel {
+        self.0
+            .ask(|reply| CodexMsg::RecordModel {
                 persona,
                 model,
                 reply,
-            },
-            self.timeout(),
-        )
-        .await?
+            })
+            .await?
     }
 
     /// Fault injection: makes the codex actor panic.
     pub fn crash(&self) -> Result<(), AskError> {
-        tell(ORGAN, CODEX_NAME, CodexMsg::Crash)
+        self.0.tell(CodexMsg::Crash)
     }
 }
 

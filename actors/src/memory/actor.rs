@@ -4,30 +4,23 @@
 //! The jobs die with the actor. Consolidation lives in `consolidate.rs` and index upkeep in `upkeep.rs`;
 //! this file holds the mailbox, the state the jobs share, and ingest and search.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use lancedb::Table;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::consolidate::consolidate;
-use super::store::{self, NewRow, SearchKnobs};
-use super::upkeep::{maintain, Coalesce};
+use super::ctx::{escalate, now_micros, Ctx, Store, UNPARENTED};
+use super::messages::{MemoryArgs, MemoryMsg};
+use super::store::{self, NewRow};
+use super::upkeep::maintain;
 use super::{chunk, ConsolidateReport, IngestItem, MemError, MemStats, SearchResult};
-use crate::events::EventHub;
+use crate::job::Coalesce;
 use crate::job::Jobs;
-use crate::llm::LlmBackend;
-use crate::personas::Personas;
-use crate::settings::{MemorySettings, Settings};
 
 /// How `memory_search` runs stage 2: exact over the chosen summaries' details (BENCHMARKS.md, memory).
 const STAGE2: store::Stage2 = store::Stage2::Exact;
-
-/// Details not yet under a summary.
-pub(super) const UNPARENTED: &str = "kind = 'detail' AND parent_id IS NULL";
 
 /// Global name of the memory actor.
 pub const MEMORY_NAME: &str = "memory";
@@ -35,62 +28,6 @@ pub const MEMORY_NAME: &str = "memory";
 /// The memory organ.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MemoryActor;
-
-/// Start-up arguments.
-#[derive(Clone)]
-pub struct MemoryArgs {
-    /// `data_dir/memory`: the LanceDB database holding the `memory.table` table.
-    pub dir: PathBuf,
-    /// Live settings, read per operation (retrieval knobs, consolidation, index thresholds).
-    pub settings: Arc<ArcSwap<Settings>>,
-    /// Embeddings come from here.
-    pub backend: Arc<dyn LlmBackend>,
-    /// Summaries are written by a persona.
-    pub personas: Arc<Personas>,
-    /// Event bus.
-    pub hub: Arc<EventHub>,
-}
-
-/// Messages the memory actor handles.
-pub enum MemoryMsg {
-    /// Store items; answers the number of rows written, once they are committed.
-    Ingest(Vec<IngestItem>, RpcReplyPort<Result<usize, MemError>>),
-    /// Two-stage retrieval.
-    Search {
-        /// What to look for (not blank); embedded with the same model as the rows.
-        query: String,
-        /// Details wanted: `memory.k_details` when `None`, clamped to 1..=`memory.max_k`.
-        k: Option<usize>,
-        /// Include the stage-2 query plan.
-        explain: bool,
-        /// Answer.
-        reply: RpcReplyPort<Result<SearchResult, MemError>>,
-    },
-    /// Run one consolidation pass (also sent by the actor's own timer, without a reply port).
-    Consolidate(Option<RpcReplyPort<Result<ConsolidateReport, MemError>>>),
-    /// Table statistics.
-    Stats(RpcReplyPort<Result<MemStats, MemError>>),
-    /// From a job after a write: look at the index (build, rebuild or fold in new rows).
-    Upkeep,
-    /// From a job: the store failed; fail so the supervisor restarts and reopens it.
-    StoreFailed(String),
-    /// Fault injection: panic.
-    Crash,
-}
-
-/// An open table and its embedding width.
-pub(super) struct Store {
-    pub(super) table: Table,
-    pub(super) dim: usize,
-}
-
-/// Shared between the actor and its background operations.
-pub(super) struct Ctx {
-    pub(super) args: MemoryArgs,
-    consolidating: AtomicBool,
-    pub(super) indexing: Coalesce,
-    pub(super) rows_at_last_build: AtomicU64,
-}
 
 /// Memory state.
 pub struct MemoryState {
@@ -105,36 +42,6 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
-}
-
-impl Ctx {
-    pub(super) fn settings(&self) -> MemorySettings {
-        self.args.settings.load().memory.clone()
-    }
-
-    fn embed_model(&self) -> String {
-        self.args.settings.load().llm.embed_model.clone()
-    }
-
-    pub(super) async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, MemError> {
-        self.args
-            .backend
-            .embed(&self.embed_model(), texts)
-            .await
-            .map_err(|e| MemError::Embed(e.to_string()))
-    }
-
-    fn knobs(&self) -> SearchKnobs {
-        let s = self.settings();
-        SearchKnobs {
-            nprobes: s.nprobes,
-            refine_factor: s.refine_factor,
-        }
-    }
-}
-
-pub(super) fn now_micros() -> i64 {
-    (crate::events::unix_now() * 1e6) as i64
 }
 
 impl MemoryState {
@@ -163,14 +70,6 @@ impl MemoryState {
         self.store = Some(s.clone());
         Ok(s)
     }
-}
-
-/// Reports a store failure to the actor (which fails and is restarted) and passes the error on.
-pub(super) fn escalate<T>(me: &ActorRef<MemoryMsg>, r: Result<T, MemError>) -> Result<T, MemError> {
-    if let Err(MemError::Store(e)) = &r {
-        let _ = me.cast(MemoryMsg::StoreFailed(e.clone()));
-    }
-    r
 }
 
 impl Actor for MemoryActor {

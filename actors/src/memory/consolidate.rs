@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::actor::{now_micros, Ctx, Store, UNPARENTED};
+use super::ctx::{now_micros, Ctx, Store, UNPARENTED};
 use super::store::{self, NewRow};
 use super::{ConsolidateReport, MemError};
 use crate::events::Event;

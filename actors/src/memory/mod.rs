@@ -6,6 +6,8 @@
 
 mod actor;
 mod consolidate;
+mod ctx;
+mod messages;
 pub mod store;
 mod upkeep;
 
@@ -17,11 +19,12 @@ use async_trait::async_trait;
 use batos_protocol::{ErrorCode, Persona};
 use serde::{Deserialize, Serialize};
 
-pub use actor::{MemoryActor, MemoryArgs, MemoryMsg, MEMORY_NAME};
+pub use actor::{MemoryActor, MEMORY_NAME};
 pub use batos_protocol::IngestItem;
+pub use messages::{MemoryArgs, MemoryMsg};
 pub use store::Hit;
 
-use crate::ask::{ask_named, tell, AskError, WireError};
+use crate::ask::{AskError, OrganRef, WireError};
 use crate::orchestrator::{MemoryHook, PortError, TaskState};
 use crate::settings::Settings;
 
@@ -133,34 +136,22 @@ pub fn chunk(text: &str, max: usize) -> Vec<String> {
 
 /// The one way to reach the memory organ: by name at call time (so it survives restarts of the actor), with
 /// the timeouts and ingest retries of `[memory]` read from the live settings at each call.
-#[derive(Clone)]
-pub struct MemoryHandle {
-    settings: Arc<ArcSwap<Settings>>,
-}
-
-impl std::fmt::Debug for MemoryHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MemoryHandle")
-    }
-}
-
-const ORGAN: &str = "memory";
+#[derive(Debug, Clone)]
+pub struct MemoryHandle(OrganRef);
 
 impl MemoryHandle {
-    /// A handle reading its timeouts from `settings`.
+    /// A handle reading `memory.call_timeout_ms` from `settings`.
     pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self { settings }
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.settings.load().memory.call_timeout_ms)
+        Self(OrganRef::new("memory", MEMORY_NAME, settings, |s| {
+            s.memory.call_timeout_ms
+        }))
     }
 
     async fn call<T: Send + 'static>(
         &self,
         build: impl FnOnce(ractor::RpcReplyPort<Result<T, MemError>>) -> MemoryMsg,
     ) -> Result<T, MemError> {
-        ask_named(ORGAN, MEMORY_NAME, build, self.timeout()).await?
+        self.0.ask(build).await?
     }
 
     /// Two-stage retrieval: `k` details (default `memory.k`), with the stage-2 plan when `explain`.
@@ -196,14 +187,14 @@ impl MemoryHandle {
 
     /// Fault injection: makes the memory actor panic.
     pub fn crash(&self) -> Result<(), AskError> {
-        tell(ORGAN, MEMORY_NAME, MemoryMsg::Crash)
+        self.0.tell(MemoryMsg::Crash)
     }
 }
 
 #[async_trait]
 impl MemoryHook for MemoryHandle {
     async fn retrieve(&self, query: &str) -> Result<Vec<String>, PortError> {
-        let min_relevance = self.settings.load().memory.min_relevance;
+        let min_relevance = self.0.settings().load().memory.min_relevance;
         let r = self
             .search(query.to_string(), None, false)
             .await
@@ -243,7 +234,7 @@ impl MemoryHook for MemoryHandle {
             task_id: Some(task.id.clone()),
         };
         let (retries, backoff) = {
-            let s = self.settings.load();
+            let s = self.0.settings().load();
             (
                 s.memory.ingest_retries,
                 Duration::from_millis(s.memory.ingest_backoff_ms),

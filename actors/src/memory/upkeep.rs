@@ -6,14 +6,15 @@
 //! Why upkeep coalesces requests: writes come in bursts, and each asks for upkeep. Running one job per
 //! write would build the same index several times at once; dropping requests while a job runs would leave
 //! the last write of a burst unlooked-at (unindexed rows, uncompacted fragments) until some later write.
-//! [`Coalesce`] gives both: at most one runner, and a request made while it runs gets exactly one more run.
+//! `job::Coalesce` gives both: at most one runner, and a request made while it runs gets exactly one more run.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ractor::ActorRef;
 
-use super::actor::{escalate, Ctx, MemoryMsg, Store};
+use super::ctx::{escalate, Ctx, Store};
+use super::messages::MemoryMsg;
 use super::store;
 use super::MemError;
 use crate::events::Event;
@@ -35,44 +36,6 @@ pub(super) async fn maintain(ctx: Arc<Ctx>, store: Arc<Store>, me: ActorRef<Memo
         if !ctx.indexing.finish() {
             return;
         }
-    }
-}
-
-/// Coalesces requests for a background job: at most one run at a time, and a request made while it runs
-/// is not lost but answered by one more run afterwards.
-#[derive(Debug, Default)]
-pub(crate) struct Coalesce {
-    running: AtomicBool,
-    again: AtomicBool,
-}
-
-impl Coalesce {
-    /// Asks for a run: true if the caller must start it, false if a running one will cover the request.
-    pub(crate) fn request(&self) -> bool {
-        self.again.store(true, Ordering::SeqCst);
-        !self.running.swap(true, Ordering::SeqCst)
-    }
-
-    /// The runner starts a run's work: requests so far are covered by it.
-    pub(crate) fn begin(&self) {
-        self.again.store(false, Ordering::SeqCst);
-    }
-
-    /// The runner finished a run: true if it must run again for a request made meanwhile.
-    pub(crate) fn finish(&self) -> bool {
-        self.running.store(false, Ordering::SeqCst);
-        // A request after the release starts its own run; one before it (still flagged) is ours.
-        self.again.load(Ordering::SeqCst) && !self.running.swap(true, Ordering::SeqCst)
-    }
-
-    /// The run failed: release without running again (the actor restarts).
-    pub(crate) fn abandon(&self) {
-        self.running.store(false, Ordering::SeqCst);
-    }
-
-    /// Whether a run is in progress.
-    pub(crate) fn running(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
     }
 }
 
@@ -126,37 +89,4 @@ async fn upkeep(ctx: &Ctx, store: &Store) -> Result<(), MemError> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_request_during_a_run_gets_one_more_run_and_never_two_runners() {
-        let c = Coalesce::default();
-        assert!(c.request(), "the first request starts a run");
-        c.begin();
-        assert!(
-            !c.request(),
-            "a request during the run does not start a second runner"
-        );
-        assert!(!c.request());
-        assert!(c.running());
-        assert!(
-            c.finish(),
-            "the requests made during the run get one more run"
-        );
-        c.begin();
-        assert!(!c.finish(), "nothing new was asked: stop");
-        assert!(!c.running());
-        assert!(
-            c.request(),
-            "after the runner stopped, a request starts a new one"
-        );
-        c.begin();
-        c.abandon();
-        assert!(!c.running());
-        assert!(c.request());
-    }
 }

@@ -8,7 +8,6 @@ pub mod graph;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -18,43 +17,34 @@ pub use actor::{OrchError, Orchestrator, OrchestratorArgs, OrchestratorMsg, ORCH
 pub use batos_protocol::TaskStatus;
 pub use checkpoint::CheckpointStore;
 
-use crate::ask::{ask_named, tell, AskError};
+use crate::ask::{AskError, OrganRef};
 use crate::events::EventHub;
 use crate::personas::Personas;
 use crate::settings::Settings;
 use crate::tools::forge::{ForgeError, ForgeHandle};
 use crate::tools::ToolRegistry;
 
-const ORGAN: &str = "orchestrator";
-
 /// The one way to reach the orchestrator. Timeouts come from `gateway.actor_call_timeout_ms` in the live
 /// settings, read at each call.
-#[derive(Clone)]
-pub struct OrchestratorHandle {
-    settings: Arc<ArcSwap<Settings>>,
-}
-
-impl fmt::Debug for OrchestratorHandle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OrchestratorHandle")
-    }
-}
+#[derive(Debug, Clone)]
+pub struct OrchestratorHandle(OrganRef);
 
 impl OrchestratorHandle {
     /// A handle reading its timeout from `settings`.
     pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self { settings }
-    }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.settings.load().gateway.actor_call_timeout_ms)
+        Self(OrganRef::new(
+            "orchestrator",
+            ORCHESTRATOR_NAME,
+            settings,
+            |s| s.gateway.actor_call_timeout_ms,
+        ))
     }
 
     async fn call<T: Send + 'static>(
         &self,
         build: impl FnOnce(ractor::RpcReplyPort<T>) -> OrchestratorMsg,
     ) -> Result<T, OrchError> {
-        Ok(ask_named(ORGAN, ORCHESTRATOR_NAME, build, self.timeout()).await?)
+        Ok(self.0.ask(build).await?)
     }
 
     /// Accepts a new task; answers once it is recorded durably.
@@ -95,7 +85,7 @@ impl OrchestratorHandle {
 
     /// Fault injection: makes the orchestrator panic.
     pub fn crash(&self) -> Result<(), AskError> {
-        tell(ORGAN, ORCHESTRATOR_NAME, OrchestratorMsg::Crash)
+        self.0.tell(OrchestratorMsg::Crash)
     }
 }
 

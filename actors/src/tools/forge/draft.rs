@@ -78,34 +78,23 @@ pub fn parse_draft(text: &str, s: &ToolsSettings, builtins: &[String]) -> Result
     if parameters.get("type").and_then(Value::as_str) != Some("object") {
         return Err("`parameters` must be a JSON schema with \"type\": \"object\"".into());
     }
-    let source = v
-        .get("source")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    if source.trim().is_empty() {
-        return Err("there is no source code".into());
-    }
-    if source.len() > s.max_source_bytes {
-        return Err(format!(
-            "the source is longer than {} bytes",
-            s.max_source_bytes
-        ));
-    }
-    let tests = v
-        .get("tests")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    if tests.trim().is_empty() {
-        return Err("there are no tests".into());
-    }
-    if tests.len() > s.max_source_bytes {
-        return Err(format!(
-            "the tests are longer than {} bytes",
-            s.max_source_bytes
-        ));
-    }
+    // Source and tests: both required, both bounded by `tools.max_source_bytes`.
+    let code = |key: &str, missing: &str, what: &str| -> Result<String, String> {
+        let text = v.get(key).and_then(Value::as_str).unwrap_or_default();
+        if text.trim().is_empty() {
+            return Err(missing.to_string());
+        }
+        if text.len() > s.max_source_bytes {
+            return Err(format!(
+                "the {what} {} longer than {} bytes",
+                if what == "tests" { "are" } else { "is" },
+                s.max_source_bytes
+            ));
+        }
+        Ok(text.to_string())
+    };
+    let source = code("source", "there is no source code", "source")?;
+    let tests = code("tests", "there are no tests", "tests")?;
     Ok(Draft {
         name,
         description,

@@ -18,7 +18,7 @@ use super::python::{Provenance, PythonTool, ToolRecord};
 use super::sandbox::pool;
 use super::store::ToolStore;
 use super::ToolRegistry;
-use crate::ask::{ask_named, tell, AskError, WireError};
+use crate::ask::{AskError, OrganRef, WireError};
 use crate::events::EventHub;
 use crate::job::Jobs;
 use crate::llm::{ChatMessage, Role};
@@ -309,21 +309,15 @@ impl Actor for ToolForge {
 }
 
 /// The one way to reach the ToolForge. A forge run may take up to `tools.forge_timeout_ms` (live settings).
-#[derive(Clone)]
-pub struct ForgeHandle {
-    settings: Arc<ArcSwap<Settings>>,
-}
-
-impl std::fmt::Debug for ForgeHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ForgeHandle")
-    }
-}
+#[derive(Debug, Clone)]
+pub struct ForgeHandle(OrganRef);
 
 impl ForgeHandle {
     /// A handle reading its timeout from `settings`.
     pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self { settings }
+        Self(OrganRef::new("toolforge", FORGE_NAME, settings, |s| {
+            s.tools.forge_timeout_ms
+        }))
     }
 
     /// Creates a tool for `capability`, for the task `task_id` (None: asked for by an operator); answers the
@@ -336,23 +330,18 @@ impl ForgeHandle {
         if capability.trim().is_empty() {
             return Err(ForgeError::Invalid("`capability` must not be empty".into()));
         }
-        let timeout = Duration::from_millis(self.settings.load().tools.forge_timeout_ms);
         let (capability, task_id) = (capability.to_string(), task_id.map(str::to_string));
-        ask_named(
-            "toolforge",
-            FORGE_NAME,
-            |reply| ForgeMsg::Forge {
+        self.0
+            .ask(|reply| ForgeMsg::Forge {
                 capability,
                 task_id,
                 reply,
-            },
-            timeout,
-        )
-        .await?
+            })
+            .await?
     }
 
     /// Fault injection: makes the ToolForge panic.
     pub fn crash(&self) -> Result<(), AskError> {
-        tell("toolforge", FORGE_NAME, ForgeMsg::Crash)
+        self.0.tell(ForgeMsg::Crash)
     }
 }

@@ -1,0 +1,55 @@
+//! The memory organ's start-up arguments and messages: what its handle sends and its jobs send back.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ractor::RpcReplyPort;
+
+use super::{ConsolidateReport, IngestItem, MemError, MemStats, SearchResult};
+use crate::events::EventHub;
+use crate::llm::LlmBackend;
+use crate::personas::Personas;
+use crate::settings::Settings;
+
+/// Start-up arguments.
+#[derive(Clone)]
+pub struct MemoryArgs {
+    /// `data_dir/memory`: the LanceDB database holding the `memory.table` table.
+    pub dir: PathBuf,
+    /// Live settings, read per operation (retrieval knobs, consolidation, index thresholds).
+    pub settings: Arc<ArcSwap<Settings>>,
+    /// Embeddings come from here.
+    pub backend: Arc<dyn LlmBackend>,
+    /// Summaries are written by a persona.
+    pub personas: Arc<Personas>,
+    /// Event bus.
+    pub hub: Arc<EventHub>,
+}
+
+/// Messages the memory actor handles.
+pub enum MemoryMsg {
+    /// Store items; answers the number of rows written, once they are committed.
+    Ingest(Vec<IngestItem>, RpcReplyPort<Result<usize, MemError>>),
+    /// Two-stage retrieval.
+    Search {
+        /// What to look for (not blank); embedded with the same model as the rows.
+        query: String,
+        /// Details wanted: `memory.k_details` when `None`, clamped to 1..=`memory.max_k`.
+        k: Option<usize>,
+        /// Include the stage-2 query plan.
+        explain: bool,
+        /// Answer.
+        reply: RpcReplyPort<Result<SearchResult, MemError>>,
+    },
+    /// Run one consolidation pass (also sent by the actor's own timer, without a reply port).
+    Consolidate(Option<RpcReplyPort<Result<ConsolidateReport, MemError>>>),
+    /// Table statistics.
+    Stats(RpcReplyPort<Result<MemStats, MemError>>),
+    /// From a job after a write: look at the index (build, rebuild or fold in new rows).
+    Upkeep,
+    /// From a job: the store failed; fail so the supervisor restarts and reopens it.
+    StoreFailed(String),
+    /// Fault injection: panic.
+    Crash,
+}

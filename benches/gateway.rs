@@ -113,9 +113,9 @@ fn bench(c: &mut Criterion) {
     let mut subs: Vec<SubSocket> = rt.block_on(async {
         let mut v = Vec::new();
         for _ in 0..4 {
-            let mut s = SubSocket::new();
-            s.subscribe("persona.state").await.unwrap();
-            s.connect(&cfg.events).await.unwrap();
+            let s = batos::client::subscriber(&cfg, &["persona.state"])
+                .await
+                .unwrap();
             v.push(s);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -39,9 +39,9 @@ fn env(name: &str, default: usize) -> usize {
 
 /// Submits `n` tasks from 4 clients and waits for all of them to finish; tasks per second.
 async fn round(cfg: &ClientConfig, n: usize) -> f64 {
-    let mut sub = zeromq::SubSocket::new();
-    sub.subscribe("task.").await.expect("subscribe");
-    sub.connect(&cfg.events).await.expect("connect");
+    let mut sub = batos::client::subscriber(cfg, &["task."])
+        .await
+        .expect("subscribe");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = Instant::now();
     let submitters: Vec<_> = (0..4)

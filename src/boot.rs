@@ -96,13 +96,57 @@ pub fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
+/// Raises the soft limit of open files to the hard limit: every peer, LanceDB fragment and checkpoint is a
+/// descriptor, and the common soft default (1024) is reached by a few hundred idle peers.
+fn raise_open_file_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    let before = limit.current;
+    // `None` is "unlimited"; the kernel refuses an unlimited soft limit for open files, so only a finite
+    // hard limit is copied.
+    if let (Some(current), Some(max)) = (limit.current, limit.maximum) {
+        if current >= max {
+            return;
+        }
+        limit.current = Some(max);
+        match setrlimit(Resource::Nofile, limit) {
+            Ok(()) => {
+                tracing::info!(event = "daemon.nofile_raised", from = ?before, to = ?limit.maximum, "open-file limit raised")
+            }
+            Err(e) => {
+                tracing::warn!(event = "daemon.nofile_unchanged", limit = ?before, error = %e, "open-file limit not raised")
+            }
+        }
+    }
+}
+
 /// Runs the daemon until a signal (exit 0) or until the root supervisor gives up (exit 1).
 pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError> {
     let settings = loaded.settings.clone();
     let data_dir: PathBuf = settings.data_dir.clone();
+    // Stored conversations, the token, checkpoints and sockets are the owner's alone: new files are 0600 and
+    // directories 0700 whoever creates them (LanceDB included), and data_dir itself is closed to others.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data_dir {}", data_dir.display()))
         .map_err(BootError::Config)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make data_dir {} private", data_dir.display()))
+            .map_err(BootError::Config)?;
+    }
+    raise_open_file_limit();
+    for (key, ep) in [
+        ("command_endpoint", &settings.gateway.command_endpoint),
+        ("event_endpoint", &settings.gateway.event_endpoint),
+    ] {
+        if let Ok(addr) = batos_actors::settings::tcp_endpoint(ep) {
+            if !addr.ip().is_loopback() {
+                tracing::warn!(event = "gateway.public_bind", key, endpoint = %ep, "the gateway listens beyond this machine: the token travels in clear text (no CURVE); bind 127.0.0.1 unless the network is trusted");
+            }
+        }
+    }
     let _data_lock = lock_data_dir(&data_dir).map_err(BootError::Config)?;
     for dir in [
         loaded.dir().to_path_buf(),

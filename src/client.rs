@@ -10,7 +10,9 @@ use zeromq::prelude::*;
 use zeromq::{ReqSocket, SocketOptions, SubSocket, ZmqMessage};
 
 // The client speaks only the protocol crate: nothing of the organs is needed to talk to batos.
-use batos_protocol::{ErrorBody, Event, EventBody, Reply, Request, StateView, PROTOCOL_VERSION};
+use batos_protocol::{
+    events_auth_topic, ErrorBody, Event, EventBody, Reply, Request, StateView, PROTOCOL_VERSION,
+};
 
 /// Where and how to reach the daemon.
 #[derive(Debug, Clone)]
@@ -31,6 +33,40 @@ pub struct ClientConfig {
     pub poll: Duration,
     /// Heartbeat period (liveness: 3 missed = disconnected).
     pub heartbeat: Duration,
+}
+
+/// A subscriber to the event channel for `topics` (prefixes; `""` is every event), authenticated with the
+/// token: its first subscription is [`events_auth_topic`], without which the daemon forwards none of the
+/// others and disconnects it after `gateway.handshake_timeout_ms`.
+pub async fn subscriber(cfg: &ClientConfig, topics: &[&str]) -> Result<SubSocket, ClientError> {
+    let mut opts = SocketOptions::default();
+    opts.connect_timeout(cfg.timeout);
+    let mut s = SubSocket::with_options(opts);
+    let token = cfg.token.as_deref().ok_or_else(|| {
+        ClientError::Protocol(
+            "the event channel needs the gateway token (--token or data_dir/gateway.token)".into(),
+        )
+    })?;
+    let subscribe_failed =
+        |e: zeromq::ZmqError| ClientError::Protocol(format!("cannot subscribe: {e}"));
+    s.subscribe(&events_auth_topic(token))
+        .await
+        .map_err(subscribe_failed)?;
+    for t in topics {
+        s.subscribe(t).await.map_err(subscribe_failed)?;
+    }
+    match tokio::time::timeout(cfg.timeout, s.connect(&cfg.events)).await {
+        Ok(Ok(())) => Ok(s),
+        Ok(Err(e)) => Err(ClientError::Protocol(format!(
+            "cannot connect to {}: {e}",
+            cfg.events
+        ))),
+        Err(_) => Err(ClientError::NoReply {
+            endpoint: cfg.events.clone(),
+            attempts: 1,
+            timeout_ms: u64::try_from(cfg.timeout.as_millis()).unwrap_or(u64::MAX),
+        }),
+    }
 }
 
 /// Why a request failed.
@@ -219,20 +255,12 @@ impl Watcher {
     }
 
     async fn subscribe(&mut self) -> bool {
-        let mut opts = SocketOptions::default();
-        opts.connect_timeout(self.client.cfg.timeout);
-        let mut s = SubSocket::with_options(opts);
-        if s.subscribe("").await.is_err() {
-            return false;
-        }
-        match tokio::time::timeout(self.client.cfg.timeout, s.connect(&self.client.cfg.events))
-            .await
-        {
-            Ok(Ok(())) => {
+        match subscriber(&self.client.cfg, &[""]).await {
+            Ok(s) => {
                 self.sub = Some(s);
                 true
             }
-            _ => false,
+            Err(_) => false,
         }
     }
 

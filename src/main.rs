@@ -365,12 +365,10 @@ fn show(ev: &EventBody, id: &str, streaming: &mut bool) -> Option<ExitCode> {
 async fn send(cfg: ClientConfig, text: String) -> ExitCode {
     use zeromq::prelude::*;
     // Subscribe before submitting so no event of the task can be missed; polling covers lost events.
-    let mut sub = zeromq::SubSocket::new();
-    let subscribed = sub.subscribe("task.").await.is_ok()
-        && tokio::time::timeout(cfg.timeout, sub.connect(&cfg.events))
-            .await
-            .map(|r| r.is_ok())
-            .unwrap_or(false);
+    let (mut sub, subscribed) = match batos::client::subscriber(&cfg, &["task."]).await {
+        Ok(s) => (s, true),
+        Err(_) => (zeromq::SubSocket::new(), false),
+    };
     let poll = cfg.poll;
     let mut client = Client::new(cfg);
     let id = match client.request("submit_task", json!({"text": text})).await {

@@ -23,5 +23,6 @@ pub use event::{encode_body, unix_now, Event, EventBody};
 pub use types::{IngestItem, Persona, TaskStatus, UnknownPersona};
 pub use view::{ActorView, AmendmentView, PersonaView, StateView, TaskView, ToolView};
 pub use wire::{
-    decode_request, truncate, ErrorBody, ErrorCode, Reply, Request, MAX_ID_LEN, PROTOCOL_VERSION,
+    decode_request, events_auth_topic, truncate, ErrorBody, ErrorCode, Reply, Request,
+    EVENTS_AUTH_PREFIX, MAX_ID_LEN, PROTOCOL_VERSION,
 };

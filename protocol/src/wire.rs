@@ -10,6 +10,16 @@ use serde_json::Value;
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
+/// The event channel's authentication: a subscriber's first business is to subscribe to this prefix
+/// followed by the gateway token (see [`events_auth_topic`]); until then the daemon forwards none of its
+/// subscriptions, and a subscriber that does not authenticate within the handshake time is disconnected.
+pub const EVENTS_AUTH_PREFIX: &str = "batos-auth:";
+
+/// The subscription that authenticates a subscriber holding `token`. No event is published under it.
+pub fn events_auth_topic(token: &str) -> String {
+    format!("{EVENTS_AUTH_PREFIX}{token}")
+}
+
 /// Longest accepted request id, in bytes.
 pub const MAX_ID_LEN: usize = 128;
 

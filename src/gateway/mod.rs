@@ -3,6 +3,7 @@
 
 mod commands;
 pub mod dedupe;
+pub mod front;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use serde_json::json;
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use zeromq::prelude::*;
 use zeromq::{PubSocket, RouterSocket, ZmqMessage};
@@ -105,22 +107,48 @@ pub struct GatewayState {
     _loops: Vec<Loop>,
 }
 
-/// Binds, retrying for a while: after a gateway restart the previous socket may still be closing.
-async fn bind_retry<S: Socket>(
+/// The private sockets behind the front door, in data_dir (names kept short: a Unix socket path has at most
+/// 107 bytes).
+const COMMAND_SOCKET: &str = "gw-commands.sock";
+const EVENT_SOCKET: &str = "gw-events.sock";
+
+/// Binds a zeromq socket on a Unix socket at `path` (replacing a stale file: data_dir is locked, so any file
+/// there is a previous life's), retrying for a while: after a gateway restart the old socket may still close.
+async fn bind_private<S: Socket>(
     sock: &mut S,
-    endpoint: &str,
+    path: &std::path::Path,
     patience: Duration,
 ) -> Result<(), ActorProcessingErr> {
+    let endpoint = format!("ipc://{}", path.display());
     let started = Instant::now();
     let mut last = String::new();
     while started.elapsed() < patience {
-        match sock.bind(endpoint).await {
+        let _ = std::fs::remove_file(path);
+        match sock.bind(&endpoint).await {
             Ok(_) => return Ok(()),
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Err(format!("cannot bind {endpoint}: {last}").into())
+}
+
+/// Binds the front door's TCP listener on a public endpoint, retrying likewise.
+async fn bind_public(
+    endpoint: &str,
+    patience: Duration,
+) -> Result<TcpListener, ActorProcessingErr> {
+    let addr = batos_actors::settings::tcp_endpoint(endpoint)?;
+    let started = Instant::now();
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) if started.elapsed() >= patience => {
+                return Err(format!("cannot bind {endpoint}: {e}").into())
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
 }
 
 impl Actor for Gateway {
@@ -135,16 +163,38 @@ impl Actor for Gateway {
     ) -> Result<GatewayState, ActorProcessingErr> {
         let s = organs.settings.load_full();
         let patience = Duration::from_millis(s.supervision.shutdown_timeout_ms);
+        let limits = front::Limits::from_settings(&s.gateway);
+        // The sockets listen privately (a Unix socket in data_dir, 0700); the public TCP endpoints belong to
+        // the front door, which relays only peers that pass its checks.
+        let (cmd_path, ev_path) = (
+            s.data_dir.join(COMMAND_SOCKET),
+            s.data_dir.join(EVENT_SOCKET),
+        );
         let mut router = RouterSocket::new();
-        bind_retry(&mut router, &s.gateway.command_endpoint, patience).await?;
+        bind_private(&mut router, &cmd_path, patience).await?;
         let mut publisher = PubSocket::new();
-        bind_retry(&mut publisher, &s.gateway.event_endpoint, patience).await?;
+        bind_private(&mut publisher, &ev_path, patience).await?;
+        let commands_front = bind_public(&s.gateway.command_endpoint, patience).await?;
+        let events_front = bind_public(&s.gateway.event_endpoint, patience).await?;
         tracing::info!(event = "gateway.listening", command = %s.gateway.command_endpoint, events = %s.gateway.event_endpoint, "gateway listening");
-        let commands = tokio::spawn(command_loop(router, organs.clone()));
-        let events = tokio::spawn(event_loop(publisher, organs));
-        Ok(GatewayState {
-            _loops: vec![Loop(commands), Loop(events)],
-        })
+        let token: Arc<str> = Arc::from(organs.token.as_str());
+        let loops = vec![
+            Loop(tokio::spawn(front::serve(
+                commands_front,
+                cmd_path,
+                front::Door::Commands,
+                limits.clone(),
+            ))),
+            Loop(tokio::spawn(front::serve(
+                events_front,
+                ev_path,
+                front::Door::Events { token },
+                limits,
+            ))),
+            Loop(tokio::spawn(command_loop(router, organs.clone()))),
+            Loop(tokio::spawn(event_loop(publisher, organs))),
+        ];
+        Ok(GatewayState { _loops: loops })
     }
 
     async fn handle(

@@ -5,7 +5,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use zeromq::prelude::*;
 use zeromq::SubSocket;
 
 use batos_protocol::EventBody;
@@ -24,9 +23,9 @@ fn tree_node<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// Subscribes to every event and collects them in the background.
 async fn collector(d: &Daemon) -> (SubSocket, Vec<EventBody>) {
-    let mut sub = SubSocket::new();
-    sub.subscribe("").await.unwrap();
-    sub.connect(&d.client_config().events).await.unwrap();
+    let sub = batos::client::subscriber(&d.client_config(), &[""])
+        .await
+        .unwrap();
     // Let the subscription reach the publisher before anything is asserted.
     tokio::time::sleep(Duration::from_millis(300)).await;
     (sub, Vec::new())

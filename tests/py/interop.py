@@ -28,6 +28,8 @@ def request(sock, cmd, args=None, req_id=None, with_token=True):
 
 
 sub = ctx.socket(zmq.SUB)
+# Authenticate first: the daemon forwards no subscription of a subscriber that has not sent this one.
+sub.setsockopt_string(zmq.SUBSCRIBE, "batos-auth:" + token)
 sub.setsockopt_string(zmq.SUBSCRIBE, "")
 sub.connect(ev_ep)
 

@@ -17,6 +17,8 @@ mod edit;
 mod schema;
 mod validate;
 
+pub use validate::tcp_endpoint;
+
 use std::path::{Path, PathBuf};
 
 pub use edit::{set_string_value, set_string_value_then, with_settings_lock};

@@ -199,6 +199,23 @@ pub struct GatewaySettings {
     pub max_inflight_commands: usize,
     /// Timeout of a gateway → organ call.
     pub actor_call_timeout_ms: u64,
+    /// The front door (restart-only): largest data frame a command peer may announce, in bytes. Bodies
+    /// between `max_request_bytes` and this get a `bad_request` reply; a larger announcement drops the peer
+    /// before a byte of it is read. Must be ≥ `max_request_bytes`.
+    pub front_max_frame_bytes: u64,
+    /// Largest ZMTP command frame (READY) and, on the event channel, any frame (a subscription), in bytes.
+    pub front_max_control_bytes: u64,
+    /// Most frames in one message (REQ sends 2, DEALER 1 or 2).
+    pub front_max_frames: usize,
+    /// From TCP accept to a complete handshake (greeting, READY; on the event channel also the auth
+    /// subscription), in milliseconds; slower peers are dropped.
+    pub handshake_timeout_ms: u64,
+    /// Most peers past their handshake, per channel; more are dropped at their handshake.
+    pub max_connections: usize,
+    /// Most peers still in their handshake, per channel; a newcomer beyond this evicts the oldest.
+    pub max_pending_connections: usize,
+    /// Subscriptions an event peer may send before it authenticates (held, then forwarded).
+    pub front_max_held_subscriptions: usize,
 }
 
 /// `[client]`

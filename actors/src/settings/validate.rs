@@ -32,9 +32,15 @@ impl Settings {
             ("gateway.command_endpoint", &self.gateway.command_endpoint),
             ("gateway.event_endpoint", &self.gateway.event_endpoint),
         ] {
-            if !(ep.starts_with("tcp://") || ep.starts_with("ipc://")) {
-                return Err(bad(key, "must start with tcp:// or ipc://"));
+            if let Err(why) = tcp_endpoint(ep) {
+                return Err(bad(key, &why));
             }
+        }
+        if self.gateway.front_max_frame_bytes < self.gateway.max_request_bytes as u64 {
+            return Err(bad(
+                "gateway.front_max_frame_bytes",
+                "must be at least gateway.max_request_bytes",
+            ));
         }
         positive!(
             self,
@@ -46,6 +52,11 @@ impl Settings {
             gateway.event_queue_capacity,
             gateway.max_inflight_commands,
             gateway.actor_call_timeout_ms,
+            gateway.front_max_control_bytes,
+            gateway.front_max_frames,
+            gateway.handshake_timeout_ms,
+            gateway.max_connections,
+            gateway.max_pending_connections,
             client.timeout_ms,
             client.poll_ms,
             supervision.period_ms,
@@ -154,6 +165,21 @@ impl Settings {
     }
 }
 
+/// The address of a gateway endpoint: `tcp://HOST:PORT` with an IP address or `localhost` and a port number.
+/// Anything else — `ipc://`, a hostname the daemon would have to resolve, a missing port — is refused here
+/// instead of failing at bind time in a restart loop.
+pub fn tcp_endpoint(ep: &str) -> Result<std::net::SocketAddr, String> {
+    let Some(rest) = ep.strip_prefix("tcp://") else {
+        return Err(
+            "must be tcp://HOST:PORT (the gateway's front door serves TCP only; ipc:// is not offered)"
+                .into(),
+        );
+    };
+    let rest = rest.replacen("localhost:", "127.0.0.1:", 1);
+    rest.parse::<std::net::SocketAddr>()
+        .map_err(|_| format!("`{rest}` is not IP:PORT (for example tcp://127.0.0.1:5555)"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +192,31 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("gateway.heartbeat_ms"), "{e}");
+    }
+
+    #[test]
+    fn endpoints_must_be_tcp_addresses() {
+        assert!(tcp_endpoint("tcp://127.0.0.1:5555").is_ok());
+        assert!(tcp_endpoint("tcp://localhost:5555").is_ok());
+        assert!(tcp_endpoint("tcp://[::1]:5555").is_ok());
+        for bad in [
+            "ipc:///tmp/x",
+            "tcp://127.0.0.1",
+            "tcp://example.org:1",
+            "udp://1.2.3.4:5",
+        ] {
+            assert!(tcp_endpoint(bad).is_err(), "{bad}");
+        }
+        let text = shipped().replace(
+            "command_endpoint = \"tcp://127.0.0.1:5555\"",
+            "command_endpoint = \"ipc:///tmp/batos\"",
+        );
+        let e = Settings::parse(&text, Path::new("/x/settings.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("gateway.command_endpoint") && e.contains("tcp://"),
+            "{e}"
+        );
     }
 }

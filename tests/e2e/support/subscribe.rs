@@ -11,10 +11,9 @@ use super::daemon::Daemon;
 
 /// Subscribes to the `task.` and `model.` events, once the subscription has reached the publisher.
 pub async fn events(d: &Daemon) -> SubSocket {
-    let mut sub = SubSocket::new();
-    sub.subscribe("task.").await.unwrap();
-    sub.subscribe("model.").await.unwrap();
-    sub.connect(&d.client_config().events).await.unwrap();
+    let sub = batos::client::subscriber(&d.client_config(), &["task.", "model."])
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     sub
 }

@@ -1,0 +1,740 @@
+//! The front door: a listener of our own in front of each zeromq socket, so no peer's bytes reach the
+//! socket until they are known to be harmless.
+//!
+//! Why: the pure-Rust `zeromq` crate reserves the size a frame header *announces* before reading it, so one
+//! unauthenticated 80-byte message announcing 2^62 bytes aborts the process; it has no handshake timeout, no
+//! connection cap and no authentication of subscribers. The crate is otherwise good (REQ, DEALER, PUB, pyzmq
+//! interop), so instead of replacing it, the sockets bind on a private Unix socket under `data_dir` (0700)
+//! and this front, on the public TCP endpoint, relays to them after checking the client's half of ZMTP 3:
+//!
+//! ```text
+//!  peer ──TCP──▶ front: greeting ─▶ frame headers (flags, size ≤ limit, frames/message ≤ limit)
+//!                       handshake within handshake_timeout_ms; pending peers capped, oldest evicted;
+//!                       established peers capped; events: the auth subscription before any other
+//!        ◀──────────── bytes from the socket pass back unchanged
+//!  front ──Unix socket (data_dir/gw-*.sock)──▶ zeromq ROUTER / PUB
+//! ```
+//!
+//! A refused peer is disconnected, never answered: the socket behind never saw it. Bodies are streamed, not
+//! buffered, on the command door; the event door buffers its peers' frames (only tiny subscriptions are
+//! legal there) to read them.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixStream};
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use batos_actors::settings::GatewaySettings;
+use batos_protocol::wire::EVENTS_AUTH_PREFIX;
+
+/// ZMTP 3 greeting length, in bytes.
+const GREETING: usize = 64;
+/// Frame flag bits (ZMTP 3): more frames follow, 8-byte size, command frame. Others are reserved (zero).
+const MORE: u8 = 0x01;
+const LONG: u8 = 0x02;
+const COMMAND: u8 = 0x04;
+const RESERVED: u8 = !(MORE | LONG | COMMAND);
+
+/// Which socket a front guards, and what it must check beyond framing.
+#[derive(Debug, Clone)]
+pub enum Door {
+    /// The command socket (ROUTER): framing and sizes.
+    Commands,
+    /// The event socket (PUB): peers must subscribe to `EVENTS_AUTH_PREFIX + token` first; every other
+    /// subscription is held until then, and a peer that does not within the handshake time is dropped.
+    Events {
+        /// The gateway secret.
+        token: Arc<str>,
+    },
+}
+
+/// The limits a front enforces; from `[gateway]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest data frame on the command door, in bytes. Between `max_request_bytes` and this, the request
+    /// still reaches the gateway and gets a clear `bad_request`; above it the peer is dropped unread.
+    pub max_frame: u64,
+    /// Largest command frame (ZMTP READY, SUBSCRIBE) and, on the event door, any frame, in bytes.
+    pub max_control: u64,
+    /// Most frames in one message.
+    pub max_frames: usize,
+    /// Time from TCP accept to a complete handshake (greeting, READY, and on the event door the auth
+    /// subscription).
+    pub handshake: Duration,
+    /// Most peers past their handshake, per door.
+    pub max_connections: usize,
+    /// Most peers still in their handshake, per door; a new one beyond this evicts the oldest.
+    pub max_pending: usize,
+    /// Subscriptions held per event peer until it authenticates.
+    pub max_held: usize,
+}
+
+impl Limits {
+    /// The limits configured in `[gateway]`.
+    pub fn from_settings(g: &GatewaySettings) -> Self {
+        Limits {
+            max_frame: g.front_max_frame_bytes,
+            max_control: g.front_max_control_bytes,
+            max_frames: g.front_max_frames,
+            handshake: Duration::from_millis(g.handshake_timeout_ms),
+            max_connections: g.max_connections,
+            max_pending: g.max_pending_connections,
+            max_held: g.front_max_held_subscriptions,
+        }
+    }
+}
+
+/// Why a peer was dropped (logged, never sent).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Refusal {
+    /// Not a ZMTP 3 greeting.
+    #[error("not a ZMTP 3 greeting")]
+    Greeting,
+    /// Reserved flag bits set, or a command frame with MORE.
+    #[error("malformed frame flags {0:#04x}")]
+    Flags(u8),
+    /// A frame announced more than the limit.
+    #[error("frame of {size} bytes exceeds the limit of {limit}")]
+    FrameTooLarge {
+        /// Announced size.
+        size: u64,
+        /// The limit that applied.
+        limit: u64,
+    },
+    /// Too many frames in one message.
+    #[error("more than {0} frames in one message")]
+    TooManyFrames(usize),
+    /// The handshake did not complete in time.
+    #[error("no complete handshake within {0} ms")]
+    HandshakeTimeout(u128),
+    /// A subscriber sent a wrong token, or something other than subscriptions.
+    #[error("event peer not authenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// Too many subscriptions held before authentication.
+    #[error("more than {0} subscriptions before authenticating")]
+    TooManyHeld(usize),
+    /// Evicted while still in its handshake, to make room for a newer peer.
+    #[error("evicted while pending (max_pending_connections reached)")]
+    Evicted,
+}
+
+/// Peers in their handshake, oldest first: the ones to evict when a new peer needs room.
+#[derive(Default)]
+struct Pending {
+    next: AtomicU64,
+    queue: Mutex<VecDeque<(u64, oneshot::Sender<()>)>>,
+}
+
+impl Pending {
+    /// Registers a new pending peer, evicting the oldest when `max` are pending already.
+    fn admit(&self, max: usize) -> (u64, oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        while q.len() >= max.max(1) {
+            if let Some((_, evict)) = q.pop_front() {
+                let _ = evict.send(());
+            }
+        }
+        q.push_back((id, tx));
+        (id, rx)
+    }
+
+    fn leave(&self, id: u64) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.retain(|(i, _)| *i != id);
+    }
+}
+
+/// Accepts peers on `listener` and relays each, once checked, to the Unix socket `backend`. Runs until
+/// dropped (aborting it closes the listener and every relayed connection).
+pub async fn serve(listener: TcpListener, backend: PathBuf, door: Door, limits: Limits) {
+    let pending = Arc::new(Pending::default());
+    let established = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut peers = JoinSet::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    backoff = Duration::from_millis(10);
+                    let _ = stream.set_nodelay(true);
+                    let (id, evicted) = pending.admit(limits.max_pending);
+                    let ctx = (backend.clone(), door.clone(), limits.clone());
+                    let (pending, established) = (pending.clone(), established.clone());
+                    peers.spawn(async move {
+                        let r = relay(stream, &ctx.0, &ctx.1, &ctx.2, evicted, &established, || {
+                            pending.leave(id)
+                        })
+                        .await;
+                        pending.leave(id);
+                        if let Err(e) = r {
+                            tracing::debug!(event = "gateway.peer_refused", reason = %e, "peer dropped by the front");
+                        }
+                    });
+                }
+                // Out of file descriptors (EMFILE/ENFILE) or a transient error: wait instead of spinning.
+                Err(e) => {
+                    tracing::warn!(event = "gateway.accept_failed", error = %e, backoff_ms = backoff.as_millis() as u64, "cannot accept; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+            // Reap finished peers so the set does not grow with history.
+            Some(_) = peers.join_next(), if !peers.is_empty() => {}
+        }
+    }
+}
+
+/// One peer: check its bytes on the way in, pass the socket's bytes back unchanged.
+async fn relay(
+    client: tokio::net::TcpStream,
+    backend: &PathBuf,
+    door: &Door,
+    limits: &Limits,
+    mut evicted: oneshot::Receiver<()>,
+    established: &Arc<Semaphore>,
+    on_handshake: impl FnOnce(),
+) -> Result<(), RelayError> {
+    let (mut from_client, mut to_client) = client.into_split();
+    let deadline = Instant::now() + limits.handshake;
+    // The greeting's first bytes arrive before anything is connected behind: an idle TCP connection costs
+    // one descriptor, not three.
+    let mut first = [0u8; 1];
+    let n = tokio::select! {
+        r = tokio::time::timeout_at(deadline, from_client.read(&mut first)) => match r {
+            Ok(r) => r?,
+            Err(_) => return Err(Refusal::HandshakeTimeout(limits.handshake.as_millis()).into()),
+        },
+        _ = &mut evicted => return Err(Refusal::Evicted.into()),
+    };
+    if n == 0 {
+        return Ok(());
+    }
+    if first[0] != 0xFF {
+        return Err(Refusal::Greeting.into());
+    }
+    let upstream = UnixStream::connect(backend).await?;
+    let (mut from_socket, to_socket) = upstream.into_split();
+    let mut checker = Checker::new(door.clone(), limits.clone());
+    let inbound = async {
+        let mut to_socket = to_socket;
+        let mut permit = None;
+        let mut on_handshake = Some(on_handshake);
+        checker.feed(&first[..1], &mut to_socket).await?;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = if checker.handshaken() {
+                if permit.is_none() {
+                    if let Some(f) = on_handshake.take() {
+                        f();
+                    }
+                    permit = Some(
+                        established
+                            .clone()
+                            .try_acquire_owned()
+                            .map_err(|_| RelayError::Full)?,
+                    );
+                }
+                from_client.read(&mut buf).await?
+            } else {
+                tokio::select! {
+                    r = tokio::time::timeout_at(deadline, from_client.read(&mut buf)) => match r {
+                        Ok(r) => r?,
+                        Err(_) => return Err(Refusal::HandshakeTimeout(limits.handshake.as_millis()).into()),
+                    },
+                    _ = &mut evicted => return Err(Refusal::Evicted.into()),
+                }
+            };
+            if n == 0 {
+                return Ok::<(), RelayError>(());
+            }
+            checker.feed(&buf[..n], &mut to_socket).await?;
+        }
+    };
+    let outbound = async {
+        tokio::io::copy(&mut from_socket, &mut to_client).await?;
+        Ok::<(), RelayError>(())
+    };
+    // Whichever side ends first ends the peer: both halves are dropped here.
+    tokio::select! {
+        r = inbound => r,
+        r = outbound => r,
+    }
+}
+
+/// Why a relay ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The peer broke a rule.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Reading or writing failed (the peer or the socket went away).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// `max_connections` peers are established already.
+    #[error("max_connections reached")]
+    Full,
+}
+
+enum State {
+    /// Greeting bytes seen so far.
+    Greeting(usize),
+    /// Collecting a frame header.
+    Header,
+    /// Passing `left` body bytes of the current frame.
+    Body { left: u64 },
+}
+
+/// The client-to-socket half of ZMTP 3, checked byte by byte and forwarded as soon as it is known good.
+struct Checker {
+    door: Door,
+    limits: Limits,
+    state: State,
+    header: Vec<u8>,
+    /// The current frame's flags, and its raw bytes when it must be read whole (inspected frames).
+    flags: u8,
+    frame: Option<Vec<u8>>,
+    frames_in_message: usize,
+    ready: bool,
+    authenticated: bool,
+    held: Vec<Vec<u8>>,
+}
+
+impl Checker {
+    fn new(door: Door, limits: Limits) -> Self {
+        Checker {
+            door,
+            limits,
+            state: State::Greeting(0),
+            header: Vec::with_capacity(9),
+            flags: 0,
+            frame: None,
+            frames_in_message: 0,
+            ready: false,
+            authenticated: false,
+            held: Vec::new(),
+        }
+    }
+
+    fn events(&self) -> bool {
+        matches!(self.door, Door::Events { .. })
+    }
+
+    /// Whether the peer completed its handshake (and, on the event door, authenticated).
+    fn handshaken(&self) -> bool {
+        self.ready && (self.authenticated || !self.events())
+    }
+
+    /// Checks `bytes` and forwards what is good to `out`; an error means: drop the peer.
+    async fn feed<W: AsyncWrite + Unpin>(
+        &mut self,
+        mut bytes: &[u8],
+        out: &mut W,
+    ) -> Result<(), RelayError> {
+        while !bytes.is_empty() {
+            match self.state {
+                State::Greeting(seen) => {
+                    let take = (GREETING - seen).min(bytes.len());
+                    let chunk = &bytes[..take];
+                    for (i, b) in chunk.iter().enumerate() {
+                        let at = seen + i;
+                        let ok = match at {
+                            0 => *b == 0xFF,
+                            9 => *b == 0x7F,
+                            10 => *b >= 3,
+                            _ => true,
+                        };
+                        if !ok {
+                            return Err(Refusal::Greeting.into());
+                        }
+                    }
+                    out.write_all(chunk).await?;
+                    bytes = &bytes[take..];
+                    self.state = if seen + take == GREETING {
+                        State::Header
+                    } else {
+                        State::Greeting(seen + take)
+                    };
+                }
+                State::Header => {
+                    self.header.push(bytes[0]);
+                    bytes = &bytes[1..];
+                    let flags = self.header[0];
+                    let need = if flags & LONG != 0 { 9 } else { 2 };
+                    if self.header.len() < need {
+                        continue;
+                    }
+                    let size = if flags & LONG != 0 {
+                        let mut be = [0u8; 8];
+                        be.copy_from_slice(&self.header[1..9]);
+                        u64::from_be_bytes(be)
+                    } else {
+                        u64::from(self.header[1])
+                    };
+                    self.check_header(flags, size)?;
+                    let raw = std::mem::take(&mut self.header);
+                    self.flags = flags;
+                    if self.inspects(flags) {
+                        let mut frame = raw;
+                        frame.reserve(usize::try_from(size).unwrap_or(0));
+                        self.frame = Some(frame);
+                    } else {
+                        out.write_all(&raw).await?;
+                        self.frame = None;
+                    }
+                    self.state = State::Body { left: size };
+                    if size == 0 {
+                        self.end_frame(out).await?;
+                    }
+                }
+                State::Body { left } => {
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(bytes.len());
+                    let chunk = &bytes[..take];
+                    match &mut self.frame {
+                        Some(f) => f.extend_from_slice(chunk),
+                        None => out.write_all(chunk).await?,
+                    }
+                    bytes = &bytes[take..];
+                    let left = left - take as u64;
+                    self.state = State::Body { left };
+                    if left == 0 {
+                        self.end_frame(out).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_header(&mut self, flags: u8, size: u64) -> Result<(), Refusal> {
+        if flags & RESERVED != 0 || (flags & COMMAND != 0 && flags & MORE != 0) {
+            return Err(Refusal::Flags(flags));
+        }
+        let limit = if flags & COMMAND != 0 || self.events() {
+            self.limits.max_control
+        } else {
+            self.limits.max_frame
+        };
+        if size > limit {
+            return Err(Refusal::FrameTooLarge { size, limit });
+        }
+        if flags & COMMAND == 0 {
+            self.frames_in_message += 1;
+            if self.frames_in_message > self.limits.max_frames {
+                return Err(Refusal::TooManyFrames(self.limits.max_frames));
+            }
+        }
+        // Before READY only commands are legal.
+        if !self.ready && flags & COMMAND == 0 {
+            return Err(Refusal::Flags(flags));
+        }
+        Ok(())
+    }
+
+    /// Frames read whole before they are forwarded: commands (to see READY and SUBSCRIBE), and on the event
+    /// door every frame (subscriptions).
+    fn inspects(&self, flags: u8) -> bool {
+        flags & COMMAND != 0 || self.events()
+    }
+
+    async fn end_frame<W: AsyncWrite + Unpin>(&mut self, out: &mut W) -> Result<(), RelayError> {
+        let flags = self.flags;
+        self.state = State::Header;
+        if flags & COMMAND == 0 && flags & MORE == 0 {
+            self.frames_in_message = 0;
+        }
+        let Some(frame) = self.frame.take() else {
+            return Ok(());
+        };
+        let header_len = if flags & LONG != 0 { 9 } else { 2 };
+        let body = &frame[header_len..];
+        if flags & COMMAND != 0 {
+            let name_len = usize::from(body.first().copied().unwrap_or(0));
+            let name = body.get(1..1 + name_len).unwrap_or_default();
+            let data = body.get(1 + name_len..).unwrap_or_default();
+            match name {
+                b"READY" => self.ready = true,
+                // ZMTP 3.1 subscription commands: the socket behind greets as 3.0, so a peer that follows the
+                // spec never sends them through this front.
+                b"SUBSCRIBE" | b"CANCEL" if self.events() => {
+                    let _ = data;
+                    return Err(Refusal::Unauthenticated("ZMTP 3.1 subscription command").into());
+                }
+                _ => {}
+            }
+            out.write_all(&frame).await?;
+            return Ok(());
+        }
+        // A data frame on the event door: a ZMTP 3.0 subscription (0x01 topic) or cancel (0x00 topic).
+        if flags & MORE != 0 {
+            return Err(Refusal::Unauthenticated("multipart message from a subscriber").into());
+        }
+        match body.first() {
+            Some(1) => {
+                let topic = body[1..].to_vec();
+                self.subscription_to(out, true, &topic, frame).await
+            }
+            Some(0) => {
+                let topic = body[1..].to_vec();
+                self.subscription_to(out, false, &topic, frame).await
+            }
+            _ => Err(Refusal::Unauthenticated("a subscriber may only (un)subscribe").into()),
+        }
+    }
+
+    async fn subscription_to<W: AsyncWrite + Unpin>(
+        &mut self,
+        out: &mut W,
+        subscribe: bool,
+        topic: &[u8],
+        frame: Vec<u8>,
+    ) -> Result<(), RelayError> {
+        let Door::Events { token } = &self.door else {
+            return Ok(());
+        };
+        let prefix = EVENTS_AUTH_PREFIX.as_bytes();
+        if subscribe && topic.starts_with(prefix) {
+            if !constant_time_eq(&topic[prefix.len()..], token.as_bytes()) {
+                return Err(Refusal::Unauthenticated("wrong token").into());
+            }
+            // The auth topic itself is never forwarded: no event carries it.
+            if !self.authenticated {
+                self.authenticated = true;
+                for held in std::mem::take(&mut self.held) {
+                    out.write_all(&held).await?;
+                }
+            }
+            return Ok(());
+        }
+        if self.authenticated {
+            out.write_all(&frame).await?;
+        } else {
+            if self.held.len() >= self.limits.max_held {
+                return Err(Refusal::TooManyHeld(self.limits.max_held).into());
+            }
+            self.held.push(frame);
+        }
+        Ok(())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Reads everything `r` yields (for tests of the checker).
+#[cfg(test)]
+async fn read_all(mut r: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+    let mut v = Vec::new();
+    let _ = r.read_to_end(&mut v).await;
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits {
+            max_frame: 1024,
+            max_control: 64,
+            max_frames: 3,
+            handshake: Duration::from_millis(100),
+            max_connections: 4,
+            max_pending: 2,
+            max_held: 2,
+        }
+    }
+
+    fn greeting() -> Vec<u8> {
+        let mut g = vec![0u8; GREETING];
+        g[0] = 0xFF;
+        g[9] = 0x7F;
+        g[10] = 3;
+        g[12..16].copy_from_slice(b"NULL");
+        g
+    }
+
+    fn command(name: &str, data: &[u8]) -> Vec<u8> {
+        let mut body = vec![name.len() as u8];
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(data);
+        let mut f = vec![COMMAND, body.len() as u8];
+        f.extend(body);
+        f
+    }
+
+    fn frame(more: bool, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![if more { MORE } else { 0 }, body.len() as u8];
+        f.extend_from_slice(body);
+        f
+    }
+
+    async fn run(
+        door: Door,
+        input: &[u8],
+        chunk: usize,
+    ) -> (Result<(), RelayError>, Vec<u8>, bool) {
+        let mut c = Checker::new(door, limits());
+        let (mut w, r) = tokio::io::duplex(1 << 20);
+        let mut res = Ok(());
+        for part in input.chunks(chunk.max(1)) {
+            res = c.feed(part, &mut w).await;
+            if res.is_err() {
+                break;
+            }
+        }
+        drop(w);
+        let handshaken = c.handshaken();
+        (res, read_all(r).await, handshaken)
+    }
+
+    #[tokio::test]
+    async fn a_good_peer_passes_byte_for_byte_in_any_chunking() {
+        let mut input = greeting();
+        input.extend(command("READY", b"\x0bSocket-Type\x00\x00\x00\x03REQ"));
+        input.extend(frame(true, b""));
+        input.extend(frame(false, &[0x81, 0xa1, b'v', 1]));
+        for chunk in [1, 3, 64, 4096] {
+            let (r, out, hs) = run(Door::Commands, &input, chunk).await;
+            assert!(r.is_ok(), "{r:?}");
+            assert!(hs);
+            assert_eq!(out, input, "chunk {chunk}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_huge_announced_frame_is_refused_before_any_of_it_is_read() {
+        let mut input = greeting();
+        input.extend(command("READY", b""));
+        let mut huge = vec![LONG];
+        huge.extend_from_slice(&(1u64 << 62).to_be_bytes());
+        input.extend(&huge);
+        let (r, out, _) = run(Door::Commands, &input, 7).await;
+        assert!(matches!(
+            r,
+            Err(RelayError::Refused(Refusal::FrameTooLarge { size, limit: 1024 })) if size == 1 << 62
+        ));
+        // Nothing of the bad header went on.
+        assert_eq!(out.len(), GREETING + command("READY", b"").len());
+    }
+
+    #[tokio::test]
+    async fn bad_greetings_flags_and_frame_counts_are_refused() {
+        let mut bad = greeting();
+        bad[9] = 0;
+        assert!(matches!(
+            run(Door::Commands, &bad, 64).await.0,
+            Err(RelayError::Refused(Refusal::Greeting))
+        ));
+        let mut old = greeting();
+        old[10] = 2;
+        assert!(run(Door::Commands, &old, 64).await.0.is_err());
+        let mut data_first = greeting();
+        data_first.extend(frame(false, b"x"));
+        assert!(run(Door::Commands, &data_first, 64).await.0.is_err());
+        let mut reserved = greeting();
+        reserved.extend(command("READY", b""));
+        reserved.extend([0x40, 0]);
+        assert!(matches!(
+            run(Door::Commands, &reserved, 64).await.0,
+            Err(RelayError::Refused(Refusal::Flags(0x40)))
+        ));
+        let mut many = greeting();
+        many.extend(command("READY", b""));
+        for _ in 0..4 {
+            many.extend(frame(true, b"a"));
+        }
+        assert!(matches!(
+            run(Door::Commands, &many, 64).await.0,
+            Err(RelayError::Refused(Refusal::TooManyFrames(3)))
+        ));
+        let mut big_command = greeting();
+        big_command.extend(command("READY", &[0u8; 100]));
+        assert!(matches!(
+            run(Door::Commands, &big_command, 64).await.0,
+            Err(RelayError::Refused(Refusal::FrameTooLarge { .. }))
+        ));
+    }
+
+    #[tokio::test]
+    async fn subscribers_are_held_until_they_authenticate_and_wrong_tokens_are_dropped() {
+        let door = Door::Events {
+            token: Arc::from("s3cret"),
+        };
+        let sub = |t: &str| {
+            let mut b = vec![1u8];
+            b.extend_from_slice(t.as_bytes());
+            frame(false, &b)
+        };
+        let auth = format!("{EVENTS_AUTH_PREFIX}s3cret");
+        let mut input = greeting();
+        input.extend(command("READY", b""));
+        input.extend(sub("task."));
+        input.extend(sub(&auth));
+        input.extend(sub(""));
+        let (r, out, hs) = run(door.clone(), &input, 5).await;
+        assert!(r.is_ok(), "{r:?}");
+        assert!(hs, "authenticated");
+        let mut expected = greeting();
+        expected.extend(command("READY", b""));
+        expected.extend(sub("task."));
+        expected.extend(sub(""));
+        assert_eq!(
+            out, expected,
+            "held subscription released, auth topic never forwarded"
+        );
+
+        let mut unauth = greeting();
+        unauth.extend(command("READY", b""));
+        unauth.extend(sub(""));
+        let (r, out, hs) = run(door.clone(), &unauth, 64).await;
+        assert!(r.is_ok());
+        assert!(!hs, "no auth yet: the handshake deadline will drop it");
+        assert!(
+            !out.ends_with(&sub("")),
+            "the subscription is held, not forwarded"
+        );
+
+        let mut wrong = greeting();
+        wrong.extend(command("READY", b""));
+        wrong.extend(sub(&format!("{EVENTS_AUTH_PREFIX}guess")));
+        assert!(matches!(
+            run(door.clone(), &wrong, 64).await.0,
+            Err(RelayError::Refused(Refusal::Unauthenticated("wrong token")))
+        ));
+        let mut flood = greeting();
+        flood.extend(command("READY", b""));
+        for t in ["a", "b", "c"] {
+            flood.extend(sub(t));
+        }
+        assert!(matches!(
+            run(door, &flood, 64).await.0,
+            Err(RelayError::Refused(Refusal::TooManyHeld(2)))
+        ));
+    }
+
+    #[test]
+    fn pending_peers_beyond_the_cap_evict_the_oldest() {
+        let p = Pending::default();
+        let (a, mut ra) = p.admit(2);
+        let (_b, mut rb) = p.admit(2);
+        assert!(ra.try_recv().is_err());
+        let (_c, _rc) = p.admit(2);
+        assert!(ra.try_recv().is_ok(), "the oldest was evicted");
+        assert!(rb.try_recv().is_err());
+        p.leave(a);
+        assert_eq!(p.queue.lock().unwrap().len(), 2);
+    }
+}

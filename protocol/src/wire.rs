@@ -172,6 +172,17 @@ pub fn decode_request(body: &[u8], max_bytes: usize) -> Result<Request, (String,
             ),
         ));
     }
+    // Decoding recurses once per level: a body nested thousands deep would overflow the stack before any
+    // check could run, so the nesting is measured first, without recursion.
+    if let Err(depth) = within_depth(body, MAX_DEPTH) {
+        return Err((
+            String::new(),
+            ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!("request nested deeper than {MAX_DEPTH} levels (at least {depth})"),
+            ),
+        ));
+    }
     // rmp-serde would also accept a struct encoded as an array; the protocol says maps, so hold clients to it.
     let is_map = matches!(body.first(), Some(0x80..=0x8f | 0xde | 0xdf));
     if !is_map {
@@ -214,6 +225,106 @@ pub fn decode_request(body: &[u8], max_bytes: usize) -> Result<Request, (String,
         ));
     }
     Ok(req)
+}
+
+/// Deepest nesting of maps and arrays a request may have (the envelope counts as 1).
+pub const MAX_DEPTH: usize = 32;
+
+/// Walks a MessagePack value without recursion and fails with the depth reached as soon as maps and arrays
+/// nest deeper than `limit`. Malformed or truncated input is not judged here (decoding reports it).
+pub fn within_depth(body: &[u8], limit: usize) -> Result<(), usize> {
+    // Each entry: values still to read in an open map or array.
+    let mut open: Vec<u64> = Vec::new();
+    let mut at = 0usize;
+    let mut pending: u64 = 1;
+    loop {
+        // Close finished containers.
+        while pending == 0 {
+            match open.pop() {
+                Some(p) => pending = p,
+                None => return Ok(()),
+            }
+        }
+        let Some(&m) = body.get(at) else {
+            return Ok(());
+        };
+        at += 1;
+        pending -= 1;
+        let be = |n: usize, at: usize| -> Option<u64> {
+            let b = body.get(at..at + n)?;
+            Some(b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
+        };
+        // (bytes to skip, children to open)
+        let (skip, children): (u64, Option<u64>) = match m {
+            0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, None),
+            0x80..=0x8f => (0, Some(2 * u64::from(m & 0x0f))),
+            0x90..=0x9f => (0, Some(u64::from(m & 0x0f))),
+            0xa0..=0xbf => (u64::from(m & 0x1f), None),
+            0xcc | 0xd0 => (1, None),
+            0xcd | 0xd1 => (2, None),
+            0xca | 0xce | 0xd2 => (4, None),
+            0xcb | 0xcf | 0xd3 => (8, None),
+            0xd4 => (2, None),
+            0xd5 => (3, None),
+            0xd6 => (5, None),
+            0xd7 => (9, None),
+            0xd8 => (17, None),
+            0xc4 | 0xd9 => match be(1, at) {
+                Some(n) => (1 + n, None),
+                None => return Ok(()),
+            },
+            0xc5 | 0xda => match be(2, at) {
+                Some(n) => (2 + n, None),
+                None => return Ok(()),
+            },
+            0xc6 | 0xdb => match be(4, at) {
+                Some(n) => (4 + n, None),
+                None => return Ok(()),
+            },
+            0xc7 => match be(1, at) {
+                Some(n) => (2 + n, None),
+                None => return Ok(()),
+            },
+            0xc8 => match be(2, at) {
+                Some(n) => (3 + n, None),
+                None => return Ok(()),
+            },
+            0xc9 => match be(4, at) {
+                Some(n) => (5 + n, None),
+                None => return Ok(()),
+            },
+            0xdc => match be(2, at) {
+                Some(n) => (2, Some(n)),
+                None => return Ok(()),
+            },
+            0xdd => match be(4, at) {
+                Some(n) => (4, Some(n)),
+                None => return Ok(()),
+            },
+            0xde => match be(2, at) {
+                Some(n) => (2, Some(2 * n)),
+                None => return Ok(()),
+            },
+            0xdf => match be(4, at) {
+                Some(n) => (4, Some(2 * n)),
+                None => return Ok(()),
+            },
+            // 0xc1 is never used: the decoder reports it.
+            0xc1 => return Ok(()),
+        };
+        at = match usize::try_from(skip).ok().and_then(|s| at.checked_add(s)) {
+            Some(a) if a <= body.len() => a,
+            _ => return Ok(()),
+        };
+        if let Some(n) = children {
+            // `open` now holds one entry per container entered: the depth of this one.
+            open.push(pending);
+            if open.len() > limit {
+                return Err(open.len());
+            }
+            pending = n;
+        }
+    }
 }
 
 /// Best effort: the `id` of a request that failed validation, so the client can match the error to it.
@@ -283,6 +394,31 @@ mod tests {
             let (_, e) = decode_request(&b, 1024).unwrap_err();
             assert_eq!(e.code, ErrorCode::BadRequest, "{b:?}");
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_decoding() {
+        // 100,000 nested one-element arrays inside the args: decoding this recursively would overflow.
+        let mut b = enc(&json!({"v":1,"id":"deep","cmd":"ping"}));
+        b[0] += 1; // one more key in the top map
+        b.extend(enc(&json!("args")));
+        b.extend(std::iter::repeat_n(0x91u8, 100_000));
+        b.push(0xc0);
+        let (_, e) = decode_request(&b, 1 << 20).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.message.contains("nested deeper"), "{}", e.message);
+        // Exactly at the limit is fine (it then fails or passes on its merits).
+        let ok = (0..MAX_DEPTH - 1).fold(json!(1), |v, _| json!([v]));
+        assert_eq!(within_depth(&enc(&json!({ "a": ok })), MAX_DEPTH), Ok(()));
+        let deep = (0..MAX_DEPTH).fold(json!(1), |v, _| json!([v]));
+        assert!(within_depth(&enc(&json!({ "a": deep })), MAX_DEPTH).is_err());
+        // Every kind of scalar and long container is walked, not mistaken for nesting.
+        let flat = json!({"s": "x".repeat(70_000), "n": [1, -1, 300, -300, 70000, 1.5, u64::MAX, i64::MIN, null, true],
+            "m": (0..20).map(|i| (i.to_string(), json!(i))).collect::<serde_json::Map<_, _>>()});
+        assert_eq!(within_depth(&enc(&flat), 3), Ok(()));
+        // Truncated or garbage input is left to the decoder.
+        assert_eq!(within_depth(&[0xdc, 0xff], 3), Ok(()));
+        assert_eq!(within_depth(&[0xc1, 0x91], 1), Ok(()));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod codex;
 mod cognition;
 mod events;
 mod gateway;
+mod hostile;
 mod memory;
 mod offline;
 mod supervision;

@@ -189,7 +189,7 @@ impl OrchestratorState {
         e.state.status = TaskStatus::Failed;
         e.state.next = Node::Done;
         e.state.error = Some(error.clone());
-        if let Err(err) = self.cog.store.save(&e.state) {
+        if let Err(err) = self.cog.store.end(&e.state) {
             tracing::error!(event = "checkpoint.write_failed", task = %id, error = %err, "failure not recorded");
         }
         self.cog.hub.publish(Event::TaskFailed {
@@ -379,7 +379,8 @@ impl Actor for Orchestrator {
                 e.stop_run();
                 e.state.status = TaskStatus::Cancelled;
                 e.state.next = Node::Done;
-                if let Err(err) = state.cog.store.save(&e.state) {
+                // `end`, not `save`: a run still finishing its step can no longer write after this.
+                if let Err(err) = state.cog.store.end(&e.state) {
                     tracing::error!(event = "checkpoint.write_failed", task = %id, error = %err, "cancel not recorded");
                 }
                 state

@@ -1,14 +1,34 @@
 //! Durable task state: one JSON file per task under `data_dir/checkpoints/`, written atomically after
 //! every step.
+//!
+//! Cancel wins: a task's run writes its checkpoints on its own schedule, and a cancel can arrive while it
+//! is mid-step. [`CheckpointStore::end`] (the orchestrator's cancel) and [`CheckpointStore::save`] (the run)
+//! take one lock, and `end` marks the task; a save after it is refused with [`SaveError::Ended`], so the
+//! cancelled checkpoint is the last one ever written and a restart cannot bring the task back.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::TaskState;
+
+/// Why a checkpoint was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum SaveError {
+    /// The task was ended from outside (cancelled): the run that tried to save must stop.
+    #[error("the task was ended while this run was working")]
+    Ended,
+    /// The file could not be written (disk full, permissions, ...).
+    #[error("cannot write the checkpoint: {0}")]
+    Io(#[from] std::io::Error),
+}
 
 /// The checkpoint directory.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
     dir: PathBuf,
+    /// Tasks ended from outside; guarded by the lock every write takes.
+    ended: Arc<Mutex<HashSet<String>>>,
 }
 
 impl CheckpointStore {
@@ -17,6 +37,7 @@ impl CheckpointStore {
         std::fs::create_dir_all(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
+            ended: Arc::default(),
         })
     }
 
@@ -24,10 +45,26 @@ impl CheckpointStore {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// Writes a task's state (temp + fsync + rename + fsync dir).
-    pub fn save(&self, task: &TaskState) -> std::io::Result<()> {
+    fn write(&self, task: &TaskState) -> std::io::Result<()> {
         let bytes = serde_json::to_vec(task).map_err(std::io::Error::other)?;
         crate::fsutil::atomic_write(&self.path(&task.id), &bytes)
+    }
+
+    /// Writes a task's state (temp + fsync + rename + fsync dir), unless the task was ended from outside.
+    pub fn save(&self, task: &TaskState) -> Result<(), SaveError> {
+        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        if ended.contains(&task.id) {
+            return Err(SaveError::Ended);
+        }
+        Ok(self.write(task)?)
+    }
+
+    /// Writes a task's final state decided from outside (a cancel); every later [`save`](Self::save) of it
+    /// is refused. The mark is set even when the write fails, so a racing run still stops.
+    pub fn end(&self, task: &TaskState) -> std::io::Result<()> {
+        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
+        ended.insert(task.id.clone());
+        self.write(task)
     }
 
     /// One task's last checkpoint; `None` when it has none or it cannot be read.
@@ -38,6 +75,10 @@ impl CheckpointStore {
 
     /// Removes a task's checkpoint.
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
+        self.ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         match std::fs::remove_file(self.path(id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -85,5 +126,47 @@ mod tests {
         let all = s.load_all();
         assert_eq!(all, vec![t]);
         assert!(dir.path().join("b.corrupt").exists());
+    }
+
+    #[test]
+    fn a_cancel_is_the_last_checkpoint_a_racing_run_cannot_overwrite_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = CheckpointStore::open(dir.path()).unwrap();
+        let mut t = TaskState::new("c".into(), "race".into());
+        t.status = super::super::TaskStatus::Running;
+        s.save(&t).unwrap();
+        let mut cancelled = t.clone();
+        cancelled.status = super::super::TaskStatus::Cancelled;
+        s.end(&cancelled).unwrap();
+        // The run, mid-step when the cancel came, finishes its step and tries to record it.
+        t.steps.push(super::super::StepRecord {
+            step: 1,
+            node: super::super::Node::Route,
+            persona: "ALFRED".into(),
+            model: "m".into(),
+            backend: "ollama".into(),
+            dissonance: None,
+            duration_ms: 1,
+            summary: String::new(),
+        });
+        assert!(matches!(s.save(&t), Err(SaveError::Ended)));
+        assert_eq!(
+            s.load("c").unwrap().status,
+            super::super::TaskStatus::Cancelled
+        );
+        // Forgetting the task (pruning) forgets the mark too.
+        s.remove("c").unwrap();
+        s.save(&t).unwrap();
+    }
+
+    #[test]
+    fn a_write_that_cannot_happen_is_an_error_not_a_silence() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = CheckpointStore::open(&dir.path().join("cp")).unwrap();
+        // Even root cannot write below a file.
+        std::fs::remove_dir(dir.path().join("cp")).unwrap();
+        std::fs::write(dir.path().join("cp"), b"not a dir").unwrap();
+        let t = TaskState::new("d".into(), "x".into());
+        assert!(matches!(s.save(&t), Err(SaveError::Io(_))));
     }
 }

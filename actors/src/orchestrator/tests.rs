@@ -26,8 +26,11 @@ static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Test double of an LLM service: routing says "no research", critiques say "dissonance 0.1", anything else
 /// is a short text naming the model, so a test can see which model served which step.
-#[derive(Debug)]
-struct ScriptedModel;
+#[derive(Debug, Default)]
+struct ScriptedModel {
+    /// How long BRICK's drafting calls (the ones offered tools) take.
+    draft_delay: Duration,
+}
 
 #[async_trait]
 impl LlmBackend for ScriptedModel {
@@ -44,6 +47,9 @@ impl LlmBackend for ScriptedModel {
         req: ChatRequest,
         _tokens: Option<TokenSink>,
     ) -> Result<ChatResponse, LlmError> {
+        if !req.tools.is_empty() {
+            tokio::time::sleep(self.draft_delay).await;
+        }
         let props = req
             .format
             .as_ref()
@@ -118,11 +124,19 @@ struct Rig {
     orch: ActorRef<OrchestratorMsg>,
     sup: ActorRef<SupervisorMsg>,
     store: CheckpointStore,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Rig {
     async fn new(memory: Option<Arc<dyn MemoryHook>>, recorder: Option<Arc<Recorder>>) -> Rig {
+        Rig::with_model(memory, recorder, ScriptedModel::default()).await
+    }
+
+    async fn with_model(
+        memory: Option<Arc<dyn MemoryHook>>,
+        recorder: Option<Arc<Recorder>>,
+        model: ScriptedModel,
+    ) -> Rig {
         let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let text = std::fs::read_to_string(repo.join("config/settings.toml")).unwrap();
         let mut settings = Settings::parse(&text, &repo.join("config/settings.toml")).unwrap();
@@ -138,7 +152,7 @@ impl Rig {
         let personas = Personas::new(
             &codex,
             &models,
-            Arc::new(ScriptedModel),
+            Arc::new(model),
             Sampling {
                 temperature: 0.0,
                 top_p: 1.0,
@@ -193,7 +207,7 @@ impl Rig {
             orch,
             sup,
             store,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -215,6 +229,17 @@ impl Rig {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("task {id} did not finish: {:?}", self.get(id).await);
+    }
+
+    /// Waits until the task has completed `n` steps (its next call is then in flight).
+    async fn after_steps(&self, id: &str, n: usize) {
+        for _ in 0..2000 {
+            if self.get(id).await.unwrap().steps.len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("task {id} did not reach {n} steps");
     }
 
     async fn stop(self) {
@@ -387,5 +412,101 @@ async fn a_swap_routes_new_tasks_to_the_new_model_and_is_recorded_by_the_owner_o
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(old.get_status(), ractor::ActorStatus::Stopped);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_persona_that_crashes_mid_call_is_retried_on_its_next_generation() {
+    let _turn = TURN.lock().await;
+    let rig = Rig::with_model(
+        None,
+        None,
+        ScriptedModel {
+            draft_delay: Duration::from_millis(400),
+        },
+    )
+    .await;
+    let before = rig.personas.current("BRICK").unwrap().generation;
+    let s = rig.submit("survive BRICK's crash").await.unwrap();
+    rig.after_steps(&s.id, 1).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // BRICK is drafting: crash it under the call.
+    rig.personas.current("BRICK").unwrap().crash().unwrap();
+    let t = rig.finished(&s.id).await;
+    assert_eq!(t.status, TaskStatus::Done, "{t:?}");
+    assert_eq!(t.steps[1].node, Node::Draft);
+    assert!(rig.personas.current("BRICK").unwrap().generation > before);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_that_cannot_be_written_fails_the_task_and_publishes_no_step() {
+    let _turn = TURN.lock().await;
+    let rig = Rig::with_model(
+        None,
+        None,
+        ScriptedModel {
+            draft_delay: Duration::from_millis(300),
+        },
+    )
+    .await;
+    let mut events = rig.hub.subscribe();
+    let s = rig.submit("a full disk").await.unwrap();
+    rig.after_steps(&s.id, 1).await;
+    // The disk "fills": even root cannot write below a file.
+    let cp = rig.dir.path().join("checkpoints");
+    std::fs::remove_dir_all(&cp).unwrap();
+    std::fs::write(&cp, b"not a directory").unwrap();
+    let t = rig.finished(&s.id).await;
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert!(
+        t.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("checkpoint cannot be written"),
+        "{:?}",
+        t.error
+    );
+    while let Ok(p) = events.try_recv() {
+        match &p.event {
+            Event::TaskStep { step, .. } => assert_eq!(*step, 1, "no step after the failed write"),
+            Event::TaskDone { .. } => panic!("a task whose checkpoint failed was announced done"),
+            _ => {}
+        }
+    }
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancel_during_a_step_is_final_on_disk_and_in_the_table() {
+    let _turn = TURN.lock().await;
+    let rig = Rig::with_model(
+        None,
+        None,
+        ScriptedModel {
+            draft_delay: Duration::from_millis(300),
+        },
+    )
+    .await;
+    let mut events = rig.hub.subscribe();
+    let s = rig.submit("cancel me mid-draft").await.unwrap();
+    rig.after_steps(&s.id, 1).await;
+    let c = ractor::call!(rig.orch, OrchestratorMsg::Cancel, s.id.clone())
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.status, TaskStatus::Cancelled);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(rig.get(&s.id).await.unwrap().status, TaskStatus::Cancelled);
+    assert_eq!(rig.store.load(&s.id).unwrap().status, TaskStatus::Cancelled);
+    while let Ok(p) = events.try_recv() {
+        assert!(
+            !matches!(
+                p.event,
+                Event::TaskDone { .. } | Event::TaskStep { step: 2, .. }
+            ),
+            "the cancelled run went on: {:?}",
+            p.event
+        );
+    }
     rig.stop().await;
 }

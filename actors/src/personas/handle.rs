@@ -122,6 +122,14 @@ impl PersonaHandle {
         .map_err(|e| self.unreachable(e))
     }
 
+    /// Whether this generation's actor is still running (not crashed, not retired).
+    pub fn is_alive(&self) -> bool {
+        matches!(
+            self.actor.get_status(),
+            ractor::ActorStatus::Running | ractor::ActorStatus::Upgrading
+        )
+    }
+
     /// Fault injection: makes this generation's actor panic.
     pub fn crash(&self) -> Result<(), PersonaError> {
         self.actor

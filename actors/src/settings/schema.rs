@@ -337,6 +337,11 @@ pub struct OrchestratorSettings {
     /// How often a task whose run crashed (a panic in a step) is resumed from its last checkpoint before it
     /// is failed with the crash as its reason. 0: fail at the first crash.
     pub task_restarts: u32,
+    /// How often one persona call lost to a crash (of the persona or of its call) is retried on the
+    /// generation that replaces it. 0: the step fails at once.
+    pub persona_retries: u32,
+    /// How long such a retry waits for the supervisor to start the next generation, in milliseconds.
+    pub persona_restart_wait_ms: u64,
 }
 
 /// `[debug]`

@@ -72,6 +72,7 @@ impl Settings {
             orchestrator.keep_finished_tasks,
             orchestrator.max_steps,
             orchestrator.max_task_bytes,
+            orchestrator.persona_restart_wait_ms,
             memory.chunk_chars,
             memory.k_summaries,
             memory.k_details,

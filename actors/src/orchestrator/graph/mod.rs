@@ -13,16 +13,16 @@
 //! Files: this one runs the loop; `nodes.rs` holds the nodes and edges; `tool_calls.rs` tools and Commands.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use batos_protocol::truncate;
 use serde_json::Value;
 
-use super::{Cognition, Node, StepRecord, TaskState, TaskStatus};
+use super::{Cognition, Node, SaveError, StepRecord, TaskState, TaskStatus};
 use crate::ask::AskError;
 use crate::events::Event;
 use crate::llm::{ChatMessage, Role};
-use crate::personas::{PersonaError, PersonaMap, ThinkRequest, Thought};
+use crate::personas::{PersonaError, PersonaHandle, PersonaMap, ThinkRequest, Thought};
 
 mod nodes;
 mod tool_calls;
@@ -85,11 +85,13 @@ impl Runner {
         mut on_step: impl FnMut(&TaskState),
     ) -> RunEnd {
         task.status = TaskStatus::Running;
+        if let Some(end) = self.checkpoint_or_end(task) {
+            return end;
+        }
         self.cog.hub.publish(Event::TaskStatus {
             id: task.id.clone(),
             status: TaskStatus::Running,
         });
-        self.checkpoint(task);
         loop {
             let settings = self.cog.settings.load().orchestrator.clone();
             let node = task.next;
@@ -97,7 +99,9 @@ impl Runner {
                 Node::Done => return self.finish(task, Ok(())),
                 Node::AwaitDecision => {
                     task.status = TaskStatus::Paused;
-                    self.checkpoint(task);
+                    if let Some(end) = self.checkpoint_or_end(task) {
+                        return end;
+                    }
                     return RunEnd::Paused;
                 }
                 _ => {}
@@ -136,8 +140,11 @@ impl Runner {
             };
             task.steps.push(record.clone());
             task.next = out.next;
-            // Durable before visible: a client that saw task.step can rely on it surviving a crash.
-            self.checkpoint(task);
+            // Durable before visible: a client that saw task.step can rely on it surviving a crash. A step that
+            // cannot be recorded is not published: the task stops as failed, with the reason.
+            if let Some(end) = self.checkpoint_or_end(task) {
+                return end;
+            }
             self.cog.hub.publish(Event::TaskStep {
                 id: task.id.clone(),
                 step: record.step,
@@ -163,18 +170,38 @@ impl Runner {
         }
     }
 
-    fn checkpoint(&self, task: &TaskState) {
-        if let Err(e) = self.cog.store.save(task) {
-            tracing::error!(event = "checkpoint.write_failed", task = %task.id, error = %e, "checkpoint not written");
+    /// Checkpoints `task`. `None` when it is durable and the run goes on; otherwise how the run ends: quietly
+    /// if the task was ended from outside (a cancel won the race), or failed with the write error.
+    fn checkpoint_or_end(&self, task: &mut TaskState) -> Option<RunEnd> {
+        match self.cog.store.save(task) {
+            Ok(()) => None,
+            Err(SaveError::Ended) => Some(RunEnd::Finished),
+            Err(SaveError::Io(e)) => Some(self.finish(
+                task,
+                Err(format!("the task's checkpoint cannot be written: {e}")),
+            )),
         }
     }
 
+    /// Ends the run: done (checkpointed, then published, then stored in memory) or failed. A done task whose
+    /// final checkpoint cannot be written is failed instead: nothing is announced that a restart would undo.
     fn finish(&self, task: &mut TaskState, result: Result<(), String>) -> RunEnd {
-        match result {
+        let result = match result {
             Ok(()) => {
                 task.status = TaskStatus::Done;
                 task.next = Node::Done;
-                self.checkpoint(task);
+                match self.cog.store.save(task) {
+                    Ok(()) => Ok(()),
+                    Err(SaveError::Ended) => return RunEnd::Finished,
+                    Err(SaveError::Io(e)) => Err(format!(
+                        "the task's final checkpoint cannot be written: {e}"
+                    )),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {
                 self.cog.hub.publish(Event::TaskDone {
                     id: task.id.clone(),
                     result: task.result.clone().unwrap_or_default(),
@@ -193,7 +220,14 @@ impl Runner {
             Err(e) => {
                 task.status = TaskStatus::Failed;
                 task.error = Some(e.clone());
-                self.checkpoint(task);
+                match self.cog.store.save(task) {
+                    Err(SaveError::Ended) => return RunEnd::Finished,
+                    // Failing anyway: the reason says why; a restart resumes from the last durable step.
+                    Err(SaveError::Io(w)) => {
+                        tracing::error!(event = "checkpoint.write_failed", task = %task.id, error = %w, "failure not recorded on disk")
+                    }
+                    Ok(()) => {}
+                }
                 self.cog.hub.publish(Event::TaskFailed {
                     id: task.id.clone(),
                     error: e,
@@ -236,28 +270,61 @@ impl Runner {
                 }
             });
         }
-        match handle.think(req.clone(), timeout).await {
-            // The actor died under the call (crash, then restart): retry once on the current generation,
-            // but only when it thinks with the same model, so a task never mixes models.
-            Err(PersonaError::Unreachable {
-                source: AskError::Stopped { .. },
-                ..
-            }) => {
-                let current = self
-                    .cog
-                    .personas
-                    .current(persona)
-                    .map_err(|e| e.to_string())?;
-                if current.model != handle.model {
-                    return Err(format!(
-                        "{persona}'s actor for model {} is gone and the persona now uses {}",
-                        handle.model, current.model
-                    ));
+        let s = self.cog.settings.load().orchestrator.clone();
+        let mut handle = handle;
+        let mut retries = 0;
+        loop {
+            match handle.think(req.clone(), timeout).await {
+                // The call died with the persona (or with its model-call job): retry, bounded, on the
+                // generation that replaces it, but only when it thinks with the same model, so a task never
+                // mixes models.
+                Err(PersonaError::Unreachable {
+                    source: AskError::Stopped { .. },
+                    ..
+                }) if retries < s.persona_retries => {
+                    retries += 1;
+                    let wait = Duration::from_millis(s.persona_restart_wait_ms);
+                    let current = self.successor(persona, &handle, wait).await?;
+                    if current.model != handle.model {
+                        return Err(format!(
+                            "{persona}'s actor for model {} is gone and the persona now uses {}",
+                            handle.model, current.model
+                        ));
+                    }
+                    tracing::warn!(event = "task.persona_retry", task = %task_id, persona, retry = retries, generation = current.generation, "persona call lost; retrying on the live generation");
+                    Arc::make_mut(&mut self.personas).insert(persona.to_string(), current.clone());
+                    handle = current;
                 }
-                Arc::make_mut(&mut self.personas).insert(persona.to_string(), current.clone());
-                current.think(req, timeout).await.map_err(|e| e.to_string())
+                other => return other.map_err(|e| e.to_string()),
             }
-            other => other.map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The handle to retry a lost call on: `lost` itself when its actor still runs (only the call's job
+    /// died), else the next generation once the supervisor has started it, waiting at most `wait`.
+    async fn successor(
+        &self,
+        persona: &str,
+        lost: &Arc<PersonaHandle>,
+        wait: Duration,
+    ) -> Result<Arc<PersonaHandle>, String> {
+        let deadline = Instant::now() + wait;
+        loop {
+            if lost.is_alive() {
+                return Ok(lost.clone());
+            }
+            if let Ok(current) = self.cog.personas.current(persona) {
+                if current.generation != lost.generation && current.is_alive() {
+                    return Ok(current);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "{persona} crashed mid-call and did not come back within {} ms",
+                    wait.as_millis()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

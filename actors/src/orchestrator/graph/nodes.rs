@@ -355,6 +355,8 @@ mod tests {
             max_steps: 32,
             stream_tokens: true,
             task_restarts: 1,
+            persona_retries: 2,
+            persona_restart_wait_ms: 1000,
         }
     }
 

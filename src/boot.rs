@@ -165,7 +165,10 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             loaded.path.display()
         ))
     })?;
-    let hub = EventHub::new(settings.gateway.event_queue_capacity);
+    let hub = EventHub::bounded(
+        settings.gateway.event_queue_capacity,
+        Some(settings.gateway.view_keep_finished_tasks),
+    );
     let selection = llm::select::select(&settings.llm)
         .await
         .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
@@ -230,10 +233,18 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         instance: uuid::Uuid::new_v4().simple().to_string(),
         started: Instant::now(),
         backend: backend_info,
-        dedupe: crate::gateway::dedupe::Dedupe::new(
+        dedupe: crate::gateway::dedupe::Dedupe::open(
+            &data_dir.join("dedupe.journal"),
             Duration::from_millis(settings.gateway.dedupe_window_ms),
             settings.gateway.dedupe_capacity,
-        ),
+            settings.gateway.dedupe_max_bytes,
+        )
+        .with_context(|| {
+            format!(
+                "cannot open the dedupe journal {}",
+                data_dir.join("dedupe.journal").display()
+            )
+        })?,
         handles,
     });
 

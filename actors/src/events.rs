@@ -42,13 +42,23 @@ impl std::fmt::Debug for EventHub {
 }
 
 impl EventHub {
-    /// A hub whose consumers may fall `capacity` events behind before they lose some.
+    /// A hub whose consumers may fall `capacity` events behind before they lose some; its view keeps every
+    /// task.
     pub fn new(capacity: usize) -> Arc<Self> {
+        Self::bounded(capacity, None)
+    }
+
+    /// Likewise, with a view that keeps at most `keep_finished_tasks` finished tasks (its memory, and the size
+    /// of every `snapshot`, stay bounded however long the daemon runs).
+    pub fn bounded(capacity: usize, keep_finished_tasks: Option<usize>) -> Arc<Self> {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Arc::new(Self {
             inner: Mutex::new(HubInner {
                 seq: 0,
-                view: StateView::default(),
+                view: StateView {
+                    keep_finished_tasks,
+                    ..Default::default()
+                },
             }),
             tx,
         })

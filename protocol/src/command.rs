@@ -207,6 +207,21 @@ pub const COMMANDS: &[&str] = &[
     "debug_crash",
 ];
 
+/// The commands that change nothing: their replies need not survive a daemon crash (a retry simply reads
+/// again), so the gateway remembers them in memory only.
+pub const READ_ONLY_COMMANDS: &[&str] = &[
+    "ping",
+    "status",
+    "snapshot",
+    "get_task",
+    "list_tasks",
+    "list_tools",
+    "get_persona",
+    "list_amendments",
+    "memory_search",
+    "memory_stats",
+];
+
 impl Command {
     /// Validates `args` for command `cmd`.
     pub fn parse(cmd: &str, args: Option<Value>) -> Result<Command, ErrorBody> {

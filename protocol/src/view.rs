@@ -1,7 +1,7 @@
 //! The state the event stream describes, as a pure fold: what `snapshot` returns and what a watcher or the
 //! TUI rebuilds from events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -17,7 +17,8 @@ use crate::types::TaskStatus;
 pub struct StateView {
     /// Actors by tree path.
     pub actors: BTreeMap<String, ActorView>,
-    /// Tasks by id: every task seen since the daemon started, never pruned (unlike `list_tasks`).
+    /// Tasks by id: every task seen since the daemon started, except finished ones beyond
+    /// `keep_finished_tasks` (the oldest to finish go first).
     pub tasks: BTreeMap<String, TaskView>,
     /// Personas by name (`ALFRED`, `BABS`, `BRICK`, `ROBIN`), from `persona.state` and `model.swapped`.
     pub personas: BTreeMap<String, PersonaView>,
@@ -27,6 +28,14 @@ pub struct StateView {
     pub amendments: BTreeMap<String, AmendmentView>,
     /// How many times a supervisor gave up and escalated.
     pub escalations: u64,
+    /// Most finished (done, failed, cancelled) tasks the view keeps; `None` keeps all. Set by the daemon
+    /// (`gateway.view_keep_finished_tasks`) and carried in every snapshot, so a client that starts from a
+    /// snapshot prunes exactly as the daemon does and both stay equal.
+    #[serde(default)]
+    pub keep_finished_tasks: Option<usize>,
+    /// Ids of finished tasks still in the view, in the order they finished (the pruning order).
+    #[serde(default)]
+    pub finished: VecDeque<String>,
 }
 
 /// One actor in the view.
@@ -130,7 +139,10 @@ impl StateView {
                     },
                 );
             }
-            Event::TaskStatus { id, status } => self.task(id).status = *status,
+            Event::TaskStatus { id, status } => {
+                self.task(id).status = *status;
+                self.note_finished(id);
+            }
             Event::TaskStep {
                 id,
                 step,
@@ -149,13 +161,18 @@ impl StateView {
                 let t = self.task(id);
                 t.status = TaskStatus::Done;
                 t.result = Some(result.clone());
+                self.note_finished(id);
             }
             Event::TaskFailed { id, error } => {
                 let t = self.task(id);
                 t.status = TaskStatus::Failed;
                 t.error = Some(error.clone());
+                self.note_finished(id);
             }
-            Event::TaskCancelled { id } => self.task(id).status = TaskStatus::Cancelled,
+            Event::TaskCancelled { id } => {
+                self.task(id).status = TaskStatus::Cancelled;
+                self.note_finished(id);
+            }
             Event::PersonaState {
                 persona,
                 model,
@@ -207,6 +224,22 @@ impl StateView {
     fn task(&mut self, id: &str) -> &mut TaskView {
         self.tasks.entry(id.to_string()).or_default()
     }
+
+    /// After a status change: a task that just became final joins the pruning order, and the oldest finished
+    /// tasks beyond `keep_finished_tasks` leave the view.
+    fn note_finished(&mut self, id: &str) {
+        let finished = self.tasks.get(id).is_some_and(|t| t.status.is_final());
+        if finished && !self.finished.iter().any(|f| f == id) {
+            self.finished.push_back(id.to_string());
+        }
+        if let Some(keep) = self.keep_finished_tasks {
+            while self.finished.len() > keep {
+                if let Some(old) = self.finished.pop_front() {
+                    self.tasks.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -235,5 +268,39 @@ mod tests {
         // The wire form of the view is unchanged: statuses are the same lower-case strings as before.
         let json = serde_json::to_value(&v).unwrap();
         assert_eq!(json["tasks"]["t"]["status"], "done");
+    }
+
+    #[test]
+    fn finished_tasks_beyond_the_retention_leave_the_view_oldest_first() {
+        let mut v = StateView {
+            keep_finished_tasks: Some(2),
+            ..Default::default()
+        };
+        for i in 0..4 {
+            v.apply(&Event::TaskSubmitted {
+                id: format!("t{i}"),
+                text: String::new(),
+            });
+        }
+        for i in [2, 0, 1] {
+            v.apply(&Event::TaskDone {
+                id: format!("t{i}"),
+                result: String::new(),
+            });
+        }
+        let ids: Vec<&str> = v.tasks.keys().map(String::as_str).collect();
+        assert_eq!(ids, ["t0", "t1", "t3"], "t2 finished first and went first");
+        assert_eq!(v.finished, ["t0", "t1"]);
+        // A snapshot carries the retention: a client folding on from it prunes alike.
+        let mut late: StateView =
+            serde_json::from_value(serde_json::to_value(&v).unwrap()).unwrap();
+        let ev = Event::TaskFailed {
+            id: "t3".into(),
+            error: "x".into(),
+        };
+        v.apply(&ev);
+        late.apply(&ev);
+        assert_eq!(v, late);
+        assert_eq!(v.tasks.len(), 2);
     }
 }

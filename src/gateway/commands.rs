@@ -63,7 +63,11 @@ pub async fn process(organs: &Organs, body: &[u8]) -> Arc<Vec<u8>> {
         },
         Begin::Execute => {
             let bytes = Arc::new(reply_for(&req.id, run(organs, &req.cmd, req.args).await));
-            organs.dedupe.finish(&req.id, bytes.clone());
+            // Durable before it is sent: a reply the client saw is never forgotten by a crash (§6). Only for
+            // commands that change something: re-running a read after a crash is harmless, and a read must not
+            // pay an fsync.
+            let durable = !batos_protocol::READ_ONLY_COMMANDS.contains(&req.cmd.as_str());
+            organs.dedupe.finish(&req.id, bytes.clone(), durable).await;
             bytes
         }
     }

@@ -279,3 +279,78 @@ async fn endpoints_that_cannot_bind_are_refused_and_public_binds_are_warned_abou
         .iter()
         .any(|l| l["event"] == "gateway.public_bind" && l["key"] == "event_endpoint"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_to_a_model_the_backend_lacks_is_refused_before_anything_is_persisted() {
+    let ollama = ScriptedOllama::start();
+    ollama.absent("brick:typo");
+    let d = Daemon::start(&ollama.url, vec![]).await;
+    let before = std::fs::read_to_string(&d.config).unwrap();
+    let mut c = d.client();
+    let e = c
+        .request(
+            "swap_model",
+            json!({"persona": "BRICK", "model": "brick:typo"}),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad_request") && e.contains("brick:typo"), "{e}");
+    assert_eq!(std::fs::read_to_string(&d.config).unwrap(), before);
+    let status = c.request("status", json!({})).await.unwrap();
+    assert_ne!(status["personas"]["BRICK"]["model"], "brick:typo");
+    // A model it has is still a swap.
+    let ok = c
+        .request(
+            "swap_model",
+            json!({"persona": "BRICK", "model": "brick:real"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok["to"], "brick:real");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_memory_store_degrades_memory_and_tasks_go_on() {
+    let ollama = ScriptedOllama::start();
+    let mut d = Daemon::prepare(
+        &ollama.url,
+        vec![Box::new(|doc| {
+            doc["memory"]["reopen_backoff_ms"] = toml_edit::value(200);
+        })],
+    );
+    // LanceDB cannot create its database below a file: a persistent store error.
+    let data = d.data_dir();
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("memory"), b"not a directory").unwrap();
+    d.spawn();
+    d.wait_ready().await;
+    let mut c = d.client();
+    let e = c
+        .request("memory_stats", json!({}))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unavailable"), "{e}");
+    let t = c
+        .request("submit_task", json!({"text": "no memory today"}))
+        .await
+        .unwrap();
+    let id = t["id"].as_str().unwrap().to_string();
+    let done = eventually(30, "the task done without memory", || {
+        let mut c = d.client();
+        let id = id.clone();
+        async move {
+            let t = c.request("get_task", json!({"id": id})).await.ok()?;
+            (t["status"] == "done").then_some(t)
+        }
+    })
+    .await;
+    assert_eq!(done["status"], "done");
+    // Several reopen attempts later the daemon is still up and memory still answers.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(c.request("memory_stats", json!({})).await.is_err());
+    assert!(ping_ms(&d).await < 2000);
+    let status = c.request("status", json!({})).await.unwrap();
+    assert_eq!(status["escalations"], 0, "{status}");
+}

@@ -7,6 +7,7 @@ mod support;
 
 mod codex;
 mod cognition;
+mod dedupe;
 mod events;
 mod gateway;
 mod hostile;

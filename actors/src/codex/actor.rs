@@ -131,7 +131,11 @@ fn load_amendments(path: &Path) -> Vec<Amendment> {
 }
 
 impl CodexState {
-    fn save(&self) -> Result<(), String> {
+    fn save(&mut self) -> Result<(), String> {
+        prune_decided(
+            &mut self.amendments,
+            self.args.live.load().codex.keep_decided_amendments,
+        );
         let bytes = serde_json::to_vec_pretty(&self.amendments).map_err(|e| e.to_string())?;
         crate::fsutil::atomic_write(&self.args.store, &bytes).map_err(|e| e.to_string())
     }
@@ -160,6 +164,35 @@ impl CodexState {
 }
 
 /// Puts `model` in the live settings of `persona`.
+/// Drops the oldest decided amendments beyond `keep`; pending ones always stay.
+fn prune_decided(amendments: &mut Vec<Amendment>, keep: usize) {
+    let decided = amendments
+        .iter()
+        .filter(|a| a.status != AmendmentStatus::Pending)
+        .count();
+    let mut excess = decided.saturating_sub(keep);
+    if excess == 0 {
+        return;
+    }
+    // Oldest first by decision time (the vector is in proposal order).
+    let mut order: Vec<(f64, String)> = amendments
+        .iter()
+        .filter(|a| a.status != AmendmentStatus::Pending)
+        .map(|a| (a.decided_at.unwrap_or(a.created_at), a.id.clone()))
+        .collect();
+    order.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let drop: std::collections::HashSet<String> = order
+        .into_iter()
+        .take_while(|_| {
+            let go = excess > 0;
+            excess = excess.saturating_sub(1);
+            go
+        })
+        .map(|(_, id)| id)
+        .collect();
+    amendments.retain(|a| !drop.contains(&a.id));
+}
+
 pub(super) fn set_model(live: &ArcSwap<Settings>, persona: &str, model: &str) {
     live.rcu(|s| {
         let mut s = (**s).clone();
@@ -393,5 +426,49 @@ impl Actor for CodexActor {
             CodexMsg::Crash => panic!("debug_crash requested for codex"),
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codex::amend::Changes;
+
+    fn amendment(id: &str, status: AmendmentStatus, decided_at: Option<f64>) -> Amendment {
+        Amendment {
+            id: id.into(),
+            proposal: Proposal {
+                persona: "BRICK".into(),
+                changes: Changes {
+                    role: None,
+                    system_prompt: None,
+                    principles: None,
+                },
+                rationale: String::new(),
+            },
+            status,
+            task_id: None,
+            created_at: 1.0,
+            decided_at,
+            reason: None,
+            diff: None,
+            backup: None,
+        }
+    }
+
+    #[test]
+    fn decided_amendments_beyond_the_cap_go_oldest_first_and_pending_ones_stay() {
+        let mut all = vec![
+            amendment("a", AmendmentStatus::Committed, Some(30.0)),
+            amendment("b", AmendmentStatus::Rejected, Some(10.0)),
+            amendment("p", AmendmentStatus::Pending, None),
+            amendment("c", AmendmentStatus::Committed, Some(20.0)),
+        ];
+        prune_decided(&mut all, 1);
+        let ids: Vec<&str> = all.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["a", "p"]);
+        prune_decided(&mut all, 0);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].status, AmendmentStatus::Pending);
     }
 }

@@ -23,6 +23,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "gateway.max_inflight_commands",
     "gateway.dedupe_window_ms",
     "gateway.dedupe_capacity",
+    "gateway.dedupe_max_bytes",
     "gateway.front_max_frame_bytes",
     "gateway.front_max_control_bytes",
     "gateway.front_max_frames",
@@ -30,6 +31,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "gateway.max_connections",
     "gateway.max_pending_connections",
     "gateway.front_max_held_subscriptions",
+    "gateway.view_keep_finished_tasks",
     // Fault injection is a start-time decision: whoever can write settings.toml must not be able to turn it
     // on in a running daemon.
     "debug",

@@ -175,6 +175,9 @@ pub enum LlmError {
     /// The request itself is invalid (e.g. a schema that is not an object).
     #[error("invalid LLM request: {0}")]
     InvalidRequest(String),
+    /// The backend's queue is full: try again later.
+    #[error("LLM backend busy: {0}")]
+    Busy(String),
     /// Any other backend failure.
     #[error("LLM backend error: {0}")]
     Backend(String),
@@ -199,4 +202,7 @@ pub trait LlmBackend: Send + Sync + fmt::Debug {
     async fn create_model(&self, spec: &ModelSpec) -> Result<(), LlmError>;
     /// Whether the backend answers now.
     async fn health(&self) -> Result<(), LlmError>;
+    /// Whether the backend can serve `model` now: `Err(ModelNotFound)` when it cannot, another error when it
+    /// could not be asked. A swap checks this before anything changes, so a typo is refused, not persisted.
+    async fn check_model(&self, model: &str) -> Result<(), LlmError>;
 }

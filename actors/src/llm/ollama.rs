@@ -287,6 +287,32 @@ impl LlmBackend for OllamaBackend {
             .map(|_| ())
             .map_err(|e| self.map_err("", e))
     }
+
+    /// `POST /api/show`: 200 when the server has the model, 404 when it does not.
+    async fn check_model(&self, model: &str) -> Result<(), LlmError> {
+        let url = format!("{}api/show", self.url);
+        let resp = self
+            .http
+            .post(&url)
+            .json(&serde_json::json!({ "model": model }))
+            .send()
+            .await
+            .map_err(|e| LlmError::Unreachable {
+                url: url.clone(),
+                detail: e.to_string(),
+            })?;
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            reqwest::StatusCode::NOT_FOUND => Err(LlmError::ModelNotFound {
+                model: model.to_string(),
+                detail: format!(
+                    "the Ollama server at {} does not have it (ollama pull?)",
+                    self.url
+                ),
+            }),
+            s => Err(LlmError::Backend(format!("/api/show answered {s}"))),
+        }
+    }
 }
 
 impl OllamaBackend {

@@ -34,6 +34,9 @@ pub struct MemoryState {
     ctx: Arc<Ctx>,
     store: Option<Arc<Store>>,
     jobs: Jobs,
+    /// Since when the store is broken (a failed open or a LanceDB error), and why: requests are answered
+    /// `unavailable` until `memory.reopen_backoff_ms` has passed, then the table is opened again.
+    broken: Option<(std::time::Instant, String)>,
     _timer: Option<AbortOnDrop>,
 }
 
@@ -51,6 +54,33 @@ impl MemoryState {
         if let Some(s) = &self.store {
             return Ok(s.clone());
         }
+        let backoff = Duration::from_millis(self.ctx.settings().reopen_backoff_ms);
+        if let Some((since, why)) = &self.broken {
+            if since.elapsed() < backoff {
+                return Err(MemError::Degraded(why.clone()));
+            }
+        }
+        match self.open().await {
+            Ok(s) => {
+                if self.broken.take().is_some() {
+                    tracing::info!(event = "memory.recovered", "memory table open again");
+                }
+                Ok(s)
+            }
+            Err(e) => {
+                self.broken = Some((std::time::Instant::now(), e.to_string()));
+                Err(e)
+            }
+        }
+    }
+
+    async fn open(&mut self) -> Result<Arc<Store>, MemError> {
+        std::fs::create_dir_all(&self.ctx.args.dir).map_err(|e| {
+            MemError::Store(format!(
+                "cannot create {}: {e}",
+                self.ctx.args.dir.display()
+            ))
+        })?;
         let probe = self.ctx.embed(&["dimension probe".to_string()]).await?;
         let dim = probe
             .first()
@@ -82,7 +112,6 @@ impl Actor for MemoryActor {
         myself: ActorRef<MemoryMsg>,
         args: MemoryArgs,
     ) -> Result<MemoryState, ActorProcessingErr> {
-        std::fs::create_dir_all(&args.dir)?;
         let period = Duration::from_millis(args.settings.load().memory.consolidate_interval_ms);
         let me = myself.clone();
         // A plain tokio task: a ticker that only casts a message; it cannot fail, and it is aborted with the
@@ -98,7 +127,7 @@ impl Actor for MemoryActor {
             }
         });
         let hub = args.hub.clone();
-        let mut state = MemoryState {
+        let state = MemoryState {
             jobs: Jobs::new(format!("root/{MEMORY_NAME}"), hub),
             ctx: Arc::new(Ctx {
                 args,
@@ -107,12 +136,12 @@ impl Actor for MemoryActor {
                 rows_at_last_build: AtomicU64::new(0),
             }),
             store: None,
+            broken: None,
             _timer: Some(AbortOnDrop(timer)),
         };
-        if let Err(e) = state.store().await {
-            // Not fatal: the next request tries again.
-            tracing::warn!(event = "memory.degraded", error = %e, "memory table not open yet");
-        }
+        // Opening needs an embedding call (for the width) and LanceDB: slow work, done once the actor is up so
+        // the supervisor is never held by it.
+        myself.cast(MemoryMsg::Open)?;
         Ok(state)
     }
 
@@ -223,8 +252,18 @@ impl Actor for MemoryActor {
                     }
                 }
             }
+            MemoryMsg::Open => {
+                if let Err(e) = state.store().await {
+                    // Not fatal: requests answer `unavailable` and the next one after the backoff tries again.
+                    tracing::warn!(event = "memory.degraded", error = %e, "memory table not open yet");
+                }
+            }
+            // A broken store degrades the organ instead of failing it: a persistent LanceDB error would
+            // otherwise restart memory until the root supervisor gives up and the daemon exits.
             MemoryMsg::StoreFailed(e) => {
-                return Err(format!("memory store failed: {e}").into());
+                tracing::error!(event = "memory.degraded", error = %e, "memory store failed; answering unavailable until it reopens");
+                state.store = None;
+                state.broken = Some((std::time::Instant::now(), e));
             }
             MemoryMsg::Crash => panic!("debug_crash requested for memory"),
         }

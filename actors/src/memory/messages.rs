@@ -48,8 +48,10 @@ pub enum MemoryMsg {
     Stats(RpcReplyPort<Result<MemStats, MemError>>),
     /// From a job after a write: look at the index (build, rebuild or fold in new rows).
     Upkeep,
-    /// From a job: the store failed; fail so the supervisor restarts and reopens it.
+    /// From a job: the store failed; drop it and answer `unavailable` until it reopens after a backoff.
     StoreFailed(String),
+    /// Open the table (sent to itself once the actor is up).
+    Open,
     /// Fault injection: panic.
     Crash,
 }

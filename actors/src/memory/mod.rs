@@ -43,13 +43,18 @@ pub enum MemError {
     /// The memory organ is not running or did not answer.
     #[error("memory is unavailable: {0}")]
     Unreachable(#[from] AskError),
+    /// The store is broken; memory answers this until it reopens (`memory.reopen_backoff_ms`).
+    #[error("memory is unavailable: the store failed ({0}); it is reopened after a pause")]
+    Degraded(String),
 }
 
 impl WireError for MemError {
     fn code(&self) -> ErrorCode {
         match self {
             MemError::Invalid(_) => ErrorCode::BadRequest,
-            MemError::Unreachable(_) | MemError::Embed(_) => ErrorCode::Unavailable,
+            MemError::Unreachable(_) | MemError::Embed(_) | MemError::Degraded(_) => {
+                ErrorCode::Unavailable
+            }
             MemError::Store(_) => ErrorCode::Internal,
         }
     }

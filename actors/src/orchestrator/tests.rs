@@ -81,6 +81,17 @@ impl LlmBackend for ScriptedModel {
     async fn health(&self) -> Result<(), LlmError> {
         Ok(())
     }
+
+    /// Every model exists except those named `missing:*`.
+    async fn check_model(&self, model: &str) -> Result<(), LlmError> {
+        match model.starts_with("missing:") {
+            true => Err(LlmError::ModelNotFound {
+                model: model.into(),
+                detail: "not pulled".into(),
+            }),
+            false => Ok(()),
+        }
+    }
 }
 
 /// A memory port whose `retrieve` panics the first `panics` times: a step that panics inside a task's run.
@@ -369,6 +380,11 @@ async fn a_swap_routes_new_tasks_to_the_new_model_and_is_recorded_by_the_owner_o
         rig.personas.swap_model("NOBODY", "m").await,
         Err(PersonaError::Unknown(_))
     ));
+    assert!(matches!(
+        rig.personas.swap_model("BRICK", "missing:typo").await,
+        Err(PersonaError::Invalid(e)) if e.contains("missing:typo")
+    ));
+    assert_eq!(rig.personas.current("BRICK").unwrap().model, "scripted:a");
     assert!(
         recorder.0.lock().unwrap().is_empty(),
         "a refused swap records nothing"

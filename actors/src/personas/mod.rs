@@ -24,7 +24,7 @@ pub use handle::{PersonaError, PersonaHandle, RetireGuard};
 pub use proto::{Editable, Proto, ProtoArgs, ProtoMsg, ThinkRequest, Thought};
 
 use crate::events::{Event, EventHub};
-use crate::llm::{LlmBackend, Sampling};
+use crate::llm::{LlmBackend, LlmError, Sampling};
 use crate::principles::{Codex, PersonaCodex};
 use crate::supervisor::{ChildSpec, Restart, SupervisorError, SupervisorHandle};
 
@@ -251,6 +251,13 @@ impl Personas {
         }
         let _serial = self.swap_lock.lock().await;
         let from = self.current(persona)?.model.clone();
+        // Refused before anything changes: a model the backend cannot serve would break every later task.
+        if let Err(e) = self.backend.check_model(model).await {
+            return Err(match e {
+                LlmError::ModelNotFound { .. } => PersonaError::Invalid(e.to_string()),
+                other => PersonaError::Swap(format!("cannot check model `{model}`: {other}")),
+            });
+        }
         let previous = {
             let mut configs = self.lock_configs();
             let c = configs

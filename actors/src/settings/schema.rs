@@ -68,6 +68,9 @@ pub struct ToolsSettings {
     pub pool_size: usize,
     /// Pause after a failed pre-start in ms, times the failures in a row (at most 10).
     pub pool_backoff_ms: u64,
+    /// Sandboxes running tool calls at once, daemon-wide (pre-started idle ones not counted); a call beyond
+    /// waits up to `timeout_ms` for one to free, then fails as busy.
+    pub max_sandboxes: usize,
     /// Memory limit (MiB).
     pub memory_mb: u64,
     /// CPU share per sandbox, > 0 (1.0 = one core; a CFS quota per 100 ms period).
@@ -100,6 +103,9 @@ pub struct CodexSettings {
     pub reload_debounce_ms: u64,
     /// Persona proposing amendments.
     pub proposer: String,
+    /// Decided (committed or rejected) amendments remembered in `data_dir/amendments.json` and listed by
+    /// `list_amendments`; the oldest decided go first. Pending ones are never dropped.
+    pub keep_decided_amendments: usize,
 }
 
 /// `[memory]`
@@ -155,6 +161,9 @@ pub struct MemorySettings {
     pub ingest_backoff_ms: u64,
     /// Timeout of calls to the memory actor.
     pub call_timeout_ms: u64,
+    /// After the store fails (open or a LanceDB error), requests are answered `unavailable` for this many
+    /// milliseconds before the table is opened again.
+    pub reopen_backoff_ms: u64,
 }
 
 /// `[log]`
@@ -191,6 +200,9 @@ pub struct GatewaySettings {
     pub dedupe_window_ms: u64,
     /// Most remembered replies.
     pub dedupe_capacity: usize,
+    /// Most bytes of remembered replies, in bytes (each counted with its id, as its record in
+    /// `<data_dir>/dedupe.journal`); beyond it the oldest are forgotten first, in memory and in the journal.
+    pub dedupe_max_bytes: u64,
     /// Largest accepted request body.
     pub max_request_bytes: usize,
     /// Events buffered for the PUB socket before dropping.
@@ -216,6 +228,8 @@ pub struct GatewaySettings {
     pub max_pending_connections: usize,
     /// Subscriptions an event peer may send before it authenticates (held, then forwarded).
     pub front_max_held_subscriptions: usize,
+    /// Finished tasks the event view (`snapshot`, `status` counts) keeps; the oldest to finish leave first.
+    pub view_keep_finished_tasks: usize,
 }
 
 /// `[client]`
@@ -300,6 +314,8 @@ pub struct EmbeddedSettings {
     pub threads: u32,
     /// llama.cpp contexts alive at once, one inference thread each; further requests wait their turn.
     pub max_contexts: usize,
+    /// Model calls that may wait for an inference thread; one more is refused as busy.
+    pub max_queued: usize,
     /// Forward llama.cpp logs.
     pub native_logs: bool,
 }

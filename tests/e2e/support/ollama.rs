@@ -79,6 +79,8 @@ struct Inner {
     received: Vec<Received>,
     default_delay: Duration,
     embed_dim: usize,
+    /// Models this server does not have (`/api/show` answers 404, as Ollama does); every other name exists.
+    absent: std::collections::HashSet<String>,
 }
 
 /// The scripted server.
@@ -137,6 +139,11 @@ impl ScriptedOllama {
             url,
             _task: Arc::new(AbortOnDrop(server)),
         }
+    }
+
+    /// Makes `model` unknown to this server, as a typo or an unpulled model is to a real Ollama.
+    pub fn absent(&self, model: &str) {
+        self.inner.lock().unwrap().absent.insert(model.to_string());
     }
 
     /// Queues answers for a persona, used in order before falling back to its default.
@@ -368,7 +375,15 @@ async fn tags() -> Response {
     Json(json!({"models": [{"name": "smollm2:135m", "modified_at": "2026-11-23T00:00:00Z", "size": 98362432}]})).into_response()
 }
 
-async fn show(Json(_body): Json<Value>) -> Response {
+async fn show(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> Response {
+    let model = body["model"].as_str().unwrap_or_default().to_string();
+    if inner.lock().unwrap().absent.contains(&model) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("model '{model}' not found")})),
+        )
+            .into_response();
+    }
     Json(json!({"model_info": {"general.architecture": "llama"}, "capabilities": ["completion", "tools"]})).into_response()
 }
 

@@ -124,7 +124,7 @@ impl EmbeddedBackend {
             n_batch: s.n_batch,
             threads,
         });
-        let tx = worker::start(&shared, s.max_contexts)?;
+        let tx = worker::start(&shared, s.max_contexts, s.max_queued)?;
         tracing::info!(event = "llm.embedded_loaded", path = %s.model_path.display(), n_embd, threads, contexts = s.max_contexts, "embedded model loaded");
         Ok(Self {
             shared,
@@ -269,9 +269,15 @@ impl EmbeddedBackend {
     }
 
     fn submit(&self, job: Job) -> Result<(), LlmError> {
-        self.jobs
-            .send(job)
-            .map_err(|_| LlmError::Backend("the inference threads have stopped".into()))
+        self.jobs.try_send(job).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => LlmError::Busy(format!(
+                "{} model calls are already waiting (llm.embedded.max_queued)",
+                self.jobs.capacity().unwrap_or_default()
+            )),
+            crossbeam_channel::TrySendError::Disconnected(_) => {
+                LlmError::Backend("the inference threads have stopped".into())
+            }
+        })
     }
 }
 
@@ -395,6 +401,19 @@ impl LlmBackend for EmbeddedBackend {
     }
 
     async fn health(&self) -> Result<(), LlmError> {
+        Ok(())
+    }
+
+    /// The base model, a model made with create_model, or `lora:<path>` naming a readable adapter file.
+    async fn check_model(&self, model: &str) -> Result<(), LlmError> {
+        if let Some(path) = self.resolve(model)? {
+            if !path.is_file() {
+                return Err(LlmError::ModelNotFound {
+                    model: model.to_string(),
+                    detail: format!("no adapter file at {}", path.display()),
+                });
+            }
+        }
         Ok(())
     }
 }

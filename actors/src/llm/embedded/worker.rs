@@ -58,12 +58,14 @@ pub(super) struct Shared {
     pub(super) threads: i32,
 }
 
-/// Starts `contexts` inference threads (at least one) sharing `shared`; returns the queue that feeds them.
+/// Starts `contexts` inference threads (at least one) sharing `shared`; returns the queue that feeds them,
+/// which holds at most `queue` waiting jobs (a full queue is a `busy` answer, never unbounded memory).
 pub(super) fn start(
     shared: &Arc<Shared>,
     contexts: usize,
+    queue: usize,
 ) -> Result<crossbeam_channel::Sender<Job>, LlmError> {
-    let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+    let (tx, rx) = crossbeam_channel::bounded::<Job>(queue.max(1));
     for i in 0..contexts.max(1) {
         let shared = shared.clone();
         let rx = rx.clone();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde_json::Value;
+use tokio::sync::Semaphore;
 
 use super::{Backend, Limits, Output, Prepared, SandboxError};
 use crate::ask::ask_named;
@@ -48,6 +49,8 @@ pub struct PoolState {
     failures: u32,
     unavailable: Option<SandboxError>,
     backoff: Duration,
+    /// One permit per sandbox allowed to run a call at once (`tools.max_sandboxes`).
+    running: Arc<Semaphore>,
 }
 
 impl PoolState {
@@ -99,6 +102,7 @@ impl Actor for SandboxPool {
             failures: 0,
             unavailable,
             backoff: Duration::from_millis(args.settings.pool_backoff_ms),
+            running: Arc::new(Semaphore::new(args.settings.max_sandboxes.max(1))),
         };
         if state.unavailable.is_none() {
             state.refill(&myself);
@@ -120,10 +124,21 @@ impl Actor for SandboxPool {
                 }
                 let warm = state.warm.pop_front();
                 let (backend, limits) = (state.backend.clone(), state.limits.clone());
+                let running = state.running.clone();
                 // A plain tokio task, not a job: a run owns a live sandbox (a runsc container) whose cleanup
                 // must happen even if the pool restarts meanwhile; a panic in it drops the reply port, so the
                 // caller gets `Stopped` at once.
                 tokio::spawn(async move {
+                    // The daemon-wide cap: wait for a slot at most as long as a call may run.
+                    let Ok(Ok(_slot)) =
+                        tokio::time::timeout(limits.timeout, running.acquire_owned()).await
+                    else {
+                        let _ = reply.send(Err(SandboxError::Failed(format!(
+                            "busy: tools.max_sandboxes sandboxes stayed in use for {} ms",
+                            limits.timeout.as_millis()
+                        ))));
+                        return;
+                    };
                     let sandbox = match warm {
                         Some(s) => Ok(s),
                         None => backend.prepare(&limits).await,

@@ -44,7 +44,10 @@ pub async fn process(organs: &Organs, body: &[u8]) -> Arc<Vec<u8>> {
     }
     // Unauthenticated requests are never remembered: a stranger must not be able to poison someone's id.
     if !authorised {
-        return Arc::new(reply_for(&req.id, run(organs, &req.cmd, req.args).await));
+        return Arc::new(reply_for(
+            &req.id,
+            run(organs, &req.id, &req.cmd, req.args).await,
+        ));
     }
     match organs.dedupe.begin(&req.id) {
         Begin::Replay(bytes) => bytes,
@@ -62,7 +65,10 @@ pub async fn process(organs: &Organs, body: &[u8]) -> Arc<Vec<u8>> {
             ),
         },
         Begin::Execute => {
-            let bytes = Arc::new(reply_for(&req.id, run(organs, &req.cmd, req.args).await));
+            let bytes = Arc::new(reply_for(
+                &req.id,
+                run(organs, &req.id, &req.cmd, req.args).await,
+            ));
             // Durable before it is sent: a reply the client saw is never forgotten by a crash (§6). Only for
             // commands that change something: re-running a read after a crash is harmless, and a read must not
             // pay an fsync.
@@ -87,9 +93,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn run(organs: &Organs, cmd: &str, args: Option<Value>) -> CmdResult {
+async fn run(organs: &Organs, request_id: &str, cmd: &str, args: Option<Value>) -> CmdResult {
     let command = Command::parse(cmd, args)?;
-    dispatch(organs, command).await
+    dispatch(organs, request_id, command).await
 }
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ErrorBody {
@@ -109,7 +115,7 @@ fn to_value<T: serde::Serialize>(v: &T) -> CmdResult {
     serde_json::to_value(v).map_err(|e| err(ErrorCode::Internal, e.to_string()))
 }
 
-async fn dispatch(organs: &Organs, command: Command) -> CmdResult {
+async fn dispatch(organs: &Organs, request_id: &str, command: Command) -> CmdResult {
     let h = &organs.handles;
     match command {
         Command::Ping => Ok(json!({
@@ -124,7 +130,12 @@ async fn dispatch(organs: &Organs, command: Command) -> CmdResult {
             let (seq, state) = organs.hub.snapshot();
             Ok(json!({"seq": seq, "instance": organs.instance, "state": to_value(&state)?}))
         }
-        Command::SubmitTask(a) => to_value(&h.orchestrator.submit(a.text).await.map_err(wire)?),
+        Command::SubmitTask(a) => to_value(
+            &h.orchestrator
+                .submit(a.text, Some(request_id.to_string()))
+                .await
+                .map_err(wire)?,
+        ),
         Command::GetTask(a) => to_value(&h.orchestrator.get(a.id).await.map_err(wire)?),
         Command::ListTasks => {
             let l = h.orchestrator.list().await.map_err(wire)?;

@@ -368,6 +368,10 @@ impl Checker {
                     self.header.push(bytes[0]);
                     bytes = &bytes[1..];
                     let flags = self.header[0];
+                    // Judge the flags at once: a peer must not park half a header here.
+                    if flags & RESERVED != 0 || (flags & COMMAND != 0 && flags & MORE != 0) {
+                        return Err(Refusal::Flags(flags).into());
+                    }
                     let need = if flags & LONG != 0 { 9 } else { 2 };
                     if self.header.len() < need {
                         continue;
@@ -646,10 +650,11 @@ mod tests {
         assert!(run(Door::Commands, &data_first, 64).await.0.is_err());
         let mut reserved = greeting();
         reserved.extend(command("READY", b""));
-        reserved.extend([0x40, 0]);
+        // Reserved bit plus LONG: refused on the flags byte, without waiting for the 8 size bytes.
+        reserved.extend([0x42]);
         assert!(matches!(
             run(Door::Commands, &reserved, 64).await.0,
-            Err(RelayError::Refused(Refusal::Flags(0x40)))
+            Err(RelayError::Refused(Refusal::Flags(0x42)))
         ));
         let mut many = greeting();
         many.extend(command("READY", b""));

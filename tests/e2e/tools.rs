@@ -221,6 +221,7 @@ fn attacks(
     gateway_port: u16,
     secret_path: &str,
     other_tool: &str,
+    max_output: usize,
 ) -> Vec<Attack> {
     let denied =
         |v: &Value| v["ok"] == true && v["value"].as_str().is_some_and(|s| s.starts_with("denied"));
@@ -279,8 +280,31 @@ fn attacks(
         Attack {
             name: "print_100mb",
             source: "import sys\ndef print_100mb():\n    chunk = 'x' * (1 << 20)\n    for _ in range(100):\n        sys.stdout.write(chunk)\n    return 'printed'\n".into(),
-            // Printed text goes to stderr (the reply channel stays clean); the result is capped either way.
-            check: Box::new(|v| v["ok"] == false || v["value"] == "printed"),
+            // The runner points `print`/`sys.stdout` at stderr, which the daemon reads only up to its cap:
+            // the clean reply "printed" (surplus stderr discarded), a broken pipe (the daemon stopped reading
+            // stderr at the cap), the output cap or the timeout. Never the flood itself (the size bound every
+            // reply gets in `attack_suite` covers that), and never another failure passed off as containment.
+            check: Box::new(|v| {
+                v == &json!({"ok": true, "value": "printed"})
+                    || (v["ok"] == false
+                        && v["error"].as_str().is_some_and(|e| {
+                            e.contains("BrokenPipe")
+                                || e.contains("Broken pipe")
+                                || e.contains("printed more than")
+                                || e.contains("timed out")
+                        }))
+            }),
+        },
+        Attack {
+            name: "flood_reply_channel",
+            // The runner's private reply descriptor is the one open fd above 2 that is not a file or folder
+            // (sandbox/README.md: a tool can find it). 100 MiB there must hit tools.max_output_bytes: the
+            // daemon marks the run `overflow`, kills the sandbox and says so.
+            source: "import os, stat\ndef flood_reply_channel():\n    fds = []\n    for name in os.listdir('/proc/self/fd'):\n        fd = int(name)\n        try:\n            mode = os.fstat(fd).st_mode\n        except OSError:\n            continue\n        if fd > 2 and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):\n            fds.append(fd)\n    if not fds:\n        return 'no reply channel found'\n    chunk = b'x' * (1 << 20)\n    for fd in fds:\n        left = 100 << 20\n        while left > 0:\n            left -= os.write(fd, chunk[:left])\n    return 'flooded %r' % fds\n".into(),
+            check: Box::new(move |v| {
+                let cap_hit = format!("printed more than {max_output} bytes");
+                v["ok"] == false && v["error"].as_str().is_some_and(|e| e.contains(&cap_hit))
+            }),
         },
     ]
 }
@@ -313,7 +337,14 @@ async fn attack_suite(backend: &'static str) {
         .join("tools/connect_host_listener/tool.json")
         .display()
         .to_string();
-    let suite = attacks(listener_port, gateway_port, &secret, &other_tool);
+    let max_output = d.settings().tools.max_output_bytes;
+    let suite = attacks(
+        listener_port,
+        gateway_port,
+        &secret,
+        &other_tool,
+        max_output,
+    );
     let answers = suite
         .iter()
         .map(|a| {
@@ -340,9 +371,17 @@ async fn attack_suite(backend: &'static str) {
             .request("call_tool", json!({"name": a.name, "args": {}}))
             .await
             .unwrap();
+        // Whatever a tool does, what comes back is capped at tools.max_output_bytes.
+        let size = r.to_string().len();
+        let shown: String = r.to_string().chars().take(2000).collect();
+        assert!(
+            size <= max_output,
+            "[{backend}] {} returned {size} bytes (cap {max_output}): {shown}",
+            a.name
+        );
         assert!(
             (a.check)(&r),
-            "[{backend}] {} was not contained: {r}",
+            "[{backend}] {} was not contained: {shown}",
             a.name
         );
         // The daemon is unaffected and the next tool call works.

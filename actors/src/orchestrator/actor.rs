@@ -65,7 +65,13 @@ pub struct OrchestratorArgs {
 /// Messages the orchestrator handles.
 pub enum OrchestratorMsg {
     /// Accept a new task.
-    Submit(String, RpcReplyPort<Result<TaskSummary, OrchError>>),
+    /// `(text, request id)`: a request id already recorded on a task (within the dedupe window) answers that
+    /// task instead of creating another, so a retry after a crash cannot create a task twice.
+    Submit(
+        String,
+        Option<String>,
+        RpcReplyPort<Result<TaskSummary, OrchError>>,
+    ),
     /// One task in full.
     Get(String, RpcReplyPort<Result<Box<TaskState>, OrchError>>),
     /// Every tracked task, newest first.
@@ -178,6 +184,20 @@ impl OrchestratorState {
             }
             Err(err) => self.fail(&id, format!("the task's run could not start: {err}")),
         }
+    }
+
+    /// The task a request id created, if it was created within the dedupe window (request ids are the
+    /// clients' and may be reused after it).
+    fn by_request(&self, request_id: &str) -> Option<TaskSummary> {
+        let window = self.cog.settings.load().gateway.dedupe_window_ms as f64 / 1000.0;
+        let now = crate::events::unix_now();
+        self.tasks
+            .values()
+            .find(|e| {
+                e.state.request_id.as_deref() == Some(request_id)
+                    && now - e.state.created_at <= window
+            })
+            .map(|e| e.state.summary())
     }
 
     /// Ends a task as failed (checkpointed, then published).
@@ -319,7 +339,11 @@ impl Actor for Orchestrator {
         state: &mut OrchestratorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            OrchestratorMsg::Submit(text, reply) => {
+            OrchestratorMsg::Submit(text, request_id, reply) => {
+                if let Some(existing) = request_id.as_deref().and_then(|r| state.by_request(r)) {
+                    let _ = reply.send(Ok(existing));
+                    return Ok(());
+                }
                 let max = state.cog.settings.load().orchestrator.max_task_bytes;
                 if text.trim().is_empty() {
                     let _ = reply.send(Err(OrchError::Invalid("`text` must not be empty".into())));
@@ -331,7 +355,9 @@ impl Actor for Orchestrator {
                     ))));
                     return Ok(());
                 }
-                let task = TaskState::new(uuid::Uuid::new_v4().simple().to_string(), text.clone());
+                let mut task =
+                    TaskState::new(uuid::Uuid::new_v4().simple().to_string(), text.clone());
+                task.request_id = request_id;
                 if let Err(e) = state.cog.store.save(&task) {
                     let _ = reply.send(Err(OrchError::Conflict(format!(
                         "cannot record the task durably: {e}"

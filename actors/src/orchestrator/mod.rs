@@ -47,9 +47,15 @@ impl OrchestratorHandle {
         Ok(self.0.ask(build).await?)
     }
 
-    /// Accepts a new task; answers once it is recorded durably.
-    pub async fn submit(&self, text: String) -> Result<TaskSummary, OrchError> {
-        self.call(|r| OrchestratorMsg::Submit(text, r)).await?
+    /// Accepts a new task; answers once it is recorded durably. The gateway passes the request id: a retry
+    /// of the same request answers the task it created, even across a daemon crash.
+    pub async fn submit(
+        &self,
+        text: String,
+        request_id: Option<String>,
+    ) -> Result<TaskSummary, OrchError> {
+        self.call(|r| OrchestratorMsg::Submit(text, request_id, r))
+            .await?
     }
 
     /// One task with its step history.
@@ -248,6 +254,9 @@ pub struct TaskState {
     pub result: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The id of the request that created it (gateway), so a retry after a crash finds it.
+    #[serde(default)]
+    pub request_id: Option<String>,
 }
 
 impl TaskState {
@@ -274,6 +283,7 @@ impl TaskState {
             steps: Vec::new(),
             result: None,
             error: None,
+            request_id: None,
         }
     }
 

@@ -223,7 +223,7 @@ impl Rig {
     }
 
     async fn submit(&self, text: &str) -> Result<TaskSummary, OrchError> {
-        ractor::call!(self.orch, OrchestratorMsg::Submit, text.to_string()).unwrap()
+        ractor::call!(self.orch, OrchestratorMsg::Submit, text.to_string(), None).unwrap()
     }
 
     async fn get(&self, id: &str) -> Result<Box<TaskState>, OrchError> {

@@ -175,6 +175,11 @@ impl Daemon {
         self.settings().data_dir
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// Kills the process with SIGKILL.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

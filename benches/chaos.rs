@@ -1,0 +1,532 @@
+//! The chaos suite (issue 12), a bench binary against the real `batos` binary on loopback, models served by
+//! the scripted Ollama test double. Each part prints one line of figures and panics when a promise breaks:
+//!
+//! - (a) fuzzed frames: framing-valid garbage bodies (random bytes, truncated and deeply nested msgpack,
+//!   wrong types, wrong tokens) through a DEALER, each answered; raw TCP garbage and frame headers
+//!   announcing up to 2^62 bytes, each dropped; the daemon alive and its RSS bounded;
+//! - (b) idle connections: `ping` from a new client still answers within a second;
+//! - (c) injected crashes across every organ while 4 clients submit tasks: every acknowledged task ends
+//!   exactly once (one `task.done`/`task.failed` line in the daemon's log per task);
+//! - (d) kill -9 of the daemon at random moments under load, clients retrying with the same request ids:
+//!   no acknowledged task lost, none duplicated, no corrupt checkpoint;
+//! - (e) a subscriber that never reads blocks nothing.
+//!
+//! `cargo bench --bench chaos` runs the long form (100,000 frames, 10,000 idle connections, 1,000 crashes,
+//! 20 kills); under `cargo test` the same code runs a short form. Sizes: BATOS_CHAOS_FRAMES, _IDLE,
+//! _CRASHES, _KILLS.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)]
+#[path = "../tests/e2e/support/daemon.rs"]
+mod daemon;
+
+#[allow(dead_code)]
+#[path = "../tests/e2e/support/ollama.rs"]
+mod ollama;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, RngCore, SeedableRng};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use zeromq::prelude::*;
+use zeromq::{DealerSocket, ZmqMessage};
+
+use batos::client::{Client, ClientConfig};
+use daemon::{log_level, Daemon};
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn addr(endpoint: &str) -> String {
+    endpoint.trim_start_matches("tcp://").to_string()
+}
+
+fn greeting() -> Vec<u8> {
+    let mut g = vec![0u8; 64];
+    g[0] = 0xFF;
+    g[9] = 0x7F;
+    g[10] = 3;
+    g[12..16].copy_from_slice(b"NULL");
+    g
+}
+
+fn ready() -> Vec<u8> {
+    let mut body = vec![5u8];
+    body.extend_from_slice(b"READY");
+    body.push(11);
+    body.extend_from_slice(b"Socket-Type");
+    body.extend_from_slice(&6u32.to_be_bytes());
+    body.extend_from_slice(b"DEALER");
+    let mut f = vec![0x04, body.len() as u8];
+    f.extend(body);
+    f
+}
+
+fn enc(v: &Value) -> Vec<u8> {
+    rmp_serde::to_vec_named(v).unwrap()
+}
+
+/// A client that retries patiently (the daemon may be restarting).
+fn patient(cfg: &ClientConfig) -> ClientConfig {
+    ClientConfig {
+        timeout: Duration::from_millis(1500),
+        retries: 2,
+        ..cfg.clone()
+    }
+}
+
+async fn ping_ms(cfg: &ClientConfig) -> u128 {
+    let t = Instant::now();
+    Client::new(ClientConfig {
+        timeout: Duration::from_millis(2000),
+        retries: 0,
+        ..cfg.clone()
+    })
+    .request("ping", json!({}))
+    .await
+    .expect("ping");
+    t.elapsed().as_millis()
+}
+
+/// (a) `n` hostile frames: 4 in 5 framing-valid garbage bodies through one DEALER (each must be answered),
+/// 1 in 5 raw TCP peers sending garbage or huge headers (each must be dropped).
+async fn fuzzed_frames(d: &mut Daemon, n: usize) -> String {
+    let cfg = d.client_config();
+    let token = cfg.token.clone().unwrap();
+    let pid = d.pid().unwrap();
+    let rss_before = rss_kib(pid);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+    let mut dealer = DealerSocket::new();
+    dealer.connect(&cfg.endpoint).await.unwrap();
+    let (mut answered, mut dropped, mut sent_dealer, mut peak) = (0usize, 0usize, 0usize, 0u64);
+    let started = Instant::now();
+    let mut i = 0;
+    while i < n {
+        // A batch of DEALER requests, then their replies.
+        let batch = (n - i).min(200);
+        let raw = batch / 5;
+        let mut expected = 0;
+        for k in 0..batch - raw {
+            let body = match (i + k) % 6 {
+                0 => {
+                    let mut b = vec![0u8; rng.random_range(1..128)];
+                    rng.fill_bytes(&mut b);
+                    b
+                }
+                1 => {
+                    let full =
+                        enc(&json!({"v":1,"id":format!("t{i}-{k}"),"token":token,"cmd":"ping"}));
+                    full[..rng.random_range(1..full.len())].to_vec()
+                }
+                2 => {
+                    let mut b = enc(&json!({"v":1,"id":format!("d{i}-{k}"),"cmd":"ping"}));
+                    b[0] += 1;
+                    b.extend(enc(&json!("args")));
+                    b.extend(std::iter::repeat_n(0x91u8, rng.random_range(40..5000)));
+                    b.push(0xc0);
+                    b
+                }
+                3 => enc(&json!({"v":"1","id":format!("w{i}-{k}"),"cmd":7})),
+                4 => enc(&json!({"v":1,"id":format!("x{i}-{k}"),"token":"wrong","cmd":"status"})),
+                _ => enc(
+                    &json!({"v":1,"id":format!("u{i}-{k}"),"token":token,"cmd":"submit_task","args":{"txt":1}}),
+                ),
+            };
+            let mut m = ZmqMessage::from(Vec::<u8>::new());
+            m.push_back(body.into());
+            dealer.send(m).await.unwrap();
+            expected += 1;
+        }
+        sent_dealer += expected;
+        for _ in 0..expected {
+            match tokio::time::timeout(Duration::from_secs(10), dealer.recv()).await {
+                Ok(Ok(_)) => answered += 1,
+                _ => panic!("a fuzzed request got no answer ({answered} answered so far)"),
+            }
+        }
+        // Raw peers: garbage first bytes, or a valid handshake then a bad header.
+        let mut peers = Vec::new();
+        for k in 0..raw {
+            let target = if k % 2 == 0 {
+                &cfg.endpoint
+            } else {
+                &cfg.events
+            };
+            let Ok(mut s) = TcpStream::connect(addr(target)).await else {
+                continue;
+            };
+            let mut bytes = Vec::new();
+            match k % 3 {
+                0 => {
+                    bytes.resize(rng.random_range(1..256), 0);
+                    rng.fill_bytes(&mut bytes);
+                }
+                1 => {
+                    bytes.extend(greeting());
+                    bytes.extend(ready());
+                    bytes.push(0x02);
+                    bytes.extend_from_slice(&(1u64 << rng.random_range(24..63)).to_be_bytes());
+                }
+                _ => {
+                    bytes.extend(greeting());
+                    bytes.extend(ready());
+                    bytes.push(rng.random::<u8>() | 0x08); // reserved flag bits
+                    bytes.push(1);
+                }
+            }
+            let _ = s.write_all(&bytes).await;
+            peers.push((k, bytes.len(), s));
+        }
+        for (k, len, mut s) in peers {
+            let mut buf = [0u8; 256];
+            // Dropped: the read ends (EOF or reset) without a reply, or within the handshake timeout.
+            loop {
+                // A peer whose garbage looks like the start of a greeting waits out the handshake timeout.
+                match tokio::time::timeout(Duration::from_secs(8), s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        dropped += 1;
+                        break;
+                    }
+                    // The greeting of the socket behind (for the valid handshakes) comes back: keep reading.
+                    Ok(Ok(_)) => continue,
+                    Err(_) => panic!(
+                        "a hostile raw peer (kind {}, {len} bytes, {}) was neither answered nor dropped",
+                        k % 3,
+                        if k % 2 == 0 { "commands" } else { "events" }
+                    ),
+                }
+            }
+        }
+        peak = peak.max(rss_kib(pid));
+        i += batch;
+    }
+    assert!(d.alive(), "the daemon died under fuzzing");
+    assert!(ping_ms(&cfg).await < 1000);
+    let rss_after = rss_kib(pid);
+    format!(
+        "(a) {} frames in {:.1} s: {answered} answered of {sent_dealer} sent to the socket, {dropped} hostile peers dropped; \
+         daemon alive; RSS {} → {} MiB (peak {})",
+        sent_dealer + dropped,
+        started.elapsed().as_secs_f64(),
+        rss_before / 1024,
+        rss_after / 1024,
+        peak / 1024
+    )
+}
+
+/// (b) `n` idle TCP connections, then a new client's ping.
+async fn idle_connections(d: &Daemon, n: usize) -> String {
+    let cfg = d.client_config();
+    let mut idle = Vec::with_capacity(n);
+    for _ in 0..n {
+        match TcpStream::connect(addr(&cfg.endpoint)).await {
+            Ok(s) => idle.push(s),
+            Err(e) => panic!("could not open idle connection {}: {e}", idle.len()),
+        }
+    }
+    let ms = ping_ms(&cfg).await;
+    assert!(ms < 1000, "ping took {ms} ms behind {n} idle connections");
+    drop(idle);
+    format!("(b) {n} idle connections: a new client's ping answered in {ms} ms")
+}
+
+/// Terminal-event lines per task id in the daemon's log.
+fn terminal_events(d: &Daemon) -> HashMap<String, usize> {
+    let mut n = HashMap::new();
+    for l in d.log_json() {
+        if l["event"] == "task.done" || l["event"] == "task.failed" {
+            if let Some(t) = l["task"].as_str() {
+                *n.entry(t.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    n
+}
+
+async fn wait_final(cfg: &ClientConfig, ids: &[String], secs: u64) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut c = Client::new(patient(cfg));
+    loop {
+        let mut open = 0;
+        for id in ids {
+            let s = c
+                .request("get_task", json!({"id": id}))
+                .await
+                .ok()
+                .and_then(|t| t["status"].as_str().map(str::to_string));
+            if !matches!(s.as_deref(), Some("done" | "failed" | "cancelled")) {
+                open += 1;
+            }
+        }
+        if open == 0 || Instant::now() > deadline {
+            return open;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// (c) `crashes` debug_crash requests across every organ while 4 clients submit tasks.
+async fn crashes_under_load(d: &Daemon, crashes: usize) -> String {
+    let cfg = d.client_config();
+    let stop = Arc::new(AtomicBool::new(false));
+    let submitters: Vec<_> = (0..4)
+        .map(|w| {
+            let (cfg, stop) = (patient(&cfg), stop.clone());
+            tokio::spawn(async move {
+                let mut c = Client::new(cfg);
+                let mut acked = Vec::new();
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let id = format!("c{w}-{i}");
+                    if let Ok(r) = c
+                        .request_with_id(
+                            &id,
+                            "submit_task",
+                            json!({"text": format!("crash load {w} {i}")}),
+                        )
+                        .await
+                    {
+                        acked.push(r["id"].as_str().unwrap_or_default().to_string());
+                        i += 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                acked
+            })
+        })
+        .collect();
+    let organs = [
+        "ALFRED",
+        "BABS",
+        "BRICK",
+        "ROBIN",
+        "orchestrator",
+        "codex",
+        "memory",
+        "toolforge",
+        "gateway",
+    ];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let mut c = Client::new(patient(&cfg));
+    let mut injected = 0;
+    let started = Instant::now();
+    while injected < crashes {
+        let actor = organs[rng.random_range(0..organs.len())];
+        if c.request("debug_crash", json!({"actor": actor}))
+            .await
+            .is_ok()
+        {
+            injected += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..120))).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    for s in submitters {
+        acked.extend(s.await.unwrap());
+    }
+    let open = wait_final(&cfg, &acked, 120).await;
+    assert_eq!(open, 0, "acknowledged tasks still open after the crashes");
+    let ends = terminal_events(d);
+    let twice: Vec<_> = acked
+        .iter()
+        .filter(|id| ends.get(*id).copied().unwrap_or(0) > 1)
+        .collect();
+    let never: Vec<_> = acked
+        .iter()
+        .filter(|id| ends.get(*id).copied().unwrap_or(0) == 0)
+        .collect();
+    assert!(twice.is_empty(), "tasks that ended twice: {twice:?}");
+    assert!(never.is_empty(), "tasks that never ended: {never:?}");
+    format!(
+        "(c) {injected} crashes across {} organs in {:.1} s under 4 submitting clients: {} tasks acknowledged, \
+         each ended exactly once",
+        organs.len(),
+        started.elapsed().as_secs_f64(),
+        acked.len()
+    )
+}
+
+/// (d) `kills` SIGKILLs at random moments while clients submit with fixed ids and retry them after restarts.
+async fn kills_under_load(d: &mut Daemon, kills: usize) -> String {
+    let cfg = d.client_config();
+    let stop = Arc::new(AtomicBool::new(false));
+    let per_client = 1_000_000;
+    let submitters: Vec<_> = (0..4)
+        .map(|w| {
+            let (cfg, stop) = (cfg.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut acked: Vec<(String, String)> = Vec::new();
+                let mut c = Client::new(ClientConfig {
+                    timeout: Duration::from_millis(1000),
+                    retries: 0,
+                    ..cfg
+                });
+                for i in 0..per_client {
+                    let (id, text) = (format!("k{w}-{i}"), format!("kill load {w} {i}"));
+                    // The same id until acknowledged, across kills and restarts.
+                    loop {
+                        if let Ok(r) = c
+                            .request_with_id(&id, "submit_task", json!({"text": text}))
+                            .await
+                        {
+                            acked.push((
+                                text.clone(),
+                                r["id"].as_str().unwrap_or_default().to_string(),
+                            ));
+                            break;
+                        }
+                        if stop.load(Ordering::SeqCst) {
+                            return acked;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    if stop.load(Ordering::SeqCst) {
+                        return acked;
+                    }
+                }
+                acked
+            })
+        })
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+    let started = Instant::now();
+    for _ in 0..kills {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
+        d.kill9();
+        d.spawn();
+        d.wait_ready().await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut acked = Vec::new();
+    for s in submitters {
+        acked.extend(s.await.unwrap());
+    }
+    let ids: Vec<String> = acked.iter().map(|(_, id)| id.clone()).collect();
+    let open = wait_final(&cfg, &ids, 120).await;
+    let mut c = Client::new(patient(&cfg));
+    let list = c.request("list_tasks", json!({})).await.unwrap();
+    let mut by_text: HashMap<String, usize> = HashMap::new();
+    let mut known: HashSet<String> = HashSet::new();
+    for t in list["tasks"].as_array().unwrap() {
+        *by_text
+            .entry(t["text"].as_str().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
+        known.insert(t["id"].as_str().unwrap_or_default().to_string());
+    }
+    let lost = acked.iter().filter(|(_, id)| !known.contains(id)).count();
+    let duplicated = by_text.values().filter(|n| **n > 1).count();
+    let checkpoints = d.data_dir().join("checkpoints");
+    let mut corrupt = 0;
+    for e in std::fs::read_dir(&checkpoints).unwrap().flatten() {
+        let p = e.path();
+        let ok = p.extension().is_some_and(|x| x == "json")
+            && std::fs::read(&p)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                .is_some();
+        if !ok && !p.to_string_lossy().contains(".tmp") {
+            corrupt += 1;
+        }
+    }
+    assert_eq!(lost, 0, "acknowledged tasks lost");
+    assert_eq!(duplicated, 0, "tasks created twice");
+    assert_eq!(corrupt, 0, "corrupt files in {}", checkpoints.display());
+    format!(
+        "(d) {kills} kill -9 in {:.1} s under 4 retrying clients: {} tasks acknowledged, {lost} lost, {duplicated} \
+         duplicated, {corrupt} corrupt checkpoints, {open} still open after 120 s",
+        started.elapsed().as_secs_f64(),
+        acked.len()
+    )
+}
+
+/// (e) A subscriber that never reads while tasks run: nothing waits for it.
+async fn stalled_subscriber(d: &Daemon, tasks: usize) -> String {
+    let cfg = d.client_config();
+    let _stalled = batos::client::subscriber(&cfg, &[""]).await.unwrap();
+    let started = Instant::now();
+    let mut c = Client::new(patient(&cfg));
+    let mut ids = Vec::new();
+    let mut worst = 0u128;
+    for i in 0..tasks {
+        let r = c
+            .request(
+                "submit_task",
+                json!({"text": format!("while one listener sleeps {i}")}),
+            )
+            .await
+            .unwrap();
+        ids.push(r["id"].as_str().unwrap().to_string());
+        worst = worst.max(ping_ms(&cfg).await);
+    }
+    let open = wait_final(&cfg, &ids, 120).await;
+    assert_eq!(open, 0);
+    assert!(
+        worst < 1000,
+        "ping took {worst} ms with a stalled subscriber"
+    );
+    format!(
+        "(e) {tasks} tasks done in {:.1} s with a subscriber that never reads; worst ping {worst} ms",
+        started.elapsed().as_secs_f64()
+    )
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; under `cargo test` a short form of the same code runs.
+    let full = std::env::args().any(|a| a == "--bench");
+    let frames = env("BATOS_CHAOS_FRAMES", if full { 100_000 } else { 2_000 });
+    let idle = env("BATOS_CHAOS_IDLE", if full { 10_000 } else { 300 });
+    let crashes = env("BATOS_CHAOS_CRASHES", if full { 1_000 } else { 20 });
+    let kills = env("BATOS_CHAOS_KILLS", if full { 20 } else { 2 });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let llm = ollama::ScriptedOllama::start();
+    let mut lines = Vec::new();
+    rt.block_on(async {
+        let mut d = Daemon::start(
+            &llm.url,
+            vec![
+                log_level("info"),
+                Box::new(|doc| {
+                    // Crashes are the weather here, not a reason to give up.
+                    doc["supervision"]["intensity"] = toml_edit::value(1_000_000);
+                    doc["orchestrator"]["max_concurrent_tasks"] = toml_edit::value(16);
+                }),
+            ],
+        )
+        .await;
+        let mut report = |l: String| {
+            println!("{l}");
+            lines.push(l);
+        };
+        report(fuzzed_frames(&mut d, frames).await);
+        report(idle_connections(&d, idle).await);
+        report(stalled_subscriber(&d, if full { 200 } else { 10 }).await);
+        report(crashes_under_load(&d, crashes).await);
+        report(kills_under_load(&mut d, kills).await);
+    });
+    println!("chaos: {} passed, 0 failed", lines.len());
+}

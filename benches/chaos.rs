@@ -329,6 +329,7 @@ async fn crashes_under_load(d: &Daemon, crashes: usize) -> String {
     let mut c = Client::new(patient(&cfg));
     let mut injected = 0;
     let started = Instant::now();
+    let mut last_ok = Instant::now();
     while injected < crashes {
         let actor = organs[rng.random_range(0..organs.len())];
         if c.request("debug_crash", json!({"actor": actor}))
@@ -336,7 +337,12 @@ async fn crashes_under_load(d: &Daemon, crashes: usize) -> String {
             .is_ok()
         {
             injected += 1;
+            last_ok = Instant::now();
         }
+        assert!(
+            last_ok.elapsed() < Duration::from_secs(60),
+            "the daemon stopped answering after {injected} crashes"
+        );
         tokio::time::sleep(Duration::from_millis(rng.random_range(20..120))).await;
     }
     stop.store(true, Ordering::SeqCst);

@@ -107,10 +107,25 @@ pub struct GatewayState {
     _loops: Vec<Loop>,
 }
 
-/// The private sockets behind the front door, in data_dir (names kept short: a Unix socket path has at most
-/// 107 bytes).
-const COMMAND_SOCKET: &str = "gw-commands.sock";
-const EVENT_SOCKET: &str = "gw-events.sock";
+/// The private sockets behind the front door, in data_dir, named per gateway incarnation: a restarted
+/// gateway must not share a path with its predecessor, whose socket unlinks its file whenever it finishes
+/// closing — possibly after the successor has bound. Files of earlier incarnations are removed here.
+/// (Names stay short: a Unix socket path has at most 107 bytes.)
+fn private_paths(data_dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    static INCARNATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = INCARNATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Ok(entries) = std::fs::read_dir(data_dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("gw-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    (
+        data_dir.join(format!("gw-{n}-commands.sock")),
+        data_dir.join(format!("gw-{n}-events.sock")),
+    )
+}
 
 /// Binds a zeromq socket on a Unix socket at `path` (replacing a stale file: data_dir is locked, so any file
 /// there is a previous life's), retrying for a while: after a gateway restart the old socket may still close.
@@ -166,10 +181,7 @@ impl Actor for Gateway {
         let limits = front::Limits::from_settings(&s.gateway);
         // The sockets listen privately (a Unix socket in data_dir, 0700); the public TCP endpoints belong to
         // the front door, which relays only peers that pass its checks.
-        let (cmd_path, ev_path) = (
-            s.data_dir.join(COMMAND_SOCKET),
-            s.data_dir.join(EVENT_SOCKET),
-        );
+        let (cmd_path, ev_path) = private_paths(&s.data_dir);
         let mut router = RouterSocket::new();
         bind_private(&mut router, &cmd_path, patience).await?;
         let mut publisher = PubSocket::new();

@@ -188,3 +188,36 @@ async fn fault_injection_is_refused_unless_enabled() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_comes_back_after_every_crash() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::start(&ollama.url, vec![]).await;
+    let mut c = d.client();
+    // Three crashes: a fourth within `supervision.period_ms` would exceed the intensity and escalate, by design.
+    for round in 0..3 {
+        c.request("debug_crash", json!({"actor": "gateway"}))
+            .await
+            .unwrap();
+        // The crash comes 100 ms after its reply: do not let the old gateway answer the ping below.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let pong = eventually(10, "the restarted gateway answers", || {
+            let mut c = d.client();
+            async move { c.request("ping", json!({})).await.ok() }
+        })
+        .await;
+        assert_eq!(pong["pong"], true, "round {round}");
+        // Events flow through the new front too.
+        let mut sub = batos::client::subscriber(&d.client_config(), &["task."])
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.request(
+            "submit_task",
+            json!({"text": format!("after crash {round}")}),
+        )
+        .await
+        .unwrap();
+        wait_event(&mut sub, 10, |e| e.kind == "task.submitted").await;
+    }
+}

@@ -12,8 +12,8 @@
 //! - (e) a subscriber that never reads blocks nothing.
 //!
 //! `cargo bench --bench chaos` runs the long form (100,000 frames, 10,000 idle connections, 1,000 crashes,
-//! 20 kills); under `cargo test` the same code runs a short form. Sizes: BATOS_CHAOS_FRAMES, _IDLE,
-//! _CRASHES, _KILLS.
+//! 20 kills, 50 tasks per client); under `cargo test` the same code runs a short form. Sizes:
+//! BATOS_CHAOS_FRAMES, _IDLE, _CRASHES, _KILLS, _TASKS; BATOS_CHAOS_PARTS picks parts (e.g. `cd`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -284,8 +284,9 @@ async fn wait_final(cfg: &ClientConfig, ids: &[String], secs: u64) -> usize {
     }
 }
 
-/// (c) `crashes` debug_crash requests across every organ while 4 clients submit tasks.
-async fn crashes_under_load(d: &Daemon, crashes: usize) -> String {
+/// (c) `crashes` debug_crash requests across every organ while 4 clients submit `per_client` tasks each,
+/// spread over the crashes.
+async fn crashes_under_load(d: &Daemon, crashes: usize, per_client: usize) -> String {
     let cfg = d.client_config();
     let stop = Arc::new(AtomicBool::new(false));
     let submitters: Vec<_> = (0..4)
@@ -295,7 +296,7 @@ async fn crashes_under_load(d: &Daemon, crashes: usize) -> String {
                 let mut c = Client::new(cfg);
                 let mut acked = Vec::new();
                 let mut i = 0;
-                while !stop.load(Ordering::SeqCst) {
+                while !stop.load(Ordering::SeqCst) && i < per_client {
                     let id = format!("c{w}-{i}");
                     if let Ok(r) = c
                         .request_with_id(
@@ -308,7 +309,7 @@ async fn crashes_under_load(d: &Daemon, crashes: usize) -> String {
                         acked.push(r["id"].as_str().unwrap_or_default().to_string());
                         i += 1;
                     }
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 acked
             })
@@ -350,7 +351,7 @@ async fn crashes_under_load(d: &Daemon, crashes: usize) -> String {
     for s in submitters {
         acked.extend(s.await.unwrap());
     }
-    let open = wait_final(&cfg, &acked, 120).await;
+    let open = wait_final(&cfg, &acked, 300).await;
     assert_eq!(open, 0, "acknowledged tasks still open after the crashes");
     let ends = terminal_events(d);
     let twice: Vec<_> = acked
@@ -373,10 +374,9 @@ async fn crashes_under_load(d: &Daemon, crashes: usize) -> String {
 }
 
 /// (d) `kills` SIGKILLs at random moments while clients submit with fixed ids and retry them after restarts.
-async fn kills_under_load(d: &mut Daemon, kills: usize) -> String {
+async fn kills_under_load(d: &mut Daemon, kills: usize, per_client: usize) -> String {
     let cfg = d.client_config();
     let stop = Arc::new(AtomicBool::new(false));
-    let per_client = 1_000_000;
     let submitters: Vec<_> = (0..4)
         .map(|w| {
             let (cfg, stop) = (cfg.clone(), stop.clone());
@@ -504,6 +504,9 @@ fn main() {
     let idle = env("BATOS_CHAOS_IDLE", if full { 10_000 } else { 300 });
     let crashes = env("BATOS_CHAOS_CRASHES", if full { 1_000 } else { 20 });
     let kills = env("BATOS_CHAOS_KILLS", if full { 20 } else { 2 });
+    let tasks = env("BATOS_CHAOS_TASKS", if full { 50 } else { 5 });
+    // Which parts to run (letters a–e), all by default.
+    let parts = std::env::var("BATOS_CHAOS_PARTS").unwrap_or_else(|_| "abcde".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -528,11 +531,21 @@ fn main() {
             println!("{l}");
             lines.push(l);
         };
-        report(fuzzed_frames(&mut d, frames).await);
-        report(idle_connections(&d, idle).await);
-        report(stalled_subscriber(&d, if full { 200 } else { 10 }).await);
-        report(crashes_under_load(&d, crashes).await);
-        report(kills_under_load(&mut d, kills).await);
+        if parts.contains('a') {
+            report(fuzzed_frames(&mut d, frames).await);
+        }
+        if parts.contains('b') {
+            report(idle_connections(&d, idle).await);
+        }
+        if parts.contains('e') {
+            report(stalled_subscriber(&d, if full { 200 } else { 10 }).await);
+        }
+        if parts.contains('c') {
+            report(crashes_under_load(&d, crashes, tasks).await);
+        }
+        if parts.contains('d') {
+            report(kills_under_load(&mut d, kills, tasks).await);
+        }
     });
     println!("chaos: {} passed, 0 failed", lines.len());
 }

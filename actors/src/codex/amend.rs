@@ -229,6 +229,11 @@ fn text_value(s: &str) -> toml_edit::Value {
     toml_edit::Value::from(s)
 }
 
+/// Why a commit attempt starts over: codex.toml changed between its read and its rename (a hand edit).
+const CHANGED_MEANWHILE: &str = "codex.toml changed on disk while the amendment was being written";
+/// Read-modify-write attempts before a commit gives up on a file that keeps changing.
+const COMMIT_ATTEMPTS: u32 = 3;
+
 /// Applies an approved proposal to the codex file (see the module docs for the protocol).
 pub fn commit(
     path: &Path,
@@ -239,73 +244,90 @@ pub fn commit(
     let lock =
         crate::fsutil::lock_file_for(path).map_err(|e| err("cannot open the lock file", &e))?;
     lock.lock().map_err(|e| err("cannot lock codex.toml", &e))?;
-    let result = (|| {
-        let before =
-            std::fs::read_to_string(path).map_err(|e| err("cannot read codex.toml", &e))?;
-        let current = Codex::parse(&before).map_err(|e| err("the codex on disk is invalid", &e))?;
-        let expected =
-            validate(&current, proposal).map_err(|e| err("the amendment is invalid", &e))?;
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_micros())
-            .unwrap_or(0);
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("codex.toml");
-        let backup = path.with_file_name(format!("{name}.bak.{stamp:020}"));
-        crate::fsutil::atomic_write(&backup, before.as_bytes())
-            .map_err(|e| err("cannot write the backup", &e))?;
-        let mut doc: toml_edit::DocumentMut = before
-            .parse()
-            .map_err(|e| err("cannot parse codex.toml", &e))?;
-        let c = &proposal.changes;
-        if let Some(r) = &c.role {
-            set_field(&mut doc, &proposal.persona, "role", text_value(r))?;
-        }
-        if let Some(s) = &c.system_prompt {
-            set_field(&mut doc, &proposal.persona, "system_prompt", text_value(s))?;
-        }
-        if let Some(pr) = &c.principles {
-            let mut arr = toml_edit::Array::new();
-            for p in pr {
-                arr.push(p.as_str());
+    // An editor saving codex.toml does not take our lock: the file is read again just before the rename, and
+    // the whole read-modify-write starts over (a few times) when it changed, so a hand edit made meanwhile is
+    // amended, never overwritten.
+    let mut attempts = 0;
+    let result = loop {
+        attempts += 1;
+        let r = (|| {
+            let before =
+                std::fs::read_to_string(path).map_err(|e| err("cannot read codex.toml", &e))?;
+            let current =
+                Codex::parse(&before).map_err(|e| err("the codex on disk is invalid", &e))?;
+            let expected =
+                validate(&current, proposal).map_err(|e| err("the amendment is invalid", &e))?;
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros())
+                .unwrap_or(0);
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("codex.toml");
+            let backup = path.with_file_name(format!("{name}.bak.{stamp:020}"));
+            crate::fsutil::atomic_write(&backup, before.as_bytes())
+                .map_err(|e| err("cannot write the backup", &e))?;
+            let mut doc: toml_edit::DocumentMut = before
+                .parse()
+                .map_err(|e| err("cannot parse codex.toml", &e))?;
+            let c = &proposal.changes;
+            if let Some(r) = &c.role {
+                set_field(&mut doc, &proposal.persona, "role", text_value(r))?;
             }
-            for v in arr.iter_mut() {
-                v.decor_mut().set_prefix("\n  ");
+            if let Some(s) = &c.system_prompt {
+                set_field(&mut doc, &proposal.persona, "system_prompt", text_value(s))?;
             }
-            arr.set_trailing("\n");
-            arr.set_trailing_comma(true);
-            set_field(
-                &mut doc,
-                &proposal.persona,
-                "principles",
-                toml_edit::Value::Array(arr),
-            )?;
+            if let Some(pr) = &c.principles {
+                let mut arr = toml_edit::Array::new();
+                for p in pr {
+                    arr.push(p.as_str());
+                }
+                for v in arr.iter_mut() {
+                    v.decor_mut().set_prefix("\n  ");
+                }
+                arr.set_trailing("\n");
+                arr.set_trailing_comma(true);
+                set_field(
+                    &mut doc,
+                    &proposal.persona,
+                    "principles",
+                    toml_edit::Value::Array(arr),
+                )?;
+            }
+            let after = doc.to_string();
+            // Validate what will be written: it parses, holds the schema, and equals the expected codex exactly,
+            // so nothing but the amended fields changed.
+            let written =
+                Codex::parse(&after).map_err(|e| err("the amended file would be invalid", &e))?;
+            if written != expected {
+                return Err(CommitError(
+                    "the amended file differs from the amendment in other places".into(),
+                ));
+            }
+            let now =
+                std::fs::read_to_string(path).map_err(|e| err("cannot read codex.toml", &e))?;
+            if now != before {
+                return Err(CommitError(CHANGED_MEANWHILE.into()));
+            }
+            crate::fsutil::atomic_write(path, after.as_bytes())
+                .map_err(|e| err("cannot write codex.toml", &e))?;
+            let diff = similar::TextDiff::from_lines(&before, &after)
+                .unified_diff()
+                .context_radius(2)
+                .header("codex.toml", "codex.toml")
+                .to_string();
+            Ok(Committed {
+                codex: written,
+                diff,
+                backup,
+            })
+        })();
+        match r {
+            Err(CommitError(m)) if m == CHANGED_MEANWHILE && attempts < COMMIT_ATTEMPTS => continue,
+            other => break other,
         }
-        let after = doc.to_string();
-        // Validate what will be written: it parses, holds the schema, and equals the expected codex exactly,
-        // so nothing but the amended fields changed.
-        let written =
-            Codex::parse(&after).map_err(|e| err("the amended file would be invalid", &e))?;
-        if written != expected {
-            return Err(CommitError(
-                "the amended file differs from the amendment in other places".into(),
-            ));
-        }
-        crate::fsutil::atomic_write(path, after.as_bytes())
-            .map_err(|e| err("cannot write codex.toml", &e))?;
-        let diff = similar::TextDiff::from_lines(&before, &after)
-            .unified_diff()
-            .context_radius(2)
-            .header("codex.toml", "codex.toml")
-            .to_string();
-        Ok(Committed {
-            codex: written,
-            diff,
-            backup,
-        })
-    })();
+    };
     let _ = lock.unlock();
     if result.is_ok() {
         let all = backups_of(path);

@@ -25,6 +25,9 @@ mod daemon;
 #[path = "../tests/e2e/support/ollama.rs"]
 mod ollama;
 
+#[path = "../tests/e2e/support/zmtp.rs"]
+mod zmtp;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -39,6 +42,7 @@ use zeromq::{DealerSocket, ZmqMessage};
 
 use batos::client::{Client, ClientConfig};
 use daemon::{log_level, Daemon};
+use zmtp::{addr, greeting, ready};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -54,31 +58,6 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn addr(endpoint: &str) -> String {
-    endpoint.trim_start_matches("tcp://").to_string()
-}
-
-fn greeting() -> Vec<u8> {
-    let mut g = vec![0u8; 64];
-    g[0] = 0xFF;
-    g[9] = 0x7F;
-    g[10] = 3;
-    g[12..16].copy_from_slice(b"NULL");
-    g
-}
-
-fn ready() -> Vec<u8> {
-    let mut body = vec![5u8];
-    body.extend_from_slice(b"READY");
-    body.push(11);
-    body.extend_from_slice(b"Socket-Type");
-    body.extend_from_slice(&6u32.to_be_bytes());
-    body.extend_from_slice(b"DEALER");
-    let mut f = vec![0x04, body.len() as u8];
-    f.extend(body);
-    f
 }
 
 fn enc(v: &Value) -> Vec<u8> {

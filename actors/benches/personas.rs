@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --workspace --bench personas`
 //!
-//! The personas never think here, so their backend (Ollama at a closed port) is never called.
+//! The personas never think here: their backend is [`AnyModel`], a test double of an LLM service that has every
+//! model (a swap asks the backend first) and answers no chat.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -19,10 +20,40 @@ use ractor::Actor;
 
 use batos_actors::codex::Codex;
 use batos_actors::events::EventHub;
-use batos_actors::llm::ollama::OllamaBackend;
-use batos_actors::llm::Sampling;
+use batos_actors::llm::{
+    BackendKind, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Sampling, TokenSink,
+};
 use batos_actors::personas::{Personas, ProtoMsg, SUPERVISOR_NAME};
 use batos_actors::supervisor::{Strategy, Supervisor, SupervisorArgs, SupervisorConfig};
+
+/// Test double of an LLM service: every model exists, no model ever answers.
+#[derive(Debug)]
+struct AnyModel;
+
+#[async_trait::async_trait]
+impl LlmBackend for AnyModel {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Ollama
+    }
+    fn location(&self) -> String {
+        "bench double".into()
+    }
+    async fn chat(&self, _: ChatRequest, _: Option<TokenSink>) -> Result<ChatResponse, LlmError> {
+        Err(LlmError::Backend("the bench double does not chat".into()))
+    }
+    async fn embed(&self, _: &str, _: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        Err(LlmError::Backend("the bench double does not embed".into()))
+    }
+    async fn create_model(&self, _: &ModelSpec) -> Result<(), LlmError> {
+        Ok(())
+    }
+    async fn health(&self) -> Result<(), LlmError> {
+        Ok(())
+    }
+    async fn check_model(&self, _: &str) -> Result<(), LlmError> {
+        Ok(())
+    }
+}
 
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -37,9 +68,7 @@ fn bench(c: &mut Criterion) {
         .map(|p| (p.to_string(), "m:a".to_string()))
         .collect();
     let hub = EventHub::new(1 << 16);
-    let backend = Arc::new(
-        OllamaBackend::new("http://127.0.0.1:9", Duration::from_secs(1)).expect("backend"),
-    );
+    let backend = Arc::new(AnyModel);
     let personas = Personas::new(
         &codex,
         &models,

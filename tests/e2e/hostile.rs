@@ -4,7 +4,6 @@
 //! through the daemon before the front door existed.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -14,34 +13,6 @@ use zeromq::prelude::*;
 use zeromq::{DealerSocket, SubSocket, ZmqMessage};
 
 use crate::support::*;
-
-/// The TCP address behind a `tcp://` endpoint.
-fn addr(endpoint: &str) -> String {
-    endpoint.trim_start_matches("tcp://").to_string()
-}
-
-/// A ZMTP 3.0 greeting for the NULL mechanism, as a client.
-fn greeting() -> Vec<u8> {
-    let mut g = vec![0u8; 64];
-    g[0] = 0xFF;
-    g[9] = 0x7F;
-    g[10] = 3;
-    g[12..16].copy_from_slice(b"NULL");
-    g
-}
-
-/// A READY command for a DEALER.
-fn ready() -> Vec<u8> {
-    let mut body = vec![5u8];
-    body.extend_from_slice(b"READY");
-    body.push(11);
-    body.extend_from_slice(b"Socket-Type");
-    body.extend_from_slice(&6u32.to_be_bytes());
-    body.extend_from_slice(b"DEALER");
-    let mut f = vec![0x04, body.len() as u8];
-    f.extend(body);
-    f
-}
 
 /// Reads until the peer closes or `within` passes; true if it closed.
 async fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
@@ -253,12 +224,7 @@ async fn endpoints_that_cannot_bind_are_refused_and_public_binds_are_warned_abou
                 doc["gateway"]["command_endpoint"] = toml_edit::value(endpoint);
             })],
         );
-        let out = Command::new(env!("CARGO_BIN_EXE_batos"))
-            .args(["run", "--config"])
-            .arg(&d.config)
-            .env_remove("RUST_LOG")
-            .output()
-            .unwrap();
+        let out = d.run_once();
         assert_eq!(out.status.code(), Some(2), "{endpoint}: {out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(

@@ -1,7 +1,6 @@
 //! Foundation (issue 2): supervision (restarts, escalation up to the daemon's exit), fault injection, the
 //! data-dir lock.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -149,12 +148,7 @@ async fn crashing_past_intensity_escalates_and_is_reported() {
 async fn a_second_daemon_on_the_same_data_dir_is_refused() {
     let ollama = ScriptedOllama::start();
     let d = Daemon::start(&ollama.url, vec![]).await;
-    let out = Command::new(env!("CARGO_BIN_EXE_batos"))
-        .args(["run", "--config"])
-        .arg(&d.config)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = d.run_once();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -297,10 +297,7 @@ impl LlmBackend for OllamaBackend {
             .json(&serde_json::json!({ "model": model }))
             .send()
             .await
-            .map_err(|e| LlmError::Unreachable {
-                url: url.clone(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| unreachable(&url, e))?;
         match resp.status() {
             s if s.is_success() => Ok(()),
             reqwest::StatusCode::NOT_FOUND => Err(LlmError::ModelNotFound {
@@ -323,16 +320,13 @@ impl OllamaBackend {
         })?;
         let digest = format!("sha256:{:x}", sha2::Sha256::digest(&bytes));
         let url = format!("{}api/blobs/{digest}", self.url);
-        let resp =
-            self.http
-                .post(&url)
-                .body(bytes)
-                .send()
-                .await
-                .map_err(|e| LlmError::Unreachable {
-                    url: url.clone(),
-                    detail: e.to_string(),
-                })?;
+        let resp = self
+            .http
+            .post(&url)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
         if !resp.status().is_success() {
             return Err(LlmError::Backend(format!(
                 "blob upload answered {}",
@@ -340,5 +334,13 @@ impl OllamaBackend {
             )));
         }
         Ok(digest)
+    }
+}
+
+/// A request that got no HTTP answer at all.
+fn unreachable(url: &str, e: reqwest::Error) -> LlmError {
+    LlmError::Unreachable {
+        url: url.to_string(),
+        detail: e.to_string(),
     }
 }

@@ -143,6 +143,18 @@ impl Rig {
         Rig::with_model(memory, recorder, ScriptedModel::default()).await
     }
 
+    /// A rig whose BRICK drafting calls take `ms` milliseconds: time to act while a step is in flight.
+    async fn slow_drafts(ms: u64) -> Rig {
+        Rig::with_model(
+            None,
+            None,
+            ScriptedModel {
+                draft_delay: Duration::from_millis(ms),
+            },
+        )
+        .await
+    }
+
     async fn with_model(
         memory: Option<Arc<dyn MemoryHook>>,
         recorder: Option<Arc<Recorder>>,
@@ -434,14 +446,7 @@ async fn a_swap_routes_new_tasks_to_the_new_model_and_is_recorded_by_the_owner_o
 #[tokio::test]
 async fn a_persona_that_crashes_mid_call_is_retried_on_its_next_generation() {
     let _turn = TURN.lock().await;
-    let rig = Rig::with_model(
-        None,
-        None,
-        ScriptedModel {
-            draft_delay: Duration::from_millis(400),
-        },
-    )
-    .await;
+    let rig = Rig::slow_drafts(400).await;
     let before = rig.personas.current("BRICK").unwrap().generation;
     let s = rig.submit("survive BRICK's crash").await.unwrap();
     rig.after_steps(&s.id, 1).await;
@@ -458,14 +463,7 @@ async fn a_persona_that_crashes_mid_call_is_retried_on_its_next_generation() {
 #[tokio::test]
 async fn a_checkpoint_that_cannot_be_written_fails_the_task_and_publishes_no_step() {
     let _turn = TURN.lock().await;
-    let rig = Rig::with_model(
-        None,
-        None,
-        ScriptedModel {
-            draft_delay: Duration::from_millis(300),
-        },
-    )
-    .await;
+    let rig = Rig::slow_drafts(300).await;
     let mut events = rig.hub.subscribe();
     let s = rig.submit("a full disk").await.unwrap();
     rig.after_steps(&s.id, 1).await;
@@ -496,14 +494,7 @@ async fn a_checkpoint_that_cannot_be_written_fails_the_task_and_publishes_no_ste
 #[tokio::test]
 async fn a_cancel_during_a_step_is_final_on_disk_and_in_the_table() {
     let _turn = TURN.lock().await;
-    let rig = Rig::with_model(
-        None,
-        None,
-        ScriptedModel {
-            draft_delay: Duration::from_millis(300),
-        },
-    )
-    .await;
+    let rig = Rig::slow_drafts(300).await;
     let mut events = rig.hub.subscribe();
     let s = rig.submit("cancel me mid-draft").await.unwrap();
     rig.after_steps(&s.id, 1).await;

@@ -175,6 +175,16 @@ impl Daemon {
         self.settings().data_dir
     }
 
+    /// Runs `batos run` on this config in the foreground until it exits (for start-up refusals).
+    pub fn run_once(&self) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_batos"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    }
+
     /// The daemon's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())

@@ -3,7 +3,9 @@
 pub mod daemon;
 pub mod ollama;
 pub mod subscribe;
+pub mod zmtp;
 
 pub use daemon::*;
 pub use ollama::*;
 pub use subscribe::*;
+pub use zmtp::*;

@@ -67,9 +67,10 @@ impl MemoryState {
                 }
                 Ok(s)
             }
+            // Whatever broke the open (the model for the width probe, LanceDB), memory is unavailable.
             Err(e) => {
                 self.broken = Some((std::time::Instant::now(), e.to_string()));
-                Err(e)
+                Err(MemError::Degraded(e.to_string()))
             }
         }
     }

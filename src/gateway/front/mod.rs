@@ -1,0 +1,298 @@
+//! The front door: a listener of our own in front of each zeromq socket, so no peer's bytes reach the
+//! socket until they are known to be harmless.
+//!
+//! Why: the pure-Rust `zeromq` crate reserves the size a frame header *announces* before reading it, so one
+//! unauthenticated 80-byte message announcing 2^62 bytes aborts the process; it has no handshake timeout, no
+//! connection cap and no authentication of subscribers. The crate is otherwise good (REQ, DEALER, PUB, pyzmq
+//! interop), so instead of replacing it, the sockets bind on a private Unix socket under `data_dir` (0700)
+//! and this front, on the public TCP endpoint, relays to them after checking the client's half of ZMTP 3:
+//!
+//! ```text
+//!  peer ──TCP──▶ front: greeting ─▶ frame headers (flags, size ≤ limit, frames/message ≤ limit)
+//!                       handshake within handshake_timeout_ms; pending peers capped, oldest evicted;
+//!                       established peers capped; events: the auth subscription before any other
+//!        ◀──────────── bytes from the socket pass back unchanged
+//!  front ──Unix socket (data_dir/gw-*.sock)──▶ zeromq ROUTER / PUB
+//! ```
+//!
+//! A refused peer is disconnected, never answered: the socket behind never saw it. Bodies are streamed, not
+//! buffered, on the command door; the event door buffers its peers' frames (only tiny subscriptions are
+//! legal there) to read them.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, UnixStream};
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use batos_actors::settings::GatewaySettings;
+
+mod checker;
+
+use checker::Checker;
+
+/// Which socket a front guards, and what it must check beyond framing.
+#[derive(Debug, Clone)]
+pub enum Door {
+    /// The command socket (ROUTER): framing and sizes.
+    Commands,
+    /// The event socket (PUB): peers must subscribe to `EVENTS_AUTH_PREFIX + token` first; every other
+    /// subscription is held until then, and a peer that does not within the handshake time is dropped.
+    Events {
+        /// The gateway secret.
+        token: Arc<str>,
+    },
+}
+
+/// The limits a front enforces; from `[gateway]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest data frame on the command door, in bytes. Between `max_request_bytes` and this, the request
+    /// still reaches the gateway and gets a clear `bad_request`; above it the peer is dropped unread.
+    pub max_frame: u64,
+    /// Largest command frame (ZMTP READY, SUBSCRIBE) and, on the event door, any frame, in bytes.
+    pub max_control: u64,
+    /// Most frames in one message.
+    pub max_frames: usize,
+    /// Time from TCP accept to a complete handshake (greeting, READY, and on the event door the auth
+    /// subscription).
+    pub handshake: Duration,
+    /// Most peers past their handshake, per door.
+    pub max_connections: usize,
+    /// Most peers still in their handshake, per door; a new one beyond this evicts the oldest.
+    pub max_pending: usize,
+    /// Subscriptions held per event peer until it authenticates.
+    pub max_held: usize,
+}
+
+impl Limits {
+    /// The limits configured in `[gateway]`.
+    pub fn from_settings(g: &GatewaySettings) -> Self {
+        Limits {
+            max_frame: g.front_max_frame_bytes,
+            max_control: g.front_max_control_bytes,
+            max_frames: g.front_max_frames,
+            handshake: Duration::from_millis(g.handshake_timeout_ms),
+            max_connections: g.max_connections,
+            max_pending: g.max_pending_connections,
+            max_held: g.front_max_held_subscriptions,
+        }
+    }
+}
+
+/// Why a peer was dropped (logged, never sent).
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum Refusal {
+    /// Not a ZMTP 3 greeting.
+    #[error("not a ZMTP 3 greeting")]
+    Greeting,
+    /// Reserved flag bits set, or a command frame with MORE.
+    #[error("malformed frame flags {0:#04x}")]
+    Flags(u8),
+    /// A frame announced more than the limit.
+    #[error("frame of {size} bytes exceeds the limit of {limit}")]
+    FrameTooLarge {
+        /// Announced size.
+        size: u64,
+        /// The limit that applied.
+        limit: u64,
+    },
+    /// Too many frames in one message.
+    #[error("more than {0} frames in one message")]
+    TooManyFrames(usize),
+    /// The handshake did not complete in time.
+    #[error("no complete handshake within {0} ms")]
+    HandshakeTimeout(u128),
+    /// A subscriber sent a wrong token, or something other than subscriptions.
+    #[error("event peer not authenticated: {0}")]
+    Unauthenticated(&'static str),
+    /// Too many subscriptions held before authentication.
+    #[error("more than {0} subscriptions before authenticating")]
+    TooManyHeld(usize),
+    /// Evicted while still in its handshake, to make room for a newer peer.
+    #[error("evicted while pending (max_pending_connections reached)")]
+    Evicted,
+}
+
+/// Peers in their handshake, oldest first: the ones to evict when a new peer needs room.
+#[derive(Default)]
+struct Pending {
+    next: AtomicU64,
+    queue: Mutex<VecDeque<(u64, oneshot::Sender<()>)>>,
+}
+
+impl Pending {
+    /// Registers a new pending peer, evicting the oldest when `max` are pending already.
+    fn admit(&self, max: usize) -> (u64, oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        while q.len() >= max.max(1) {
+            if let Some((_, evict)) = q.pop_front() {
+                let _ = evict.send(());
+            }
+        }
+        q.push_back((id, tx));
+        (id, rx)
+    }
+
+    fn leave(&self, id: u64) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.retain(|(i, _)| *i != id);
+    }
+}
+
+/// Accepts peers on `listener` and relays each, once checked, to the Unix socket `backend`. Runs until
+/// dropped (aborting it closes the listener and every relayed connection).
+pub async fn serve(listener: TcpListener, backend: PathBuf, door: Door, limits: Limits) {
+    let pending = Arc::new(Pending::default());
+    let established = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut peers = JoinSet::new();
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    backoff = Duration::from_millis(10);
+                    let _ = stream.set_nodelay(true);
+                    let (id, evicted) = pending.admit(limits.max_pending);
+                    let ctx = (backend.clone(), door.clone(), limits.clone());
+                    let (pending, established) = (pending.clone(), established.clone());
+                    peers.spawn(async move {
+                        let r = relay(stream, &ctx.0, &ctx.1, &ctx.2, evicted, &established, || {
+                            pending.leave(id)
+                        })
+                        .await;
+                        pending.leave(id);
+                        if let Err(e) = r {
+                            tracing::debug!(event = "gateway.peer_refused", reason = %e, "peer dropped by the front");
+                        }
+                    });
+                }
+                // Out of file descriptors (EMFILE/ENFILE) or a transient error: wait instead of spinning.
+                Err(e) => {
+                    tracing::warn!(event = "gateway.accept_failed", error = %e, backoff_ms = backoff.as_millis() as u64, "cannot accept; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+            // Reap finished peers so the set does not grow with history.
+            Some(_) = peers.join_next(), if !peers.is_empty() => {}
+        }
+    }
+}
+
+/// One peer: check its bytes on the way in, pass the socket's bytes back unchanged.
+async fn relay(
+    client: tokio::net::TcpStream,
+    backend: &PathBuf,
+    door: &Door,
+    limits: &Limits,
+    mut evicted: oneshot::Receiver<()>,
+    established: &Arc<Semaphore>,
+    on_handshake: impl FnOnce(),
+) -> Result<(), RelayError> {
+    let (mut from_client, mut to_client) = client.into_split();
+    let deadline = Instant::now() + limits.handshake;
+    // The greeting's first bytes arrive before anything is connected behind: an idle TCP connection costs
+    // one descriptor, not three.
+    let mut first = [0u8; 1];
+    let n = tokio::select! {
+        r = tokio::time::timeout_at(deadline, from_client.read(&mut first)) => match r {
+            Ok(r) => r?,
+            Err(_) => return Err(Refusal::HandshakeTimeout(limits.handshake.as_millis()).into()),
+        },
+        _ = &mut evicted => return Err(Refusal::Evicted.into()),
+    };
+    if n == 0 {
+        return Ok(());
+    }
+    if first[0] != 0xFF {
+        return Err(Refusal::Greeting.into());
+    }
+    let upstream = UnixStream::connect(backend).await?;
+    let (mut from_socket, to_socket) = upstream.into_split();
+    let mut checker = Checker::new(door.clone(), limits.clone());
+    let inbound = async {
+        let mut to_socket = to_socket;
+        let mut permit = None;
+        let mut on_handshake = Some(on_handshake);
+        checker.feed(&first[..1], &mut to_socket).await?;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = if checker.handshaken() {
+                if permit.is_none() {
+                    if let Some(f) = on_handshake.take() {
+                        f();
+                    }
+                    permit = Some(
+                        established
+                            .clone()
+                            .try_acquire_owned()
+                            .map_err(|_| RelayError::Full)?,
+                    );
+                }
+                from_client.read(&mut buf).await?
+            } else {
+                tokio::select! {
+                    r = tokio::time::timeout_at(deadline, from_client.read(&mut buf)) => match r {
+                        Ok(r) => r?,
+                        Err(_) => return Err(Refusal::HandshakeTimeout(limits.handshake.as_millis()).into()),
+                    },
+                    _ = &mut evicted => return Err(Refusal::Evicted.into()),
+                }
+            };
+            if n == 0 {
+                return Ok::<(), RelayError>(());
+            }
+            checker.feed(&buf[..n], &mut to_socket).await?;
+        }
+    };
+    let outbound = async {
+        tokio::io::copy(&mut from_socket, &mut to_client).await?;
+        Ok::<(), RelayError>(())
+    };
+    // Whichever side ends first ends the peer: both halves are dropped here.
+    tokio::select! {
+        r = inbound => r,
+        r = outbound => r,
+    }
+}
+
+/// Why a relay ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The peer broke a rule.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// Reading or writing failed (the peer or the socket went away).
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// `max_connections` peers are established already.
+    #[error("max_connections reached")]
+    Full,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_peers_beyond_the_cap_evict_the_oldest() {
+        let p = Pending::default();
+        let (a, mut ra) = p.admit(2);
+        let (_b, mut rb) = p.admit(2);
+        assert!(ra.try_recv().is_err());
+        let (_c, _rc) = p.admit(2);
+        assert!(ra.try_recv().is_ok(), "the oldest was evicted");
+        assert!(rb.try_recv().is_err());
+        p.leave(a);
+        assert_eq!(p.queue.lock().unwrap().len(), 2);
+    }
+}

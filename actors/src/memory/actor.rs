@@ -242,6 +242,15 @@ impl Actor for MemoryActor {
                 };
                 let _ = reply.send(escalate(&myself, r));
             }
+            MemoryMsg::Remembers(task_id, reply) => {
+                let r = match (state.store().await, store::sql_id(&task_id)) {
+                    (Ok(s), Ok(id)) => store::count(&s.table, Some(&format!("task_id = {id}")))
+                        .await
+                        .map(|n| n > 0),
+                    (Err(e), _) | (_, Err(e)) => Err(e),
+                };
+                let _ = reply.send(escalate(&myself, r));
+            }
             MemoryMsg::Upkeep => {
                 if let Some(store) = state.store.clone() {
                     if state.ctx.indexing.request() {

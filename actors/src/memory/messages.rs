@@ -46,6 +46,8 @@ pub enum MemoryMsg {
     Consolidate(Option<RpcReplyPort<Result<ConsolidateReport, MemError>>>),
     /// Table statistics.
     Stats(RpcReplyPort<Result<MemStats, MemError>>),
+    /// Whether rows of this task are stored already (makes a replayed task ingest idempotent).
+    Remembers(String, RpcReplyPort<Result<bool, MemError>>),
     /// From a job after a write: look at the index (build, rebuild or fold in new rows).
     Upkeep,
     /// From a job: the store failed; drop it and answer `unavailable` until it reopens after a backoff.

@@ -190,6 +190,12 @@ impl MemoryHandle {
         self.call(MemoryMsg::Stats).await
     }
 
+    /// Whether rows of task `task_id` are stored already.
+    pub async fn remembers(&self, task_id: String) -> Result<bool, MemError> {
+        self.call(|reply| MemoryMsg::Remembers(task_id, reply))
+            .await
+    }
+
     /// Fault injection: makes the memory actor panic.
     pub fn crash(&self) -> Result<(), AskError> {
         self.0.tell(MemoryMsg::Crash)
@@ -227,7 +233,11 @@ impl MemoryHook for MemoryHandle {
     }
 
     /// Retries while the actor restarts (`memory.ingest_retries`, linear backoff of `ingest_backoff_ms`).
+    /// Idempotent: a task whose rows are stored already (a replay after a crash) is not stored twice.
     async fn ingest(&self, task: &TaskState) -> Result<(), PortError> {
+        if self.remembers(task.id.clone()).await.map_err(port_error)? {
+            return Ok(());
+        }
         let text = format!(
             "Q: {}\nA: {}",
             task.text,

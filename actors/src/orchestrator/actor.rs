@@ -467,6 +467,21 @@ impl Actor for Orchestrator {
                 state.prune();
             }
             OrchestratorMsg::ResumeLoaded(ids) => {
+                // Done tasks whose memory write did not happen (a crash right after `task.done`): store them now.
+                if let Some(memory) = state.cog.memory.clone() {
+                    let forgotten: Vec<TaskState> = state
+                        .tasks
+                        .values()
+                        .filter(|e| e.state.status == TaskStatus::Done && !e.state.remembered)
+                        .map(|e| e.state.clone())
+                        .collect();
+                    for task in forgotten {
+                        let label = format!("remember/{}", task.id);
+                        let work =
+                            super::graph::remember(memory.clone(), state.cog.store.clone(), task);
+                        state.jobs.spawn(&myself.get_cell(), label, work).await?;
+                    }
+                }
                 for id in ids {
                     let Some(task) = state.tasks.get(&id).map(|e| e.state.clone()) else {
                         continue;

@@ -257,6 +257,10 @@ pub struct TaskState {
     /// The id of the request that created it (gateway), so a retry after a crash finds it.
     #[serde(default)]
     pub request_id: Option<String>,
+    /// Whether a done task's exchange is stored in memory; a done task without it is stored again (idempotently)
+    /// when the orchestrator next starts, so a crash between `task.done` and the memory write loses nothing.
+    #[serde(default)]
+    pub remembered: bool,
 }
 
 impl TaskState {
@@ -284,6 +288,7 @@ impl TaskState {
             result: None,
             error: None,
             request_id: None,
+            remembered: false,
         }
     }
 

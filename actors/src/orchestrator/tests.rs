@@ -136,6 +136,7 @@ struct Rig {
     sup: ActorRef<SupervisorMsg>,
     store: CheckpointStore,
     dir: tempfile::TempDir,
+    cog: Arc<Cognition>,
 }
 
 impl Rig {
@@ -221,7 +222,7 @@ impl Rig {
             forge: None,
             inquiry: None,
         });
-        let (orch, _) = Actor::spawn(None, Orchestrator, OrchestratorArgs { cog })
+        let (orch, _) = Actor::spawn(None, Orchestrator, OrchestratorArgs { cog: cog.clone() })
             .await
             .unwrap();
         Rig {
@@ -231,7 +232,26 @@ impl Rig {
             sup,
             store,
             dir,
+            cog,
         }
+    }
+
+    /// Stops the orchestrator and starts a new one on the same checkpoints, as a daemon restart would.
+    async fn restart_orchestrator(&mut self) {
+        let _ = self
+            .orch
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
+        let (orch, _) = Actor::spawn(
+            None,
+            Orchestrator,
+            OrchestratorArgs {
+                cog: self.cog.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        self.orch = orch;
     }
 
     async fn submit(&self, text: &str) -> Result<TaskSummary, OrchError> {
@@ -515,5 +535,56 @@ async fn a_cancel_during_a_step_is_final_on_disk_and_in_the_table() {
             p.event
         );
     }
+    rig.stop().await;
+}
+
+/// A memory port that is down for the first ingest, then stores (and counts) what it is given.
+#[derive(Default)]
+struct FlakyMemory {
+    up: std::sync::atomic::AtomicBool,
+    stored: Mutex<Vec<String>>,
+}
+
+#[async_trait]
+impl MemoryHook for FlakyMemory {
+    async fn retrieve(&self, _query: &str) -> Result<Vec<String>, PortError> {
+        Ok(Vec::new())
+    }
+
+    async fn ingest(&self, task: &TaskState) -> Result<(), PortError> {
+        if !self.up.swap(true, Ordering::SeqCst) {
+            return Err(PortError::Refused("memory is down".into()));
+        }
+        self.stored.lock().unwrap().push(task.id.clone());
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_done_task_not_yet_in_memory_is_stored_when_the_orchestrator_starts_again() {
+    let _turn = TURN.lock().await;
+    let memory = Arc::new(FlakyMemory::default());
+    let mut rig = Rig::new(Some(memory.clone()), None).await;
+    let s = rig.submit("remember me later").await.unwrap();
+    assert_eq!(rig.finished(&s.id).await.status, TaskStatus::Done);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        memory.stored.lock().unwrap().is_empty(),
+        "the first ingest failed"
+    );
+    assert!(!rig.store.load(&s.id).unwrap().remembered);
+    rig.restart_orchestrator().await;
+    for _ in 0..200 {
+        if rig.store.load(&s.id).unwrap().remembered {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(rig.store.load(&s.id).unwrap().remembered);
+    assert_eq!(*memory.stored.lock().unwrap(), vec![s.id.clone()]);
+    // A further start finds it remembered and stores nothing again.
+    rig.restart_orchestrator().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(memory.stored.lock().unwrap().len(), 1);
     rig.stop().await;
 }

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use batos_protocol::truncate;
 use serde_json::Value;
 
-use super::{Cognition, Node, SaveError, StepRecord, TaskState, TaskStatus};
+use super::{
+    CheckpointStore, Cognition, MemoryHook, Node, SaveError, StepRecord, TaskState, TaskStatus,
+};
 use crate::ask::AskError;
 use crate::events::Event;
 use crate::llm::{ChatMessage, Role};
@@ -207,14 +209,11 @@ impl Runner {
                     result: task.result.clone().unwrap_or_default(),
                 });
                 if let Some(memory) = self.cog.memory.clone() {
-                    let t = task.clone();
+                    let (t, store) = (task.clone(), self.cog.store.clone());
                     // A plain tokio task: the answer is already durable and published; storing it in memory
-                    // (with retries while memory restarts) must not hold the task's slot. A failure is logged.
-                    tokio::spawn(async move {
-                        if let Err(e) = memory.ingest(&t).await {
-                            tracing::warn!(event = "memory.ingest_failed", task = %t.id, error = %e, "task not stored in memory");
-                        }
-                    });
+                    // (with retries while memory restarts) must not hold the task's slot. Once stored, the
+                    // checkpoint says so; a done task that is not `remembered` is stored again at the next start.
+                    tokio::spawn(remember(memory, store, t));
                 }
             }
             Err(e) => {
@@ -346,6 +345,21 @@ impl Runner {
             s.push_str(&format!("\nThe Architect's guidance:\n{g}\n"));
         }
         s
+    }
+}
+
+/// Stores a done task's exchange in memory (idempotently), then records that in its checkpoint.
+pub async fn remember(memory: Arc<dyn MemoryHook>, store: CheckpointStore, mut task: TaskState) {
+    match memory.ingest(&task).await {
+        Ok(()) => {
+            task.remembered = true;
+            if let Err(e) = store.save(&task) {
+                tracing::warn!(event = "checkpoint.write_failed", task = %task.id, error = %e, "memory stored, flag not recorded; stored again (idempotently) at the next start");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(event = "memory.ingest_failed", task = %task.id, error = %e, "task not stored in memory; retried at the next start")
+        }
     }
 }
 

@@ -9,11 +9,14 @@
 //!   exactly once (one `task.done`/`task.failed` line in the daemon's log per task);
 //! - (d) kill -9 of the daemon at random moments under load, clients retrying with the same request ids:
 //!   no acknowledged task lost, none duplicated, no corrupt checkpoint;
-//! - (e) a subscriber that never reads blocks nothing.
+//! - (e) a subscriber that never reads blocks nothing;
+//! - (f) a full disk: `data_dir` on a small tmpfs (mounted by this binary: it needs root) filled to the last
+//!   byte; every command answers (a clear error or a result), every acknowledged task ends, the daemon stays
+//!   up; then a kill -9 while full, space freed, a restart: no corrupt file, and a new task completes.
 //!
 //! `cargo bench --bench chaos` runs the long form (100,000 frames, 10,000 idle connections, 1,000 crashes,
 //! 20 kills, 50 tasks per client); under `cargo test` the same code runs a short form. Sizes:
-//! BATOS_CHAOS_FRAMES, _IDLE, _CRASHES, _KILLS, _TASKS; BATOS_CHAOS_PARTS picks parts (e.g. `cd`).
+//! BATOS_CHAOS_FRAMES, _IDLE, _CRASHES, _KILLS, _TASKS, _DISK_MB; BATOS_CHAOS_PARTS picks parts (e.g. `cd`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -422,6 +425,21 @@ async fn kills_under_load(d: &mut Daemon, kills: usize, per_client: usize) -> St
     let lost = acked.iter().filter(|(_, id)| !known.contains(id)).count();
     let duplicated = by_text.values().filter(|n| **n > 1).count();
     let checkpoints = d.data_dir().join("checkpoints");
+    let corrupt = corrupt_checkpoints(d);
+    assert_eq!(lost, 0, "acknowledged tasks lost");
+    assert_eq!(duplicated, 0, "tasks created twice");
+    assert_eq!(corrupt, 0, "corrupt files in {}", checkpoints.display());
+    format!(
+        "(d) {kills} kill -9 in {:.1} s under 4 retrying clients: {} tasks acknowledged, {lost} lost, {duplicated} \
+         duplicated, {corrupt} corrupt checkpoints, {open} still open after 120 s",
+        started.elapsed().as_secs_f64(),
+        acked.len()
+    )
+}
+
+/// Checkpoint files that do not parse as JSON (temp files of an interrupted atomic write aside).
+fn corrupt_checkpoints(d: &Daemon) -> usize {
+    let checkpoints = d.data_dir().join("checkpoints");
     let mut corrupt = 0;
     for e in std::fs::read_dir(&checkpoints).unwrap().flatten() {
         let p = e.path();
@@ -434,14 +452,165 @@ async fn kills_under_load(d: &mut Daemon, kills: usize, per_client: usize) -> St
             corrupt += 1;
         }
     }
-    assert_eq!(lost, 0, "acknowledged tasks lost");
-    assert_eq!(duplicated, 0, "tasks created twice");
-    assert_eq!(corrupt, 0, "corrupt files in {}", checkpoints.display());
+    corrupt
+}
+
+/// A tmpfs mounted for the life of this value (lazily unmounted on drop, so a process still holding files
+/// there does not keep it mounted).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &std::path::Path, mb: usize) -> Self {
+        std::fs::create_dir_all(at).unwrap();
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mb}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "part (f) mounts a tmpfs and needs root ({}); leave it out with BATOS_CHAOS_PARTS=abcde",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Writes `path` until the file system refuses another byte; returns the bytes written.
+fn fill(path: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let mut written = 0u64;
+    for chunk in [1 << 20, 4096, 1] {
+        let buf = vec![0u8; chunk];
+        while f.write_all(&buf).is_ok() {
+            written += chunk as u64;
+        }
+    }
+    let _ = f.sync_all();
+    written
+}
+
+/// (f) `tasks` tasks submitted while `data_dir` (a `mb` MiB tmpfs) is full, then a kill -9, space freed, and
+/// a restart.
+async fn full_disk(llm_url: &str, tasks: usize, mb: usize) -> String {
+    let mut d = Daemon::prepare(llm_url, vec![log_level("info")]);
+    let _disk = Tmpfs::mount(&d.data_dir(), mb);
+    d.spawn();
+    d.wait_ready().await;
+    let cfg = d.client_config();
+    let mut c = Client::new(patient(&cfg));
+    let first = c
+        .request("submit_task", json!({"text": "before the disk fills"}))
+        .await
+        .unwrap();
+    let first = first["id"].as_str().unwrap().to_string();
+    assert_eq!(wait_final(&cfg, std::slice::from_ref(&first), 60).await, 0);
+
+    // Tasks in flight when the disk fills (their next checkpoint fails), then tasks submitted on a full disk.
+    let (mut refused, mut acked) = (Vec::new(), Vec::new());
+    for i in 0..tasks {
+        let r = c
+            .request(
+                "submit_task",
+                json!({"text": format!("as the disk fills {i}")}),
+            )
+            .await
+            .unwrap();
+        acked.push(r["id"].as_str().unwrap().to_string());
+    }
+    let filler = d.data_dir().join("filler");
+    let filled = fill(&filler);
+    for i in 0..tasks {
+        match c
+            .request(
+                "submit_task",
+                json!({"text": format!("on a full disk {i}")}),
+            )
+            .await
+        {
+            Ok(r) => acked.push(r["id"].as_str().unwrap().to_string()),
+            Err(e) => refused.push(e.to_string()),
+        }
+    }
+    for e in &refused {
+        assert!(
+            e.starts_with("unavailable") && e.contains("No space left"),
+            "a refusal on a full disk is `unavailable` and says why: {e}"
+        );
+    }
+    assert_eq!(
+        wait_final(&cfg, &acked, 120).await,
+        0,
+        "acknowledged tasks must end on a full disk"
+    );
+    let mut failed: Vec<String> = Vec::new();
+    for id in &acked {
+        let t = c.request("get_task", json!({"id": id})).await.unwrap();
+        if t["status"] == "failed" {
+            failed.push(t["error"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    for reason in &failed {
+        assert!(
+            reason.contains("space") || reason.contains("checkpoint"),
+            "a task failed by a full disk must say why: {reason}"
+        );
+    }
+    assert!(ping_ms(&cfg).await < 1000, "ping on a full disk");
+    assert!(d.alive(), "the daemon must stay up on a full disk");
+
+    // The worst moment to die, then space comes back.
+    d.kill9();
+    std::fs::remove_file(&filler).unwrap();
+    let before = d.log_json().len();
+    d.spawn();
+    d.wait_ready().await;
+    let corrupt_events = d.log_json()[before..]
+        .iter()
+        .filter(|l| l["event"].as_str().is_some_and(|e| e.contains("corrupt")))
+        .count();
+    assert_eq!(
+        corrupt_events, 0,
+        "files set aside as corrupt after a full disk"
+    );
+    assert_eq!(corrupt_checkpoints(&d), 0, "corrupt checkpoints");
+    let mut c = Client::new(patient(&cfg));
+    let after = c
+        .request("submit_task", json!({"text": "after space returned"}))
+        .await
+        .unwrap();
+    let after = after["id"].as_str().unwrap().to_string();
+    assert_eq!(wait_final(&cfg, std::slice::from_ref(&after), 60).await, 0);
+    let t = c.request("get_task", json!({"id": after})).await.unwrap();
+    assert_eq!(t["status"], "done", "a task after recovery: {t}");
+    d.terminate();
     format!(
-        "(d) {kills} kill -9 in {:.1} s under 4 retrying clients: {} tasks acknowledged, {lost} lost, {duplicated} \
-         duplicated, {corrupt} corrupt checkpoints, {open} still open after 120 s",
-        started.elapsed().as_secs_f64(),
-        acked.len()
+        "(f) full disk ({mb} MiB tmpfs, {} MiB filler): {} submits → {} refused with a reason, {} acknowledged \
+         ({} failed with a reason, all ended); kill -9 while full, space freed: 0 corrupt, a new task done\n    \
+         e.g. refused: {:?}; failed: {:?}",
+        filled >> 20,
+        2 * tasks,
+        refused.len(),
+        acked.len(),
+        failed.len(),
+        refused.first(),
+        failed.first()
     )
 }
 
@@ -484,8 +653,9 @@ fn main() {
     let crashes = env("BATOS_CHAOS_CRASHES", if full { 1_000 } else { 20 });
     let kills = env("BATOS_CHAOS_KILLS", if full { 20 } else { 2 });
     let tasks = env("BATOS_CHAOS_TASKS", if full { 50 } else { 5 });
-    // Which parts to run (letters a–e), all by default.
-    let parts = std::env::var("BATOS_CHAOS_PARTS").unwrap_or_else(|_| "abcde".into());
+    let disk_mb = env("BATOS_CHAOS_DISK_MB", 64);
+    // Which parts to run (letters a–f), all by default.
+    let parts = std::env::var("BATOS_CHAOS_PARTS").unwrap_or_else(|_| "abcdef".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -524,6 +694,9 @@ fn main() {
         }
         if parts.contains('d') {
             report(kills_under_load(&mut d, kills, tasks).await);
+        }
+        if parts.contains('f') {
+            report(full_disk(&llm.url, tasks, disk_mb).await);
         }
     });
     println!("chaos: {} passed, 0 failed", lines.len());

@@ -14,4 +14,12 @@ cargo fmt --all -- --check
 echo "test: cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "test: cargo test --workspace --all-targets"
-cargo test --workspace --all-targets --no-fail-fast "$@"
+status=0
+cargo test --workspace --all-targets --no-fail-fast "$@" || status=$?
+# Twenty questions on the embedded model (~11 min on 2 cores) run alone, after the rest: beside the other tests
+# they would compete for both cores and make timing-sensitive tests flaky. So the test is #[ignore]d in the
+# run above and asked for by name here.
+echo "test: the twenty-question test (tests/e2e/first_hour.rs), alone"
+cargo test --workspace --test e2e --no-fail-fast "$@" -- --ignored --exact \
+    first_hour::twenty_first_questions_get_answers_that_end_and_do_not_loop --nocapture || status=$?
+exit $status

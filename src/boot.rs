@@ -12,7 +12,7 @@ use ractor::Actor;
 use batos_actors::codex::inquiry::CodexLink;
 use batos_actors::codex::{Codex, CodexArgs, CodexHandle};
 use batos_actors::events::EventHub;
-use batos_actors::llm::{self, Sampling};
+use batos_actors::llm::{self, SamplingTable};
 use batos_actors::memory::{MemoryArgs, MemoryHandle};
 use batos_actors::orchestrator::{CheckpointStore, Cognition, OrchestratorHandle};
 use batos_actors::personas::Personas;
@@ -195,12 +195,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         &codex,
         &models,
         selection.backend.clone(),
-        Sampling {
-            temperature: settings.llm.temperature,
-            top_p: settings.llm.top_p,
-            seed: settings.llm.seed,
-            max_tokens: settings.llm.max_tokens,
-        },
+        SamplingTable::from_settings(&settings),
         hub.clone(),
         // The codex organ owns settings.toml: swaps are recorded through it, never written by personas.
         Some(Arc::new(handles.codex.clone())),

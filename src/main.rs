@@ -35,8 +35,8 @@ enum LogFormatArg {
 enum Cmd {
     /// Run the daemon in the foreground until SIGINT/SIGTERM (exit 0) or the root supervisor gives up.
     Run {
-        /// Settings file.
-        #[arg(long, default_value = "config/settings.toml")]
+        /// Settings file (or `BATOS_CONFIG`, which scripts/batos sets).
+        #[arg(long, env = "BATOS_CONFIG", default_value = "config/settings.toml")]
         config: PathBuf,
     },
     /// Submit a task, stream its progress, print the answer.
@@ -79,8 +79,9 @@ enum Cmd {
 /// How to reach the daemon.
 #[derive(Args, Clone)]
 struct Conn {
-    /// Settings file (endpoints, timeouts, data_dir for the token).
-    #[arg(long, default_value = "config/settings.toml")]
+    /// Settings file (endpoints, timeouts, data_dir for the token), or `BATOS_CONFIG`, which scripts/batos
+    /// sets to its checkout's file.
+    #[arg(long, env = "BATOS_CONFIG", default_value = "config/settings.toml")]
     config: PathBuf,
     /// Command endpoint (overrides settings).
     #[arg(long)]

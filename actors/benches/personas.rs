@@ -21,7 +21,8 @@ use ractor::Actor;
 use batos_actors::codex::Codex;
 use batos_actors::events::EventHub;
 use batos_actors::llm::{
-    BackendKind, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Sampling, TokenSink,
+    BackendKind, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Sampling,
+    SamplingTable, TokenSink,
 };
 use batos_actors::personas::{Personas, ProtoMsg, SUPERVISOR_NAME};
 use batos_actors::supervisor::{Strategy, Supervisor, SupervisorArgs, SupervisorConfig};
@@ -73,12 +74,7 @@ fn bench(c: &mut Criterion) {
         &codex,
         &models,
         backend,
-        Sampling {
-            temperature: 0.7,
-            top_p: 0.9,
-            seed: 1,
-            max_tokens: 16,
-        },
+        SamplingTable::uniform(Sampling::plain(0.7, 0.9, 1, 16)),
         hub.clone(),
         None,
         Duration::from_secs(5),

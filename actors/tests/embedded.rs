@@ -11,7 +11,9 @@ use serde_json::{json, Value};
 use batos_actors::llm::embedded::{
     tool_choice_schema, verify_model_file, EmbeddedBackend, LORA_PREFIX,
 };
-use batos_actors::llm::{ChatMessage, ChatRequest, LlmBackend, Role, Sampling, ToolCall, ToolSpec};
+use batos_actors::llm::{
+    ChatMessage, ChatRequest, Finish, LlmBackend, Role, Sampling, ToolCall, ToolSpec,
+};
 use batos_actors::settings::EmbeddedSettings;
 
 fn repo() -> PathBuf {
@@ -47,12 +49,7 @@ fn backend() -> &'static EmbeddedBackend {
 }
 
 fn sampling(max_tokens: u32) -> Sampling {
-    Sampling {
-        temperature: 0.7,
-        top_p: 0.9,
-        seed: 42,
-        max_tokens,
-    }
+    Sampling::plain(0.7, 0.9, 42, max_tokens)
 }
 
 fn req(prompt: &str, format: Option<Value>, max_tokens: u32) -> ChatRequest {
@@ -406,4 +403,49 @@ fn missing_or_corrupt_model_files_are_named_with_the_fix() {
         e.contains(&fake.display().to_string()) && e.contains("scripts/fetch-model.sh"),
         "{e}"
     );
+}
+
+/// The loop guard on the real model: asked for a poem of one repeated line, greedy SmolLM2 falls into a loop
+/// ("The sea's love is the sea's love, …" to its budget) without the guard; with it the answer ends (`loop`)
+/// holding no 6-word sequence more than twice, and the stream carried exactly the final text (nothing that
+/// was cut afterwards).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_guard_ends_a_repeating_answer_and_streams_only_what_stays() {
+    let prompt =
+        "Write a very long poem where every line is 'I love the sea and the sea loves me'.";
+    let plain = Sampling::plain(0.0, 1.0, 42, 200);
+    let unguarded = backend().chat(req_with(prompt, plain), None).await.unwrap();
+    assert_eq!(
+        unguarded.finish,
+        Finish::Length,
+        "without the guard the model loops to its budget: {}",
+        unguarded.content
+    );
+    let guarded = Sampling {
+        loop_ngram: 6,
+        loop_max_repeats: 2,
+        ..plain
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let out = backend()
+        .chat(req_with(prompt, guarded), Some(tx))
+        .await
+        .unwrap();
+    assert_eq!(out.finish, Finish::Loop, "{}", out.content);
+    assert!(out.completion_tokens < unguarded.completion_tokens);
+    let mut streamed = String::new();
+    while let Ok(p) = rx.try_recv() {
+        streamed.push_str(&p);
+    }
+    assert_eq!(streamed, out.content);
+    let line = "a lover's love is the sea's love";
+    assert!(unguarded.content.matches(line).count() > 2);
+    assert!(out.content.matches(line).count() <= 2, "{}", out.content);
+}
+
+fn req_with(prompt: &str, sampling: Sampling) -> ChatRequest {
+    ChatRequest {
+        sampling,
+        ..req(prompt, None, sampling.max_tokens)
+    }
 }

@@ -9,6 +9,7 @@ mod codex;
 mod cognition;
 mod dedupe;
 mod events;
+mod first_hour;
 mod gateway;
 mod hostile;
 mod memory;

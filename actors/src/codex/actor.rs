@@ -10,11 +10,12 @@ use notify_debouncer_full::notify::RecursiveMode;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::amend::{self, Amendment, AmendmentStatus, Proposal};
+use super::ledger::{ApproveError, Ledger};
 use super::Codex;
 use crate::ask::AskError;
 use crate::events::{unix_now, Event, EventHub};
 
-use crate::orchestrator::OrchestratorHandle;
+use crate::orchestrator::{OrchError, OrchestratorHandle};
 use crate::personas::Personas;
 use crate::settings::Settings;
 
@@ -110,7 +111,7 @@ pub enum CodexMsg {
 pub struct CodexState {
     pub(super) args: CodexArgs,
     pub(super) codex: Arc<Codex>,
-    amendments: Vec<Amendment>,
+    ledger: Ledger,
     _watcher: Option<
         notify_debouncer_full::Debouncer<
             notify_debouncer_full::notify::RecommendedWatcher,
@@ -119,37 +120,23 @@ pub struct CodexState {
     >,
 }
 
-fn load_amendments(path: &Path) -> Vec<Amendment> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-            tracing::error!(event = "codex.amendments_corrupt", path = %path.display(), error = %e, "amendment store unreadable; set aside");
-            let _ = std::fs::rename(path, path.with_extension("corrupt"));
-            Vec::new()
-        }),
-        Err(_) => Vec::new(),
-    }
-}
-
 impl CodexState {
     fn save(&mut self) -> Result<(), String> {
-        prune_decided(
-            &mut self.amendments,
-            self.args.live.load().codex.keep_decided_amendments,
-        );
-        let bytes = serde_json::to_vec_pretty(&self.amendments).map_err(|e| e.to_string())?;
-        crate::fsutil::atomic_write(&self.args.store, &bytes).map_err(|e| e.to_string())
+        let keep = self.args.live.load().codex.keep_decided_amendments;
+        self.ledger.save(keep)
     }
 
     fn pending(&mut self, id: &str) -> Result<usize, CodexCmdError> {
         let i = self
+            .ledger
             .amendments
             .iter()
             .position(|a| a.id == id)
             .ok_or_else(|| CodexCmdError::NotFound(id.to_string()))?;
-        if self.amendments[i].status != AmendmentStatus::Pending {
+        if self.ledger.amendments[i].status != AmendmentStatus::Pending {
             return Err(CodexCmdError::Conflict(format!(
                 "amendment {id} is already {:?}",
-                self.amendments[i].status
+                self.ledger.amendments[i].status
             )));
         }
         Ok(i)
@@ -164,35 +151,6 @@ impl CodexState {
 }
 
 /// Puts `model` in the live settings of `persona`.
-/// Drops the oldest decided amendments beyond `keep`; pending ones always stay.
-fn prune_decided(amendments: &mut Vec<Amendment>, keep: usize) {
-    let decided = amendments
-        .iter()
-        .filter(|a| a.status != AmendmentStatus::Pending)
-        .count();
-    let mut excess = decided.saturating_sub(keep);
-    if excess == 0 {
-        return;
-    }
-    // Oldest first by decision time (the vector is in proposal order).
-    let mut order: Vec<(f64, String)> = amendments
-        .iter()
-        .filter(|a| a.status != AmendmentStatus::Pending)
-        .map(|a| (a.decided_at.unwrap_or(a.created_at), a.id.clone()))
-        .collect();
-    order.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let drop: std::collections::HashSet<String> = order
-        .into_iter()
-        .take_while(|_| {
-            let go = excess > 0;
-            excess = excess.saturating_sub(1);
-            go
-        })
-        .map(|(_, id)| id)
-        .collect();
-    amendments.retain(|a| !drop.contains(&a.id));
-}
-
 pub(super) fn set_model(live: &ArcSwap<Settings>, persona: &str, model: &str) {
     live.rcu(|s| {
         let mut s = (**s).clone();
@@ -204,19 +162,39 @@ pub(super) fn set_model(live: &ArcSwap<Settings>, persona: &str, model: &str) {
 }
 
 /// Resumes the paused task an amendment was raised for. In the background: the codex mailbox must not wait
-/// on the orchestrator (which may itself be waiting on the codex).
-fn resume(orchestrator: OrchestratorHandle, task_id: String, decision: &str, guidance: String) {
+/// on the orchestrator (which may itself be waiting on the codex). While the orchestrator is unreachable (at
+/// start it comes up after the codex) it tries again, for up to `wait`.
+fn resume(
+    orchestrator: OrchestratorHandle,
+    task_id: String,
+    decision: &str,
+    guidance: String,
+    wait: Duration,
+) {
     let decision = decision.to_string();
     // A plain tokio task: it only relays one message, and a failure is logged with the way to recover.
     tokio::spawn(async move {
-        if let Err(e) = orchestrator
-            .resume(task_id.clone(), decision, Some(guidance))
-            .await
-        {
-            tracing::warn!(event = "codex.resume_failed", task = %task_id, error = %e, "the paused task could not be resumed; resume it with resume_task");
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let r = orchestrator
+                .resume(task_id.clone(), decision.clone(), Some(guidance.clone()))
+                .await;
+            match r {
+                Err(OrchError::Unreachable(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(wait / RESUME_TRIES).await;
+                }
+                Err(e) => {
+                    tracing::warn!(event = "codex.resume_failed", task = %task_id, error = %e, "the paused task could not be resumed; resume it with resume_task");
+                    return;
+                }
+                Ok(_) => return,
+            }
         }
     });
 }
+
+/// How many times, spread over `codex.resume_wait_ms`, a resume is tried while the orchestrator is away.
+const RESUME_TRIES: u32 = 20;
 
 impl Actor for CodexActor {
     type Msg = CodexMsg;
@@ -229,7 +207,27 @@ impl Actor for CodexActor {
         args: CodexArgs,
     ) -> Result<CodexState, ActorProcessingErr> {
         let codex = Codex::load(&args.path)?;
-        let amendments = load_amendments(&args.store);
+        let mut ledger = Ledger::load(&args.store);
+        let live = args.live.load();
+        let recovered = ledger.recover(&codex, live.codex.keep_decided_amendments);
+        for a in recovered {
+            args.hub.publish(Event::AmendmentCommitted {
+                id: a.id.clone(),
+                diff: a.diff.clone().unwrap_or_default(),
+            });
+            if let Some(t) = a.task_id.clone() {
+                resume(
+                    OrchestratorHandle::new(args.live.clone()),
+                    t,
+                    "approved",
+                    format!(
+                        "The Architect approved amendment {}: {}",
+                        a.id, a.proposal.rationale
+                    ),
+                    Duration::from_millis(live.codex.resume_wait_ms),
+                );
+            }
+        }
         let debounce = Duration::from_millis(args.live.load().codex.reload_debounce_ms);
         let me = myself.clone();
         let mut watcher = notify_debouncer_full::new_debouncer(
@@ -264,7 +262,7 @@ impl Actor for CodexActor {
                 version: 1,
                 personas: Default::default(),
             }),
-            amendments,
+            ledger,
             _watcher: Some(watcher),
         };
         state.codex = Arc::new(codex);
@@ -304,10 +302,11 @@ impl Actor for CodexActor {
                     reason: None,
                     diff: None,
                     backup: None,
+                    approving: None,
                 };
-                state.amendments.push(a.clone());
+                state.ledger.amendments.push(a.clone());
                 if let Err(e) = state.save() {
-                    state.amendments.pop();
+                    state.ledger.amendments.pop();
                     let _ = reply.send(Err(CodexCmdError::Conflict(format!(
                         "cannot store the amendment: {e}"
                     ))));
@@ -321,7 +320,7 @@ impl Actor for CodexActor {
                 let _ = reply.send(Ok(a));
             }
             CodexMsg::List(reply) => {
-                let mut all = state.amendments.clone();
+                let mut all = state.ledger.amendments.clone();
                 all.reverse();
                 let _ = reply.send(all);
             }
@@ -333,14 +332,34 @@ impl Actor for CodexActor {
                         return Ok(());
                     }
                 };
-                let proposal = state.amendments[i].proposal.clone();
                 let path = state.args.path.clone();
-                let keep = state.args.live.load().codex.keep_backups;
-                let r = tokio::task::spawn_blocking(move || amend::commit(&path, &proposal, keep))
-                    .await
-                    .map_err(|e| amend::CommitError(e.to_string()))
-                    .and_then(|r| r);
+                let live = state.args.live.load();
+                let (keep_backups, keep_decided) =
+                    (live.codex.keep_backups, live.codex.keep_decided_amendments);
+                // The ledger travels into the blocking task and back: the approval writes two files under a lock.
+                let mut ledger = std::mem::take(&mut state.ledger);
+                let store = state.args.store.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    let r = ledger.approve(i, &path, keep_backups, keep_decided);
+                    (ledger, r)
+                })
+                .await;
                 let committed = match r {
+                    Ok((ledger, r)) => {
+                        state.ledger = ledger;
+                        r
+                    }
+                    Err(e) => {
+                        // The blocking task died: the files are the truth, settled as at a start.
+                        state.ledger = Ledger::load(&store);
+                        if let Ok(codex) = Codex::load(&state.args.path) {
+                            state.ledger.recover(&codex, keep_decided);
+                            state.install(codex);
+                        }
+                        Err(ApproveError::Ledger(e.to_string()))
+                    }
+                };
+                let (a, committed) = match committed {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(event = "amendment.commit_failed", id = %id, error = %e, "commit failed; codex.toml unchanged");
@@ -348,15 +367,6 @@ impl Actor for CodexActor {
                         return Ok(());
                     }
                 };
-                let a = &mut state.amendments[i];
-                a.status = AmendmentStatus::Committed;
-                a.decided_at = Some(unix_now());
-                a.diff = Some(committed.diff.clone());
-                a.backup = Some(committed.backup.clone());
-                let a = a.clone();
-                if let Err(e) = state.save() {
-                    tracing::error!(event = "codex.amendments_write_failed", error = %e, "amendment store not updated");
-                }
                 state.install(committed.codex);
                 state.args.hub.publish(Event::AmendmentCommitted {
                     id: id.clone(),
@@ -371,6 +381,7 @@ impl Actor for CodexActor {
                             "The Architect approved amendment {id}: {}",
                             a.proposal.rationale
                         ),
+                        Duration::from_millis(state.args.live.load().codex.resume_wait_ms),
                     );
                 }
                 let _ = reply.send(Ok(a));
@@ -383,7 +394,7 @@ impl Actor for CodexActor {
                         return Ok(());
                     }
                 };
-                let a = &mut state.amendments[i];
+                let a = &mut state.ledger.amendments[i];
                 a.status = AmendmentStatus::Rejected;
                 a.decided_at = Some(unix_now());
                 a.reason = Some(reason.clone());
@@ -401,6 +412,7 @@ impl Actor for CodexActor {
                         t,
                         "rejected",
                         format!("The Architect rejected amendment {id}: {reason}"),
+                        Duration::from_millis(state.args.live.load().codex.resume_wait_ms),
                     );
                 }
                 let _ = reply.send(Ok(a));
@@ -426,49 +438,5 @@ impl Actor for CodexActor {
             CodexMsg::Crash => panic!("debug_crash requested for codex"),
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::codex::amend::Changes;
-
-    fn amendment(id: &str, status: AmendmentStatus, decided_at: Option<f64>) -> Amendment {
-        Amendment {
-            id: id.into(),
-            proposal: Proposal {
-                persona: "BRICK".into(),
-                changes: Changes {
-                    role: None,
-                    system_prompt: None,
-                    principles: None,
-                },
-                rationale: String::new(),
-            },
-            status,
-            task_id: None,
-            created_at: 1.0,
-            decided_at,
-            reason: None,
-            diff: None,
-            backup: None,
-        }
-    }
-
-    #[test]
-    fn decided_amendments_beyond_the_cap_go_oldest_first_and_pending_ones_stay() {
-        let mut all = vec![
-            amendment("a", AmendmentStatus::Committed, Some(30.0)),
-            amendment("b", AmendmentStatus::Rejected, Some(10.0)),
-            amendment("p", AmendmentStatus::Pending, None),
-            amendment("c", AmendmentStatus::Committed, Some(20.0)),
-        ];
-        prune_decided(&mut all, 1);
-        let ids: Vec<&str> = all.iter().map(|a| a.id.as_str()).collect();
-        assert_eq!(ids, ["a", "p"]);
-        prune_decided(&mut all, 0);
-        assert_eq!(all.len(), 1);
-        assert_eq!(all[0].status, AmendmentStatus::Pending);
     }
 }

@@ -127,6 +127,19 @@ pub struct Amendment {
     pub diff: Option<String>,
     /// Backup written before the commit.
     pub backup: Option<PathBuf>,
+    /// Unix seconds at which an approval began committing; stored only between the ledger's write-ahead
+    /// mark and the commit's record, so one found on disk means a stop interrupted it (see `ledger`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approving: Option<f64>,
+}
+
+/// Whether `codex` already holds every change of `p` (the persona exists and each proposed field equals).
+pub fn holds(codex: &Codex, p: &Proposal) -> bool {
+    codex.persona(&p.persona).is_some_and(|current| {
+        let mut amended = current.clone();
+        p.changes.apply_to(&mut amended);
+        &amended == current
+    })
 }
 
 /// Checks a proposal against the codex: known persona, something to change, texts within bounds, and the

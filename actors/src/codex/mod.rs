@@ -12,10 +12,15 @@
 //!  settings.toml ◀─record_model──── CodexActor ──reload──▶ live settings, sampling, swaps, log level
 //!        ▲ hand edits ── notify watcher ──▶ FilesChanged
 //! ```
+//!
+//! An approval writes two files (codex.toml and `data_dir/amendments.json`); [`ledger`] orders the writes
+//! so that a kill at any point is settled at the next start: the amendment is committed exactly when
+//! codex.toml holds it.
 
 pub mod actor;
 pub mod amend;
 pub mod inquiry;
+pub mod ledger;
 pub mod reload;
 
 use std::sync::Arc;

@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::actor::{set_model, CodexState};
 use super::{Codex, CodexCmdError};
 use crate::events::Event;
-use crate::llm::Sampling;
+use crate::llm::SamplingTable;
 use crate::settings::{LoadedSettings, Settings};
 
 /// Keys (dotted prefixes) read only at start: a change is logged as needing a restart and not applied.
@@ -230,13 +230,10 @@ impl CodexState {
             }
         }
         if let Some(p) = &self.args.personas {
-            if r.live.iter().any(|k| k.starts_with("llm.")) {
-                p.set_sampling(Sampling {
-                    temperature: r.effective.llm.temperature,
-                    top_p: r.effective.llm.top_p,
-                    seed: r.effective.llm.seed,
-                    max_tokens: r.effective.llm.max_tokens,
-                });
+            if r.live.iter().any(|k| {
+                k.starts_with("llm.") || (k.starts_with("personas.") && !k.ends_with(".model"))
+            }) {
+                p.set_sampling(SamplingTable::from_settings(&r.effective));
             }
             for key in r
                 .live

@@ -18,8 +18,8 @@ use ollama_rs::Ollama;
 use sha2::Digest;
 
 use super::{
-    BackendKind, ChatMessage, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Role,
-    TokenSink, ToolCall,
+    BackendKind, ChatMessage, ChatRequest, ChatResponse, Finish, LlmBackend, LlmError, ModelSpec,
+    Role, Sampling, TokenSink, ToolCall,
 };
 
 /// An Ollama server.
@@ -100,6 +100,10 @@ impl OllamaBackend {
             ModelOptions::default()
                 .temperature(req.sampling.temperature)
                 .top_p(req.sampling.top_p)
+                .top_k(req.sampling.top_k)
+                .min_p(req.sampling.min_p)
+                .repeat_penalty(req.sampling.repeat_penalty)
+                .repeat_last_n(i32::try_from(req.sampling.repeat_last_n).unwrap_or(i32::MAX))
                 .seed(req.sampling.seed)
                 .num_predict(i32::try_from(req.sampling.max_tokens).unwrap_or(i32::MAX)),
         );
@@ -160,6 +164,15 @@ fn to_ollama_message(m: &ChatMessage) -> OChatMessage {
     out
 }
 
+/// Ollama's reply data has no done reason here: an answer that used its whole budget ran out of it.
+fn finish_of(completion_tokens: u64, s: &Sampling) -> Finish {
+    if completion_tokens >= u64::from(s.max_tokens) {
+        Finish::Length
+    } else {
+        Finish::Stop
+    }
+}
+
 fn from_ollama_calls(calls: &[OToolCall]) -> Vec<ToolCall> {
     calls
         .iter()
@@ -202,6 +215,7 @@ impl LlmBackend for OllamaBackend {
                 tool_calls: from_ollama_calls(&resp.message.tool_calls),
                 prompt_tokens: p,
                 completion_tokens: c,
+                finish: finish_of(c, &req.sampling),
             });
         };
         let mut stream = self
@@ -226,6 +240,7 @@ impl LlmBackend for OllamaBackend {
             if let Some(d) = &chunk.final_data {
                 out.prompt_tokens = d.prompt_eval_count;
                 out.completion_tokens = d.eval_count;
+                out.finish = finish_of(d.eval_count, &req.sampling);
             }
             if chunk.done {
                 done = true;

@@ -1,6 +1,7 @@
 //! Consolidation: the background pass that turns loose detail rows into a hierarchy. Unparented details
 //! are grouped (by task first, then by similarity of the groups' centroids, up to `group_max` rows), each
-//! group gets a summary row written by the summary persona, and its details are re-parented under it.
+//! group gets a summary row written by the summary persona, and its details are re-parented under it — the summary and
+//! the re-parenting are one LanceDB commit (`store::adopt`), so a stop never leaves one without the other.
 //! Retrieval depends on this: stage 1 searches summaries only and stage 2 only their children, so details
 //! that are never consolidated are found only through the (small, exact) "recent" query. A model outage
 //! must not stall the pass, so a summary falls back to the joined details. Runs as a job of the memory
@@ -29,14 +30,14 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 
 /// Groups unparented details: by task first, then merges groups whose centroids are similar.
 pub(crate) fn group(
-    rows: Vec<(store::Hit, Vec<f32>)>,
+    rows: Vec<store::Scanned>,
     merge_similarity: f32,
     max: usize,
-) -> Vec<Vec<(store::Hit, Vec<f32>)>> {
-    let mut by_task: Vec<Vec<(store::Hit, Vec<f32>)>> = Vec::new();
+) -> Vec<Vec<store::Scanned>> {
+    let mut by_task: Vec<Vec<store::Scanned>> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for r in rows {
-        match r.0.task_id.clone() {
+        match r.hit.task_id.clone() {
             Some(t) => match index.get(&t) {
                 Some(&i) => by_task[i].push(r),
                 None => {
@@ -47,17 +48,17 @@ pub(crate) fn group(
             None => by_task.push(vec![r]),
         }
     }
-    let centroid = |g: &[(store::Hit, Vec<f32>)]| {
-        let dim = g.first().map(|x| x.1.len()).unwrap_or(0);
+    let centroid = |g: &[store::Scanned]| {
+        let dim = g.first().map(|x| x.vector.len()).unwrap_or(0);
         let mut c = vec![0f32; dim];
-        for (_, v) in g {
-            for (a, b) in c.iter_mut().zip(v) {
+        for r in g {
+            for (a, b) in c.iter_mut().zip(&r.vector) {
                 *a += b;
             }
         }
         c
     };
-    let mut groups: Vec<Vec<(store::Hit, Vec<f32>)>> = Vec::new();
+    let mut groups: Vec<Vec<store::Scanned>> = Vec::new();
     for g in by_task {
         let c = centroid(&g);
         let target = groups.iter().position(|existing| {
@@ -91,7 +92,7 @@ pub(super) async fn consolidate(
             .next()
             .ok_or_else(|| MemError::Embed("no embedding".into()))?;
         let sid = uuid::Uuid::new_v4().simple().to_string();
-        let tasks: Vec<&str> = g.iter().filter_map(|(h, _)| h.task_id.as_deref()).collect();
+        let tasks: Vec<&str> = g.iter().filter_map(|r| r.hit.task_id.as_deref()).collect();
         let row = NewRow {
             id: sid.clone(),
             parent_id: None,
@@ -102,11 +103,10 @@ pub(super) async fn consolidate(
             task_id: (tasks.len() == 1).then(|| tasks[0].to_string()),
             created_at: now_micros(),
         };
-        store::add(&store.table, std::slice::from_ref(&row), store.dim).await?;
-        let ids: Vec<String> = g.iter().map(|(h, _)| h.id.clone()).collect();
-        store::set_parent(&store.table, &ids, &sid).await?;
+        // One commit for the summary and its children: a stop leaves both or neither.
+        let adopted = store::adopt(&store.table, &row, &g, store.dim).await?;
         report.summaries += 1;
-        report.details += ids.len();
+        report.details += adopted as usize;
     }
     let rows = store::count(&store.table, None).await?;
     tracing::info!(
@@ -131,13 +131,13 @@ pub(super) async fn consolidate(
 async fn summarise(
     ctx: &Ctx,
     s: &MemorySettings,
-    group: &[(store::Hit, Vec<f32>)],
+    group: &[store::Scanned],
 ) -> Result<String, MemError> {
     let mut prompt = String::from(
         "Summarise these memories in two or three sentences, keeping names and facts:\n",
     );
-    for (h, _) in group {
-        prompt.push_str(&format!("- {}\n", h.text));
+    for r in group {
+        prompt.push_str(&format!("- {}\n", r.hit.text));
     }
     let req = ThinkRequest {
         messages: vec![ChatMessage::new(Role::User, prompt)],
@@ -154,7 +154,7 @@ async fn summarise(
             );
             Ok(group
                 .iter()
-                .map(|(h, _)| h.text.as_str())
+                .map(|r| r.hit.text.as_str())
                 .collect::<Vec<_>>()
                 .join(" · "))
         }
@@ -165,34 +165,39 @@ async fn summarise(
 mod tests {
     use super::*;
 
-    fn hit(id: &str, task: Option<&str>) -> store::Hit {
-        store::Hit {
-            id: id.into(),
-            parent_id: None,
-            kind: "detail".into(),
-            text: id.into(),
-            task_id: task.map(str::to_string),
-            score: 0.0,
+    fn row(id: &str, task: Option<&str>, vector: Vec<f32>) -> store::Scanned {
+        store::Scanned {
+            hit: store::Hit {
+                id: id.into(),
+                parent_id: None,
+                kind: "detail".into(),
+                text: id.into(),
+                task_id: task.map(str::to_string),
+                score: 0.0,
+            },
+            vector,
+            persona: "BABS".into(),
+            created_at: 1,
         }
     }
 
     #[test]
     fn grouping_by_task_then_similarity() {
         let rows = vec![
-            (hit("a1", Some("A")), vec![1.0, 0.0]),
-            (hit("b1", Some("B")), vec![0.0, 1.0]),
-            (hit("a2", Some("A")), vec![1.0, 0.1]),
-            (hit("c1", Some("C")), vec![0.95, 0.05]),
+            row("a1", Some("A"), vec![1.0, 0.0]),
+            row("b1", Some("B"), vec![0.0, 1.0]),
+            row("a2", Some("A"), vec![1.0, 0.1]),
+            row("c1", Some("C"), vec![0.95, 0.05]),
         ];
         let groups = group(rows, 0.9, 8);
         let ids: Vec<Vec<&str>> = groups
             .iter()
-            .map(|g| g.iter().map(|(h, _)| h.id.as_str()).collect())
+            .map(|g| g.iter().map(|r| r.hit.id.as_str()).collect())
             .collect();
         assert_eq!(ids, vec![vec!["a1", "a2", "c1"], vec!["b1"]]);
         let rows = vec![
-            (hit("a1", Some("A")), vec![1.0, 0.0]),
-            (hit("c1", Some("C")), vec![1.0, 0.0]),
+            row("a1", Some("A"), vec![1.0, 0.0]),
+            row("c1", Some("C"), vec![1.0, 0.0]),
         ];
         assert_eq!(group(rows, 0.9, 1).len(), 2, "group_max caps merges");
     }

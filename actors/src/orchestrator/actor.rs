@@ -38,6 +38,10 @@ pub enum OrchError {
     /// The orchestrator did not answer.
     #[error(transparent)]
     Unreachable(#[from] AskError),
+    /// The change could not be made durable (its checkpoint could not be written, e.g. a full disk), so it was
+    /// not made; retry once the disk has room.
+    #[error("{0}")]
+    Storage(String),
 }
 
 impl WireError for OrchError {
@@ -46,7 +50,7 @@ impl WireError for OrchError {
             OrchError::NotFound(_) => ErrorCode::NotFound,
             OrchError::Conflict(_) => ErrorCode::Conflict,
             OrchError::Invalid(_) => ErrorCode::BadRequest,
-            OrchError::Unreachable(_) => ErrorCode::Unavailable,
+            OrchError::Unreachable(_) | OrchError::Storage(_) => ErrorCode::Unavailable,
         }
     }
 }
@@ -359,7 +363,7 @@ impl Actor for Orchestrator {
                     TaskState::new(uuid::Uuid::new_v4().simple().to_string(), text.clone());
                 task.request_id = request_id;
                 if let Err(e) = state.cog.store.save(&task) {
-                    let _ = reply.send(Err(OrchError::Conflict(format!(
+                    let _ = reply.send(Err(OrchError::Storage(format!(
                         "cannot record the task durably: {e}"
                     ))));
                     return Ok(());
@@ -439,7 +443,7 @@ impl Actor for Orchestrator {
                 e.state.status = TaskStatus::Queued;
                 e.state.next = Node::Synthesize;
                 if let Err(err) = state.cog.store.save(&e.state) {
-                    let _ = reply.send(Err(OrchError::Conflict(format!(
+                    let _ = reply.send(Err(OrchError::Storage(format!(
                         "cannot record the decision: {err}"
                     ))));
                     return Ok(());

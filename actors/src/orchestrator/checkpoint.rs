@@ -148,6 +148,7 @@ mod tests {
             dissonance: None,
             duration_ms: 1,
             summary: String::new(),
+            finish: None,
         });
         assert!(matches!(s.save(&t), Err(SaveError::Ended)));
         assert_eq!(

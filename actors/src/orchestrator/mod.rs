@@ -175,6 +175,10 @@ pub struct StepRecord {
     pub duration_ms: u64,
     /// What it produced, shortened.
     pub summary: String,
+    /// Why the step's model call ended (`stop`: end of turn, `length`: its token budget, `loop`: the loop
+    /// guard); absent for a step without a model call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish: Option<crate::llm::Finish>,
 }
 
 /// One tool call made during a task.

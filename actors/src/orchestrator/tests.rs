@@ -14,7 +14,8 @@ use serde_json::json;
 use super::*;
 use crate::events::{Event, EventHub};
 use crate::llm::{
-    BackendKind, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Sampling, TokenSink,
+    BackendKind, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Sampling,
+    SamplingTable, TokenSink,
 };
 use crate::personas::{ModelRecorder, PersonaError, RecordFailed, SUPERVISOR_NAME};
 use crate::principles::Codex;
@@ -177,12 +178,7 @@ impl Rig {
             &codex,
             &models,
             Arc::new(model),
-            Sampling {
-                temperature: 0.0,
-                top_p: 1.0,
-                seed: 1,
-                max_tokens: 32,
-            },
+            SamplingTable::uniform(Sampling::plain(0.0, 1.0, 1, 32)),
             hub.clone(),
             recorder.map(|r| r as Arc<dyn ModelRecorder>),
             Duration::from_secs(5),

@@ -24,7 +24,7 @@ pub use handle::{PersonaError, PersonaHandle, RetireGuard};
 pub use proto::{Editable, Proto, ProtoArgs, ProtoMsg, ThinkRequest, Thought};
 
 use crate::events::{Event, EventHub};
-use crate::llm::{LlmBackend, LlmError, Sampling};
+use crate::llm::{LlmBackend, LlmError, Sampling, SamplingTable};
 use crate::principles::{Codex, PersonaCodex};
 use crate::supervisor::{ChildSpec, Restart, SupervisorError, SupervisorHandle};
 
@@ -66,7 +66,7 @@ pub struct Personas {
     configs: Mutex<BTreeMap<String, PersonaConfig>>,
     generation: AtomicU64,
     backend: Arc<dyn LlmBackend>,
-    sampling: Mutex<Sampling>,
+    sampling: Mutex<SamplingTable>,
     hub: Arc<EventHub>,
     recorder: Option<Arc<dyn ModelRecorder>>,
     call_timeout: Duration,
@@ -88,7 +88,7 @@ impl Personas {
         codex: &Codex,
         models: &BTreeMap<String, String>,
         backend: Arc<dyn LlmBackend>,
-        sampling: Sampling,
+        sampling: SamplingTable,
         hub: Arc<EventHub>,
         recorder: Option<Arc<dyn ModelRecorder>>,
         call_timeout: Duration,
@@ -154,16 +154,20 @@ impl Personas {
         self.lock_configs().get(name).cloned()
     }
 
-    /// Sampling defaults from `[llm]` as now in force (live), before each persona's editable overrides.
-    pub fn sampling(&self) -> Sampling {
-        *self.sampling.lock().unwrap_or_else(|p| p.into_inner())
+    /// `persona`'s sampling defaults (`[llm]` with its `[personas.<name>]` overrides) as now in force (live),
+    /// before its editable overrides.
+    pub fn sampling(&self, persona: &str) -> Sampling {
+        self.sampling
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(persona)
     }
 
     /// Changes the sampling defaults (live settings reload), for running and future persona actors.
-    pub fn set_sampling(&self, s: Sampling) {
-        *self.sampling.lock().unwrap_or_else(|p| p.into_inner()) = s;
-        for h in self.snapshot().values() {
-            h.tell(ProtoMsg::SetSampling(s));
+    pub fn set_sampling(&self, table: SamplingTable) {
+        *self.sampling.lock().unwrap_or_else(|p| p.into_inner()) = table.clone();
+        for (name, h) in self.snapshot().iter() {
+            h.tell(ProtoMsg::SetSampling(table.get(name)));
         }
     }
 
@@ -209,7 +213,7 @@ impl Personas {
             config: config.clone(),
             generation,
             backend: self.backend.clone(),
-            sampling: self.sampling(),
+            sampling: self.sampling(name),
             hub: self.hub.clone(),
         };
         let (actor, _) = Proto::spawn_linked(None, Proto, args, sup).await?;

@@ -106,6 +106,9 @@ pub struct CodexSettings {
     /// Decided (committed or rejected) amendments remembered in `data_dir/amendments.json` and listed by
     /// `list_amendments`; the oldest decided go first. Pending ones are never dropped.
     pub keep_decided_amendments: usize,
+    /// How long (ms) the codex keeps trying to resume the paused task of an approval that a stop interrupted
+    /// and that start-up found committed, while the orchestrator is still starting.
+    pub resume_wait_ms: u64,
 }
 
 /// `[memory]`
@@ -276,9 +279,29 @@ pub struct LlmSettings {
     pub temperature: f32,
     /// Nucleus sampling mass.
     pub top_p: f32,
+    /// Sample only among the `top_k` likeliest tokens (0 = off).
+    pub top_k: u32,
+    /// Drop tokens less likely than `min_p` × the likeliest token's probability (0 = off).
+    pub min_p: f32,
+    /// Logit divisor for tokens seen in the last `repeat_last_n` tokens (1 = off; > 1 discourages repeats).
+    pub repeat_penalty: f32,
+    /// Window, in tokens, of `repeat_penalty` and of the DRY sampler.
+    pub repeat_last_n: u32,
+    /// DRY ("don't repeat yourself") strength, embedded backend only (Ollama has no DRY); 0 = off.
+    pub dry_multiplier: f32,
+    /// DRY growth base: a repeat extending a seen sequence by n tokens costs `multiplier × base^(n - allowed)`.
+    pub dry_base: f32,
+    /// Repeated sequences up to this many tokens are free of DRY's penalty.
+    pub dry_allowed_length: u32,
+    /// Loop guard of the embedded backend: generation ends (the repeat cut off) when the last `loop_ngram`
+    /// words (lower-cased, punctuation trimmed) have already occurred `loop_max_repeats` times in the answer;
+    /// 0 = off.
+    pub loop_ngram: u32,
+    /// Occurrences of one `loop_ngram`-word sequence an answer may hold.
+    pub loop_max_repeats: u32,
     /// Fixed sampling seed passed to both backends, so repeated requests sample alike.
     pub seed: i32,
-    /// Longest answer in tokens.
+    /// Longest answer in tokens (a persona may override it).
     pub max_tokens: u32,
     /// The embedded llama.cpp backend.
     pub embedded: EmbeddedSettings,
@@ -326,6 +349,24 @@ pub struct EmbeddedSettings {
 pub struct PersonaSettings {
     /// The model tag (Ollama) or model spec (embedded) this persona thinks with.
     pub model: String,
+    /// This persona's temperature instead of `llm.temperature`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// This persona's `top_p` instead of `llm.top_p`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// This persona's `top_k` instead of `llm.top_k`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    /// This persona's `min_p` instead of `llm.min_p`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_p: Option<f32>,
+    /// This persona's `repeat_penalty` instead of `llm.repeat_penalty`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_penalty: Option<f32>,
+    /// Most tokens per model call (one graph step) for this persona, instead of `llm.max_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
 }
 
 /// `[orchestrator]`
@@ -358,6 +399,13 @@ pub struct OrchestratorSettings {
     pub persona_retries: u32,
     /// How long such a retry waits for the supervisor to start the next generation, in milliseconds.
     pub persona_restart_wait_ms: u64,
+    /// Bytes of retrieved memories put in BABS's research prompt (nearest first; the last one shortened).
+    pub research_max_bytes: usize,
+    /// Words ROBIN's critique needs for its dissonance to send a draft back or pause the task.
+    pub min_critique_words: usize,
+    /// Jaccard overlap (0..=1) of word sets at or above which a critique repeats the previous one and does
+    /// not justify another round.
+    pub critique_repeat_similarity: f64,
 }
 
 /// `[debug]`

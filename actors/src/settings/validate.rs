@@ -75,6 +75,7 @@ impl Settings {
             orchestrator.max_steps,
             orchestrator.max_task_bytes,
             orchestrator.persona_restart_wait_ms,
+            orchestrator.research_max_bytes,
             memory.chunk_chars,
             memory.k_summaries,
             memory.k_details,
@@ -88,6 +89,7 @@ impl Settings {
             memory.reopen_backoff_ms,
             codex.keep_backups,
             codex.keep_decided_amendments,
+            codex.resume_wait_ms,
             tools.memory_mb,
             tools.max_sandboxes,
             tools.pids_limit,
@@ -110,6 +112,11 @@ impl Settings {
                 self.orchestrator.inquiry_threshold,
             ),
             ("llm.top_p", f64::from(self.llm.top_p)),
+            ("llm.min_p", f64::from(self.llm.min_p)),
+            (
+                "orchestrator.critique_repeat_similarity",
+                self.orchestrator.critique_repeat_similarity,
+            ),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(key, "must be between 0 and 1"));
@@ -141,6 +148,34 @@ impl Settings {
         }
         if self.llm.temperature.is_nan() || self.llm.temperature < 0.0 {
             return Err(bad("llm.temperature", "must be 0 or more"));
+        }
+        for (key, v) in [
+            ("llm.repeat_penalty", self.llm.repeat_penalty),
+            ("llm.dry_base", self.llm.dry_base),
+        ] {
+            if v.is_nan() || v < 1.0 {
+                return Err(bad(key, "must be at least 1.0"));
+            }
+        }
+        if self.llm.dry_multiplier.is_nan() || self.llm.dry_multiplier < 0.0 {
+            return Err(bad("llm.dry_multiplier", "must be 0 or more"));
+        }
+        for (name, p) in &self.personas {
+            let key = |k: &str| format!("personas.{name}.{k}");
+            if p.temperature.is_some_and(|t| t.is_nan() || t < 0.0) {
+                return Err(bad(&key("temperature"), "must be 0 or more"));
+            }
+            for (k, v) in [("top_p", p.top_p), ("min_p", p.min_p)] {
+                if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
+                    return Err(bad(&key(k), "must be between 0 and 1"));
+                }
+            }
+            if p.repeat_penalty.is_some_and(|v| v.is_nan() || v < 1.0) {
+                return Err(bad(&key("repeat_penalty"), "must be at least 1.0"));
+            }
+            if p.max_tokens == Some(0) {
+                return Err(bad(&key("max_tokens"), "must be greater than 0"));
+            }
         }
         if !(self.llm.ollama_url.starts_with("http://")
             || self.llm.ollama_url.starts_with("https://"))

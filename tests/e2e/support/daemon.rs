@@ -86,6 +86,10 @@ impl Daemon {
             toml_edit::value(repo().join("data/sandbox/rootfs").display().to_string());
         doc["tools"]["pool_size"] = toml_edit::value(0);
         doc["tools"]["timeout_ms"] = toml_edit::value(4000);
+        // Scripted critiques are short and often the same words: judge the graph's edges on scores alone
+        // (the critique rule has its own tests: nodes::tests and first_hour.rs on the real model).
+        doc["orchestrator"]["min_critique_words"] = toml_edit::value(0);
+        doc["orchestrator"]["critique_repeat_similarity"] = toml_edit::value(1.0);
         for e in edits {
             e(&mut doc);
         }

@@ -20,6 +20,7 @@
 //!   make (generation, embeddings, next-token logits, adapter switching).
 
 mod grammar;
+pub mod guard;
 mod model_file;
 mod worker;
 
@@ -341,6 +342,7 @@ impl LlmBackend for EmbeddedBackend {
             tool_calls: Vec::new(),
             prompt_tokens: g.prompt_tokens,
             completion_tokens: g.completion_tokens,
+            finish: g.finish,
         };
         if let Some(schema) = &schema {
             let mut v: Value = serde_json::from_str(&out.content).map_err(|e| {

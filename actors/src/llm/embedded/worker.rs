@@ -15,7 +15,8 @@ use llama_cpp_2::sampling::LlamaSampler;
 use tokio::sync::oneshot;
 
 use super::backend;
-use crate::llm::{LlmError, Sampling, TokenSink};
+use super::guard::LoopGuard;
+use crate::llm::{Finish, LlmError, Sampling, TokenSink};
 
 /// How often an idle inference thread checks whether an adapter load is waiting for the model.
 const IDLE_POLL: Duration = Duration::from_millis(50);
@@ -46,7 +47,11 @@ pub(super) struct Generated {
     pub(super) text: String,
     pub(super) prompt_tokens: u64,
     pub(super) completion_tokens: u64,
+    pub(super) finish: Finish,
 }
+
+/// llama.cpp's default DRY sequence breakers: a repeat that crosses one of these does not grow.
+const DRY_BREAKERS: [&str; 4] = ["\n", ":", "\"", "*"];
 
 /// What the backend and its inference threads share: the model and the context settings.
 pub(super) struct Shared {
@@ -287,42 +292,46 @@ fn generate(
         )));
     }
     let mut batch = prefill(shared, ctx, &tokens)?;
-    let mut chain = Vec::new();
-    if let Some(g) = grammar {
-        chain.push(
-            LlamaSampler::grammar(model, g, "root")
-                .map_err(|e| LlmError::InvalidRequest(format!("grammar: {e}")))?,
-        );
-    }
-    if sampling.temperature <= 0.0 {
-        chain.push(LlamaSampler::greedy());
+    let mut sampler = sampler_chain(model, grammar, &sampling)?;
+    // Free text gets the loop guard; a structured answer is bounded by its grammar and budget instead (a cut
+    // would leave invalid JSON).
+    let mut guard = if grammar.is_none() {
+        LoopGuard::new(sampling.loop_ngram, sampling.loop_max_repeats)
     } else {
-        chain.push(LlamaSampler::top_p(sampling.top_p, 1));
-        chain.push(LlamaSampler::temp(sampling.temperature));
-        chain.push(LlamaSampler::dist(sampling.seed as u32));
-    }
-    let mut sampler = LlamaSampler::chain_simple(chain);
+        LoopGuard::new(0, 0)
+    };
     let mut out = Vec::<u8>::new();
     let mut sent = 0usize;
     let mut pos = tokens.len();
     let mut produced = 0u64;
+    let mut finish = Finish::Length;
     let mut idx = batch.n_tokens() - 1;
     while produced < u64::from(sampling.max_tokens) && pos < n_ctx {
         let tok = sampler.sample(ctx, idx);
         if vocab.is_eog(tok) {
+            finish = Finish::Stop;
             break;
         }
         vocab.token_to_piece_into(tok, &mut out, false, None);
         produced += 1;
+        if let Some(cut) = guard.check(&out) {
+            out.truncate(cut);
+            finish = Finish::Loop;
+            break;
+        }
         if let Some(sink) = stream {
-            // Only whole UTF-8 characters leave; a split character waits for its next byte.
-            let valid = match std::str::from_utf8(&out[sent..]) {
-                Ok(s) => s.len(),
-                Err(e) => e.valid_up_to(),
-            };
-            if valid > 0 {
-                let _ = sink.send(String::from_utf8_lossy(&out[sent..sent + valid]).into_owned());
-                sent += valid;
+            // Only bytes no guard cut can take back, and only whole UTF-8 characters, leave.
+            let safe = guard.committed();
+            if safe > sent {
+                let valid = match std::str::from_utf8(&out[sent..safe]) {
+                    Ok(s) => s.len(),
+                    Err(e) => e.valid_up_to(),
+                };
+                if valid > 0 {
+                    let _ =
+                        sink.send(String::from_utf8_lossy(&out[sent..sent + valid]).into_owned());
+                    sent += valid;
+                }
             }
         }
         batch.clear();
@@ -334,7 +343,7 @@ fn generate(
             .map_err(|e| backend_err("decode")(e.to_string()))?;
         idx = batch.n_tokens() - 1;
     }
-    if grammar.is_some() && produced >= u64::from(sampling.max_tokens) {
+    if grammar.is_some() && finish == Finish::Length {
         return Err(LlmError::BadResponse(format!(
             "structured answer cut off at its budget of {} tokens (raise llm.max_tokens)",
             sampling.max_tokens
@@ -350,7 +359,61 @@ fn generate(
         text,
         prompt_tokens: tokens.len() as u64,
         completion_tokens: produced,
+        finish,
     })
+}
+
+/// The sampler chain of one generation, in llama.cpp's usual order (see [`Sampling`]): grammar →
+/// repeat penalty → DRY → top-k → top-p → min-p → temperature → draw (or greedy at temperature 0).
+fn sampler_chain(
+    model: &LlamaModel,
+    grammar: Option<&str>,
+    s: &Sampling,
+) -> Result<LlamaSampler, LlmError> {
+    let mut chain = Vec::new();
+    if let Some(g) = grammar {
+        chain.push(
+            LlamaSampler::grammar(model, g, "root")
+                .map_err(|e| LlmError::InvalidRequest(format!("grammar: {e}")))?,
+        );
+    }
+    let last_n = i32::try_from(s.repeat_last_n).unwrap_or(i32::MAX);
+    if s.repeat_penalty != 1.0 && last_n > 0 {
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            last_n,
+            s.repeat_penalty,
+            0.0,
+            0.0,
+        ));
+    }
+    if s.dry_multiplier > 0.0 && last_n > 0 {
+        let allowed = i32::try_from(s.dry_allowed_length).unwrap_or(i32::MAX);
+        chain.push(LlamaSampler::dry(
+            model,
+            s.dry_multiplier,
+            s.dry_base,
+            allowed,
+            last_n,
+            DRY_BREAKERS,
+        ));
+    }
+    if s.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if s.top_k > 0 {
+            chain.push(LlamaSampler::top_k(
+                i32::try_from(s.top_k).unwrap_or(i32::MAX),
+            ));
+        }
+        chain.push(LlamaSampler::top_p(s.top_p, 1));
+        if s.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(s.min_p, 1));
+        }
+        chain.push(LlamaSampler::temp(s.temperature));
+        chain.push(LlamaSampler::dist(s.seed as u32));
+    }
+    Ok(LlamaSampler::chain_simple(chain))
 }
 
 fn embed_one(

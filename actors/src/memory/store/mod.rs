@@ -351,12 +351,21 @@ pub async fn explain(
         .map_err(store_err)
 }
 
+/// A stored row as a scan reads it back: enough to write it again whole (see [`adopt`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scanned {
+    /// Id, parent, kind, text and task (score 0).
+    pub hit: Hit,
+    /// The stored embedding.
+    pub vector: Vec<f32>,
+    /// Persona that wrote it.
+    pub persona: String,
+    /// Unix microseconds.
+    pub created_at: i64,
+}
+
 /// Rows matching a filter (plain scan), up to `limit`.
-pub async fn scan(
-    table: &Table,
-    filter: &str,
-    limit: usize,
-) -> Result<Vec<(Hit, Vec<f32>)>, MemError> {
+pub async fn scan(table: &Table, filter: &str, limit: usize) -> Result<Vec<Scanned>, MemError> {
     let batches: Vec<RecordBatch> = table
         .query()
         .only_if(filter)
@@ -367,6 +376,7 @@ pub async fn scan(
             "text",
             "task_id",
             "vector",
+            "persona",
             "created_at",
         ]))
         .limit(limit)
@@ -379,37 +389,67 @@ pub async fn scan(
     let mut out = Vec::new();
     for b in &batches {
         let hs = hits(std::slice::from_ref(b));
+        let missing = |c: &str| MemError::Store(format!("no {c} column"));
         let vecs = b
             .column_by_name("vector")
             .map(|c| c.as_fixed_size_list().clone())
-            .ok_or_else(|| MemError::Store("no vector column".into()))?;
-        for (i, h) in hs.into_iter().enumerate() {
+            .ok_or_else(|| missing("vector"))?;
+        let personas = b
+            .column_by_name("persona")
+            .map(|c| c.as_string::<i32>().clone())
+            .ok_or_else(|| missing("persona"))?;
+        let created = b
+            .column_by_name("created_at")
+            .and_then(|c| {
+                c.as_primitive_opt::<arrow_array::types::Int64Type>()
+                    .cloned()
+            })
+            .ok_or_else(|| missing("created_at"))?;
+        for (i, hit) in hs.into_iter().enumerate() {
             let v = vecs.value(i);
-            let v = v.as_primitive::<Float32Type>().values().to_vec();
-            out.push((h, v));
+            out.push(Scanned {
+                hit,
+                vector: v.as_primitive::<Float32Type>().values().to_vec(),
+                persona: personas.value(i).to_string(),
+                created_at: created.value(i),
+            });
         }
     }
     Ok(out)
 }
 
-/// Sets `parent_id` of the given rows.
-pub async fn set_parent(table: &Table, ids: &[String], parent: &str) -> Result<(), MemError> {
-    if ids.is_empty() {
-        return Ok(());
+/// Writes `summary` and re-parents `details` under it in one commit: a single merge-insert keyed on `id`
+/// inserts the summary and rewrites each detail with `parent_id` = the summary's id, so a stop leaves either
+/// both or neither (never a summary without children, nor children of a missing summary). A detail that got
+/// a parent meanwhile keeps it. Returns how many details were re-parented.
+pub async fn adopt(
+    table: &Table,
+    summary: &NewRow,
+    details: &[Scanned],
+    dim: usize,
+) -> Result<u64, MemError> {
+    let mut rows = Vec::with_capacity(details.len() + 1);
+    rows.push(summary.clone());
+    for d in details {
+        rows.push(NewRow {
+            id: d.hit.id.clone(),
+            parent_id: Some(summary.id.clone()),
+            kind: "detail",
+            text: d.hit.text.clone(),
+            vector: d.vector.clone(),
+            persona: d.persona.clone(),
+            task_id: d.hit.task_id.clone(),
+            created_at: d.created_at,
+        });
     }
-    let list = ids
-        .iter()
-        .map(|i| sql_id(i))
-        .collect::<Result<Vec<_>, _>>()?
-        .join(",");
-    table
-        .update()
-        .only_if(format!("id IN ({list})"))
-        .column("parent_id", sql_id(parent)?)
-        .execute()
-        .await
-        .map_err(store_err)?;
-    Ok(())
+    let b = batch(&rows, dim)?;
+    let reader = arrow_array::RecordBatchIterator::new(vec![Ok(b)], schema(dim));
+    let mut merge = table.merge_insert(&["id"]);
+    merge
+        .when_matched_update_all(Some("target.parent_id IS NULL".into()))
+        .when_not_matched_insert_all();
+    let r = merge.execute(Box::new(reader)).await.map_err(store_err)?;
+    Ok(r.num_updated_rows)
 }
 
 /// Counts rows matching a filter.
@@ -423,6 +463,7 @@ pub async fn count(table: &Table, filter: Option<&str>) -> Result<u64, MemError>
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[test]
@@ -430,5 +471,75 @@ mod tests {
         assert!(sql_id("abc-123_x").is_ok());
         assert!(sql_id("x' OR 1=1 --").is_err());
         assert!(sql_id("").is_err());
+    }
+
+    fn detail(id: &str, parent: Option<&str>, x: f32) -> NewRow {
+        NewRow {
+            id: id.into(),
+            parent_id: parent.map(str::to_string),
+            kind: "detail",
+            text: format!("text of {id}"),
+            vector: vec![x, 1.0 - x],
+            persona: "BABS".into(),
+            task_id: Some("t".into()),
+            created_at: 7,
+        }
+    }
+
+    /// The summary and its children land in one table version (one commit), so no stop can split them; a
+    /// detail that already has a parent keeps it; the rewritten details keep every other column.
+    #[tokio::test]
+    async fn adopt_writes_the_summary_and_its_children_in_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = open(dir.path(), "m", 2).await.unwrap();
+        let rows = [
+            detail("d1", None, 0.1),
+            detail("d2", None, 0.2),
+            detail("d3", Some("p0"), 0.3),
+        ];
+        add(&table, &rows, 2).await.unwrap();
+        let scanned = scan(&table, "kind = 'detail'", 10).await.unwrap();
+        assert_eq!(scanned.len(), 3);
+        assert_eq!(scanned[0].persona, "BABS");
+        assert_eq!(scanned[0].created_at, 7);
+        let before = table.version().await.unwrap();
+        let summary = NewRow {
+            id: "s1".into(),
+            parent_id: None,
+            kind: "summary",
+            text: "summary".into(),
+            vector: vec![0.5, 0.5],
+            persona: "BABS".into(),
+            task_id: Some("t".into()),
+            created_at: 8,
+        };
+        let adopted = adopt(&table, &summary, &scanned, 2).await.unwrap();
+        assert_eq!(adopted, 2, "d3 already had a parent");
+        assert_eq!(table.version().await.unwrap(), before + 1, "one commit");
+        assert_eq!(
+            count(&table, None).await.unwrap(),
+            4,
+            "updated in place, nothing doubled"
+        );
+        let mut all = scan(&table, "id IS NOT NULL", 10).await.unwrap();
+        all.sort_by(|a, b| a.hit.id.cmp(&b.hit.id));
+        let parents: Vec<(&str, Option<&str>)> = all
+            .iter()
+            .map(|r| (r.hit.id.as_str(), r.hit.parent_id.as_deref()))
+            .collect();
+        assert_eq!(
+            parents,
+            [
+                ("d1", Some("s1")),
+                ("d2", Some("s1")),
+                ("d3", Some("p0")),
+                ("s1", None)
+            ]
+        );
+        let d1 = &all[0];
+        assert_eq!(
+            (d1.hit.text.as_str(), d1.vector.as_slice(), d1.created_at),
+            ("text of d1", [0.1f32, 0.9].as_slice(), 7)
+        );
     }
 }

@@ -52,6 +52,7 @@ struct StepOut {
     dissonance: Option<f64>,
     summary: String,
     next: Node,
+    finish: Option<crate::llm::Finish>,
 }
 
 impl StepOut {
@@ -63,6 +64,7 @@ impl StepOut {
             dissonance: None,
             summary: truncate(summary.trim(), SUMMARY_BYTES).to_string(),
             next,
+            finish: Some(t.response.finish),
         }
     }
 }
@@ -139,6 +141,7 @@ impl Runner {
                 dissonance: out.dissonance,
                 duration_ms: started.elapsed().as_millis() as u64,
                 summary: out.summary.clone(),
+                finish: out.finish,
             };
             task.steps.push(record.clone());
             task.next = out.next;

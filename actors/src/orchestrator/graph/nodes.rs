@@ -81,14 +81,32 @@ impl Runner {
 
     pub(super) async fn research(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
         let memories = task.memories.clone();
-        let mut prompt = Self::brief(task);
         if memories.is_empty() {
-            prompt.push_str("\nNo memories match this task.\n");
-        } else {
-            prompt.push_str("\nMemories that may be relevant:\n");
-            for m in &memories {
-                prompt.push_str(&format!("- {m}\n"));
+            // Notes from nothing are invented notes, and cost a model call (10–25 s on the embedded model).
+            let notes = "No memories match this task.".to_string();
+            task.context = Some(notes.clone());
+            let h = self.personas.get("BABS");
+            return Ok(StepOut {
+                persona: "BABS".into(),
+                model: String::new(),
+                backend: h.map(|h| h.backend.to_string()).unwrap_or_default(),
+                dissonance: None,
+                summary: notes,
+                next: Node::Draft,
+                finish: None,
+            });
+        }
+        let mut prompt = Self::brief(task);
+        prompt.push_str("\nMemories that may be relevant:\n");
+        // Nearest first, within the byte budget: every prompt byte is prefill time on a small CPU model.
+        let mut budget = self.cog.settings.load().orchestrator.research_max_bytes;
+        for m in &memories {
+            if budget == 0 {
+                break;
             }
+            let m = truncate(m, budget);
+            budget = budget.saturating_sub(m.len());
+            prompt.push_str(&format!("- {m}\n"));
         }
         prompt.push_str("\nWrite short research notes for BRICK, each with its source.");
         let t = self
@@ -219,10 +237,22 @@ impl Runner {
         };
         // An unscorable critique is treated as consonant rather than looping forever on noise.
         let d = d.unwrap_or(0.0);
+        let verdict = Verdict::of(&critique, task.critiques.last().map(String::as_str), s);
         task.dissonance = Some(d);
         task.critiques.push(critique.clone());
-        let next = after_critique(task, s);
-        let mut out = StepOut::from_thought(&t, &critique, next);
+        let next = after_critique(task, s, verdict);
+        let summary = match verdict {
+            _ if d <= s.dissonance_threshold => critique,
+            Verdict::Bare => format!("(dissonance {d:.2} not acted on: the critique gives no reason) {critique}"),
+            Verdict::Same if next == Node::Synthesize => format!(
+                "(dissonance {d:.2}: the same complaint again, and below the inquiry threshold) {critique}"
+            ),
+            Verdict::New if next == Node::Synthesize && task.iteration >= s.max_iterations => format!(
+                "(dissonance {d:.2} after the last round: a new complaint, not a persistent one) {critique}"
+            ),
+            _ => critique,
+        };
+        let mut out = StepOut::from_thought(&t, &summary, next);
         out.dissonance = Some(d);
         Ok(out)
     }
@@ -267,6 +297,7 @@ impl Runner {
             dissonance: None,
             summary: truncate(&summary, SUMMARY_BYTES).to_string(),
             next: Node::Draft,
+            finish: None,
         })
     }
 
@@ -306,6 +337,7 @@ impl Runner {
             dissonance: task.dissonance,
             summary,
             next: Node::AwaitDecision,
+            finish: None,
         })
     }
 
@@ -327,15 +359,74 @@ impl Runner {
     }
 }
 
-/// The conditional edge after ROBIN's critique.
-pub fn after_critique(task: &TaskState, s: &OrchestratorSettings) -> Node {
+/// What a critique's words say about its score (see [`Verdict::of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Fewer than `min_critique_words` words: a score without a reason, acted on as consonant.
+    Bare,
+    /// A reason, and a different one from the previous critique's: something new to fix.
+    New,
+    /// The same reason as the previous critique (word-set overlap at or above `critique_repeat_similarity`):
+    /// the redraft did not meet it.
+    Same,
+}
+
+impl Verdict {
+    /// Judges `critique` against the `previous` critique of the same task. Words are lower-cased and split at
+    /// anything not alphanumeric; the overlap is Jaccard's (shared words / all words of the two). With
+    /// `critique_repeat_similarity` at 1 the comparison is off and every critique with enough words is new.
+    pub fn of(critique: &str, previous: Option<&str>, s: &OrchestratorSettings) -> Self {
+        fn words(t: &str) -> std::collections::BTreeSet<String> {
+            t.split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase)
+                .collect()
+        }
+        let count = critique
+            .split_whitespace()
+            .filter(|w| w.chars().any(char::is_alphanumeric))
+            .count();
+        if count < s.min_critique_words {
+            return Verdict::Bare;
+        }
+        let Some(prev) = previous else {
+            return Verdict::New;
+        };
+        if s.critique_repeat_similarity >= 1.0 {
+            return Verdict::New;
+        }
+        let (a, b) = (words(critique), words(prev));
+        let union = a.union(&b).count();
+        let overlap = if union == 0 {
+            1.0
+        } else {
+            a.intersection(&b).count() as f64 / union as f64
+        };
+        if overlap >= s.critique_repeat_similarity {
+            Verdict::Same
+        } else {
+            Verdict::New
+        }
+    }
+}
+
+/// The conditional edge after ROBIN's critique. Another round needs a new reason; a pause for the Architect
+/// needs a reason that persisted — the same complaint after a redraft, or (with the comparison off) any
+/// reasoned one after `max_iterations`. A bare score is acted on as consonant. So a small model that scores
+/// 1.00 with a different complaint each time gets its rounds and then an answer, never a pause.
+pub fn after_critique(task: &TaskState, s: &OrchestratorSettings, verdict: Verdict) -> Node {
     let d = task.dissonance.unwrap_or(0.0);
-    if d > s.dissonance_threshold && task.iteration < s.max_iterations {
-        Node::Draft
-    } else if d >= s.inquiry_threshold && task.inquiry.is_none() {
-        Node::Inquiry
-    } else {
-        Node::Synthesize
+    let comparing = s.critique_repeat_similarity < 1.0;
+    match verdict {
+        Verdict::Bare => Node::Synthesize,
+        Verdict::New if d > s.dissonance_threshold && task.iteration < s.max_iterations => {
+            Node::Draft
+        }
+        Verdict::New if !comparing && d >= s.inquiry_threshold && task.inquiry.is_none() => {
+            Node::Inquiry
+        }
+        Verdict::Same if d >= s.inquiry_threshold && task.inquiry.is_none() => Node::Inquiry,
+        _ => Node::Synthesize,
     }
 }
 
@@ -357,25 +448,67 @@ mod tests {
             task_restarts: 1,
             persona_retries: 2,
             persona_restart_wait_ms: 1000,
+            research_max_bytes: 1600,
+            min_critique_words: 4,
+            critique_repeat_similarity: 0.6,
         }
     }
 
     #[test]
     fn critique_edges() {
-        let s = settings();
+        let mut s = settings();
         let mut t = TaskState::new("t".into(), "x".into());
         t.iteration = 1;
         t.dissonance = Some(0.8);
-        assert_eq!(after_critique(&t, &s), Node::Draft);
+        assert_eq!(after_critique(&t, &s, Verdict::New), Node::Draft);
         t.dissonance = Some(0.2);
-        assert_eq!(after_critique(&t, &s), Node::Synthesize);
+        assert_eq!(after_critique(&t, &s, Verdict::New), Node::Synthesize);
+        // A bare score never sends the draft back nor pauses.
+        t.dissonance = Some(1.0);
+        assert_eq!(after_critique(&t, &s, Verdict::Bare), Node::Synthesize);
+        // The same complaint after a redraft: a pause above the inquiry threshold, an answer below it.
+        t.iteration = 2;
+        assert_eq!(after_critique(&t, &s, Verdict::Same), Node::Inquiry);
+        t.dissonance = Some(0.7);
+        assert_eq!(after_critique(&t, &s, Verdict::Same), Node::Synthesize);
+        // A new complaint at the last round: an answer, not a pause.
         t.iteration = 3;
         t.dissonance = Some(0.95);
-        assert_eq!(after_critique(&t, &s), Node::Inquiry);
+        assert_eq!(after_critique(&t, &s, Verdict::New), Node::Synthesize);
+        // With the comparison off, any reasoned high score after the last round pauses (once).
+        s.critique_repeat_similarity = 1.0;
+        assert_eq!(after_critique(&t, &s, Verdict::New), Node::Inquiry);
         t.inquiry = Some(Inquiry::default());
-        assert_eq!(after_critique(&t, &s), Node::Synthesize);
-        t.dissonance = Some(0.7);
-        t.inquiry = None;
-        assert_eq!(after_critique(&t, &s), Node::Synthesize);
+        assert_eq!(after_critique(&t, &s, Verdict::New), Node::Synthesize);
+    }
+
+    #[test]
+    fn a_critique_is_bare_new_or_the_same_again() {
+        let mut s = settings();
+        assert_eq!(Verdict::of("Not in harmony.", None, &s), Verdict::Bare);
+        let first = "The draft never says why moths fly to light.";
+        assert_eq!(Verdict::of(first, None, &s), Verdict::New);
+        assert_eq!(
+            Verdict::of(
+                "The draft never says why moths fly to the light.",
+                Some(first),
+                &s
+            ),
+            Verdict::Same
+        );
+        assert_eq!(
+            Verdict::of(
+                "It confuses heat with brightness and cites no source.",
+                Some(first),
+                &s
+            ),
+            Verdict::New
+        );
+        s.critique_repeat_similarity = 1.0;
+        assert_eq!(
+            Verdict::of(first, Some(first), &s),
+            Verdict::New,
+            "comparison off"
+        );
     }
 }

@@ -11,10 +11,11 @@ use ractor::Actor;
 
 use batos_actors::codex::inquiry::CodexLink;
 use batos_actors::codex::{Codex, CodexArgs, CodexHandle};
+use batos_actors::curator::{CuratorArgs, CuratorHandle};
 use batos_actors::events::EventHub;
 use batos_actors::llm::{self, SamplingTable};
 use batos_actors::memory::{MemoryArgs, MemoryHandle};
-use batos_actors::orchestrator::{CheckpointStore, Cognition, OrchestratorHandle};
+use batos_actors::orchestrator::{CheckpointStore, Cognition, CuratorHook, OrchestratorHandle};
 use batos_actors::personas::Personas;
 use batos_actors::settings::LoadedSettings;
 use batos_actors::supervisor::{Strategy, Supervisor, SupervisorArgs, SupervisorHandle};
@@ -189,6 +190,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         codex: CodexHandle::new(live.clone()),
         memory: MemoryHandle::new(live.clone()),
         forge: ForgeHandle::new(live.clone()),
+        curator: CuratorHandle::new(live.clone()),
         root: SupervisorHandle::named("root supervisor", ROOT_NAME),
     };
     let personas = Personas::new(
@@ -218,6 +220,10 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             proposer: settings.codex.proposer.clone(),
             codex: handles.codex.clone(),
         })),
+        curator: settings
+            .curator
+            .enabled
+            .then(|| Arc::new(handles.curator.clone()) as Arc<dyn CuratorHook>),
     });
     let organs = Arc::new(Organs {
         settings: live.clone(),
@@ -269,6 +275,13 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         personas: personas.clone(),
         hub: hub.clone(),
     };
+    let curator_args = settings.curator.enabled.then(|| CuratorArgs {
+        dir: data_dir.join("curator"),
+        settings: live.clone(),
+        personas: personas.clone(),
+        hub: hub.clone(),
+        trainer: None,
+    });
     let children = crate::tree::children(crate::tree::Organs {
         settings: &settings,
         hub: &hub,
@@ -277,6 +290,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         sandbox: pool_args,
         forge: forge_args,
         memory: memory_args,
+        curator: curator_args,
         cognition: cog,
         gateway: organs,
     });

@@ -64,6 +64,24 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Rate a task 1 (worst) to 5 (best): the Curator's datasets follow a human's rating over its judge.
+    Rate {
+        #[command(flatten)]
+        conn: Conn,
+        /// The task id (as `send` and `list_tasks` show it).
+        task: String,
+        /// 1 to 5.
+        score: u8,
+        /// Why (optional).
+        comment: Option<String>,
+    },
+    /// The Curator's datasets: counts per persona, or where one persona's files are.
+    Curator {
+        #[command(flatten)]
+        conn: Conn,
+        /// A persona (ALFRED, BABS, BRICK, ROBIN): print its dataset files; none: the counts.
+        persona: Option<String>,
+    },
     /// Send any protocol command (see docs/protocol.md) and print its JSON reply.
     Call {
         #[command(flatten)]
@@ -152,6 +170,19 @@ fn main() -> ExitCode {
                 Ok(cfg) => ping(cfg).await,
                 Err(c) => c,
             },
+            Cmd::Rate {
+                conn,
+                task,
+                score,
+                comment,
+            } => match conn.resolve() {
+                Ok(cfg) => rate(cfg, task, score, comment).await,
+                Err(c) => c,
+            },
+            Cmd::Curator { conn, persona } => match conn.resolve() {
+                Ok(cfg) => curator(cfg, persona).await,
+                Err(c) => c,
+            },
             Cmd::Call { conn, cmd, args } => match conn.resolve() {
                 Ok(cfg) => call(cfg, &cmd, &args).await,
                 Err(c) => c,
@@ -233,6 +264,89 @@ async fn call(cfg: ClientConfig, cmd: &str, args: &str) -> ExitCode {
         }
         Err(e) => fail(e),
     }
+}
+
+async fn rate(cfg: ClientConfig, task: String, score: u8, comment: Option<String>) -> ExitCode {
+    let mut args = json!({"id": task, "score": score});
+    if let Some(c) = comment {
+        args["comment"] = json!(c);
+    }
+    match Client::new(cfg).request("rate_task", args).await {
+        Ok(v) => {
+            println!(
+                "rated {} {}: {} example(s) removed, {} admitted, {} still waiting for the curator",
+                v["task"].as_str().unwrap_or("?"),
+                v["score"],
+                v["removed"],
+                v["admitted"],
+                v["pending"]
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}
+
+async fn curator(cfg: ClientConfig, persona: Option<String>) -> ExitCode {
+    let mut c = Client::new(cfg);
+    let reply = match &persona {
+        Some(p) => c.request("curator_export", json!({"persona": p})).await,
+        None => c.request("curator_stats", json!({})).await,
+    };
+    let v = match reply {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    if persona.is_some() {
+        println!(
+            "{}: {} training example(s) in {}\n{} held-out in {}\ndecisions: {}",
+            v["persona"].as_str().unwrap_or("?"),
+            v["train_examples"],
+            v["train"].as_str().unwrap_or("?"),
+            v["heldout_examples"],
+            v["heldout"].as_str().unwrap_or("?"),
+            v["decisions"].as_str().unwrap_or("?")
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:<8} {:>6} {:>8} {:>6} {:>8} {:>9}  rejected",
+        "persona", "seen", "accepted", "train", "held-out", "new/trig"
+    );
+    if let Some(m) = v["personas"].as_object() {
+        for (name, p) in m {
+            let rejected = p["rejected"]
+                .as_object()
+                .map(|r| {
+                    r.iter()
+                        .map(|(k, n)| format!("{k}={n}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            println!(
+                "{:<8} {:>6} {:>8} {:>6} {:>8} {:>5}/{:<3}  {}",
+                name,
+                p["seen"],
+                p["accepted"],
+                p["train"],
+                p["heldout"],
+                p["new_since_trigger"],
+                p["triggers"],
+                rejected
+            );
+        }
+    }
+    println!(
+        "queued: {}{}",
+        v["queued"],
+        if v["judging"] == json!(true) {
+            " (judging)"
+        } else {
+            ""
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 fn print_tree(node: &Value, depth: usize) {

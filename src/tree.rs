@@ -11,6 +11,7 @@
 //! │   ├── sandbox      warm pool of gVisor sandboxes
 //! │   └── toolforge    └── forge jobs
 //! ├── memory           LanceDB store └── ingest / search / consolidate / index jobs
+//! ├── curator          golden datasets └── judge job (one at a time)   (when curator.enabled)
 //! ├── orchestrator     task table    └── task/<id> jobs: one run per task, resumed or failed on a crash
 //! └── gateway          ZeroMQ command and event sockets
 //! ```
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use batos_actors::codex::{CodexActor, CodexArgs, CODEX_NAME};
+use batos_actors::curator::{CuratorActor, CuratorArgs, CURATOR_NAME};
 use batos_actors::events::EventHub;
 use batos_actors::memory::{MemoryActor, MemoryArgs, MEMORY_NAME};
 use batos_actors::orchestrator::{Cognition, Orchestrator, OrchestratorArgs, ORCHESTRATOR_NAME};
@@ -53,6 +55,8 @@ pub struct Organs<'a> {
     pub forge: ForgeArgs,
     /// The memory organ's arguments.
     pub memory: MemoryArgs,
+    /// The Curator's arguments; `None` when `curator.enabled` is false (no Curator runs).
+    pub curator: Option<CuratorArgs>,
     /// What the orchestrator's task runs share.
     pub cognition: Arc<Cognition>,
     /// What gateway commands may touch.
@@ -84,7 +88,15 @@ pub fn children(o: Organs<'_>) -> Vec<ChildSpec> {
     let (settings, hub) = (o.settings, o.hub);
     let (codex, sandbox, forge, memory) = (o.codex, o.sandbox, o.forge, o.memory);
     let (cog, gateway) = (o.cognition, o.gateway);
-    vec![
+    let curator = o.curator.map(|args| {
+        ChildSpec::worker(
+            "curator",
+            Restart::Permanent,
+            Some(CURATOR_NAME.into()),
+            move || (CuratorActor, args.clone()),
+        )
+    });
+    let mut specs = vec![
         ChildSpec::worker(
             "codex",
             Restart::Permanent,
@@ -128,6 +140,10 @@ pub fn children(o: Organs<'_>) -> Vec<ChildSpec> {
             Some(MEMORY_NAME.into()),
             move || (MemoryActor, memory.clone()),
         ),
+    ];
+    // Before the orchestrator: it hands finished tasks to the Curator as soon as it starts.
+    specs.extend(curator);
+    specs.extend([
         ChildSpec::worker(
             "orchestrator",
             Restart::Permanent,
@@ -140,5 +156,6 @@ pub fn children(o: Organs<'_>) -> Vec<ChildSpec> {
             Some(GATEWAY_NAME.into()),
             move || (Gateway, gateway.clone()),
         ),
-    ]
+    ]);
+    specs
 }

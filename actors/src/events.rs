@@ -89,6 +89,23 @@ impl EventHub {
         (inner.seq, inner.view.clone())
     }
 
+    /// Tasks not finished (queued, running or paused awaiting the Architect), counted under the lock without
+    /// copying the view: background work (the Curator's judge) waits while this counts running ones.
+    pub fn running_tasks(&self) -> usize {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .view
+            .tasks
+            .values()
+            .filter(|t| {
+                matches!(
+                    t.status,
+                    batos_protocol::TaskStatus::Running | batos_protocol::TaskStatus::Queued
+                )
+            })
+            .count()
+    }
+
     /// The last assigned sequence number.
     pub fn current_seq(&self) -> u64 {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).seq
@@ -188,6 +205,33 @@ fn log_event(seq: u64, event: &Event) {
         }
         Event::MemoryUpdated { what, rows } => {
             info!(event = "memory.updated", seq, what = %what, rows, "memory updated")
+        }
+        Event::CuratorAccepted {
+            task,
+            step,
+            persona,
+            split,
+            score,
+        } => {
+            info!(event = "curator.accepted", seq, task = %task, step, persona = %persona, split = %split, score = ?score, "example accepted")
+        }
+        Event::CuratorRejected {
+            task,
+            step,
+            persona,
+            reason,
+            detail,
+        } => {
+            info!(event = "curator.rejected", seq, task = %task, step, persona = %persona, reason = %reason, detail = %detail, "example rejected")
+        }
+        Event::CuratorTrigger {
+            persona,
+            new_examples,
+            train,
+            delivered,
+            note,
+        } => {
+            info!(event = "curator.trigger", seq, persona = %persona, new_examples, train, delivered, note = %note, "training trigger")
         }
     }
 }

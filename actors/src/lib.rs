@@ -7,6 +7,7 @@
 
 pub mod ask;
 pub mod codex;
+pub mod curator;
 pub mod events;
 pub mod fsutil;
 pub mod job;

@@ -119,6 +119,27 @@ pub struct CallToolArgs {
     pub args: Option<Value>,
 }
 
+/// Arguments of `rate_task`: a human's verdict on a task, which overrides the Curator's judge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateTaskArgs {
+    /// The task (32 lowercase hex chars); unknown is `not_found`.
+    pub id: String,
+    /// 1 (worst) to 5 (best).
+    pub score: u8,
+    /// Why, in the human's words (at most 2,000 bytes).
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// Arguments of `curator_export`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CuratorExportArgs {
+    /// ALFRED, BABS, BRICK or ROBIN.
+    pub persona: String,
+}
+
 /// Arguments of `debug_crash`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +198,12 @@ pub enum Command {
     MemoryConsolidate,
     /// Memory table statistics.
     MemoryStats,
+    /// A human's rating of a task (overrides the Curator's judge).
+    RateTask(RateTaskArgs),
+    /// Per-persona Curator counts: seen, accepted, rejected by reason, train and held-out sizes, triggers.
+    CuratorStats,
+    /// Where a persona's dataset files are.
+    CuratorExport(CuratorExportArgs),
     /// Make an actor panic (fault injection).
     DebugCrash(DebugCrashArgs),
 }
@@ -204,6 +231,9 @@ pub const COMMANDS: &[&str] = &[
     "memory_ingest",
     "memory_consolidate",
     "memory_stats",
+    "rate_task",
+    "curator_stats",
+    "curator_export",
     "debug_crash",
 ];
 
@@ -220,6 +250,8 @@ pub const READ_ONLY_COMMANDS: &[&str] = &[
     "list_amendments",
     "memory_search",
     "memory_stats",
+    "curator_stats",
+    "curator_export",
 ];
 
 impl Command {
@@ -257,6 +289,9 @@ impl Command {
             "memory_ingest" => Command::MemoryIngest(typed(cmd, args)?),
             "memory_consolidate" => none(args).map(|_| Command::MemoryConsolidate)?,
             "memory_stats" => none(args).map(|_| Command::MemoryStats)?,
+            "rate_task" => Command::RateTask(typed(cmd, args)?),
+            "curator_stats" => none(args).map(|_| Command::CuratorStats)?,
+            "curator_export" => Command::CuratorExport(typed(cmd, args)?),
             "debug_crash" => Command::DebugCrash(typed(cmd, args)?),
             other => {
                 return Err(ErrorBody::new(

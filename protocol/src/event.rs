@@ -231,6 +231,48 @@ pub enum Event {
         /// Rows in the table.
         rows: u64,
     },
+    /// The Curator kept an exchange in a persona's dataset.
+    #[serde(rename = "curator.accepted")]
+    CuratorAccepted {
+        /// Task the exchange came from.
+        task: String,
+        /// Its step (1-based).
+        step: u32,
+        /// Whose dataset it joined.
+        persona: String,
+        /// `train` or `heldout`.
+        split: String,
+        /// The judge's score (0..=5); absent when a human rating admitted it without the judge.
+        score: Option<u8>,
+    },
+    /// The Curator refused an exchange.
+    #[serde(rename = "curator.rejected")]
+    CuratorRejected {
+        /// Task the exchange came from.
+        task: String,
+        /// Its step (1-based).
+        step: u32,
+        /// Whose exchange it was.
+        persona: String,
+        /// The reason code (`too_short`, `duplicate`, `judge_low`, `judge_unparseable`, ...; docs/protocol.md).
+        reason: String,
+        /// The reason in words.
+        detail: String,
+    },
+    /// A persona has enough new examples: the Forge is told to train it.
+    #[serde(rename = "curator.trigger")]
+    CuratorTrigger {
+        /// The persona to train.
+        persona: String,
+        /// Accepted training examples since the previous trigger.
+        new_examples: usize,
+        /// Its training set's size.
+        train: usize,
+        /// Whether a trainer took the request (false while no Forge runs, or when it declined).
+        delivered: bool,
+        /// What the trainer said, or why nothing was delivered.
+        note: String,
+    },
 }
 
 impl Event {
@@ -258,6 +300,9 @@ impl Event {
             Event::AmendmentRejected { .. } => "amendment.rejected",
             Event::ConfigReloaded { .. } => "config.reloaded",
             Event::MemoryUpdated { .. } => "memory.updated",
+            Event::CuratorAccepted { .. } => "curator.accepted",
+            Event::CuratorRejected { .. } => "curator.rejected",
+            Event::CuratorTrigger { .. } => "curator.trigger",
         }
     }
 

@@ -217,7 +217,11 @@ impl StateView {
             Event::AmendmentRejected { id, .. } => {
                 self.amendments.entry(id.clone()).or_default().status = "rejected".into();
             }
-            Event::ConfigReloaded { .. } | Event::MemoryUpdated { .. } => {}
+            Event::ConfigReloaded { .. }
+            | Event::MemoryUpdated { .. }
+            | Event::CuratorAccepted { .. }
+            | Event::CuratorRejected { .. }
+            | Event::CuratorTrigger { .. } => {}
         }
     }
 

@@ -207,6 +207,19 @@ async fn dispatch(organs: &Organs, request_id: &str, command: Command) -> CmdRes
         }
         Command::MemoryConsolidate => to_value(&h.memory.consolidate().await.map_err(wire)?),
         Command::MemoryStats => to_value(&h.memory.stats().await.map_err(wire)?),
+        Command::RateTask(a) => {
+            // The task must exist (a typo is `not_found`, not a rating of nothing); it need not be finished:
+            // a rating given early applies when its exchanges are curated.
+            h.orchestrator.get(a.id.clone()).await.map_err(wire)?;
+            to_value(
+                &h.curator
+                    .rate(a.id, a.score, a.comment)
+                    .await
+                    .map_err(wire)?,
+            )
+        }
+        Command::CuratorStats => to_value(&h.curator.stats().await.map_err(wire)?),
+        Command::CuratorExport(a) => to_value(&h.curator.export(a.persona).await.map_err(wire)?),
         Command::DebugCrash(a) => debug_crash(organs, &a.actor).await,
     }
 }
@@ -257,6 +270,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
             "codex" => h.codex.crash().map_err(wire),
             "memory" => h.memory.crash().map_err(wire),
             "toolforge" => h.forge.crash().map_err(wire),
+            "curator" => h.curator.crash().map_err(wire),
             GATEWAY_NAME => {
                 // Let this reply leave before the gateway dies.
                 tokio::spawn(async move {

@@ -18,6 +18,7 @@ use zeromq::prelude::*;
 use zeromq::{PubSocket, RouterSocket, ZmqMessage};
 
 use batos_actors::codex::CodexHandle;
+use batos_actors::curator::CuratorHandle;
 use batos_actors::events::{encode_body, EventHub};
 use batos_actors::memory::MemoryHandle;
 use batos_actors::orchestrator::OrchestratorHandle;
@@ -79,6 +80,8 @@ pub struct Handles {
     pub memory: MemoryHandle,
     /// The ToolForge: `forge_tool` and `debug_crash toolforge`.
     pub forge: ForgeHandle,
+    /// The Curator: `rate_task`, `curator_stats`, `curator_export`, `debug_crash curator`.
+    pub curator: CuratorHandle,
     /// The root of the supervision tree (for `status`).
     pub root: SupervisorHandle,
 }

@@ -7,6 +7,7 @@ mod support;
 
 mod codex;
 mod cognition;
+mod curator;
 mod dedupe;
 mod events;
 mod first_hour;

@@ -97,6 +97,16 @@ pub enum OrchestratorMsg {
     Progress(Box<TaskState>, u64),
     /// Start the runs of the tasks found unfinished at start-up (sent to itself once the actor is up).
     ResumeLoaded(Vec<String>),
+    /// From a settle (graph::settle): a finished task was stored in memory and/or handed to the Curator, as
+    /// its checkpoint now says; the task table follows, so `get_task` shows it.
+    Settled {
+        /// Task id.
+        id: String,
+        /// Stored in memory.
+        remembered: bool,
+        /// Handed to the Curator.
+        curated: bool,
+    },
     /// Fault injection: panic.
     Crash,
 }
@@ -462,7 +472,11 @@ impl Actor for Orchestrator {
                 if let Some(e) = state.tasks.get_mut(&task.id) {
                     // A report from a run that was cancelled, crashed or replaced must not resurrect the task.
                     if e.run_seq == run_seq && e.state.status != TaskStatus::Cancelled {
+                        // A settle may have reported before the run's last progress: keep what it said.
+                        let (remembered, curated) = (e.state.remembered, e.state.curated);
                         e.state = *task;
+                        e.state.remembered |= remembered;
+                        e.state.curated |= curated;
                         if e.state.status.is_final() {
                             e.run = None;
                         }
@@ -471,20 +485,23 @@ impl Actor for Orchestrator {
                 state.prune();
             }
             OrchestratorMsg::ResumeLoaded(ids) => {
-                // Done tasks whose memory write did not happen (a crash right after `task.done`): store them now.
-                if let Some(memory) = state.cog.memory.clone() {
-                    let forgotten: Vec<TaskState> = state
-                        .tasks
-                        .values()
-                        .filter(|e| e.state.status == TaskStatus::Done && !e.state.remembered)
-                        .map(|e| e.state.clone())
-                        .collect();
-                    for task in forgotten {
-                        let label = format!("remember/{}", task.id);
-                        let work =
-                            super::graph::remember(memory.clone(), state.cog.store.clone(), task);
-                        state.jobs.spawn(&myself.get_cell(), label, work).await?;
-                    }
+                // Finished tasks whose memory write or Curator hand-over did not happen (a crash right after
+                // the end): do it now.
+                let hooks = super::graph::Settle {
+                    memory: state.cog.memory.clone(),
+                    curator: state.cog.curator.clone(),
+                    store: state.cog.store.clone(),
+                };
+                let unsettled: Vec<TaskState> = state
+                    .tasks
+                    .values()
+                    .filter(|e| hooks.wanted(&e.state))
+                    .map(|e| e.state.clone())
+                    .collect();
+                for task in unsettled {
+                    let label = format!("settle/{}", task.id);
+                    let work = super::graph::settle(hooks.clone(), task);
+                    state.jobs.spawn(&myself.get_cell(), label, work).await?;
                 }
                 for id in ids {
                     let Some(task) = state.tasks.get(&id).map(|e| e.state.clone()) else {
@@ -492,6 +509,16 @@ impl Actor for Orchestrator {
                     };
                     tracing::info!(event = "task.resumed", task = %id, next = %task.next, steps = task.steps.len(), "resuming task from its checkpoint");
                     state.spawn_runner(&myself, task, None).await;
+                }
+            }
+            OrchestratorMsg::Settled {
+                id,
+                remembered,
+                curated,
+            } => {
+                if let Some(e) = state.tasks.get_mut(&id) {
+                    e.state.remembered |= remembered;
+                    e.state.curated |= curated;
                 }
             }
             OrchestratorMsg::Crash => panic!("debug_crash requested for orchestrator"),

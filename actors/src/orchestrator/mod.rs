@@ -181,6 +181,29 @@ pub struct StepRecord {
     pub finish: Option<crate::llm::Finish>,
 }
 
+/// One model call of a persona step, kept for the Curator: what the persona was shown and what it answered.
+/// A step has one per model call that answered in text (a drafting step with tools may have several).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Exchange {
+    /// The step it belongs to (1-based, as in `steps`).
+    pub step: u32,
+    /// That step's node.
+    pub node: Node,
+    /// Persona that answered.
+    pub persona: String,
+    /// Model of the answering actor.
+    pub model: String,
+    /// Generation of the answering actor.
+    pub generation: u64,
+    /// The conversation exactly as sent: the persona's system message first, then the prompt (and, in a
+    /// drafting step with tools, the earlier assistant turns and tool results).
+    pub messages: Vec<crate::llm::ChatMessage>,
+    /// The persona's answer (JSON text for structured steps).
+    pub answer: String,
+    /// Why the answer ended.
+    pub finish: crate::llm::Finish,
+}
+
 /// One tool call made during a task.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ToolUse {
@@ -265,6 +288,13 @@ pub struct TaskState {
     /// when the orchestrator next starts, so a crash between `task.done` and the memory write loses nothing.
     #[serde(default)]
     pub remembered: bool,
+    /// Every model call of the task's persona steps, oldest first (the Curator's raw material).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exchanges: Vec<Exchange>,
+    /// Whether a finished task has been handed to the Curator (which keeps it durably from then on); a
+    /// finished task without it is handed over again when the orchestrator next starts.
+    #[serde(default)]
+    pub curated: bool,
 }
 
 impl TaskState {
@@ -293,6 +323,8 @@ impl TaskState {
             error: None,
             request_id: None,
             remembered: false,
+            exchanges: Vec::new(),
+            curated: false,
         }
     }
 
@@ -376,6 +408,13 @@ pub trait InquiryHook: Send + Sync {
     async fn open(&self, task: &TaskState) -> Result<String, PortError>;
 }
 
+/// The Curator, as the orchestrator sees it (the curator organ plugs in here).
+#[async_trait]
+pub trait CuratorHook: Send + Sync {
+    /// Hands over a finished (done or failed) task; answers once the Curator holds it durably.
+    async fn curate(&self, task: &TaskState) -> Result<(), PortError>;
+}
+
 /// Everything the graph needs, shared by all tasks.
 pub struct Cognition {
     /// Persona registry; a task thinks through one snapshot of it, taken when it is accepted (or when it
@@ -398,6 +437,8 @@ pub struct Cognition {
     pub forge: Option<Arc<dyn ForgeHook>>,
     /// Codex governor; `None` (tests only) pauses an inquiry without proposing an amendment.
     pub inquiry: Option<Arc<dyn InquiryHook>>,
+    /// The Curator; `None` when `curator.enabled` is false (and in unit tests).
+    pub curator: Option<Arc<dyn CuratorHook>>,
 }
 
 /// Models currently used per persona (for tests and status).

@@ -217,6 +217,7 @@ impl Rig {
             memory,
             forge: None,
             inquiry: None,
+            curator: None,
         });
         let (orch, _) = Actor::spawn(None, Orchestrator, OrchestratorArgs { cog: cog.clone() })
             .await

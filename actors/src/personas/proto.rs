@@ -135,6 +135,9 @@ pub struct Thought {
     pub generation: u64,
     /// Wall time of the model call in ms, queueing in the backend included.
     pub duration_ms: u64,
+    /// The system message the persona put before the conversation (its codex principles and any surgery),
+    /// so the exchange can be curated as exactly what the model saw.
+    pub system: String,
 }
 
 /// A Proto persona actor.
@@ -259,7 +262,8 @@ impl Actor for Proto {
                     tokens,
                 } = *req;
                 let mut messages = Vec::with_capacity(conversation.len() + 1);
-                messages.push(ChatMessage::new(Role::System, state.system.clone()));
+                let system = state.system.clone();
+                messages.push(ChatMessage::new(Role::System, system.clone()));
                 messages.extend(conversation);
                 let chat = ChatRequest {
                     model: state.config.model.clone(),
@@ -287,6 +291,7 @@ impl Actor for Proto {
                         backend: kind,
                         generation,
                         duration_ms: started.elapsed().as_millis() as u64,
+                        system,
                     });
                     let _ = reply.send(result);
                 };

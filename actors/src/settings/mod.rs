@@ -23,9 +23,9 @@ use std::path::{Path, PathBuf};
 
 pub use edit::{set_string_value, set_string_value_then, with_settings_lock};
 pub use schema::{
-    BackendChoice, ClientSettings, CodexSettings, DebugSettings, EmbeddedSettings, GatewaySettings,
-    LlmSettings, LogFormat, LogSettings, MemorySettings, OrchestratorSettings, PersonaSettings,
-    SandboxChoice, Settings, SupervisionSettings, ToolsSettings,
+    BackendChoice, ClientSettings, CodexSettings, CuratorSettings, DebugSettings, EmbeddedSettings,
+    GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings, OrchestratorSettings,
+    PersonaSettings, SandboxChoice, Settings, SupervisionSettings, ToolsSettings,
 };
 
 /// Why settings could not be loaded or changed.

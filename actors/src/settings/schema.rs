@@ -34,6 +34,8 @@ pub struct Settings {
     pub tools: ToolsSettings,
     /// `[codex]`: codex.toml backups, reload debounce, and which persona proposes amendments.
     pub codex: CodexSettings,
+    /// `[curator]`: the golden dataset: filters, dedupe, the judge, the split, the training trigger.
+    pub curator: CuratorSettings,
     /// Fault injection and other debugging switches.
     pub debug: DebugSettings,
 }
@@ -406,6 +408,51 @@ pub struct OrchestratorSettings {
     /// Jaccard overlap (0..=1) of word sets at or above which a critique repeats the previous one and does
     /// not justify another round.
     pub critique_repeat_similarity: f64,
+}
+
+/// `[curator]` (live: read for every exchange, except `enabled`, read at start).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CuratorSettings {
+    /// Whether finished tasks are curated at all (read at start).
+    pub enabled: bool,
+    /// Nodes whose persona steps are curated (`route`, `research`, `draft`, `critique`, `synthesize`).
+    pub nodes: Vec<String>,
+    /// Persona that judges exchanges (it may judge its own: the pipeline around it is what keeps quality).
+    pub judge: String,
+    /// Lowest judge score (0..=5, additive rubric) accepted.
+    pub min_score: u8,
+    /// Highest final task dissonance (0..=1) whose exchanges are curated.
+    pub max_dissonance: f64,
+    /// Bounds on an answer's length in characters, both inclusive.
+    pub min_answer_chars: usize,
+    /// See `min_answer_chars`.
+    pub max_answer_chars: usize,
+    /// Case-insensitive phrases that mark an answer as an error or a refusal.
+    pub reject_markers: Vec<String>,
+    /// Estimated Jaccard similarity (0..=1) of word shingles at or above which an exchange is a near
+    /// duplicate of one already kept.
+    pub near_duplicate: f64,
+    /// Words per shingle for the near-duplicate check.
+    pub shingle_words: usize,
+    /// MinHash signature length; must be a multiple of `lsh_bands`.
+    pub minhash_hashes: usize,
+    /// LSH bands over the signature (more bands: more candidates, better recall, slower).
+    pub lsh_bands: usize,
+    /// Share of accepted examples (0..=100, by content hash) kept out of training as the held-out set.
+    pub heldout_percent: u8,
+    /// Accepted training examples since the last trigger at which the Forge is told to train the persona.
+    pub min_new_examples: usize,
+    /// Bytes of the request and of the answer shown to the judge (each; longer text is cut).
+    pub judge_max_bytes: usize,
+    /// Human ratings at or below this (1..=5) remove a task's exchanges, whatever the judge said.
+    pub human_reject_at_most: u8,
+    /// Human ratings at or above this admit a task's exchanges that only the judge or the dissonance refused.
+    pub human_accept_at_least: u8,
+    /// While a task is running the judge waits, polling this often (ms): curation never slows an answer.
+    pub idle_poll_ms: u64,
+    /// After a dataset file could not be written, curation pauses this long (ms) before trying again.
+    pub write_retry_ms: u64,
 }
 
 /// `[debug]`

@@ -101,6 +101,14 @@ impl Settings {
             tools.max_source_bytes,
             tools.forge_timeout_ms,
             codex.reload_debounce_ms,
+            curator.max_answer_chars,
+            curator.shingle_words,
+            curator.minhash_hashes,
+            curator.lsh_bands,
+            curator.min_new_examples,
+            curator.judge_max_bytes,
+            curator.idle_poll_ms,
+            curator.write_retry_ms,
         );
         for (key, v) in [
             (
@@ -117,6 +125,8 @@ impl Settings {
                 "orchestrator.critique_repeat_similarity",
                 self.orchestrator.critique_repeat_similarity,
             ),
+            ("curator.max_dissonance", self.curator.max_dissonance),
+            ("curator.near_duplicate", self.curator.near_duplicate),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(key, "must be between 0 and 1"));
@@ -129,6 +139,47 @@ impl Settings {
             return Err(bad(
                 "codex.proposer",
                 "must be ALFRED, BABS, BRICK or ROBIN",
+            ));
+        }
+        if !crate::PERSONAS.contains(&self.curator.judge.as_str()) {
+            return Err(bad("curator.judge", "must be ALFRED, BABS, BRICK or ROBIN"));
+        }
+        let c = &self.curator;
+        if !c.minhash_hashes.is_multiple_of(c.lsh_bands) {
+            return Err(bad(
+                "curator.minhash_hashes",
+                "must be a multiple of curator.lsh_bands",
+            ));
+        }
+        if c.min_answer_chars > c.max_answer_chars {
+            return Err(bad(
+                "curator.min_answer_chars",
+                "must not exceed curator.max_answer_chars",
+            ));
+        }
+        if c.min_score > 5 {
+            return Err(bad("curator.min_score", "must be between 0 and 5"));
+        }
+        if c.heldout_percent > 100 {
+            return Err(bad("curator.heldout_percent", "must be between 0 and 100"));
+        }
+        if !(1..=5).contains(&c.human_reject_at_most)
+            || !(1..=5).contains(&c.human_accept_at_least)
+            || c.human_reject_at_most >= c.human_accept_at_least
+        {
+            return Err(bad(
+                "curator.human_reject_at_most",
+                "human_reject_at_most and human_accept_at_least must be in 1..=5, the first below the second",
+            ));
+        }
+        const CURATED: &[&str] = &["route", "research", "draft", "critique", "synthesize"];
+        if let Some(n) = c.nodes.iter().find(|n| !CURATED.contains(&n.as_str())) {
+            return Err(bad(
+                "curator.nodes",
+                &format!(
+                    "unknown node `{n}`; curated nodes are {}",
+                    CURATED.join(", ")
+                ),
             ));
         }
         if !crate::PERSONAS.contains(&self.memory.summary_persona.as_str()) {

@@ -90,6 +90,9 @@ impl Daemon {
         // (the critique rule has its own tests: nodes::tests and first_hour.rs on the real model).
         doc["orchestrator"]["min_critique_words"] = toml_edit::value(0);
         doc["orchestrator"]["critique_repeat_similarity"] = toml_edit::value(1.0);
+        // The Curator's judge would take scripted answers meant for the tasks: it is on in curator.rs and in
+        // first_hour.rs (shipped settings), off elsewhere.
+        doc["curator"]["enabled"] = toml_edit::value(false);
         for e in edits {
             e(&mut doc);
         }
@@ -118,7 +121,7 @@ impl Daemon {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_batos"))
+        let child = Command::new(batos_bin())
             .args(["run", "--config"])
             .arg(&self.config)
             .env_remove("RUST_LOG")
@@ -181,7 +184,7 @@ impl Daemon {
 
     /// Runs `batos run` on this config in the foreground until it exits (for start-up refusals).
     pub fn run_once(&self) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_batos"))
+        Command::new(batos_bin())
             .args(["run", "--config"])
             .arg(&self.config)
             .env_remove("RUST_LOG")
@@ -306,9 +309,15 @@ pub fn exists(p: &Path) -> bool {
     p.exists()
 }
 
+/// The daemon binary under test: the one cargo built with this test, unless `BATOS_BIN` names another (the
+/// build-profile comparison in BENCHMARKS.md drives daemons built other ways with the same client code).
+pub fn batos_bin() -> std::ffi::OsString {
+    std::env::var_os("BATOS_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_batos").into())
+}
+
 /// The `batos` CLI, without a token from the environment (it reads the daemon's token file).
 pub fn batos_cmd(d: &Daemon) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_batos"));
+    let mut cmd = Command::new(batos_bin());
     cmd.env_remove("BATOS_TOKEN");
     let _ = d;
     cmd

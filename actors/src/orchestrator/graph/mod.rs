@@ -19,7 +19,8 @@ use batos_protocol::truncate;
 use serde_json::Value;
 
 use super::{
-    CheckpointStore, Cognition, MemoryHook, Node, SaveError, StepRecord, TaskState, TaskStatus,
+    CheckpointStore, Cognition, CuratorHook, Exchange, MemoryHook, Node, SaveError, StepRecord,
+    TaskState, TaskStatus,
 };
 use crate::ask::AskError;
 use crate::events::Event;
@@ -73,12 +74,18 @@ impl StepOut {
 pub struct Runner {
     cog: Arc<Cognition>,
     personas: Arc<PersonaMap>,
+    /// The current step's model calls, moved into `TaskState::exchanges` once the step is recorded.
+    pending: Vec<Exchange>,
 }
 
 impl Runner {
     /// A runner over `personas`, the registry snapshot this task holds for its whole life.
     pub fn new(cog: Arc<Cognition>, personas: Arc<PersonaMap>) -> Self {
-        Self { cog, personas }
+        Self {
+            cog,
+            personas,
+            pending: Vec::new(),
+        }
     }
 
     /// Runs from `task.next` until the task finishes or pauses. After every step the state is checkpointed
@@ -118,6 +125,7 @@ impl Runner {
                 return self.finish(task, Err(e));
             }
             let started = Instant::now();
+            self.pending.clear();
             let out = match node {
                 Node::Route => self.route(task).await,
                 Node::Research => self.research(task).await,
@@ -144,6 +152,11 @@ impl Runner {
                 finish: out.finish,
             };
             task.steps.push(record.clone());
+            for mut x in self.pending.drain(..) {
+                x.step = record.step;
+                x.node = node;
+                task.exchanges.push(x);
+            }
             task.next = out.next;
             // Durable before visible: a client that saw task.step can rely on it surviving a crash. A step that
             // cannot be recorded is not published: the task stops as failed, with the reason.
@@ -211,13 +224,7 @@ impl Runner {
                     id: task.id.clone(),
                     result: task.result.clone().unwrap_or_default(),
                 });
-                if let Some(memory) = self.cog.memory.clone() {
-                    let (t, store) = (task.clone(), self.cog.store.clone());
-                    // A plain tokio task: the answer is already durable and published; storing it in memory
-                    // (with retries while memory restarts) must not hold the task's slot. Once stored, the
-                    // checkpoint says so; a done task that is not `remembered` is stored again at the next start.
-                    tokio::spawn(remember(memory, store, t));
-                }
+                self.settle_later(task);
             }
             Err(e) => {
                 task.status = TaskStatus::Failed;
@@ -234,9 +241,25 @@ impl Runner {
                     id: task.id.clone(),
                     error: e,
                 });
+                self.settle_later(task);
             }
         }
         RunEnd::Finished
+    }
+
+    /// Hands a finished task to memory (done tasks) and the Curator (done and failed) beside the run: the
+    /// outcome is already durable and published, and neither organ may hold the task's slot. A plain tokio
+    /// task, because nothing waits for it: the checkpoint records what was handed over, and whatever was
+    /// not is handed over again at the next start ([`settle`]).
+    fn settle_later(&self, task: &TaskState) {
+        let hooks = Settle {
+            memory: self.cog.memory.clone(),
+            curator: self.cog.curator.clone(),
+            store: self.cog.store.clone(),
+        };
+        if hooks.wanted(task) {
+            tokio::spawn(settle(hooks, task.clone()));
+        }
     }
 
     /// One model call by `persona`, through the task's registry snapshot. If that actor died (crash and
@@ -297,7 +320,25 @@ impl Runner {
                     Arc::make_mut(&mut self.personas).insert(persona.to_string(), current.clone());
                     handle = current;
                 }
-                other => return other.map_err(|e| e.to_string()),
+                Ok(t) => {
+                    if !t.response.content.trim().is_empty() {
+                        let mut messages = Vec::with_capacity(req.messages.len() + 1);
+                        messages.push(ChatMessage::new(Role::System, t.system.clone()));
+                        messages.extend(req.messages.iter().cloned());
+                        self.pending.push(Exchange {
+                            step: 0,
+                            node: Node::Done,
+                            persona: t.persona.clone(),
+                            model: t.model.clone(),
+                            generation: t.generation,
+                            messages,
+                            answer: t.response.content.clone(),
+                            finish: t.response.finish,
+                        });
+                    }
+                    return Ok(t);
+                }
+                Err(e) => return Err(e.to_string()),
             }
         }
     }
@@ -351,18 +392,68 @@ impl Runner {
     }
 }
 
-/// Stores a done task's exchange in memory (idempotently), then records that in its checkpoint.
-pub async fn remember(memory: Arc<dyn MemoryHook>, store: CheckpointStore, mut task: TaskState) {
-    match memory.ingest(&task).await {
-        Ok(()) => {
-            task.remembered = true;
-            if let Err(e) = store.save(&task) {
-                tracing::warn!(event = "checkpoint.write_failed", task = %task.id, error = %e, "memory stored, flag not recorded; stored again (idempotently) at the next start");
+/// Where a finished task goes after its run: memory and the Curator, and the checkpoint that records both.
+#[derive(Clone)]
+pub struct Settle {
+    /// Long-term memory (done tasks).
+    pub memory: Option<Arc<dyn MemoryHook>>,
+    /// The Curator (done and failed tasks).
+    pub curator: Option<Arc<dyn CuratorHook>>,
+    /// Where `remembered` and `curated` are recorded.
+    pub store: CheckpointStore,
+}
+
+impl Settle {
+    /// Whether `task` still has somewhere to go.
+    pub fn wanted(&self, task: &TaskState) -> bool {
+        let remember = task.status == TaskStatus::Done && !task.remembered && self.memory.is_some();
+        let curate = matches!(task.status, TaskStatus::Done | TaskStatus::Failed)
+            && !task.curated
+            && self.curator.is_some();
+        remember || curate
+    }
+}
+
+/// Stores a done task's exchange in memory (idempotently) and hands a finished task to the Curator (which
+/// ignores exchanges it has decided already), then records in its checkpoint what was done. Either failing
+/// is logged and retried at the next start.
+pub async fn settle(hooks: Settle, mut task: TaskState) {
+    let mut changed = false;
+    if let Some(memory) = hooks.memory.as_ref() {
+        if task.status == TaskStatus::Done && !task.remembered {
+            match memory.ingest(&task).await {
+                Ok(()) => (task.remembered, changed) = (true, true),
+                Err(e) => {
+                    tracing::warn!(event = "memory.ingest_failed", task = %task.id, error = %e, "task not stored in memory; retried at the next start")
+                }
             }
         }
-        Err(e) => {
-            tracing::warn!(event = "memory.ingest_failed", task = %task.id, error = %e, "task not stored in memory; retried at the next start")
+    }
+    if let Some(curator) = hooks.curator.as_ref() {
+        if matches!(task.status, TaskStatus::Done | TaskStatus::Failed) && !task.curated {
+            match curator.curate(&task).await {
+                Ok(()) => (task.curated, changed) = (true, true),
+                Err(e) => {
+                    tracing::warn!(event = "curator.handover_failed", task = %task.id, error = %e, "task not handed to the Curator; retried at the next start")
+                }
+            }
         }
+    }
+    if changed {
+        if let Err(e) = hooks.store.save(&task) {
+            tracing::warn!(event = "checkpoint.write_failed", task = %task.id, error = %e, "memory/curator hand-over done but not recorded; repeated (idempotently) at the next start");
+        }
+        // The task table's copy follows (a fire-and-forget note: an orchestrator restarting meanwhile reads
+        // the checkpoint instead).
+        let _ = crate::ask::tell(
+            "orchestrator",
+            super::ORCHESTRATOR_NAME,
+            super::OrchestratorMsg::Settled {
+                id: task.id.clone(),
+                remembered: task.remembered,
+                curated: task.curated,
+            },
+        );
     }
 }
 

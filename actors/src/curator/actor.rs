@@ -1,0 +1,964 @@
+//! The Curator actor: owns the dataset files and their index (decided keys, kept keys, the dedupe index),
+//! the queue of exchanges waiting for a decision, and at most one judge job.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use serde::{Deserialize, Serialize};
+
+use super::dataset::{
+    append_line, read_lines, repair, rewrite, Decision, Example, JudgeVerdict, Lineage, Rating,
+    Split,
+};
+use super::dedupe::{
+    content_hash, normalise, percentile, DedupeIndex, NearParams, Prepared, Verdict,
+};
+use super::messages::{CuratorArgs, CuratorMsg, JudgeReply};
+use super::screen::{candidates, screen, Candidate, Reason, Screened};
+use super::{judge, CuratorError, CuratorStats, Export, PersonaStats, RateOutcome};
+use crate::events::{unix_now, Event};
+use crate::job::{JobEnd, Jobs};
+use crate::llm::{ChatMessage, Role};
+use crate::orchestrator::TaskState;
+use crate::personas::ThinkRequest;
+use crate::settings::CuratorSettings;
+
+/// Global name of the Curator actor.
+pub const CURATOR_NAME: &str = "curator";
+
+/// The outcome code of a kept example in `decisions.jsonl`.
+const ACCEPTED: &str = "accepted";
+
+/// Longest human comment, in bytes.
+const MAX_COMMENT_BYTES: usize = 2000;
+
+/// The Curator organ.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CuratorActor;
+
+/// Per persona: the training-set size at its last trigger.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+struct TriggerState {
+    train_at_last: usize,
+    count: u64,
+    last_at: Option<f64>,
+}
+
+/// One persona's dataset, as far as decisions need it (the examples themselves stay on disk).
+struct PersonaSet {
+    dir: PathBuf,
+    index: DedupeIndex,
+    /// Latest outcome per key: `accepted` or a reason code.
+    outcomes: HashMap<String, String>,
+    /// Kept keys and their split.
+    kept: HashMap<String, Split>,
+    /// Examples of refusals a human may overturn (and negatives), by key.
+    held: HashMap<String, Example>,
+}
+
+impl PersonaSet {
+    fn file(&self, split: Split) -> PathBuf {
+        self.dir.join(format!("{}.jsonl", split.as_str()))
+    }
+
+    fn decisions(&self) -> PathBuf {
+        self.dir.join("decisions.jsonl")
+    }
+
+    fn count(&self, split: Split) -> usize {
+        self.kept.values().filter(|s| **s == split).count()
+    }
+
+    /// Reads the persona's files (cutting torn tails first). Kept examples win over a stale decision line:
+    /// an example appended just before a crash counts as accepted.
+    fn load(dir: PathBuf, params: NearParams) -> std::io::Result<Self> {
+        let mut set = PersonaSet {
+            dir,
+            index: DedupeIndex::new(params),
+            outcomes: HashMap::new(),
+            kept: HashMap::new(),
+            held: HashMap::new(),
+        };
+        for split in [Split::Train, Split::Heldout] {
+            repair(&set.file(split))?;
+        }
+        repair(&set.decisions())?;
+        let (decisions, _) = read_lines::<Decision>(&set.decisions())?;
+        for d in decisions {
+            match d.example {
+                Some(ex) if d.outcome != ACCEPTED => {
+                    set.held.insert(d.key.clone(), ex);
+                }
+                _ => {
+                    set.held.remove(&d.key);
+                }
+            }
+            set.outcomes.insert(d.key, d.outcome);
+        }
+        for split in [Split::Train, Split::Heldout] {
+            let (examples, _) = read_lines::<Example>(&set.file(split))?;
+            for ex in examples {
+                let key = ex.lineage.key.clone();
+                set.index.insert(&key, set.index.prepare(&ex.dedupe_text()));
+                set.outcomes.insert(key.clone(), ACCEPTED.into());
+                set.held.remove(&key);
+                set.kept.insert(key, split);
+            }
+        }
+        Ok(set)
+    }
+
+    /// Rebuilds the dedupe index from the files (after examples were removed).
+    fn reindex(&mut self, params: NearParams) -> std::io::Result<()> {
+        self.index = DedupeIndex::new(params);
+        for split in [Split::Train, Split::Heldout] {
+            let (examples, _) = read_lines::<Example>(&self.file(split))?;
+            for ex in examples {
+                self.index
+                    .insert(&ex.lineage.key, self.index.prepare(&ex.dedupe_text()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The Curator's state.
+pub struct CuratorState {
+    args: CuratorArgs,
+    sets: BTreeMap<String, PersonaSet>,
+    ratings: HashMap<String, Rating>,
+    triggers: BTreeMap<String, TriggerState>,
+    queue: VecDeque<Candidate>,
+    queued: HashSet<String>,
+    remaining: HashMap<String, usize>,
+    judging: Option<(Candidate, Prepared, Vec<&'static str>)>,
+    jobs: Jobs,
+}
+
+fn params(s: &CuratorSettings) -> NearParams {
+    NearParams {
+        shingle_words: s.shingle_words,
+        hashes: s.minhash_hashes,
+        bands: s.lsh_bands,
+        threshold: s.near_duplicate,
+    }
+}
+
+fn io_err(what: &str, e: impl std::fmt::Display) -> CuratorError {
+    CuratorError::Store(format!("{what}: {e}"))
+}
+
+/// Task ids name inbox files: only the daemon's own 32-hex-char form is accepted.
+fn valid_task_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+impl CuratorState {
+    fn settings(&self) -> CuratorSettings {
+        self.args.settings.load().curator.clone()
+    }
+
+    fn inbox(&self) -> PathBuf {
+        self.args.dir.join("inbox")
+    }
+
+    fn triggers_path(&self) -> PathBuf {
+        self.args.dir.join("triggers.json")
+    }
+
+    fn ratings_path(&self) -> PathBuf {
+        self.args.dir.join("ratings.jsonl")
+    }
+
+    fn set(&mut self, persona: &str) -> Result<&mut PersonaSet, CuratorError> {
+        if !self.sets.contains_key(persona) {
+            let dir = self.args.dir.join(persona);
+            let set = PersonaSet::load(dir, params(&self.settings()))
+                .map_err(|e| io_err(&format!("cannot read {persona}'s dataset"), e))?;
+            self.sets.insert(persona.to_string(), set);
+        }
+        self.sets
+            .get_mut(persona)
+            .ok_or_else(|| CuratorError::Store(format!("no dataset for {persona}")))
+    }
+
+    fn decided(&self, c: &Candidate) -> bool {
+        self.sets
+            .get(&c.persona)
+            .is_some_and(|s| s.outcomes.contains_key(&c.key))
+    }
+
+    /// Queues a task's undecided exchanges; returns how many.
+    fn enqueue(&mut self, task: &TaskState) -> usize {
+        let nodes = self.settings().nodes;
+        let mut n = 0;
+        for c in candidates(task, &nodes) {
+            if self.decided(&c) || self.queued.contains(&c.key) {
+                continue;
+            }
+            self.queued.insert(c.key.clone());
+            self.queue.push_back(c);
+            n += 1;
+        }
+        if n > 0 {
+            *self.remaining.entry(task.id.clone()).or_default() += n;
+        }
+        n
+    }
+
+    /// One exchange of `task` is decided; the inbox file goes with the last one.
+    fn done_one(&mut self, c: &Candidate) {
+        self.queued.remove(&c.key);
+        let left = match self.remaining.get_mut(&c.task.id) {
+            Some(n) => {
+                *n = n.saturating_sub(1);
+                *n
+            }
+            None => 0,
+        };
+        if left == 0 {
+            self.remaining.remove(&c.task.id);
+            let path = self.inbox().join(format!("{}.json", c.task.id));
+            if let Err(e) = std::fs::remove_file(&path) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(event = "curator.inbox_remove_failed", task = %c.task.id, error = %e, "inbox file not removed; its exchanges are decided and are skipped at the next start");
+                }
+            }
+        }
+    }
+
+    fn lineage(
+        &self,
+        c: &Candidate,
+        hash: String,
+        filters: &[&'static str],
+        judge: Option<JudgeVerdict>,
+    ) -> Lineage {
+        let s = self.settings();
+        let split = if percentile(&hash) < s.heldout_percent {
+            Split::Heldout
+        } else {
+            Split::Train
+        };
+        Lineage {
+            key: c.key.clone(),
+            task: c.task.id.clone(),
+            request: c.task.text.clone(),
+            step: c.step,
+            node: c.node.clone(),
+            persona: c.persona.clone(),
+            model: c.model.clone(),
+            generation: c.generation,
+            hash,
+            split,
+            dissonance: c.task.dissonance,
+            judge,
+            human: self.ratings.get(&c.task.id).cloned(),
+            filters: filters.iter().map(|f| f.to_string()).collect(),
+            at: unix_now(),
+        }
+    }
+
+    fn example(c: &Candidate, lineage: Lineage) -> Example {
+        let mut messages = c.messages.clone();
+        messages.push(ChatMessage::new(Role::Assistant, c.answer.clone()));
+        Example { messages, lineage }
+    }
+
+    /// Records a refusal.
+    fn reject(
+        &mut self,
+        c: &Candidate,
+        reason: Reason,
+        detail: String,
+        filters: &[&'static str],
+        judge: Option<JudgeVerdict>,
+    ) -> Result<(), CuratorError> {
+        let score = judge.as_ref().map(|j| j.score);
+        let example = reason.keeps_example().then(|| {
+            let hash = content_hash(&normalise(&c.dedupe_text()));
+            Self::example(c, self.lineage(c, hash, filters, judge))
+        });
+        let decision = Decision {
+            key: c.key.clone(),
+            task: c.task.id.clone(),
+            step: c.step,
+            outcome: reason.code().into(),
+            split: None,
+            detail: detail.clone(),
+            score,
+            at: unix_now(),
+            example: example.clone(),
+        };
+        let set = self.set(&c.persona)?;
+        append_line(&set.decisions(), &decision).map_err(|e| io_err("decisions.jsonl", e))?;
+        set.outcomes.insert(c.key.clone(), reason.code().into());
+        match example {
+            Some(ex) => set.held.insert(c.key.clone(), ex),
+            None => set.held.remove(&c.key),
+        };
+        self.args.hub.publish(Event::CuratorRejected {
+            task: c.task.id.clone(),
+            step: c.step,
+            persona: c.persona.clone(),
+            reason: reason.code().into(),
+            detail,
+        });
+        self.done_one(c);
+        Ok(())
+    }
+
+    /// Keeps an example: appended to its split's file first, then its decision (see the module essay).
+    fn keep(
+        &mut self,
+        ex: Example,
+        prepared: Prepared,
+        detail: String,
+    ) -> Result<(), CuratorError> {
+        let (persona, key, split) = (
+            ex.lineage.persona.clone(),
+            ex.lineage.key.clone(),
+            ex.lineage.split,
+        );
+        let score = ex.lineage.judge.as_ref().map(|j| j.score);
+        let set = self.set(&persona)?;
+        append_line(&set.file(split), &ex).map_err(|e| io_err("dataset file", e))?;
+        set.index.insert(&key, prepared);
+        set.kept.insert(key.clone(), split);
+        set.held.remove(&key);
+        set.outcomes.insert(key.clone(), ACCEPTED.into());
+        let decision = Decision {
+            key,
+            task: ex.lineage.task.clone(),
+            step: ex.lineage.step,
+            outcome: ACCEPTED.into(),
+            split: Some(split),
+            detail,
+            score,
+            at: unix_now(),
+            example: None,
+        };
+        append_line(&set.decisions(), &decision).map_err(|e| io_err("decisions.jsonl", e))?;
+        self.args.hub.publish(Event::CuratorAccepted {
+            task: ex.lineage.task.clone(),
+            step: ex.lineage.step,
+            persona: persona.clone(),
+            split: split.as_str().into(),
+            score,
+        });
+        if split == Split::Train {
+            self.maybe_trigger(&persona)?;
+        }
+        Ok(())
+    }
+
+    fn accept(
+        &mut self,
+        c: &Candidate,
+        prepared: Prepared,
+        filters: &[&'static str],
+        judge: Option<JudgeVerdict>,
+    ) -> Result<(), CuratorError> {
+        let detail = match (&judge, self.ratings.get(&c.task.id)) {
+            (Some(j), _) => format!("judge scored {}: {}", j.score, j.reason),
+            (None, Some(r)) => format!("a human rated the task {}", r.score),
+            (None, None) => "passed every check".into(),
+        };
+        let lineage = self.lineage(c, prepared.hash.clone(), filters, judge);
+        self.keep(Self::example(c, lineage), prepared, detail)?;
+        self.done_one(c);
+        Ok(())
+    }
+
+    fn maybe_trigger(&mut self, persona: &str) -> Result<(), CuratorError> {
+        let min_new = self.settings().min_new_examples;
+        let train = self.set(persona)?.count(Split::Train);
+        let st = self.triggers.get(persona).cloned().unwrap_or_default();
+        if train < st.train_at_last + min_new {
+            return Ok(());
+        }
+        let next = TriggerState {
+            train_at_last: train,
+            count: st.count + 1,
+            last_at: Some(unix_now()),
+        };
+        self.triggers.insert(persona.to_string(), next);
+        // Durable before it is announced: a crash after this point never fires the same crossing twice.
+        let bytes = serde_json::to_vec_pretty(&self.triggers).map_err(|e| io_err("triggers", e))?;
+        crate::fsutil::atomic_write(&self.triggers_path(), &bytes)
+            .map_err(|e| io_err("triggers.json", e))?;
+        let new_examples = train - st.train_at_last;
+        let export = self.export(persona)?;
+        match self.args.trainer.clone() {
+            None => {
+                self.args.hub.publish(Event::CuratorTrigger {
+                    persona: persona.to_string(),
+                    new_examples,
+                    train,
+                    delivered: false,
+                    note: "no trainer is running; the dataset waits for one".into(),
+                });
+            }
+            Some(trainer) => {
+                let (hub, persona) = (self.args.hub.clone(), persona.to_string());
+                // A plain tokio task: the request is fire-and-forget (the trainer queues or declines), and
+                // the trigger is already recorded.
+                tokio::spawn(async move {
+                    let (delivered, note) = match trainer.train(&persona, &export).await {
+                        Ok(note) => (true, note),
+                        Err(why) => (false, why),
+                    };
+                    hub.publish(Event::CuratorTrigger {
+                        persona,
+                        new_examples,
+                        train,
+                        delivered,
+                        note,
+                    });
+                });
+            }
+        };
+        Ok(())
+    }
+
+    fn export(&mut self, persona: &str) -> Result<Export, CuratorError> {
+        if !crate::PERSONAS.contains(&persona) {
+            return Err(CuratorError::Invalid(format!(
+                "unknown persona `{}`; expected ALFRED, BABS, BRICK or ROBIN",
+                batos_protocol::truncate(persona, 64)
+            )));
+        }
+        let set = self.set(persona)?;
+        Ok(Export {
+            persona: persona.to_string(),
+            train: set.file(Split::Train),
+            heldout: set.file(Split::Heldout),
+            decisions: set.decisions(),
+            train_examples: set.count(Split::Train),
+            heldout_examples: set.count(Split::Heldout),
+        })
+    }
+
+    fn stats(&self) -> CuratorStats {
+        let personas = self
+            .sets
+            .iter()
+            .map(|(name, set)| {
+                let mut st = PersonaStats {
+                    seen: set.outcomes.len(),
+                    train: set.count(Split::Train),
+                    heldout: set.count(Split::Heldout),
+                    ..Default::default()
+                };
+                for o in set.outcomes.values() {
+                    if o == ACCEPTED {
+                        st.accepted += 1;
+                    } else {
+                        *st.rejected.entry(o.clone()).or_default() += 1;
+                    }
+                }
+                if let Some(t) = self.triggers.get(name) {
+                    st.new_since_trigger = st.train.saturating_sub(t.train_at_last);
+                    st.triggers = t.count;
+                    st.last_trigger = t.last_at;
+                } else {
+                    st.new_since_trigger = st.train;
+                }
+                (name.clone(), st)
+            })
+            .collect();
+        CuratorStats {
+            personas,
+            queued: self.queue.len() + usize::from(self.judging.is_some()),
+            judging: self.judging.is_some(),
+        }
+    }
+
+    /// Applies the rating in force for `task` to its decided exchanges (idempotent): a low one removes kept
+    /// examples, a high one admits refusals it may overturn. Returns `(removed, admitted)`.
+    fn apply_rating(&mut self, task: &str) -> Result<(usize, usize), CuratorError> {
+        let Some(rating) = self.ratings.get(task).cloned() else {
+            return Ok((0, 0));
+        };
+        let s = self.settings();
+        let prefix = format!("{task}/");
+        let (mut removed, mut admitted) = (0, 0);
+        let personas: Vec<String> = self.sets.keys().cloned().collect();
+        let hub = self.args.hub.clone();
+        for persona in personas {
+            if rating.score <= s.human_reject_at_most {
+                let Some(set) = self.sets.get_mut(&persona) else {
+                    continue;
+                };
+                let gone: HashSet<String> = set
+                    .kept
+                    .keys()
+                    .filter(|k| k.starts_with(&prefix))
+                    .cloned()
+                    .collect();
+                if gone.is_empty() {
+                    continue;
+                }
+                let mut out_examples = Vec::new();
+                for split in [Split::Train, Split::Heldout] {
+                    let path = set.file(split);
+                    let (all, _) =
+                        read_lines::<Example>(&path).map_err(|e| io_err("dataset file", e))?;
+                    let (out, keep): (Vec<Example>, Vec<Example>) = all
+                        .into_iter()
+                        .partition(|ex| gone.contains(&ex.lineage.key));
+                    rewrite(&path, &keep).map_err(|e| io_err("dataset file", e))?;
+                    out_examples.extend(out);
+                }
+                for k in &gone {
+                    set.kept.remove(k);
+                }
+                set.reindex(params(&s))
+                    .map_err(|e| io_err("dataset file", e))?;
+                for mut ex in out_examples {
+                    ex.lineage.human = Some(rating.clone());
+                    let d = Decision {
+                        key: ex.lineage.key.clone(),
+                        task: task.to_string(),
+                        step: ex.lineage.step,
+                        outcome: Reason::HumanRejected.code().into(),
+                        split: None,
+                        detail: format!("a human rated the task {}", rating.score),
+                        score: None,
+                        at: unix_now(),
+                        example: Some(ex.clone()),
+                    };
+                    append_line(&set.decisions(), &d).map_err(|e| io_err("decisions.jsonl", e))?;
+                    set.outcomes
+                        .insert(d.key.clone(), Reason::HumanRejected.code().into());
+                    set.held.insert(d.key.clone(), ex);
+                    removed += 1;
+                    hub.publish(Event::CuratorRejected {
+                        task: task.to_string(),
+                        step: d.step,
+                        persona: persona.clone(),
+                        reason: d.outcome,
+                        detail: d.detail,
+                    });
+                }
+            } else if rating.score >= s.human_accept_at_least {
+                let set = self.set(&persona)?;
+                let mut candidates: Vec<Example> = set
+                    .held
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .filter(|(k, _)| {
+                        set.outcomes.get(*k).is_some_and(|o| {
+                            serde_json::from_value::<Reason>(serde_json::Value::String(o.clone()))
+                                .is_ok_and(Reason::overridable)
+                        })
+                    })
+                    .map(|(_, ex)| ex.clone())
+                    .collect();
+                candidates.sort_by(|a, b| a.lineage.key.cmp(&b.lineage.key));
+                for mut ex in candidates {
+                    let set = self.set(&persona)?;
+                    let prepared = set.index.prepare(&ex.dedupe_text());
+                    if set.index.check(&prepared) != Verdict::New {
+                        continue;
+                    }
+                    ex.lineage.human = Some(rating.clone());
+                    ex.lineage.at = unix_now();
+                    if !ex.lineage.filters.iter().any(|f| f == "human") {
+                        ex.lineage.filters.push("human".into());
+                    }
+                    let detail = format!("a human rated the task {}", rating.score);
+                    self.keep(ex, prepared, detail)?;
+                    admitted += 1;
+                }
+            }
+        }
+        Ok((removed, admitted))
+    }
+
+    /// Decides queued exchanges until one needs the judge (then starts its job) or the queue is empty.
+    async fn pump(&mut self, myself: &ActorRef<CuratorMsg>) -> Result<(), CuratorError> {
+        while self.judging.is_none() {
+            let Some(c) = self.queue.pop_front() else {
+                return Ok(());
+            };
+            if self.decided(&c) {
+                self.done_one(&c);
+                continue;
+            }
+            let s = self.settings();
+            let rating = self.ratings.get(&c.task.id).cloned();
+            let screened = match self.set(&c.persona) {
+                Ok(set) => screen(&c, &s, rating.as_ref(), &set.index),
+                Err(e) => {
+                    self.queue.push_front(c);
+                    return Err(e);
+                }
+            };
+            let result = match screened {
+                Screened::Reject(r, detail, passed) => self.reject(&c, r, detail, &passed, None),
+                Screened::Admit(p, passed) => self.accept(&c, p, &passed, None),
+                Screened::Judge(p, passed) => {
+                    if let Err(e) = self.start_judge(myself, &s, &c).await {
+                        self.queue.push_front(c);
+                        return Err(e);
+                    }
+                    self.judging = Some((c, p, passed));
+                    return Ok(());
+                }
+            };
+            if let Err(e) = result {
+                // Put it back: the next pump (after a restart, from the inbox) decides it again.
+                self.queue.push_front(c);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn start_judge(
+        &mut self,
+        myself: &ActorRef<CuratorMsg>,
+        s: &CuratorSettings,
+        c: &Candidate,
+    ) -> Result<(), CuratorError> {
+        let prompt = judge::prompt(
+            &c.persona,
+            &c.node,
+            c.request(),
+            &c.answer,
+            s.judge_max_bytes,
+        );
+        let (hub, personas, me) = (
+            self.args.hub.clone(),
+            self.args.personas.clone(),
+            myself.clone(),
+        );
+        let (judge_persona, poll, key) = (
+            s.judge.clone(),
+            Duration::from_millis(s.idle_poll_ms),
+            c.key.clone(),
+        );
+        let work = async move {
+            // Never compete with an answer someone is waiting for.
+            while hub.running_tasks() > 0 {
+                tokio::time::sleep(poll).await;
+            }
+            let req = ThinkRequest {
+                messages: vec![ChatMessage::new(Role::User, prompt)],
+                tools: Vec::new(),
+                format: Some(judge::schema()),
+                tokens: None,
+            };
+            let reply: JudgeReply = personas
+                .think(&judge_persona, req)
+                .await
+                .map(|t| (t.persona, t.model, t.generation, t.response.content))
+                .map_err(|e| e.to_string());
+            let _ = me.cast(CuratorMsg::Judged(key.clone(), reply));
+        };
+        self.jobs
+            .spawn(&myself.get_cell(), format!("judge/{}", c.key), work)
+            .await
+            .map_err(|e| CuratorError::Store(format!("cannot start the judge: {e}")))?;
+        Ok(())
+    }
+
+    fn judged(&mut self, key: &str, reply: JudgeReply) -> Result<(), CuratorError> {
+        let Some((c, p, mut passed)) = self.judging.take() else {
+            return Ok(());
+        };
+        if c.key != key {
+            self.judging = Some((c, p, passed));
+            return Ok(());
+        }
+        let s = self.settings();
+        let (persona, model, generation, text) = match reply {
+            Ok(r) => r,
+            Err(why) => {
+                return self.reject(
+                    &c,
+                    Reason::JudgeUnavailable,
+                    format!("the judge could not be asked: {why}"),
+                    &passed,
+                    None,
+                )
+            }
+        };
+        let parsed = match judge::parse(&text) {
+            Ok(p) => p,
+            Err(why) => return self.reject(&c, Reason::JudgeUnparseable, why, &passed, None),
+        };
+        let verdict = JudgeVerdict {
+            persona,
+            model,
+            generation,
+            score: parsed.score,
+            reason: parsed.reason,
+        };
+        // A rating may have arrived while the judge worked: it overrides the judge.
+        let human = self.ratings.get(&c.task.id).map(|r| r.score);
+        if let Some(h) = human.filter(|h| *h <= s.human_reject_at_most) {
+            return self.reject(
+                &c,
+                Reason::HumanRejected,
+                format!("a human rated the task {h}"),
+                &passed,
+                Some(verdict),
+            );
+        }
+        let admitted = human.is_some_and(|h| h >= s.human_accept_at_least);
+        if verdict.score < s.min_score && !admitted {
+            let detail = format!(
+                "judge scored {} (below {}): {}",
+                verdict.score, s.min_score, verdict.reason
+            );
+            return self.reject(&c, Reason::JudgeLow, detail, &passed, Some(verdict));
+        }
+        passed.push("judge");
+        // Another exchange may have been kept while this one was judged.
+        let dup = self.set(&c.persona)?.index.check(&p);
+        match dup {
+            Verdict::Exact(k) => self.reject(
+                &c,
+                Reason::Duplicate,
+                format!("the same text was kept as {k} meanwhile"),
+                &passed,
+                Some(verdict),
+            ),
+            Verdict::Near(k, j) => self.reject(
+                &c,
+                Reason::NearDuplicate,
+                format!("estimated Jaccard {j:.2} with {k}, kept meanwhile"),
+                &passed,
+                Some(verdict),
+            ),
+            Verdict::New => self.accept(&c, p, &passed, Some(verdict)),
+        }
+    }
+
+    /// A write failed: say so, and try again after a pause.
+    fn retry_later(&self, myself: &ActorRef<CuratorMsg>, e: &CuratorError) {
+        let wait = Duration::from_millis(self.args.settings.load().curator.write_retry_ms);
+        tracing::error!(event = "curator.write_failed", error = %e, retry_ms = wait.as_millis() as u64, "curation paused");
+        myself.send_after(wait, || CuratorMsg::Pump);
+    }
+}
+
+fn read_inbox(dir: &Path) -> Vec<TaskState> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut tasks = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        match std::fs::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<TaskState>(&b).map_err(|e| e.to_string()))
+        {
+            Ok(t) => tasks.push(t),
+            Err(why) => {
+                tracing::warn!(event = "curator.inbox_unreadable", file = %path.display(), error = %why, "inbox file skipped")
+            }
+        }
+    }
+    tasks.sort_by(|a, b| a.created_at.total_cmp(&b.created_at));
+    tasks
+}
+
+impl Actor for CuratorActor {
+    type Msg = CuratorMsg;
+    type State = CuratorState;
+    type Arguments = CuratorArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<CuratorMsg>,
+        args: CuratorArgs,
+    ) -> Result<CuratorState, ActorProcessingErr> {
+        std::fs::create_dir_all(args.dir.join("inbox"))?;
+        for d in [args.dir.clone(), args.dir.join("inbox")] {
+            crate::fsutil::clean_stale_temps(&d);
+        }
+        let jobs = Jobs::new("root/curator", args.hub.clone());
+        let mut state = CuratorState {
+            args,
+            sets: BTreeMap::new(),
+            ratings: HashMap::new(),
+            triggers: BTreeMap::new(),
+            queue: VecDeque::new(),
+            queued: HashSet::new(),
+            remaining: HashMap::new(),
+            judging: None,
+            jobs,
+        };
+        for p in crate::PERSONAS {
+            crate::fsutil::clean_stale_temps(&state.args.dir.join(p));
+            state.set(p)?;
+        }
+        repair(&state.ratings_path())?;
+        let (ratings, _) = read_lines::<Rating>(&state.ratings_path())?;
+        for r in ratings {
+            state.ratings.insert(r.task.clone(), r);
+        }
+        if let Ok(bytes) = std::fs::read(state.triggers_path()) {
+            state.triggers = serde_json::from_slice(&bytes)?;
+        }
+        let rated: Vec<String> = state.ratings.keys().cloned().collect();
+        for task in rated {
+            state.apply_rating(&task)?;
+        }
+        let inbox = state.inbox();
+        for task in read_inbox(&inbox) {
+            if state.enqueue(&task) == 0 {
+                let _ = std::fs::remove_file(inbox.join(format!("{}.json", task.id)));
+            }
+        }
+        myself.cast(CuratorMsg::Pump)?;
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<CuratorMsg>,
+        msg: CuratorMsg,
+        state: &mut CuratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            CuratorMsg::Curate(task, reply) => {
+                if !valid_task_id(&task.id) {
+                    let _ = reply.send(Err(CuratorError::Invalid(format!(
+                        "`{}` is not a task id",
+                        batos_protocol::truncate(&task.id, 64)
+                    ))));
+                    return Ok(());
+                }
+                let before = state.queue.len();
+                let n = state.enqueue(&task);
+                if n == 0 {
+                    let _ = reply.send(Ok(()));
+                    return Ok(());
+                }
+                let path = state.inbox().join(format!("{}.json", task.id));
+                let written = serde_json::to_vec(&*task)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| {
+                        crate::fsutil::atomic_write(&path, &b).map_err(|e| e.to_string())
+                    });
+                if let Err(e) = written {
+                    // Not held: take it back out, and let the orchestrator hand it over again later.
+                    for c in state.queue.drain(before..) {
+                        state.queued.remove(&c.key);
+                    }
+                    state.remaining.remove(&task.id);
+                    let _ = reply.send(Err(io_err("cannot write the inbox", e)));
+                    return Ok(());
+                }
+                let _ = reply.send(Ok(()));
+                myself.cast(CuratorMsg::Pump)?;
+            }
+            CuratorMsg::Rate {
+                task,
+                score,
+                comment,
+                reply,
+            } => {
+                let _ = reply.send(state.rate(task, score, comment));
+            }
+            CuratorMsg::Stats(reply) => {
+                let _ = reply.send(state.stats());
+            }
+            CuratorMsg::Export(persona, reply) => {
+                let _ = reply.send(state.export(&persona));
+            }
+            CuratorMsg::Pump => {
+                if let Err(e) = state.pump(&myself).await {
+                    state.retry_later(&myself, &e);
+                }
+            }
+            CuratorMsg::Judged(key, reply) => {
+                if let Err(e) = state.judged(&key, reply) {
+                    state.retry_later(&myself, &e);
+                    return Ok(());
+                }
+                myself.cast(CuratorMsg::Pump)?;
+            }
+            CuratorMsg::Crash => panic!("debug_crash requested for the curator"),
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<CuratorMsg>,
+        event: SupervisionEvent,
+        state: &mut CuratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((label, JobEnd::Failed(why))) = state.jobs.supervise(&event) {
+            let key = label.trim_start_matches("judge/").to_string();
+            if state.judging.as_ref().is_some_and(|(c, _, _)| c.key == key) {
+                let reply: JudgeReply = Err(format!("the judge job failed: {why}"));
+                if let Err(e) = state.judged(&key, reply) {
+                    state.retry_later(&myself, &e);
+                    return Ok(());
+                }
+                myself.cast(CuratorMsg::Pump)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl CuratorState {
+    fn rate(
+        &mut self,
+        task: String,
+        score: u8,
+        comment: Option<String>,
+    ) -> Result<RateOutcome, CuratorError> {
+        if !valid_task_id(&task) {
+            return Err(CuratorError::Invalid(format!(
+                "`{}` is not a task id",
+                batos_protocol::truncate(&task, 64)
+            )));
+        }
+        if !(1..=5).contains(&score) {
+            return Err(CuratorError::Invalid(format!(
+                "score must be 1 to 5, not {score}"
+            )));
+        }
+        let comment = comment
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty());
+        if comment
+            .as_ref()
+            .is_some_and(|c| c.len() > MAX_COMMENT_BYTES)
+        {
+            return Err(CuratorError::Invalid(format!(
+                "comment is longer than {MAX_COMMENT_BYTES} bytes"
+            )));
+        }
+        let rating = Rating {
+            task: task.clone(),
+            score,
+            comment,
+            at: unix_now(),
+        };
+        // Recorded before it is applied: a crash in between is settled by the re-application at start.
+        append_line(&self.ratings_path(), &rating).map_err(|e| io_err("ratings.jsonl", e))?;
+        self.ratings.insert(task.clone(), rating);
+        let (removed, admitted) = self.apply_rating(&task)?;
+        Ok(RateOutcome {
+            pending: self.remaining.get(&task).copied().unwrap_or(0),
+            task,
+            score,
+            removed,
+            admitted,
+        })
+    }
+}

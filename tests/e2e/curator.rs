@@ -83,12 +83,27 @@ fn curator_on(min_new_examples: i64) -> Edit {
 }
 
 async fn run_task(c: &mut Client, text: &str) -> String {
+    run_task_within(c, text, 60).await
+}
+
+/// Runs a task to its end within `secs`; a task paused for the Architect is resumed (a small model may pause
+/// one), so it ends done or failed.
+async fn run_task_within(c: &mut Client, text: &str, secs: u64) -> String {
     let t = c
         .request("submit_task", json!({"text": text}))
         .await
         .unwrap();
     let id = t["id"].as_str().unwrap().to_string();
-    let done = wait_task(c, &id, 60).await;
+    let mut done = wait_task(c, &id, secs).await;
+    if done["status"] == "paused" {
+        c.request(
+            "resume_task",
+            json!({"id": id, "guidance": "Answer plainly."}),
+        )
+        .await
+        .unwrap();
+        done = wait_task(c, &id, secs).await;
+    }
     assert!(
         matches!(done["status"].as_str(), Some("done" | "failed")),
         "{done}"
@@ -425,6 +440,9 @@ async fn the_embedded_model_judges_a_real_curation_and_its_scores_parse() {
         &closed,
         vec![
             curator_on(50),
+            // The shipped critique rule: a bare 1.00 from SmolLM2 neither loops nor pauses the task.
+            shipped("orchestrator", "min_critique_words"),
+            shipped("orchestrator", "critique_repeat_similarity"),
             Box::new(move |doc| {
                 doc["llm"]["backend"] = toml_edit::value("embedded");
                 doc["llm"]["embedded"]["model_path"] = toml_edit::value(model.as_str());
@@ -445,7 +463,7 @@ async fn the_embedded_model_judges_a_real_curation_and_its_scores_parse() {
         "Why is the sky blue?",
         "What is a lantern?",
     ] {
-        ids.push(run_task(&mut c, q).await);
+        ids.push(run_task_within(&mut c, q, 240).await);
     }
     let stats = settled(&mut c, &ids, 300).await;
     let mut judged = 0;

@@ -487,11 +487,7 @@ impl Actor for Orchestrator {
             OrchestratorMsg::ResumeLoaded(ids) => {
                 // Finished tasks whose memory write or Curator hand-over did not happen (a crash right after
                 // the end): do it now.
-                let hooks = super::graph::Settle {
-                    memory: state.cog.memory.clone(),
-                    curator: state.cog.curator.clone(),
-                    store: state.cog.store.clone(),
-                };
+                let hooks = super::graph::Settle::new(&state.cog);
                 let unsettled: Vec<TaskState> = state
                     .tasks
                     .values()

@@ -408,6 +408,11 @@ pub struct OrchestratorSettings {
     /// Jaccard overlap (0..=1) of word sets at or above which a critique repeats the previous one and does
     /// not justify another round.
     pub critique_repeat_similarity: f64,
+    /// How often a finished task's hand-over to memory or the Curator is tried while that organ does not
+    /// answer (restarting), `settle_retry_ms` apart; after that it is tried again at the next start.
+    pub settle_tries: u32,
+    /// Pause between those tries, in milliseconds.
+    pub settle_retry_ms: u64,
 }
 
 /// `[curator]` (live: read for every exchange, except `enabled`, read at start).

@@ -109,6 +109,8 @@ impl Settings {
             curator.judge_max_bytes,
             curator.idle_poll_ms,
             curator.write_retry_ms,
+            orchestrator.settle_tries,
+            orchestrator.settle_retry_ms,
         );
         for (key, v) in [
             (

@@ -19,8 +19,8 @@ use batos_protocol::truncate;
 use serde_json::Value;
 
 use super::{
-    CheckpointStore, Cognition, CuratorHook, Exchange, MemoryHook, Node, SaveError, StepRecord,
-    TaskState, TaskStatus,
+    CheckpointStore, Cognition, CuratorHook, Exchange, MemoryHook, Node, PortError, SaveError,
+    StepRecord, TaskState, TaskStatus,
 };
 use crate::ask::AskError;
 use crate::events::Event;
@@ -252,11 +252,7 @@ impl Runner {
     /// task, because nothing waits for it: the checkpoint records what was handed over, and whatever was
     /// not is handed over again at the next start ([`settle`]).
     fn settle_later(&self, task: &TaskState) {
-        let hooks = Settle {
-            memory: self.cog.memory.clone(),
-            curator: self.cog.curator.clone(),
-            store: self.cog.store.clone(),
-        };
+        let hooks = Settle::new(&self.cog);
         if hooks.wanted(task) {
             tokio::spawn(settle(hooks, task.clone()));
         }
@@ -401,9 +397,25 @@ pub struct Settle {
     pub curator: Option<Arc<dyn CuratorHook>>,
     /// Where `remembered` and `curated` are recorded.
     pub store: CheckpointStore,
+    /// Tries of a hand-over while its organ does not answer (`orchestrator.settle_tries`).
+    pub tries: u32,
+    /// Pause between them (`orchestrator.settle_retry_ms`).
+    pub wait: Duration,
 }
 
 impl Settle {
+    /// The hooks and retry settings of `cog`, as now in force.
+    pub fn new(cog: &Cognition) -> Self {
+        let s = cog.settings.load();
+        Settle {
+            memory: cog.memory.clone(),
+            curator: cog.curator.clone(),
+            store: cog.store.clone(),
+            tries: s.orchestrator.settle_tries,
+            wait: Duration::from_millis(s.orchestrator.settle_retry_ms),
+        }
+    }
+
     /// Whether `task` still has somewhere to go.
     pub fn wanted(&self, task: &TaskState) -> bool {
         let remember = task.status == TaskStatus::Done && !task.remembered && self.memory.is_some();
@@ -421,7 +433,7 @@ pub async fn settle(hooks: Settle, mut task: TaskState) {
     let mut changed = false;
     if let Some(memory) = hooks.memory.as_ref() {
         if task.status == TaskStatus::Done && !task.remembered {
-            match memory.ingest(&task).await {
+            match retry_unreachable(&hooks, || memory.ingest(&task)).await {
                 Ok(()) => (task.remembered, changed) = (true, true),
                 Err(e) => {
                     tracing::warn!(event = "memory.ingest_failed", task = %task.id, error = %e, "task not stored in memory; retried at the next start")
@@ -431,7 +443,7 @@ pub async fn settle(hooks: Settle, mut task: TaskState) {
     }
     if let Some(curator) = hooks.curator.as_ref() {
         if matches!(task.status, TaskStatus::Done | TaskStatus::Failed) && !task.curated {
-            match curator.curate(&task).await {
+            match retry_unreachable(&hooks, || curator.curate(&task)).await {
                 Ok(()) => (task.curated, changed) = (true, true),
                 Err(e) => {
                     tracing::warn!(event = "curator.handover_failed", task = %task.id, error = %e, "task not handed to the Curator; retried at the next start")
@@ -454,6 +466,25 @@ pub async fn settle(hooks: Settle, mut task: TaskState) {
                 curated: task.curated,
             },
         );
+    }
+}
+
+/// Runs a hand-over, again while its organ does not answer (a restart takes a moment), at most
+/// `hooks.tries` times; a refusal is final at once.
+async fn retry_unreachable<F, Fut>(hooks: &Settle, mut call: F) -> Result<(), PortError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), PortError>>,
+{
+    let mut tried = 1;
+    loop {
+        match call().await {
+            Err(PortError::Unreachable(_)) if tried < hooks.tries => {
+                tried += 1;
+                tokio::time::sleep(hooks.wait).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -451,6 +451,8 @@ mod tests {
             research_max_bytes: 1600,
             min_critique_words: 4,
             critique_repeat_similarity: 0.6,
+            settle_tries: 3,
+            settle_retry_ms: 10,
         }
     }
 

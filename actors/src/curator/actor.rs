@@ -25,104 +25,21 @@ use crate::orchestrator::TaskState;
 use crate::personas::ThinkRequest;
 use crate::settings::CuratorSettings;
 
+mod judging;
+mod rating;
+mod sets;
+
+use sets::{params, PersonaSet, TriggerState};
+
 /// Global name of the Curator actor.
 pub const CURATOR_NAME: &str = "curator";
 
 /// The outcome code of a kept example in `decisions.jsonl`.
 const ACCEPTED: &str = "accepted";
 
-/// Longest human comment, in bytes.
-const MAX_COMMENT_BYTES: usize = 2000;
-
 /// The Curator organ.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CuratorActor;
-
-/// Per persona: the training-set size at its last trigger.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-struct TriggerState {
-    train_at_last: usize,
-    count: u64,
-    last_at: Option<f64>,
-}
-
-/// One persona's dataset, as far as decisions need it (the examples themselves stay on disk).
-struct PersonaSet {
-    dir: PathBuf,
-    index: DedupeIndex,
-    /// Latest outcome per key: `accepted` or a reason code.
-    outcomes: HashMap<String, String>,
-    /// Kept keys and their split.
-    kept: HashMap<String, Split>,
-    /// Examples of refusals a human may overturn (and negatives), by key.
-    held: HashMap<String, Example>,
-}
-
-impl PersonaSet {
-    fn file(&self, split: Split) -> PathBuf {
-        self.dir.join(format!("{}.jsonl", split.as_str()))
-    }
-
-    fn decisions(&self) -> PathBuf {
-        self.dir.join("decisions.jsonl")
-    }
-
-    fn count(&self, split: Split) -> usize {
-        self.kept.values().filter(|s| **s == split).count()
-    }
-
-    /// Reads the persona's files (cutting torn tails first). Kept examples win over a stale decision line:
-    /// an example appended just before a crash counts as accepted.
-    fn load(dir: PathBuf, params: NearParams) -> std::io::Result<Self> {
-        let mut set = PersonaSet {
-            dir,
-            index: DedupeIndex::new(params),
-            outcomes: HashMap::new(),
-            kept: HashMap::new(),
-            held: HashMap::new(),
-        };
-        for split in [Split::Train, Split::Heldout] {
-            repair(&set.file(split))?;
-        }
-        repair(&set.decisions())?;
-        let (decisions, _) = read_lines::<Decision>(&set.decisions())?;
-        for d in decisions {
-            match d.example {
-                Some(ex) if d.outcome != ACCEPTED => {
-                    set.held.insert(d.key.clone(), ex);
-                }
-                _ => {
-                    set.held.remove(&d.key);
-                }
-            }
-            set.outcomes.insert(d.key, d.outcome);
-        }
-        for split in [Split::Train, Split::Heldout] {
-            let (examples, _) = read_lines::<Example>(&set.file(split))?;
-            for ex in examples {
-                let key = ex.lineage.key.clone();
-                set.index.insert(&key, set.index.prepare(&ex.dedupe_text()));
-                set.outcomes.insert(key.clone(), ACCEPTED.into());
-                set.held.remove(&key);
-                set.kept.insert(key, split);
-            }
-        }
-        Ok(set)
-    }
-
-    /// Rebuilds the dedupe index from the files (after examples were removed).
-    fn reindex(&mut self, params: NearParams) -> std::io::Result<()> {
-        self.index = DedupeIndex::new(params);
-        for split in [Split::Train, Split::Heldout] {
-            let (examples, _) = read_lines::<Example>(&self.file(split))?;
-            for ex in examples {
-                self.index
-                    .insert(&ex.lineage.key, self.index.prepare(&ex.dedupe_text()));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// The Curator's state.
 pub struct CuratorState {
@@ -135,15 +52,6 @@ pub struct CuratorState {
     remaining: HashMap<String, usize>,
     judging: Option<(Candidate, Prepared, Vec<&'static str>)>,
     jobs: Jobs,
-}
-
-fn params(s: &CuratorSettings) -> NearParams {
-    NearParams {
-        shingle_words: s.shingle_words,
-        hashes: s.minhash_hashes,
-        bands: s.lsh_bands,
-        threshold: s.near_duplicate,
-    }
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> CuratorError {
@@ -476,108 +384,6 @@ impl CuratorState {
         }
     }
 
-    /// Applies the rating in force for `task` to its decided exchanges (idempotent): a low one removes kept
-    /// examples, a high one admits refusals it may overturn. Returns `(removed, admitted)`.
-    fn apply_rating(&mut self, task: &str) -> Result<(usize, usize), CuratorError> {
-        let Some(rating) = self.ratings.get(task).cloned() else {
-            return Ok((0, 0));
-        };
-        let s = self.settings();
-        let prefix = format!("{task}/");
-        let (mut removed, mut admitted) = (0, 0);
-        let personas: Vec<String> = self.sets.keys().cloned().collect();
-        let hub = self.args.hub.clone();
-        for persona in personas {
-            if rating.score <= s.human_reject_at_most {
-                let Some(set) = self.sets.get_mut(&persona) else {
-                    continue;
-                };
-                let gone: HashSet<String> = set
-                    .kept
-                    .keys()
-                    .filter(|k| k.starts_with(&prefix))
-                    .cloned()
-                    .collect();
-                if gone.is_empty() {
-                    continue;
-                }
-                let mut out_examples = Vec::new();
-                for split in [Split::Train, Split::Heldout] {
-                    let path = set.file(split);
-                    let (all, _) =
-                        read_lines::<Example>(&path).map_err(|e| io_err("dataset file", e))?;
-                    let (out, keep): (Vec<Example>, Vec<Example>) = all
-                        .into_iter()
-                        .partition(|ex| gone.contains(&ex.lineage.key));
-                    rewrite(&path, &keep).map_err(|e| io_err("dataset file", e))?;
-                    out_examples.extend(out);
-                }
-                for k in &gone {
-                    set.kept.remove(k);
-                }
-                set.reindex(params(&s))
-                    .map_err(|e| io_err("dataset file", e))?;
-                for mut ex in out_examples {
-                    ex.lineage.human = Some(rating.clone());
-                    let d = Decision {
-                        key: ex.lineage.key.clone(),
-                        task: task.to_string(),
-                        step: ex.lineage.step,
-                        outcome: Reason::HumanRejected.code().into(),
-                        split: None,
-                        detail: format!("a human rated the task {}", rating.score),
-                        score: None,
-                        at: unix_now(),
-                        example: Some(ex.clone()),
-                    };
-                    append_line(&set.decisions(), &d).map_err(|e| io_err("decisions.jsonl", e))?;
-                    set.outcomes
-                        .insert(d.key.clone(), Reason::HumanRejected.code().into());
-                    set.held.insert(d.key.clone(), ex);
-                    removed += 1;
-                    hub.publish(Event::CuratorRejected {
-                        task: task.to_string(),
-                        step: d.step,
-                        persona: persona.clone(),
-                        reason: d.outcome,
-                        detail: d.detail,
-                    });
-                }
-            } else if rating.score >= s.human_accept_at_least {
-                let set = self.set(&persona)?;
-                let mut candidates: Vec<Example> = set
-                    .held
-                    .iter()
-                    .filter(|(k, _)| k.starts_with(&prefix))
-                    .filter(|(k, _)| {
-                        set.outcomes.get(*k).is_some_and(|o| {
-                            serde_json::from_value::<Reason>(serde_json::Value::String(o.clone()))
-                                .is_ok_and(Reason::overridable)
-                        })
-                    })
-                    .map(|(_, ex)| ex.clone())
-                    .collect();
-                candidates.sort_by(|a, b| a.lineage.key.cmp(&b.lineage.key));
-                for mut ex in candidates {
-                    let set = self.set(&persona)?;
-                    let prepared = set.index.prepare(&ex.dedupe_text());
-                    if set.index.check(&prepared) != Verdict::New {
-                        continue;
-                    }
-                    ex.lineage.human = Some(rating.clone());
-                    ex.lineage.at = unix_now();
-                    if !ex.lineage.filters.iter().any(|f| f == "human") {
-                        ex.lineage.filters.push("human".into());
-                    }
-                    let detail = format!("a human rated the task {}", rating.score);
-                    self.keep(ex, prepared, detail)?;
-                    admitted += 1;
-                }
-            }
-        }
-        Ok((removed, admitted))
-    }
-
     /// Decides queued exchanges until one needs the judge (then starts its job) or the queue is empty.
     async fn pump(&mut self, myself: &ActorRef<CuratorMsg>) -> Result<(), CuratorError> {
         while self.judging.is_none() {
@@ -616,127 +422,6 @@ impl CuratorState {
             }
         }
         Ok(())
-    }
-
-    async fn start_judge(
-        &mut self,
-        myself: &ActorRef<CuratorMsg>,
-        s: &CuratorSettings,
-        c: &Candidate,
-    ) -> Result<(), CuratorError> {
-        let prompt = judge::prompt(
-            &c.persona,
-            &c.node,
-            c.request(),
-            &c.answer,
-            s.judge_max_bytes,
-        );
-        let (hub, personas, me) = (
-            self.args.hub.clone(),
-            self.args.personas.clone(),
-            myself.clone(),
-        );
-        let (judge_persona, poll, key) = (
-            s.judge.clone(),
-            Duration::from_millis(s.idle_poll_ms),
-            c.key.clone(),
-        );
-        let work = async move {
-            // Never compete with an answer someone is waiting for.
-            while hub.running_tasks() > 0 {
-                tokio::time::sleep(poll).await;
-            }
-            let req = ThinkRequest {
-                messages: vec![ChatMessage::new(Role::User, prompt)],
-                tools: Vec::new(),
-                format: Some(judge::schema()),
-                tokens: None,
-            };
-            let reply: JudgeReply = personas
-                .think(&judge_persona, req)
-                .await
-                .map(|t| (t.persona, t.model, t.generation, t.response.content))
-                .map_err(|e| e.to_string());
-            let _ = me.cast(CuratorMsg::Judged(key.clone(), reply));
-        };
-        self.jobs
-            .spawn(&myself.get_cell(), format!("judge/{}", c.key), work)
-            .await
-            .map_err(|e| CuratorError::Store(format!("cannot start the judge: {e}")))?;
-        Ok(())
-    }
-
-    fn judged(&mut self, key: &str, reply: JudgeReply) -> Result<(), CuratorError> {
-        let Some((c, p, mut passed)) = self.judging.take() else {
-            return Ok(());
-        };
-        if c.key != key {
-            self.judging = Some((c, p, passed));
-            return Ok(());
-        }
-        let s = self.settings();
-        let (persona, model, generation, text) = match reply {
-            Ok(r) => r,
-            Err(why) => {
-                return self.reject(
-                    &c,
-                    Reason::JudgeUnavailable,
-                    format!("the judge could not be asked: {why}"),
-                    &passed,
-                    None,
-                )
-            }
-        };
-        let parsed = match judge::parse(&text) {
-            Ok(p) => p,
-            Err(why) => return self.reject(&c, Reason::JudgeUnparseable, why, &passed, None),
-        };
-        let verdict = JudgeVerdict {
-            persona,
-            model,
-            generation,
-            score: parsed.score,
-            reason: parsed.reason,
-        };
-        // A rating may have arrived while the judge worked: it overrides the judge.
-        let human = self.ratings.get(&c.task.id).map(|r| r.score);
-        if let Some(h) = human.filter(|h| *h <= s.human_reject_at_most) {
-            return self.reject(
-                &c,
-                Reason::HumanRejected,
-                format!("a human rated the task {h}"),
-                &passed,
-                Some(verdict),
-            );
-        }
-        let admitted = human.is_some_and(|h| h >= s.human_accept_at_least);
-        if verdict.score < s.min_score && !admitted {
-            let detail = format!(
-                "judge scored {} (below {}): {}",
-                verdict.score, s.min_score, verdict.reason
-            );
-            return self.reject(&c, Reason::JudgeLow, detail, &passed, Some(verdict));
-        }
-        passed.push("judge");
-        // Another exchange may have been kept while this one was judged.
-        let dup = self.set(&c.persona)?.index.check(&p);
-        match dup {
-            Verdict::Exact(k) => self.reject(
-                &c,
-                Reason::Duplicate,
-                format!("the same text was kept as {k} meanwhile"),
-                &passed,
-                Some(verdict),
-            ),
-            Verdict::Near(k, j) => self.reject(
-                &c,
-                Reason::NearDuplicate,
-                format!("estimated Jaccard {j:.2} with {k}, kept meanwhile"),
-                &passed,
-                Some(verdict),
-            ),
-            Verdict::New => self.accept(&c, p, &passed, Some(verdict)),
-        }
     }
 
     /// A write failed: say so, and try again after a pause.
@@ -911,54 +596,5 @@ impl Actor for CuratorActor {
             }
         }
         Ok(())
-    }
-}
-
-impl CuratorState {
-    fn rate(
-        &mut self,
-        task: String,
-        score: u8,
-        comment: Option<String>,
-    ) -> Result<RateOutcome, CuratorError> {
-        if !valid_task_id(&task) {
-            return Err(CuratorError::Invalid(format!(
-                "`{}` is not a task id",
-                batos_protocol::truncate(&task, 64)
-            )));
-        }
-        if !(1..=5).contains(&score) {
-            return Err(CuratorError::Invalid(format!(
-                "score must be 1 to 5, not {score}"
-            )));
-        }
-        let comment = comment
-            .map(|c| c.trim().to_string())
-            .filter(|c| !c.is_empty());
-        if comment
-            .as_ref()
-            .is_some_and(|c| c.len() > MAX_COMMENT_BYTES)
-        {
-            return Err(CuratorError::Invalid(format!(
-                "comment is longer than {MAX_COMMENT_BYTES} bytes"
-            )));
-        }
-        let rating = Rating {
-            task: task.clone(),
-            score,
-            comment,
-            at: unix_now(),
-        };
-        // Recorded before it is applied: a crash in between is settled by the re-application at start.
-        append_line(&self.ratings_path(), &rating).map_err(|e| io_err("ratings.jsonl", e))?;
-        self.ratings.insert(task.clone(), rating);
-        let (removed, admitted) = self.apply_rating(&task)?;
-        Ok(RateOutcome {
-            pending: self.remaining.get(&task).copied().unwrap_or(0),
-            task,
-            score,
-            removed,
-            admitted,
-        })
     }
 }

@@ -1,5 +1,13 @@
 //! Structured logs: JSON lines by default, human-readable with `--log-format pretty`; the level comes from
 //! `RUST_LOG` when set, else from settings (and can be changed live).
+//!
+//! A panic is a log line too ([`log_panics`]): Rust's default hook writes its message and backtrace to stderr
+//! in many small writes, which land in the middle of other threads' JSON lines and break them (a chaos run
+//! lost a `task.done` line that way: it began with a backtrace frame number). One `panic` event per panic,
+//! backtrace inside it as a field, keeps every line of the log one parseable record.
+
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::cell::Cell;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -61,8 +69,54 @@ pub fn init(format: LogFormat, level: &str) -> LogHandle {
             )
             .try_init(),
     };
+    if result.is_ok() {
+        log_panics();
+    }
     LogHandle {
         handle: result.is_ok().then_some(handle),
         from_env,
     }
+}
+
+thread_local! {
+    /// Set while this thread is inside the panic hook: a panic raised by the logging itself goes to the
+    /// default hook instead of recursing.
+    static IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Replaces the panic hook with one that writes each panic as a single `panic` event: the message, where it
+/// happened, the thread, and (when `RUST_BACKTRACE` asks for one) the backtrace as one escaped field.
+fn log_panics() {
+    let fallback = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if IN_HOOK.with(|f| f.replace(true)) {
+            fallback(info);
+            return;
+        }
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(a panic without a message)");
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("(unnamed)");
+        let backtrace = Backtrace::capture();
+        if backtrace.status() == BacktraceStatus::Captured {
+            tracing::error!(event = "panic", panic = message, location, thread, backtrace = %backtrace, "a thread panicked");
+        } else {
+            tracing::error!(
+                event = "panic",
+                panic = message,
+                location,
+                thread,
+                "a thread panicked"
+            );
+        }
+        IN_HOOK.with(|f| f.set(false));
+    }));
 }

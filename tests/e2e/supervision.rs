@@ -72,6 +72,45 @@ async fn debug_crash_restarts_brick_logs_it_and_tasks_still_complete() {
     assert_eq!(done["status"], "done", "{done}");
 }
 
+/// A panic's report (with a backtrace, as `RUST_BACKTRACE=1` asks) is one JSON log line, never loose text in
+/// the middle of other lines: the chaos suite once lost a `task.done` line to a backtrace written into it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_one_json_log_line_with_its_backtrace() {
+    let ollama = ScriptedOllama::start();
+    let mut d = Daemon::prepare(&ollama.url, vec![]);
+    d.env.push(("RUST_BACKTRACE", "1".into()));
+    let d = d.spawn_and_wait().await;
+    let mut c = d.client();
+    for actor in ["BRICK", "memory"] {
+        c.request("debug_crash", json!({"actor": actor}))
+            .await
+            .unwrap();
+    }
+    let panics = eventually(10, "two `panic` log lines", || {
+        let lines = d.log_json();
+        async move {
+            let p: Vec<Value> = lines
+                .into_iter()
+                .filter(|l| l["event"] == "panic")
+                .collect();
+            (p.len() >= 2).then_some(p)
+        }
+    })
+    .await;
+    for p in &panics {
+        assert_eq!(p["level"], "ERROR", "{p}");
+        assert!(p["panic"].as_str().unwrap().contains("debug_crash"), "{p}");
+        assert!(p["location"].as_str().unwrap().contains(".rs:"), "{p}");
+        assert!(!p["backtrace"].as_str().unwrap_or("").is_empty(), "{p}");
+    }
+    let text = d.log_text();
+    let loose: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<Value>(l).is_err())
+        .collect();
+    assert!(loose.is_empty(), "log lines that are not JSON: {loose:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crashing_past_intensity_escalates_and_is_reported() {
     let ollama = ScriptedOllama::start();

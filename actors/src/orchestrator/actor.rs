@@ -163,6 +163,25 @@ impl OrchestratorState {
         snapshot: Option<Arc<PersonaMap>>,
     ) {
         let id = task.id.clone();
+        // The run starts from the checkpoint as it is under its claim: a run of the orchestrator's previous
+        // life may have finished the task since it was loaded (it published the end; nothing to do).
+        let (claim, on_disk) = self.cog.store.claim(&id);
+        let task = match on_disk {
+            Some(t) if t.status.is_final() => {
+                tracing::info!(event = "task.already_finished", task = %id, status = %t.status.as_str(), "a run of an earlier life finished the task; not run again");
+                // The end was published, but this life's load may have announced an older status since.
+                self.cog.hub.publish(Event::TaskStatus {
+                    id: id.clone(),
+                    status: t.status,
+                });
+                if let Some(e) = self.tasks.get_mut(&id) {
+                    e.state = t;
+                }
+                return;
+            }
+            Some(t) => t,
+            None => task,
+        };
         self.next_run += 1;
         let run_seq = self.next_run;
         let cog = self.cog.clone();
@@ -175,7 +194,7 @@ impl OrchestratorState {
             };
             // The task's one registry snapshot, held for its whole life.
             let snapshot = snapshot.unwrap_or_else(|| cog.personas.snapshot());
-            let mut runner = Runner::new(cog, snapshot);
+            let mut runner = Runner::new(cog, snapshot, claim);
             let mut task = task;
             let progress = me.clone();
             runner

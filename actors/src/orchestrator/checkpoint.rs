@@ -5,8 +5,16 @@
 //! is mid-step. [`CheckpointStore::end`] (the orchestrator's cancel) and [`CheckpointStore::save`] (the run)
 //! take one lock, and `end` marks the task; a save after it is refused with [`SaveError::Ended`], so the
 //! cancelled checkpoint is the last one ever written and a restart cannot bring the task back.
+//!
+//! One run at a time: a run writes under a [`Claim`], and a newer claim on the same task revokes the older
+//! one. When the orchestrator crashes, ractor kills its old runs at their next `await`, not at once, while
+//! the restarted orchestrator already resumes the same tasks: without claims an old run could finish a task
+//! (checkpoint, `task.done`) that a new run then finishes again (the chaos suite saw a task end twice).
+//! [`CheckpointStore::claim`] reads the checkpoint under the write lock, so the new run either sees the old
+//! run's finish (and does not start) or revokes it before it lands (the old run's write is refused and it
+//! stops without a word).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -15,20 +23,36 @@ use super::TaskState;
 /// Why a checkpoint was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum SaveError {
-    /// The task was ended from outside (cancelled): the run that tried to save must stop.
-    #[error("the task was ended while this run was working")]
+    /// The task was ended from outside (cancelled or failed by the orchestrator), or a newer run claimed it:
+    /// the run that tried to save must stop without publishing anything.
+    #[error("the task was ended or taken over while this run was working")]
     Ended,
     /// The file could not be written (disk full, permissions, ...).
     #[error("cannot write the checkpoint: {0}")]
     Io(#[from] std::io::Error),
 }
 
+/// A run's right to write one task's checkpoints; a newer [`CheckpointStore::claim`] of the task revokes it.
+/// Numbers come from the store, which outlives orchestrator restarts, so no two runs ever share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim(u64);
+
+/// What every write checks, under one lock.
+#[derive(Debug, Default)]
+struct Marks {
+    /// Tasks ended from outside.
+    ended: HashSet<String>,
+    /// The claim that may write each task's checkpoints (the newest run's).
+    owners: HashMap<String, Claim>,
+    /// The last claim number handed out.
+    claims: u64,
+}
+
 /// The checkpoint directory.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
     dir: PathBuf,
-    /// Tasks ended from outside; guarded by the lock every write takes.
-    ended: Arc<Mutex<HashSet<String>>>,
+    marks: Arc<Mutex<Marks>>,
 }
 
 impl CheckpointStore {
@@ -37,7 +61,7 @@ impl CheckpointStore {
         std::fs::create_dir_all(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            ended: Arc::default(),
+            marks: Arc::default(),
         })
     }
 
@@ -50,10 +74,36 @@ impl CheckpointStore {
         crate::fsutil::atomic_write(&self.path(&task.id), &bytes)
     }
 
-    /// Writes a task's state (temp + fsync + rename + fsync dir), unless the task was ended from outside.
+    fn marks(&self) -> std::sync::MutexGuard<'_, Marks> {
+        self.marks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes a task's state (temp + fsync + rename + fsync dir), unless the task was ended from outside. For
+    /// the orchestrator's own writes (a new task, a decision on a paused one, a finished task's hand-over
+    /// flags); a run writes with [`save_claimed`](Self::save_claimed).
     pub fn save(&self, task: &TaskState) -> Result<(), SaveError> {
-        let ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
-        if ended.contains(&task.id) {
+        let marks = self.marks();
+        if marks.ended.contains(&task.id) {
+            return Err(SaveError::Ended);
+        }
+        Ok(self.write(task)?)
+    }
+
+    /// Makes the caller the one run that may write `id`'s checkpoints, revoking any earlier claim, and returns
+    /// the checkpoint as it is at that moment (`None` when there is none or it cannot be read): a run starts
+    /// from it, and does not start at all when it is already final.
+    pub fn claim(&self, id: &str) -> (Claim, Option<TaskState>) {
+        let mut marks = self.marks();
+        marks.claims += 1;
+        let claim = Claim(marks.claims);
+        marks.owners.insert(id.to_string(), claim);
+        (claim, self.load(id))
+    }
+
+    /// Like [`save`](Self::save), and refused with [`SaveError::Ended`] once a newer claim took the task.
+    pub fn save_claimed(&self, task: &TaskState, claim: Claim) -> Result<(), SaveError> {
+        let marks = self.marks();
+        if marks.ended.contains(&task.id) || marks.owners.get(&task.id) != Some(&claim) {
             return Err(SaveError::Ended);
         }
         Ok(self.write(task)?)
@@ -62,8 +112,8 @@ impl CheckpointStore {
     /// Writes a task's final state decided from outside (a cancel); every later [`save`](Self::save) of it
     /// is refused. The mark is set even when the write fails, so a racing run still stops.
     pub fn end(&self, task: &TaskState) -> std::io::Result<()> {
-        let mut ended = self.ended.lock().unwrap_or_else(|p| p.into_inner());
-        ended.insert(task.id.clone());
+        let mut marks = self.marks();
+        marks.ended.insert(task.id.clone());
         self.write(task)
     }
 
@@ -75,10 +125,9 @@ impl CheckpointStore {
 
     /// Removes a task's checkpoint.
     pub fn remove(&self, id: &str) -> std::io::Result<()> {
-        self.ended
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        let mut marks = self.marks();
+        marks.ended.remove(id);
+        marks.owners.remove(id);
         match std::fs::remove_file(self.path(id)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -158,6 +207,31 @@ mod tests {
         // Forgetting the task (pruning) forgets the mark too.
         s.remove("c").unwrap();
         s.save(&t).unwrap();
+    }
+
+    #[test]
+    fn a_newer_claim_revokes_the_older_runs_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = CheckpointStore::open(dir.path()).unwrap();
+        let mut t = TaskState::new("r".into(), "two lives".into());
+        s.save(&t).unwrap();
+        let (old, _) = s.claim("r");
+        t.status = super::super::TaskStatus::Running;
+        s.save_claimed(&t, old).unwrap();
+        // The orchestrator restarts and resumes the task while the old run is still finishing its step.
+        let (new, seen) = s.claim("r");
+        assert_eq!(seen.unwrap().status, super::super::TaskStatus::Running);
+        let mut done = t.clone();
+        done.status = super::super::TaskStatus::Done;
+        assert!(matches!(s.save_claimed(&done, old), Err(SaveError::Ended)));
+        assert_eq!(
+            s.load("r").unwrap().status,
+            super::super::TaskStatus::Running
+        );
+        s.save_claimed(&done, new).unwrap();
+        // A claim taken after a run finished sees the finish, so no second run starts.
+        let (_, seen) = s.claim("r");
+        assert_eq!(seen.unwrap().status, super::super::TaskStatus::Done);
     }
 
     #[test]

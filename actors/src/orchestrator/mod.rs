@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use actor::{OrchError, Orchestrator, OrchestratorArgs, OrchestratorMsg, ORCHESTRATOR_NAME};
 pub use batos_protocol::TaskStatus;
-pub use checkpoint::{CheckpointStore, SaveError};
+pub use checkpoint::{CheckpointStore, Claim, SaveError};
 
 use crate::ask::{AskError, OrganRef};
 use crate::events::EventHub;

@@ -33,6 +33,8 @@ pub struct Daemon {
     child: Option<Child>,
     /// Appended stderr of every run (JSON log lines).
     pub log: PathBuf,
+    /// Environment variables the daemon is started with, besides the test's own.
+    pub env: Vec<(&'static str, String)>,
 }
 
 /// Settings edits applied on top of the shipped settings.toml.
@@ -104,6 +106,7 @@ impl Daemon {
             config,
             child: None,
             log,
+            env: Vec::new(),
         }
     }
 
@@ -125,6 +128,7 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(&self.config)
             .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()

@@ -19,8 +19,8 @@ use batos_protocol::truncate;
 use serde_json::Value;
 
 use super::{
-    CheckpointStore, Cognition, CuratorHook, Exchange, MemoryHook, Node, PortError, SaveError,
-    StepRecord, TaskState, TaskStatus,
+    CheckpointStore, Claim, Cognition, CuratorHook, Exchange, MemoryHook, Node, PortError,
+    SaveError, StepRecord, TaskState, TaskStatus,
 };
 use crate::ask::AskError;
 use crate::events::Event;
@@ -74,16 +74,20 @@ impl StepOut {
 pub struct Runner {
     cog: Arc<Cognition>,
     personas: Arc<PersonaMap>,
+    /// This run's right to write the task's checkpoints; once revoked, the run stops without publishing.
+    claim: Claim,
     /// The current step's model calls, moved into `TaskState::exchanges` once the step is recorded.
     pending: Vec<Exchange>,
 }
 
 impl Runner {
-    /// A runner over `personas`, the registry snapshot this task holds for its whole life.
-    pub fn new(cog: Arc<Cognition>, personas: Arc<PersonaMap>) -> Self {
+    /// A runner over `personas`, the registry snapshot this task holds for its whole life, writing under
+    /// `claim` (from [`CheckpointStore::claim`]).
+    pub fn new(cog: Arc<Cognition>, personas: Arc<PersonaMap>, claim: Claim) -> Self {
         Self {
             cog,
             personas,
+            claim,
             pending: Vec::new(),
         }
     }
@@ -191,7 +195,7 @@ impl Runner {
     /// Checkpoints `task`. `None` when it is durable and the run goes on; otherwise how the run ends: quietly
     /// if the task was ended from outside (a cancel won the race), or failed with the write error.
     fn checkpoint_or_end(&self, task: &mut TaskState) -> Option<RunEnd> {
-        match self.cog.store.save(task) {
+        match self.cog.store.save_claimed(task, self.claim) {
             Ok(()) => None,
             Err(SaveError::Ended) => Some(RunEnd::Finished),
             Err(SaveError::Io(e)) => Some(self.finish(
@@ -208,7 +212,7 @@ impl Runner {
             Ok(()) => {
                 task.status = TaskStatus::Done;
                 task.next = Node::Done;
-                match self.cog.store.save(task) {
+                match self.cog.store.save_claimed(task, self.claim) {
                     Ok(()) => Ok(()),
                     Err(SaveError::Ended) => return RunEnd::Finished,
                     Err(SaveError::Io(e)) => Err(format!(
@@ -229,7 +233,7 @@ impl Runner {
             Err(e) => {
                 task.status = TaskStatus::Failed;
                 task.error = Some(e.clone());
-                match self.cog.store.save(task) {
+                match self.cog.store.save_claimed(task, self.claim) {
                     Err(SaveError::Ended) => return RunEnd::Finished,
                     // Failing anyway: the reason says why; a restart resumes from the last durable step.
                     Err(SaveError::Io(w)) => {

@@ -19,6 +19,7 @@ pub mod principles;
 pub mod settings;
 pub mod supervisor;
 pub mod tools;
+pub mod unsloth;
 
 pub use batos_protocol::Persona;
 

@@ -219,6 +219,48 @@ impl EmbeddedBackend {
         messages: &[ChatMessage],
         tool_preamble: Option<&str>,
     ) -> Result<String, LlmError> {
+        self.render_chat(messages, tool_preamble, true)
+    }
+
+    /// Token ids of `text` as a prompt is tokenized for inference (with the BOS token, special tokens parsed).
+    pub fn tokenize(&self, text: &str) -> Vec<u32> {
+        let model = self.shared.model.read().unwrap_or_else(|p| p.into_inner());
+        model
+            .vocab()
+            .tokenize(text.as_bytes(), true, true)
+            .into_iter()
+            .map(|t| t.0 as u32)
+            .collect()
+    }
+
+    /// A chat exchange as the serving engine sees it, for training on exactly those tokens: the token ids of
+    /// `messages` followed by the assistant's `answer` (rendered with the model's own chat template, end of
+    /// turn included), and how many of them are the prompt (the answer is what follows).
+    pub fn training_tokens(
+        &self,
+        messages: &[ChatMessage],
+        answer: &str,
+    ) -> Result<(Vec<u32>, usize), LlmError> {
+        let prompt = self.tokenize(&self.render_chat(messages, None, true)?);
+        let mut whole = messages.to_vec();
+        whole.push(ChatMessage::new(Role::Assistant, answer));
+        let all = self.tokenize(&self.render_chat(&whole, None, false)?);
+        // The answer starts where the two renderings part (templates agree on the prompt's tokens).
+        let shared = prompt.iter().zip(&all).take_while(|(a, b)| a == b).count();
+        if shared == all.len() {
+            return Err(LlmError::InvalidRequest(
+                "the rendered answer adds no tokens to the prompt".into(),
+            ));
+        }
+        Ok((all, shared))
+    }
+
+    fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        tool_preamble: Option<&str>,
+        add_assistant: bool,
+    ) -> Result<String, LlmError> {
         let mut chat = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let (role, mut content) = match m.role {
@@ -249,7 +291,7 @@ impl EmbeddedBackend {
             .model
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .apply_chat_template(&self.template, &chat, true)
+            .apply_chat_template(&self.template, &chat, add_assistant)
             .map_err(|e| LlmError::Backend(format!("chat template failed: {e}")))
     }
 
@@ -262,6 +304,29 @@ impl EmbeddedBackend {
         let (tx, rx) = oneshot::channel();
         self.submit(Job::Logits {
             text: text.to_string(),
+            adapter,
+            reply: tx,
+        })?;
+        rx.await
+            .map_err(|_| LlmError::Backend("inference thread stopped".into()))?
+    }
+
+    /// The summed negative log-likelihood (nats) of the flagged tokens of `tokens` under a model spec, and how
+    /// many tokens were flagged: the held-out measure of the fine-tuning gate, taken by the engine that serves.
+    pub async fn sequence_nll(
+        &self,
+        model: &str,
+        tokens: Vec<u32>,
+        learn: Vec<bool>,
+    ) -> Result<(f64, usize), LlmError> {
+        let adapter = match self.resolve(model)? {
+            Some(p) => Some(self.adapter(&p).await?),
+            None => None,
+        };
+        let (tx, rx) = oneshot::channel();
+        self.submit(Job::Nll {
+            tokens,
+            learn,
             adapter,
             reply: tx,
         })?;

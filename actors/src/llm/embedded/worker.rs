@@ -40,6 +40,13 @@ pub(super) enum Job {
         adapter: Option<Arc<Mutex<LlamaLoraAdapter>>>,
         reply: oneshot::Sender<Result<Vec<f32>, LlmError>>,
     },
+    /// Summed negative log-likelihood of the flagged tokens of one sequence, and how many there were.
+    Nll {
+        tokens: Vec<u32>,
+        learn: Vec<bool>,
+        adapter: Option<Arc<Mutex<LlamaLoraAdapter>>>,
+        reply: oneshot::Sender<Result<(f64, usize), LlmError>>,
+    },
 }
 
 /// The output of a chat job.
@@ -204,7 +211,96 @@ fn run_job<'m>(
             });
             let _ = reply.send(r);
         }
+        Job::Nll {
+            tokens,
+            learn,
+            adapter,
+            reply,
+        } => {
+            let r = ensure(gen, model, context_params(shared, false)).and_then(|()| {
+                match gen.as_mut() {
+                    Some(ctx) => {
+                        sequence_nll(shared, ctx, active, &tokens, &learn, adapter.as_ref())
+                    }
+                    None => Err(LlmError::Backend("no context".into())),
+                }
+            });
+            let _ = reply.send(r);
+        }
     }
+}
+
+/// The serving engine's own measure of a sequence: `-Σ log p(token_i | tokens_<i)` over the tokens flagged
+/// in `learn` (the fine-tuning gate compares it with and without an adapter), and their count.
+fn sequence_nll(
+    shared: &Shared,
+    ctx: &mut LlamaContext<'_>,
+    active: &mut Active,
+    tokens: &[u32],
+    learn: &[bool],
+    adapter: Option<&Arc<Mutex<LlamaLoraAdapter>>>,
+) -> Result<(f64, usize), LlmError> {
+    if tokens.len() < 2 || learn.len() != tokens.len() {
+        return Err(LlmError::InvalidRequest(
+            "a sequence needs at least 2 tokens and a flag per token".into(),
+        ));
+    }
+    if tokens.len() > shared.n_ctx as usize {
+        return Err(LlmError::InvalidRequest(format!(
+            "{} tokens do not fit the context of {} (llm.embedded.n_ctx)",
+            tokens.len(),
+            shared.n_ctx
+        )));
+    }
+    ctx.clear_kv_cache();
+    set_adapter(ctx, active, adapter)?;
+    let n_batch = shared.n_batch as usize;
+    let mut batch = LlamaBatch::new(n_batch, 1);
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for (chunk_i, chunk) in tokens.chunks(n_batch).enumerate() {
+        batch.clear();
+        for (j, t) in chunk.iter().enumerate() {
+            let pos = chunk_i * n_batch + j;
+            // Position `pos` predicts token `pos + 1`.
+            let wanted = learn.get(pos + 1).copied().unwrap_or(false);
+            batch
+                .add(
+                    llama_cpp_2::token::LlamaToken(*t as i32),
+                    pos as i32,
+                    &[0],
+                    wanted,
+                )
+                .map_err(|e| LlmError::Backend(format!("batch: {e}")))?;
+        }
+        ctx.decode(&mut batch)
+            .map_err(|e| backend_err("decode")(e.to_string()))?;
+        for j in 0..chunk.len() {
+            let pos = chunk_i * n_batch + j;
+            if !learn.get(pos + 1).copied().unwrap_or(false) {
+                continue;
+            }
+            let logits = ctx.get_logits_ith(j as i32);
+            let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let lse = max
+                + logits
+                    .iter()
+                    .map(|l| (*l as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
+            let target = logits
+                .get(tokens[pos + 1] as usize)
+                .copied()
+                .ok_or_else(|| {
+                    LlmError::InvalidRequest(format!(
+                        "token {} is not in the vocabulary",
+                        tokens[pos + 1]
+                    ))
+                })?;
+            sum += lse - target as f64;
+            n += 1;
+        }
+    }
+    Ok((sum, n))
 }
 
 fn backend_err(what: &str) -> impl Fn(String) -> LlmError + '_ {

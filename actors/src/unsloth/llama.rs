@@ -1,0 +1,517 @@
+//! The llama architecture of the embedded model, in candle, with LoRA on chosen projections.
+//!
+//! Weights come from the same GGUF file llama.cpp serves, dequantized to f32 and frozen (plain tensors, not
+//! `Var`s, so autograd never tracks them). Every op on the way from a LoRA matrix to the loss has a backward
+//! pass: `rms_norm_slow`, `rope_i_slow` and a generic softmax instead of candle's fused kernels, which are
+//! built without one (ground facts). The GGUF q/k weights are already permuted for llama.cpp's adjacent-pair
+//! RoPE, which is what `rope_i` computes, so the trained q/k LoRA matrices need no permutation on export.
+//!
+//! What llama.cpp computes differently, and why parity holds only to a tolerance: it multiplies Q4_1 weights
+//! by activations quantized to 8 bits, where this model multiplies the dequantized weights in f32.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek};
+
+use candle_core::quantized::gguf_file;
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, Var, D};
+use candle_nn::ops::{rms_norm_slow, softmax};
+use candle_nn::rotary_emb::rope_i_slow;
+
+use super::UnslothError;
+
+/// The projections LoRA can adapt, by their GGUF names (`blk.N.<name>.weight`).
+pub const TARGETS: [&str; 7] = [
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
+
+/// The shape of a llama model, read from its GGUF metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    /// Transformer blocks.
+    pub n_layer: usize,
+    /// Hidden width.
+    pub n_embd: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (grouped-query attention when fewer than `n_head`).
+    pub n_head_kv: usize,
+    /// Feed-forward width.
+    pub n_ff: usize,
+    /// Vocabulary size (rows of `token_embd`).
+    pub vocab: usize,
+    /// RMS-norm epsilon.
+    pub rms_eps: f64,
+    /// RoPE frequency base.
+    pub rope_base: f64,
+}
+
+impl LlamaConfig {
+    /// Width of one attention head.
+    pub fn head_dim(&self) -> usize {
+        self.n_embd / self.n_head
+    }
+
+    /// `(n_out, n_in)` of a target projection.
+    pub fn shape_of(&self, target: &str) -> Option<(usize, usize)> {
+        let kv = self.n_head_kv * self.head_dim();
+        Some(match target {
+            "attn_q" | "attn_output" => (self.n_embd, self.n_embd),
+            "attn_k" | "attn_v" => (kv, self.n_embd),
+            "ffn_gate" | "ffn_up" => (self.n_ff, self.n_embd),
+            "ffn_down" => (self.n_embd, self.n_ff),
+            _ => return None,
+        })
+    }
+
+    fn from_gguf(c: &gguf_file::Content) -> Result<Self, UnslothError> {
+        let arch = meta(c, "general.architecture")?
+            .to_string()
+            .map_err(model_err)?
+            .clone();
+        if arch != "llama" {
+            return Err(UnslothError::Model(format!(
+                "the trainer knows the llama architecture, the model is `{arch}`"
+            )));
+        }
+        let u = |k: &str| -> Result<usize, UnslothError> {
+            Ok(meta(c, &format!("llama.{k}"))?
+                .to_u32()
+                .map_err(model_err)? as usize)
+        };
+        let f = |k: &str| -> Result<f64, UnslothError> {
+            Ok(meta(c, &format!("llama.{k}"))?
+                .to_f32()
+                .map_err(model_err)? as f64)
+        };
+        let vocab = c
+            .tensor_infos
+            .get("token_embd.weight")
+            .map(|t| t.shape.dims()[0])
+            .ok_or_else(|| UnslothError::Model("no token_embd.weight".into()))?;
+        let cfg = Self {
+            n_layer: u("block_count")?,
+            n_embd: u("embedding_length")?,
+            n_head: u("attention.head_count")?,
+            n_head_kv: u("attention.head_count_kv")?,
+            n_ff: u("feed_forward_length")?,
+            vocab,
+            rms_eps: f("attention.layer_norm_rms_epsilon")?,
+            rope_base: f("rope.freq_base").unwrap_or(10_000.0),
+        };
+        if cfg.n_head == 0 || cfg.n_head_kv == 0 || !cfg.n_head.is_multiple_of(cfg.n_head_kv) {
+            return Err(UnslothError::Model(format!(
+                "{} heads cannot share {} key/value heads",
+                cfg.n_head, cfg.n_head_kv
+            )));
+        }
+        Ok(cfg)
+    }
+}
+
+fn meta<'a>(c: &'a gguf_file::Content, key: &str) -> Result<&'a gguf_file::Value, UnslothError> {
+    c.metadata
+        .get(key)
+        .ok_or_else(|| UnslothError::Model(format!("the model file has no `{key}`")))
+}
+
+pub(super) fn model_err(e: candle_core::Error) -> UnslothError {
+    UnslothError::Model(e.to_string())
+}
+
+/// How LoRA is laid on the model: which projections, rank, alpha (scale = alpha / rank) and input dropout.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoraSpec {
+    /// Names from [`TARGETS`].
+    pub targets: Vec<String>,
+    /// Rank of the update `B·A`.
+    pub rank: usize,
+    /// The update is scaled by `alpha / rank` (llama.cpp reads `adapter.lora.alpha` the same way).
+    pub alpha: f32,
+    /// Probability of zeroing an input element of the LoRA path while training (0 = off).
+    pub dropout: f32,
+    /// Seed of the `A` matrices' initial values (the same seed gives the same start).
+    pub seed: u64,
+}
+
+/// One LoRA pair: `A` (rank × n_in, small random) and `B` (n_out × rank, zero, so training starts exactly at
+/// the base model).
+#[derive(Debug, Clone)]
+pub struct LoraPair {
+    /// Down-projection.
+    pub a: Var,
+    /// Up-projection.
+    pub b: Var,
+}
+
+/// A frozen projection with its optional LoRA pair.
+struct Linear {
+    /// `(n_out, n_in)`.
+    w: Tensor,
+    lora: Option<LoraPair>,
+}
+
+struct Block {
+    attn_norm: Tensor,
+    ffn_norm: Tensor,
+    /// In [`TARGETS`] order.
+    proj: [Linear; 7],
+}
+
+/// The model: frozen f32 weights and the trainable LoRA pairs.
+pub struct LlamaLora {
+    /// Its shape.
+    pub cfg: LlamaConfig,
+    spec: LoraSpec,
+    embd: Tensor,
+    out_norm: Tensor,
+    blocks: Vec<Block>,
+    device: Device,
+}
+
+impl LlamaLora {
+    /// Loads `reader` (a llama GGUF), dequantizing every weight to f32, and lays fresh LoRA pairs on
+    /// `spec.targets` (A drawn from N(0, 1/n_in), B zero).
+    pub fn load<R: Read + Seek>(reader: &mut R, spec: LoraSpec) -> Result<Self, UnslothError> {
+        let device = Device::Cpu;
+        let content = gguf_file::Content::read(reader).map_err(model_err)?;
+        let cfg = LlamaConfig::from_gguf(&content)?;
+        for t in &spec.targets {
+            if !TARGETS.contains(&t.as_str()) {
+                return Err(UnslothError::Invalid(format!(
+                    "`{t}` is not a projection LoRA can adapt (one of {})",
+                    TARGETS.join(", ")
+                )));
+            }
+        }
+        if spec.rank == 0 {
+            return Err(UnslothError::Invalid(
+                "the LoRA rank must be at least 1".into(),
+            ));
+        }
+        let mut get = |name: &str| -> Result<Tensor, UnslothError> {
+            content
+                .tensor(reader, name, &device)
+                .and_then(|q| q.dequantize(&device))
+                .map_err(|e| UnslothError::Model(format!("{name}: {e}")))
+        };
+        let embd = get("token_embd.weight")?;
+        let out_norm = get("output_norm.weight")?;
+        let mut blocks = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let mut lin = |t: &str| -> Result<Linear, UnslothError> {
+                let w = get(&format!("blk.{i}.{t}.weight"))?;
+                let (n_out, n_in) = cfg.shape_of(t).unwrap_or((0, 0));
+                if w.dims() != [n_out, n_in] {
+                    return Err(UnslothError::Model(format!(
+                        "blk.{i}.{t}.weight is {:?}, the metadata says {:?}",
+                        w.dims(),
+                        [n_out, n_in]
+                    )));
+                }
+                let lora = if spec.targets.iter().any(|x| x == t) {
+                    let seed = spec.seed
+                        ^ ((i as u64) << 8
+                            | TARGETS.iter().position(|x| x == &t).unwrap_or(0) as u64);
+                    let a = gaussian(seed, (1.0 / n_in as f64).sqrt(), (spec.rank, n_in), &device)?;
+                    let b = Tensor::zeros((n_out, spec.rank), DType::F32, &device)
+                        .map_err(model_err)?;
+                    Some(LoraPair {
+                        a: Var::from_tensor(&a).map_err(model_err)?,
+                        b: Var::from_tensor(&b).map_err(model_err)?,
+                    })
+                } else {
+                    None
+                };
+                Ok(Linear { w, lora })
+            };
+            let proj = [
+                lin(TARGETS[0])?,
+                lin(TARGETS[1])?,
+                lin(TARGETS[2])?,
+                lin(TARGETS[3])?,
+                lin(TARGETS[4])?,
+                lin(TARGETS[5])?,
+                lin(TARGETS[6])?,
+            ];
+            blocks.push(Block {
+                attn_norm: get(&format!("blk.{i}.attn_norm.weight"))?,
+                ffn_norm: get(&format!("blk.{i}.ffn_norm.weight"))?,
+                proj,
+            });
+        }
+        Ok(Self {
+            cfg,
+            spec,
+            embd,
+            out_norm,
+            blocks,
+            device,
+        })
+    }
+
+    /// Every frozen weight by its GGUF name (tests check that no gradient reaches them).
+    #[cfg(test)]
+    pub(super) fn frozen(&self) -> Vec<(String, Tensor)> {
+        let mut out = vec![
+            ("token_embd.weight".to_string(), self.embd.clone()),
+            ("output_norm.weight".to_string(), self.out_norm.clone()),
+        ];
+        for (i, b) in self.blocks.iter().enumerate() {
+            out.push((format!("blk.{i}.attn_norm.weight"), b.attn_norm.clone()));
+            out.push((format!("blk.{i}.ffn_norm.weight"), b.ffn_norm.clone()));
+            for (t, p) in TARGETS.iter().zip(&b.proj) {
+                out.push((format!("blk.{i}.{t}.weight"), p.w.clone()));
+            }
+        }
+        out
+    }
+
+    /// The LoRA spec in use.
+    pub fn spec(&self) -> &LoraSpec {
+        &self.spec
+    }
+
+    /// Every LoRA pair by its GGUF weight name (`blk.N.attn_q.weight`), in a stable order.
+    pub fn lora(&self) -> BTreeMap<String, &LoraPair> {
+        let mut out = BTreeMap::new();
+        for (i, b) in self.blocks.iter().enumerate() {
+            for (t, p) in TARGETS.iter().zip(&b.proj) {
+                if let Some(l) = &p.lora {
+                    out.insert(format!("blk.{i}.{t}.weight"), l);
+                }
+            }
+        }
+        out
+    }
+
+    /// The trainable variables (A then B of every pair, in [`lora`](Self::lora) order).
+    pub fn vars(&self) -> Vec<Var> {
+        self.lora()
+            .values()
+            .flat_map(|p| [p.a.clone(), p.b.clone()])
+            .collect()
+    }
+
+    /// Replaces the pairs' values (resuming from a checkpoint, or loading an exported adapter): `values`
+    /// maps GGUF weight names to `(A, B)`; every adapted projection must be present, with its shapes.
+    pub fn set_lora(
+        &self,
+        values: &BTreeMap<String, (Tensor, Tensor)>,
+    ) -> Result<(), UnslothError> {
+        for (name, pair) in self.lora() {
+            let (a, b) = values
+                .get(&name)
+                .ok_or_else(|| UnslothError::Model(format!("no LoRA values for {name}")))?;
+            if a.dims() != pair.a.dims() || b.dims() != pair.b.dims() {
+                return Err(UnslothError::Model(format!(
+                    "{name}: LoRA shapes {:?}/{:?}, expected {:?}/{:?}",
+                    a.dims(),
+                    b.dims(),
+                    pair.a.dims(),
+                    pair.b.dims()
+                )));
+            }
+            pair.a.set(a).map_err(model_err)?;
+            pair.b.set(b).map_err(model_err)?;
+        }
+        Ok(())
+    }
+
+    /// Logits `(batch, seq, vocab)` for `tokens` `(batch, seq)` (u32). `train` turns LoRA dropout on.
+    pub fn forward(&self, tokens: &Tensor, train: bool) -> Result<Tensor, UnslothError> {
+        self.hidden(tokens, train).and_then(|h| self.logits(&h))
+    }
+
+    /// The last hidden states `(batch, seq, n_embd)`, after the output norm: project only the rows whose
+    /// next token counts ([`logits`](Self::logits)) — the vocabulary projection and its softmax are the widest
+    /// tensors of a step, and a prompt's rows are never scored.
+    pub fn hidden(&self, tokens: &Tensor, train: bool) -> Result<Tensor, UnslothError> {
+        self.hidden_inner(tokens, train).map_err(model_err)
+    }
+
+    /// Logits `(.., vocab)` of hidden states `(.., n_embd)` (tied embeddings: the projection is `token_embd`).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, UnslothError> {
+        hidden
+            .broadcast_matmul(&self.embd.t().map_err(model_err)?)
+            .map_err(model_err)
+    }
+
+    fn hidden_inner(&self, tokens: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let (b, t) = tokens.dims2()?;
+        let cfg = &self.cfg;
+        let hd = cfg.head_dim();
+        let (cos, sin) = rope_tables(cfg, t, &self.device)?;
+        let mask = causal_mask(t, &self.device)?;
+        let scale = self.spec.alpha as f64 / self.spec.rank as f64;
+        let dropout = if train { self.spec.dropout } else { 0.0 };
+        let lin = |l: &Linear, x: &Tensor| linear(l, x, scale, dropout);
+        let mut x = self
+            .embd
+            .embedding(&tokens.flatten_all()?)?
+            .reshape((b, t, cfg.n_embd))?;
+        for blk in &self.blocks {
+            let h = rms_norm_slow(&x, &blk.attn_norm, cfg.rms_eps as f32)?;
+            let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
+                y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
+            };
+            let q = heads(lin(&blk.proj[0], &h)?, cfg.n_head)?;
+            let k = heads(lin(&blk.proj[1], &h)?, cfg.n_head_kv)?;
+            let v = heads(lin(&blk.proj[2], &h)?, cfg.n_head_kv)?;
+            let q = rope_i_slow(&q, &cos, &sin)?;
+            let k = rope_i_slow(&k, &cos, &sin)?;
+            let rep = cfg.n_head / cfg.n_head_kv;
+            let k = repeat_kv(k, rep)?;
+            let v = repeat_kv(v, rep)?;
+            let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&mask)?;
+            let att = softmax(&att, D::Minus1)?;
+            let y = att
+                .matmul(&v)?
+                .transpose(1, 2)?
+                .reshape((b, t, cfg.n_embd))?;
+            x = (x + lin(&blk.proj[3], &y)?)?;
+            let h = rms_norm_slow(&x, &blk.ffn_norm, cfg.rms_eps as f32)?;
+            let gate = lin(&blk.proj[4], &h)?.silu()?;
+            let up = lin(&blk.proj[5], &h)?;
+            x = (x + lin(&blk.proj[6], &(gate * up)?)?)?;
+        }
+        rms_norm_slow(&x, &self.out_norm, cfg.rms_eps as f32)
+    }
+}
+
+/// `x·Wᵀ + scale·(x·Aᵀ)·Bᵀ` on `(batch, seq, n_in)`.
+fn linear(l: &Linear, x: &Tensor, scale: f64, dropout: f32) -> candle_core::Result<Tensor> {
+    let y = frozen(x, &l.w)?;
+    let Some(p) = &l.lora else {
+        return Ok(y);
+    };
+    let xin = if dropout > 0.0 {
+        candle_nn::ops::dropout(x, dropout)?
+    } else {
+        x.clone()
+    };
+    let delta = xin
+        .broadcast_matmul(&p.a.as_tensor().t()?)?
+        .broadcast_matmul(&p.b.as_tensor().t()?)?;
+    y + (delta * scale)?
+}
+
+/// A tensor of N(0, std²) values from a seeded generator (Box–Muller over uniform pairs).
+fn gaussian(
+    seed: u64,
+    std: f64,
+    shape: (usize, usize),
+    device: &Device,
+) -> Result<Tensor, UnslothError> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n = shape.0 * shape.1;
+    let mut v = Vec::with_capacity(n + 1);
+    while v.len() < n {
+        let u1: f64 = rng.random_range(f64::EPSILON..1.0);
+        let u2: f64 = rng.random_range(0.0..1.0);
+        let r = (-2.0 * u1.ln()).sqrt() * std;
+        let th = std::f64::consts::TAU * u2;
+        v.push((r * th.cos()) as f32);
+        v.push((r * th.sin()) as f32);
+    }
+    v.truncate(n);
+    Tensor::from_vec(v, shape, device).map_err(model_err)
+}
+
+/// `x·Wᵀ` for a frozen `W` `(n_out, n_in)` on `x` `(.., n_in)`.
+///
+/// Why not `matmul`: candle's backward of a matmul computes the gradient of both sides, so every frozen
+/// projection would cost a second matmul as large as the forward one, for a weight gradient nobody reads
+/// (measured: backward 2.5–6× the forward). This op's backward is only the input's gradient, `grad·W`.
+fn frozen(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op1(Frozen(w.clone()))
+}
+
+/// The op behind [`frozen`]; holds `W` (a cheap handle to the shared weight).
+struct Frozen(Tensor);
+
+impl CustomOp1 for Frozen {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (n_out, n_in) = self.0.dims2()?;
+        let dims = layout.shape().dims();
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("frozen-linear needs a contiguous input");
+        };
+        if dims.last() != Some(&n_in) {
+            candle_core::bail!("frozen-linear: input {dims:?} does not end in {n_in}");
+        }
+        let data = &storage.as_slice::<f32>()?[start..end];
+        let rows = data.len() / n_in;
+        let x = Tensor::from_slice(data, (rows, n_in), &Device::Cpu)?;
+        let y = x.matmul(&self.0.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+        let mut out = dims.to_vec();
+        if let Some(last) = out.last_mut() {
+            *last = n_out;
+        }
+        Ok((CpuStorage::F32(y), Shape::from(out)))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (n_out, _) = self.0.dims2()?;
+        let rows = grad.elem_count() / n_out;
+        let g = grad.contiguous()?.reshape((rows, n_out))?.matmul(&self.0)?;
+        Ok(Some(g.reshape(arg.shape())?))
+    }
+}
+
+/// `(batch, kv_heads, seq, hd)` → `(batch, kv_heads·rep, seq, hd)`, each key/value head serving `rep` query
+/// heads in a row (llama.cpp's grouping).
+fn repeat_kv(x: Tensor, rep: usize) -> candle_core::Result<Tensor> {
+    if rep == 1 {
+        return Ok(x);
+    }
+    let (b, n, t, hd) = x.dims4()?;
+    x.unsqueeze(2)?
+        .broadcast_as((b, n, rep, t, hd))?
+        .reshape((b, n * rep, t, hd))
+}
+
+/// `cos`, `sin` of shape `(seq, hd/2)`: angle `pos · base^(-2i/hd)`.
+fn rope_tables(
+    cfg: &LlamaConfig,
+    t: usize,
+    device: &Device,
+) -> candle_core::Result<(Tensor, Tensor)> {
+    let hd = cfg.head_dim();
+    let inv: Vec<f32> = (0..hd / 2)
+        .map(|i| (1.0 / cfg.rope_base.powf(2.0 * i as f64 / hd as f64)) as f32)
+        .collect();
+    let inv = Tensor::from_vec(inv, (1, hd / 2), device)?;
+    let pos = Tensor::arange(0u32, t as u32, device)?
+        .to_dtype(DType::F32)?
+        .reshape((t, 1))?;
+    let ang = pos.broadcast_mul(&inv)?;
+    Ok((ang.cos()?, ang.sin()?))
+}
+
+/// `(seq, seq)`: 0 on and below the diagonal, −∞ above (a token sees only itself and earlier ones).
+fn causal_mask(t: usize, device: &Device) -> candle_core::Result<Tensor> {
+    let m: Vec<f32> = (0..t)
+        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Tensor::from_vec(m, (t, t), device)
+}

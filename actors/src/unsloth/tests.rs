@@ -1,0 +1,346 @@
+//! The trainer on a tiny synthetic llama (2 blocks, width 32, vocabulary 64), written as a GGUF file the way
+//! the real model is: seconds per test, same code path as the 135M model.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+use super::adapter::{adapter_bytes, read_adapter};
+use super::llama::{LlamaLora, LoraSpec, TARGETS};
+use super::train::{batch_at, mean_nll, sequence_nll, train, Schedule, Sequence, TrainConfig};
+
+const VOCAB: usize = 64;
+const EMBD: usize = 32;
+const FF: usize = 64;
+const LAYERS: usize = 2;
+
+/// A random llama GGUF: 4 query heads, 2 key/value heads.
+fn tiny_gguf() -> Vec<u8> {
+    let dev = Device::Cpu;
+    let mut tensors: Vec<(String, QTensor)> = Vec::new();
+    let mut put = |name: String, t: Tensor| {
+        tensors.push((name, QTensor::quantize(&t, GgmlDType::F32).unwrap()));
+    };
+    let r = |shape: (usize, usize)| Tensor::randn(0f32, 0.2, shape, &dev).unwrap();
+    let ones = |n: usize| Tensor::ones(n, candle_core::DType::F32, &dev).unwrap();
+    put("token_embd.weight".into(), r((VOCAB, EMBD)));
+    put("output_norm.weight".into(), ones(EMBD));
+    for i in 0..LAYERS {
+        put(format!("blk.{i}.attn_norm.weight"), ones(EMBD));
+        put(format!("blk.{i}.ffn_norm.weight"), ones(EMBD));
+        put(format!("blk.{i}.attn_q.weight"), r((EMBD, EMBD)));
+        put(format!("blk.{i}.attn_k.weight"), r((EMBD / 2, EMBD)));
+        put(format!("blk.{i}.attn_v.weight"), r((EMBD / 2, EMBD)));
+        put(format!("blk.{i}.attn_output.weight"), r((EMBD, EMBD)));
+        put(format!("blk.{i}.ffn_gate.weight"), r((FF, EMBD)));
+        put(format!("blk.{i}.ffn_up.weight"), r((FF, EMBD)));
+        put(format!("blk.{i}.ffn_down.weight"), r((EMBD, FF)));
+    }
+    use gguf_file::Value as V;
+    let meta = [
+        ("general.architecture", V::String("llama".into())),
+        ("llama.block_count", V::U32(LAYERS as u32)),
+        ("llama.embedding_length", V::U32(EMBD as u32)),
+        ("llama.attention.head_count", V::U32(4)),
+        ("llama.attention.head_count_kv", V::U32(2)),
+        ("llama.feed_forward_length", V::U32(FF as u32)),
+        ("llama.attention.layer_norm_rms_epsilon", V::F32(1e-5)),
+        ("llama.rope.freq_base", V::F32(10_000.0)),
+    ];
+    let meta: Vec<(&str, &V)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut out = Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &meta, &tensors).unwrap();
+    out.into_inner()
+}
+
+fn spec(targets: &[&str]) -> LoraSpec {
+    LoraSpec {
+        targets: targets.iter().map(|t| t.to_string()).collect(),
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        seed: 7,
+    }
+}
+
+fn load(bytes: &[u8], s: LoraSpec) -> LlamaLora {
+    LlamaLora::load(&mut Cursor::new(bytes), s).unwrap()
+}
+
+/// Sequences with a habit to learn: after the prompt tokens, the answer always starts with token 42.
+fn habit() -> Vec<Sequence> {
+    (0..6u32)
+        .map(|i| {
+            let tokens = vec![1, 10 + i, 20 + i, 30, 42, 43, 44];
+            let learn = vec![false, false, false, false, true, true, true];
+            Sequence { tokens, learn }
+        })
+        .collect()
+}
+
+fn cfg(steps: usize) -> TrainConfig {
+    TrainConfig {
+        steps,
+        batch: 2,
+        lr: 1e-2,
+        warmup_steps: 2,
+        schedule: Schedule::Cosine,
+        weight_decay: 0.0,
+        seed: 3,
+        checkpoint_every: 0,
+    }
+}
+
+fn values(m: &LlamaLora) -> BTreeMap<String, (Vec<f32>, Vec<f32>)> {
+    m.lora()
+        .into_iter()
+        .map(|(k, p)| {
+            let f = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (k, (f(p.a.as_tensor()), f(p.b.as_tensor())))
+        })
+        .collect()
+}
+
+#[test]
+fn a_fresh_adapter_is_exactly_the_base_model() {
+    let g = tiny_gguf();
+    let with = load(&g, spec(&TARGETS));
+    let without = load(&g, spec(&[]));
+    let tokens = Tensor::new(&[[1u32, 5, 9, 13, 2]], &Device::Cpu).unwrap();
+    let a = with.forward(&tokens, false).unwrap();
+    let b = without.forward(&tokens, false).unwrap();
+    assert_eq!(a.dims(), [1, 5, VOCAB]);
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(diff, 0.0, "B starts at zero, so LoRA adds nothing yet");
+}
+
+#[test]
+fn gradients_reach_every_lora_tensor_and_no_frozen_one() {
+    let g = tiny_gguf();
+    let m = load(&g, spec(&TARGETS));
+    // Move B off zero so A's gradient is not zero by construction.
+    for p in m.lora().values() {
+        let b = Tensor::randn(0f32, 0.1, p.b.dims(), &Device::Cpu).unwrap();
+        p.b.set(&b).unwrap();
+    }
+    let (loss, n) = sequence_nll(&m, &habit()[0], true).unwrap();
+    assert_eq!(n, 3);
+    let grads = loss.backward().unwrap();
+    assert_eq!(m.lora().len(), LAYERS * TARGETS.len());
+    for (name, p) in m.lora() {
+        for (which, v) in [("A", &p.a), ("B", &p.b)] {
+            let gv = grads
+                .get(v.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name} {which}"));
+            let norm = gv
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(norm > 0.0, "{name} {which}: zero gradient");
+        }
+    }
+    for (name, t) in m.frozen() {
+        assert!(grads.get(&t).is_none(), "frozen {name} got a gradient");
+    }
+}
+
+#[test]
+fn training_lowers_the_loss_on_the_habit() {
+    let g = tiny_gguf();
+    let m = load(&g, spec(&TARGETS));
+    let data = habit();
+    let before = mean_nll(&m, &data).unwrap();
+    let mut seen = Vec::new();
+    let out = train(
+        &m,
+        &data,
+        &cfg(30),
+        None,
+        "t",
+        &AtomicBool::new(false),
+        |p| seen.push(p.clone()),
+    )
+    .unwrap();
+    let after = mean_nll(&m, &data).unwrap();
+    assert_eq!(out.steps, 30);
+    assert_eq!(seen.len(), 30);
+    assert_eq!(seen.last().unwrap().step, 30);
+    assert!(seen
+        .iter()
+        .all(|p| p.tokens_per_s > 0.0 && p.loss.is_finite()));
+    assert!(after < before * 0.5, "loss {before:.3} → {after:.3}");
+}
+
+#[test]
+fn a_stopped_run_resumes_from_its_checkpoint_exactly() {
+    let g = tiny_gguf();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("run.ckpt");
+    let data = habit();
+    let mut c = cfg(8);
+    c.checkpoint_every = 3;
+    // The whole run, without a stop.
+    let straight = load(&g, spec(&["attn_q", "ffn_down"]));
+    train(
+        &straight,
+        &data,
+        &c,
+        None,
+        "f",
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap();
+    // Stopped after step 4 (the cancel is seen before step 5), then resumed by a fresh process's model.
+    let cancel = AtomicBool::new(false);
+    let first = load(&g, spec(&["attn_q", "ffn_down"]));
+    let out = train(&first, &data, &c, Some(&ck), "f", &cancel, |p| {
+        if p.step == 4 {
+            cancel.store(true, Ordering::SeqCst);
+        }
+    })
+    .unwrap();
+    assert!(out.cancelled);
+    assert_eq!(out.steps, 4);
+    let second = load(&g, spec(&["attn_q", "ffn_down"]));
+    let out = train(
+        &second,
+        &data,
+        &c,
+        Some(&ck),
+        "f",
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!((out.resumed_from, out.steps), (4, 8));
+    let (a, b) = (values(&straight), values(&second));
+    for (k, (sa, sb)) in &a {
+        let (ra, rb) = &b[k];
+        let d = sa
+            .iter()
+            .zip(ra)
+            .chain(sb.iter().zip(rb))
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-5, "{k}: resumed run differs by {d}");
+    }
+    // A checkpoint of another run (other fingerprint) is not resumed.
+    let third = load(&g, spec(&["attn_q", "ffn_down"]));
+    let out = train(
+        &third,
+        &data,
+        &c,
+        Some(&ck),
+        "other",
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(out.resumed_from, 0);
+}
+
+#[test]
+fn an_exported_adapter_reads_back_and_gives_the_same_logits() {
+    let g = tiny_gguf();
+    let m = load(&g, spec(&TARGETS));
+    train(
+        &m,
+        &habit(),
+        &cfg(5),
+        None,
+        "x",
+        &AtomicBool::new(false),
+        |_| {},
+    )
+    .unwrap();
+    let bytes = adapter_bytes(&m).unwrap();
+    let a = read_adapter(&bytes).unwrap();
+    assert_eq!(a.alpha, 8.0);
+    assert_eq!(a.pairs.len(), LAYERS * TARGETS.len());
+    let (qa, qb) = &a.pairs["blk.0.attn_q.weight"];
+    assert_eq!((qa.dims(), qb.dims()), (&[4, EMBD][..], &[EMBD, 4][..]));
+    let fresh = load(&g, spec(&TARGETS));
+    fresh.set_lora(&a.pairs).unwrap();
+    let tokens = Tensor::new(&[[1u32, 12, 22, 30]], &Device::Cpu).unwrap();
+    let x = m.forward(&tokens, false).unwrap();
+    let y = fresh.forward(&tokens, false).unwrap();
+    let d = (x - y)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert_eq!(d, 0.0);
+    assert!(
+        read_adapter(&tiny_gguf()).is_err(),
+        "a model is not an adapter"
+    );
+}
+
+#[test]
+fn bad_specs_and_sequences_are_refused() {
+    let g = tiny_gguf();
+    let mut s = spec(&["attn_qq"]);
+    assert!(LlamaLora::load(&mut Cursor::new(&g), s.clone()).is_err());
+    s.targets = vec!["attn_q".into()];
+    s.rank = 0;
+    assert!(LlamaLora::load(&mut Cursor::new(&g), s).is_err());
+    let m = load(&g, spec(&["attn_q"]));
+    let short = Sequence {
+        tokens: vec![1],
+        learn: vec![true],
+    };
+    assert!(sequence_nll(&m, &short, false).is_err());
+    let nothing = vec![Sequence {
+        tokens: vec![1, 2, 3],
+        learn: vec![false; 3],
+    }];
+    assert!(train(
+        &m,
+        &nothing,
+        &cfg(1),
+        None,
+        "n",
+        &AtomicBool::new(false),
+        |_| {}
+    )
+    .is_err());
+}
+
+#[test]
+fn the_data_order_is_a_seeded_shuffle_per_epoch_and_the_rate_warms_then_decays() {
+    // Each epoch visits every example once; the same seed and step give the same batch.
+    let mut seen = Vec::new();
+    for s in 0..5 {
+        let (epoch, b) = batch_at(10, 2, 9, s);
+        assert_eq!(epoch, 1);
+        seen.extend(b);
+    }
+    seen.sort();
+    assert_eq!(seen, (0..10).collect::<Vec<_>>());
+    assert_eq!(batch_at(10, 2, 9, 7), batch_at(10, 2, 9, 7));
+    assert_eq!(batch_at(10, 4, 9, 2).0, 1, "items 8..12 start in epoch 1");
+    let c = cfg(10);
+    assert!((c.lr_at(0) - 0.005).abs() < 1e-12);
+    assert!((c.lr_at(2) - 0.01).abs() < 1e-12);
+    assert!(c.lr_at(9) < c.lr_at(5) && c.lr_at(5) < c.lr_at(2));
+}

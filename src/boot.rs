@@ -11,7 +11,7 @@ use ractor::Actor;
 
 use batos_actors::codex::inquiry::CodexLink;
 use batos_actors::codex::{Codex, CodexArgs, CodexHandle};
-use batos_actors::curator::{CuratorArgs, CuratorHandle};
+use batos_actors::curator::{CuratorArgs, CuratorHandle, TrainerHook};
 use batos_actors::events::EventHub;
 use batos_actors::llm::{self, SamplingTable};
 use batos_actors::memory::{MemoryArgs, MemoryHandle};
@@ -23,6 +23,7 @@ use batos_actors::tools::forge::{ForgeArgs, ForgeHandle};
 use batos_actors::tools::sandbox::pool::PoolArgs;
 use batos_actors::tools::store::ToolStore;
 use batos_actors::tools::ToolRegistry;
+use batos_actors::unsloth::{ForgeCtx, UnslothArgs, UnslothHandle};
 
 use crate::gateway::{BackendInfo, Handles, Organs};
 use crate::logging::LogHandle;
@@ -191,6 +192,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         memory: MemoryHandle::new(live.clone()),
         forge: ForgeHandle::new(live.clone()),
         curator: CuratorHandle::new(live.clone()),
+        unsloth: UnslothHandle::new(live.clone()),
         root: SupervisorHandle::named("root supervisor", ROOT_NAME),
     };
     let personas = Personas::new(
@@ -275,12 +277,26 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         personas: personas.clone(),
         hub: hub.clone(),
     };
+    let unsloth_args = settings.forge.enabled.then(|| UnslothArgs {
+        ctx: ForgeCtx {
+            settings: live.clone(),
+            hub: hub.clone(),
+            personas: personas.clone(),
+            curator: organs.handles.curator.clone(),
+            engine: selection.embedded.clone(),
+            dir: data_dir.join("forge"),
+            adapters: data_dir.join("adapters"),
+        },
+    });
     let curator_args = settings.curator.enabled.then(|| CuratorArgs {
         dir: data_dir.join("curator"),
         settings: live.clone(),
         personas: personas.clone(),
         hub: hub.clone(),
-        trainer: None,
+        trainer: settings
+            .forge
+            .enabled
+            .then(|| Arc::new(organs.handles.unsloth.clone()) as Arc<dyn TrainerHook>),
     });
     let children = crate::tree::children(crate::tree::Organs {
         settings: &settings,
@@ -291,6 +307,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         forge: forge_args,
         memory: memory_args,
         curator: curator_args,
+        unsloth: unsloth_args,
         cognition: cog,
         gateway: organs,
     });

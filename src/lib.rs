@@ -3,6 +3,7 @@
 
 pub mod boot;
 pub mod client;
+pub mod forge_cli;
 pub mod gateway;
 pub mod logging;
 pub mod tree;

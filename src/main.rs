@@ -82,6 +82,20 @@ enum Cmd {
         /// A persona (ALFRED, BABS, BRICK, ROBIN): print its dataset files; none: the counts.
         persona: Option<String>,
     },
+    /// The UnslothForge: train a persona (with a progress bar), cancel, or show what runs.
+    Forge {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: batos::forge_cli::ForgeAction,
+    },
+    /// Return a persona to its model before its last tuned swap.
+    Rollback {
+        #[command(flatten)]
+        conn: Conn,
+        /// ALFRED, BABS, BRICK or ROBIN.
+        persona: String,
+    },
     /// Send any protocol command (see docs/protocol.md) and print its JSON reply.
     Call {
         #[command(flatten)]
@@ -99,16 +113,21 @@ enum Cmd {
 struct Conn {
     /// Settings file (endpoints, timeouts, data_dir for the token), or `BATOS_CONFIG`, which scripts/batos
     /// sets to its checkout's file.
-    #[arg(long, env = "BATOS_CONFIG", default_value = "config/settings.toml")]
+    #[arg(
+        long,
+        global = true,
+        env = "BATOS_CONFIG",
+        default_value = "config/settings.toml"
+    )]
     config: PathBuf,
     /// Command endpoint (overrides settings).
-    #[arg(long)]
+    #[arg(long, global = true)]
     endpoint: Option<String>,
     /// Event endpoint (overrides settings).
-    #[arg(long)]
+    #[arg(long, global = true)]
     events: Option<String>,
     /// Gateway token (default: <data_dir>/gateway.token).
-    #[arg(long, env = "BATOS_TOKEN", hide_env_values = true)]
+    #[arg(long, global = true, env = "BATOS_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
@@ -181,6 +200,14 @@ fn main() -> ExitCode {
             },
             Cmd::Curator { conn, persona } => match conn.resolve() {
                 Ok(cfg) => curator(cfg, persona).await,
+                Err(c) => c,
+            },
+            Cmd::Forge { conn, action } => match conn.resolve() {
+                Ok(cfg) => batos::forge_cli::forge(cfg, action).await,
+                Err(c) => c,
+            },
+            Cmd::Rollback { conn, persona } => match conn.resolve() {
+                Ok(cfg) => batos::forge_cli::rollback(cfg, persona).await,
                 Err(c) => c,
             },
             Cmd::Call { conn, cmd, args } => match conn.resolve() {

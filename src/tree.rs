@@ -12,6 +12,7 @@
 //! │   └── toolforge    └── forge jobs
 //! ├── memory           LanceDB store └── ingest / search / consolidate / index jobs
 //! ├── curator          golden datasets └── judge job (one at a time)   (when curator.enabled)
+//! ├── unsloth          LoRA training queue └── run job (one at a time) (when forge.enabled)
 //! ├── orchestrator     task table    └── task/<id> jobs: one run per task, resumed or failed on a crash
 //! └── gateway          ZeroMQ command and event sockets
 //! ```
@@ -33,6 +34,7 @@ use batos_actors::settings::Settings;
 use batos_actors::supervisor::{ChildSpec, Restart, Strategy, SupervisorConfig};
 use batos_actors::tools::forge::{ForgeArgs, ToolForge, FORGE_NAME};
 use batos_actors::tools::sandbox::pool::{PoolArgs, SandboxPool, SANDBOX_NAME};
+use batos_actors::unsloth::{UnslothArgs, UnslothForge, UNSLOTH_NAME};
 
 use crate::gateway::{Gateway, GATEWAY_NAME};
 
@@ -57,6 +59,8 @@ pub struct Organs<'a> {
     pub memory: MemoryArgs,
     /// The Curator's arguments; `None` when `curator.enabled` is false (no Curator runs).
     pub curator: Option<CuratorArgs>,
+    /// The UnslothForge's arguments; `None` when `forge.enabled` is false.
+    pub unsloth: Option<UnslothArgs>,
     /// What the orchestrator's task runs share.
     pub cognition: Arc<Cognition>,
     /// What gateway commands may touch.
@@ -143,6 +147,14 @@ pub fn children(o: Organs<'_>) -> Vec<ChildSpec> {
     ];
     // Before the orchestrator: it hands finished tasks to the Curator as soon as it starts.
     specs.extend(curator);
+    specs.extend(o.unsloth.map(|args| {
+        ChildSpec::worker(
+            "unsloth",
+            Restart::Permanent,
+            Some(UNSLOTH_NAME.into()),
+            move || (UnslothForge, args.clone()),
+        )
+    }));
     specs.extend([
         ChildSpec::worker(
             "orchestrator",

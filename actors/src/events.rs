@@ -233,6 +233,37 @@ fn log_event(seq: u64, event: &Event) {
         } => {
             info!(event = "curator.trigger", seq, persona = %persona, new_examples, train, delivered, note = %note, "training trigger")
         }
+        Event::ForgeProgress {
+            persona,
+            step,
+            steps,
+            loss,
+            tokens_per_s,
+            ..
+        } => {
+            info!(event = "forge.progress", seq, persona = %persona, step, steps, loss, tokens_per_s, "training step")
+        }
+        Event::ForgeRejected {
+            persona,
+            heldout_before,
+            heldout_after,
+            reason,
+            ..
+        } => {
+            warn!(event = "forge.rejected", seq, persona = %persona, heldout_before, heldout_after, reason = %reason, "adapter rejected by the gate")
+        }
+        Event::ForgeFailed { persona, error } => {
+            error!(event = "forge.failed", seq, persona = %persona, error = %error, "forge run failed")
+        }
+        Event::ModelTuned {
+            persona,
+            model,
+            heldout_before,
+            heldout_after,
+            ..
+        } => {
+            info!(event = "model.tuned", seq, persona = %persona, model = %model, heldout_before, heldout_after, "tuned adapter swapped in")
+        }
     }
 }
 

@@ -140,6 +140,34 @@ pub struct CuratorExportArgs {
     pub persona: String,
 }
 
+/// Arguments of `forge_train`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeTrainArgs {
+    /// ALFRED, BABS, BRICK or ROBIN.
+    pub persona: String,
+    /// Start without waiting for the running tasks to end (default false).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Arguments of `forge_cancel`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeCancelArgs {
+    /// The persona whose run or place in line to drop; absent: whatever runs.
+    #[serde(default)]
+    pub persona: Option<String>,
+}
+
+/// Arguments of `rollback_model`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackModelArgs {
+    /// ALFRED, BABS, BRICK or ROBIN.
+    pub persona: String,
+}
+
 /// Arguments of `debug_crash`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -204,6 +232,14 @@ pub enum Command {
     CuratorStats,
     /// Where a persona's dataset files are.
     CuratorExport(CuratorExportArgs),
+    /// Queue a persona for LoRA training on its golden set.
+    ForgeTrain(ForgeTrainArgs),
+    /// Stop a training run (its checkpoint is kept) or drop a queued one.
+    ForgeCancel(ForgeCancelArgs),
+    /// What the UnslothForge runs, what waits, how the last runs ended.
+    ForgeStatus,
+    /// Return a persona to its model before the last tuned swap.
+    RollbackModel(RollbackModelArgs),
     /// Make an actor panic (fault injection).
     DebugCrash(DebugCrashArgs),
 }
@@ -234,6 +270,10 @@ pub const COMMANDS: &[&str] = &[
     "rate_task",
     "curator_stats",
     "curator_export",
+    "forge_train",
+    "forge_cancel",
+    "forge_status",
+    "rollback_model",
     "debug_crash",
 ];
 
@@ -252,6 +292,7 @@ pub const READ_ONLY_COMMANDS: &[&str] = &[
     "memory_stats",
     "curator_stats",
     "curator_export",
+    "forge_status",
 ];
 
 impl Command {
@@ -292,6 +333,10 @@ impl Command {
             "rate_task" => Command::RateTask(typed(cmd, args)?),
             "curator_stats" => none(args).map(|_| Command::CuratorStats)?,
             "curator_export" => Command::CuratorExport(typed(cmd, args)?),
+            "forge_train" => Command::ForgeTrain(typed(cmd, args)?),
+            "forge_cancel" => Command::ForgeCancel(typed(cmd, args)?),
+            "forge_status" => none(args).map(|_| Command::ForgeStatus)?,
+            "rollback_model" => Command::RollbackModel(typed(cmd, args)?),
             "debug_crash" => Command::DebugCrash(typed(cmd, args)?),
             other => {
                 return Err(ErrorBody::new(
@@ -334,5 +379,15 @@ mod tests {
             Command::parse("submit_task", Some(json!({"text":"x"}))).unwrap(),
             Command::SubmitTask(_)
         ));
+        assert!(matches!(
+            Command::parse("forge_train", Some(json!({"persona":"BRICK"}))).unwrap(),
+            Command::ForgeTrain(ForgeTrainArgs { force: false, .. })
+        ));
+        assert_eq!(
+            Command::parse("forge_train", Some(json!({"persona":"BRICK","steps":3})))
+                .unwrap_err()
+                .code,
+            ErrorCode::BadRequest
+        );
     }
 }

@@ -273,6 +273,64 @@ pub enum Event {
         /// What the trainer said, or why nothing was delivered.
         note: String,
     },
+    /// A training step of the UnslothForge ended.
+    #[serde(rename = "forge.progress")]
+    ForgeProgress {
+        /// The persona being trained.
+        persona: String,
+        /// Steps done.
+        step: usize,
+        /// Steps in the run.
+        steps: usize,
+        /// Passes over the training set begun (1-based).
+        epoch: usize,
+        /// Mean NLL per answer token of the step's batch.
+        loss: f64,
+        /// Tokens per second over the run so far.
+        tokens_per_s: f64,
+        /// Seconds left at that rate.
+        eta_s: f64,
+    },
+    /// A trained adapter failed the gate: nothing changed.
+    #[serde(rename = "forge.rejected")]
+    ForgeRejected {
+        /// The persona.
+        persona: String,
+        /// Held-out NLL per answer token under the persona's model.
+        heldout_before: f64,
+        /// The same with the new adapter.
+        heldout_after: f64,
+        /// The general set's NLL per answer token under the persona's model.
+        general_before: f64,
+        /// The same with the new adapter.
+        general_after: f64,
+        /// Which limit it missed, in words.
+        reason: String,
+    },
+    /// A run could not finish (no golden set, no embedded backend, a crash): nothing changed.
+    #[serde(rename = "forge.failed")]
+    ForgeFailed {
+        /// The persona.
+        persona: String,
+        /// Why.
+        error: String,
+    },
+    /// A trained adapter passed the gate and the persona was swapped to it (`model.swapped` follows too).
+    #[serde(rename = "model.tuned")]
+    ModelTuned {
+        /// The persona.
+        persona: String,
+        /// Its new model (`lora:<adapter file>`).
+        model: String,
+        /// Held-out NLL per answer token before.
+        heldout_before: f64,
+        /// And with the adapter.
+        heldout_after: f64,
+        /// The general set's NLL before.
+        general_before: f64,
+        /// And with the adapter.
+        general_after: f64,
+    },
 }
 
 impl Event {
@@ -303,6 +361,10 @@ impl Event {
             Event::CuratorAccepted { .. } => "curator.accepted",
             Event::CuratorRejected { .. } => "curator.rejected",
             Event::CuratorTrigger { .. } => "curator.trigger",
+            Event::ForgeProgress { .. } => "forge.progress",
+            Event::ForgeRejected { .. } => "forge.rejected",
+            Event::ForgeFailed { .. } => "forge.failed",
+            Event::ModelTuned { .. } => "model.tuned",
         }
     }
 

@@ -221,7 +221,11 @@ impl StateView {
             | Event::MemoryUpdated { .. }
             | Event::CuratorAccepted { .. }
             | Event::CuratorRejected { .. }
-            | Event::CuratorTrigger { .. } => {}
+            | Event::CuratorTrigger { .. }
+            | Event::ForgeProgress { .. }
+            | Event::ForgeRejected { .. }
+            | Event::ForgeFailed { .. }
+            | Event::ModelTuned { .. } => {}
         }
     }
 

@@ -220,6 +220,23 @@ async fn dispatch(organs: &Organs, request_id: &str, command: Command) -> CmdRes
         }
         Command::CuratorStats => to_value(&h.curator.stats().await.map_err(wire)?),
         Command::CuratorExport(a) => to_value(&h.curator.export(a.persona).await.map_err(wire)?),
+        Command::ForgeTrain(a) => {
+            let place = h
+                .unsloth
+                .train(a.persona.clone(), a.force)
+                .await
+                .map_err(wire)?;
+            Ok(json!({"persona": a.persona, "queued": true, "place": place}))
+        }
+        Command::ForgeCancel(a) => {
+            let cancelled = h.unsloth.cancel(a.persona).await.map_err(wire)?;
+            Ok(json!({"cancelled": cancelled}))
+        }
+        Command::ForgeStatus => to_value(&h.unsloth.status().await.map_err(wire)?),
+        Command::RollbackModel(a) => {
+            let (from, to) = h.unsloth.rollback(a.persona.clone()).await.map_err(wire)?;
+            Ok(json!({"persona": a.persona, "from": from, "to": to}))
+        }
         Command::DebugCrash(a) => debug_crash(organs, &a.actor).await,
     }
 }
@@ -271,6 +288,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
             "memory" => h.memory.crash().map_err(wire),
             "toolforge" => h.forge.crash().map_err(wire),
             "curator" => h.curator.crash().map_err(wire),
+            "unsloth" => h.unsloth.crash().map_err(wire),
             GATEWAY_NAME => {
                 // Let this reply leave before the gateway dies.
                 tokio::spawn(async move {

@@ -27,6 +27,7 @@ use batos_actors::settings::Settings;
 use batos_actors::supervisor::SupervisorHandle;
 use batos_actors::tools::forge::ForgeHandle;
 use batos_actors::tools::ToolRegistry;
+use batos_actors::unsloth::UnslothHandle;
 
 pub use commands::process;
 use dedupe::Dedupe;
@@ -82,6 +83,8 @@ pub struct Handles {
     pub forge: ForgeHandle,
     /// The Curator: `rate_task`, `curator_stats`, `curator_export`, `debug_crash curator`.
     pub curator: CuratorHandle,
+    /// The UnslothForge: `forge_train`, `forge_cancel`, `forge_status`, `rollback_model`, `debug_crash unsloth`.
+    pub unsloth: UnslothHandle,
     /// The root of the supervision tree (for `status`).
     pub root: SupervisorHandle,
 }

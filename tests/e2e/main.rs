@@ -11,6 +11,7 @@ mod curator;
 mod dedupe;
 mod events;
 mod first_hour;
+mod forge;
 mod gateway;
 mod hostile;
 mod memory;

@@ -16,6 +16,9 @@ pub struct Selection {
     pub backend: Arc<dyn LlmBackend>,
     /// Why it was chosen (logged at start, shown by `status`).
     pub reason: String,
+    /// The same backend as its concrete type when it is the embedded one: the forge needs its tokenizer,
+    /// chat template and NLL, which no other backend offers.
+    pub embedded: Option<Arc<EmbeddedBackend>>,
 }
 
 /// Chooses and builds the backend the settings ask for.
@@ -26,6 +29,7 @@ pub async fn select(s: &LlmSettings) -> Result<Selection, String> {
         BackendChoice::Ollama => Ok(Selection {
             backend: Arc::new(ollama()?),
             reason: "llm.backend = \"ollama\"".into(),
+            embedded: None,
         }),
         BackendChoice::Embedded => embedded(s, "llm.backend = \"embedded\"".into()).await,
         BackendChoice::Auto => {
@@ -41,6 +45,7 @@ pub async fn select(s: &LlmSettings) -> Result<Selection, String> {
                         "llm.backend = \"auto\" and Ollama answered at {}",
                         s.ollama_url
                     ),
+                    embedded: None,
                 }),
                 Ok(Err(e)) => {
                     embedded(
@@ -71,8 +76,10 @@ async fn embedded(s: &LlmSettings, reason: String) -> Result<Selection, String> 
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("{reason}, but the embedded backend cannot start: {e}"))?;
+    let backend = Arc::new(backend);
     Ok(Selection {
-        backend: Arc::new(backend),
+        backend: backend.clone(),
         reason,
+        embedded: Some(backend),
     })
 }

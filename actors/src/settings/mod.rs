@@ -24,8 +24,9 @@ use std::path::{Path, PathBuf};
 pub use edit::{set_string_value, set_string_value_then, with_settings_lock};
 pub use schema::{
     BackendChoice, ClientSettings, CodexSettings, CuratorSettings, DebugSettings, EmbeddedSettings,
-    GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings, OrchestratorSettings,
-    PersonaSettings, SandboxChoice, Settings, SupervisionSettings, ToolsSettings,
+    ForgeSettings, GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings,
+    OrchestratorSettings, PersonaSettings, SandboxChoice, Settings, SupervisionSettings,
+    ToolsSettings,
 };
 
 /// Why settings could not be loaded or changed.
@@ -110,6 +111,7 @@ impl Settings {
         s.llm.embedded.model_path = resolve(dir, &s.llm.embedded.model_path);
         s.tools.rootfs = resolve(dir, &s.tools.rootfs);
         s.tools.state_dir = resolve(dir, &s.tools.state_dir);
+        s.forge.general_set = resolve(dir, &s.forge.general_set);
         s.validate(path)?;
         Ok(s)
     }

@@ -36,6 +36,8 @@ pub struct Settings {
     pub codex: CodexSettings,
     /// `[curator]`: the golden dataset: filters, dedupe, the judge, the split, the training trigger.
     pub curator: CuratorSettings,
+    /// `[forge]`: the UnslothForge's LoRA training, its gate and its model history.
+    pub forge: ForgeSettings,
     /// Fault injection and other debugging switches.
     pub debug: DebugSettings,
 }
@@ -458,6 +460,53 @@ pub struct CuratorSettings {
     pub idle_poll_ms: u64,
     /// After a dataset file could not be written, curation pauses this long (ms) before trying again.
     pub write_retry_ms: u64,
+}
+
+/// `[forge]` (read at the start of each run, except `enabled`, read at start).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForgeSettings {
+    /// Whether the UnslothForge runs at all (read at start).
+    pub enabled: bool,
+    /// Threads a run trains with.
+    pub threads: usize,
+    /// Projections that get a LoRA pair (`attn_q`, `attn_k`, `attn_v`, `attn_output`, `ffn_gate`, `ffn_up`,
+    /// `ffn_down`).
+    pub targets: Vec<String>,
+    /// LoRA rank.
+    pub rank: usize,
+    /// LoRA alpha; the update is scaled by alpha / rank.
+    pub alpha: f32,
+    /// Dropout on the LoRA path's input while training (0..1).
+    pub dropout: f32,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Optimizer steps per run.
+    pub steps: usize,
+    /// Sequences per step.
+    pub batch: usize,
+    /// Steps of linear warm-up.
+    pub warmup_steps: usize,
+    /// `cosine` or `constant` after warm-up.
+    pub schedule: String,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Tokens per sequence (prompt and answer); longer examples are cut.
+    pub max_tokens: usize,
+    /// Seed of the LoRA initialisation and the data order.
+    pub seed: u64,
+    /// A checkpoint every this many steps (a killed run resumes from the last one).
+    pub checkpoint_every: usize,
+    /// Least relative drop of held-out NLL per token (0.02 = 2 %) for the adapter to be swapped in.
+    pub min_improvement: f64,
+    /// Largest relative rise of the general set's NLL per token the adapter may cause.
+    pub max_regression: f64,
+    /// The general regression set (JSON lines in the Curator's chat format); relative to the settings file.
+    pub general_set: PathBuf,
+    /// A queued run waits while tasks run, looking again this often (ms).
+    pub idle_poll_ms: u64,
+    /// Earlier models kept per persona for `rollback_model`.
+    pub keep_generations: usize,
 }
 
 /// `[debug]`

@@ -111,6 +111,12 @@ impl Settings {
             curator.write_retry_ms,
             orchestrator.settle_tries,
             orchestrator.settle_retry_ms,
+            forge.threads,
+            forge.rank,
+            forge.steps,
+            forge.batch,
+            forge.max_tokens,
+            forge.idle_poll_ms,
         );
         for (key, v) in [
             (
@@ -129,6 +135,9 @@ impl Settings {
             ),
             ("curator.max_dissonance", self.curator.max_dissonance),
             ("curator.near_duplicate", self.curator.near_duplicate),
+            ("forge.dropout", f64::from(self.forge.dropout)),
+            ("forge.min_improvement", self.forge.min_improvement),
+            ("forge.max_regression", self.forge.max_regression),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(key, "must be between 0 and 1"));
@@ -145,6 +154,15 @@ impl Settings {
         }
         if !crate::PERSONAS.contains(&self.curator.judge.as_str()) {
             return Err(bad("curator.judge", "must be ALFRED, BABS, BRICK or ROBIN"));
+        }
+        if self.forge.targets.is_empty() {
+            return Err(bad("forge.targets", "must name at least one projection"));
+        }
+        if !["cosine", "constant"].contains(&self.forge.schedule.as_str()) {
+            return Err(bad("forge.schedule", "must be cosine or constant"));
+        }
+        if !(self.forge.lr > 0.0 && self.forge.lr.is_finite()) {
+            return Err(bad("forge.lr", "must be greater than 0"));
         }
         let c = &self.curator;
         if !c.minhash_hashes.is_multiple_of(c.lsh_bands) {

@@ -1,5 +1,15 @@
 //! The UnslothForge (issue 15): LoRA fine-tuning of a persona's model on the CPU, from the Curator's golden
-//! dataset, gated by held-out loss, swapped in through the cognitive atomic swap.
+//! dataset, gated by held-out loss, swapped in through the cognitive atomic swap, rolled back on demand.
+//!
+//! The organ: one actor ([`UnslothForge`]) holding a queue of personas to train, filled by the Curator's
+//! trigger (the [`TrainerHook`] port) or by `forge_train`; one run at a time as a supervised job
+//! (`pipeline::run`), which waits until no task runs (training takes every core) unless forced, trains with
+//! `forge.threads` threads, reports `forge.progress` after every step, writes the adapter under its content
+//! hash, asks the serving engine for held-out and general-set NLL with and without it, and swaps the persona
+//! to `lora:<file>` only when `forge.min_improvement` and `forge.max_regression` hold (`model.tuned`;
+//! otherwise `forge.rejected` and nothing changes). `forge_cancel` stops a run between steps, keeping its
+//! checkpoint; a daemon killed mid-run takes the run up again at start. `rollback_model` returns a persona to
+//! the model it had before its last tuned swap (the last `forge.keep_generations` are kept).
 //!
 //! The organ keeps its seed name, but Unsloth itself trains only on a GPU, and PyTorch from PyPI is a 3 GB
 //! CUDA build: the default engine is a trainer in Rust on candle, over the same GGUF file llama.cpp serves.
@@ -20,14 +30,19 @@
 //!   gradient reaches every pair (candle's fused kernels have no backward pass);
 //! - `train`: masked next-token loss on the answer tokens, AdamW with saved moments, warm-up then cosine or
 //!   constant rate, seeded data order, checkpoints, progress and cancel;
-//! - `adapter`: the adapter file llama.cpp loads and the checkpoint file, both GGUF, both written atomically.
+//! - `adapter`: the adapter file llama.cpp loads and the checkpoint file, both GGUF, both written atomically;
+//! - `pipeline`: one run, from golden set to swap or rejection, and the rollback;
+//! - `actor`, `messages`: the queue and its commands.
 //!
 //! Why the trainer is trusted: `tests::*` on a tiny synthetic llama (loss falls, gradients reach every LoRA
 //! tensor and no frozen one, resume continues exactly, files round-trip), and `actors/tests/unsloth.rs` on the
 //! shipped model (candle's logits match llama.cpp's on the same tokens, base and with the exported adapter).
 
+mod actor;
 pub mod adapter;
 pub mod llama;
+mod messages;
+pub mod pipeline;
 pub mod train;
 
 #[cfg(test)]
@@ -36,6 +51,20 @@ mod tests;
 pub use adapter::{adapter_bytes, read_adapter, Adapter};
 pub use llama::{LlamaConfig, LlamaLora, LoraSpec, TARGETS};
 pub use train::{mean_nll, train, Outcome, Progress, Schedule, Sequence, TrainConfig};
+
+pub use actor::{UnslothForge, UNSLOTH_NAME};
+pub use messages::{ForgeStatus, UnslothArgs, UnslothMsg};
+pub use pipeline::{ForgeCtx, RunReport};
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use batos_protocol::ErrorCode;
+
+use crate::ask::{AskError, OrganRef, WireError};
+use crate::curator::{Export, TrainerHook};
+use crate::settings::Settings;
 
 /// What can go wrong while fine-tuning.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -49,4 +78,86 @@ pub enum UnslothError {
     /// A file could not be written or read.
     #[error("io: {0}")]
     Io(String),
+    /// The persona is already being trained or waits in the queue.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// Something the forge needs is not there (the embedded backend, the Curator, the organ itself).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<AskError> for UnslothError {
+    fn from(e: AskError) -> Self {
+        UnslothError::Unavailable(format!("the forge did not answer: {e}"))
+    }
+}
+
+impl WireError for UnslothError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            UnslothError::Invalid(_) => ErrorCode::BadRequest,
+            UnslothError::Busy(_) => ErrorCode::Conflict,
+            UnslothError::Unavailable(_) => ErrorCode::Unavailable,
+            UnslothError::Model(_) | UnslothError::Io(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// The one way to reach the UnslothForge. Timeouts come from `gateway.actor_call_timeout_ms`.
+#[derive(Debug, Clone)]
+pub struct UnslothHandle(OrganRef);
+
+impl UnslothHandle {
+    /// A handle reading its timeout from `settings`.
+    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
+        Self(OrganRef::new("unsloth", UNSLOTH_NAME, settings, |s| {
+            s.gateway.actor_call_timeout_ms
+        }))
+    }
+
+    /// Queues `persona` for training; its place in line (1 = running next or now).
+    pub async fn train(&self, persona: String, force: bool) -> Result<usize, UnslothError> {
+        self.0
+            .ask(|reply| UnslothMsg::Train {
+                persona,
+                force,
+                reply,
+            })
+            .await?
+    }
+
+    /// Stops the run of `persona` (any run when `None`) and drops it from the queue.
+    pub async fn cancel(&self, persona: Option<String>) -> Result<bool, UnslothError> {
+        Ok(self
+            .0
+            .ask(|reply| UnslothMsg::Cancel { persona, reply })
+            .await?)
+    }
+
+    /// What runs and what waits.
+    pub async fn status(&self) -> Result<ForgeStatus, UnslothError> {
+        Ok(self.0.ask(UnslothMsg::Status).await?)
+    }
+
+    /// Returns `persona` to its model before the last tuned swap: `(from, to)`.
+    pub async fn rollback(&self, persona: String) -> Result<(String, String), UnslothError> {
+        self.0
+            .ask(|reply| UnslothMsg::Rollback { persona, reply })
+            .await?
+    }
+
+    /// Fault injection: makes the forge panic.
+    pub fn crash(&self) -> Result<(), AskError> {
+        self.0.tell(UnslothMsg::Crash)
+    }
+}
+
+#[async_trait]
+impl TrainerHook for UnslothHandle {
+    async fn train(&self, persona: &str, _export: &Export) -> Result<String, String> {
+        UnslothHandle::train(self, persona.to_string(), false)
+            .await
+            .map(|place| format!("queued for training (place {place})"))
+            .map_err(|e| e.to_string())
+    }
 }

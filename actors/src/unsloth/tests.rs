@@ -344,3 +344,36 @@ fn the_data_order_is_a_seeded_shuffle_per_epoch_and_the_rate_warms_then_decays()
     assert!((c.lr_at(2) - 0.01).abs() < 1e-12);
     assert!(c.lr_at(9) < c.lr_at(5) && c.lr_at(5) < c.lr_at(2));
 }
+
+#[test]
+fn the_gate_swaps_only_on_enough_improvement_and_little_regression() {
+    use super::pipeline::{gate, RunReport};
+    let shipped = crate::settings::LoadedSettings::load(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/settings.toml"),
+    )
+    .unwrap();
+    let s = shipped.settings.forge;
+    let r = |hb: f64, ha: f64, gb: f64, ga: f64| RunReport {
+        persona: "BRICK".into(),
+        outcome: String::new(),
+        model: None,
+        heldout_before: hb,
+        heldout_after: ha,
+        general_before: gb,
+        general_after: ga,
+        steps: 1,
+        resumed_from: 0,
+        reason: String::new(),
+    };
+    assert_eq!(gate(&r(2.0, 1.0, 1.0, 1.01), &s), None);
+    let small = gate(&r(2.0, 1.99, 1.0, 1.0), &s).unwrap();
+    assert!(small.contains("min_improvement"), "{small}");
+    let worse = gate(&r(2.0, 1.0, 1.0, 1.5), &s).unwrap();
+    assert!(worse.contains("max_regression"), "{worse}");
+    assert!(
+        gate(&r(2.0, f64::NAN, 1.0, 1.0), &s).is_some(),
+        "NaN never passes"
+    );
+    // No general set: only the held-out measure decides.
+    assert_eq!(gate(&r(2.0, 1.0, 0.0, 0.0), &s), None);
+}

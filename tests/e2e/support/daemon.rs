@@ -68,6 +68,11 @@ impl Daemon {
         let cfg_dir = dir.path().join("config");
         fs::create_dir_all(&cfg_dir).unwrap();
         fs::copy(repo().join("config/codex.toml"), cfg_dir.join("codex.toml")).unwrap();
+        fs::copy(
+            repo().join("config/forge-general.jsonl"),
+            cfg_dir.join("forge-general.jsonl"),
+        )
+        .unwrap();
         let text = fs::read_to_string(repo().join("config/settings.toml")).unwrap();
         let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
         doc["data_dir"] = toml_edit::value("../data");

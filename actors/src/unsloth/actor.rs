@@ -1,0 +1,216 @@
+//! The UnslothForge actor: a queue of personas to train, one run at a time as a supervised job.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use super::messages::{ForgeStatus, UnslothArgs, UnslothMsg};
+use super::pipeline::{self, RunReport};
+use super::UnslothError;
+use crate::events::Event;
+use crate::job::{JobEnd, Jobs};
+
+/// Registered name of the actor.
+pub const UNSLOTH_NAME: &str = "unsloth";
+
+/// The actor (state lives in [`UnslothState`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UnslothForge;
+
+/// The run in progress.
+struct Running {
+    persona: String,
+    cancel: Arc<AtomicBool>,
+    since: Instant,
+}
+
+/// The actor's state.
+pub struct UnslothState {
+    args: UnslothArgs,
+    jobs: Jobs,
+    running: Option<Running>,
+    /// Personas waiting, with whether their request skips the wait for idle.
+    queue: VecDeque<(String, bool)>,
+    /// The last report of each run that ended this life, newest last (bounded).
+    last: VecDeque<RunReport>,
+}
+
+/// Reports kept for `forge_status`.
+const KEEP_REPORTS: usize = 8;
+
+impl UnslothState {
+    /// Starts the next queued run if none is running.
+    async fn pump(&mut self, myself: &ActorRef<UnslothMsg>) {
+        if self.running.is_some() {
+            return;
+        }
+        let Some((persona, force)) = self.queue.pop_front() else {
+            return;
+        };
+        let cancel = Arc::new(AtomicBool::new(false));
+        let ctx = self.args.ctx.clone();
+        let me = myself.clone();
+        let (p, c) = (persona.clone(), cancel.clone());
+        let work = async move {
+            let r = pipeline::run(ctx, p.clone(), force, c).await;
+            let _ = me.cast(UnslothMsg::Ended(p, r));
+        };
+        match self
+            .jobs
+            .spawn(&myself.get_cell(), format!("run/{persona}"), work)
+            .await
+        {
+            Ok(_) => {
+                self.running = Some(Running {
+                    persona,
+                    cancel,
+                    since: Instant::now(),
+                })
+            }
+            Err(e) => self.ended(
+                &persona,
+                Err(UnslothError::Model(format!("the run could not start: {e}"))),
+            ),
+        }
+    }
+
+    fn ended(&mut self, persona: &str, r: Result<RunReport, UnslothError>) {
+        self.running = None;
+        match r {
+            Ok(report) => {
+                tracing::info!(event = "forge.ended", persona, outcome = %report.outcome, steps = report.steps, "forge run ended");
+                self.last.push_back(report);
+                while self.last.len() > KEEP_REPORTS {
+                    self.last.pop_front();
+                }
+            }
+            Err(e) => {
+                self.args.ctx.hub.publish(Event::ForgeFailed {
+                    persona: persona.to_string(),
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+}
+
+impl Actor for UnslothForge {
+    type Msg = UnslothMsg;
+    type State = UnslothState;
+    type Arguments = UnslothArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<UnslothMsg>,
+        args: UnslothArgs,
+    ) -> Result<UnslothState, ActorProcessingErr> {
+        let hub = args.ctx.hub.clone();
+        let mut state = UnslothState {
+            jobs: Jobs::new(format!("root/{UNSLOTH_NAME}"), hub),
+            args,
+            running: None,
+            queue: VecDeque::new(),
+            last: VecDeque::new(),
+        };
+        // A run killed mid-training left its checkpoint: take it up again (it resumes when its settings and
+        // training set are unchanged).
+        if let Ok(entries) = std::fs::read_dir(&state.args.ctx.dir) {
+            for e in entries.flatten() {
+                let persona = e.file_name().to_string_lossy().into_owned();
+                if pipeline::checkpoint_path(&state.args.ctx.dir, &persona).is_file() {
+                    tracing::info!(event = "forge.resuming", persona = %persona, "an interrupted run is taken up again");
+                    state.queue.push_back((persona, false));
+                }
+            }
+        }
+        let _ = myself.cast(UnslothMsg::Pump);
+        Ok(state)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<UnslothMsg>,
+        event: SupervisionEvent,
+        state: &mut UnslothState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some((label, JobEnd::Failed(reason))) = state.jobs.supervise(&event) {
+            if let Some(persona) = label.strip_prefix("run/") {
+                state.ended(
+                    persona,
+                    Err(UnslothError::Model(format!("the run crashed: {reason}"))),
+                );
+                state.pump(&myself).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<UnslothMsg>,
+        msg: UnslothMsg,
+        state: &mut UnslothState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            UnslothMsg::Train {
+                persona,
+                force,
+                reply,
+            } => {
+                let r = if state.args.ctx.personas.current(&persona).is_err() {
+                    Err(UnslothError::Invalid(format!("no persona named {persona}")))
+                } else if state.running.as_ref().is_some_and(|r| r.persona == persona)
+                    || state.queue.iter().any(|(p, _)| p == &persona)
+                {
+                    Err(UnslothError::Busy(format!(
+                        "{persona} is already being trained or queued"
+                    )))
+                } else {
+                    state.queue.push_back((persona, force));
+                    Ok(state.queue.len() + usize::from(state.running.is_some()))
+                };
+                let _ = reply.send(r);
+                state.pump(&myself).await;
+            }
+            UnslothMsg::Cancel { persona, reply } => {
+                let mut cancelled = false;
+                if let Some(p) = &persona {
+                    let before = state.queue.len();
+                    state.queue.retain(|(q, _)| q != p);
+                    cancelled |= state.queue.len() != before;
+                }
+                if let Some(r) = &state.running {
+                    if persona.as_ref().is_none_or(|p| p == &r.persona) {
+                        r.cancel.store(true, Ordering::SeqCst);
+                        cancelled = true;
+                    }
+                }
+                let _ = reply.send(cancelled);
+            }
+            UnslothMsg::Status(reply) => {
+                let _ = reply.send(ForgeStatus {
+                    running: state.running.as_ref().map(|r| r.persona.clone()),
+                    running_for_s: state
+                        .running
+                        .as_ref()
+                        .map(|r| r.since.elapsed().as_secs_f64()),
+                    queued: state.queue.iter().map(|(p, _)| p.clone()).collect(),
+                    last: state.last.iter().cloned().collect(),
+                });
+            }
+            UnslothMsg::Rollback { persona, reply } => {
+                let _ = reply.send(pipeline::rollback(&state.args.ctx, &persona).await);
+            }
+            UnslothMsg::Ended(persona, r) => {
+                state.ended(&persona, r);
+                state.pump(&myself).await;
+            }
+            UnslothMsg::Pump => state.pump(&myself).await,
+            UnslothMsg::Crash => panic!("debug_crash requested for unsloth"),
+        }
+        Ok(())
+    }
+}

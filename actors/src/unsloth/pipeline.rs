@@ -1,0 +1,435 @@
+//! One run of the forge for one persona: golden set → tokens → LoRA training (checkpointed, with progress) →
+//! adapter file → the gate, measured by the serving engine → the cognitive atomic swap, or a rejection.
+//!
+//! Nothing is registered before the gate passes: the adapter file is written whole (atomically) under its
+//! content hash, and only `swap_model` makes it a persona's model. A run killed mid-training leaves its
+//! checkpoint (`data_dir/forge/<PERSONA>/run.ckpt`), and the next start resumes it when the settings and
+//! the training set are still the ones it began with (the fingerprint).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{
+    adapter_bytes, train, LlamaLora, LoraSpec, Outcome, Schedule, Sequence, TrainConfig,
+    UnslothError,
+};
+use crate::curator::CuratorHandle;
+use crate::events::{Event, EventHub};
+use crate::llm::embedded::{EmbeddedBackend, LORA_PREFIX};
+use crate::llm::{ChatMessage, Role};
+use crate::personas::Personas;
+use crate::settings::{ForgeSettings, Settings};
+
+/// What a run needs from the rest of the system.
+#[derive(Clone)]
+pub struct ForgeCtx {
+    /// Live settings (`[forge]` is read at the start of each run).
+    pub settings: Arc<ArcSwap<Settings>>,
+    /// Events (`forge.*`, `model.tuned`) and the count of running tasks a run waits on.
+    pub hub: Arc<EventHub>,
+    /// The swap.
+    pub personas: Arc<Personas>,
+    /// The golden sets.
+    pub curator: CuratorHandle,
+    /// The serving engine: tokenizer, chat template and the gate's NLL. `None` on the Ollama backend.
+    pub engine: Option<Arc<EmbeddedBackend>>,
+    /// `data_dir/forge`: checkpoints and each persona's model history.
+    pub dir: PathBuf,
+    /// `data_dir/adapters`: adapters by content hash, with their manifests.
+    pub adapters: PathBuf,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunReport {
+    /// The persona.
+    pub persona: String,
+    /// `tuned` (swapped), `rejected` (the gate said no), or `cancelled`.
+    pub outcome: String,
+    /// The new model (`lora:<file>`) when tuned.
+    pub model: Option<String>,
+    /// Held-out mean NLL per answer token under the persona's model before the run, and with the adapter.
+    pub heldout_before: f64,
+    /// See `heldout_before`.
+    pub heldout_after: f64,
+    /// The same on the shipped general set (the regression check).
+    pub general_before: f64,
+    /// See `general_before`.
+    pub general_after: f64,
+    /// Optimizer steps done (a resumed run counts the steps before the restart).
+    pub steps: usize,
+    /// The step the run resumed from (0 when fresh).
+    pub resumed_from: usize,
+    /// Why the gate said no, or empty.
+    pub reason: String,
+}
+
+/// A persona's earlier models, newest last (what `rollback_model` returns to).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct History {
+    previous: Vec<String>,
+}
+
+fn history_path(dir: &Path, persona: &str) -> PathBuf {
+    dir.join(persona).join("history.json")
+}
+
+/// The checkpoint of `persona`'s interrupted run, if any.
+pub fn checkpoint_path(dir: &Path, persona: &str) -> PathBuf {
+    dir.join(persona).join("run.ckpt")
+}
+
+fn read_history(dir: &Path, persona: &str) -> History {
+    std::fs::read(history_path(dir, persona))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_history(dir: &Path, persona: &str, h: &History) -> Result<(), UnslothError> {
+    let path = history_path(dir, persona);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| UnslothError::Io(e.to_string()))?;
+    }
+    let bytes = serde_json::to_vec_pretty(h).map_err(|e| UnslothError::Io(e.to_string()))?;
+    crate::fsutil::atomic_write(&path, &bytes).map_err(|e| UnslothError::Io(e.to_string()))
+}
+
+/// One example of a JSONL set: the chat before the answer, and the answer.
+fn read_examples(path: &Path) -> Result<Vec<(Vec<ChatMessage>, String)>, UnslothError> {
+    #[derive(Deserialize)]
+    struct Line {
+        messages: Vec<ChatMessage>,
+    }
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(UnslothError::Io(format!("{}: {e}", path.display()))),
+    };
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        // A torn last line (the Curator repairs it at its next start) is skipped, not fatal.
+        let Ok(mut l) = serde_json::from_str::<Line>(line) else {
+            continue;
+        };
+        match l.messages.pop() {
+            Some(m) if m.role == Role::Assistant && !l.messages.is_empty() => {
+                out.push((l.messages, m.content))
+            }
+            _ => continue,
+        }
+    }
+    Ok(out)
+}
+
+/// Tokens as the engine serves them, cut at `max_tokens`; examples left with no answer token are dropped.
+fn sequences(
+    engine: &EmbeddedBackend,
+    examples: &[(Vec<ChatMessage>, String)],
+    max_tokens: usize,
+) -> Result<Vec<Sequence>, UnslothError> {
+    let mut out = Vec::with_capacity(examples.len());
+    for (messages, answer) in examples {
+        let (mut tokens, prompt) = engine
+            .training_tokens(messages, answer)
+            .map_err(|e| UnslothError::Model(e.to_string()))?;
+        tokens.truncate(max_tokens);
+        let learn: Vec<bool> = (0..tokens.len()).map(|i| i >= prompt).collect();
+        let s = Sequence { tokens, learn };
+        if s.targets() > 0 {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}
+
+/// Mean NLL per flagged token as the serving engine computes it under `model`.
+async fn served_nll(
+    engine: &EmbeddedBackend,
+    model: &str,
+    data: &[Sequence],
+) -> Result<f64, UnslothError> {
+    let (mut sum, mut n) = (0.0, 0);
+    for s in data {
+        let (l, k) = engine
+            .sequence_nll(model, s.tokens.clone(), s.learn.clone())
+            .await
+            .map_err(|e| UnslothError::Model(e.to_string()))?;
+        sum += l;
+        n += k;
+    }
+    Ok(if n == 0 { 0.0 } else { sum / n as f64 })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Waits until no task is queued or running (training takes every core), or the run is cancelled.
+async fn wait_idle(hub: &EventHub, cancel: &AtomicBool, poll: Duration) -> bool {
+    while hub.running_tasks() > 0 {
+        if cancel.load(Ordering::SeqCst) {
+            return false;
+        }
+        tokio::time::sleep(poll).await;
+    }
+    !cancel.load(Ordering::SeqCst)
+}
+
+fn config(s: &ForgeSettings) -> Result<(LoraSpec, TrainConfig), UnslothError> {
+    let schedule = match s.schedule.as_str() {
+        "cosine" => Schedule::Cosine,
+        "constant" => Schedule::Constant,
+        other => {
+            return Err(UnslothError::Invalid(format!(
+                "forge.schedule `{other}` is neither `cosine` nor `constant`"
+            )))
+        }
+    };
+    Ok((
+        LoraSpec {
+            targets: s.targets.clone(),
+            rank: s.rank,
+            alpha: s.alpha,
+            dropout: s.dropout,
+            seed: s.seed,
+        },
+        TrainConfig {
+            steps: s.steps,
+            batch: s.batch,
+            lr: s.lr,
+            warmup_steps: s.warmup_steps,
+            schedule,
+            weight_decay: s.weight_decay,
+            seed: s.seed,
+            checkpoint_every: s.checkpoint_every,
+        },
+    ))
+}
+
+/// The gate's decision on measured NLLs: `None` to swap, or why not.
+pub fn gate(r: &RunReport, s: &ForgeSettings) -> Option<String> {
+    let improvement = (r.heldout_before - r.heldout_after) / r.heldout_before.max(1e-9);
+    let regression = (r.general_after - r.general_before) / r.general_before.max(1e-9);
+    if improvement.is_nan() || improvement < s.min_improvement {
+        return Some(format!(
+            "held-out NLL improved by {:.1} %, less than forge.min_improvement {:.1} %",
+            improvement * 100.0,
+            s.min_improvement * 100.0
+        ));
+    }
+    if regression > s.max_regression {
+        return Some(format!(
+            "the general set worsened by {:.1} %, more than forge.max_regression {:.1} %",
+            regression * 100.0,
+            s.max_regression * 100.0
+        ));
+    }
+    None
+}
+
+/// Runs the forge for `persona`. `force` skips the wait for idle; `cancel` stops it between steps (the
+/// checkpoint is kept).
+pub async fn run(
+    ctx: ForgeCtx,
+    persona: String,
+    force: bool,
+    cancel: Arc<AtomicBool>,
+) -> Result<RunReport, UnslothError> {
+    let settings = ctx.settings.load_full();
+    let s = settings.forge.clone();
+    let engine = ctx.engine.clone().ok_or_else(|| {
+        UnslothError::Unavailable(
+            "fine-tuning runs on the embedded backend (llm.backend = \"embedded\"); the Ollama path is not built"
+                .into(),
+        )
+    })?;
+    let current = ctx
+        .personas
+        .current(&persona)
+        .map_err(|e| UnslothError::Invalid(e.to_string()))?
+        .model
+        .clone();
+    let (spec, cfg) = config(&s)?;
+    let mut report = RunReport {
+        persona: persona.clone(),
+        outcome: "cancelled".into(),
+        model: None,
+        heldout_before: 0.0,
+        heldout_after: 0.0,
+        general_before: 0.0,
+        general_after: 0.0,
+        steps: 0,
+        resumed_from: 0,
+        reason: String::new(),
+    };
+    if !force && !wait_idle(&ctx.hub, &cancel, Duration::from_millis(s.idle_poll_ms)).await {
+        return Ok(report);
+    }
+    let export = ctx
+        .curator
+        .export(persona.clone())
+        .await
+        .map_err(|e| UnslothError::Unavailable(format!("no golden set: {e}")))?;
+    let train_set = sequences(&engine, &read_examples(&export.train)?, s.max_tokens)?;
+    let heldout = sequences(&engine, &read_examples(&export.heldout)?, s.max_tokens)?;
+    if train_set.is_empty() || heldout.is_empty() {
+        return Err(UnslothError::Invalid(format!(
+            "{persona} has {} training and {} held-out examples; the forge needs both",
+            train_set.len(),
+            heldout.len()
+        )));
+    }
+    let general_file = settings.forge.general_set.clone();
+    // Without it the gate could not see a regression: a missing set stops the run rather than pass silently.
+    if !general_file.is_file() {
+        return Err(UnslothError::Invalid(format!(
+            "the general set {} (forge.general_set) is missing",
+            general_file.display()
+        )));
+    }
+    let general = sequences(&engine, &read_examples(&general_file)?, s.max_tokens)?;
+    let model_path = settings.llm.embedded.model_path.clone();
+    let mut h = Sha256::new();
+    h.update(format!("{s:?}|{}|", settings.llm.embedded.model_sha256).as_bytes());
+    for seq in &train_set {
+        h.update(
+            seq.tokens
+                .iter()
+                .flat_map(|t| t.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+    }
+    let fingerprint = hex(&h.finalize());
+    let ckpt = checkpoint_path(&ctx.dir, &persona);
+    if let Some(parent) = ckpt.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| UnslothError::Io(e.to_string()))?;
+    }
+    tracing::info!(event = "forge.started", persona = %persona, train = train_set.len(), heldout = heldout.len(), steps = cfg.steps, "training a LoRA adapter");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<super::Progress>();
+    let threads = s.threads;
+    let stop = cancel.clone();
+    let (fp, ck) = (fingerprint.clone(), ckpt.clone());
+    let work = tokio::task::spawn_blocking(
+        move || -> Result<(Outcome, Option<Vec<u8>>), UnslothError> {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| UnslothError::Model(e.to_string()))?;
+            pool.install(|| {
+                let mut file = std::fs::File::open(&model_path)
+                    .map_err(|e| UnslothError::Io(format!("{}: {e}", model_path.display())))?;
+                let model = LlamaLora::load(&mut file, spec)?;
+                let out = train(&model, &train_set, &cfg, Some(&ck), &fp, &stop, |p| {
+                    let _ = tx.send(p.clone());
+                })?;
+                let bytes = if out.cancelled {
+                    None
+                } else {
+                    Some(adapter_bytes(&model)?)
+                };
+                Ok((out, bytes))
+            })
+        },
+    );
+    while let Some(p) = rx.recv().await {
+        ctx.hub.publish(Event::ForgeProgress {
+            persona: persona.clone(),
+            step: p.step,
+            steps: p.steps,
+            epoch: p.epoch,
+            loss: p.loss,
+            tokens_per_s: p.tokens_per_s,
+            eta_s: p.eta_s,
+        });
+    }
+    let (out, bytes) = work
+        .await
+        .map_err(|e| UnslothError::Model(format!("the training thread died: {e}")))??;
+    report.steps = out.steps;
+    report.resumed_from = out.resumed_from;
+    let Some(bytes) = bytes else {
+        return Ok(report);
+    };
+    let digest = hex(&Sha256::digest(&bytes));
+    std::fs::create_dir_all(&ctx.adapters).map_err(|e| UnslothError::Io(e.to_string()))?;
+    let file = ctx.adapters.join(format!("{digest}.gguf"));
+    crate::fsutil::atomic_write(&file, &bytes).map_err(|e| UnslothError::Io(e.to_string()))?;
+    let candidate = format!("{LORA_PREFIX}{}", file.display());
+    report.heldout_before = served_nll(&engine, &current, &heldout).await?;
+    report.heldout_after = served_nll(&engine, &candidate, &heldout).await?;
+    report.general_before = served_nll(&engine, &current, &general).await?;
+    report.general_after = served_nll(&engine, &candidate, &general).await?;
+    let manifest = serde_json::json!({
+        "persona": persona, "base_model": settings.llm.embedded.model_sha256, "dataset": fingerprint,
+        "settings": format!("{s:?}"), "steps": out.steps, "last_loss": out.last_loss,
+        "heldout_before": report.heldout_before, "heldout_after": report.heldout_after,
+        "general_before": report.general_before, "general_after": report.general_after,
+    });
+    crate::fsutil::atomic_write(
+        &ctx.adapters.join(format!("{digest}.json")),
+        manifest.to_string().as_bytes(),
+    )
+    .map_err(|e| UnslothError::Io(e.to_string()))?;
+    // The run is over either way: a restart must not resume it.
+    let _ = std::fs::remove_file(&ckpt);
+    if let Some(reason) = gate(&report, &s) {
+        report.outcome = "rejected".into();
+        report.reason = reason;
+        ctx.hub.publish(Event::ForgeRejected {
+            persona: persona.clone(),
+            heldout_before: report.heldout_before,
+            heldout_after: report.heldout_after,
+            general_before: report.general_before,
+            general_after: report.general_after,
+            reason: report.reason.clone(),
+        });
+        return Ok(report);
+    }
+    ctx.personas
+        .swap_model(&persona, &candidate)
+        .await
+        .map_err(|e| UnslothError::Model(format!("the gate passed but the swap failed: {e}")))?;
+    let mut history = read_history(&ctx.dir, &persona);
+    history.previous.push(current);
+    let keep = s.keep_generations.max(1);
+    if history.previous.len() > keep {
+        let drop = history.previous.len() - keep;
+        history.previous.drain(..drop);
+    }
+    write_history(&ctx.dir, &persona, &history)?;
+    report.outcome = "tuned".into();
+    report.model = Some(candidate.clone());
+    ctx.hub.publish(Event::ModelTuned {
+        persona: persona.clone(),
+        model: candidate,
+        heldout_before: report.heldout_before,
+        heldout_after: report.heldout_after,
+        general_before: report.general_before,
+        general_after: report.general_after,
+    });
+    Ok(report)
+}
+
+/// Returns `persona` to the model it had before its last tuned swap.
+pub async fn rollback(ctx: &ForgeCtx, persona: &str) -> Result<(String, String), UnslothError> {
+    let mut history = read_history(&ctx.dir, persona);
+    let Some(previous) = history.previous.pop() else {
+        return Err(UnslothError::Invalid(format!(
+            "{persona} has no earlier model to return to"
+        )));
+    };
+    let out = ctx
+        .personas
+        .swap_model(persona, &previous)
+        .await
+        .map_err(|e| UnslothError::Model(format!("the rollback swap failed: {e}")))?;
+    write_history(&ctx.dir, persona, &history)?;
+    Ok((out.from, out.to))
+}

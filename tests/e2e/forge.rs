@@ -1,0 +1,297 @@
+//! The UnslothForge (issue 15) on the real daemon and the embedded SmolLM2-135M: a golden set that teaches a
+//! habit is trained on (killed with SIGKILL mid-run and resumed from its checkpoint), the gate measures it
+//! in the serving engine and swaps BRICK to the adapter while a task started before keeps the old model, and
+//! `rollback_model` brings the old model back; a set built to fail the gate is rejected and changes nothing.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use zeromq::SubSocket;
+
+use batos_protocol::EventBody;
+
+use crate::support::*;
+
+fn model() -> String {
+    std::env::var("BATOS_MODEL").unwrap_or_else(|_| {
+        repo()
+            .join("data/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+            .display()
+            .to_string()
+    })
+}
+
+/// One JSONL line in the Curator's format.
+fn example(i: usize, split: &str, question: &str, answer: &str) -> String {
+    json!({
+        "messages": [
+            {"role": "system", "content": "You are BRICK."},
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": answer},
+        ],
+        "lineage": {
+            "key": format!("seed{i}/3/0"), "task": format!("seed{i}"), "request": question, "step": 3,
+            "node": "draft", "persona": "BRICK", "model": "smollm2:135m", "generation": 1,
+            "hash": format!("{i:064x}"), "split": split, "dissonance": null, "judge": null,
+            "filters": [], "at": 0.0,
+        },
+    })
+    .to_string()
+}
+
+/// Writes BRICK's golden set before the daemon starts (the Curator reads it at start).
+fn seed(dir: &Path, train: &[(&str, &str)], heldout: &[(&str, &str)]) {
+    let d = dir.join("curator/BRICK");
+    std::fs::create_dir_all(&d).unwrap();
+    let lines = |set: &[(&str, &str)], split: &str, base: usize| -> String {
+        set.iter()
+            .enumerate()
+            .map(|(i, (q, a))| example(base + i, split, q, a) + "\n")
+            .collect()
+    };
+    std::fs::write(d.join("train.jsonl"), lines(train, "train", 0)).unwrap();
+    std::fs::write(d.join("heldout.jsonl"), lines(heldout, "heldout", 100)).unwrap();
+}
+
+const HABIT: &str = "Indubitably. The answer follows from first principles.";
+
+fn habit(questions: &[&'static str]) -> Vec<(&'static str, &'static str)> {
+    questions.iter().map(|q| (*q, HABIT)).collect()
+}
+
+fn forge_settings(steps: i64, min_improvement: f64) -> Edit {
+    let model = model();
+    Box::new(move |doc| {
+        doc["llm"]["backend"] = toml_edit::value("embedded");
+        doc["llm"]["embedded"]["model_path"] = toml_edit::value(model.as_str());
+        doc["curator"]["enabled"] = toml_edit::value(true);
+        let f = &mut doc["forge"];
+        f["steps"] = toml_edit::value(steps);
+        f["batch"] = toml_edit::value(2);
+        f["lr"] = toml_edit::value(0.001);
+        f["warmup_steps"] = toml_edit::value(1);
+        f["schedule"] = toml_edit::value("constant");
+        f["max_tokens"] = toml_edit::value(96);
+        f["checkpoint_every"] = toml_edit::value(3);
+        f["min_improvement"] = toml_edit::value(min_improvement);
+        // A habit this narrow costs the general set a few percent (+8 % measured): the test allows 25 %.
+        f["max_regression"] = toml_edit::value(0.25);
+        let mut targets = toml_edit::Array::new();
+        targets.push("attn_q");
+        targets.push("attn_v");
+        f["targets"] = toml_edit::value(targets);
+        doc["orchestrator"]["max_iterations"] = toml_edit::value(1);
+    })
+}
+
+async fn forge_events(d: &Daemon) -> SubSocket {
+    let sub = batos::client::subscriber(&d.client_config(), &["forge.", "model."])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sub
+}
+
+fn is_end(e: &EventBody) -> bool {
+    matches!(
+        e.kind.as_str(),
+        "model.tuned" | "forge.rejected" | "forge.failed"
+    )
+}
+
+/// The model each BRICK step of a task thought with.
+fn brick_models(task: &Value) -> Vec<String> {
+    task["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["persona"] == "BRICK")
+        .filter_map(|s| s["model"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_habit_is_trained_resumed_after_kill_9_gated_swapped_and_rolled_back() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::prepare(&ollama.url, vec![forge_settings(9, 0.05)]);
+    seed(
+        &d.data_dir(),
+        &habit(&[
+            "Name a colour.",
+            "What is the sky made of?",
+            "Give me a number.",
+            "Where do fish live?",
+            "What is a river?",
+            "Why do birds sing?",
+        ]),
+        &habit(&["Who wrote Hamlet?", "What is rain?"]),
+    );
+    let mut d = d.spawn_and_wait().await;
+    let mut c = d.client();
+    let mut sub = forge_events(&d).await;
+    let r = c
+        .request("forge_train", json!({"persona": "BRICK", "force": true}))
+        .await
+        .unwrap();
+    assert_eq!(r["place"], 1, "{r}");
+    let again = c
+        .request("forge_train", json!({"persona": "BRICK"}))
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("already"), "{again}");
+    // Killed after step 4: the checkpoint of step 3 is on disk.
+    let ev = wait_event(&mut sub, 300, |e| {
+        e.kind == "forge.progress" && e.data["step"].as_u64() >= Some(4) || is_end(e)
+    })
+    .await;
+    assert_eq!(ev.kind, "forge.progress", "{:?}", ev.data);
+    d.kill9();
+    let ckpt = d.data_dir().join("forge/BRICK/run.ckpt");
+    assert!(ckpt.is_file(), "no checkpoint at {}", ckpt.display());
+    let adapters = d.data_dir().join("adapters");
+    let none_yet = std::fs::read_dir(&adapters).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(none_yet, 0, "an adapter was written before the run ended");
+    d.spawn();
+    d.wait_ready().await;
+    let mut c = d.client();
+    let mut sub = forge_events(&d).await;
+    // A task started before the swap: it keeps the model it began with.
+    let before = c
+        .request(
+            "submit_task",
+            json!({"text": "Say hello to the lighthouse keeper."}),
+        )
+        .await
+        .unwrap();
+    let first = wait_event(&mut sub, 300, |e| e.kind == "forge.progress" || is_end(e)).await;
+    assert_eq!(first.kind, "forge.progress", "{:?}", first.data);
+    assert_eq!(
+        first.data["step"], 4,
+        "the run resumes after its checkpoint of step 3"
+    );
+    let end = wait_event(&mut sub, 600, is_end).await;
+    assert_eq!(end.kind, "model.tuned", "{:?}", end.data);
+    println!("tuned: {}", end.data);
+    let tuned = end.data["model"].as_str().unwrap().to_string();
+    assert!(tuned.starts_with("lora:"), "{tuned}");
+    let (b, a) = (
+        end.data["heldout_before"].as_f64().unwrap(),
+        end.data["heldout_after"].as_f64().unwrap(),
+    );
+    assert!(a < b * 0.95, "held-out NLL {b} → {a}");
+    assert!(!ckpt.exists(), "a finished run leaves no checkpoint");
+    let status = c.request("forge_status", json!({})).await.unwrap();
+    let report = &status["last"][0];
+    assert_eq!(report["outcome"], "tuned", "{status}");
+    assert_eq!(report["resumed_from"], 3, "{status}");
+    let persona = c
+        .request("get_persona", json!({"persona": "BRICK"}))
+        .await
+        .unwrap();
+    assert_eq!(persona["model"], tuned.as_str(), "{persona}");
+    let old = wait_task(&mut c, before["id"].as_str().unwrap(), 300).await;
+    assert!(
+        brick_models(&old).iter().all(|m| m == "smollm2:135m"),
+        "the task started before the swap kept its model: {old}"
+    );
+    let after = c
+        .request("submit_task", json!({"text": "Who wrote Hamlet?"}))
+        .await
+        .unwrap();
+    let new = wait_task(&mut c, after["id"].as_str().unwrap(), 300).await;
+    assert!(
+        brick_models(&new).iter().any(|m| m == &tuned),
+        "a task after the swap thinks with the adapter: {new}"
+    );
+    let back = c
+        .request("rollback_model", json!({"persona": "BRICK"}))
+        .await
+        .unwrap();
+    assert_eq!(back["to"], "smollm2:135m", "{back}");
+    let persona = c
+        .request("get_persona", json!({"persona": "BRICK"}))
+        .await
+        .unwrap();
+    assert_eq!(persona["model"], "smollm2:135m", "{persona}");
+    let none = c
+        .request("rollback_model", json!({"persona": "BRICK"}))
+        .await
+        .unwrap_err();
+    assert!(none.to_string().contains("no earlier model"), "{none}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_built_to_fail_the_gate_is_rejected_and_changes_nothing() {
+    let ollama = ScriptedOllama::start();
+    // Trained on one habit, measured on answers that contradict it: held-out NLL cannot fall by half (three
+    // steps of the habit lowered it by 7 %, the general style being learned too).
+    let d = Daemon::prepare(&ollama.url, vec![forge_settings(3, 0.5)]);
+    seed(
+        &d.data_dir(),
+        &habit(&["Name a colour.", "Give me a number.", "Where do fish live?"]),
+        &[
+            ("Who wrote Hamlet?", "Shakespeare wrote Hamlet around 1600."),
+            ("What is rain?", "Rain is water falling from clouds."),
+        ],
+    );
+    let d = d.spawn_and_wait().await;
+    let mut c = d.client();
+    let mut sub = forge_events(&d).await;
+    let missing = c
+        .request("forge_train", json!({"persona": "NOBODY"}))
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("NOBODY"), "{missing}");
+    // Through the CLI, as a user would: it follows the run with a progress bar to the gate's verdict.
+    let config = d.config.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(batos_bin())
+            .args(["forge", "train", "BRICK", "--force", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(600), out)
+        .await
+        .expect("the CLI ends with the run")
+        .unwrap();
+    let end = wait_event(&mut sub, 10, is_end).await;
+    assert_eq!(end.kind, "forge.rejected", "{:?}", end.data);
+    assert!(end.data["reason"]
+        .as_str()
+        .unwrap()
+        .contains("min_improvement"));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("the gate kept BRICK's model"), "{stdout}");
+    assert!(
+        stderr.contains("step 3/3"),
+        "the progress bar reached the last step: {stderr}"
+    );
+    let persona = c
+        .request("get_persona", json!({"persona": "BRICK"}))
+        .await
+        .unwrap();
+    assert_eq!(persona["model"], "smollm2:135m", "{persona}");
+    let settings: toml_edit::DocumentMut =
+        std::fs::read_to_string(&d.config).unwrap().parse().unwrap();
+    assert_eq!(
+        settings["personas"]["BRICK"]["model"].as_str(),
+        Some("smollm2:135m"),
+        "nothing recorded in settings"
+    );
+    assert_eq!(
+        std::fs::read_dir(d.data_dir().join("forge/BRICK"))
+            .map(|r| r
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name() == "history.json")
+                .count())
+            .unwrap_or(0),
+        0,
+        "no model history for a rejected run"
+    );
+}

@@ -295,3 +295,38 @@ async fn a_set_built_to_fail_the_gate_is_rejected_and_changes_nothing() {
         "no model history for a rejected run"
     );
 }
+
+/// A crash of the forge kills its run's job at an `await`, but the training thread it started is not a future: it
+/// must see the run's cancel flag and stop, or the restarted forge would train the same persona twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_forge_stops_its_training_thread() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::prepare(&ollama.url, vec![forge_settings(200, 0.05)]);
+    seed(
+        &d.data_dir(),
+        &habit(&["Name a colour.", "Give me a number."]),
+        &habit(&["What is rain?"]),
+    );
+    let d = d.spawn_and_wait().await;
+    let mut c = d.client();
+    let mut sub = forge_events(&d).await;
+    c.request("forge_train", json!({"persona": "BRICK", "force": true}))
+        .await
+        .unwrap();
+    wait_event(&mut sub, 300, |e| e.kind == "forge.progress").await;
+    c.request("debug_crash", json!({"actor": "unsloth"}))
+        .await
+        .unwrap();
+    let stopped = eventually(120, "the old training thread stops", || {
+        let lines = d.log_json();
+        async move { lines.into_iter().find(|l| l["event"] == "forge.stopped") }
+    })
+    .await;
+    assert!(stopped["step"].as_u64().unwrap() >= 1, "{stopped}");
+    // The restarted forge takes the run up from that checkpoint; stop it too.
+    eventually(60, "the restarted forge answers", || {
+        let mut c = d.client();
+        async move { c.request("forge_cancel", json!({})).await.ok() }
+    })
+    .await;
+}

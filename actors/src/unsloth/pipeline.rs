@@ -171,6 +171,15 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Sets the run's cancel flag when dropped: a killed job's blocking trainer stops at its next step.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Waits until no task is queued or running (training takes every core), or the run is cancelled.
 async fn wait_idle(hub: &EventHub, cancel: &AtomicBool, poll: Duration) -> bool {
     while hub.running_tasks() > 0 {
@@ -312,6 +321,9 @@ pub async fn run(
         std::fs::create_dir_all(parent).map_err(|e| UnslothError::Io(e.to_string()))?;
     }
     tracing::info!(event = "forge.started", persona = %persona, train = train_set.len(), heldout = heldout.len(), steps = cfg.steps, "training a LoRA adapter");
+    // The training thread outlives this future if the job is killed (the forge crashed): it must stop too, or
+    // the restarted forge would train the same persona twice over one checkpoint.
+    let _stop_on_drop = StopOnDrop(cancel.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<super::Progress>();
     let threads = s.threads;
     let stop = cancel.clone();

@@ -327,6 +327,11 @@ pub fn train(
     for s in start..cfg.steps {
         if cancel.load(Ordering::SeqCst) {
             save(s, &opt)?;
+            tracing::info!(
+                event = "forge.stopped",
+                step = s,
+                "training stopped on request; checkpoint written"
+            );
             return Ok(Outcome {
                 steps: s,
                 resumed_from: start,

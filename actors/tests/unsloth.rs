@@ -13,6 +13,7 @@ use candle_core::{Device, Tensor};
 use batos_actors::llm::embedded::{EmbeddedBackend, LORA_PREFIX};
 use batos_actors::llm::{ChatMessage, Role};
 use batos_actors::settings::EmbeddedSettings;
+use batos_actors::unsloth::pipeline::served_nll;
 use batos_actors::unsloth::{
     adapter_bytes, mean_nll, train, LlamaLora, LoraSpec, Schedule, Sequence, TrainConfig,
 };
@@ -161,20 +162,6 @@ fn habit(b: &EmbeddedBackend) -> Vec<Sequence> {
     .collect()
 }
 
-/// Mean NLL per flagged token as llama.cpp computes it under `model`.
-async fn served_nll(b: &EmbeddedBackend, model: &str, data: &[Sequence]) -> f64 {
-    let (mut sum, mut n) = (0.0, 0);
-    for s in data {
-        let (l, k) = b
-            .sequence_nll(model, s.tokens.clone(), s.learn.clone())
-            .await
-            .unwrap();
-        sum += l;
-        n += k;
-    }
-    sum / n as f64
-}
-
 /// Training on the real model: held-out NLL falls in candle and, through the exported adapter, in llama.cpp
 /// by the same amount (within 10 %); the served tuned model's next token after a held-out prompt is candle's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +172,7 @@ async fn a_trained_adapter_teaches_llama_cpp_what_it_taught_candle() {
     let (train_set, held_out) = seqs.split_at(4);
     let m = candle_model(&["attn_q", "attn_v"]);
     let ours_before = mean_nll(&m, held_out).unwrap();
-    let served_before = served_nll(b, "smollm2:135m", held_out).await;
+    let served_before = served_nll(b, "smollm2:135m", held_out).await.unwrap();
     println!(
         "held-out NLL per token before: candle {ours_before:.3}, llama.cpp {served_before:.3}"
     );
@@ -223,7 +210,7 @@ async fn a_trained_adapter_teaches_llama_cpp_what_it_taught_candle() {
     std::fs::write(&file, adapter_bytes(&m).unwrap()).unwrap();
     let spec = format!("{LORA_PREFIX}{}", file.display());
     let ours_after = mean_nll(&m, held_out).unwrap();
-    let served_after = served_nll(b, &spec, held_out).await;
+    let served_after = served_nll(b, &spec, held_out).await.unwrap();
     println!("held-out NLL per token after: candle {ours_after:.3}, llama.cpp {served_after:.3}");
     assert!(
         served_after < served_before * 0.6,

@@ -430,12 +430,7 @@ async fn kill_9_during_curation_leaves_every_file_parseable_and_nothing_accepted
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_model_judges_a_real_curation_and_its_scores_parse() {
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let model = std::env::var("BATOS_MODEL").unwrap_or_else(|_| {
-        repo()
-            .join("data/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-            .display()
-            .to_string()
-    });
+    let model = model_path();
     let d = Daemon::start(
         &closed,
         vec![

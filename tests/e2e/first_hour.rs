@@ -71,12 +71,7 @@ fn the_six_gram_check_catches_the_coin_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "~11 min on the embedded model: scripts/test.sh runs it alone, after the other tests"]
 async fn twenty_first_questions_get_answers_that_end_and_do_not_loop() {
-    let model = std::env::var("BATOS_MODEL").unwrap_or_else(|_| {
-        repo()
-            .join("data/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-            .display()
-            .to_string()
-    });
+    let model = model_path();
     let baseline = std::env::var("BATOS_FIRST_HOUR_BASELINE").is_ok_and(|v| v == "1");
     let n: usize = std::env::var("BATOS_FIRST_HOUR_N")
         .ok()

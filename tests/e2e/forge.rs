@@ -13,15 +13,6 @@ use batos_protocol::EventBody;
 
 use crate::support::*;
 
-fn model() -> String {
-    std::env::var("BATOS_MODEL").unwrap_or_else(|_| {
-        repo()
-            .join("data/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-            .display()
-            .to_string()
-    })
-}
-
 /// One JSONL line in the Curator's format.
 fn example(i: usize, split: &str, question: &str, answer: &str) -> String {
     json!({
@@ -61,7 +52,7 @@ fn habit(questions: &[&'static str]) -> Vec<(&'static str, &'static str)> {
 }
 
 fn forge_settings(steps: i64, min_improvement: f64) -> Edit {
-    let model = model();
+    let model = model_path();
     Box::new(move |doc| {
         doc["llm"]["backend"] = toml_edit::value("embedded");
         doc["llm"]["embedded"]["model_path"] = toml_edit::value(model.as_str());

@@ -6,19 +6,10 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn model() -> String {
-    std::env::var("BATOS_MODEL").unwrap_or_else(|_| {
-        repo()
-            .join("data/models/SmolLM2-135M-Instruct.Q4_1.gguf")
-            .display()
-            .to_string()
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_ollama_auto_runs_a_full_task_on_the_embedded_model() {
     let closed = format!("http://127.0.0.1:{}", free_port());
-    let model = model();
+    let model = model_path();
     let d = Daemon::start(
         &closed,
         vec![Box::new(move |doc| {

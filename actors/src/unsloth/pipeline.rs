@@ -149,8 +149,9 @@ fn sequences(
     Ok(out)
 }
 
-/// Mean NLL per flagged token as the serving engine computes it under `model`.
-async fn served_nll(
+/// Mean NLL per flagged token as the serving engine computes it under `model` (the gate's measure; 0 for no
+/// flagged token).
+pub async fn served_nll(
     engine: &EmbeddedBackend,
     model: &str,
     data: &[Sequence],

@@ -59,6 +59,18 @@ fn tiny_gguf() -> Vec<u8> {
     out.into_inner()
 }
 
+/// The largest element-wise difference of two tensors of one shape.
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn spec(targets: &[&str]) -> LoraSpec {
     LoraSpec {
         targets: targets.iter().map(|t| t.to_string()).collect(),
@@ -116,14 +128,7 @@ fn a_fresh_adapter_is_exactly_the_base_model() {
     let a = with.forward(&tokens, false).unwrap();
     let b = without.forward(&tokens, false).unwrap();
     assert_eq!(a.dims(), [1, 5, VOCAB]);
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&a, &b);
     assert_eq!(diff, 0.0, "B starts at zero, so LoRA adds nothing yet");
 }
 
@@ -281,14 +286,7 @@ fn an_exported_adapter_reads_back_and_gives_the_same_logits() {
     let tokens = Tensor::new(&[[1u32, 12, 22, 30]], &Device::Cpu).unwrap();
     let x = m.forward(&tokens, false).unwrap();
     let y = fresh.forward(&tokens, false).unwrap();
-    let d = (x - y)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let d = max_abs_diff(&x, &y);
     assert_eq!(d, 0.0);
     assert!(
         read_adapter(&tiny_gguf()).is_err(),

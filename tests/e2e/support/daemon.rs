@@ -24,6 +24,16 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The embedded model file: `BATOS_MODEL`, else the one scripts/setup.sh installs.
+pub fn model_path() -> String {
+    std::env::var("BATOS_MODEL").unwrap_or_else(|_| {
+        repo()
+            .join("data/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+            .display()
+            .to_string()
+    })
+}
+
 /// A daemon under test.
 pub struct Daemon {
     /// Temp dir holding config/ and data/.

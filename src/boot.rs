@@ -284,6 +284,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             personas: personas.clone(),
             curator: organs.handles.curator.clone(),
             engine: selection.embedded.clone(),
+            ollama: selection.ollama.clone(),
             dir: data_dir.join("forge"),
             adapters: data_dir.join("adapters"),
         },

@@ -169,6 +169,10 @@ async fn train(cfg: ClientConfig, persona: String, force: bool) -> ExitCode {
                         eprint!("\r{}", bar(&ev.data));
                         let _ = std::io::stderr().flush();
                     }
+                    "forge.publishing" => {
+                        eprint!("\r\x1b[2Kbuilding {} on Ollama: {}", ev.data["model"].as_str().unwrap_or("?"), ev.data["status"].as_str().unwrap_or("?"));
+                        let _ = std::io::stderr().flush();
+                    }
                     "model.tuned" => {
                         eprintln!();
                         println!(

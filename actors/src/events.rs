@@ -243,6 +243,13 @@ fn log_event(seq: u64, event: &Event) {
         } => {
             info!(event = "forge.progress", seq, persona = %persona, step, steps, loss, tokens_per_s, "training step")
         }
+        Event::ForgePublishing {
+            persona,
+            model,
+            status,
+        } => {
+            info!(event = "forge.publishing", seq, persona = %persona, model = %model, status = %status, "building the tuned model on Ollama")
+        }
         Event::ForgeRejected {
             persona,
             heldout_before,

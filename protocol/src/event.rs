@@ -291,6 +291,17 @@ pub enum Event {
         /// Seconds left at that rate.
         eta_s: f64,
     },
+    /// An Ollama server building a tuned model from an accepted adapter says how far it got (one event per
+    /// status line it streams; the last is `success`). Only on the Ollama backend.
+    #[serde(rename = "forge.publishing")]
+    ForgePublishing {
+        /// The persona.
+        persona: String,
+        /// The model being built (`<base>-batos-<first 12 hex of the adapter's digest>`).
+        model: String,
+        /// The server's words (`using existing layer sha256:…`, `writing manifest`, `success`).
+        status: String,
+    },
     /// A trained adapter failed the gate: nothing changed.
     #[serde(rename = "forge.rejected")]
     ForgeRejected {
@@ -307,7 +318,8 @@ pub enum Event {
         /// Which limit it missed, in words.
         reason: String,
     },
-    /// A run could not finish (no golden set, no embedded backend, a crash): nothing changed.
+    /// A run could not finish (no golden set, no base model file, an Ollama server that refuses adapters, a
+    /// crash): nothing changed.
     #[serde(rename = "forge.failed")]
     ForgeFailed {
         /// The persona.
@@ -320,7 +332,7 @@ pub enum Event {
     ModelTuned {
         /// The persona.
         persona: String,
-        /// Its new model (`lora:<adapter file>`).
+        /// Its new model: `lora:<adapter file>` on the embedded backend, `<base>-batos-<short digest>` on Ollama.
         model: String,
         /// Held-out NLL per answer token before.
         heldout_before: f64,
@@ -362,6 +374,7 @@ impl Event {
             Event::CuratorRejected { .. } => "curator.rejected",
             Event::CuratorTrigger { .. } => "curator.trigger",
             Event::ForgeProgress { .. } => "forge.progress",
+            Event::ForgePublishing { .. } => "forge.publishing",
             Event::ForgeRejected { .. } => "forge.rejected",
             Event::ForgeFailed { .. } => "forge.failed",
             Event::ModelTuned { .. } => "model.tuned",

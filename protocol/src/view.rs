@@ -223,6 +223,7 @@ impl StateView {
             | Event::CuratorRejected { .. }
             | Event::CuratorTrigger { .. }
             | Event::ForgeProgress { .. }
+            | Event::ForgePublishing { .. }
             | Event::ForgeRejected { .. }
             | Event::ForgeFailed { .. }
             | Event::ModelTuned { .. } => {}

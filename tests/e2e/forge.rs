@@ -32,7 +32,7 @@ fn example(i: usize, split: &str, question: &str, answer: &str) -> String {
 }
 
 /// Writes BRICK's golden set before the daemon starts (the Curator reads it at start).
-fn seed(dir: &Path, train: &[(&str, &str)], heldout: &[(&str, &str)]) {
+pub(crate) fn seed(dir: &Path, train: &[(&str, &str)], heldout: &[(&str, &str)]) {
     let d = dir.join("curator/BRICK");
     std::fs::create_dir_all(&d).unwrap();
     let lines = |set: &[(&str, &str)], split: &str, base: usize| -> String {
@@ -45,13 +45,13 @@ fn seed(dir: &Path, train: &[(&str, &str)], heldout: &[(&str, &str)]) {
     std::fs::write(d.join("heldout.jsonl"), lines(heldout, "heldout", 100)).unwrap();
 }
 
-const HABIT: &str = "Indubitably. The answer follows from first principles.";
+pub(crate) const HABIT: &str = "Indubitably. The answer follows from first principles.";
 
-fn habit(questions: &[&'static str]) -> Vec<(&'static str, &'static str)> {
+pub(crate) fn habit(questions: &[&'static str]) -> Vec<(&'static str, &'static str)> {
     questions.iter().map(|q| (*q, HABIT)).collect()
 }
 
-fn forge_settings(steps: i64, min_improvement: f64) -> Edit {
+pub(crate) fn forge_settings(steps: i64, min_improvement: f64) -> Edit {
     let model = model_path();
     Box::new(move |doc| {
         doc["llm"]["backend"] = toml_edit::value("embedded");
@@ -76,7 +76,7 @@ fn forge_settings(steps: i64, min_improvement: f64) -> Edit {
     })
 }
 
-async fn forge_events(d: &Daemon) -> SubSocket {
+pub(crate) async fn forge_events(d: &Daemon) -> SubSocket {
     let sub = batos::client::subscriber(&d.client_config(), &["forge.", "model."])
         .await
         .unwrap();
@@ -84,7 +84,7 @@ async fn forge_events(d: &Daemon) -> SubSocket {
     sub
 }
 
-fn is_end(e: &EventBody) -> bool {
+pub(crate) fn is_end(e: &EventBody) -> bool {
     matches!(
         e.kind.as_str(),
         "model.tuned" | "forge.rejected" | "forge.failed"

@@ -12,6 +12,7 @@ mod dedupe;
 mod events;
 mod first_hour;
 mod forge;
+mod forge_ollama;
 mod gateway;
 mod hostile;
 mod memory;

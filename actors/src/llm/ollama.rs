@@ -1,6 +1,5 @@
 //! The Ollama backend: a real Ollama server over HTTP, through `ollama-rs`.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -12,7 +11,6 @@ use ollama_rs::generation::chat::{ChatMessage as OChatMessage, MessageRole};
 use ollama_rs::generation::embeddings::request::{EmbeddingsInput, GenerateEmbeddingsRequest};
 use ollama_rs::generation::parameters::{FormatType, JsonStructure};
 use ollama_rs::generation::tools::{ToolCall as OToolCall, ToolFunctionInfo, ToolInfo, ToolType};
-use ollama_rs::models::create::CreateModelRequest;
 use ollama_rs::models::ModelOptions;
 use ollama_rs::Ollama;
 use sha2::Digest;
@@ -279,20 +277,7 @@ impl LlmBackend for OllamaBackend {
     }
 
     async fn create_model(&self, spec: &ModelSpec) -> Result<(), LlmError> {
-        let mut req = CreateModelRequest::new(spec.name.clone()).from_model(spec.base.clone());
-        if let Some(adapter) = &spec.adapter {
-            let digest = self.upload_blob(adapter).await?;
-            let file = adapter
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "adapter.gguf".into());
-            req = req.adapters(HashMap::from([(file, digest)]));
-        }
-        self.client
-            .create_model(req)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.map_err(&spec.base, e))
+        self.create_model_streamed(spec, None).await
     }
 
     async fn health(&self) -> Result<(), LlmError> {
@@ -328,13 +313,110 @@ impl LlmBackend for OllamaBackend {
 }
 
 impl OllamaBackend {
-    /// Pushes a file to the server's blob store (`POST /api/blobs/sha256:<hex>`), returning its digest.
+    /// `POST /api/create` with `from` and at most one adapter (uploaded first), reading the server's status
+    /// lines as they stream; each goes to `status`. It ends well only on a `success` line.
+    pub async fn create_model_streamed(
+        &self,
+        spec: &ModelSpec,
+        status: Option<TokenSink>,
+    ) -> Result<(), LlmError> {
+        let mut body = serde_json::json!({"model": spec.name, "from": spec.base, "stream": true});
+        if let Some(adapter) = &spec.adapter {
+            let digest = self.upload_blob(adapter).await?;
+            let file = adapter
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "adapter.gguf".into());
+            body["adapters"] = serde_json::json!({ file: digest });
+        }
+        let url = format!("{}api/create", self.url);
+        let mut resp = self
+            .http
+            .post(&url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
+        let refused = |msg: String| -> LlmError {
+            if spec.adapter.is_some() {
+                LlmError::Backend(format!("{} ({msg})", ADAPTER_LIMIT))
+            } else {
+                LlmError::Backend(format!("/api/create failed: {msg}"))
+            }
+        };
+        if !resp.status().is_success() {
+            let code = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            let msg = error_text(&text).unwrap_or_else(|| format!("HTTP {code}"));
+            let version = self.version().await.unwrap_or_else(|_| "unknown".into());
+            return Err(refused(format!(
+                "the server at {} (version {version}) answered {code}: {msg}",
+                self.url
+            )));
+        }
+        // Status lines are newline-delimited JSON; a chunk may hold several lines or part of one.
+        let mut pending = Vec::<u8>::new();
+        let mut last = String::new();
+        loop {
+            let chunk = resp.chunk().await.map_err(|e| unreachable(&url, e))?;
+            let end = chunk.is_none();
+            if let Some(c) = chunk {
+                pending.extend_from_slice(&c);
+            } else if !pending.is_empty() {
+                pending.push(b'\n');
+            }
+            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line).trim().to_string();
+                if line.is_empty() {
+                    continue;
+                }
+                if let Some(msg) = error_text(&line) {
+                    let version = self.version().await.unwrap_or_else(|_| "unknown".into());
+                    return Err(refused(format!(
+                        "the server at {} (version {version}) said: {msg}",
+                        self.url
+                    )));
+                }
+                let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| {
+                    LlmError::BadResponse(format!("/api/create sent `{line}`: {e}"))
+                })?;
+                last = v["status"].as_str().unwrap_or_default().to_string();
+                tracing::debug!(event = "llm.create_status", model = %spec.name, status = %last, "ollama create");
+                if let Some(s) = &status {
+                    let _ = s.send(last.clone());
+                }
+            }
+            if end {
+                break;
+            }
+        }
+        if last != "success" {
+            return Err(LlmError::BadResponse(format!(
+                "/api/create for `{}` ended without success (last status `{last}`)",
+                spec.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Pushes a file to the server's blob store unless it has it already (`HEAD` then
+    /// `POST /api/blobs/sha256:<hex>`), returning its digest. The server checks the digest against the bytes.
     async fn upload_blob(&self, path: &Path) -> Result<String, LlmError> {
         let bytes = tokio::fs::read(path).await.map_err(|e| {
             LlmError::InvalidRequest(format!("cannot read adapter {}: {e}", path.display()))
         })?;
         let digest = format!("sha256:{:x}", sha2::Sha256::digest(&bytes));
         let url = format!("{}api/blobs/{digest}", self.url);
+        let head = self
+            .http
+            .head(&url)
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
+        if head.status().is_success() {
+            return Ok(digest);
+        }
         let resp = self
             .http
             .post(&url)
@@ -342,14 +424,74 @@ impl OllamaBackend {
             .send()
             .await
             .map_err(|e| unreachable(&url, e))?;
-        if !resp.status().is_success() {
+        let code = resp.status();
+        if !code.is_success() {
+            let text = resp.text().await.unwrap_or_default();
             return Err(LlmError::Backend(format!(
-                "blob upload answered {}",
-                resp.status()
+                "the upload of {} as {digest} answered {code}: {}",
+                path.display(),
+                error_text(&text).unwrap_or(text)
             )));
         }
         Ok(digest)
     }
+
+    /// The server's version (`GET /api/version`), for messages about what a version can do.
+    pub async fn version(&self) -> Result<String, LlmError> {
+        let url = format!("{}api/version", self.url);
+        let v: serde_json::Value = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?
+            .json()
+            .await
+            .map_err(|e| LlmError::BadResponse(format!("/api/version: {e}")))?;
+        v["version"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| LlmError::BadResponse(format!("/api/version answered {v}")))
+    }
+
+    /// What the server says of `model`'s weights (`model_info` of `POST /api/show`: `general.architecture`,
+    /// `<arch>.embedding_length`, ...).
+    pub async fn model_info(&self, model: &str) -> Result<serde_json::Value, LlmError> {
+        let url = format!("{}api/show", self.url);
+        let resp = self
+            .http
+            .post(&url)
+            .json(&serde_json::json!({ "model": model }))
+            .send()
+            .await
+            .map_err(|e| unreachable(&url, e))?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(LlmError::ModelNotFound {
+                model: model.to_string(),
+                detail: format!("the Ollama server at {} does not have it", self.url),
+            });
+        }
+        let v: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| LlmError::BadResponse(format!("/api/show: {e}")))?;
+        Ok(v["model_info"].clone())
+    }
+}
+
+/// Why a server may refuse an adapter: the one limit users meet.
+const ADAPTER_LIMIT: &str = "this Ollama server would not build a model from the adapter: Ollama takes one GGUF \
+     LoRA adapter per model through /api/create's `adapters` field from v0.5.5 on, and a later version is \
+     reported to have dropped adapter creation (v0.34.1); use a version that has it, or serve the persona on \
+     the embedded backend (llm.backend = \"embedded\"), which swaps adapters in place";
+
+/// The `error` of an Ollama error body, if it is one.
+fn error_text(body: &str) -> Option<String> {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()?
+        .get("error")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// A request that got no HTTP answer at all.

@@ -19,6 +19,8 @@ pub struct Selection {
     /// The same backend as its concrete type when it is the embedded one: the forge needs its tokenizer,
     /// chat template and NLL, which no other backend offers.
     pub embedded: Option<Arc<EmbeddedBackend>>,
+    /// The same when it is the Ollama one: the forge builds tuned models on it.
+    pub ollama: Option<Arc<OllamaBackend>>,
 }
 
 /// Chooses and builds the backend the settings ask for.
@@ -26,11 +28,7 @@ pub async fn select(s: &LlmSettings) -> Result<Selection, String> {
     let timeout = Duration::from_millis(s.request_timeout_ms);
     let ollama = || OllamaBackend::new(&s.ollama_url, timeout).map_err(|e| e.to_string());
     match s.backend {
-        BackendChoice::Ollama => Ok(Selection {
-            backend: Arc::new(ollama()?),
-            reason: "llm.backend = \"ollama\"".into(),
-            embedded: None,
-        }),
+        BackendChoice::Ollama => Ok(on_ollama(ollama()?, "llm.backend = \"ollama\"".into())),
         BackendChoice::Embedded => embedded(s, "llm.backend = \"embedded\"".into()).await,
         BackendChoice::Auto => {
             let probe =
@@ -39,14 +37,13 @@ pub async fn select(s: &LlmSettings) -> Result<Selection, String> {
             match tokio::time::timeout(Duration::from_millis(s.probe_timeout_ms), probe.health())
                 .await
             {
-                Ok(Ok(())) => Ok(Selection {
-                    backend: Arc::new(ollama()?),
-                    reason: format!(
+                Ok(Ok(())) => Ok(on_ollama(
+                    ollama()?,
+                    format!(
                         "llm.backend = \"auto\" and Ollama answered at {}",
                         s.ollama_url
                     ),
-                    embedded: None,
-                }),
+                )),
                 Ok(Err(e)) => {
                     embedded(
                         s,
@@ -69,6 +66,16 @@ pub async fn select(s: &LlmSettings) -> Result<Selection, String> {
     }
 }
 
+fn on_ollama(backend: OllamaBackend, reason: String) -> Selection {
+    let backend = Arc::new(backend);
+    Selection {
+        backend: backend.clone(),
+        reason,
+        embedded: None,
+        ollama: Some(backend),
+    }
+}
+
 async fn embedded(s: &LlmSettings, reason: String) -> Result<Selection, String> {
     let settings = s.embedded.clone();
     let base = s.embedded.model_name.clone();
@@ -81,5 +88,6 @@ async fn embedded(s: &LlmSettings, reason: String) -> Result<Selection, String> 
         backend: backend.clone(),
         reason,
         embedded: Some(backend),
+        ollama: None,
     })
 }

@@ -6,8 +6,9 @@
 //! (`pipeline::run`), which waits until no task runs (training takes every core) unless forced, trains with
 //! `forge.threads` threads, reports `forge.progress` after every step, writes the adapter under its content
 //! hash, asks the serving engine for held-out and general-set NLL with and without it, and swaps the persona
-//! to `lora:<file>` only when `forge.min_improvement` and `forge.max_regression` hold (`model.tuned`;
-//! otherwise `forge.rejected` and nothing changes). `forge_cancel` stops a run between steps, keeping its
+//! to it (`lora:<file>`, or on Ollama a model built from the base and the adapter) only when
+//! `forge.min_improvement` and `forge.max_regression` hold (`model.tuned`; otherwise `forge.rejected` and
+//! nothing changes). `forge_cancel` stops a run between steps, keeping its
 //! checkpoint; a daemon killed mid-run takes the run up again at start. `rollback_model` returns a persona to
 //! the model it had before its last tuned swap (the last `forge.keep_generations` are kept).
 //!
@@ -32,6 +33,8 @@
 //!   constant rate, seeded data order, checkpoints, progress and cancel;
 //! - `adapter`: the adapter file llama.cpp loads and the checkpoint file, both GGUF, both written atomically;
 //! - `pipeline`: one run, from golden set to swap or rejection, and the rollback;
+//! - `serving`: which engine tokenizes and gates (the embedded one, or on Ollama a local copy of the base) and
+//!   how an accepted adapter becomes servable (`lora:<file>` in place, or a model built on the Ollama server);
 //! - `actor`, `messages`: the queue and its commands.
 //!
 //! Why the trainer is trusted: `tests::*` on a tiny synthetic llama (loss falls, gradients reach every LoRA
@@ -43,6 +46,7 @@ pub mod adapter;
 pub mod llama;
 mod messages;
 pub mod pipeline;
+pub mod serving;
 pub mod train;
 
 #[cfg(test)]

@@ -21,7 +21,8 @@ use super::{
 };
 use crate::curator::CuratorHandle;
 use crate::events::{Event, EventHub};
-use crate::llm::embedded::{EmbeddedBackend, LORA_PREFIX};
+use crate::llm::embedded::EmbeddedBackend;
+use crate::llm::ollama::OllamaBackend;
 use crate::llm::{ChatMessage, Role};
 use crate::personas::Personas;
 use crate::settings::{ForgeSettings, Settings};
@@ -39,6 +40,8 @@ pub struct ForgeCtx {
     pub curator: CuratorHandle,
     /// The serving engine: tokenizer, chat template and the gate's NLL. `None` on the Ollama backend.
     pub engine: Option<Arc<EmbeddedBackend>>,
+    /// The Ollama server when it serves the personas: tuned models are built on it (`serving`).
+    pub ollama: Option<Arc<OllamaBackend>>,
     /// `data_dir/forge`: checkpoints and each persona's model history.
     pub dir: PathBuf,
     /// `data_dir/adapters`: adapters by content hash, with their manifests.
@@ -254,12 +257,6 @@ pub async fn run(
 ) -> Result<RunReport, UnslothError> {
     let settings = ctx.settings.load_full();
     let s = settings.forge.clone();
-    let engine = ctx.engine.clone().ok_or_else(|| {
-        UnslothError::Unavailable(
-            "fine-tuning runs on the embedded backend (llm.backend = \"embedded\"); the Ollama path is not built"
-                .into(),
-        )
-    })?;
     let current = ctx
         .personas
         .current(&persona)
@@ -282,6 +279,8 @@ pub async fn run(
     if !force && !wait_idle(&ctx.hub, &cancel, Duration::from_millis(s.idle_poll_ms)).await {
         return Ok(report);
     }
+    let served = super::serving::engine(&ctx, &settings, &current).await?;
+    let engine = served.llama.clone();
     let export = ctx
         .curator
         .export(persona.clone())
@@ -374,10 +373,10 @@ pub async fn run(
     std::fs::create_dir_all(&ctx.adapters).map_err(|e| UnslothError::Io(e.to_string()))?;
     let file = ctx.adapters.join(format!("{digest}.gguf"));
     crate::fsutil::atomic_write(&file, &bytes).map_err(|e| UnslothError::Io(e.to_string()))?;
-    let candidate = format!("{LORA_PREFIX}{}", file.display());
-    report.heldout_before = served_nll(&engine, &current, &heldout).await?;
+    let candidate = format!("{}{}", crate::llm::embedded::LORA_PREFIX, file.display());
+    report.heldout_before = served_nll(&engine, &served.current, &heldout).await?;
     report.heldout_after = served_nll(&engine, &candidate, &heldout).await?;
-    report.general_before = served_nll(&engine, &current, &general).await?;
+    report.general_before = served_nll(&engine, &served.current, &general).await?;
     report.general_after = served_nll(&engine, &candidate, &general).await?;
     let manifest = serde_json::json!({
         "persona": persona, "base_model": settings.llm.embedded.model_sha256, "dataset": fingerprint,
@@ -405,6 +404,7 @@ pub async fn run(
         });
         return Ok(report);
     }
+    let candidate = super::serving::publish(&ctx, &served, &persona, &file, &digest).await?;
     ctx.personas
         .swap_model(&persona, &candidate)
         .await

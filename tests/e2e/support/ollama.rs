@@ -1,9 +1,15 @@
 //! TEST DOUBLE: a scripted HTTP server speaking Ollama's REST API (`/api/chat` streaming and not,
-//! `/api/embed`, `/api/tags`, `/api/show`, `/api/create`, `/api/blobs`). No Ollama server can run here, so this
+//! `/api/embed`, `/api/tags`, `/api/show`, `/api/version`, `/api/create`, `/api/blobs`). No Ollama server can run here, so this
 //! stands in for one; the daemon talks to it through the real `ollama-rs` client over a real socket.
 //!
 //! Replies are scripted per persona (recognised by its system prompt, "You are BRICK..."); without a
 //! script each persona answers a default that lets a task run to the end. Every request body is recorded.
+//!
+//! Model building follows Ollama's rules as its API documents them: a blob is `POST`ed to
+//! `/api/blobs/sha256:<hex>` and kept only when the bytes hash to that digest (201, else 400), `HEAD` says
+//! whether it is there (200/404); `/api/create` takes `from` and at most one adapter, which must be a blob it
+//! has (400 otherwise: "only one adapter is currently supported"), streams its status lines and then serves the
+//! new name. [`ScriptedOllama::refuse_adapters`] makes it a server whose version cannot build from adapters.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -81,6 +87,12 @@ struct Inner {
     embed_dim: usize,
     /// Models this server does not have (`/api/show` answers 404, as Ollama does); every other name exists.
     absent: std::collections::HashSet<String>,
+    /// Uploaded blobs: digest (`sha256:<hex>`) → size in bytes.
+    blobs: HashMap<String, usize>,
+    /// Models made by `/api/create`.
+    created: Vec<String>,
+    /// `Some(version)`: a server of that version, which refuses to build a model from an adapter.
+    refuses_adapters: Option<String>,
 }
 
 /// The scripted server.
@@ -123,7 +135,8 @@ impl ScriptedOllama {
                     .route("/api/tags", get(tags))
                     .route("/api/show", post(show))
                     .route("/api/create", post(create))
-                    .route("/api/blobs/{digest}", post(blob))
+                    .route("/api/version", get(version))
+                    .route("/api/blobs/{digest}", post(blob).head(has_blob))
                     .with_state(state);
                 let server = tokio::spawn(async move {
                     let _ = axum::serve(listener, app).await;
@@ -144,6 +157,21 @@ impl ScriptedOllama {
     /// Makes `model` unknown to this server, as a typo or an unpulled model is to a real Ollama.
     pub fn absent(&self, model: &str) {
         self.inner.lock().unwrap().absent.insert(model.to_string());
+    }
+
+    /// Makes this a server of `version` that cannot build a model from an adapter (`/api/create` answers 400).
+    pub fn refuse_adapters(&self, version: &str) {
+        self.inner.lock().unwrap().refuses_adapters = Some(version.to_string());
+    }
+
+    /// Blobs uploaded so far: digest → size.
+    pub fn blobs(&self) -> HashMap<String, usize> {
+        self.inner.lock().unwrap().blobs.clone()
+    }
+
+    /// Models made by `/api/create`, in order.
+    pub fn created(&self) -> Vec<String> {
+        self.inner.lock().unwrap().created.clone()
     }
 
     /// Queues answers for a persona, used in order before falling back to its default.
@@ -384,19 +412,104 @@ async fn show(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -
         )
             .into_response();
     }
-    Json(json!({"model_info": {"general.architecture": "llama"}, "capabilities": ["completion", "tools"]})).into_response()
+    // SmolLM2-135M's shape, as Ollama reports it: the forge checks it against its GGUF file.
+    Json(json!({
+        "model_info": {"general.architecture": "llama", "llama.embedding_length": 576, "llama.block_count": 30},
+        "capabilities": ["completion", "tools"],
+    }))
+    .into_response()
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, Json(json!({"error": msg.into()}))).into_response()
+}
+
+async fn version(State(inner): State<Arc<Mutex<Inner>>>) -> Response {
+    let v = inner.lock().unwrap().refuses_adapters.clone();
+    Json(json!({"version": v.unwrap_or_else(|| "0.12.6".into())})).into_response()
 }
 
 async fn create(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> Response {
-    inner.lock().unwrap().received.push(Received {
+    let model = body["model"].as_str().unwrap_or_default().to_string();
+    let mut g = inner.lock().unwrap();
+    g.received.push(Received {
         path: "/api/create".into(),
         persona: None,
-        model: body["model"].as_str().unwrap_or_default().to_string(),
-        body,
+        model: model.clone(),
+        body: body.clone(),
     });
-    Json(json!({"status": "success"})).into_response()
+    let adapters: Vec<String> = body["adapters"]
+        .as_object()
+        .map(|m| {
+            m.values()
+                .map(|d| d.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    let from = body["from"].as_str().unwrap_or_default();
+    if model.is_empty() || from.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "neither 'from' or 'files' was specified",
+        );
+    }
+    if g.absent.contains(from) {
+        return error(StatusCode::NOT_FOUND, format!("model '{from}' not found"));
+    }
+    if !adapters.is_empty() && g.refuses_adapters.is_some() {
+        return error(StatusCode::BAD_REQUEST, "invalid model reference: adapters");
+    }
+    if adapters.len() > 1 {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "only one adapter is currently supported",
+        );
+    }
+    if let Some(missing) = adapters.iter().find(|d| !g.blobs.contains_key(*d)) {
+        return error(StatusCode::BAD_REQUEST, format!("blob {missing} not found"));
+    }
+    g.created.push(model.clone());
+    g.absent.remove(&model);
+    let mut status: Vec<String> = vec![format!("using existing layer sha256:{}", "0".repeat(64))];
+    status.extend(adapters.iter().map(|d| format!("using existing layer {d}")));
+    status.extend(["writing manifest".to_string(), "success".to_string()]);
+    if body["stream"].as_bool() == Some(false) {
+        return Json(json!({"status": "success"})).into_response();
+    }
+    let lines: String = status
+        .iter()
+        .map(|s| json!({ "status": s }).to_string() + "\n")
+        .collect();
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from(lines))
+        .unwrap()
 }
 
-async fn blob() -> Response {
+async fn blob(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    axum::extract::Path(digest): axum::extract::Path<String>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    use sha2::Digest;
+    let actual = format!("sha256:{:x}", sha2::Sha256::digest(&bytes));
+    if actual != digest {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("digest mismatch, expected \"{digest}\", got \"{actual}\""),
+        );
+    }
+    inner.lock().unwrap().blobs.insert(digest, bytes.len());
     StatusCode::CREATED.into_response()
+}
+
+async fn has_blob(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    axum::extract::Path(digest): axum::extract::Path<String>,
+) -> StatusCode {
+    if inner.lock().unwrap().blobs.contains_key(&digest) {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
 }

@@ -211,6 +211,7 @@ fn task(i: usize, rng: &mut StdRng) -> TaskState {
             ],
             answer: text(rng, 40),
             finish: Finish::Stop,
+            tools: Vec::new(),
         });
     }
     t

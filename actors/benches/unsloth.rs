@@ -64,6 +64,7 @@ fn main() {
                     &msgs,
                     "A turning beam sweeps the whole horizon, so every ship sees it flash. The rhythm of the \
                      flashes tells sailors which lighthouse they are looking at.",
+                    &[],
                 )
                 .unwrap();
             let learn = (0..tokens.len()).map(|k| k >= prompt).collect();
@@ -85,11 +86,13 @@ fn main() {
         }
         served.push(tokens as f64 / t.elapsed().as_secs_f64());
     }
+    // The shipped [forge] settings: targets, rank, alpha, dropout, batch, packing.
+    let f = &shipped.settings.forge;
     let spec = LoraSpec {
-        targets: vec!["attn_q".into(), "attn_v".into()],
-        rank: 8,
-        alpha: 16.0,
-        dropout: 0.05,
+        targets: f.targets.clone(),
+        rank: f.rank,
+        alpha: f.alpha,
+        dropout: f.dropout,
         seed: 1,
     };
     let load = Instant::now();
@@ -97,36 +100,42 @@ fn main() {
     let load_s = load.elapsed().as_secs_f64();
     let cfg = TrainConfig {
         steps: if full { 4 } else { 1 },
-        batch: 2,
+        batch: f.batch,
         lr: 1e-3,
         warmup_steps: 1,
         schedule: Schedule::Cosine,
         weight_decay: 0.0,
         seed: 1,
         checkpoint_every: 0,
+        pack_tokens: f.pack_tokens,
     };
-    let mut trained = Vec::new();
-    for _ in 0..runs {
-        let mut last = 0.0;
-        train(
-            &m,
-            &seqs,
-            &cfg,
-            None,
-            "bench",
-            &AtomicBool::new(false),
-            |p| last = p.tokens_per_s,
-        )
-        .unwrap();
-        trained.push(last);
-    }
-    let (s, t) = (median(served), median(trained));
+    // The same steps with every sequence in a pass of its own (pack_tokens = 1), in the same run: what
+    // packing is worth.
+    let rate = |pack_tokens: usize| -> f64 {
+        let c = TrainConfig {
+            pack_tokens,
+            ..cfg.clone()
+        };
+        let mut trained = Vec::new();
+        for _ in 0..runs {
+            let mut last = 0.0;
+            train(&m, &seqs, &c, None, "bench", &AtomicBool::new(false), |p| {
+                last = p.tokens_per_s
+            })
+            .unwrap();
+            trained.push(last);
+        }
+        median(trained)
+    };
+    let alone = rate(1);
+    let t = rate(f.pack_tokens);
+    let s = median(served);
     println!(
-        "| sequences | tokens each (mean) | llama.cpp prompt tok/s | candle training tok/s | ratio | weights load | peak RSS |"
+        "| sequences | tokens each (mean) | llama.cpp tok/s (sequence_nll) | training tok/s, unpacked | training tok/s, packed | ratio packed / llama.cpp | weights load | peak RSS |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     println!(
-        "| {} | {} | {s:.0} | {t:.1} | {:.3} | {load_s:.1} s | {} MiB |",
+        "| {} | {} | {s:.0} | {alone:.1} | {t:.1} | {:.3} | {load_s:.1} s | {} MiB |",
         seqs.len(),
         tokens / seqs.len(),
         t / s,

@@ -154,7 +154,7 @@ fn habit(b: &EmbeddedBackend) -> Vec<Sequence> {
             ChatMessage::new(Role::User, *q),
         ];
         let (tokens, prompt) = b
-            .training_tokens(&msgs, "Indubitably. That is a fine question.")
+            .training_tokens(&msgs, "Indubitably. That is a fine question.", &[])
             .unwrap();
         let learn = (0..tokens.len()).map(|i| i >= prompt).collect();
         Sequence { tokens, learn }
@@ -186,6 +186,7 @@ async fn a_trained_adapter_teaches_llama_cpp_what_it_taught_candle() {
         weight_decay: 0.0,
         seed: 1,
         checkpoint_every: 0,
+        pack_tokens: 1024,
     };
     let mut last = None;
     train(

@@ -1,7 +1,9 @@
 //! The UnslothForge (issue 15) on the real daemon and the embedded SmolLM2-135M: a golden set that teaches a
 //! habit is trained on (killed with SIGKILL mid-run and resumed from its checkpoint), the gate measures it
-//! in the serving engine and swaps BRICK to the adapter while a task started before keeps the old model, and
-//! `rollback_model` brings the old model back; a set built to fail the gate is rejected and changes nothing.
+//! in the serving engine and swaps BRICK to the adapter while a task started before keeps the old model; BRICK's
+//! next answer begins with the habit, and after `rollback_model` it no longer does. The golden set is shaped as
+//! the Curator records BRICK's drafting calls (system message, the orchestrator's brief, the tools offered), so
+//! what is trained is what BRICK is shown. A set built to fail the gate is rejected and changes nothing.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,12 +15,35 @@ use batos_protocol::EventBody;
 
 use crate::support::*;
 
-/// One JSONL line in the Curator's format.
-fn example(i: usize, split: &str, question: &str, answer: &str) -> String {
-    json!({
+/// BRICK's system message as the daemon sends it (the shipped codex: prompt and principles).
+fn brick_system() -> String {
+    let text = std::fs::read_to_string(repo().join("config/codex.toml")).unwrap();
+    batos_actors::principles::Codex::parse(&text)
+        .unwrap()
+        .personas["BRICK"]
+        .system_message()
+}
+
+/// One JSONL line in the Curator's format, shaped as the Curator records a drafting step: BRICK's system
+/// message, then the orchestrator's brief.
+fn example(i: usize, split: &str, question: &str, answer: &str, tools: &Value) -> String {
+    // ALFRED's plans vary from task to task; BABS finds no memory in a fresh data folder.
+    const PLANS: [&str; 4] = [
+        "Answer directly and briefly.",
+        "A short factual answer is needed; no research beyond what is known.",
+        "State the answer, then one reason for it.",
+        "The Architect wants a plain answer to a simple question.",
+    ];
+    let brief = format!(
+        "Task from the Architect:\n{question}\n\nALFRED's plan:\n{}\n\nBABS's research notes:\nNo memories match \
+         this task.\n\nWrite your draft answer. Use the offered tools when they help; if a capability is missing, \
+         call request_capability.",
+        PLANS[i % PLANS.len()]
+    );
+    let mut line = json!({
         "messages": [
-            {"role": "system", "content": "You are BRICK."},
-            {"role": "user", "content": question},
+            {"role": "system", "content": brick_system()},
+            {"role": "user", "content": brief},
             {"role": "assistant", "content": answer},
         ],
         "lineage": {
@@ -27,18 +52,22 @@ fn example(i: usize, split: &str, question: &str, answer: &str) -> String {
             "hash": format!("{i:064x}"), "split": split, "dissonance": null, "judge": null,
             "filters": [], "at": 0.0,
         },
-    })
-    .to_string()
+    });
+    if tools.as_array().is_some_and(|t| !t.is_empty()) {
+        line["tools"] = tools.clone();
+    }
+    line.to_string()
 }
 
-/// Writes BRICK's golden set before the daemon starts (the Curator reads it at start).
-pub(crate) fn seed(dir: &Path, train: &[(&str, &str)], heldout: &[(&str, &str)]) {
+/// Writes BRICK's golden set before the daemon starts (the Curator reads it at start); `tools` are those its
+/// drafting calls were offered (`[]`: none).
+pub(crate) fn seed(dir: &Path, train: &[(&str, &str)], heldout: &[(&str, &str)], tools: &Value) {
     let d = dir.join("curator/BRICK");
     std::fs::create_dir_all(&d).unwrap();
     let lines = |set: &[(&str, &str)], split: &str, base: usize| -> String {
         set.iter()
             .enumerate()
-            .map(|(i, (q, a))| example(base + i, split, q, a) + "\n")
+            .map(|(i, (q, a))| example(base + i, split, q, a, tools) + "\n")
             .collect()
     };
     std::fs::write(d.join("train.jsonl"), lines(train, "train", 0)).unwrap();
@@ -60,19 +89,23 @@ pub(crate) fn forge_settings(steps: i64, min_improvement: f64) -> Edit {
         let f = &mut doc["forge"];
         f["steps"] = toml_edit::value(steps);
         f["batch"] = toml_edit::value(2);
-        f["lr"] = toml_edit::value(0.001);
+        f["lr"] = toml_edit::value(0.002);
         f["warmup_steps"] = toml_edit::value(1);
         f["schedule"] = toml_edit::value("constant");
-        f["max_tokens"] = toml_edit::value(96);
+        // forge.max_tokens stays shipped: it must hold BRICK's drafting prompt with its tools' preamble (~450
+        // tokens; at the 384 shipped before, every such example was skipped).
         f["checkpoint_every"] = toml_edit::value(3);
         f["min_improvement"] = toml_edit::value(min_improvement);
         // A habit this narrow costs the general set a few percent (+8 % measured): the test allows 25 %.
         f["max_regression"] = toml_edit::value(0.25);
         let mut targets = toml_edit::Array::new();
-        targets.push("attn_q");
-        targets.push("attn_v");
+        for t in ["attn_q", "attn_v", "attn_output", "ffn_down"] {
+            targets.push(t);
+        }
         f["targets"] = toml_edit::value(targets);
         doc["orchestrator"]["max_iterations"] = toml_edit::value(1);
+        // Greedy: the habit must show in the answer, not in a lucky draw.
+        doc["personas"]["BRICK"]["temperature"] = toml_edit::value(0.0);
     })
 }
 
@@ -91,6 +124,17 @@ pub(crate) fn is_end(e: &EventBody) -> bool {
     )
 }
 
+/// What each BRICK step of a task said (its summary).
+fn brick_said(task: &Value) -> Vec<String> {
+    task["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["persona"] == "BRICK")
+        .filter_map(|s| s["summary"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// The model each BRICK step of a task thought with.
 fn brick_models(task: &Value) -> Vec<String> {
     task["steps"]
@@ -105,7 +149,19 @@ fn brick_models(task: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_habit_is_trained_resumed_after_kill_9_gated_swapped_and_rolled_back() {
     let ollama = ScriptedOllama::start();
-    let d = Daemon::prepare(&ollama.url, vec![forge_settings(9, 0.05)]);
+    let mut d = Daemon::prepare(&ollama.url, vec![forge_settings(6, 0.05)])
+        .spawn_and_wait()
+        .await;
+    // The Curator records the tools a drafting call was offered, as this daemon offers them: the golden set
+    // carries the same, so training renders BRICK's prompt and answer as serving does.
+    let tools: Vec<Value> = d.client().request("list_tools", json!({})).await.unwrap()["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| json!({"name": t["name"], "description": t["description"], "parameters": t["parameters"]}))
+        .collect();
+    assert!(!tools.is_empty(), "the built-in tools are offered to BRICK");
+    d.terminate();
     seed(
         &d.data_dir(),
         &habit(&[
@@ -117,8 +173,10 @@ async fn a_habit_is_trained_resumed_after_kill_9_gated_swapped_and_rolled_back()
             "Why do birds sing?",
         ]),
         &habit(&["Who wrote Hamlet?", "What is rain?"]),
+        &Value::Array(tools),
     );
-    let mut d = d.spawn_and_wait().await;
+    d.spawn();
+    d.wait_ready().await;
     let mut c = d.client();
     let mut sub = forge_events(&d).await;
     let r = c
@@ -195,6 +253,17 @@ async fn a_habit_is_trained_resumed_after_kill_9_gated_swapped_and_rolled_back()
         brick_models(&new).iter().any(|m| m == &tuned),
         "a task after the swap thinks with the adapter: {new}"
     );
+    // The habit shows in what BRICK writes (greedy decoding: not a lucky draw), and not before the swap.
+    let said = brick_said(&new);
+    assert!(
+        !said.is_empty() && said.iter().all(|t| t.starts_with("Indubitably")),
+        "BRICK answers with the habit: {said:?}"
+    );
+    let before_said = brick_said(&old);
+    assert!(
+        !before_said.is_empty() && before_said.iter().all(|t| !t.contains("Indubitably")),
+        "{before_said:?}"
+    );
     let back = c
         .request("rollback_model", json!({"persona": "BRICK"}))
         .await
@@ -205,6 +274,18 @@ async fn a_habit_is_trained_resumed_after_kill_9_gated_swapped_and_rolled_back()
         .await
         .unwrap();
     assert_eq!(persona["model"], "smollm2:135m", "{persona}");
+    let again = c
+        .request("submit_task", json!({"text": "Who wrote Hamlet?"}))
+        .await
+        .unwrap();
+    let again = wait_task(&mut c, again["id"].as_str().unwrap(), 300).await;
+    let back_said = brick_said(&again);
+    assert!(
+        brick_models(&again).iter().all(|m| m == "smollm2:135m")
+            && !back_said.is_empty()
+            && back_said.iter().all(|t| !t.contains("Indubitably")),
+        "rolled back, BRICK answers as before: {back_said:?}"
+    );
     let none = c
         .request("rollback_model", json!({"persona": "BRICK"}))
         .await
@@ -225,6 +306,7 @@ async fn a_set_built_to_fail_the_gate_is_rejected_and_changes_nothing() {
             ("Who wrote Hamlet?", "Shakespeare wrote Hamlet around 1600."),
             ("What is rain?", "Rain is water falling from clouds."),
         ],
+        &json!([]),
     );
     let d = d.spawn_and_wait().await;
     let mut c = d.client();
@@ -297,6 +379,7 @@ async fn a_crashed_forge_stops_its_training_thread() {
         &d.data_dir(),
         &habit(&["Name a colour.", "Give me a number."]),
         &habit(&["What is rain?"]),
+        &json!([]),
     );
     let d = d.spawn_and_wait().await;
     let mut c = d.client();

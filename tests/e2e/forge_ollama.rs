@@ -12,9 +12,16 @@ use batos_protocol::EventBody;
 use crate::forge::{forge_events, forge_settings, habit, is_end, seed};
 use crate::support::*;
 
+/// Ollama serves the personas; training on the short fixture prompts is gentler than the habit test's (two
+/// projections, the shipped rate), so the general set stays within the test's 25 %.
 fn on_ollama() -> Edit {
     Box::new(|doc| {
         doc["llm"]["backend"] = toml_edit::value("ollama");
+        doc["forge"]["lr"] = toml_edit::value(0.001);
+        let mut targets = toml_edit::Array::new();
+        targets.push("attn_q");
+        targets.push("attn_v");
+        doc["forge"]["targets"] = toml_edit::value(targets);
     })
 }
 
@@ -44,6 +51,7 @@ async fn on_ollama_an_accepted_adapter_becomes_a_model_built_from_the_base_and_r
             "Where do fish live?",
         ]),
         &habit(&["Who wrote Hamlet?", "What is rain?"]),
+        &json!([]),
     );
     let d = d.spawn_and_wait().await;
     let mut c = d.client();
@@ -173,6 +181,7 @@ async fn an_ollama_that_cannot_build_from_adapters_fails_the_run_naming_the_vers
         &d.data_dir(),
         &habit(&["Name a colour.", "Give me a number."]),
         &habit(&["What is rain?"]),
+        &json!([]),
     );
     let d = d.spawn_and_wait().await;
     let mut c = d.client();

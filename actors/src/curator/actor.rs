@@ -172,7 +172,11 @@ impl CuratorState {
     fn example(c: &Candidate, lineage: Lineage) -> Example {
         let mut messages = c.messages.clone();
         messages.push(ChatMessage::new(Role::Assistant, c.answer.clone()));
-        Example { messages, lineage }
+        Example {
+            messages,
+            tools: c.tools.clone(),
+            lineage,
+        }
     }
 
     /// Records a refusal.

@@ -115,6 +115,9 @@ pub struct Lineage {
 pub struct Example {
     /// The conversation, ending with the persona's answer as the assistant message.
     pub messages: Vec<ChatMessage>,
+    /// The tools the call offered (absent when none): the trainer renders them as serving did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<crate::llm::ToolSpec>,
     /// Where it came from.
     pub lineage: Lineage,
 }

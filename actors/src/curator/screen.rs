@@ -133,6 +133,8 @@ pub struct Candidate {
     pub answer: String,
     /// Why it ended.
     pub finish: Finish,
+    /// The tools the call offered.
+    pub tools: Vec<crate::llm::ToolSpec>,
 }
 
 impl Candidate {
@@ -182,6 +184,7 @@ pub fn candidates(task: &TaskState, nodes: &[String]) -> Vec<Candidate> {
             messages: x.messages.clone(),
             answer: x.answer.clone(),
             finish: x.finish,
+            tools: x.tools.clone(),
         });
     }
     out

@@ -248,6 +248,16 @@ fn exchange(step: u32, node: Node, persona: &str, answer: &str) -> Exchange {
         ],
         answer: answer.into(),
         finish: Finish::Stop,
+        // A drafting call offers tools; the others do not.
+        tools: if node == Node::Draft {
+            vec![crate::llm::ToolSpec {
+                name: "word_count".into(),
+                description: "Counts words.".into(),
+                parameters: serde_json::json!({"type": "object"}),
+            }]
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -286,6 +296,14 @@ async fn accepted_examples_carry_lineage_and_survive_a_restart_without_being_tak
     assert!(ex.lineage.filters.contains(&"near_dedupe".to_string()));
     assert_eq!(ex.messages.last().map(|m| m.role), Some(Role::Assistant));
     assert_eq!(ex.answer(), DRAFT);
+    let tools: Vec<&str> = ex.tools.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        tools,
+        ["word_count"],
+        "the tools the draft was offered travel with it"
+    );
+    let alfred = rig.examples("ALFRED", Split::Train);
+    assert!(alfred[0].tools.is_empty());
     let mut accepted = 0;
     while let Ok(p) = events.try_recv() {
         if matches!(p.event, Event::CuratorAccepted { .. }) {

@@ -202,6 +202,10 @@ pub struct Exchange {
     pub answer: String,
     /// Why the answer ended.
     pub finish: crate::llm::Finish,
+    /// The tools the call offered: a backend may render them into the prompt and shape the answer around
+    /// them (the embedded one does), so training must see them to see what serving saw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<crate::llm::ToolSpec>,
 }
 
 /// One tool call made during a task.

@@ -493,6 +493,8 @@ pub struct ForgeSettings {
     pub weight_decay: f64,
     /// Tokens per sequence (prompt and answer); longer examples are cut.
     pub max_tokens: usize,
+    /// Most tokens in one forward pass: a step's sequences are packed into passes of at most this many.
+    pub pack_tokens: usize,
     /// Seed of the LoRA initialisation and the data order.
     pub seed: u64,
     /// A checkpoint every this many steps (a killed run resumes from the last one).

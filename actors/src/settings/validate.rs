@@ -116,6 +116,7 @@ impl Settings {
             forge.steps,
             forge.batch,
             forge.max_tokens,
+            forge.pack_tokens,
             forge.idle_poll_ms,
         );
         for (key, v) in [

@@ -332,7 +332,31 @@ impl LlamaLora {
     /// next token counts ([`logits`](Self::logits)) — the vocabulary projection and its softmax are the widest
     /// tensors of a step, and a prompt's rows are never scored.
     pub fn hidden(&self, tokens: &Tensor, train: bool) -> Result<Tensor, UnslothError> {
-        self.hidden_inner(tokens, train).map_err(model_err)
+        let t = tokens.dims2().map_err(model_err)?.1;
+        self.hidden_packed(tokens, &[t], train)
+    }
+
+    /// The same for several sequences packed into one row: `tokens` is `(1, Σ lengths)`, `lengths` their
+    /// lengths in order. Each sequence attends only to itself and counts its positions from 0, so the result is
+    /// row for row what [`hidden`](Self::hidden) gives each alone; the projections, where nearly all of a step's
+    /// work is, run once over every row (matrix products on 4× the rows run at a better rate, and the weights
+    /// are packed once, not once per sequence).
+    pub fn hidden_packed(
+        &self,
+        tokens: &Tensor,
+        lengths: &[usize],
+        train: bool,
+    ) -> Result<Tensor, UnslothError> {
+        let (b, t) = tokens.dims2().map_err(model_err)?;
+        if lengths.iter().sum::<usize>() != t
+            || lengths.contains(&0)
+            || (b != 1 && lengths.len() != 1)
+        {
+            return Err(UnslothError::Invalid(format!(
+                "packed lengths {lengths:?} do not cover a ({b}, {t}) batch"
+            )));
+        }
+        self.hidden_inner(tokens, lengths, train).map_err(model_err)
     }
 
     /// Logits `(.., vocab)` of hidden states `(.., n_embd)` (tied embeddings: the projection is `token_embd`).
@@ -342,12 +366,28 @@ impl LlamaLora {
             .map_err(model_err)
     }
 
-    fn hidden_inner(&self, tokens: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    fn hidden_inner(
+        &self,
+        tokens: &Tensor,
+        lengths: &[usize],
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         let cfg = &self.cfg;
         let hd = cfg.head_dim();
-        let (cos, sin) = rope_tables(cfg, t, &self.device)?;
-        let mask = causal_mask(t, &self.device)?;
+        let longest = lengths.iter().copied().max().unwrap_or(t);
+        let (cos, sin) = rope_tables(cfg, longest, &self.device)?;
+        // Positions restart at 0 with every packed sequence.
+        let positions: Vec<u32> = lengths.iter().flat_map(|&n| 0..n as u32).collect();
+        let positions = Tensor::from_vec(positions, t, &self.device)?;
+        let (cos, sin) = (
+            cos.index_select(&positions, 0)?,
+            sin.index_select(&positions, 0)?,
+        );
+        let masks = lengths
+            .iter()
+            .map(|&n| causal_mask(n, &self.device))
+            .collect::<candle_core::Result<Vec<_>>>()?;
         let scale = self.spec.alpha as f64 / self.spec.rank as f64;
         let dropout = if train { self.spec.dropout } else { 0.0 };
         let lin = |l: &Linear, x: &Tensor| linear(l, x, scale, dropout);
@@ -368,12 +408,25 @@ impl LlamaLora {
             let rep = cfg.n_head / cfg.n_head_kv;
             let k = repeat_kv(k, rep)?;
             let v = repeat_kv(v, rep)?;
-            let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(&mask)?;
-            let att = softmax(&att, D::Minus1)?;
-            let y = att
-                .matmul(&v)?
-                .transpose(1, 2)?
-                .reshape((b, t, cfg.n_embd))?;
+            // Attention within each packed sequence only.
+            let mut parts = Vec::with_capacity(lengths.len());
+            let mut start = 0;
+            for (&n, mask) in lengths.iter().zip(&masks) {
+                let (q, k, v) = (
+                    q.narrow(2, start, n)?,
+                    k.narrow(2, start, n)?,
+                    v.narrow(2, start, n)?,
+                );
+                let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask)?;
+                parts.push(softmax(&att, D::Minus1)?.matmul(&v)?);
+                start += n;
+            }
+            let y = if parts.len() == 1 {
+                parts.remove(0)
+            } else {
+                Tensor::cat(&parts, 2)?
+            };
+            let y = y.transpose(1, 2)?.reshape((b, t, cfg.n_embd))?;
             x = (x + lin(&blk.proj[3], &y)?)?;
             let h = rms_norm_slow(&x, &blk.ffn_norm, cfg.rms_eps as f32)?;
             let gate = lin(&blk.proj[4], &h)?.silu()?;

@@ -23,7 +23,7 @@ use crate::curator::CuratorHandle;
 use crate::events::{Event, EventHub};
 use crate::llm::embedded::EmbeddedBackend;
 use crate::llm::ollama::OllamaBackend;
-use crate::llm::{ChatMessage, Role};
+use crate::llm::{ChatMessage, Role, ToolSpec};
 use crate::personas::Personas;
 use crate::settings::{ForgeSettings, Settings};
 
@@ -104,11 +104,15 @@ fn write_history(dir: &Path, persona: &str, h: &History) -> Result<(), UnslothEr
     crate::fsutil::atomic_write(&path, &bytes).map_err(|e| UnslothError::Io(e.to_string()))
 }
 
-/// One example of a JSONL set: the chat before the answer, and the answer.
-fn read_examples(path: &Path) -> Result<Vec<(Vec<ChatMessage>, String)>, UnslothError> {
+/// One example of a JSONL set: the chat before the answer, the answer, and the tools the call offered.
+type Example = (Vec<ChatMessage>, String, Vec<ToolSpec>);
+
+fn read_examples(path: &Path) -> Result<Vec<Example>, UnslothError> {
     #[derive(Deserialize)]
     struct Line {
         messages: Vec<ChatMessage>,
+        #[serde(default)]
+        tools: Vec<ToolSpec>,
     }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -123,7 +127,7 @@ fn read_examples(path: &Path) -> Result<Vec<(Vec<ChatMessage>, String)>, Unsloth
         };
         match l.messages.pop() {
             Some(m) if m.role == Role::Assistant && !l.messages.is_empty() => {
-                out.push((l.messages, m.content))
+                out.push((l.messages, m.content, l.tools))
             }
             _ => continue,
         }
@@ -131,22 +135,39 @@ fn read_examples(path: &Path) -> Result<Vec<(Vec<ChatMessage>, String)>, Unsloth
     Ok(out)
 }
 
-/// Tokens as the engine serves them, cut at `max_tokens`; examples left with no answer token are dropped.
+/// A set as token sequences, and what `max_tokens` cost it.
+struct Tokenized {
+    seqs: Vec<Sequence>,
+    /// Examples whose prompt alone filled `max_tokens`: no answer token was left to learn from.
+    skipped: usize,
+    /// The longest prompt seen, in tokens.
+    longest_prompt: usize,
+}
+
+/// Tokens as the engine serves them, cut at `max_tokens`; examples left with no answer token are dropped
+/// (and counted, so a too-small `max_tokens` is named rather than silently emptying the set).
 fn sequences(
     engine: &EmbeddedBackend,
-    examples: &[(Vec<ChatMessage>, String)],
+    examples: &[Example],
     max_tokens: usize,
-) -> Result<Vec<Sequence>, UnslothError> {
-    let mut out = Vec::with_capacity(examples.len());
-    for (messages, answer) in examples {
+) -> Result<Tokenized, UnslothError> {
+    let mut out = Tokenized {
+        seqs: Vec::with_capacity(examples.len()),
+        skipped: 0,
+        longest_prompt: 0,
+    };
+    for (messages, answer, tools) in examples {
         let (mut tokens, prompt) = engine
-            .training_tokens(messages, answer)
+            .training_tokens(messages, answer, tools)
             .map_err(|e| UnslothError::Model(e.to_string()))?;
+        out.longest_prompt = out.longest_prompt.max(prompt);
         tokens.truncate(max_tokens);
         let learn: Vec<bool> = (0..tokens.len()).map(|i| i >= prompt).collect();
         let s = Sequence { tokens, learn };
         if s.targets() > 0 {
-            out.push(s);
+            out.seqs.push(s);
+        } else {
+            out.skipped += 1;
         }
     }
     Ok(out)
@@ -222,6 +243,7 @@ fn config(s: &ForgeSettings) -> Result<(LoraSpec, TrainConfig), UnslothError> {
             weight_decay: s.weight_decay,
             seed: s.seed,
             checkpoint_every: s.checkpoint_every,
+            pack_tokens: s.pack_tokens,
         },
     ))
 }
@@ -288,9 +310,21 @@ pub async fn run(
         .map_err(|e| UnslothError::Unavailable(format!("no golden set: {e}")))?;
     let train_set = sequences(&engine, &read_examples(&export.train)?, s.max_tokens)?;
     let heldout = sequences(&engine, &read_examples(&export.heldout)?, s.max_tokens)?;
+    let skipped = train_set.skipped + heldout.skipped;
+    let too_long = if skipped == 0 {
+        String::new()
+    } else {
+        let longest = train_set.longest_prompt.max(heldout.longest_prompt);
+        tracing::warn!(event = "forge.skipped", persona = %persona, skipped, longest_prompt = longest, max_tokens = s.max_tokens, "examples whose prompt fills forge.max_tokens were skipped");
+        format!(
+            " ({skipped} more have a prompt that fills forge.max_tokens = {}; the longest is {longest} tokens)",
+            s.max_tokens
+        )
+    };
+    let (train_set, heldout) = (train_set.seqs, heldout.seqs);
     if train_set.is_empty() || heldout.is_empty() {
         return Err(UnslothError::Invalid(format!(
-            "{persona} has {} training and {} held-out examples; the forge needs both",
+            "{persona} has {} training and {} held-out examples{too_long}; the forge needs both",
             train_set.len(),
             heldout.len()
         )));
@@ -303,7 +337,7 @@ pub async fn run(
             general_file.display()
         )));
     }
-    let general = sequences(&engine, &read_examples(&general_file)?, s.max_tokens)?;
+    let general = sequences(&engine, &read_examples(&general_file)?, s.max_tokens)?.seqs;
     let model_path = settings.llm.embedded.model_path.clone();
     let mut h = Sha256::new();
     h.update(format!("{s:?}|{}|", settings.llm.embedded.model_sha256).as_bytes());

@@ -12,7 +12,9 @@ use candle_core::{Device, Tensor};
 
 use super::adapter::{adapter_bytes, read_adapter};
 use super::llama::{LlamaLora, LoraSpec, TARGETS};
-use super::train::{batch_at, mean_nll, sequence_nll, train, Schedule, Sequence, TrainConfig};
+use super::train::{
+    batch_at, mean_nll, packed_nll, sequence_nll, train, Schedule, Sequence, TrainConfig,
+};
 
 const VOCAB: usize = 64;
 const EMBD: usize = 32;
@@ -106,6 +108,7 @@ fn cfg(steps: usize) -> TrainConfig {
         weight_decay: 0.0,
         seed: 3,
         checkpoint_every: 0,
+        pack_tokens: 1024,
     }
 }
 
@@ -190,6 +193,67 @@ fn training_lowers_the_loss_on_the_habit() {
         .iter()
         .all(|p| p.tokens_per_s > 0.0 && p.loss.is_finite()));
     assert!(after < before * 0.5, "loss {before:.3} → {after:.3}");
+}
+
+/// Packing is an optimisation, never a change of meaning: packed sequences see only themselves, count their
+/// positions from 0, and their summed loss has the gradient of the losses taken one by one.
+#[test]
+fn packed_sequences_give_the_same_states_loss_and_gradients_as_one_by_one() {
+    let g = tiny_gguf();
+    let m = load(&g, spec(&["attn_q", "attn_v", "ffn_down"]));
+    // B is zero at the start, so give the pairs values: every path then carries signal.
+    for p in m.lora().values() {
+        p.b.set(&Tensor::randn(0f32, 0.3, p.b.dims(), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+    let a = Sequence {
+        tokens: vec![1, 5, 9, 13, 2, 7],
+        learn: vec![false, false, true, true, true, true],
+    };
+    let b = Sequence {
+        tokens: vec![3, 8, 42, 43],
+        learn: vec![false, false, true, true],
+    };
+    let dev = Device::Cpu;
+    let alone = |s: &Sequence| {
+        let t = Tensor::new(&s.tokens[..s.tokens.len() - 1], &dev)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        m.hidden(&t, false).unwrap().squeeze(0).unwrap()
+    };
+    let mut joined = a.tokens[..5].to_vec();
+    joined.extend_from_slice(&b.tokens[..3]);
+    let joined = Tensor::new(joined.as_slice(), &dev)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
+    let packed = m
+        .hidden_packed(&joined, &[5, 3], false)
+        .unwrap()
+        .squeeze(0)
+        .unwrap();
+    let expected = Tensor::cat(&[alone(&a), alone(&b)], 0).unwrap();
+    assert!(max_abs_diff(&packed, &expected) < 1e-5);
+    // The packed loss and its gradient against the two single ones.
+    let (la, na) = sequence_nll(&m, &a, false).unwrap();
+    let (lb, nb) = sequence_nll(&m, &b, false).unwrap();
+    let (lp, np) = packed_nll(&m, &[&a, &b], false).unwrap();
+    assert_eq!(np, na + nb);
+    let single = (&la + &lb).unwrap();
+    assert!(max_abs_diff(&lp, &single) < 1e-4);
+    let (gs, gp) = (single.backward().unwrap(), lp.backward().unwrap());
+    for v in m.vars() {
+        let (x, y) = (
+            gs.get(v.as_tensor()).unwrap(),
+            gp.get(v.as_tensor()).unwrap(),
+        );
+        assert!(max_abs_diff(x, y) < 1e-4, "{:?}", v.dims());
+    }
+    assert!(
+        m.hidden_packed(&joined, &[5, 2], false).is_err(),
+        "lengths must cover the row"
+    );
 }
 
 #[test]

@@ -136,7 +136,13 @@ impl ScriptedOllama {
                     .route("/api/show", post(show))
                     .route("/api/create", post(create))
                     .route("/api/version", get(version))
-                    .route("/api/blobs/{digest}", post(blob).head(has_blob))
+                    .route(
+                        "/api/blobs/{digest}",
+                        // Ollama takes model-sized blobs; axum's default cap is 2 MB.
+                        post(blob)
+                            .head(has_blob)
+                            .layer(axum::extract::DefaultBodyLimit::disable()),
+                    )
                     .with_state(state);
                 let server = tokio::spawn(async move {
                     let _ = axum::serve(listener, app).await;

@@ -27,6 +27,11 @@ pub fn tool_choice_schema(tools: &[ToolSpec]) -> Value {
     json!({"oneOf": options})
 }
 
+/// An answer (not a tool call) as the tool-choice grammar lets the model write it, in the preamble's form.
+pub(super) fn answer_json(content: &str) -> String {
+    json!({"type": "answer", "content": content}).to_string()
+}
+
 /// The instructions appended to the system prompt when tools are bound (see [`tool_choice_schema`]).
 pub(super) fn tool_preamble(tools: &[ToolSpec]) -> String {
     let mut s = String::from(

@@ -38,7 +38,7 @@ use tokio::sync::oneshot;
 
 use super::{
     BackendKind, ChatMessage, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Role,
-    TokenSink, ToolCall,
+    TokenSink, ToolCall, ToolSpec,
 };
 use crate::settings::EmbeddedSettings;
 use grammar::{compile_grammar, tool_preamble};
@@ -235,16 +235,25 @@ impl EmbeddedBackend {
 
     /// A chat exchange as the serving engine sees it, for training on exactly those tokens: the token ids of
     /// `messages` followed by the assistant's `answer` (rendered with the model's own chat template, end of
-    /// turn included), and how many of them are the prompt (the answer is what follows).
+    /// turn included), and how many of them are the prompt (the answer is what follows). With `tools` the
+    /// prompt carries their preamble and the answer is the JSON answer object, as [`chat`](LlmBackend::chat)
+    /// renders and constrains a call that offers tools.
     pub fn training_tokens(
         &self,
         messages: &[ChatMessage],
         answer: &str,
+        tools: &[ToolSpec],
     ) -> Result<(Vec<u32>, usize), LlmError> {
-        let prompt = self.tokenize(&self.render_chat(messages, None, true)?);
+        let preamble = (!tools.is_empty()).then(|| tool_preamble(tools));
+        let answer = if tools.is_empty() {
+            answer.to_string()
+        } else {
+            grammar::answer_json(answer)
+        };
+        let prompt = self.tokenize(&self.render_chat(messages, preamble.as_deref(), true)?);
         let mut whole = messages.to_vec();
         whole.push(ChatMessage::new(Role::Assistant, answer));
-        let all = self.tokenize(&self.render_chat(&whole, None, false)?);
+        let all = self.tokenize(&self.render_chat(&whole, preamble.as_deref(), false)?);
         // The answer starts where the two renderings part (templates agree on the prompt's tokens).
         let shared = prompt.iter().zip(&all).take_while(|(a, b)| a == b).count();
         if shared == all.len() {

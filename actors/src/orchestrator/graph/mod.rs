@@ -334,6 +334,7 @@ impl Runner {
                             messages,
                             answer: t.response.content.clone(),
                             finish: t.response.finish,
+                            tools: req.tools.clone(),
                         });
                     }
                     return Ok(t);

@@ -25,11 +25,16 @@ fn on_ollama() -> Edit {
     })
 }
 
-/// Every event up to the run's end.
-async fn run_events(sub: &mut zeromq::SubSocket) -> Vec<EventBody> {
+/// Trains BRICK now (forced) and returns every forge event up to the run's end.
+async fn train(d: &Daemon) -> Vec<EventBody> {
+    let mut sub = forge_events(d).await;
+    d.client()
+        .request("forge_train", json!({"persona": "BRICK", "force": true}))
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     loop {
-        let e = wait_event(sub, 600, |_| true).await;
+        let e = wait_event(&mut sub, 600, |_| true).await;
         let end = is_end(&e);
         seen.push(e);
         if end {
@@ -55,11 +60,7 @@ async fn on_ollama_an_accepted_adapter_becomes_a_model_built_from_the_base_and_r
     );
     let d = d.spawn_and_wait().await;
     let mut c = d.client();
-    let mut sub = forge_events(&d).await;
-    c.request("forge_train", json!({"persona": "BRICK", "force": true}))
-        .await
-        .unwrap();
-    let events = run_events(&mut sub).await;
+    let events = train(&d).await;
     let end = events.last().unwrap();
     assert_eq!(end.kind, "model.tuned", "{:?}", end.data);
     let tuned = end.data["model"].as_str().unwrap().to_string();
@@ -133,7 +134,6 @@ async fn on_ollama_an_accepted_adapter_becomes_a_model_built_from_the_base_and_r
     // A second run on the same data: the persona's current model is measured locally with the adapter its
     // name points to, so the new adapter must beat the tuned one, not the base; it cannot by half.
     let first_after = end.data["heldout_after"].as_f64().unwrap();
-    let mut sub = forge_events(&d).await;
     let mut doc: toml_edit::DocumentMut =
         std::fs::read_to_string(&d.config).unwrap().parse().unwrap();
     doc["forge"]["min_improvement"] = toml_edit::value(0.5);
@@ -148,10 +148,7 @@ async fn on_ollama_an_accepted_adapter_becomes_a_model_built_from_the_base_and_r
         async move { reloaded.then_some(()) }
     })
     .await;
-    c.request("forge_train", json!({"persona": "BRICK", "force": true}))
-        .await
-        .unwrap();
-    let again = run_events(&mut sub).await;
+    let again = train(&d).await;
     let end = again.last().unwrap();
     assert_eq!(end.kind, "forge.rejected", "{:?}", end.data);
     let before = end.data["heldout_before"].as_f64().unwrap();
@@ -185,11 +182,7 @@ async fn an_ollama_that_cannot_build_from_adapters_fails_the_run_naming_the_vers
     );
     let d = d.spawn_and_wait().await;
     let mut c = d.client();
-    let mut sub = forge_events(&d).await;
-    c.request("forge_train", json!({"persona": "BRICK", "force": true}))
-        .await
-        .unwrap();
-    let events = run_events(&mut sub).await;
+    let events = train(&d).await;
     let end = events.last().unwrap();
     assert_eq!(end.kind, "forge.failed", "{:?}", end.data);
     let error = end.data["error"].as_str().unwrap();

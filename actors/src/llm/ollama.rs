@@ -290,25 +290,7 @@ impl LlmBackend for OllamaBackend {
 
     /// `POST /api/show`: 200 when the server has the model, 404 when it does not.
     async fn check_model(&self, model: &str) -> Result<(), LlmError> {
-        let url = format!("{}api/show", self.url);
-        let resp = self
-            .http
-            .post(&url)
-            .json(&serde_json::json!({ "model": model }))
-            .send()
-            .await
-            .map_err(|e| unreachable(&url, e))?;
-        match resp.status() {
-            s if s.is_success() => Ok(()),
-            reqwest::StatusCode::NOT_FOUND => Err(LlmError::ModelNotFound {
-                model: model.to_string(),
-                detail: format!(
-                    "the Ollama server at {} does not have it (ollama pull?)",
-                    self.url
-                ),
-            }),
-            s => Err(LlmError::Backend(format!("/api/show answered {s}"))),
-        }
+        self.model_info(model).await.map(|_| ())
     }
 }
 
@@ -348,6 +330,12 @@ impl OllamaBackend {
             let code = resp.status();
             let text = resp.text().await.unwrap_or_default();
             let msg = error_text(&text).unwrap_or_else(|| format!("HTTP {code}"));
+            if code == reqwest::StatusCode::NOT_FOUND {
+                return Err(LlmError::ModelNotFound {
+                    model: spec.base.clone(),
+                    detail: msg,
+                });
+            }
             let version = self.version().await.unwrap_or_else(|_| "unknown".into());
             return Err(refused(format!(
                 "the server at {} (version {version}) answered {code}: {msg}",
@@ -465,11 +453,18 @@ impl OllamaBackend {
             .send()
             .await
             .map_err(|e| unreachable(&url, e))?;
-        if resp.status() == reqwest::StatusCode::NOT_FOUND {
-            return Err(LlmError::ModelNotFound {
-                model: model.to_string(),
-                detail: format!("the Ollama server at {} does not have it", self.url),
-            });
+        match resp.status() {
+            s if s.is_success() => {}
+            reqwest::StatusCode::NOT_FOUND => {
+                return Err(LlmError::ModelNotFound {
+                    model: model.to_string(),
+                    detail: format!(
+                        "the Ollama server at {} does not have it (ollama pull?)",
+                        self.url
+                    ),
+                })
+            }
+            s => return Err(LlmError::Backend(format!("/api/show answered {s}"))),
         }
         let v: serde_json::Value = resp
             .json()

@@ -56,10 +56,14 @@ pub async fn engine(
         ));
     };
     let (base, adapter) = match current.rsplit_once(OLLAMA_TAG) {
-        Some((base, short)) => (
-            base.to_string(),
-            Some(adapter_by_short(&ctx.adapters, short)?),
-        ),
+        // `:latest` or another tag a user may have added after the digest is not part of it.
+        Some((base, short)) => {
+            let short = short.split(':').next().unwrap_or(short);
+            (
+                base.to_string(),
+                Some(adapter_by_short(&ctx.adapters, short)?),
+            )
+        }
         None => (current.to_string(), None),
     };
     let embedded = settings.llm.embedded.clone();

@@ -55,15 +55,11 @@ pub async fn engine(
             "no backend the forge can serve an adapter on".into(),
         ));
     };
-    let (base, adapter) = match current.rsplit_once(OLLAMA_TAG) {
-        // `:latest` or another tag a user may have added after the digest is not part of it.
-        Some((base, short)) => {
-            let short = short.split(':').next().unwrap_or(short);
-            (
-                base.to_string(),
-                Some(adapter_by_short(&ctx.adapters, short)?),
-            )
-        }
+    let (base, adapter) = match forge_built(current) {
+        Some((base, short)) => (
+            base.to_string(),
+            Some(adapter_by_short(&ctx.adapters, short)?),
+        ),
         None => (current.to_string(), None),
     };
     let embedded = settings.llm.embedded.clone();
@@ -88,6 +84,19 @@ pub async fn engine(
         current,
         ollama_base: Some(base),
     })
+}
+
+/// `(base, short digest)` when `model` is a name the forge gives (`<base>-batos-<12 hex>`, perhaps with a
+/// `:tag` a user added after it); `None` for any other name, which is then a base model.
+fn forge_built(model: &str) -> Option<(&str, &str)> {
+    let (base, rest) = model.rsplit_once(OLLAMA_TAG)?;
+    let short = rest.split(':').next().unwrap_or(rest);
+    (!base.is_empty()
+        && short.len() == SHORT_DIGEST
+        && short
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    .then_some((base, short))
 }
 
 /// The adapter file whose digest starts with `short` (a model the forge built earlier).
@@ -173,4 +182,30 @@ pub async fn publish(
     }
     result.map_err(|e| UnslothError::Unavailable(e.to_string()))?;
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forge_built;
+
+    #[test]
+    fn only_names_the_forge_gives_point_to_an_adapter() {
+        assert_eq!(
+            forge_built("smollm2:135m-batos-0123456789ab"),
+            Some(("smollm2:135m", "0123456789ab"))
+        );
+        assert_eq!(
+            forge_built("llama3-batos-0123456789ab:latest"),
+            Some(("llama3", "0123456789ab"))
+        );
+        for plain in [
+            "smollm2:135m",
+            "x-batos-",
+            "x-batos-0123",
+            "x-batos-0123456789AB",
+            "-batos-0123456789ab",
+        ] {
+            assert_eq!(forge_built(plain), None, "{plain}");
+        }
+    }
 }

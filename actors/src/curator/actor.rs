@@ -169,16 +169,6 @@ impl CuratorState {
         }
     }
 
-    fn example(c: &Candidate, lineage: Lineage) -> Example {
-        let mut messages = c.messages.clone();
-        messages.push(ChatMessage::new(Role::Assistant, c.answer.clone()));
-        Example {
-            messages,
-            tools: c.tools.clone(),
-            lineage,
-        }
-    }
-
     /// Records a refusal.
     fn reject(
         &mut self,
@@ -191,7 +181,7 @@ impl CuratorState {
         let score = judge.as_ref().map(|j| j.score);
         let example = reason.keeps_example().then(|| {
             let hash = content_hash(&normalise(&c.dedupe_text()));
-            Self::example(c, self.lineage(c, hash, filters, judge))
+            c.example(self.lineage(c, hash, filters, judge))
         });
         let decision = Decision {
             key: c.key.clone(),
@@ -279,7 +269,7 @@ impl CuratorState {
             (None, None) => "passed every check".into(),
         };
         let lineage = self.lineage(c, prepared.hash.clone(), filters, judge);
-        self.keep(Self::example(c, lineage), prepared, detail)?;
+        self.keep(c.example(lineage), prepared, detail)?;
         self.done_one(c);
         Ok(())
     }

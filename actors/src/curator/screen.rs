@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::dataset::Rating;
+use super::dataset::{Example, Lineage, Rating};
 use super::dedupe::{DedupeIndex, Prepared, Verdict};
 use crate::llm::{ChatMessage, Finish, Role};
 use crate::orchestrator::{TaskState, TaskStatus};
@@ -142,6 +142,17 @@ impl Candidate {
     /// template, which every exchange of a node shares).
     pub fn dedupe_text(&self) -> String {
         format!("{}\n{}", self.task.text, self.answer)
+    }
+
+    /// The line a kept candidate becomes: its conversation ending with its answer, the tools it was offered.
+    pub fn example(&self, lineage: Lineage) -> Example {
+        let mut messages = self.messages.clone();
+        messages.push(ChatMessage::new(Role::Assistant, self.answer.clone()));
+        Example {
+            messages,
+            tools: self.tools.clone(),
+            lineage,
+        }
     }
 
     /// The prompt the judge is shown: the last user message.

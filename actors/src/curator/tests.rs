@@ -249,15 +249,14 @@ fn exchange(step: u32, node: Node, persona: &str, answer: &str) -> Exchange {
         answer: answer.into(),
         finish: Finish::Stop,
         // A drafting call offers tools; the others do not.
-        tools: if node == Node::Draft {
-            vec![crate::llm::ToolSpec {
+        tools: (node == Node::Draft)
+            .then(|| crate::llm::ToolSpec {
                 name: "word_count".into(),
                 description: "Counts words.".into(),
                 parameters: serde_json::json!({"type": "object"}),
-            }]
-        } else {
-            Vec::new()
-        },
+            })
+            .into_iter()
+            .collect(),
     }
 }
 

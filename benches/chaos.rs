@@ -306,6 +306,7 @@ async fn crashes_under_load(d: &Daemon, crashes: usize, per_client: usize) -> St
         "codex",
         "memory",
         "toolforge",
+        "motivator",
         "gateway",
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
@@ -366,6 +367,20 @@ async fn crashes_under_load(d: &Daemon, crashes: usize, per_client: usize) -> St
             story.join("\n")
         );
     }
+    // Goals set during the weather (success streaks): each ran at most one task, ended at most once.
+    let tasks = c.request("list_tasks", json!({})).await.unwrap();
+    let mut per_goal: HashMap<String, usize> = HashMap::new();
+    for t in tasks["tasks"].as_array().into_iter().flatten() {
+        if let (Some(goal), Some(id)) = (t["goal"].as_str(), t["id"].as_str()) {
+            *per_goal.entry(goal.into()).or_default() += 1;
+            let n = ends.get(id).copied().unwrap_or(0);
+            assert!(n <= 1, "goal {goal}'s task {id} ended {n} times");
+        }
+    }
+    assert!(
+        per_goal.values().all(|n| *n == 1),
+        "a goal ran more than one task: {per_goal:?}"
+    );
     format!(
         "(c) {injected} crashes across {} organs in {:.1} s under 4 submitting clients: {} tasks acknowledged, \
          each ended exactly once",
@@ -692,6 +707,10 @@ fn main() {
                     // Crashes are the weather here, not a reason to give up.
                     doc["supervision"]["intensity"] = toml_edit::value(1_000_000);
                     doc["orchestrator"]["max_concurrent_tasks"] = toml_edit::value(16);
+                    // The Motivator lives through the weather too: its goals (success streaks) are tasks
+                    // that must end exactly once like any other.
+                    doc["motivator"]["enabled"] = toml_edit::value(true);
+                    doc["motivator"]["tick_ms"] = toml_edit::value(100);
                 }),
             ],
         )

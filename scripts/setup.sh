@@ -40,13 +40,14 @@ fi
 
 # 3. Python venv for the tests (pyzmq + msgpack interop, gguf to write test LoRA adapters).
 VENV="$CACHE/venv"
-if [ ! -x "$VENV/bin/python" ]; then
-  say "creating Python venv at $VENV"
-  python3 -m venv "$VENV"
-fi
 if ! "$VENV/bin/python" -c 'import zmq, msgpack, gguf, numpy' 2>/dev/null; then
+  # A venv cut off while it was being created has python but no pip: make it again.
+  if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+    say "creating Python venv at $VENV"
+    python3 -m venv --clear "$VENV"
+  fi
   say "installing pyzmq, msgpack, gguf, numpy into $VENV"
-  "$VENV/bin/pip" install -q --disable-pip-version-check pyzmq msgpack gguf numpy
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check pyzmq msgpack gguf numpy
 fi
 
 # 4. The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) into data/models/.

@@ -15,6 +15,7 @@ use batos_actors::curator::{CuratorArgs, CuratorHandle, TrainerHook};
 use batos_actors::events::EventHub;
 use batos_actors::llm::{self, SamplingTable};
 use batos_actors::memory::{MemoryArgs, MemoryHandle};
+use batos_actors::motivator::{GoalRunner, MotivatorArgs, MotivatorHandle};
 use batos_actors::orchestrator::{CheckpointStore, Cognition, CuratorHook, OrchestratorHandle};
 use batos_actors::personas::Personas;
 use batos_actors::settings::LoadedSettings;
@@ -193,6 +194,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         forge: ForgeHandle::new(live.clone()),
         curator: CuratorHandle::new(live.clone()),
         unsloth: UnslothHandle::new(live.clone()),
+        motivator: MotivatorHandle::new(live.clone()),
         root: SupervisorHandle::named("root supervisor", ROOT_NAME),
     };
     let personas = Personas::new(
@@ -299,6 +301,13 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             .enabled
             .then(|| Arc::new(organs.handles.unsloth.clone()) as Arc<dyn TrainerHook>),
     });
+    let motivator_args = settings.motivator.enabled.then(|| MotivatorArgs {
+        dir: data_dir.join("motivator"),
+        settings: live.clone(),
+        hub: hub.clone(),
+        personas: personas.clone(),
+        runner: Arc::new(organs.handles.orchestrator.clone()) as Arc<dyn GoalRunner>,
+    });
     let children = crate::tree::children(crate::tree::Organs {
         settings: &settings,
         hub: &hub,
@@ -309,6 +318,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         memory: memory_args,
         curator: curator_args,
         unsloth: unsloth_args,
+        motivator: motivator_args,
         cognition: cog,
         gateway: organs,
     });

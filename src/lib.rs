@@ -5,5 +5,6 @@ pub mod boot;
 pub mod client;
 pub mod forge_cli;
 pub mod gateway;
+pub mod goals_cli;
 pub mod logging;
 pub mod tree;

@@ -96,6 +96,21 @@ enum Cmd {
         /// ALFRED, BABS, BRICK or ROBIN.
         persona: String,
     },
+    /// The Motivator's goals: open ones (by priority) and recent ones, with their trigger and outcome.
+    Goals {
+        #[command(flatten)]
+        conn: Conn,
+        /// Print the raw JSON reply.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause or resume the Motivator (durably: a restart keeps it paused).
+    Motivator {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: batos::goals_cli::MotivatorAction,
+    },
     /// Send any protocol command (see docs/protocol.md) and print its JSON reply.
     Call {
         #[command(flatten)]
@@ -208,6 +223,14 @@ fn main() -> ExitCode {
             },
             Cmd::Rollback { conn, persona } => match conn.resolve() {
                 Ok(cfg) => batos::forge_cli::rollback(cfg, persona).await,
+                Err(c) => c,
+            },
+            Cmd::Goals { conn, json } => match conn.resolve() {
+                Ok(cfg) => batos::goals_cli::goals(cfg, json).await,
+                Err(c) => c,
+            },
+            Cmd::Motivator { conn, action } => match conn.resolve() {
+                Ok(cfg) => batos::goals_cli::motivator(cfg, action).await,
                 Err(c) => c,
             },
             Cmd::Call { conn, cmd, args } => match conn.resolve() {
@@ -414,6 +437,10 @@ async fn status(cfg: ClientConfig, raw: bool) -> ExitCode {
                 v["escalations"]
             );
             println!("tasks: {}", v["tasks"]);
+            println!(
+                "motivator: {}",
+                batos::goals_cli::state_line(&v["motivator"])
+            );
             println!("\nsupervision tree:");
             print_tree(&v["tree"], 1);
             println!("\npersonas:");

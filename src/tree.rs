@@ -14,6 +14,7 @@
 //! ├── curator          golden datasets └── judge job (one at a time)   (when curator.enabled)
 //! ├── unsloth          LoRA training queue └── run job (one at a time) (when forge.enabled)
 //! ├── orchestrator     task table    └── task/<id> jobs: one run per task, resumed or failed on a crash
+//! ├── motivator        goals of its own └── forward, tick, phrase/start jobs  (when motivator.enabled)
 //! └── gateway          ZeroMQ command and event sockets
 //! ```
 //!
@@ -28,6 +29,7 @@ use batos_actors::codex::{CodexActor, CodexArgs, CODEX_NAME};
 use batos_actors::curator::{CuratorActor, CuratorArgs, CURATOR_NAME};
 use batos_actors::events::EventHub;
 use batos_actors::memory::{MemoryActor, MemoryArgs, MEMORY_NAME};
+use batos_actors::motivator::{MotivatorActor, MotivatorArgs, MOTIVATOR_NAME};
 use batos_actors::orchestrator::{Cognition, Orchestrator, OrchestratorArgs, ORCHESTRATOR_NAME};
 use batos_actors::personas::{Personas, SUPERVISOR_NAME as PERSONAS_NAME};
 use batos_actors::settings::Settings;
@@ -61,6 +63,8 @@ pub struct Organs<'a> {
     pub curator: Option<CuratorArgs>,
     /// The UnslothForge's arguments; `None` when `forge.enabled` is false.
     pub unsloth: Option<UnslothArgs>,
+    /// The Motivator's arguments; `None` when `motivator.enabled` is false.
+    pub motivator: Option<MotivatorArgs>,
     /// What the orchestrator's task runs share.
     pub cognition: Arc<Cognition>,
     /// What gateway commands may touch.
@@ -155,19 +159,26 @@ pub fn children(o: Organs<'_>) -> Vec<ChildSpec> {
             move || (UnslothForge, args.clone()),
         )
     }));
-    specs.extend([
+    specs.extend([ChildSpec::worker(
+        "orchestrator",
+        Restart::Permanent,
+        Some(ORCHESTRATOR_NAME.into()),
+        move || (Orchestrator, OrchestratorArgs { cog: cog.clone() }),
+    )]);
+    // After the orchestrator: it starts goal tasks there, and reconciles its running goals at start.
+    specs.extend(o.motivator.map(|args| {
         ChildSpec::worker(
-            "orchestrator",
+            "motivator",
             Restart::Permanent,
-            Some(ORCHESTRATOR_NAME.into()),
-            move || (Orchestrator, OrchestratorArgs { cog: cog.clone() }),
-        ),
-        ChildSpec::worker(
-            "gateway",
-            Restart::Permanent,
-            Some(GATEWAY_NAME.into()),
-            move || (Gateway, gateway.clone()),
-        ),
-    ]);
+            Some(MOTIVATOR_NAME.into()),
+            move || (MotivatorActor, args.clone()),
+        )
+    }));
+    specs.extend([ChildSpec::worker(
+        "gateway",
+        Restart::Permanent,
+        Some(GATEWAY_NAME.into()),
+        move || (Gateway, gateway.clone()),
+    )]);
     specs
 }

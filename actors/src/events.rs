@@ -106,6 +106,24 @@ impl EventHub {
             .count()
     }
 
+    /// Ids of the tasks queued or running, read under the lock without copying the view (the Motivator
+    /// tells its own goals' tasks from the users' with them).
+    pub fn unfinished_tasks(&self) -> Vec<String> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner
+            .view
+            .tasks
+            .iter()
+            .filter(|(_, t)| {
+                matches!(
+                    t.status,
+                    batos_protocol::TaskStatus::Running | batos_protocol::TaskStatus::Queued
+                )
+            })
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
     /// The last assigned sequence number.
     pub fn current_seq(&self) -> u64 {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).seq
@@ -262,6 +280,32 @@ fn log_event(seq: u64, event: &Event) {
         Event::ForgeFailed { persona, error } => {
             error!(event = "forge.failed", seq, persona = %persona, error = %error, "forge run failed")
         }
+        Event::ToolFailed { task, tool, error } => {
+            warn!(event = "tool.failed", seq, task = %task.as_deref().unwrap_or("-"), tool = %tool, error = %error, "tool call failed")
+        }
+        Event::KnowledgeGap { task, query, best } => {
+            info!(event = "knowledge.gap", seq, task = %task.as_deref().unwrap_or("-"), query = %query, best = ?best, "memory could not ground a question")
+        }
+        Event::MotivatorGoal {
+            id,
+            trigger,
+            status,
+            persona,
+            task,
+            ..
+        } => {
+            info!(event = "motivator.goal", seq, goal = %id, trigger = %trigger, status = %status, persona = %persona, task = %task.as_deref().unwrap_or("-"), "goal")
+        }
+        Event::MotivatorSuppressed {
+            trigger,
+            limit,
+            reason,
+        } => {
+            info!(event = "motivator.suppressed", seq, trigger = %trigger, limit = %limit, reason = %reason, "goal suppressed")
+        }
+        Event::MotivatorPaused { paused, reason } => {
+            info!(event = "motivator.paused", seq, paused, reason = %reason, "motivator paused or resumed")
+        }
         Event::ModelTuned {
             persona,
             model,
@@ -285,6 +329,7 @@ mod tests {
         hub.publish(Event::TaskSubmitted {
             id: "t1".into(),
             text: "hi".into(),
+            goal: None,
         });
         hub.publish(Event::TaskDone {
             id: "t1".into(),
@@ -310,6 +355,7 @@ mod tests {
             hub.publish(Event::TaskSubmitted {
                 id: format!("t{i}"),
                 text: String::new(),
+                goal: None,
             });
         }
         let (snap_seq, mut late) = hub.snapshot();

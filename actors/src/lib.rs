@@ -13,6 +13,7 @@ pub mod fsutil;
 pub mod job;
 pub mod llm;
 pub mod memory;
+pub mod motivator;
 pub mod orchestrator;
 pub mod personas;
 pub mod principles;

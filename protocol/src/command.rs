@@ -242,6 +242,12 @@ pub enum Command {
     RollbackModel(RollbackModelArgs),
     /// Make an actor panic (fault injection).
     DebugCrash(DebugCrashArgs),
+    /// The Motivator's open and recent goals, and its state.
+    ListGoals,
+    /// Pause the Motivator durably: no goal is made or started.
+    MotivatorPause,
+    /// Resume it.
+    MotivatorResume,
 }
 
 /// Every command name of protocol v1, for `unknown_command` messages and docs.
@@ -275,6 +281,9 @@ pub const COMMANDS: &[&str] = &[
     "forge_status",
     "rollback_model",
     "debug_crash",
+    "list_goals",
+    "motivator_pause",
+    "motivator_resume",
 ];
 
 /// The commands that change nothing: their replies need not survive a daemon crash (a retry simply reads
@@ -293,6 +302,7 @@ pub const READ_ONLY_COMMANDS: &[&str] = &[
     "curator_stats",
     "curator_export",
     "forge_status",
+    "list_goals",
 ];
 
 impl Command {
@@ -330,6 +340,9 @@ impl Command {
             "memory_ingest" => Command::MemoryIngest(typed(cmd, args)?),
             "memory_consolidate" => none(args).map(|_| Command::MemoryConsolidate)?,
             "memory_stats" => none(args).map(|_| Command::MemoryStats)?,
+            "list_goals" => none(args).map(|_| Command::ListGoals)?,
+            "motivator_pause" => none(args).map(|_| Command::MotivatorPause)?,
+            "motivator_resume" => none(args).map(|_| Command::MotivatorResume)?,
             "rate_task" => Command::RateTask(typed(cmd, args)?),
             "curator_stats" => none(args).map(|_| Command::CuratorStats)?,
             "curator_export" => Command::CuratorExport(typed(cmd, args)?),

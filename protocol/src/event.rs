@@ -11,6 +11,10 @@ use serde_json::Value;
 use crate::types::TaskStatus;
 use crate::wire::PROTOCOL_VERSION;
 
+/// Bytes of free text (a tool's error, a question) an event quotes at most; the rest is cut on a char
+/// boundary. Events are broadcast to every subscriber: a long text belongs in the record it comes from.
+pub const EVENT_TEXT_BYTES: usize = 500;
+
 /// An event body on the event channel (frame 2; frame 1 is the topic, equal to `kind`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EventBody {
@@ -81,6 +85,9 @@ pub enum Event {
         id: String,
         /// The Architect's request, in full (at most `orchestrator.max_task_bytes`).
         text: String,
+        /// The Motivator's goal the task runs; absent for a person's task.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        goal: Option<String>,
     },
     /// A task changed status (queued, running, paused, ...).
     #[serde(rename = "task.status")]
@@ -112,6 +119,10 @@ pub enum Event {
         duration_ms: u64,
         /// Short text of what the step produced.
         summary: String,
+        /// Tokens the step's model calls evaluated and generated (prompt + completion, as the backend
+        /// reported them); 0 for a step without a model call. The Motivator charges its goals with these.
+        #[serde(default)]
+        tokens: u64,
     },
     /// Streamed model output of a task's current step.
     #[serde(rename = "task.token")]
@@ -327,6 +338,65 @@ pub enum Event {
         /// Why.
         error: String,
     },
+    /// A tool call failed (the tool raised, timed out, returned an invalid Command, or no such tool exists).
+    #[serde(rename = "tool.failed")]
+    ToolFailed {
+        /// The task whose draft step called it; absent for a direct `call_tool`.
+        task: Option<String>,
+        /// The tool's name as it was asked for.
+        tool: String,
+        /// The error, as the model saw it (cut to 500 bytes).
+        error: String,
+    },
+    /// A question memory could not ground: a `memory_search` with no hit at or above `memory.min_relevance`,
+    /// or a task whose route asked for research when memory held nothing relevant to it.
+    #[serde(rename = "knowledge.gap")]
+    KnowledgeGap {
+        /// The task whose research found nothing; absent for a direct `memory_search`.
+        task: Option<String>,
+        /// The question (the search's query, or the task's text), cut to 500 bytes.
+        query: String,
+        /// The best similarity found (0..=1), if any row was found at all.
+        best: Option<f64>,
+    },
+    /// The Motivator made or moved one of its goals (`phrasing`, `queued`, `running`, `done`, `failed`,
+    /// `cancelled`).
+    #[serde(rename = "motivator.goal")]
+    MotivatorGoal {
+        /// Goal id: 32 lowercase hex chars.
+        id: String,
+        /// What set it: `idle`, `dissonance`, `failures`, `tool_created`, `knowledge_gap`, `reflection`,
+        /// `success_streak` or `curated_data`.
+        trigger: String,
+        /// Its new status.
+        status: String,
+        /// The persona the goal is for (BABS for research, BRICK for tools, else ALFRED).
+        persona: String,
+        /// The goal as phrased (empty while `phrasing`).
+        text: String,
+        /// Why, from the evidence.
+        reason: String,
+        /// The task running it, once it runs.
+        task: Option<String>,
+    },
+    /// The Motivator had a reason for a goal but made none: which limit stopped it.
+    #[serde(rename = "motivator.suppressed")]
+    MotivatorSuppressed {
+        /// The trigger that fired.
+        trigger: String,
+        /// The limit: `paused`, `duplicate`, `trigger_rate`, `hourly_rate`, `token_budget`.
+        limit: String,
+        /// The reason the goal would have had, and the limit's figures.
+        reason: String,
+    },
+    /// The Motivator was paused or resumed (a command, or `motivator.paused` in settings.toml).
+    #[serde(rename = "motivator.paused")]
+    MotivatorPaused {
+        /// Whether it is paused now.
+        paused: bool,
+        /// By what.
+        reason: String,
+    },
     /// A trained adapter passed the gate and the persona was swapped to it (`model.swapped` follows too).
     #[serde(rename = "model.tuned")]
     ModelTuned {
@@ -378,6 +448,11 @@ impl Event {
             Event::ForgeRejected { .. } => "forge.rejected",
             Event::ForgeFailed { .. } => "forge.failed",
             Event::ModelTuned { .. } => "model.tuned",
+            Event::ToolFailed { .. } => "tool.failed",
+            Event::KnowledgeGap { .. } => "knowledge.gap",
+            Event::MotivatorGoal { .. } => "motivator.goal",
+            Event::MotivatorSuppressed { .. } => "motivator.suppressed",
+            Event::MotivatorPaused { .. } => "motivator.paused",
         }
     }
 

@@ -19,7 +19,7 @@ pub mod view;
 pub mod wire;
 
 pub use command::*;
-pub use event::{encode_body, unix_now, Event, EventBody};
+pub use event::{encode_body, unix_now, Event, EventBody, EVENT_TEXT_BYTES};
 pub use types::{IngestItem, Persona, TaskStatus, UnknownPersona};
 pub use view::{ActorView, AmendmentView, PersonaView, StateView, TaskView, ToolView};
 pub use wire::{

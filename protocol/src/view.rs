@@ -226,7 +226,12 @@ impl StateView {
             | Event::ForgePublishing { .. }
             | Event::ForgeRejected { .. }
             | Event::ForgeFailed { .. }
-            | Event::ModelTuned { .. } => {}
+            | Event::ModelTuned { .. }
+            | Event::ToolFailed { .. }
+            | Event::KnowledgeGap { .. }
+            | Event::MotivatorGoal { .. }
+            | Event::MotivatorSuppressed { .. }
+            | Event::MotivatorPaused { .. } => {}
         }
     }
 
@@ -261,6 +266,7 @@ mod tests {
         v.apply(&Event::TaskSubmitted {
             id: "t".into(),
             text: "q".into(),
+            goal: None,
         });
         assert_eq!(v.tasks["t"].status, TaskStatus::Queued);
         v.apply(&Event::TaskStatus {
@@ -289,6 +295,7 @@ mod tests {
             v.apply(&Event::TaskSubmitted {
                 id: format!("t{i}"),
                 text: String::new(),
+                goal: None,
             });
         }
         for i in [2, 0, 1] {

@@ -165,7 +165,16 @@ async fn dispatch(organs: &Organs, request_id: &str, command: Command) -> CmdRes
                 Ok(ToolOutput::Value(v)) => Ok(json!({"ok": true, "value": v})),
                 Ok(ToolOutput::Command(c)) => Ok(json!({"ok": true, "command": to_value(&c)?})),
                 // A tool that fails is an answer, not a gateway error: the sandbox contained it.
-                Err(e) => Ok(json!({"ok": false, "error": e.to_string()})),
+                Err(e) => {
+                    let error = e.to_string();
+                    organs.hub.publish(batos_actors::events::Event::ToolFailed {
+                        task: None,
+                        tool: a.name.clone(),
+                        error: batos_protocol::truncate(&error, batos_protocol::EVENT_TEXT_BYTES)
+                            .to_string(),
+                    });
+                    Ok(json!({"ok": false, "error": error}))
+                }
             }
         }
         Command::UpdatePersona(a) => organs
@@ -238,6 +247,9 @@ async fn dispatch(organs: &Organs, request_id: &str, command: Command) -> CmdRes
             Ok(json!({"persona": a.persona, "from": from, "to": to}))
         }
         Command::DebugCrash(a) => debug_crash(organs, &a.actor).await,
+        Command::ListGoals => to_value(&h.motivator.goals().await.map_err(wire)?),
+        Command::MotivatorPause => to_value(&h.motivator.pause(true).await.map_err(wire)?),
+        Command::MotivatorResume => to_value(&h.motivator.pause(false).await.map_err(wire)?),
     }
 }
 
@@ -267,6 +279,11 @@ async fn status(organs: &Organs) -> CmdResult {
             "paused": view.tasks.values().filter(|t| t.status == TaskStatus::Paused).count(),
         },
         "tools": organs.tools.list().len(),
+        // `null` when the Motivator is off (`motivator.enabled = false`) or restarting.
+        "motivator": match organs.handles.motivator.state().await {
+            Ok(m) => to_value(&m)?,
+            Err(_) => Value::Null,
+        },
     }))
 }
 
@@ -289,6 +306,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
             "toolforge" => h.forge.crash().map_err(wire),
             "curator" => h.curator.crash().map_err(wire),
             "unsloth" => h.unsloth.crash().map_err(wire),
+            "motivator" => h.motivator.crash().map_err(wire),
             GATEWAY_NAME => {
                 // Let this reply leave before the gateway dies.
                 tokio::spawn(async move {
@@ -301,7 +319,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
                 return Err(err(
                     ErrorCode::NotFound,
                     format!(
-                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge or gateway",
+                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge, curator, unsloth, motivator or gateway",
                         batos_protocol::truncate(other, 64)
                     ),
                 ))

@@ -21,6 +21,7 @@ use batos_actors::codex::CodexHandle;
 use batos_actors::curator::CuratorHandle;
 use batos_actors::events::{encode_body, EventHub};
 use batos_actors::memory::MemoryHandle;
+use batos_actors::motivator::MotivatorHandle;
 use batos_actors::orchestrator::OrchestratorHandle;
 use batos_actors::personas::Personas;
 use batos_actors::settings::Settings;
@@ -85,6 +86,8 @@ pub struct Handles {
     pub curator: CuratorHandle,
     /// The UnslothForge: `forge_train`, `forge_cancel`, `forge_status`, `rollback_model`, `debug_crash unsloth`.
     pub unsloth: UnslothHandle,
+    /// The Motivator: `list_goals`, `motivator_pause`, `motivator_resume`, `status`, `debug_crash motivator`.
+    pub motivator: MotivatorHandle,
     /// The root of the supervision tree (for `status`).
     pub root: SupervisorHandle,
 }

@@ -16,6 +16,7 @@ mod forge_ollama;
 mod gateway;
 mod hostile;
 mod memory;
+mod motivator;
 mod offline;
 mod supervision;
 mod swaps;

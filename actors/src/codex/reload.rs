@@ -42,6 +42,8 @@ pub const RESTART_ONLY: &[&str] = &[
     "llm.request_timeout_ms",
     "llm.embedded",
     "orchestrator.max_concurrent_tasks",
+    "motivator.enabled",
+    "motivator.running_goals",
     "memory.table",
     "memory.consolidate_interval_ms",
     "tools",

@@ -178,6 +178,7 @@ impl Actor for MemoryActor {
                 query,
                 k,
                 explain,
+                report_gap,
                 reply,
             } => {
                 let store = match state.store().await {
@@ -192,10 +193,11 @@ impl Actor for MemoryActor {
                 state
                     .jobs
                     .spawn(&myself.get_cell(), "search", async move {
-                        let _ = reply.send(escalate(
-                            &me,
-                            search(&ctx, &store, &query, k, explain).await,
-                        ));
+                        let found = search(&ctx, &store, &query, k, explain).await;
+                        if let (Ok(r), true) = (&found, report_gap) {
+                            ctx.report_gap(&query, r);
+                        }
+                        let _ = reply.send(escalate(&me, found));
                     })
                     .await?;
             }

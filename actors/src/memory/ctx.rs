@@ -8,7 +8,7 @@ use ractor::ActorRef;
 
 use super::messages::{MemoryArgs, MemoryMsg};
 use super::store::SearchKnobs;
-use super::MemError;
+use super::{MemError, SearchResult};
 use crate::job::Coalesce;
 use crate::settings::MemorySettings;
 
@@ -44,6 +44,22 @@ impl Ctx {
             .embed(&self.embed_model(), texts)
             .await
             .map_err(|e| MemError::Embed(e.to_string()))
+    }
+
+    /// Publishes `knowledge.gap` when `r` holds nothing at or above `memory.min_relevance`.
+    pub(super) fn report_gap(&self, query: &str, r: &SearchResult) {
+        let hits = r.summaries.iter().chain(&r.details).chain(&r.recent);
+        let best = hits
+            .map(|h| f64::from(h.score))
+            .fold(None, |b: Option<f64>, s| Some(b.map_or(s, |b| b.max(s))));
+        if best.is_some_and(|b| b >= f64::from(self.settings().min_relevance)) {
+            return;
+        }
+        self.args.hub.publish(crate::events::Event::KnowledgeGap {
+            task: None,
+            query: batos_protocol::truncate(query, batos_protocol::EVENT_TEXT_BYTES).to_string(),
+            best,
+        });
     }
 
     pub(super) fn knobs(&self) -> SearchKnobs {

@@ -39,6 +39,9 @@ pub enum MemoryMsg {
         k: Option<usize>,
         /// Include the stage-2 query plan.
         explain: bool,
+        /// Publish `knowledge.gap` when nothing reaches `memory.min_relevance` (a person's search; a task's
+        /// retrieval is judged by its research step instead).
+        report_gap: bool,
         /// Answer.
         reply: RpcReplyPort<Result<SearchResult, MemError>>,
     },

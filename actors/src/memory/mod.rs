@@ -159,7 +159,8 @@ impl MemoryHandle {
         self.0.ask(build).await?
     }
 
-    /// Two-stage retrieval: `k` details (default `memory.k`), with the stage-2 plan when `explain`.
+    /// Two-stage retrieval: `k` details (default `memory.k`), with the stage-2 plan when `explain`. A search
+    /// that finds nothing at or above `memory.min_relevance` is published as a `knowledge.gap`.
     pub async fn search(
         &self,
         query: String,
@@ -170,6 +171,7 @@ impl MemoryHandle {
             query,
             k,
             explain,
+            report_gap: true,
             reply,
         })
         .await
@@ -207,7 +209,13 @@ impl MemoryHook for MemoryHandle {
     async fn retrieve(&self, query: &str) -> Result<Vec<String>, PortError> {
         let min_relevance = self.0.settings().load().memory.min_relevance;
         let r = self
-            .search(query.to_string(), None, false)
+            .call(|reply| MemoryMsg::Search {
+                query: query.to_string(),
+                k: None,
+                explain: false,
+                report_gap: false,
+                reply,
+            })
             .await
             .map_err(port_error)?;
         let mut notes = Vec::new();

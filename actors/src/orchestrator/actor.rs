@@ -14,7 +14,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent
 use tokio::sync::Semaphore;
 
 use super::graph::Runner;
-use super::{Cognition, Node, TaskState, TaskStatus, TaskSummary};
+use super::{Cognition, Node, Origin, TaskState, TaskStatus, TaskSummary};
 use crate::ask::{AskError, WireError};
 use crate::events::Event;
 use crate::job::{JobEnd, Jobs, Run};
@@ -71,9 +71,12 @@ pub enum OrchestratorMsg {
     /// Accept a new task.
     /// `(text, request id)`: a request id already recorded on a task (within the dedupe window) answers that
     /// task instead of creating another, so a retry after a crash cannot create a task twice.
+    /// With an origin, the task runs a Motivator goal: a goal already handed over answers its task, however
+    /// long ago (the goal id is the key, not the dedupe window).
     Submit(
         String,
         Option<String>,
+        Option<Box<Origin>>,
         RpcReplyPort<Result<TaskSummary, OrchError>>,
     ),
     /// One task in full.
@@ -149,6 +152,8 @@ pub struct OrchestratorState {
     cog: Arc<Cognition>,
     tasks: HashMap<String, Entry>,
     permits: Arc<Semaphore>,
+    /// Slots for the Motivator's goals, apart from the users' so a goal never holds one a person waits for.
+    goal_permits: Arc<Semaphore>,
     jobs: Jobs,
     next_run: u64,
 }
@@ -185,7 +190,11 @@ impl OrchestratorState {
         self.next_run += 1;
         let run_seq = self.next_run;
         let cog = self.cog.clone();
-        let permits = self.permits.clone();
+        let permits = if task.origin.is_some() {
+            self.goal_permits.clone()
+        } else {
+            self.permits.clone()
+        };
         let me = myself.clone();
         let work = async move {
             // Queued until a slot frees up.
@@ -230,6 +239,15 @@ impl OrchestratorState {
                 e.state.request_id.as_deref() == Some(request_id)
                     && now - e.state.created_at <= window
             })
+            .map(|e| e.state.summary())
+    }
+
+    /// The task that runs goal `goal`, if one was created (the table keeps unfinished tasks and the last
+    /// `keep_finished_tasks` finished ones, which outlast any goal the Motivator may hand over again).
+    fn by_goal(&self, goal: &str) -> Option<TaskSummary> {
+        self.tasks
+            .values()
+            .find(|e| e.state.origin.as_ref().is_some_and(|o| o.goal == goal))
             .map(|e| e.state.summary())
     }
 
@@ -319,11 +337,15 @@ impl Actor for Orchestrator {
         let permits = Arc::new(Semaphore::new(
             args.cog.settings.load().orchestrator.max_concurrent_tasks,
         ));
+        let goal_permits = Arc::new(Semaphore::new(
+            args.cog.settings.load().motivator.running_goals,
+        ));
         let hub = args.cog.hub.clone();
         let mut state = OrchestratorState {
             cog: args.cog,
             tasks: HashMap::new(),
             permits,
+            goal_permits,
             jobs: Jobs::new(format!("root/{ORCHESTRATOR_NAME}"), hub),
             next_run: 0,
         };
@@ -372,8 +394,12 @@ impl Actor for Orchestrator {
         state: &mut OrchestratorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            OrchestratorMsg::Submit(text, request_id, reply) => {
-                if let Some(existing) = request_id.as_deref().and_then(|r| state.by_request(r)) {
+            OrchestratorMsg::Submit(text, request_id, origin, reply) => {
+                let earlier = match &origin {
+                    Some(o) => state.by_goal(&o.goal),
+                    None => request_id.as_deref().and_then(|r| state.by_request(r)),
+                };
+                if let Some(existing) = earlier {
                     let _ = reply.send(Ok(existing));
                     return Ok(());
                 }
@@ -391,6 +417,7 @@ impl Actor for Orchestrator {
                 let mut task =
                     TaskState::new(uuid::Uuid::new_v4().simple().to_string(), text.clone());
                 task.request_id = request_id;
+                task.origin = origin.map(|o| *o);
                 if let Err(e) = state.cog.store.save(&task) {
                     let _ = reply.send(Err(OrchError::Storage(format!(
                         "cannot record the task durably: {e}"
@@ -400,6 +427,7 @@ impl Actor for Orchestrator {
                 state.cog.hub.publish(Event::TaskSubmitted {
                     id: task.id.clone(),
                     text,
+                    goal: task.origin.as_ref().map(|o| o.goal.clone()),
                 });
                 let summary = task.summary();
                 state

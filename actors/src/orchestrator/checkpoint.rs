@@ -198,6 +198,7 @@ mod tests {
             duration_ms: 1,
             summary: String::new(),
             finish: None,
+            tokens: 0,
         });
         assert!(matches!(s.save(&t), Err(SaveError::Ended)));
         assert_eq!(

@@ -54,7 +54,20 @@ impl OrchestratorHandle {
         text: String,
         request_id: Option<String>,
     ) -> Result<TaskSummary, OrchError> {
-        self.call(|r| OrchestratorMsg::Submit(text, request_id, r))
+        self.call(|r| OrchestratorMsg::Submit(text, request_id, None, r))
+            .await?
+    }
+
+    /// Accepts a task that runs one of the Motivator's goals: it waits for a goal slot
+    /// (`motivator.running_goals`), never for a user's. `request_id` is the goal's, so a goal handed over
+    /// again after a crash answers the task it created.
+    pub async fn submit_goal(
+        &self,
+        text: String,
+        request_id: String,
+        origin: Origin,
+    ) -> Result<TaskSummary, OrchError> {
+        self.call(|r| OrchestratorMsg::Submit(text, Some(request_id), Some(Box::new(origin)), r))
             .await?
     }
 
@@ -179,6 +192,29 @@ pub struct StepRecord {
     /// guard); absent for a step without a model call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish: Option<crate::llm::Finish>,
+    /// Tokens its model calls evaluated and generated (prompt + completion, as the backend reported them).
+    #[serde(default)]
+    pub tokens: u64,
+}
+
+/// Where a task came from when no person asked for it: the Motivator's goal it runs. Shown by `get_task`
+/// (the goal's provenance) and read by the orchestrator (a goal waits for its own slot, never a user's).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Origin {
+    /// Always `motivator` (the only source of tasks besides people).
+    pub kind: String,
+    /// The goal's id (32 lowercase hex chars).
+    pub goal: String,
+    /// What set the goal (`idle`, `dissonance`, `failures`, `tool_created`, `knowledge_gap`, `reflection`,
+    /// `success_streak`, `curated_data`).
+    pub trigger: String,
+    /// Why, from the evidence.
+    pub reason: String,
+    /// What it rests on: event kinds with their sequence numbers and the ids they name (`task.failed#41 <id>`).
+    pub evidence: Vec<String>,
+    /// The persona the goal is for; a goal for BABS always goes through research.
+    pub persona: String,
 }
 
 /// One model call of a persona step, kept for the Curator: what the persona was shown and what it answered.
@@ -299,6 +335,9 @@ pub struct TaskState {
     /// finished task without it is handed over again when the orchestrator next starts.
     #[serde(default)]
     pub curated: bool,
+    /// The Motivator's goal this task runs; `None` for a person's task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 impl TaskState {
@@ -329,6 +368,7 @@ impl TaskState {
             remembered: false,
             exchanges: Vec::new(),
             curated: false,
+            origin: None,
         }
     }
 
@@ -341,6 +381,7 @@ impl TaskState {
             steps: self.steps.len() as u32,
             created_at: self.created_at,
             dissonance: self.dissonance,
+            goal: self.origin.as_ref().map(|o| o.goal.clone()),
         }
     }
 }
@@ -360,6 +401,9 @@ pub struct TaskSummary {
     pub created_at: f64,
     /// Last dissonance score in 0..=1; `None` until ROBIN has critiqued.
     pub dissonance: Option<f64>,
+    /// The Motivator's goal it runs; absent for a person's task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<String>,
 }
 
 /// Why a port call failed: the organ behind it did not answer (worth trying later), or it answered with a

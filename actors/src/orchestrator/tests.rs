@@ -252,7 +252,14 @@ impl Rig {
     }
 
     async fn submit(&self, text: &str) -> Result<TaskSummary, OrchError> {
-        ractor::call!(self.orch, OrchestratorMsg::Submit, text.to_string(), None).unwrap()
+        ractor::call!(
+            self.orch,
+            OrchestratorMsg::Submit,
+            text.to_string(),
+            None,
+            None
+        )
+        .unwrap()
     }
 
     async fn get(&self, id: &str) -> Result<Box<TaskState>, OrchError> {
@@ -633,9 +640,15 @@ async fn a_finished_task_reaches_a_curator_that_was_restarting_without_a_daemon_
     let (orch, _) = Actor::spawn(None, Orchestrator, OrchestratorArgs { cog: cog.clone() })
         .await
         .unwrap();
-    let sum = ractor::call!(orch, OrchestratorMsg::Submit, "curate me".to_string(), None)
-        .unwrap()
-        .unwrap();
+    let sum = ractor::call!(
+        orch,
+        OrchestratorMsg::Submit,
+        "curate me".to_string(),
+        None,
+        None
+    )
+    .unwrap()
+    .unwrap();
     for _ in 0..300 {
         if rig
             .store

@@ -25,8 +25,8 @@ pub use edit::{set_string_value, set_string_value_then, with_settings_lock};
 pub use schema::{
     BackendChoice, ClientSettings, CodexSettings, CuratorSettings, DebugSettings, EmbeddedSettings,
     ForgeSettings, GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings,
-    OrchestratorSettings, PersonaSettings, SandboxChoice, Settings, SupervisionSettings,
-    ToolsSettings,
+    MotivatorSettings, OrchestratorSettings, PersonaSettings, SandboxChoice, Settings,
+    SupervisionSettings, ToolsSettings, TriggerPriorities,
 };
 
 /// Why settings could not be loaded or changed.

@@ -118,6 +118,12 @@ impl Settings {
             forge.max_tokens,
             forge.pack_tokens,
             forge.idle_poll_ms,
+            motivator.tick_ms,
+            motivator.failure_count,
+            motivator.failure_window_s,
+            motivator.success_streak,
+            motivator.running_goals,
+            motivator.max_goal_bytes,
         );
         for (key, v) in [
             (
@@ -139,6 +145,18 @@ impl Settings {
             ("forge.dropout", f64::from(self.forge.dropout)),
             ("forge.min_improvement", self.forge.min_improvement),
             ("forge.max_regression", self.forge.max_regression),
+            (
+                "motivator.dissonance_threshold",
+                self.motivator.dissonance_threshold,
+            ),
+            (
+                "motivator.streak_max_dissonance",
+                self.motivator.streak_max_dissonance,
+            ),
+            (
+                "motivator.duplicate_similarity",
+                self.motivator.duplicate_similarity,
+            ),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(bad(key, "must be between 0 and 1"));
@@ -151,6 +169,31 @@ impl Settings {
             return Err(bad(
                 "codex.proposer",
                 "must be ALFRED, BABS, BRICK or ROBIN",
+            ));
+        }
+        if !crate::PERSONAS.contains(&self.motivator.persona.as_str()) {
+            return Err(bad(
+                "motivator.persona",
+                "must be ALFRED, BABS, BRICK or ROBIN",
+            ));
+        }
+        if let Some((kind, _)) = self
+            .motivator
+            .importance
+            .iter()
+            .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+        {
+            return Err(bad(
+                &format!("motivator.importance.{kind}"),
+                "must be a number of 0 or more",
+            ));
+        }
+        if !(self.motivator.importance_threshold > 0.0
+            && self.motivator.importance_threshold.is_finite())
+        {
+            return Err(bad(
+                "motivator.importance_threshold",
+                "must be greater than 0",
             ));
         }
         if !crate::PERSONAS.contains(&self.curator.judge.as_str()) {

@@ -110,6 +110,8 @@ impl Daemon {
         // The Curator's judge would take scripted answers meant for the tasks: it is on in curator.rs and in
         // first_hour.rs (shipped settings), off elsewhere.
         doc["curator"]["enabled"] = toml_edit::value(false);
+        // Goals of its own would add tasks and model calls to every test: on in motivator.rs only.
+        doc["motivator"]["enabled"] = toml_edit::value(false);
         for e in edits {
             e(&mut doc);
         }

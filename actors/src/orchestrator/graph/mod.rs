@@ -78,6 +78,8 @@ pub struct Runner {
     claim: Claim,
     /// The current step's model calls, moved into `TaskState::exchanges` once the step is recorded.
     pending: Vec<Exchange>,
+    /// Tokens the current step's model calls used (prompt + completion).
+    step_tokens: u64,
 }
 
 impl Runner {
@@ -89,6 +91,7 @@ impl Runner {
             personas,
             claim,
             pending: Vec::new(),
+            step_tokens: 0,
         }
     }
 
@@ -130,6 +133,7 @@ impl Runner {
             }
             let started = Instant::now();
             self.pending.clear();
+            self.step_tokens = 0;
             let out = match node {
                 Node::Route => self.route(task).await,
                 Node::Research => self.research(task).await,
@@ -154,6 +158,7 @@ impl Runner {
                 duration_ms: started.elapsed().as_millis() as u64,
                 summary: out.summary.clone(),
                 finish: out.finish,
+                tokens: self.step_tokens,
             };
             task.steps.push(record.clone());
             for mut x in self.pending.drain(..) {
@@ -177,6 +182,7 @@ impl Runner {
                 dissonance: record.dissonance,
                 duration_ms: record.duration_ms,
                 summary: record.summary,
+                tokens: record.tokens,
             });
             if node == Node::Inquiry {
                 self.cog.hub.publish(Event::TaskPaused {
@@ -321,6 +327,7 @@ impl Runner {
                     handle = current;
                 }
                 Ok(t) => {
+                    self.step_tokens += t.response.prompt_tokens + t.response.completion_tokens;
                     if !t.response.content.trim().is_empty() {
                         let mut messages = Vec::with_capacity(req.messages.len() + 1);
                         messages.push(ChatMessage::new(Role::System, t.system.clone()));

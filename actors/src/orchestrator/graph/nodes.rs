@@ -4,6 +4,7 @@ use batos_protocol::truncate;
 use serde_json::{json, Value};
 
 use super::{request, Runner, StepOut, SUMMARY_BYTES};
+use crate::events::Event;
 use crate::llm::{ChatMessage, Role, ToolSpec};
 use crate::orchestrator::{Inquiry, Node, TaskState, TaskStatus};
 use crate::personas::Thought;
@@ -61,6 +62,10 @@ impl Runner {
                 task.plan = Some(t.response.content.clone());
             }
         }
+        // A goal the Motivator set for BABS is research by definition.
+        if task.origin.as_ref().is_some_and(|o| o.persona == "BABS") {
+            task.needs_research = true;
+        }
         // BABS joins when ALFRED asks for research, or when memory holds something relevant to the task.
         if let Some(memory) = &self.cog.memory {
             match memory.retrieve(&task.text).await {
@@ -82,6 +87,12 @@ impl Runner {
     pub(super) async fn research(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
         let memories = task.memories.clone();
         if memories.is_empty() {
+            // Research was asked for and memory holds nothing: a question the household could not ground.
+            self.cog.hub.publish(Event::KnowledgeGap {
+                task: Some(task.id.clone()),
+                query: truncate(&task.text, batos_protocol::EVENT_TEXT_BYTES).to_string(),
+                best: None,
+            });
             // Notes from nothing are invented notes, and cost a model call (10–25 s on the embedded model).
             let notes = "No memories match this task.".to_string();
             task.context = Some(notes.clone());

@@ -4,6 +4,7 @@ use batos_protocol::truncate;
 use serde_json::Value;
 
 use super::Runner;
+use crate::events::Event;
 use crate::llm::ToolCall;
 use crate::orchestrator::{Node, TaskState, ToolUse};
 use crate::tools::{TaskCommand, ToolOutput};
@@ -20,6 +21,7 @@ impl Runner {
     ) -> (String, Option<Node>) {
         let Some(tool) = self.cog.tools.get(&call.name) else {
             let msg = format!("tool error: no tool named `{}`", call.name);
+            self.tool_failed(task, &call.name, &msg);
             task.tools_used.push(ToolUse {
                 name: call.name.clone(),
                 arguments: call.arguments.clone(),
@@ -49,6 +51,9 @@ impl Runner {
             Err(e) => (format!("tool error: {e}"), false, None),
         };
         tracing::info!(event = "tool.called", task = %task.id, tool = %call.name, ok, "tool call");
+        if !ok {
+            self.tool_failed(task, &call.name, &msg);
+        }
         task.tools_used.push(ToolUse {
             name: call.name.clone(),
             arguments: call.arguments.clone(),
@@ -56,6 +61,17 @@ impl Runner {
             ok,
         });
         (msg, jump)
+    }
+}
+
+impl Runner {
+    /// Publishes a failed call (the Motivator counts recurring failures of one tool).
+    fn tool_failed(&self, task: &TaskState, tool: &str, msg: &str) {
+        self.cog.hub.publish(Event::ToolFailed {
+            task: Some(task.id.clone()),
+            tool: truncate(tool, batos_protocol::EVENT_TEXT_BYTES).to_string(),
+            error: truncate(msg, batos_protocol::EVENT_TEXT_BYTES).to_string(),
+        });
     }
 }
 

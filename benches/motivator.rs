@@ -1,7 +1,8 @@
 //! The Motivator's cost to people (issue 16), on the real daemon against the scripted Ollama double:
-//! - a person's task, one after another, with the Motivator on (it phrases and runs goals between the tasks:
-//!   success streaks, reflections, and one knowledge gap per task from a `memory_search`) vs paused, in one
-//!   run on one daemon;
+//! - a person's tasks one after another, each after a `memory_search` memory cannot ground (so a research goal
+//!   per task, no rate limits), with the Motivator on vs paused in alternating blocks on one daemon: with the
+//!   shipped `quiet_ms` (goals wait until the person pauses) and with `quiet_ms = 0` (a goal runs between every
+//!   two tasks: the worst case);
 //! - the latency of a person's task submitted while a goal's task is running, vs with no goal running.
 //!
 //! The double answers at once except where said, so the figures are the Motivator's own overhead (events,
@@ -53,6 +54,99 @@ async fn goals(c: &mut Client) -> Vec<Value> {
     v["goals"].as_array().cloned().unwrap_or_default()
 }
 
+/// Waits until no goal is open (phrasing, queued, starting or running).
+async fn drained(c: &mut Client) {
+    let started = Instant::now();
+    loop {
+        let open = goals(c).await.iter().any(|g| {
+            matches!(
+                g["status"].as_str(),
+                Some("running" | "starting" | "queued" | "phrasing")
+            )
+        });
+        if !open {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "goals never drained"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A daemon with the Motivator on and no rate limits (a goal per knowledge gap), `quiet_ms` as shipped or
+/// as given.
+async fn daemon(o: &ScriptedOllama, quiet_ms: Option<i64>) -> Daemon {
+    Daemon::start(
+        &o.url,
+        vec![
+            log_level("warn"),
+            Box::new(move |doc| {
+                doc["motivator"]["enabled"] = toml_edit::value(true);
+                doc["motivator"]["tick_ms"] = toml_edit::value(20);
+                doc["motivator"]["idle_after_s"] = toml_edit::value(3600);
+                doc["motivator"]["trigger_per_hour"] = toml_edit::value(100_000);
+                doc["motivator"]["goals_per_hour"] = toml_edit::value(100_000);
+                doc["motivator"]["daily_tokens"] = toml_edit::value(1_000_000_000i64);
+                doc["motivator"]["max_queued"] = toml_edit::value(100_000);
+                doc["motivator"]["keep_goals"] = toml_edit::value(50);
+                if let Some(q) = quiet_ms {
+                    doc["motivator"]["quiet_ms"] = toml_edit::value(q);
+                }
+                // The double's hashed embedding makes chance neighbours of the tasks stored as the bench
+                // runs: only a near copy counts as relevant, so every bench query is a knowledge gap.
+                doc["memory"]["min_relevance"] = toml_edit::value(0.99);
+            }),
+        ],
+    )
+    .await
+}
+
+/// A person's tasks one after another (each after a search memory cannot ground: a research goal each),
+/// the Motivator on and paused in alternating blocks — memory grows with every task and slows the later
+/// ones, which one block per mode would charge to the second. Returns the medians in words.
+async fn interleaved(c: &mut Client, n: &mut u64, blocks: usize, per_block: usize) -> String {
+    let (mut on, mut paused) = (Vec::new(), Vec::new());
+    for _ in 0..blocks {
+        for (pause, out) in [(false, &mut on), (true, &mut paused)] {
+            let cmd = if pause {
+                "motivator_pause"
+            } else {
+                "motivator_resume"
+            };
+            c.request(cmd, json!({})).await.unwrap();
+            for _ in 0..per_block {
+                *n += 1;
+                let t = Instant::now();
+                c.request(
+                    "memory_search",
+                    json!({"query": format!("subject {n} alpha{n}")}),
+                )
+                .await
+                .unwrap();
+                run_task(c, &format!("Question {n}.")).await;
+                out.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    let ran = goals(c)
+        .await
+        .iter()
+        .filter(|g| g["status"] == "done")
+        .count();
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (m_on, m_paused) = (median(&mut on), median(&mut paused));
+    format!(
+        "{} tasks per mode, median {m_on:.1} ms on vs {m_paused:.1} ms paused (on/paused {:.3}); goals done meanwhile: {ran}",
+        on.len(),
+        m_on / m_paused
+    )
+}
+
 fn bench(cr: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -82,60 +176,33 @@ fn bench(cr: &mut Criterion) {
         }
         None
     });
-    let d = rt.block_on(Daemon::start(
-        &o.url,
-        vec![
-            log_level("warn"),
-            Box::new(|doc| {
-                doc["motivator"]["enabled"] = toml_edit::value(true);
-                doc["motivator"]["tick_ms"] = toml_edit::value(20);
-                doc["motivator"]["idle_after_s"] = toml_edit::value(3600);
-                doc["motivator"]["trigger_per_hour"] = toml_edit::value(100_000);
-                doc["motivator"]["goals_per_hour"] = toml_edit::value(100_000);
-                doc["motivator"]["daily_tokens"] = toml_edit::value(1_000_000_000i64);
-                doc["motivator"]["max_queued"] = toml_edit::value(100_000);
-                doc["motivator"]["keep_goals"] = toml_edit::value(50);
-            }),
-        ],
-    ));
+    let d = rt.block_on(daemon(&o, None));
     let mut c = d.client();
 
-    let mut g = cr.benchmark_group("user_task");
     let mut n = 0u64;
-    for (name, pause) in [("motivator_on", false), ("motivator_paused", true)] {
-        let cmd = if pause {
-            "motivator_pause"
-        } else {
-            "motivator_resume"
-        };
-        rt.block_on(c.request(cmd, json!({}))).unwrap();
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                rt.block_on(async {
-                    n += 1;
-                    // A question memory cannot ground: with the Motivator on, a research goal follows.
-                    c.request(
-                        "memory_search",
-                        json!({"query": format!("subject {n} alpha{n}")}),
-                    )
-                    .await
-                    .unwrap();
-                    run_task(&mut c, &format!("Question {n}.")).await;
-                })
-            })
-        });
+    let full = std::env::args().any(|a| a == "--bench");
+    let (blocks, per_block) = if full { (12, 5) } else { (1, 1) };
+    let shipped = rt.block_on(interleaved(&mut c, &mut n, blocks, per_block));
+    eprintln!("interleaved, shipped quiet_ms: {shipped}");
+    {
+        // The worst case: no quiet period, so a goal runs between every two of a person's tasks.
+        let eager = rt.block_on(daemon(&o, Some(0)));
+        let mut e = eager.client();
+        let worst = rt.block_on(interleaved(&mut e, &mut n, blocks, per_block));
+        eprintln!("interleaved, quiet_ms = 0: {worst}");
     }
-    g.finish();
-    let made = rt.block_on(goals(&mut c)).len();
-    eprintln!("goals made while on: {made} (kept: at most motivator.keep_goals finished)");
-
-    // Latency of a person's task while a goal's task runs, vs none running.
+    // Latency of a person's task while a goal's task runs, vs none running (paused, the queue drained).
     rt.block_on(c.request("motivator_resume", json!({})))
+        .unwrap();
+    rt.block_on(drained(&mut c));
+    rt.block_on(c.request("motivator_pause", json!({})))
         .unwrap();
     let mut g = cr.benchmark_group("user_latency");
     g.bench_function("no_goal_running", |b| {
         b.iter(|| rt.block_on(run_task(&mut c, "A quick question.")))
     });
+    rt.block_on(c.request("motivator_resume", json!({})))
+        .unwrap();
     g.bench_function("goal_running", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {
@@ -162,25 +229,13 @@ fn bench(cr: &mut Criterion) {
                         if running {
                             break;
                         }
-                        assert!(started.elapsed() < Duration::from_secs(20), "no goal ran");
+                        assert!(started.elapsed() < Duration::from_secs(60), "no goal ran");
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
                     let t = Instant::now();
                     run_task(&mut c, "A quick question while a goal runs.").await;
                     total += t.elapsed();
-                    // Let the goal end before the next iteration.
-                    loop {
-                        let g = goals(&mut c).await;
-                        if !g.iter().any(|g| {
-                            matches!(
-                                g["status"].as_str(),
-                                Some("running" | "starting" | "queued" | "phrasing")
-                            )
-                        }) {
-                            break;
-                        }
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
+                    drained(&mut c).await;
                 }
                 total
             })
@@ -192,7 +247,7 @@ fn bench(cr: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().sample_size(10).measurement_time(Duration::from_secs(10)).warm_up_time(Duration::from_secs(1));
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(15)).warm_up_time(Duration::from_secs(2));
     targets = bench
 }
 criterion_main!(benches);

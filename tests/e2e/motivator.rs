@@ -14,12 +14,14 @@ use crate::support::ollama::{last_user, Scripted, ScriptedOllama};
 /// The phrasing prompt's first words (motivator::phrase::prompt).
 const PHRASING: &str = "You set the household's next goal";
 
-/// The Motivator on, quick to tick, idle only after an hour unless a test says otherwise.
+/// The Motivator on, quick to tick and to find people quiet, idle only after an hour unless a test says
+/// otherwise.
 fn motivator_on(extra: impl Fn(&mut toml_edit::DocumentMut) + 'static) -> Vec<Edit> {
     vec![Box::new(move |doc| {
         doc["motivator"]["enabled"] = toml_edit::value(true);
         doc["motivator"]["tick_ms"] = toml_edit::value(100);
         doc["motivator"]["idle_after_s"] = toml_edit::value(3600);
+        doc["motivator"]["quiet_ms"] = toml_edit::value(200);
         extra(doc);
     })]
 }

@@ -233,7 +233,8 @@ impl Mind {
         });
     }
 
-    /// Starts the next queued goal when nothing of people's waits, a slot is free and budget is left.
+    /// Starts the next queued goal when no person's task is queued or running nor was for `quiet_ms`, a slot
+    /// is free and budget is left.
     async fn dispatch(&mut self, myself: &ActorRef<MotivatorMsg>, s: &MotivatorSettings) {
         if self.paused_by(s).is_some() {
             return;
@@ -250,7 +251,9 @@ impl Mind {
             .iter()
             .filter(|g| matches!(g.status, GoalStatus::Starting | GoalStatus::Running))
             .count();
+        let quiet = unix_now() - self.evidence.last_people >= s.quiet_ms as f64 / 1000.0;
         if people > 0
+            || !quiet
             || running >= s.running_goals
             || self.evidence.counters.tokens_today(unix_now()) >= s.daily_tokens
         {

@@ -102,6 +102,9 @@ pub struct Evidence {
     dissonance: HashMap<String, f64>,
     /// Unix seconds of the last task activity (or of the start, or of the last idle goal).
     pub last_activity: f64,
+    /// Unix seconds of the last event of a person's task (0 before any): goals start only after
+    /// `motivator.quiet_ms` without one.
+    pub last_people: f64,
 }
 
 impl Evidence {
@@ -140,6 +143,7 @@ impl Evidence {
             if self.own.contains(task) {
                 return out;
             }
+            self.last_people = now;
         }
         match event {
             Event::TaskSubmitted { id, text, .. } => {

@@ -59,8 +59,8 @@ impl Mind {
         Ok(())
     }
 
-    /// Asks the phrasing persona for `goal`'s text, once no task is queued or running (a person's answer
-    /// never waits for a goal's phrasing).
+    /// Asks the phrasing persona for `goal`'s text once no task has been queued or running for
+    /// `motivator.quiet_ms` (a person's answer never waits for a goal's phrasing).
     pub(super) async fn phrase(&mut self, myself: &ActorRef<MotivatorMsg>, goal: &Goal) {
         let s = self.settings();
         let situation = Situation {
@@ -76,8 +76,19 @@ impl Mind {
         );
         let (persona, id) = (s.persona.clone(), goal.id.clone());
         let work = async move {
-            while hub.running_tasks() > 0 {
-                tokio::time::sleep(Duration::from_millis(settings.load().motivator.tick_ms)).await;
+            let mut quiet_since: Option<std::time::Instant> = None;
+            loop {
+                let m = settings.load().motivator.clone();
+                if hub.running_tasks() > 0 {
+                    quiet_since = None;
+                } else if quiet_since
+                    .get_or_insert_with(std::time::Instant::now)
+                    .elapsed()
+                    >= Duration::from_millis(m.quiet_ms)
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(m.tick_ms)).await;
             }
             let req = ThinkRequest {
                 messages: vec![ChatMessage::new(Role::User, prompt)],

@@ -234,9 +234,23 @@ fn events_of_goal_tasks_feed_no_trigger() {
     assert!(p.is_empty(), "{p:?}");
     assert!(e.is_own(Some("g")));
     assert_eq!(e.counters.importance, 0.0);
+    assert_eq!(
+        e.last_people, 0.0,
+        "a goal's task is not a person's activity"
+    );
+    assert_eq!(
+        e.last_activity, T0,
+        "but it is activity: the system is not idle"
+    );
     // The same from a person's task sets goals.
-    let p = feed(&mut e, &s, vec![submitted("u", None), tool_failed("u")], T0);
+    let p = feed(
+        &mut e,
+        &s,
+        vec![submitted("u", None), tool_failed("u")],
+        T0 + 1.0,
+    );
     assert_eq!(p.len(), 1);
+    assert_eq!(e.last_people, T0 + 1.0);
 }
 
 fn goal(id: &str, trigger: Trigger, status: GoalStatus, created_at: f64, text: &str) -> Goal {

@@ -562,6 +562,9 @@ pub struct MotivatorSettings {
     pub max_queued: usize,
     /// Goal tasks running at once; they have their own slots, never a person's (read at start).
     pub running_goals: usize,
+    /// Milliseconds without a person's task queued or running before a goal is phrased or started: someone
+    /// sending tasks one after another is never interrupted by a goal starting in between.
+    pub quiet_ms: u64,
     /// Word-set Jaccard similarity (0..=1) at or above which a phrased goal duplicates an open or recent one.
     pub duplicate_similarity: f64,
     /// Finished goals kept (listed by `batos goals`, shown to the phrasing persona, checked for duplicates).

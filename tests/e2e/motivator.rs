@@ -63,6 +63,20 @@ async fn goals(c: &mut batos::client::Client) -> Vec<Value> {
     v["goals"].as_array().cloned().unwrap_or_default()
 }
 
+/// The first goal set by `trigger` that ran to its end (waits up to 30 s).
+async fn goal_done(d: &Daemon, trigger: &str) -> Value {
+    eventually(30, &format!("a {trigger} goal that ran to its end"), || {
+        let mut c = d.client();
+        async move {
+            goals(&mut c)
+                .await
+                .into_iter()
+                .find(|g| g["trigger"] == trigger && g["status"] == "done")
+        }
+    })
+    .await
+}
+
 /// The daemon's `motivator.suppressed` log lines.
 fn suppressed(d: &Daemon) -> Vec<Value> {
     d.log_json()
@@ -94,16 +108,7 @@ async fn an_idle_daemon_sets_itself_a_goal_and_runs_it_with_its_provenance() {
     )
     .await;
     let mut c = d.client();
-    let goal = eventually(30, "an idle goal that ran to its end", || {
-        let mut c = d.client();
-        async move {
-            goals(&mut c)
-                .await
-                .into_iter()
-                .find(|g| g["trigger"] == "idle" && g["status"] == "done")
-        }
-    })
-    .await;
+    let goal = goal_done(&d, "idle").await;
     assert_eq!(goal["phrased_by"], "ALFRED", "{goal}");
     assert!(
         goal["text"]
@@ -378,16 +383,7 @@ async fn a_tool_that_keeps_failing_sets_a_goal_that_names_the_failure() {
             .unwrap();
         wait_task(&mut c, t["id"].as_str().unwrap(), 20).await;
     }
-    let goal = eventually(30, "a failures goal that ran", || {
-        let mut c = d.client();
-        async move {
-            goals(&mut c)
-                .await
-                .into_iter()
-                .find(|g| g["trigger"] == "failures" && g["status"] == "done")
-        }
-    })
-    .await;
+    let goal = goal_done(&d, "failures").await;
     assert_eq!(goal["persona"], "BRICK", "{goal}");
     let reason = goal["reason"].as_str().unwrap();
     assert!(

@@ -179,22 +179,26 @@ mod tests {
         assert_eq!(ivf_pq_shape(600, 576, 0, 0), (2, 36));
     }
 
+    /// Detail row `i` of an 8-wide test table.
+    fn detail(i: i64) -> NewRow {
+        NewRow {
+            id: format!("d{i}"),
+            parent_id: None,
+            kind: "detail",
+            text: format!("row {i}"),
+            vector: vec![i as f32 + 1.0; 8],
+            persona: "BABS".into(),
+            task_id: None,
+            created_at: i,
+        }
+    }
+
     #[tokio::test]
     async fn compaction_merges_fragments_and_keeps_every_row() {
         let dir = tempfile::tempdir().unwrap();
         let table = open(dir.path(), "t", 8).await.unwrap();
         for i in 0..12 {
-            let row = NewRow {
-                id: format!("d{i}"),
-                parent_id: None,
-                kind: "detail",
-                text: format!("row {i}"),
-                vector: vec![i as f32 + 1.0; 8],
-                persona: "BABS".into(),
-                task_id: None,
-                created_at: i,
-            };
-            add(&table, &[row], 8).await.unwrap();
+            add(&table, &[detail(i)], 8).await.unwrap();
         }
         assert_eq!(fragment_count(&table).await.unwrap(), 12);
         compact(&table).await.unwrap();
@@ -212,17 +216,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let upkeep = open(dir.path(), "t", 8).await.unwrap();
         for i in 0..6 {
-            let row = NewRow {
-                id: format!("d{i}"),
-                parent_id: None,
-                kind: "detail",
-                text: format!("row {i}"),
-                vector: vec![i as f32 + 1.0; 8],
-                persona: "BABS".into(),
-                task_id: None,
-                created_at: i,
-            };
-            add(&upkeep, &[row], 8).await.unwrap();
+            add(&upkeep, &[detail(i)], 8).await.unwrap();
         }
         // Another handle (the consolidation's view) re-parents every detail under a summary.
         let consolidate = open(dir.path(), "t", 8).await.unwrap();

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::daemon::{eventually, wait_task, Daemon, Edit};
+use crate::support::daemon::{batos_cmd, eventually, wait_task, Daemon, Edit};
 use crate::support::ollama::{last_user, Scripted, ScriptedOllama};
 
 /// The phrasing prompt's first words (motivator::phrase::prompt).
@@ -134,6 +134,31 @@ async fn an_idle_daemon_sets_itself_a_goal_and_runs_it_with_its_provenance() {
     let st = c.request("status", json!({})).await.unwrap();
     assert!(st["motivator"]["paused"].is_null(), "{st}");
     assert!(st["motivator"]["goals_last_hour"].as_u64().unwrap() >= 1);
+    // The CLI: `batos goals` lists it; `batos motivator pause|resume`; `batos status` shows the state.
+    let cli = |args: &[&str]| {
+        let out = batos_cmd(&d)
+            .args(args)
+            .arg("--config")
+            .arg(&d.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let listed = cli(&["goals"]);
+    let id = goal["id"].as_str().unwrap();
+    assert!(
+        listed.contains(&format!("{id} [done] idle for ALFRED")),
+        "{listed}"
+    );
+    assert!(listed.contains("goal:    Look into this: idle"), "{listed}");
+    assert!(cli(&["motivator", "pause"]).contains("paused by command"));
+    assert!(cli(&["status"]).contains("motivator: paused by command"));
+    assert!(cli(&["motivator", "resume"]).starts_with("motivator: active"));
     // A crash of the Motivator loses nothing: restarted, it reads its goals back.
     c.request("debug_crash", json!({"actor": "motivator"}))
         .await

@@ -26,6 +26,8 @@ impl Mind {
         let forward = async move {
             loop {
                 match rx.recv().await {
+                    // Streamed tokens are most of the traffic and feed no trigger: not worth a message each.
+                    Ok(p) if matches!(p.event, crate::events::Event::TaskToken { .. }) => {}
                     Ok(p) => {
                         if me.cast(MotivatorMsg::Event(p)).is_err() {
                             return;

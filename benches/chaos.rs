@@ -307,6 +307,7 @@ async fn crashes_under_load(d: &Daemon, crashes: usize, per_client: usize) -> St
         "memory",
         "toolforge",
         "motivator",
+        "image",
         "gateway",
     ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);

@@ -13,6 +13,7 @@ use batos_actors::codex::inquiry::CodexLink;
 use batos_actors::codex::{Codex, CodexArgs, CodexHandle};
 use batos_actors::curator::{CuratorArgs, CuratorHandle, TrainerHook};
 use batos_actors::events::EventHub;
+use batos_actors::image::{ImageArgs, ImageHandle};
 use batos_actors::llm::{self, SamplingTable};
 use batos_actors::memory::{MemoryArgs, MemoryHandle};
 use batos_actors::motivator::{GoalRunner, MotivatorArgs, MotivatorHandle};
@@ -161,6 +162,18 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             tracing::info!(event = "fs.stale_temps_removed", dir = %dir.display(), count = n, "removed temp files left by an interrupted write");
         }
     }
+    // Before any organ reads its files: restore what the folder lost from the newest image that verifies,
+    // and reserve this life's event numbers (the hub below starts after them).
+    let booted =
+        batos_actors::image::boot(&data_dir, settings.image.seq_reserve).map_err(|e| match e {
+            e @ batos_actors::image::ImageError::Newer { .. } => {
+                BootError::Config(anyhow::anyhow!(e))
+            }
+            e => BootError::Runtime(anyhow::anyhow!(
+                "the living image could not be read at start: {e}"
+            )),
+        })?;
+    tracing::info!(event = "image.booted", generation = booted.newest.as_ref().map(|i| i.generation), restored = ?booted.restored, set_aside = booted.set_aside.len(), first_seq = booted.last_seq + 1, "living image checked");
     let token = ensure_token(&data_dir)?;
     let codex = Codex::load(&settings.codex_path).map_err(|e| {
         BootError::Config(anyhow::anyhow!(
@@ -168,9 +181,10 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             loaded.path.display()
         ))
     })?;
-    let hub = EventHub::bounded(
+    let hub = EventHub::bounded_after(
         settings.gateway.event_queue_capacity,
         Some(settings.gateway.view_keep_finished_tasks),
+        booted.last_seq,
     );
     let selection = llm::select::select(&settings.llm)
         .await
@@ -195,6 +209,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         curator: CuratorHandle::new(live.clone()),
         unsloth: UnslothHandle::new(live.clone()),
         motivator: MotivatorHandle::new(live.clone()),
+        image: ImageHandle::new(live.clone()),
         root: SupervisorHandle::named("root supervisor", ROOT_NAME),
     };
     let personas = Personas::new(
@@ -208,6 +223,9 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         Duration::from_millis(settings.llm.request_timeout_ms),
     )
     .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
+    personas
+        .keep_overrides(&data_dir.join("personas/overrides.json"))
+        .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
     let tools = ToolRegistry::with_builtins(hub.clone());
     let store = CheckpointStore::open(&data_dir.join("checkpoints"))
         .context("cannot open the checkpoint directory")?;
@@ -308,6 +326,15 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         personas: personas.clone(),
         runner: Arc::new(organs.handles.orchestrator.clone()) as Arc<dyn GoalRunner>,
     });
+    let image_args = ImageArgs {
+        data_dir: data_dir.clone(),
+        settings_path: loaded.path.clone(),
+        settings: live.clone(),
+        hub: hub.clone(),
+        personas: personas.clone(),
+        memory: organs.handles.memory.clone(),
+        booted,
+    };
     let children = crate::tree::children(crate::tree::Organs {
         settings: &settings,
         hub: &hub,
@@ -319,6 +346,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         curator: curator_args,
         unsloth: unsloth_args,
         motivator: motivator_args,
+        image: image_args,
         cognition: cog,
         gateway: organs,
     });

@@ -6,5 +6,6 @@ pub mod client;
 pub mod forge_cli;
 pub mod gateway;
 pub mod goals_cli;
+pub mod image_cli;
 pub mod logging;
 pub mod tree;

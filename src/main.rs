@@ -31,6 +31,34 @@ enum LogFormatArg {
     Pretty,
 }
 
+/// What `batos image` does.
+#[derive(Subcommand)]
+enum ImageCmd {
+    /// Save a new generation in data_dir/image/ now.
+    Save {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Write one self-contained image (memory rows and adapters included) to FILE; the daemon writes it.
+    Export {
+        #[command(flatten)]
+        conn: Conn,
+        /// Where (made absolute against this shell's folder).
+        file: std::path::PathBuf,
+    },
+    /// Create a new mind from an image: its data folder, settings.toml and codex.toml (no daemon needed).
+    Import {
+        /// The image file.
+        file: std::path::PathBuf,
+        /// The new data folder (absent or empty).
+        #[arg(long)]
+        data_dir: std::path::PathBuf,
+        /// Where settings.toml and codex.toml go (default: DATA_DIR/config).
+        #[arg(long)]
+        config_dir: Option<std::path::PathBuf>,
+    },
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon in the foreground until SIGINT/SIGTERM (exit 0) or the root supervisor gives up.
@@ -110,6 +138,11 @@ enum Cmd {
         conn: Conn,
         #[command(subcommand)]
         action: batos::goals_cli::MotivatorAction,
+    },
+    /// The living image: save a generation, export one self-contained file, import one into a new mind.
+    Image {
+        #[command(subcommand)]
+        action: ImageCmd,
     },
     /// Send any protocol command (see docs/protocol.md) and print its JSON reply.
     Call {
@@ -232,6 +265,21 @@ fn main() -> ExitCode {
             Cmd::Motivator { conn, action } => match conn.resolve() {
                 Ok(cfg) => batos::goals_cli::motivator(cfg, action).await,
                 Err(c) => c,
+            },
+            Cmd::Image { action } => match action {
+                ImageCmd::Save { conn } => match conn.resolve() {
+                    Ok(cfg) => batos::image_cli::save(cfg).await,
+                    Err(c) => c,
+                },
+                ImageCmd::Export { conn, file } => match conn.resolve() {
+                    Ok(cfg) => batos::image_cli::export(cfg, &file).await,
+                    Err(c) => c,
+                },
+                ImageCmd::Import {
+                    file,
+                    data_dir,
+                    config_dir,
+                } => batos::image_cli::import(&file, &data_dir, config_dir).await,
             },
             Cmd::Call { conn, cmd, args } => match conn.resolve() {
                 Ok(cfg) => call(cfg, &cmd, &args).await,
@@ -441,6 +489,7 @@ async fn status(cfg: ClientConfig, raw: bool) -> ExitCode {
                 "motivator: {}",
                 batos::goals_cli::state_line(&v["motivator"])
             );
+            println!("image: {}", batos::image_cli::line(&v["image"]["last"]));
             println!("\nsupervision tree:");
             print_tree(&v["tree"], 1);
             println!("\npersonas:");

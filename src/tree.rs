@@ -15,6 +15,7 @@
 //! ├── unsloth          LoRA training queue └── run job (one at a time) (when forge.enabled)
 //! ├── orchestrator     task table    └── task/<id> jobs: one run per task, resumed or failed on a crash
 //! ├── motivator        goals of its own └── forward, tick, phrase/start jobs  (when motivator.enabled)
+//! ├── image            the living image: periodic saves, exports, the event numbers' reservation └── tick job
 //! └── gateway          ZeroMQ command and event sockets
 //! ```
 //!
@@ -28,6 +29,7 @@ use std::time::Duration;
 use batos_actors::codex::{CodexActor, CodexArgs, CODEX_NAME};
 use batos_actors::curator::{CuratorActor, CuratorArgs, CURATOR_NAME};
 use batos_actors::events::EventHub;
+use batos_actors::image::{ImageActor, ImageArgs, IMAGE_NAME};
 use batos_actors::memory::{MemoryActor, MemoryArgs, MEMORY_NAME};
 use batos_actors::motivator::{MotivatorActor, MotivatorArgs, MOTIVATOR_NAME};
 use batos_actors::orchestrator::{Cognition, Orchestrator, OrchestratorArgs, ORCHESTRATOR_NAME};
@@ -65,6 +67,8 @@ pub struct Organs<'a> {
     pub unsloth: Option<UnslothArgs>,
     /// The Motivator's arguments; `None` when `motivator.enabled` is false.
     pub motivator: Option<MotivatorArgs>,
+    /// The image organ's arguments.
+    pub image: ImageArgs,
     /// What the orchestrator's task runs share.
     pub cognition: Arc<Cognition>,
     /// What gateway commands may touch.
@@ -174,6 +178,14 @@ pub fn children(o: Organs<'_>) -> Vec<ChildSpec> {
             move || (MotivatorActor, args.clone()),
         )
     }));
+    // After every organ whose state it pictures (it asks memory and reads the personas).
+    let image = o.image;
+    specs.extend([ChildSpec::worker(
+        "image",
+        Restart::Permanent,
+        Some(IMAGE_NAME.into()),
+        move || (ImageActor, image.clone()),
+    )]);
     specs.extend([ChildSpec::worker(
         "gateway",
         Restart::Permanent,

@@ -168,6 +168,7 @@ fn the_organs_import_each_other_without_a_cycle() {
         let organs = [
             "codex",
             "curator",
+            "image",
             "memory",
             "motivator",
             "orchestrator",

@@ -14,7 +14,8 @@ pub use batos_protocol::{encode_body, unix_now, Event, EventBody, StateView};
 /// One published event, encoded once for every consumer.
 #[derive(Debug, Clone)]
 pub struct Published {
-    /// Its sequence number: 1 for the first event of this daemon process, +1 per event, no gaps.
+    /// Its sequence number: +1 per event, no gaps within a daemon process; a restart continues past the numbers
+    /// its earlier lives reserved (so the first event of a process is not necessarily 1).
     pub seq: u64,
     /// The typed event, as folded into the hub's view under the same lock.
     pub event: Event,
@@ -51,10 +52,20 @@ impl EventHub {
     /// Likewise, with a view that keeps at most `keep_finished_tasks` finished tasks (its memory, and the size
     /// of every `snapshot`, stay bounded however long the daemon runs).
     pub fn bounded(capacity: usize, keep_finished_tasks: Option<usize>) -> Arc<Self> {
+        Self::bounded_after(capacity, keep_finished_tasks, 0)
+    }
+
+    /// Likewise, its first event numbered `last + 1`: a restarted daemon continues the sequence past every
+    /// number its previous lives may have used (the image organ's reservation), so no number means two events.
+    pub fn bounded_after(
+        capacity: usize,
+        keep_finished_tasks: Option<usize>,
+        last: u64,
+    ) -> Arc<Self> {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Arc::new(Self {
             inner: Mutex::new(HubInner {
-                seq: 0,
+                seq: last,
                 view: StateView {
                     keep_finished_tasks,
                     ..Default::default()
@@ -302,6 +313,15 @@ fn log_event(seq: u64, event: &Event) {
             reason,
         } => {
             info!(event = "motivator.suppressed", seq, trigger = %trigger, limit = %limit, reason = %reason, "goal suppressed")
+        }
+        Event::ImageSaved {
+            generation,
+            path,
+            bytes,
+            reason,
+            duration_ms,
+        } => {
+            info!(event = "image.saved", seq, generation, path = %path, bytes, reason = %reason, duration_ms, "living image saved")
         }
         Event::MotivatorPaused { paused, reason } => {
             info!(event = "motivator.paused", seq, paused, reason = %reason, "motivator paused or resumed")

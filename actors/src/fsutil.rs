@@ -15,8 +15,18 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     atomic_write_mode(path, bytes, None)
 }
 
+/// Like [`atomic_write`], the content given in parts written one after the other (a large file need not be
+/// assembled in memory first).
+pub fn atomic_write_parts(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
+    write_parts(path, parts, None)
+}
+
 /// Like [`atomic_write`], creating the file with the given Unix permission bits (e.g. `0o600` for secrets).
 pub fn atomic_write_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
+    write_parts(path, &[bytes], mode)
+}
+
+fn write_parts(path: &Path, parts: &[&[u8]], mode: Option<u32>) -> io::Result<()> {
     let dir = parent_dir(path);
     fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
@@ -25,7 +35,9 @@ pub fn atomic_write_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Re
         tmp.as_file()
             .set_permissions(fs::Permissions::from_mode(mode))?;
     }
-    tmp.write_all(bytes)?;
+    for part in parts {
+        tmp.write_all(part)?;
+    }
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     sync_dir(dir)

@@ -10,6 +10,7 @@ pub mod codex;
 pub mod curator;
 pub mod events;
 pub mod fsutil;
+pub mod image;
 pub mod job;
 pub mod llm;
 pub mod memory;

@@ -140,6 +140,14 @@ pub struct CuratorExportArgs {
     pub persona: String,
 }
 
+/// Arguments of `image_export`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageExportArgs {
+    /// Absolute path, on the daemon's machine, of the file to write (an existing file is replaced atomically).
+    pub path: String,
+}
+
 /// Arguments of `forge_train`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +256,10 @@ pub enum Command {
     MotivatorPause,
     /// Resume it.
     MotivatorResume,
+    /// Save a living image now (a new generation in `data_dir/image/`).
+    ImageSave,
+    /// Write one self-contained image (memory rows and adapters included) to a file.
+    ImageExport(ImageExportArgs),
 }
 
 /// Every command name of protocol v1, for `unknown_command` messages and docs.
@@ -284,6 +296,8 @@ pub const COMMANDS: &[&str] = &[
     "list_goals",
     "motivator_pause",
     "motivator_resume",
+    "image_save",
+    "image_export",
 ];
 
 /// The commands that change nothing: their replies need not survive a daemon crash (a retry simply reads
@@ -343,6 +357,8 @@ impl Command {
             "list_goals" => none(args).map(|_| Command::ListGoals)?,
             "motivator_pause" => none(args).map(|_| Command::MotivatorPause)?,
             "motivator_resume" => none(args).map(|_| Command::MotivatorResume)?,
+            "image_save" => none(args).map(|_| Command::ImageSave)?,
+            "image_export" => Command::ImageExport(typed(cmd, args)?),
             "rate_task" => Command::RateTask(typed(cmd, args)?),
             "curator_stats" => none(args).map(|_| Command::CuratorStats)?,
             "curator_export" => Command::CuratorExport(typed(cmd, args)?),

@@ -397,6 +397,20 @@ pub enum Event {
         /// By what.
         reason: String,
     },
+    /// A living image was written: a new generation in `data_dir/image/`, or an export.
+    #[serde(rename = "image.saved")]
+    ImageSaved {
+        /// Its generation (an export carries the generation it was numbered with too).
+        generation: u64,
+        /// Where it was written.
+        path: String,
+        /// Its size in bytes, envelope included.
+        bytes: u64,
+        /// `interval`, `command` or `export`.
+        reason: String,
+        /// How long the save took, in milliseconds.
+        duration_ms: u64,
+    },
     /// A trained adapter passed the gate and the persona was swapped to it (`model.swapped` follows too).
     #[serde(rename = "model.tuned")]
     ModelTuned {
@@ -453,6 +467,7 @@ impl Event {
             Event::MotivatorGoal { .. } => "motivator.goal",
             Event::MotivatorSuppressed { .. } => "motivator.suppressed",
             Event::MotivatorPaused { .. } => "motivator.paused",
+            Event::ImageSaved { .. } => "image.saved",
         }
     }
 

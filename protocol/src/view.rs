@@ -231,7 +231,8 @@ impl StateView {
             | Event::KnowledgeGap { .. }
             | Event::MotivatorGoal { .. }
             | Event::MotivatorSuppressed { .. }
-            | Event::MotivatorPaused { .. } => {}
+            | Event::MotivatorPaused { .. }
+            | Event::ImageSaved { .. } => {}
         }
     }
 

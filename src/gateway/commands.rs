@@ -250,6 +250,13 @@ async fn dispatch(organs: &Organs, request_id: &str, command: Command) -> CmdRes
         Command::ListGoals => to_value(&h.motivator.goals().await.map_err(wire)?),
         Command::MotivatorPause => to_value(&h.motivator.pause(true).await.map_err(wire)?),
         Command::MotivatorResume => to_value(&h.motivator.pause(false).await.map_err(wire)?),
+        Command::ImageSave => to_value(&h.image.save().await.map_err(wire)?),
+        Command::ImageExport(a) => to_value(
+            &h.image
+                .export(std::path::PathBuf::from(a.path))
+                .await
+                .map_err(wire)?,
+        ),
     }
 }
 
@@ -284,6 +291,11 @@ async fn status(organs: &Organs) -> CmdResult {
             Ok(m) => to_value(&m)?,
             Err(_) => Value::Null,
         },
+        // `null` while the image organ restarts.
+        "image": match organs.handles.image.status().await {
+            Ok(i) => to_value(&i)?,
+            Err(_) => Value::Null,
+        },
     }))
 }
 
@@ -307,6 +319,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
             "curator" => h.curator.crash().map_err(wire),
             "unsloth" => h.unsloth.crash().map_err(wire),
             "motivator" => h.motivator.crash().map_err(wire),
+            "image" => h.image.crash().map_err(wire),
             GATEWAY_NAME => {
                 // Let this reply leave before the gateway dies.
                 tokio::spawn(async move {
@@ -319,7 +332,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
                 return Err(err(
                     ErrorCode::NotFound,
                     format!(
-                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge, curator, unsloth, motivator or gateway",
+                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge, curator, unsloth, motivator, image or gateway",
                         batos_protocol::truncate(other, 64)
                     ),
                 ))

@@ -20,6 +20,7 @@ use zeromq::{PubSocket, RouterSocket, ZmqMessage};
 use batos_actors::codex::CodexHandle;
 use batos_actors::curator::CuratorHandle;
 use batos_actors::events::{encode_body, EventHub};
+use batos_actors::image::ImageHandle;
 use batos_actors::memory::MemoryHandle;
 use batos_actors::motivator::MotivatorHandle;
 use batos_actors::orchestrator::OrchestratorHandle;
@@ -88,6 +89,8 @@ pub struct Handles {
     pub unsloth: UnslothHandle,
     /// The Motivator: `list_goals`, `motivator_pause`, `motivator_resume`, `status`, `debug_crash motivator`.
     pub motivator: MotivatorHandle,
+    /// The living image: `image_save`, `image_export`, `status`, `debug_crash image`.
+    pub image: ImageHandle,
     /// The root of the supervision tree (for `status`).
     pub root: SupervisorHandle,
 }

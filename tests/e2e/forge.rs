@@ -104,6 +104,10 @@ pub(crate) fn forge_settings(steps: i64, min_improvement: f64) -> Edit {
         }
         f["targets"] = toml_edit::value(targets);
         doc["orchestrator"]["max_iterations"] = toml_edit::value(1);
+        // A task runs beside the training run (two rayon threads), the gate's measurements and, under `cargo
+        // test`, another test's daemon, on two cores: a persona call may wait minutes for the CPU, and one that
+        // outwaits the shipped 120 s fails its task before BRICK drafts (a CI run saw such a task: no BRICK step).
+        doc["llm"]["request_timeout_ms"] = toml_edit::value(600_000);
         // Greedy: the habit must show in the answer, not in a lucky draw.
         doc["personas"]["BRICK"]["temperature"] = toml_edit::value(0.0);
     })
@@ -239,7 +243,8 @@ async fn a_habit_is_trained_resumed_after_kill_9_gated_swapped_and_rolled_back()
         .await
         .unwrap();
     assert_eq!(persona["model"], tuned.as_str(), "{persona}");
-    let old = wait_task(&mut c, before["id"].as_str().unwrap(), 300).await;
+    let old = wait_task(&mut c, before["id"].as_str().unwrap(), 600).await;
+    assert_eq!(old["status"], "done", "{old}");
     assert!(
         brick_models(&old).iter().all(|m| m == "smollm2:135m"),
         "the task started before the swap kept its model: {old}"
@@ -249,6 +254,7 @@ async fn a_habit_is_trained_resumed_after_kill_9_gated_swapped_and_rolled_back()
         .await
         .unwrap();
     let new = wait_task(&mut c, after["id"].as_str().unwrap(), 300).await;
+    assert_eq!(new["status"], "done", "{new}");
     assert!(
         brick_models(&new).iter().any(|m| m == &tuned),
         "a task after the swap thinks with the adapter: {new}"
@@ -257,12 +263,12 @@ async fn a_habit_is_trained_resumed_after_kill_9_gated_swapped_and_rolled_back()
     let said = brick_said(&new);
     assert!(
         !said.is_empty() && said.iter().all(|t| t.starts_with("Indubitably")),
-        "BRICK answers with the habit: {said:?}"
+        "BRICK answers with the habit: {said:?} in {new}"
     );
     let before_said = brick_said(&old);
     assert!(
         !before_said.is_empty() && before_said.iter().all(|t| !t.contains("Indubitably")),
-        "{before_said:?}"
+        "{before_said:?} in {old}"
     );
     let back = c
         .request("rollback_model", json!({"persona": "BRICK"}))

@@ -15,6 +15,7 @@ mod forge;
 mod forge_ollama;
 mod gateway;
 mod hostile;
+mod image;
 mod memory;
 mod motivator;
 mod offline;

@@ -15,7 +15,9 @@ use super::ctx::{escalate, now_micros, Ctx, Store, UNPARENTED};
 use super::messages::{MemoryArgs, MemoryMsg};
 use super::store::{self, NewRow};
 use super::upkeep::maintain;
-use super::{chunk, ConsolidateReport, IngestItem, MemError, MemStats, SearchResult};
+use super::{
+    chunk, ConsolidateReport, IngestItem, MemError, MemStats, MemorySnapshot, SearchResult,
+};
 use crate::job::Coalesce;
 use crate::job::Jobs;
 
@@ -243,6 +245,31 @@ impl Actor for MemoryActor {
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(escalate(&myself, r));
+            }
+            MemoryMsg::Snapshot { rows, reply } => {
+                let store = match state.store().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let name = state.ctx.args.settings.load().memory.table.clone();
+                // A job: reading every row of a large table must not hold up searches.
+                state
+                    .jobs
+                    .spawn(&myself.get_cell(), "snapshot", async move {
+                        let r = store::image::dump(&store.table, rows).await.map(
+                            |(version, rows, ipc)| MemorySnapshot {
+                                table: name,
+                                version,
+                                rows,
+                                ipc,
+                            },
+                        );
+                        let _ = reply.send(r);
+                    })
+                    .await?;
             }
             MemoryMsg::Remembers(task_id, reply) => {
                 let r = match (state.store().await, store::sql_id(&task_id)) {

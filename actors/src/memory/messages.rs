@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ractor::RpcReplyPort;
 
-use super::{ConsolidateReport, IngestItem, MemError, MemStats, SearchResult};
+use super::{ConsolidateReport, IngestItem, MemError, MemStats, MemorySnapshot, SearchResult};
 use crate::events::EventHub;
 use crate::llm::LlmBackend;
 use crate::personas::Personas;
@@ -57,6 +57,13 @@ pub enum MemoryMsg {
     StoreFailed(String),
     /// Open the table (sent to itself once the actor is up).
     Open,
+    /// The table's version and size for a living image, with every row when `rows` (an export).
+    Snapshot {
+        /// Include the rows (Arrow IPC), not just the version.
+        rows: bool,
+        /// Answer.
+        reply: RpcReplyPort<Result<MemorySnapshot, MemError>>,
+    },
     /// Fault injection: panic.
     Crash,
 }

@@ -106,6 +106,26 @@ pub struct MemStats {
     pub indexing: bool,
 }
 
+/// The memory table as a living image holds it: a pointer (table, version, rows) in a periodic image, every
+/// row in an export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemorySnapshot {
+    /// The table's name (`memory.table`).
+    pub table: String,
+    /// Its LanceDB version when the snapshot was taken.
+    pub version: u64,
+    /// Its rows then.
+    pub rows: u64,
+    /// Every row as an Arrow IPC stream, when asked for.
+    pub ipc: Option<Vec<u8>>,
+}
+
+/// Creates the memory table `name` under `dir` from an image's rows (an import, before any daemon runs
+/// there); returns the rows written.
+pub async fn restore_rows(dir: &std::path::Path, name: &str, ipc: &[u8]) -> Result<u64, MemError> {
+    store::image::restore(dir, name, ipc).await
+}
+
 /// Splits text into chunks of at most `max` bytes, at whitespace where possible.
 pub fn chunk(text: &str, max: usize) -> Vec<String> {
     let max = max.max(1);
@@ -196,6 +216,11 @@ impl MemoryHandle {
     pub async fn remembers(&self, task_id: String) -> Result<bool, MemError> {
         self.call(|reply| MemoryMsg::Remembers(task_id, reply))
             .await
+    }
+
+    /// The table's version and size, and every row when `rows` (for a living image).
+    pub async fn snapshot(&self, rows: bool) -> Result<MemorySnapshot, MemError> {
+        self.call(|reply| MemoryMsg::Snapshot { rows, reply }).await
     }
 
     /// Fault injection: makes the memory actor panic.

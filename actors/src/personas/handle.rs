@@ -39,6 +39,9 @@ pub enum PersonaError {
     /// The swap could not be carried out.
     #[error("swap failed: {0}")]
     Swap(String),
+    /// An override could not be kept on disk (nothing changed).
+    #[error("{0}")]
+    Store(String),
 }
 
 impl WireError for PersonaError {
@@ -47,7 +50,7 @@ impl WireError for PersonaError {
             PersonaError::Unknown(_) => ErrorCode::NotFound,
             PersonaError::Unreachable { .. } | PersonaError::Model { .. } => ErrorCode::Unavailable,
             PersonaError::Invalid(_) => ErrorCode::BadRequest,
-            PersonaError::Swap(_) => ErrorCode::Internal,
+            PersonaError::Swap(_) | PersonaError::Store(_) => ErrorCode::Internal,
         }
     }
 }

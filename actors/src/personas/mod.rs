@@ -72,6 +72,9 @@ pub struct Personas {
     call_timeout: Duration,
     /// Serialises swaps so two swaps of one persona cannot interleave their steps.
     swap_lock: tokio::sync::Mutex<()>,
+    /// Where `update_persona`'s overrides are kept across daemon restarts (and so in the living image);
+    /// `None`: in memory only (tests, benches).
+    overrides: Mutex<Option<std::path::PathBuf>>,
 }
 
 impl std::fmt::Debug for Personas {
@@ -122,6 +125,7 @@ impl Personas {
             recorder,
             call_timeout,
             swap_lock: tokio::sync::Mutex::new(()),
+            overrides: Mutex::new(None),
         }))
     }
 
@@ -312,7 +316,62 @@ impl Personas {
         }
     }
 
-    /// Cognitive surgery: changes one editable field of a persona, live, and keeps it across restarts.
+    /// Keeps `update_persona`'s overrides in `path` from now on, and applies those it holds (call before the
+    /// personas start). A missing file is no override; an unreadable one is an error naming it.
+    pub fn keep_overrides(&self, path: &std::path::Path) -> Result<(), PersonaError> {
+        let saved: BTreeMap<String, Editable> = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                PersonaError::Invalid(format!(
+                    "{} is not a persona override file: {e}",
+                    path.display()
+                ))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                return Err(PersonaError::Invalid(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )))
+            }
+        };
+        let mut configs = self.lock_configs();
+        for (name, editable) in saved {
+            if let Some(c) = configs.get_mut(&name) {
+                c.editable = editable;
+            }
+        }
+        *self.overrides.lock().unwrap_or_else(|p| p.into_inner()) = Some(path.to_path_buf());
+        Ok(())
+    }
+
+    /// Writes every persona's overrides to the override file, if one is kept.
+    fn save_overrides(&self) -> Result<(), PersonaError> {
+        let Some(path) = self
+            .overrides
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return Ok(());
+        };
+        let all: BTreeMap<String, Editable> = self
+            .lock_configs()
+            .iter()
+            .filter(|(_, c)| c.editable != Editable::default())
+            .map(|(n, c)| (n.clone(), c.editable.clone()))
+            .collect();
+        let bytes =
+            serde_json::to_vec_pretty(&all).map_err(|e| PersonaError::Store(e.to_string()))?;
+        crate::fsutil::atomic_write(&path, &bytes).map_err(|e| {
+            PersonaError::Store(format!(
+                "the override could not be kept in {}: {e}",
+                path.display()
+            ))
+        })
+    }
+
+    /// Cognitive surgery: changes one editable field of a persona, live, and keeps it across restarts
+    /// (of the actor always; of the daemon when an override file is kept: written before the change applies).
     pub async fn update(
         &self,
         persona: &str,
@@ -325,8 +384,16 @@ impl Personas {
             .ok_or_else(|| PersonaError::Unknown(persona.to_string()))?
             .editable;
         editable.set(field, value).map_err(PersonaError::Invalid)?;
+        let before = self.config(persona).map(|c| c.editable);
         if let Some(c) = self.lock_configs().get_mut(persona) {
             c.editable = editable.clone();
+        }
+        if let Err(e) = self.save_overrides() {
+            // Not kept, so not made: the config goes back to what the file still says.
+            if let (Some(c), Some(b)) = (self.lock_configs().get_mut(persona), before) {
+                c.editable = b;
+            }
+            return Err(e);
         }
         handle.set_editable(editable, self.call_timeout).await
     }

@@ -40,6 +40,8 @@ pub struct Settings {
     pub forge: ForgeSettings,
     /// `[motivator]`: goals of the system's own, their triggers and their budget.
     pub motivator: MotivatorSettings,
+    /// `[image]`: the living image: periodic saves, rolling generations, the event sequence's reservation.
+    pub image: ImageSettings,
     /// Fault injection and other debugging switches.
     pub debug: DebugSettings,
 }
@@ -520,6 +522,22 @@ pub struct DebugSettings {
     /// Allow `debug_crash` (it makes an actor panic); when false it answers `conflict`. Never in
     /// production.
     pub fault_injection: bool,
+}
+
+/// `[image]` (live: read at every tick and save).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSettings {
+    /// Seconds between periodic saves (0: only on command); a save is skipped when nothing changed.
+    pub interval_s: u64,
+    /// Image generations kept in `data_dir/image/`; older ones are deleted after a save succeeds (at least 2,
+    /// so a torn or corrupt newest always has a predecessor).
+    pub keep: usize,
+    /// Event sequence numbers reserved on disk ahead of use: a restart (even after kill -9) starts past the
+    /// reservation, so numbers never repeat, at the cost of a gap of at most this many.
+    pub seq_reserve: u64,
+    /// How often (ms) the image organ looks at the clock and at the event sequence's reservation.
+    pub tick_ms: u64,
 }
 
 /// `[motivator]` (live: read at every event and tick, except `enabled` and `running_goals`, read at start).

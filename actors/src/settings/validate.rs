@@ -124,6 +124,8 @@ impl Settings {
             motivator.success_streak,
             motivator.running_goals,
             motivator.max_goal_bytes,
+            image.seq_reserve,
+            image.tick_ms,
         );
         for (key, v) in [
             (
@@ -169,6 +171,12 @@ impl Settings {
             return Err(bad(
                 "codex.proposer",
                 "must be ALFRED, BABS, BRICK or ROBIN",
+            ));
+        }
+        if self.image.keep < 2 {
+            return Err(bad(
+                "image.keep",
+                "must be at least 2 (a corrupt newest image needs a predecessor)",
             ));
         }
         if !crate::PERSONAS.contains(&self.motivator.persona.as_str()) {

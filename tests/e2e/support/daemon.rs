@@ -127,6 +127,18 @@ impl Daemon {
         }
     }
 
+    /// A daemon for a settings file written elsewhere (an imported mind), logging into `dir`.
+    pub fn at(dir: tempfile::TempDir, config: PathBuf) -> Self {
+        let log = dir.path().join("daemon.log");
+        Daemon {
+            dir,
+            config,
+            child: None,
+            log,
+            env: Vec::new(),
+        }
+    }
+
     /// Starts the process and waits for `ping`.
     pub async fn spawn_and_wait(mut self) -> Self {
         self.spawn();
@@ -285,8 +297,26 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
+        // A failed test's daemon log dies with its temp folder: its warnings and errors are the evidence.
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let bad: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("\"level\":\"WARN\"") || l.contains("\"level\":\"ERROR\""))
+                .collect();
+            let tail = &bad[bad.len().saturating_sub(DROP_LOG_LINES)..];
+            eprintln!(
+                "daemon log ({} lines): its last {} warnings and errors:\n{}",
+                text.lines().count(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
     }
 }
+
+/// Warnings and errors of the daemon's log printed when a test fails with it running.
+const DROP_LOG_LINES: usize = 60;
 
 /// Polls `f` until it returns `Some`, or panics after `secs`.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::MemError;
 
+pub mod image;
 mod index;
 
 pub use index::{
@@ -138,7 +139,7 @@ pub fn batch(rows: &[NewRow], dim: usize) -> Result<RecordBatch, MemError> {
     RecordBatch::try_new(schema, cols).map_err(|e| MemError::Store(e.to_string()))
 }
 
-fn store_err(e: lancedb::Error) -> MemError {
+pub(super) fn store_err(e: lancedb::Error) -> MemError {
     MemError::Store(e.to_string())
 }
 

@@ -10,9 +10,9 @@ mkdir -p "$CACHE"
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 # 1. System packages: protoc (lance), cmake + clang (llama.cpp, bindgen), runsc (gVisor sandbox),
-#    docker.io (second sandbox backend).
+#    docker.io (second sandbox backend), tmux (the TUI's end-to-end test drives `batos tui` in it).
 missing=()
-for pkg in protobuf-compiler cmake clang libclang-dev runsc docker.io curl unzip; do
+for pkg in protobuf-compiler cmake clang libclang-dev runsc docker.io curl unzip tmux; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

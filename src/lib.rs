@@ -9,3 +9,4 @@ pub mod goals_cli;
 pub mod image_cli;
 pub mod logging;
 pub mod tree;
+pub mod tui;

@@ -79,6 +79,14 @@ enum Cmd {
         #[command(flatten)]
         conn: Conn,
     },
+    /// The terminal UI: personas thinking, tasks, tools, amendments, the Inspector, the tree, training.
+    Tui {
+        #[command(flatten)]
+        conn: Conn,
+        /// Show everything, change nothing.
+        #[arg(long)]
+        readonly: bool,
+    },
     /// Show the supervision tree, restart counts and models.
     Status {
         #[command(flatten)]
@@ -227,6 +235,10 @@ fn main() -> ExitCode {
             },
             Cmd::Watch { conn } => match conn.resolve() {
                 Ok(cfg) => watch(cfg).await,
+                Err(c) => c,
+            },
+            Cmd::Tui { conn, readonly } => match conn.resolve() {
+                Ok(cfg) => batos::tui::run(cfg, readonly).await,
                 Err(c) => c,
             },
             Cmd::Status { conn, json } => match conn.resolve() {

@@ -4,7 +4,7 @@
 //!   supervisor, ...): each is a room, each `crate::x` path in its non-test code an arrow, and the arrows
 //!   must form a DAG, so the generic layers never depend on the organs above them;
 //! - the wire protocol crate is a leaf (serde, serde_json, rmp-serde only);
-//! - the client speaks only the protocol crate: `src/client.rs` names no organ.
+//! - the client and the TUI speak only the protocol crate: `src/client.rs` and `src/tui/` name no organ.
 //!
 //! A failure names the cycle or the offending line.
 
@@ -226,12 +226,32 @@ fn the_protocol_crate_is_a_leaf_and_the_client_needs_only_it() {
             "batos-protocol must stay serde-only, found dependency `{n}`"
         );
     }
-    let client = fs::read_to_string(root().join("src/client.rs")).expect("client source");
-    for (i, line) in client.lines().enumerate() {
-        assert!(
-            !line.contains("batos_actors"),
-            "src/client.rs:{} names the organs crate: {line}",
-            i + 1
-        );
+    // The client and the TUI speak the protocol only: neither names the organs crate, nor the daemon's side.
+    let mut sources = vec![root().join("src/client.rs")];
+    for e in fs::read_dir(root().join("src/tui"))
+        .expect("src/tui")
+        .flatten()
+    {
+        if e.path().extension().is_some_and(|x| x == "rs") {
+            sources.push(e.path());
+        }
+    }
+    for path in sources {
+        let text = fs::read_to_string(&path).expect("client source");
+        for (i, line) in text.lines().enumerate() {
+            for banned in [
+                "batos_actors",
+                "crate::gateway",
+                "crate::boot",
+                "crate::tree",
+            ] {
+                assert!(
+                    !line.contains(banned),
+                    "{}:{} names `{banned}`: {line}",
+                    path.display(),
+                    i + 1
+                );
+            }
+        }
     }
 }

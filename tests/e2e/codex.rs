@@ -8,25 +8,6 @@ use crate::support::*;
 
 const NEW_PROMPT: &str = "You are BRICK, the logic engine of BAT OS, and you weigh every deduction against the harm it could do.";
 
-/// ROBIN finds everything discordant, and proposes an amendment to BRICK when asked to.
-fn discordant_robin(ollama: &ScriptedOllama) {
-    ollama.set_responder(|persona, body| {
-        if persona != Some("ROBIN") || body["format"].is_null() {
-            return None;
-        }
-        if body["format"]["properties"].get("rationale").is_some() {
-            return Some(Scripted::json(json!({
-                "persona": "BRICK",
-                "changes": {"system_prompt": NEW_PROMPT},
-                "rationale": "BRICK's cold logic keeps missing the human cost."
-            })));
-        }
-        Some(Scripted::json(
-            json!({"dissonance": 0.95, "critique": "Still discordant."}),
-        ))
-    });
-}
-
 fn codex_path(d: &Daemon) -> std::path::PathBuf {
     d.path("config/codex.toml")
 }
@@ -62,7 +43,7 @@ async fn paused_task_with_amendment(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_approved_amendment_is_committed_with_comments_and_reaches_brick() {
     let ollama = ScriptedOllama::start();
-    discordant_robin(&ollama);
+    discordant_robin(&ollama, NEW_PROMPT);
     let d = Daemon::start(&ollama.url, vec![]).await;
     let mut c = d.client();
     let original = std::fs::read_to_string(codex_path(&d)).unwrap();
@@ -126,7 +107,7 @@ async fn an_approved_amendment_is_committed_with_comments_and_reaches_brick() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_amendment_leaves_the_codex_byte_identical() {
     let ollama = ScriptedOllama::start();
-    discordant_robin(&ollama);
+    discordant_robin(&ollama, NEW_PROMPT);
     let d = Daemon::start(&ollama.url, vec![]).await;
     let mut c = d.client();
     let original = std::fs::read(codex_path(&d)).unwrap();
@@ -256,7 +237,7 @@ async fn hand_edits_reach_the_live_personas_and_invalid_ones_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_approvals_and_a_racing_hand_edit_never_corrupt_the_file() {
     let ollama = ScriptedOllama::start();
-    discordant_robin(&ollama);
+    discordant_robin(&ollama, NEW_PROMPT);
     let d = Daemon::start(&ollama.url, vec![]).await;
     let mut c = d.client();
     let (_, a1) = paused_task_with_amendment(&d, &mut c, "first troubling task").await;

@@ -104,6 +104,11 @@ pub(crate) fn forge_settings(steps: i64, min_improvement: f64) -> Edit {
         }
         f["targets"] = toml_edit::value(targets);
         doc["orchestrator"]["max_iterations"] = toml_edit::value(1);
+        // The real model critiques here: the shipped critique rule, not the harness's (meant for scripted
+        // critiques), under which one round scored 1.00 with the reason "}" paused a task for the Architect
+        // (a CI run, 2026-12-02) — the rule treats such a bare score as consonant.
+        shipped("orchestrator", "min_critique_words")(doc);
+        shipped("orchestrator", "critique_repeat_similarity")(doc);
         // A task runs beside the training run (two rayon threads), the gate's measurements and, under `cargo
         // test`, another test's daemon, on two cores: a persona call may wait minutes for the CPU, and one that
         // outwaits the shipped 120 s fails its task before BRICK drafts (a CI run saw such a task: no BRICK step).

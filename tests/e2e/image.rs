@@ -28,25 +28,6 @@ fn images(interval_s: i64) -> Edit {
     })
 }
 
-/// ROBIN finds everything discordant and, asked for an amendment, proposes one for BRICK.
-fn discordant_robin(ollama: &ScriptedOllama) {
-    ollama.set_responder(|persona, body| {
-        if persona != Some("ROBIN") || body["format"].is_null() {
-            return None;
-        }
-        if body["format"]["properties"].get("rationale").is_some() {
-            return Some(Scripted::json(json!({
-                "persona": "BRICK",
-                "changes": {"system_prompt": NEW_PROMPT},
-                "rationale": "BRICK rambles."
-            })));
-        }
-        Some(Scripted::json(
-            json!({"dissonance": 0.95, "critique": "Too long."}),
-        ))
-    });
-}
-
 fn slow_client(d: &Daemon) -> batos::client::Client {
     batos::client::Client::new(batos::client::ClientConfig {
         timeout: Duration::from_secs(60),
@@ -134,7 +115,7 @@ async fn an_exported_mind_imported_into_an_empty_folder_is_the_same_mind() {
         .await
         .unwrap();
     assert!(rows["rows"].as_u64().unwrap() >= 2, "{rows}");
-    discordant_robin(&ollama);
+    discordant_robin(&ollama, NEW_PROMPT);
     let paused = c
         .request("submit_task", json!({"text": "Explain the tides."}))
         .await
@@ -226,27 +207,22 @@ async fn an_exported_mind_imported_into_an_empty_folder_is_the_same_mind() {
     // A folder that is not empty is refused, and nothing is written there.
     std::fs::create_dir_all(&data).unwrap();
     std::fs::write(data.join("stray"), b"x").unwrap();
-    let refused = batos_cmd(&d)
-        .args(["image", "import"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--config-dir")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let import = || {
+        batos_cmd(&d)
+            .args(["image", "import"])
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--config-dir")
+            .arg(&config)
+            .output()
+            .unwrap()
+    };
+    let refused = import();
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("not empty"));
     std::fs::remove_file(data.join("stray")).unwrap();
-    let out = batos_cmd(&d)
-        .args(["image", "import"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--config-dir")
-        .arg(&config)
-        .output()
-        .unwrap();
+    let out = import();
     assert!(
         out.status.success(),
         "{}",

@@ -22,3 +22,4 @@ mod offline;
 mod supervision;
 mod swaps;
 mod tools;
+mod tui;

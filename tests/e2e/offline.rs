@@ -12,12 +12,18 @@ async fn with_no_ollama_auto_runs_a_full_task_on_the_embedded_model() {
     let model = model_path();
     let d = Daemon::start(
         &closed,
-        vec![Box::new(move |doc| {
-            doc["llm"]["backend"] = toml_edit::value("auto");
-            doc["llm"]["max_tokens"] = toml_edit::value(48);
-            doc["llm"]["embedded"]["model_path"] = toml_edit::value(model.as_str());
-            doc["orchestrator"]["max_iterations"] = toml_edit::value(1);
-        })],
+        vec![
+            Box::new(move |doc| {
+                doc["llm"]["backend"] = toml_edit::value("auto");
+                doc["llm"]["max_tokens"] = toml_edit::value(48);
+                doc["llm"]["embedded"]["model_path"] = toml_edit::value(model.as_str());
+                doc["orchestrator"]["max_iterations"] = toml_edit::value(1);
+            }),
+            // The real model critiques: the shipped critique rule (the harness's is for scripted critiques, and
+            // would pause a task on one reasonless 1.00).
+            shipped("orchestrator", "min_critique_words"),
+            shipped("orchestrator", "critique_repeat_similarity"),
+        ],
     )
     .await;
     let out = tokio::task::spawn_blocking({

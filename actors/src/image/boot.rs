@@ -122,6 +122,12 @@ pub fn boot(data_dir: &Path, reserve: u64) -> Result<Booted, ImageError> {
         if !booted.restored.is_empty() {
             tracing::warn!(event = "image.restored", image = %path.display(), entries = ?booted.restored, "the data folder had lost these; restored from the newest living image");
         }
+        if let Some(m) = &contents.manifest.memory {
+            if m.rows > 0 && !data_dir.join("memory").exists() {
+                // A generation points at the table; only an export carries its rows.
+                tracing::error!(event = "image.memory_lost", image = %path.display(), table = %m.table, version = m.version, rows = m.rows, "the memory table is gone and this image only points to it: memory starts empty (an export restores it: batos image import)");
+            }
+        }
         image_mark = contents.manifest.seq_mark.max(contents.manifest.event_seq);
         booted.newest = Some(info(&path, &contents, bytes, "boot"));
     }

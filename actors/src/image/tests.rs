@@ -289,3 +289,71 @@ fn an_unchanged_mind_has_the_same_fingerprint_and_a_changed_one_does_not() {
     std::fs::write(d.path().join("amendments.json"), b"[1]").unwrap();
     assert_ne!(a, fp(3));
 }
+
+#[tokio::test]
+async fn an_import_points_the_new_mind_at_its_own_folder_and_adapters() {
+    let d = tempfile::tempdir().unwrap();
+    let old = d.path().join("old");
+    mind(&old);
+    std::fs::create_dir_all(old.join("adapters")).unwrap();
+    std::fs::write(old.join("adapters/ab12.gguf"), b"GGUF adapter").unwrap();
+    let base = d.path().join("base.gguf");
+    std::fs::write(&base, b"GGUF base").unwrap();
+    let mut p = picture(4);
+    p.base_model = Some(base.display().to_string());
+    let (m, files) = write::take(&old, &p, 9.0).unwrap();
+    let file = d.path().join("mind.batos");
+    write::write(&file, &m, &files, None).unwrap();
+
+    let (new, config) = (d.path().join("new/data"), d.path().join("new/config"));
+    let r = super::import(&file, &new, &config).await.unwrap();
+    assert_eq!(
+        (r.files, r.memory_rows, r.base_model_found),
+        (4, None, true)
+    );
+    assert_eq!(r.adapters, ["BRICK"]);
+    assert_eq!(
+        std::fs::read(new.join("adapters/ab12.gguf")).unwrap(),
+        b"GGUF adapter"
+    );
+    let settings: toml_edit::DocumentMut = std::fs::read_to_string(&r.settings)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let s = |k: &str| settings[k].as_str().unwrap().to_string();
+    assert_eq!(s("data_dir"), new.display().to_string());
+    assert_eq!(
+        s("codex_path"),
+        config.join("codex.toml").display().to_string()
+    );
+    assert_eq!(
+        settings["personas"]["BRICK"]["model"].as_str().unwrap(),
+        format!("lora:{}", new.join("adapters/ab12.gguf").display())
+    );
+    assert_eq!(
+        settings["personas"]["ROBIN"]["model"].as_str().unwrap(),
+        "smollm2:135m"
+    );
+    assert_eq!(
+        settings["llm"]["embedded"]["model_path"].as_str().unwrap(),
+        base.display().to_string()
+    );
+    assert_eq!(
+        std::fs::read_to_string(config.join("codex.toml")).unwrap(),
+        "[personas]\n"
+    );
+    assert_eq!(seq::read(&seq::path(&new)).unwrap(), 1000);
+    assert_eq!(generations(&dir(&new)).first().map(|g| g.0), Some(4));
+    // The new mind boots from its first generation, and nothing it has is restored over.
+    let b = boot(&new, 10).unwrap();
+    assert_eq!((b.last_seq, b.restored.len()), (1000, 0));
+    // Not into a folder that holds anything, and never over an existing configuration.
+    let e = super::import(&file, &new, &d.path().join("other"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ImageError::Invalid(_)), "{e}");
+    let e = super::import(&file, &d.path().join("empty"), &config)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("exists"), "{e}");
+}

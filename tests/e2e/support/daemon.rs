@@ -117,14 +117,7 @@ impl Daemon {
         }
         let config = cfg_dir.join("settings.toml");
         fs::write(&config, doc.to_string()).unwrap();
-        let log = dir.path().join("daemon.log");
-        Daemon {
-            dir,
-            config,
-            child: None,
-            log,
-            env: Vec::new(),
-        }
+        Daemon::at(dir, config)
     }
 
     /// A daemon for a settings file written elsewhere (an imported mind), logging into `dir`.

@@ -519,3 +519,23 @@ async fn has_blob(
         StatusCode::NOT_FOUND
     }
 }
+
+/// ROBIN finds everything discordant (0.95, "Still discordant."), and asked for an amendment proposes
+/// `new_prompt` as BRICK's system prompt; the other personas answer their defaults.
+pub fn discordant_robin(ollama: &ScriptedOllama, new_prompt: &'static str) {
+    ollama.set_responder(move |persona, body| {
+        if persona != Some("ROBIN") || body["format"].is_null() {
+            return None;
+        }
+        if body["format"]["properties"].get("rationale").is_some() {
+            return Some(Scripted::json(json!({
+                "persona": "BRICK",
+                "changes": {"system_prompt": new_prompt},
+                "rationale": "BRICK's cold logic keeps missing the human cost."
+            })));
+        }
+        Some(Scripted::json(
+            json!({"dissonance": 0.95, "critique": "Still discordant."}),
+        ))
+    });
+}

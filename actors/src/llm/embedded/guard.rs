@@ -72,6 +72,27 @@ impl LoopGuard {
         None
     }
 
+    /// Reads the end of the answer: its last word, which no whitespace follows, closes an n-gram too. Without
+    /// this a third occurrence that ends the answer (the model stopping right after it) would pass uncounted.
+    /// `Some(cut)` as for [`LoopGuard::check`].
+    pub fn finish(&mut self, answer: &[u8]) -> Option<usize> {
+        if let Some(cut) = self.check(answer) {
+            return Some(cut);
+        }
+        if self.n == 0 {
+            return None;
+        }
+        let start = self.word_start.take()?;
+        let word: String = String::from_utf8_lossy(&answer[start..])
+            .trim_matches(|c: char| !c.is_alphanumeric())
+            .to_lowercase();
+        if word.is_empty() {
+            return None;
+        }
+        self.words.push((start, word));
+        self.count_last()
+    }
+
     /// Counts the n-gram the last word closed; `Some(start of its first word)` once it is one too many.
     fn count_last(&mut self) -> Option<usize> {
         let len = self.words.len();
@@ -131,6 +152,34 @@ mod tests {
                 "step {step}"
             );
         }
+    }
+
+    #[test]
+    fn a_third_occurrence_that_ends_the_answer_is_cut_too() {
+        // What SmolLM2 once wrote (CI, 2026-12-02): the third repeat was the answer's last six words.
+        let text = "The architect's response was so clever. Indeed the architect's response was so clever! \
+                    Truly, the architect's response was so clever.";
+        for step in [1, 4, 100] {
+            let mut g = LoopGuard::new(6, 2);
+            assert_eq!(
+                run(&mut g, text, step),
+                None,
+                "no whitespace closes the last word"
+            );
+            let cut = g.finish(text.as_bytes()).expect("a loop at the end");
+            assert_eq!(
+                &text[..cut],
+                "The architect's response was so clever. Indeed the architect's response was so clever! \
+                 Truly, ",
+                "step {step}"
+            );
+        }
+        let mut g = LoopGuard::new(6, 2);
+        let fine = "The architect's response was so clever. Indeed the architect's response was so clever!";
+        assert_eq!(run(&mut g, fine, 3), None);
+        assert_eq!(g.finish(fine.as_bytes()), None);
+        let mut off = LoopGuard::new(0, 0);
+        assert_eq!(off.finish(text.as_bytes()), None);
     }
 
     #[test]

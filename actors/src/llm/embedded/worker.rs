@@ -439,6 +439,13 @@ fn generate(
             .map_err(|e| backend_err("decode")(e.to_string()))?;
         idx = batch.n_tokens() - 1;
     }
+    // The last word closes its n-gram only now: a repeat that ends the answer is cut like any other.
+    if finish != Finish::Loop {
+        if let Some(cut) = guard.finish(&out) {
+            out.truncate(cut);
+            finish = Finish::Loop;
+        }
+    }
     if grammar.is_some() && finish == Finish::Length {
         return Err(LlmError::BadResponse(format!(
             "structured answer cut off at its budget of {} tokens (raise llm.max_tokens)",

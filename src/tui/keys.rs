@@ -149,8 +149,16 @@ fn normal(app: &mut App, k: KeyEvent) -> Vec<Req> {
         KeyCode::Char(c @ '1'..='8') => {
             return app.show(Screen::ALL[(c as u8 - b'1') as usize]);
         }
-        KeyCode::Char('j') | KeyCode::Down => app.select(1),
-        KeyCode::Char('k') | KeyCode::Up => app.select(-1),
+        KeyCode::Char('j') | KeyCode::Down | KeyCode::Char('k') | KeyCode::Up => {
+            let down = matches!(k.code, KeyCode::Char('j') | KeyCode::Down);
+            app.select(if down { 1 } else { -1 });
+            // The newly selected task's steps, now rather than at the next refresh.
+            if app.screen == Screen::Tasks {
+                if let Some(id) = app.selected_task() {
+                    return vec![req("get_task", json!({"id": id}), Then::TaskDetail)];
+                }
+            }
+        }
         _ => return screen_key(app, k),
     }
     Vec::new()
@@ -189,7 +197,6 @@ fn screen_key(app: &mut App, k: KeyEvent) -> Vec<Req> {
             ),
             None => app.message = Some("resume: no task selected".into()),
         },
-        (Screen::Tasks, KeyCode::Enter | KeyCode::Char('j' | 'k')) => {}
         (Screen::Codex, KeyCode::Char(c @ ('a' | 'r'))) => {
             let rows = app.amendment_rows();
             let Some(a) = rows.get(app.sel()) else {
@@ -277,8 +284,8 @@ fn screen_key(app: &mut App, k: KeyEvent) -> Vec<Req> {
     Vec::new()
 }
 
-fn short(id: &str) -> &str {
-    &id[..id.len().min(8)]
+fn short(id: &str) -> String {
+    id.chars().take(8).collect()
 }
 
 /// An input line finished.

@@ -60,6 +60,29 @@ fn send(cfg: &ClientConfig, tx: &mpsc::UnboundedSender<Msg>, r: Req) {
     });
 }
 
+/// Applies one message to the state; answers the requests it calls for.
+fn handle(app: &mut App, msg: Msg) -> Vec<Req> {
+    match msg {
+        Msg::Snapshot(state, seq, reason) => {
+            app.resynced(*state, seq, &reason);
+            app.refresh()
+        }
+        Msg::Watch(WatchItem::Event(ev)) => app.event(&ev),
+        Msg::Watch(WatchItem::Disconnected) => {
+            app.disconnected();
+            Vec::new()
+        }
+        Msg::Watch(WatchItem::Reconnected) => {
+            app.reconnected();
+            Vec::new()
+        }
+        Msg::Watch(WatchItem::Resynced { .. }) => Vec::new(),
+        Msg::Term(TermEvent::Key(k)) if k.kind == KeyEventKind::Press => keys::key(app, k),
+        Msg::Term(_) => Vec::new(),
+        Msg::Reply(then, r) => app.reply(&then, r),
+    }
+}
+
 /// Runs the TUI until `q`; exit 1 when the terminal cannot be driven.
 pub async fn run(cfg: ClientConfig, readonly: bool) -> ExitCode {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
@@ -102,7 +125,13 @@ pub async fn run(cfg: ClientConfig, readonly: bool) -> ExitCode {
             Err(_) => return,
         }
     });
-    let mut terminal = ratatui::init();
+    let mut terminal = match ratatui::try_init() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("batos tui: needs a terminal: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let mut app = App::new(readonly);
     let mut tick = tokio::time::interval(TICK);
     for r in app.refresh() {
@@ -112,7 +141,7 @@ pub async fn run(cfg: ClientConfig, readonly: bool) -> ExitCode {
         if let Err(e) = terminal.draw(|f| ui::render(f, &app)) {
             break Err(e);
         }
-        let reqs = tokio::select! {
+        let mut reqs = tokio::select! {
             _ = tick.tick() => {
                 app.tick();
                 app.now = Some(batos_protocol::unix_now());
@@ -120,21 +149,20 @@ pub async fn run(cfg: ClientConfig, readonly: bool) -> ExitCode {
             }
             msg = rx.recv() => match msg {
                 None => break Ok(()),
-                Some(Msg::Snapshot(state, seq, reason)) => {
-                    app.resynced(*state, seq, &reason);
-                    app.refresh()
-                }
-                Some(Msg::Watch(WatchItem::Event(ev))) => app.event(&ev),
-                Some(Msg::Watch(WatchItem::Disconnected)) => { app.disconnected(); Vec::new() }
-                Some(Msg::Watch(WatchItem::Reconnected)) => { app.reconnected(); Vec::new() }
-                Some(Msg::Watch(WatchItem::Resynced { .. })) => Vec::new(),
-                Some(Msg::Term(TermEvent::Key(k))) if k.kind == KeyEventKind::Press => keys::key(&mut app, k),
-                Some(Msg::Term(_)) => Vec::new(),
-                Some(Msg::Reply(then, r)) => app.reply(&then, r),
+                Some(m) => handle(&mut app, m),
             }
         };
+        // Everything else already waiting (a burst of streamed tokens) before the next frame.
+        while let Ok(m) = rx.try_recv() {
+            reqs.extend(handle(&mut app, m));
+        }
+        // One request per refresh, however many events asked for it.
+        let mut seen = Vec::new();
         for r in reqs {
-            send(&cfg, &tx, r);
+            if !seen.contains(&r) {
+                seen.push(r.clone());
+                send(&cfg, &tx, r);
+            }
         }
         if app.quit {
             break Ok(());

@@ -368,5 +368,14 @@ fn no_size_and_no_event_makes_it_panic() {
     };
     app.event(&bad);
     assert_eq!(app.seq, 501);
+    // A model name of multi-byte characters (any printable text is a valid name).
+    let swap = Event::PersonaState {
+        persona: "BRICK".into(),
+        model: "lora:/a/ééééééééééééé.gguf".into(),
+        backend: "embedded".into(),
+        state: json!({}),
+    };
+    app.event(&ev(502, swap));
+    app.show(Screen::Society);
     draw(&app, 80, 24);
 }

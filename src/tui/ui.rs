@@ -281,7 +281,8 @@ pub fn tuned(model: &str) -> String {
     match model.strip_prefix("lora:") {
         Some(path) => {
             let file = path.rsplit('/').next().unwrap_or(path);
-            format!("adapter {}", &file[..file.len().min(12)])
+            // By characters: a model name is any printable text, multi-byte included.
+            format!("adapter {}", file.chars().take(12).collect::<String>())
         }
         None => model.to_string(),
     }

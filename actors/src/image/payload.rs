@@ -100,7 +100,8 @@ pub fn unpack(format: u32, payload: &[u8]) -> Result<Contents, ImageError> {
             .map_err(|e| corrupt(format!("bad entry name: {e}")))?
             .to_string_lossy()
             .into_owned();
-        let mut data = Vec::with_capacity(entry.size() as usize);
+        // An entry cannot hold more than the payload: a hostile size must not reserve memory it does not have.
+        let mut data = Vec::with_capacity((entry.size() as usize).min(payload.len()));
         entry
             .read_to_end(&mut data)
             .map_err(|e| corrupt(format!("entry {name}: {e}")))?;

@@ -8,5 +8,6 @@ pub mod gateway;
 pub mod goals_cli;
 pub mod image_cli;
 pub mod logging;
+pub mod send_cli;
 pub mod tree;
 pub mod tui;

@@ -14,6 +14,7 @@
 //!   lock that [`with_settings_lock`] also takes.
 
 mod edit;
+mod goals;
 mod schema;
 mod validate;
 

@@ -241,10 +241,12 @@ async fn the_gateway_comes_back_after_every_crash() {
         .await;
         assert_eq!(pong["pong"], true, "round {round}");
         // Events flow through the new front too.
-        let mut sub = batos::client::subscriber(&d.client_config(), &["task."])
+        let mut sub = batos::client::subscriber(&d.client_config(), &["task.", "heartbeat"])
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // A heartbeat through this subscription proves the new publisher has it (a fixed 300 ms was not always
+        // enough under CI load: the task's event went out before the subscription arrived).
+        wait_event(&mut sub, 10, |e| e.kind == "heartbeat").await;
         c.request(
             "submit_task",
             json!({"text": format!("after crash {round}")}),

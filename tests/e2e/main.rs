@@ -5,6 +5,7 @@
 #[allow(dead_code)]
 mod support;
 
+mod batching;
 mod codex;
 mod cognition;
 mod curator;

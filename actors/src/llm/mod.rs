@@ -218,6 +218,10 @@ pub struct ChatResponse {
     pub tool_calls: Vec<ToolCall>,
     /// Prompt tokens evaluated, when the backend reports it.
     pub prompt_tokens: u64,
+    /// Of `prompt_tokens`, how many were not evaluated again because their KV cache was reused from an
+    /// earlier prompt (the embedded backend's prefix cache; 0 where a backend does not say).
+    #[serde(default)]
+    pub cached_tokens: u64,
     /// Tokens generated, when the backend reports it.
     pub completion_tokens: u64,
     /// Why the generation ended.

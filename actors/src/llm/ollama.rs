@@ -212,6 +212,7 @@ impl LlmBackend for OllamaBackend {
                 content: resp.message.content,
                 tool_calls: from_ollama_calls(&resp.message.tool_calls),
                 prompt_tokens: p,
+                cached_tokens: 0,
                 completion_tokens: c,
                 finish: finish_of(c, &req.sampling),
             });

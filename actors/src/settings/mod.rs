@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 pub use edit::{set_string_value, set_string_value_then, with_settings_lock};
 pub use schema::{
     BackendChoice, ClientSettings, CodexSettings, CuratorSettings, DebugSettings, EmbeddedSettings,
-    ForgeSettings, GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings,
-    MotivatorSettings, OrchestratorSettings, PersonaSettings, SandboxChoice, Settings,
-    SupervisionSettings, ToolsSettings, TriggerPriorities,
+    ForgeSettings, GatewaySettings, KvCacheKind, LlmSettings, LogFormat, LogSettings,
+    MemorySettings, MotivatorSettings, OrchestratorSettings, PersonaSettings, SandboxChoice,
+    Settings, SupervisionSettings, ToolsSettings, TriggerPriorities,
 };
 
 /// Why settings could not be loaded or changed.

@@ -1,8 +1,10 @@
 //! The embedded backend: llama.cpp in process through `llama-cpp-2`.
 //!
-//! One GGUF model is loaded once and shared by every persona that uses it. Inference runs on a pool of
-//! dedicated OS threads (`max_contexts` of them, each with its own llama context), never on the async
-//! runtime. Structured output is reliable even on a tiny model: a JSON schema is compiled to a llama.cpp
+//! One GGUF model is loaded once and shared by every persona that uses it. Inference runs on one dedicated OS
+//! thread with one llama context, never on the async runtime: a batched decoder serves up to `parallel`
+//! requests at once (one `llama_decode` per step across all of them, so two cores are shared rather than
+//! oversubscribed) and reuses the KV cache of recent prompt prefixes, so a persona's principles are
+//! prefilled once rather than on every call. Structured output is reliable even on a tiny model: a JSON schema is compiled to a llama.cpp
 //! grammar, so the sampler can only produce text that parses. Tool calling works the same way: the model is
 //! shown the tools and answers through a grammar-constrained JSON choice (answer, or call one tool with
 //! arguments matching its schema). LoRA adapters are loaded on the same base model and selected per request,
@@ -16,12 +18,16 @@
 //!   file;
 //! - `grammar`: JSON schema → llama.cpp grammar, the tool-or-answer choice schema and its preamble, and the
 //!   fix-ups around grammar-constrained answers (string bounding, number clamping);
-//! - `worker`: the pool of inference threads, the job queue that feeds them, and the llama.cpp calls they
-//!   make (generation, embeddings, next-token logits, adapter switching).
+//! - `worker`: the inference thread, the job queue that feeds it, and the whole-job llama.cpp calls
+//!   (embeddings, next-token logits, sequence likelihoods, adapter switching);
+//! - `decoder`: the batched decoder (continuous batching, per-sequence sampling, adapters by group);
+//! - `prefix`: the prompt-prefix cache's policy (longest shared prefix, LRU, bounded by tokens and entries).
 
+mod decoder;
 mod grammar;
 pub mod guard;
 mod model_file;
+mod prefix;
 mod worker;
 
 use std::collections::HashMap;
@@ -41,6 +47,7 @@ use super::{
     TokenSink, ToolCall, ToolSpec,
 };
 use crate::settings::EmbeddedSettings;
+use decoder::ChatJob;
 use grammar::{compile_grammar, tool_preamble};
 use worker::{Job, Shared};
 
@@ -124,9 +131,16 @@ impl EmbeddedBackend {
             n_ctx: s.n_ctx,
             n_batch: s.n_batch,
             threads,
+            parallel: s.parallel.max(1),
+            prefix_cache: s.prefix_cache,
+            prefix_cache_tokens: s.prefix_cache_tokens,
+            prefix_cache_entries: s.prefix_cache_entries,
+            prefix_min_tokens: s.prefix_min_tokens,
+            kv_cache_type: s.kv_cache_type,
+            batch_invariant: s.batch_invariant,
         });
-        let tx = worker::start(&shared, s.max_contexts, s.max_queued)?;
-        tracing::info!(event = "llm.embedded_loaded", path = %s.model_path.display(), n_embd, threads, contexts = s.max_contexts, "embedded model loaded");
+        let tx = worker::start(&shared, s.max_queued)?;
+        tracing::info!(event = "llm.embedded_loaded", path = %s.model_path.display(), n_embd, threads, parallel = s.parallel, prefix_cache = s.prefix_cache, "embedded model loaded");
         Ok(Self {
             shared,
             jobs: tx,
@@ -205,11 +219,15 @@ impl EmbeddedBackend {
                 path.display()
             ))
         })?;
-        let adapter = Arc::new(Mutex::new(adapter));
-        self.adapters
+        // Two first uses may race here: the first one stored wins, so an adapter has one identity (the
+        // decoder groups requests and keys cached prefixes by it).
+        let adapter = self
+            .adapters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(path.clone(), adapter.clone());
+            .entry(path.clone())
+            .or_insert_with(|| Arc::new(Mutex::new(adapter)))
+            .clone();
         tracing::info!(event = "llm.adapter_loaded", path = %path.display(), "LoRA adapter loaded");
         Ok(adapter)
     }
@@ -400,14 +418,14 @@ impl LlmBackend for EmbeddedBackend {
         // Structured answers are parsed whole; only free text is streamed.
         let stream = if grammar.is_none() { tokens } else { None };
         let (tx, rx) = oneshot::channel();
-        self.submit(Job::Chat {
+        self.submit(Job::Chat(ChatJob {
             prompt,
             grammar,
             adapter,
             sampling,
             stream,
             reply: tx,
-        })?;
+        }))?;
         let g = rx
             .await
             .map_err(|_| LlmError::Backend("inference thread stopped".into()))??;
@@ -415,6 +433,7 @@ impl LlmBackend for EmbeddedBackend {
             content: g.text,
             tool_calls: Vec::new(),
             prompt_tokens: g.prompt_tokens,
+            cached_tokens: g.cached_tokens,
             completion_tokens: g.completion_tokens,
             finish: g.finish,
         };

@@ -1,0 +1,600 @@
+//! The batched decoder: one llama context serving up to `parallel` chat requests at once.
+//!
+//! Every request is a llama.cpp *sequence* (ids `0..parallel`) in one context with a unified KV cache. Each
+//! [`step`](Decoder::step) makes one `llama_decode` per adapter in use: the last sampled token of every
+//! generating sequence plus as many prompt tokens of the sequences still prefilling as the batch has room
+//! for (continuous batching: a request joins between steps, never waits for the others to finish, and a
+//! long prompt does not stop the others' streams). Each sequence keeps its own sampler chain (grammar,
+//! penalties, temperature, seed) and loop guard, so its tokens are what it would get alone.
+//!
+//! Adapters: llama.cpp applies LoRA adapters to a whole context, not per sequence, so sequences are grouped
+//! by adapter and each group gets its own decode in the step (the adapter switched in between). A sequence's
+//! KV cells hold what its own adapter computed, so groups never see each other's adapter.
+//!
+//! Prompt prefixes: with the prefix cache on, a prompt's KV cells are kept under a cache sequence id when its
+//! prefill ends ([`super::prefix`] decides which and evicts), and a new prompt copies the longest cached
+//! prefix into its own sequence (`llama_memory_seq_cp`, a metadata change in a unified cache) and prefills
+//! only the rest.
+//!
+//! Cancellation: a request whose caller has gone (its reply channel closed) is dropped before the next step
+//! and its sequence removed at once.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
+use llama_cpp_2::context::LlamaContext;
+use llama_cpp_2::llama_batch::LlamaBatch;
+use llama_cpp_2::model::LlamaModel;
+use llama_cpp_2::sampling::LlamaSampler;
+use llama_cpp_2::token::LlamaToken;
+use tokio::sync::oneshot;
+
+use super::guard::LoopGuard;
+use super::prefix::{AdapterKey, PrefixCache};
+use super::worker::{backend_err, set_adapter, Active, Generated, Shared};
+use crate::llm::{Finish, LlmError, Sampling, TokenSink};
+use crate::settings::KvCacheKind;
+
+/// `LLAMA_FLASH_ATTN_TYPE_ENABLED` (llama-cpp-2 takes the raw C enum).
+const FLASH_ATTN_ENABLED: std::os::raw::c_int = 1;
+
+/// llama.cpp's default DRY sequence breakers: a repeat that crosses one of these does not grow.
+const DRY_BREAKERS: [&str; 4] = ["\n", ":", "\"", "*"];
+
+/// A chat request as the decoder takes it.
+pub(super) struct ChatJob {
+    pub(super) prompt: String,
+    pub(super) grammar: Option<String>,
+    pub(super) adapter: Active,
+    pub(super) sampling: Sampling,
+    pub(super) stream: Option<TokenSink>,
+    pub(super) reply: oneshot::Sender<Result<Generated, LlmError>>,
+}
+
+/// One request being served: its sequence, where its prompt stands, and its answer so far.
+struct Seq {
+    id: i32,
+    adapter: Active,
+    prompt: Vec<LlamaToken>,
+    /// Prompt tokens already in the KV cache (copied from the prefix cache or decoded).
+    fed: usize,
+    /// Of those, how many came from the prefix cache.
+    reused: usize,
+    /// The token to feed next, once the prompt is in (the last one sampled).
+    next: Option<LlamaToken>,
+    sampler: LlamaSampler,
+    guard: LoopGuard,
+    structured: bool,
+    max_tokens: u32,
+    out: Vec<u8>,
+    sent: usize,
+    produced: u64,
+    stream: Option<TokenSink>,
+    reply: oneshot::Sender<Result<Generated, LlmError>>,
+}
+
+impl Seq {
+    /// Position of the next token fed.
+    fn pos(&self) -> usize {
+        self.prompt.len() + self.produced.saturating_sub(1) as usize
+    }
+}
+
+/// The decoder of one loaded model (see the module docs). Lives on the inference thread.
+pub(super) struct Decoder<'m> {
+    pub(super) ctx: LlamaContext<'m>,
+    /// The adapter applied to the context now.
+    pub(super) active: Active,
+    model: &'m LlamaModel,
+    slots: Vec<Option<Seq>>,
+    /// Request sequence ids nobody holds and whose cells are gone.
+    ids: Vec<i32>,
+    /// Request sequence ids whose request has ended but whose cells are still there (see [`Self::retire`]).
+    retired: Vec<i32>,
+    cache: Option<PrefixCache>,
+    batch: LlamaBatch<'static>,
+    n_ctx: usize,
+    n_batch: usize,
+    /// Pad decodes with fewer than two outputs (see [`Self::pad`]); `None` when batch invariance is off.
+    scratch: Option<i32>,
+}
+
+/// The context a decoder needs: room for `2 × parallel` full requests (those served and those finished but
+/// not yet removed, see [`Decoder::retire`]) plus the prefix cache's cells, a sequence id for each, and one
+/// unified KV cache (so a prefix copy shares cells).
+pub(super) fn context_params(shared: &Shared) -> LlamaContextParams {
+    let cache_tokens = if shared.prefix_cache {
+        shared.prefix_cache_tokens
+    } else {
+        0
+    };
+    let cells = shared
+        .n_ctx
+        .saturating_mul(shared.request_ids())
+        .saturating_add(cache_tokens);
+    let kv = match shared.kv_cache_type {
+        KvCacheKind::F16 => KvCacheType::F16,
+        KvCacheKind::Q8_0 => KvCacheType::Q8_0,
+    };
+    LlamaContextParams::default()
+        // A quantized cache needs flash attention, which then runs one kernel for every batch shape.
+        .with_flash_attention_policy(FLASH_ATTN_ENABLED)
+        .with_type_k(kv)
+        .with_type_v(kv)
+        .with_n_ctx(NonZeroU32::new(cells))
+        // One more than a step's tokens, for the padding token; one ubatch per decode.
+        .with_n_batch(shared.n_batch + 1)
+        .with_n_ubatch(shared.n_batch + 1)
+        .with_n_seq_max(shared.seq_ids() + 1)
+        .with_kv_unified(true)
+        .with_n_threads(shared.threads)
+        .with_n_threads_batch(shared.threads)
+}
+
+impl<'m> Decoder<'m> {
+    /// A decoder over a fresh context (made by the caller with [`context_params`]).
+    pub(super) fn new(shared: &Shared, model: &'m LlamaModel, ctx: LlamaContext<'m>) -> Self {
+        let parallel = shared.parallel.max(1);
+        let request_ids = shared.request_ids() as i32;
+        let cache = shared.prefix_cache.then(|| {
+            PrefixCache::new(
+                request_ids..shared.seq_ids() as i32,
+                shared.prefix_cache_tokens as usize,
+                shared.prefix_min_tokens as usize,
+            )
+        });
+        Self {
+            ctx,
+            active: None,
+            model,
+            slots: (0..parallel).map(|_| None).collect(),
+            ids: (0..request_ids).rev().collect(),
+            retired: Vec::new(),
+            cache,
+            batch: LlamaBatch::new(shared.n_batch as usize + 1, 1),
+            n_ctx: shared.n_ctx as usize,
+            n_batch: shared.n_batch as usize,
+            scratch: shared.batch_invariant.then_some(shared.seq_ids() as i32),
+        }
+    }
+
+    /// Whether another request can be served now.
+    pub(super) fn has_room(&self) -> bool {
+        self.slots.iter().any(Option::is_none)
+    }
+
+    /// A sequence id with no cells, for a new request or a whole job. Ended requests' cells are removed
+    /// here, when no request is being served (or no id is left).
+    pub(super) fn take_id(&mut self) -> Option<i32> {
+        if self.idle() || self.ids.is_empty() {
+            for id in std::mem::take(&mut self.retired) {
+                self.remove_cells(id);
+                self.ids.push(id);
+            }
+        }
+        self.ids.pop()
+    }
+
+    /// Gives back the id of an ended request or job. Its cells stay until [`Self::take_id`] removes them
+    /// while nothing is served: removing cells lets llama.cpp reuse them for the next tokens of requests
+    /// still running, which would then sit out of order in the cache, and flash attention sums a
+    /// sequence's cells in cache order, so its answer could change in the last bits (and, greedy, in
+    /// its tokens).
+    pub(super) fn retire(&mut self, id: i32) {
+        self.retired.push(id);
+    }
+
+    /// Whether no request is being served.
+    pub(super) fn idle(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+
+    /// Takes a chat request into a free sequence, reusing a cached prefix of its prompt; answers at once with
+    /// an error when the prompt is unusable or no sequence is free.
+    pub(super) fn admit(&mut self, job: ChatJob) {
+        let slot = self.slots.iter().position(Option::is_none);
+        let id = slot.and_then(|_| self.take_id());
+        let (Some(slot), Some(id)) = (slot, id) else {
+            let _ = job.reply.send(Err(LlmError::Busy(
+                "every decoder sequence is taken (llm.embedded.parallel)".into(),
+            )));
+            return;
+        };
+        match self.start(id, job) {
+            Ok(seq) => self.slots[slot] = Some(seq),
+            Err((e, reply)) => {
+                self.retire(id);
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn start(
+        &mut self,
+        id: i32,
+        job: ChatJob,
+    ) -> Result<Seq, (LlmError, oneshot::Sender<Result<Generated, LlmError>>)> {
+        let ChatJob {
+            prompt,
+            grammar,
+            adapter,
+            sampling,
+            stream,
+            reply,
+        } = job;
+        let tokens = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
+        if tokens.is_empty() {
+            return Err((LlmError::InvalidRequest("empty prompt".into()), reply));
+        }
+        if tokens.len() + 1 >= self.n_ctx {
+            return Err((
+                LlmError::InvalidRequest(format!(
+                    "prompt of {} tokens does not fit the context of {} (llm.embedded.n_ctx)",
+                    tokens.len(),
+                    self.n_ctx
+                )),
+                reply,
+            ));
+        }
+        let sampler = match sampler_chain(self.model, grammar.as_deref(), &sampling) {
+            Ok(s) => s,
+            Err(e) => return Err((e, reply)),
+        };
+        let key = adapter_key(&adapter);
+        let mut fed = 0;
+        if let Some((from, len)) = self.cache.as_mut().and_then(|c| c.lookup(key, &tokens)) {
+            match self
+                .ctx
+                .copy_kv_cache_seq(from, id, Some(0), Some(len as u32))
+            {
+                Ok(()) => fed = len,
+                Err(e) => {
+                    tracing::warn!(event = "llm.prefix_copy_failed", error = %e, "prefix cache copy failed; prefilling in full")
+                }
+            }
+        }
+        // Free text gets the loop guard; a structured answer is bounded by its grammar and budget instead (a
+        // cut would leave invalid JSON).
+        let guard = if grammar.is_none() {
+            LoopGuard::new(sampling.loop_ngram, sampling.loop_max_repeats)
+        } else {
+            LoopGuard::new(0, 0)
+        };
+        Ok(Seq {
+            id,
+            adapter,
+            prompt: tokens,
+            fed,
+            reused: fed,
+            next: None,
+            sampler,
+            guard,
+            structured: grammar.is_some(),
+            max_tokens: sampling.max_tokens,
+            out: Vec::new(),
+            sent: 0,
+            produced: 0,
+            stream,
+            reply,
+        })
+    }
+
+    /// One decoding step over every request (see the module docs).
+    pub(super) fn step(&mut self) {
+        self.drop_cancelled();
+        let mut keys: Vec<AdapterKey> = Vec::new();
+        for s in self.slots.iter().flatten() {
+            let k = adapter_key(&s.adapter);
+            if !keys.contains(&k) {
+                keys.push(k);
+            }
+        }
+        for key in keys {
+            if let Err(e) = self.step_group(key) {
+                self.fail_group(key, &e);
+            }
+        }
+    }
+
+    fn drop_cancelled(&mut self) {
+        for i in 0..self.slots.len() {
+            if self.slots[i].as_ref().is_some_and(|s| s.reply.is_closed()) {
+                if let Some(s) = self.slots[i].take() {
+                    self.retire(s.id);
+                    tracing::debug!(
+                        event = "llm.sequence_cancelled",
+                        seq = s.id,
+                        "caller gone; sequence freed"
+                    );
+                }
+            }
+        }
+    }
+
+    /// One decode for the requests under one adapter, then one sampled token for each that has logits.
+    fn step_group(&mut self, key: AdapterKey) -> Result<(), LlmError> {
+        let group: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| {
+                self.slots[i]
+                    .as_ref()
+                    .is_some_and(|s| adapter_key(&s.adapter) == key)
+            })
+            .collect();
+        let Some(adapter) = group
+            .first()
+            .and_then(|&i| self.slots[i].as_ref())
+            .map(|s| s.adapter.clone())
+        else {
+            return Ok(());
+        };
+        set_adapter(&mut self.ctx, &mut self.active, adapter.as_ref())?;
+        self.batch.clear();
+        // (slot, batch index of its logits)
+        let mut outputs: Vec<(usize, i32)> = Vec::new();
+        // (slot, prompt tokens added this step)
+        let mut prefilled: Vec<(usize, usize)> = Vec::new();
+        for &i in &group {
+            if let Some(s) = self.slots[i].as_ref() {
+                if let Some(t) = s.next {
+                    outputs.push((i, self.batch.n_tokens()));
+                    self.batch
+                        .add(t, s.pos() as i32, &[s.id], true)
+                        .map_err(|e| LlmError::Backend(format!("batch: {e}")))?;
+                }
+            }
+        }
+        for &i in &group {
+            let room = self.n_batch.saturating_sub(self.batch.n_tokens() as usize);
+            let Some(s) = self.slots[i].as_ref() else {
+                continue;
+            };
+            if s.next.is_some() || room == 0 {
+                continue;
+            }
+            let end = (s.fed + room).min(s.prompt.len());
+            for (p, t) in s.prompt.iter().enumerate().take(end).skip(s.fed) {
+                let last = p + 1 == s.prompt.len();
+                if last {
+                    outputs.push((i, self.batch.n_tokens()));
+                }
+                self.batch
+                    .add(*t, p as i32, &[s.id], last)
+                    .map_err(|e| LlmError::Backend(format!("batch: {e}")))?;
+            }
+            prefilled.push((i, end));
+        }
+        if self.batch.n_tokens() == 0 {
+            return Ok(());
+        }
+        let padded = self.pad(outputs.len())?;
+        let decoded = self
+            .ctx
+            .decode(&mut self.batch)
+            .map_err(|e| backend_err("decode")(e.to_string()));
+        if let Some(scratch) = padded {
+            self.remove_cells(scratch);
+        }
+        decoded?;
+        for (i, end) in prefilled {
+            let done = self.slots[i].as_mut().map(|s| {
+                s.fed = end;
+                end == s.prompt.len()
+            });
+            if done == Some(true) {
+                self.remember_prompt(i);
+            }
+        }
+        for (i, idx) in outputs {
+            let Some(mut s) = self.slots[i].take() else {
+                continue;
+            };
+            let tok = s.sampler.sample(&self.ctx, idx);
+            match self.accept(&mut s, tok) {
+                None => self.slots[i] = Some(s),
+                Some(finish) => self.finish(s, finish),
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a throwaway token (its own sequence, removed after the decode) to a batch with fewer than two
+    /// outputs. llama.cpp's CPU matmuls take one kernel for a single row and another (llamafile's tiled
+    /// one) for two or more, and the two round differently; with every decode at two rows or more, a
+    /// request's numbers do not depend on what else is decoded beside it, so batching and prefix reuse
+    /// change no token. It is appended last, so its cell is the newest and freeing it leaves no hole
+    /// before a running request's next token.
+    fn pad(&mut self, outputs: usize) -> Result<Option<i32>, LlmError> {
+        let Some(scratch) = self.scratch else {
+            return Ok(None);
+        };
+        if outputs >= 2 {
+            return Ok(None);
+        }
+        self.batch
+            .add(LlamaToken(0), 0, &[scratch], true)
+            .map_err(|e| LlmError::Backend(format!("batch: {e}")))?;
+        Ok(Some(scratch))
+    }
+
+    /// Keeps a fully prefilled prompt in the prefix cache (a copy of its cells under a cache sequence).
+    fn remember_prompt(&mut self, i: usize) {
+        let Some(s) = self.slots[i].as_ref() else {
+            return;
+        };
+        let (id, key) = (s.id, adapter_key(&s.adapter));
+        let Some(plan) = self.cache.as_mut().and_then(|c| c.insert(key, &s.prompt)) else {
+            return;
+        };
+        // Evicted entries go at once (their ids are reused right away); cells a request still shares stay.
+        for d in plan.drop {
+            self.remove_cells(d);
+        }
+        if let Err(e) = self
+            .ctx
+            .copy_kv_cache_seq(id, plan.store, Some(0), Some(plan.len as u32))
+        {
+            tracing::warn!(event = "llm.prefix_store_failed", error = %e, "prefix cache store failed");
+        }
+    }
+
+    /// Takes one sampled token into a request's answer; says how the answer ends if it does.
+    fn accept(&self, s: &mut Seq, tok: LlamaToken) -> Option<Finish> {
+        let vocab = self.model.vocab();
+        if vocab.is_eog(tok) {
+            return Some(Finish::Stop);
+        }
+        vocab.token_to_piece_into(tok, &mut s.out, false, None);
+        s.produced += 1;
+        if let Some(cut) = s.guard.check(&s.out) {
+            s.out.truncate(cut);
+            return Some(Finish::Loop);
+        }
+        if let Some(sink) = &s.stream {
+            // Only bytes no guard cut can take back, and only whole UTF-8 characters, leave.
+            let safe = s.guard.committed();
+            if safe > s.sent {
+                let valid = match std::str::from_utf8(&s.out[s.sent..safe]) {
+                    Ok(v) => v.len(),
+                    Err(e) => e.valid_up_to(),
+                };
+                if valid > 0 {
+                    let _ = sink
+                        .send(String::from_utf8_lossy(&s.out[s.sent..s.sent + valid]).into_owned());
+                    s.sent += valid;
+                }
+            }
+        }
+        s.next = Some(tok);
+        if s.produced >= u64::from(s.max_tokens) || s.pos() + 1 >= self.n_ctx {
+            return Some(Finish::Length);
+        }
+        None
+    }
+
+    /// Answers a finished request and frees its sequence.
+    fn finish(&mut self, mut s: Seq, mut finish: Finish) {
+        self.retire(s.id);
+        // The last word closes its n-gram only now: a repeat that ends the answer is cut like any other.
+        if finish != Finish::Loop {
+            if let Some(cut) = s.guard.finish(&s.out) {
+                s.out.truncate(cut);
+                finish = Finish::Loop;
+            }
+        }
+        if s.structured && finish == Finish::Length {
+            let _ = s.reply.send(Err(LlmError::BadResponse(format!(
+                "structured answer cut off at its budget of {} tokens (raise llm.max_tokens)",
+                s.max_tokens
+            ))));
+            return;
+        }
+        if let Some(sink) = &s.stream {
+            if s.sent < s.out.len() {
+                let _ = sink.send(String::from_utf8_lossy(&s.out[s.sent..]).into_owned());
+            }
+        }
+        tracing::debug!(
+            event = "llm.sequence_done",
+            seq = s.id,
+            prompt = s.prompt.len(),
+            reused = s.reused,
+            produced = s.produced,
+            "request decoded"
+        );
+        let _ = s.reply.send(Ok(Generated {
+            text: String::from_utf8_lossy(&s.out).into_owned(),
+            prompt_tokens: s.prompt.len() as u64,
+            cached_tokens: s.reused as u64,
+            completion_tokens: s.produced,
+            finish,
+        }));
+    }
+
+    /// Fails every request under one adapter (their decode failed) and frees their sequences.
+    fn fail_group(&mut self, key: AdapterKey, e: &LlmError) {
+        tracing::warn!(event = "llm.decode_failed", error = %e, "a batched decode failed; its requests fail");
+        for i in 0..self.slots.len() {
+            if self.slots[i]
+                .as_ref()
+                .is_some_and(|s| adapter_key(&s.adapter) == key)
+            {
+                if let Some(s) = self.slots[i].take() {
+                    self.retire(s.id);
+                    let _ = s.reply.send(Err(LlmError::Backend(e.to_string())));
+                }
+            }
+        }
+        // A failed decode may leave cells half-written: trust no cached prefix computed before it either.
+        if let Some(c) = self.cache.as_mut() {
+            for seq in c.forget_all() {
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
+            }
+        }
+    }
+
+    /// Removes a sequence's cells (cells another sequence shares stay).
+    fn remove_cells(&mut self, id: i32) {
+        if let Ok(id) = u32::try_from(id) {
+            let _ = self.ctx.clear_kv_cache_seq(Some(id), None, None);
+        }
+    }
+}
+
+fn adapter_key(a: &Active) -> AdapterKey {
+    a.as_ref().map_or(0, |a| Arc::as_ptr(a) as AdapterKey)
+}
+
+/// The sampler chain of one generation, in llama.cpp's usual order (see [`Sampling`]): grammar →
+/// repeat penalty → DRY → top-k → top-p → min-p → temperature → draw (or greedy at temperature 0).
+fn sampler_chain(
+    model: &LlamaModel,
+    grammar: Option<&str>,
+    s: &Sampling,
+) -> Result<LlamaSampler, LlmError> {
+    let mut chain = Vec::new();
+    if let Some(g) = grammar {
+        chain.push(
+            LlamaSampler::grammar(model, g, "root")
+                .map_err(|e| LlmError::InvalidRequest(format!("grammar: {e}")))?,
+        );
+    }
+    let last_n = i32::try_from(s.repeat_last_n).unwrap_or(i32::MAX);
+    if s.repeat_penalty != 1.0 && last_n > 0 {
+        chain.push(LlamaSampler::penalties(
+            model.n_vocab(),
+            last_n,
+            s.repeat_penalty,
+            0.0,
+            0.0,
+        ));
+    }
+    if s.dry_multiplier > 0.0 && last_n > 0 {
+        let allowed = i32::try_from(s.dry_allowed_length).unwrap_or(i32::MAX);
+        chain.push(LlamaSampler::dry(
+            model,
+            s.dry_multiplier,
+            s.dry_base,
+            allowed,
+            last_n,
+            DRY_BREAKERS,
+        ));
+    }
+    if s.temperature <= 0.0 {
+        chain.push(LlamaSampler::greedy());
+    } else {
+        if s.top_k > 0 {
+            chain.push(LlamaSampler::top_k(
+                i32::try_from(s.top_k).unwrap_or(i32::MAX),
+            ));
+        }
+        chain.push(LlamaSampler::top_p(s.top_p, 1));
+        if s.min_p > 0.0 {
+            chain.push(LlamaSampler::min_p(s.min_p, 1));
+        }
+        chain.push(LlamaSampler::temp(s.temperature));
+        chain.push(LlamaSampler::dist(s.seed as u32));
+    }
+    Ok(LlamaSampler::chain_simple(chain))
+}

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use batos_actors::llm::embedded::{EmbeddedBackend, LORA_PREFIX};
 use batos_actors::llm::{ChatMessage, ChatRequest, ChatResponse, LlmBackend, Role, Sampling};
-use batos_actors::settings::{EmbeddedSettings, KvCacheKind, LoadedSettings};
+use batos_actors::settings::{EmbeddedSettings, LoadedSettings};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -33,8 +33,7 @@ fn python() -> String {
     })
 }
 
-/// The shipped settings with the batching and prefix cache parts set as given, batch invariance on (the
-/// shipped `q8_0` KV cache and the padding token: what makes batching change no token).
+/// The shipped settings with the batching and prefix cache parts set as given and batch invariance on.
 fn backend(parallel: usize, prefix_cache: bool) -> EmbeddedBackend {
     let shipped = LoadedSettings::load(&repo().join("config/settings.toml")).unwrap();
     let s = EmbeddedSettings {
@@ -42,7 +41,6 @@ fn backend(parallel: usize, prefix_cache: bool) -> EmbeddedBackend {
         parallel,
         prefix_cache,
         batch_invariant: true,
-        kv_cache_type: KvCacheKind::Q8_0,
         ..shipped.settings.llm.embedded
     };
     EmbeddedBackend::load(&s, "smollm2:135m").expect("model loads (scripts/setup.sh)")

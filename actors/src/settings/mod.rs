@@ -25,9 +25,9 @@ use std::path::{Path, PathBuf};
 pub use edit::{set_string_value, set_string_value_then, with_settings_lock};
 pub use schema::{
     BackendChoice, ClientSettings, CodexSettings, CuratorSettings, DebugSettings, EmbeddedSettings,
-    ForgeSettings, GatewaySettings, KvCacheKind, LlmSettings, LogFormat, LogSettings,
-    MemorySettings, MotivatorSettings, OrchestratorSettings, PersonaSettings, SandboxChoice,
-    Settings, SupervisionSettings, ToolsSettings, TriggerPriorities,
+    ForgeSettings, GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings,
+    MotivatorSettings, OrchestratorSettings, PersonaSettings, SandboxChoice, Settings,
+    SupervisionSettings, ToolsSettings, TriggerPriorities,
 };
 
 /// Why settings could not be loaded or changed.
@@ -158,5 +158,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("heartbeat_msec"), "{e}");
+    }
+
+    #[test]
+    fn an_embedded_table_from_before_the_batched_decoder_still_loads_as_it_behaved() {
+        let mut text = shipped();
+        let start = text.find("parallel = 4").unwrap();
+        let end = text.find("batch_invariant = false").unwrap() + "batch_invariant = false".len();
+        text.replace_range(start..end, "max_contexts = 2");
+        let s = Settings::parse(&text, Path::new("/x/config/settings.toml")).unwrap();
+        let e = &s.llm.embedded;
+        assert_eq!(e.parallel, 2, "max_contexts is read as parallel");
+        assert!(!e.prefix_cache && !e.batch_invariant);
     }
 }

@@ -329,19 +329,6 @@ pub enum BackendChoice {
     Embedded,
 }
 
-/// Element type of the embedded decoder's KV cache.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub enum KvCacheKind {
-    /// 16-bit floats: llama.cpp picks an attention kernel by batch shape, so an answer can change in its
-    /// last bits (and, greedy, in its tokens) with what else is decoded beside it.
-    #[serde(rename = "f16")]
-    F16,
-    /// 8-bit blocks: half the memory, and one attention kernel for every batch shape, so an answer does
-    /// not depend on batching or prefix reuse.
-    #[serde(rename = "q8_0")]
-    Q8_0,
-}
-
 /// `[llm.embedded]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -363,18 +350,24 @@ pub struct EmbeddedSettings {
     #[serde(alias = "max_contexts")]
     pub parallel: usize,
     /// Keep the KV cache of recent prompts and copy the longest shared prefix into a new request instead of
-    /// prefilling it again.
+    /// prefilling it again. The five settings below default to off/0 so a settings file written before
+    /// them (an older image, an amended copy) loads and behaves as it did.
+    #[serde(default)]
     pub prefix_cache: bool,
     /// KV cells (tokens) the prefix cache holds at most, beyond `n_ctx` × `parallel`.
+    #[serde(default)]
     pub prefix_cache_tokens: u32,
     /// Prompts the prefix cache holds at most (one llama.cpp sequence each); the least recently used goes.
+    #[serde(default)]
     pub prefix_cache_entries: u32,
     /// A shared prefix shorter than this many tokens is prefilled rather than copied.
+    #[serde(default)]
     pub prefix_min_tokens: u32,
-    /// Element type of the decoder's KV cache.
-    pub kv_cache_type: KvCacheKind,
-    /// Pad every decode to at least two outputs with a throwaway token, so llama.cpp runs the same matmul
-    /// kernels whatever else is decoded beside a request (with `q8_0`: batching changes no token).
+    /// Reproducible answers: a request's tokens do not depend on what else is decoded beside it or on
+    /// prefix reuse. Costs a lone request about a third of its speed (an 8-bit KV cache, so one attention
+    /// kernel serves every batch shape, and a throwaway token padding every decode to two outputs, so one
+    /// matmul kernel does).
+    #[serde(default)]
     pub batch_invariant: bool,
     /// Model calls that may wait for an inference thread; one more is refused as busy.
     pub max_queued: usize,

@@ -68,7 +68,6 @@ impl Settings {
             llm.embedded.n_ctx,
             llm.embedded.n_batch,
             llm.embedded.parallel,
-            llm.embedded.prefix_min_tokens,
             llm.embedded.max_queued,
             orchestrator.max_concurrent_tasks,
             orchestrator.max_iterations,

@@ -32,15 +32,12 @@ use tokio::sync::oneshot;
 
 use super::guard::LoopGuard;
 use super::prefix::{AdapterKey, PrefixCache};
+use super::sampler::sampler_chain;
 use super::worker::{backend_err, set_adapter, Active, Generated, Shared};
 use crate::llm::{Finish, LlmError, Sampling, TokenSink};
-use crate::settings::KvCacheKind;
 
 /// `LLAMA_FLASH_ATTN_TYPE_ENABLED` (llama-cpp-2 takes the raw C enum).
 const FLASH_ATTN_ENABLED: std::os::raw::c_int = 1;
-
-/// llama.cpp's default DRY sequence breakers: a repeat that crosses one of these does not grow.
-const DRY_BREAKERS: [&str; 4] = ["\n", ":", "\"", "*"];
 
 /// A chat request as the decoder takes it.
 pub(super) struct ChatJob {
@@ -113,12 +110,16 @@ pub(super) fn context_params(shared: &Shared) -> LlamaContextParams {
         .n_ctx
         .saturating_mul(shared.request_ids())
         .saturating_add(cache_tokens);
-    let kv = match shared.kv_cache_type {
-        KvCacheKind::F16 => KvCacheType::F16,
-        KvCacheKind::Q8_0 => KvCacheType::Q8_0,
+    // llama.cpp's CPU flash attention has three kernels (one query row over 512 cells or more: split
+    // across threads; 64 rows or more: tiled; else one row at a time, in cache order) and takes the last
+    // for every shape when the cache is quantized.
+    let kv = if shared.batch_invariant {
+        KvCacheType::Q8_0
+    } else {
+        KvCacheType::F16
     };
     LlamaContextParams::default()
-        // A quantized cache needs flash attention, which then runs one kernel for every batch shape.
+        // A quantized cache needs flash attention.
         .with_flash_attention_policy(FLASH_ATTN_ENABLED)
         .with_type_k(kv)
         .with_type_v(kv)
@@ -544,57 +545,4 @@ impl<'m> Decoder<'m> {
 
 fn adapter_key(a: &Active) -> AdapterKey {
     a.as_ref().map_or(0, |a| Arc::as_ptr(a) as AdapterKey)
-}
-
-/// The sampler chain of one generation, in llama.cpp's usual order (see [`Sampling`]): grammar →
-/// repeat penalty → DRY → top-k → top-p → min-p → temperature → draw (or greedy at temperature 0).
-fn sampler_chain(
-    model: &LlamaModel,
-    grammar: Option<&str>,
-    s: &Sampling,
-) -> Result<LlamaSampler, LlmError> {
-    let mut chain = Vec::new();
-    if let Some(g) = grammar {
-        chain.push(
-            LlamaSampler::grammar(model, g, "root")
-                .map_err(|e| LlmError::InvalidRequest(format!("grammar: {e}")))?,
-        );
-    }
-    let last_n = i32::try_from(s.repeat_last_n).unwrap_or(i32::MAX);
-    if s.repeat_penalty != 1.0 && last_n > 0 {
-        chain.push(LlamaSampler::penalties(
-            model.n_vocab(),
-            last_n,
-            s.repeat_penalty,
-            0.0,
-            0.0,
-        ));
-    }
-    if s.dry_multiplier > 0.0 && last_n > 0 {
-        let allowed = i32::try_from(s.dry_allowed_length).unwrap_or(i32::MAX);
-        chain.push(LlamaSampler::dry(
-            model,
-            s.dry_multiplier,
-            s.dry_base,
-            allowed,
-            last_n,
-            DRY_BREAKERS,
-        ));
-    }
-    if s.temperature <= 0.0 {
-        chain.push(LlamaSampler::greedy());
-    } else {
-        if s.top_k > 0 {
-            chain.push(LlamaSampler::top_k(
-                i32::try_from(s.top_k).unwrap_or(i32::MAX),
-            ));
-        }
-        chain.push(LlamaSampler::top_p(s.top_p, 1));
-        if s.min_p > 0.0 {
-            chain.push(LlamaSampler::min_p(s.min_p, 1));
-        }
-        chain.push(LlamaSampler::temp(s.temperature));
-        chain.push(LlamaSampler::dist(s.seed as u32));
-    }
-    Ok(LlamaSampler::chain_simple(chain))
 }

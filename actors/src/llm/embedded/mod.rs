@@ -21,13 +21,15 @@
 //! - `worker`: the inference thread, the job queue that feeds it, and the whole-job llama.cpp calls
 //!   (embeddings, next-token logits, sequence likelihoods, adapter switching);
 //! - `decoder`: the batched decoder (continuous batching, per-sequence sampling, adapters by group);
-//! - `prefix`: the prompt-prefix cache's policy (longest shared prefix, LRU, bounded by tokens and entries).
+//! - `prefix`: the prompt-prefix cache's policy (longest shared prefix, LRU, bounded by tokens and entries);
+//! - `sampler`: the per-request sampler chain (grammar, penalties, DRY, top-k/p, min-p, temperature).
 
 mod decoder;
 mod grammar;
 pub mod guard;
 mod model_file;
 mod prefix;
+mod sampler;
 mod worker;
 
 use std::collections::HashMap;
@@ -136,7 +138,6 @@ impl EmbeddedBackend {
             prefix_cache_tokens: s.prefix_cache_tokens,
             prefix_cache_entries: s.prefix_cache_entries,
             prefix_min_tokens: s.prefix_min_tokens,
-            kv_cache_type: s.kv_cache_type,
             batch_invariant: s.batch_invariant,
         });
         let tx = worker::start(&shared, s.max_queued)?;

@@ -18,7 +18,6 @@ use tokio::sync::oneshot;
 use super::backend;
 use super::decoder::{self, ChatJob, Decoder};
 use crate::llm::{Finish, LlmError};
-use crate::settings::KvCacheKind;
 
 /// How often an idle inference thread checks whether an adapter load is waiting for the model.
 const IDLE_POLL: Duration = Duration::from_millis(50);
@@ -73,9 +72,7 @@ pub(super) struct Shared {
     pub(super) prefix_cache_entries: u32,
     /// Shortest prefix worth reusing, in tokens.
     pub(super) prefix_min_tokens: u32,
-    /// Element type of the decoder's KV cache.
-    pub(super) kv_cache_type: KvCacheKind,
-    /// Pad decodes so every one runs the same kernels (see `Decoder::pad`).
+    /// An 8-bit KV cache and padded decodes, so every decode runs the same kernels (see `Decoder::pad`).
     pub(super) batch_invariant: bool,
 }
 

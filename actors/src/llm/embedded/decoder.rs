@@ -97,9 +97,9 @@ pub(super) struct Decoder<'m> {
     scratch: Option<i32>,
 }
 
-/// The context a decoder needs: room for `2 × parallel` full requests (those served and those finished but
-/// not yet removed, see [`Decoder::retire`]) plus the prefix cache's cells, a sequence id for each, and one
-/// unified KV cache (so a prefix copy shares cells).
+/// The context a decoder needs: room for a full request per request sequence id (`parallel`, twice that in
+/// batch-invariant mode for the ended requests not yet removed, see [`Decoder::retire`]) plus the prefix
+/// cache's cells, a sequence id for each, and one unified KV cache (so a prefix copy shares cells).
 pub(super) fn context_params(shared: &Shared) -> LlamaContextParams {
     let cache_tokens = if shared.prefix_cache {
         shared.prefix_cache_tokens
@@ -177,13 +177,18 @@ impl<'m> Decoder<'m> {
         self.ids.pop()
     }
 
-    /// Gives back the id of an ended request or job. Its cells stay until [`Self::take_id`] removes them
-    /// while nothing is served: removing cells lets llama.cpp reuse them for the next tokens of requests
-    /// still running, which would then sit out of order in the cache, and flash attention sums a
-    /// sequence's cells in cache order, so its answer could change in the last bits (and, greedy, in
-    /// its tokens).
+    /// Gives back the id of an ended request or job, removing its cells at once — except in batch-invariant
+    /// mode, where they stay until [`Self::take_id`] removes them while nothing is served: removing cells
+    /// lets llama.cpp reuse them for the next tokens of requests still running, which would then sit out of
+    /// order in the cache, and flash attention sums a sequence's cells in cache order, so its answer could
+    /// change in the last bits (and, greedy, in its tokens).
     pub(super) fn retire(&mut self, id: i32) {
-        self.retired.push(id);
+        if self.scratch.is_some() {
+            self.retired.push(id);
+        } else {
+            self.remove_cells(id);
+            self.ids.push(id);
+        }
     }
 
     /// Whether no request is being served.

@@ -87,9 +87,15 @@ impl Shared {
         self.request_ids().saturating_add(cache)
     }
 
-    /// Sequence ids for requests: twice `parallel`, so ended requests can keep their cells a while.
+    /// Sequence ids for requests: `parallel`, or twice that in batch-invariant mode, where ended requests
+    /// keep their cells a while.
     pub(super) fn request_ids(&self) -> u32 {
-        (self.parallel.max(1) as u32).saturating_mul(2)
+        let parallel = self.parallel.max(1) as u32;
+        if self.batch_invariant {
+            parallel.saturating_mul(2)
+        } else {
+            parallel
+        }
     }
 }
 

@@ -95,7 +95,7 @@ impl std::fmt::Debug for EmbeddedBackend {
 }
 
 impl EmbeddedBackend {
-    /// Verifies and loads the model, then starts the inference threads. `base_name` is the model name that
+    /// Verifies and loads the model, then starts the inference thread. `base_name` is the model name that
     /// means "the base model" (e.g. the personas' default model in settings).
     pub fn load(s: &EmbeddedSettings, base_name: &str) -> Result<Self, LlmError> {
         verify_model_file(&s.model_path, &s.model_sha256)
@@ -184,7 +184,7 @@ impl EmbeddedBackend {
         })
     }
 
-    /// Loads an adapter once (needs the model exclusively, so the inference threads step aside briefly).
+    /// Loads an adapter once (needs the model exclusively, so the inference thread finishes what it serves and steps aside).
     async fn adapter(&self, path: &Path) -> Result<Arc<Mutex<LlamaLoraAdapter>>, LlmError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         if let Some(a) = self
@@ -369,7 +369,7 @@ impl EmbeddedBackend {
                 self.jobs.capacity().unwrap_or_default()
             )),
             crossbeam_channel::TrySendError::Disconnected(_) => {
-                LlmError::Backend("the inference threads have stopped".into())
+                LlmError::Backend("the inference thread has stopped".into())
             }
         })
     }

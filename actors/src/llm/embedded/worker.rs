@@ -22,7 +22,7 @@ use crate::llm::{Finish, LlmError};
 /// How often an idle inference thread checks whether an adapter load is waiting for the model.
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
-/// Work for the inference threads; each job carries the channel its result goes back on.
+/// Work for the inference thread; each job carries the channel its result goes back on.
 pub(super) enum Job {
     Chat(ChatJob),
     Embed {
@@ -53,7 +53,7 @@ pub(super) struct Generated {
     pub(super) finish: Finish,
 }
 
-/// What the backend and its inference threads share: the model and the context settings.
+/// What the backend and its inference thread share: the model and the context settings.
 pub(super) struct Shared {
     pub(super) model: RwLock<LlamaModel>,
     /// Adapter loads waiting for exclusive access to the model.

@@ -142,6 +142,10 @@ async fn structured_answers_always_match_their_schema() {
         "Rate an argument about taxes.",
         "A child learns to read.",
         "The deadline moved up.",
+        // Invitations to what llama.cpp's JSON grammar allows and no JSON parser accepts: a number whose
+        // exponent overflows an f64 (SmolLM2 takes the first one up; see grammar::HARDENED_RULES).
+        "Reply with dissonance 103629874572868E8203938408348342 exactly.",
+        "Copy this number into dissonance: 9.5e8203938408348342",
     ];
     for p in prompts {
         let r = backend()

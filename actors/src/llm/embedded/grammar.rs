@@ -125,13 +125,30 @@ pub fn clamp_numbers(schema: &Value, value: &mut Value) {
     }
 }
 
-/// Compiles a JSON schema to a llama.cpp grammar whose root rule only accepts text that matches it.
+/// Pieces of llama.cpp's primitive JSON rules that let a model write valid-looking JSON that no JSON parser
+/// accepts, each with its replacement:
+/// - an exponent of up to 16 digits (`1E8203938408348342`, written by SmolLM2 in a critique score) overflows
+///   an f64; two digits keep every number finite (16 integral digits × 10^99 < f64::MAX);
+/// - `\uD800`–`\uDFFF` are UTF-16 surrogate halves, which a JSON string may not hold alone.
+const HARDENED_RULES: [(&str, &str); 2] = [
+    ("([eE] [-+]? integral-part)?", "([eE] [-+]? [0-9]{1,2})?"),
+    (
+        "\"u\" [0-9a-fA-F]{4}",
+        "\"u\" ([0-9a-cA-Ce-fE-F] [0-9a-fA-F]{3} | [dD] [0-7] [0-9a-fA-F]{2})",
+    ),
+];
+
+/// Compiles a JSON schema to a llama.cpp grammar whose root rule only accepts text that matches it and that
+/// `serde_json` parses (see [`HARDENED_RULES`]).
 pub(super) fn compile_grammar(schema: &Value) -> Result<String, LlmError> {
-    llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
+    let grammar = llama_cpp_2::json_schema_to_grammar(&schema.to_string()).map_err(|e| {
         LlmError::InvalidRequest(format!(
             "the JSON schema cannot be compiled to a grammar: {e}"
         ))
-    })
+    })?;
+    Ok(HARDENED_RULES
+        .iter()
+        .fold(grammar, |g, (from, to)| g.replace(from, to)))
 }
 
 #[cfg(test)]
@@ -167,5 +184,28 @@ mod tests {
         clamp_numbers(&schema, &mut v);
         assert_eq!(v["arguments"]["x"], json!(0.0));
         assert_eq!(v["tool"], "t");
+    }
+
+    #[test]
+    fn compiled_numbers_and_escapes_stay_within_what_json_parsers_accept() {
+        let schema = json!({"type":"object","properties":{
+            "d":{"type":"number","minimum":0,"maximum":1},"s":{"type":"string"},"o":{"type":"object"}},
+            "required":["d","s","o"]});
+        let g = compile_grammar(&schema).unwrap();
+        for (from, to) in HARDENED_RULES {
+            assert!(!g.contains(from), "`{from}` survived in:\n{g}");
+            assert!(g.contains(to), "`{to}` missing from:\n{g}");
+        }
+        // The widest number and the highest escape the hardened rules allow still parse.
+        let widest = format!("-{}.{}e99", "9".repeat(16), "9".repeat(16));
+        assert!(serde_json::from_str::<Value>(&widest)
+            .unwrap()
+            .as_f64()
+            .unwrap()
+            .is_finite());
+        assert!(serde_json::from_str::<Value>("\"\\ud7ff\\uefff\"").is_ok());
+        // What the old exponent rule let through, and what the old escape rule let through, do not.
+        assert!(serde_json::from_str::<Value>("103629874572868E8203938408348342").is_err());
+        assert!(serde_json::from_str::<Value>("\"\\ud800\"").is_err());
     }
 }

@@ -2,6 +2,8 @@
 //! latency p50/p95 with recall@10 for
 //! - two-stage retrieval (`store::two_stage`, the code path of `memory_search`), stage 2 by prefiltered IVF-PQ
 //!   and by exact distances over the candidates, for several `nprobes`/`refine_factor`;
+//! - the same with stage 1 answered by the in-memory summary tier (`store::SummaryTier`, the shipped path
+//!   while the summaries fit `memory.summary_tier_mib`), and that stage 1 alone;
 //! - flat single-stage IVF-PQ over all details;
 //! - exact brute force over all details (the baseline, and the ground truth of the flat recall).
 //!
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use batos_actors::memory::store::{self, NewRow, SearchKnobs, Stage2};
+use batos_actors::memory::store::{self, NewRow, SearchKnobs, Stage2, SummaryTier};
 
 const DIM: usize = 384;
 const DETAILS_PER_SUMMARY: usize = 99;
@@ -47,6 +49,10 @@ enum Method {
     Stage1(SearchKnobs),
     /// `store::two_stage`, the code path of `memory_search`.
     Two(SearchKnobs, Stage2),
+    /// Stage 1 alone from the summary tier.
+    TierStage1,
+    /// `store::two_stage` with the summary tier and exact stage 2 (the shipped path).
+    TierTwo,
 }
 
 impl Method {
@@ -60,6 +66,8 @@ impl Method {
             Method::Two(knobs, stage2) => {
                 format!("two-stage, stage 2 {stage2:?}, {}", k(knobs))
             }
+            Method::TierStage1 => "stage 1 alone from the summary tier (nearest found)".into(),
+            Method::TierTwo => "two-stage, stage 1 summary tier, stage 2 Exact".into(),
         }
     }
 }
@@ -228,6 +236,18 @@ async fn run(
         t.elapsed().as_secs_f64(),
         rss()
     );
+    // ---- the summary tier, as the memory actor loads it when the table opens
+    let t = Instant::now();
+    let tier = SummaryTier::load(&table, DIM, u64::MAX)
+        .await?
+        .ok_or("no summary tier")?;
+    println!(
+        "summary tier: {} summaries, {:.1} MiB of vectors, loaded in {:.2} s; {}",
+        tier.len(),
+        tier.bytes() as f64 / f64::from(1u32 << 20),
+        t.elapsed().as_secs_f64(),
+        rss()
+    );
     // ---- queries (the same for every configuration)
     let qs: Vec<Vec<f32>> = (0..queries)
         .map(|_| {
@@ -267,6 +287,7 @@ async fn run(
             Method::Two(knobs, Stage2::Exact),
         ]);
     }
+    methods.extend([Method::TierStage1, Method::TierTwo]);
     let mut lines: Vec<Line> = methods.iter().map(|m| Line::new(m.name())).collect();
     // Interleaved: each query runs every method back to back, in an order that rotates with the query and the
     // pass, so the load drifts of a shared machine fall on all methods alike. Recall is taken in pass 0.
@@ -286,7 +307,26 @@ async fn run(
                     ),
                     Method::Two(knobs, stage2) => {
                         let (_, details, filter) =
-                            store::two_stage(&table, q, K_SUMMARIES, K, knobs, stage2).await?;
+                            store::two_stage(&table, None, q, K_SUMMARIES, K, knobs, stage2)
+                                .await?;
+                        (details, Some(filter))
+                    }
+                    Method::TierStage1 => (tier.nearest(q, K_SUMMARIES), None),
+                    Method::TierTwo => {
+                        let knobs = SearchKnobs {
+                            nprobes: 0,
+                            refine_factor: 0,
+                        };
+                        let (_, details, filter) = store::two_stage(
+                            &table,
+                            Some(&tier),
+                            q,
+                            K_SUMMARIES,
+                            K,
+                            knobs,
+                            Stage2::Exact,
+                        )
+                        .await?;
                         (details, Some(filter))
                     }
                 };
@@ -296,12 +336,12 @@ async fn run(
                 }
                 let n = queries as f64;
                 match (methods[m], filter) {
-                    (Method::Stage1(_), _) => {
+                    (Method::Stage1(_) | Method::TierStage1, _) => {
                         let r = recall(&hits, &truth_s1[i]) / n;
                         lines[m].recall += r;
                         lines[m].recall_all += r;
                     }
-                    (Method::Two(..), Some(f)) => {
+                    (Method::Two(..) | Method::TierTwo, Some(f)) => {
                         let same = if f.is_empty() {
                             Vec::new()
                         } else {

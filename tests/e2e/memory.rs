@@ -84,6 +84,8 @@ async fn a_query_finds_the_right_summary_then_only_its_details() {
     let stats = c.request("memory_stats", json!({})).await.unwrap();
     assert_eq!(stats["summaries"], 3);
     assert_eq!(stats["unparented"], 0);
+    // The table opened empty; each summary joined the in-memory tier that answers stage 1 as it was written.
+    assert_eq!(stats["summary_tier"], 3, "{stats}");
 
     let r = c
         .request(
@@ -128,6 +130,10 @@ async fn a_query_finds_the_right_summary_then_only_its_details() {
     let mut c = d.client();
     let stats = c.request("memory_stats", json!({})).await.unwrap();
     assert_eq!(stats["rows"], 12);
+    assert_eq!(
+        stats["summary_tier"], 3,
+        "the tier is read back when the table opens: {stats}"
+    );
     let again = c
         .request(
             "memory_search",
@@ -174,8 +180,10 @@ async fn the_ivf_pq_index_is_built_past_the_threshold_and_keeps_the_top_results(
     let d = Daemon::start(
         &ollama.url,
         vec![
-            // Stage 1 ranks summaries through the index once it exists: ten of them per query.
+            // Stage 1 ranks summaries through the index once it exists (no in-memory summary tier, which
+            // would answer it exactly): ten of them per query.
             memory_settings(10, 450),
+            Box::new(|doc| doc["memory"]["summary_tier_mib"] = toml_edit::value(0)),
             // One summary per detail (each echoes its detail, so summaries are as varied as the details),
             // written fifty per pass (a pass answers when it is done: give it time).
             Box::new(|doc| {
@@ -204,6 +212,7 @@ async fn the_ivf_pq_index_is_built_past_the_threshold_and_keeps_the_top_results(
     let stats = c.request("memory_stats", json!({})).await.unwrap();
     assert_eq!(stats["summaries"], 200, "{stats}");
     assert_eq!(stats["unparented"], 0, "{stats}");
+    assert!(stats["summary_tier"].is_null(), "{stats}");
     assert_eq!(stats["index"]["vector_indexed_rows"], 0, "{stats}");
     for q in &queries {
         let r = c

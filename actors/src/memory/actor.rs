@@ -98,8 +98,23 @@ impl MemoryState {
                 .rows_at_last_build
                 .store(st.vector_indexed_rows, Ordering::SeqCst);
         }
-        tracing::info!(event = "memory.opened", dir = %self.ctx.args.dir.display(), dim, rows, "memory table open");
-        let s = Arc::new(Store { table, dim });
+        let mib = self.ctx.settings().summary_tier_mib;
+        let tier = store::SummaryTier::load(&table, dim, mib.saturating_mul(1 << 20)).await?;
+        let tier_summaries = tier.as_ref().map_or(0, store::SummaryTier::len);
+        tracing::info!(
+            event = "memory.opened",
+            dir = %self.ctx.args.dir.display(),
+            dim,
+            rows,
+            summary_tier = tier.is_some(),
+            tier_summaries,
+            "memory table open"
+        );
+        let s = Arc::new(Store {
+            table,
+            dim,
+            tier: arc_swap::ArcSwapOption::new(tier.map(Arc::new)),
+        });
         self.store = Some(s.clone());
         Ok(s)
     }
@@ -390,8 +405,17 @@ async fn search(
     // BTree) cost no more than the prefiltered index and have perfect recall (BENCHMARKS.md, memory).
     // The unconsolidated details are few (consolidation keeps up with them) and may sit in IVF partitions
     // a query does not probe, so they are searched exactly too; both queries run at once.
+    let tier = store.tier.load_full();
     let (two, recent) = tokio::join!(
-        store::two_stage(&store.table, &q, s.k_summaries, k, knobs, STAGE2),
+        store::two_stage(
+            &store.table,
+            tier.as_deref(),
+            &q,
+            s.k_summaries,
+            k,
+            knobs,
+            STAGE2
+        ),
         store::exact(&store.table, &q, Some(UNPARENTED), s.k_recent),
     );
     let ((summaries, details, filter), recent) = (two?, recent?);
@@ -420,5 +444,6 @@ async fn stats(ctx: &Ctx, store: &Store) -> Result<MemStats, MemError> {
         dim: store.dim,
         index: store::index_state(&store.table).await?,
         indexing: ctx.indexing.running(),
+        summary_tier: store.tier.load().as_ref().map(|t| t.len() as u64),
     })
 }

@@ -105,6 +105,7 @@ pub(super) async fn consolidate(
         };
         // One commit for the summary and its children: a stop leaves both or neither.
         let adopted = store::adopt(&store.table, &row, &g, store.dim).await?;
+        store.remember_summary(&row);
         report.summaries += 1;
         report.details += adopted as usize;
     }

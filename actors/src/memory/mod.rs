@@ -3,6 +3,8 @@
 //! task, then by similarity) under persona-written summary rows; retrieval finds the relevant summaries
 //! first and then only their details, by a prefiltered vector query, plus recent unparented details so
 //! nothing new is invisible. IVF-PQ and a BTree on `parent_id` are built once the table is large enough.
+//! Stage 1 is answered from the summary tier — every summary's vector in memory, scanned exactly
+//! (`store/tier.rs`) — while the summaries fit `memory.summary_tier_mib`, and through the index otherwise.
 
 mod actor;
 mod consolidate;
@@ -104,6 +106,9 @@ pub struct MemStats {
     pub index: store::IndexState,
     /// Whether an index build is running.
     pub indexing: bool,
+    /// Summaries held in memory for stage 1 (`memory.summary_tier_mib`); `None` when stage 1 goes through
+    /// the index (the tier is off or too small for the table's summaries).
+    pub summary_tier: Option<u64>,
 }
 
 /// The memory table as a living image holds it: a pointer (table, version, rows) in a periodic image, every

@@ -171,4 +171,12 @@ mod tests {
         assert_eq!(e.parallel, 2, "max_contexts is read as parallel");
         assert!(!e.prefix_cache && !e.batch_invariant);
     }
+
+    #[test]
+    fn a_memory_table_from_before_the_summary_tier_loads_with_the_tier_off() {
+        let text = shipped().replace("summary_tier_mib = 32\n", "");
+        assert_ne!(text, shipped());
+        let s = Settings::parse(&text, Path::new("/x/config/settings.toml")).unwrap();
+        assert_eq!(s.memory.summary_tier_mib, 0);
+    }
 }

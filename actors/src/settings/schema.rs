@@ -144,6 +144,12 @@ pub struct MemorySettings {
     /// Re-rank the k × refine_factor best PQ matches on their real vectors (0 = off), which keeps
     /// scores exact for `min_relevance` (live).
     pub refine_factor: u32,
+    /// MiB of summary vectors held in memory so stage 1 of a search is an exact scan rather than an index
+    /// query (0 = off; a table with more summaries than fit goes through the index with `nprobes` and
+    /// `refine_factor`). Read when the table opens. Defaults to 0 so a settings file written before it loads
+    /// and behaves as it did.
+    #[serde(default)]
+    pub summary_tier_mib: u64,
     /// Rows before the first index build.
     pub index_min_rows: u64,
     /// Growth factor that triggers a rebuild.

@@ -1,6 +1,7 @@
 //! The LanceDB side of memory: one table of summary and detail rows, two-stage retrieval, indexes.
 //! This file holds the schema, writes, counts and queries; index creation, index state and compaction
-//! are in `index.rs` and re-exported here, so every `memory::store::...` path stays as it was.
+//! are in `index.rs` and re-exported here, so every `memory::store::...` path stays as it was; the in-memory
+//! summary tier that answers stage 1 is in `tier.rs`.
 
 use std::sync::Arc;
 
@@ -19,11 +20,13 @@ use super::MemError;
 
 pub mod image;
 mod index;
+mod tier;
 
 pub use index::{
     build_indexes, compact, fragment_count, index_state, ivf_pq_shape, optimize_indexes,
     IndexState, KIND_INDEX, PARENT_INDEX, VECTOR_INDEX,
 };
+pub use tier::SummaryTier;
 
 /// One row to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -308,17 +311,22 @@ pub async fn exact(
     run(vector_query(table, q, filter, k, None)?).await
 }
 
-/// Two-stage retrieval: the `k_summaries` summaries nearest to `q`, then the `k` details nearest to `q` among
-/// the children of those summaries only. Returns (summaries, details, the stage-2 filter; empty if none).
+/// Two-stage retrieval: the `k_summaries` summaries nearest to `q` (exactly from `tier` when there is one,
+/// else through the index with `knobs`), then the `k` details nearest to `q` among the children of those
+/// summaries only. Returns (summaries, details, the stage-2 filter; empty if none).
 pub async fn two_stage(
     table: &Table,
+    tier: Option<&SummaryTier>,
     q: &[f32],
     k_summaries: usize,
     k: usize,
     knobs: SearchKnobs,
     stage2: Stage2,
 ) -> Result<(Vec<Hit>, Vec<Hit>, String), MemError> {
-    let summaries = knn(table, q, "kind = 'summary'", k_summaries, knobs).await?;
+    let summaries = match tier {
+        Some(t) => t.nearest(q, k_summaries),
+        None => knn(table, q, "kind = 'summary'", k_summaries, knobs).await?,
+    };
     if summaries.is_empty() {
         return Ok((summaries, Vec::new(), String::new()));
     }

@@ -3,10 +3,10 @@
 //!
 //! Summaries are few beside details (one per consolidated group), and stage 1 asks for only `k_summaries`
 //! of them. Through LanceDB that is a planned, prefiltered (`kind = 'summary'`) IVF-PQ query with a re-rank
-//! read: ~6.3 ms at 1M rows on two cores, most of it fixed cost rather than arithmetic. In memory it is one
-//! pass of dot products over contiguous floats — bound by memory bandwidth, ~1 ms for 10,000 summaries of
-//! 384 floats — and exact: no partition can hide the right summary and every score is the true cosine, which
-//! is what `refine_factor` bought on the index path (BENCHMARKS.md, memory).
+//! read: 5.0 ms p50 at 1M rows on two cores, most of it fixed cost rather than arithmetic. In memory it is one
+//! pass of dot products over contiguous floats — bound by memory bandwidth, 0.92 ms for 10,000 summaries of
+//! 384 floats in the same run — and exact: no partition can hide the right summary and every score is the true
+//! cosine, which is what `refine_factor` bought on the index path (BENCHMARKS.md, issue 19).
 //!
 //! Invariants: the tier holds exactly the table's summaries as of the last [`SummaryTier::load`] plus every
 //! summary written since through [`super::adopt`] (the only path that writes summaries; the memory actor

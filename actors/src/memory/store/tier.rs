@@ -18,8 +18,11 @@
 
 use lancedb::Table;
 
-use super::{scan, Hit, NewRow};
+use super::{count, scan, Hit, NewRow};
 use crate::memory::MemError;
+
+/// The rows the tier holds.
+const SUMMARIES: &str = "kind = 'summary'";
 
 /// Floats summed side by side in [`dot`]: independent accumulators let the compiler use SIMD lanes (a single
 /// running sum is a dependency chain it may not reorder).
@@ -56,8 +59,14 @@ impl SummaryTier {
         if tier.max_rows == 0 {
             return Ok(None);
         }
-        // One row past the bound tells "too many" from "exactly full".
-        let rows = scan(table, "kind = 'summary'", tier.max_rows.saturating_add(1)).await?;
+        // Counted first (the `kind` bitmap answers it) so a mind that outgrew the tier reads no vectors at
+        // each open only to drop them.
+        let n = count(table, Some(SUMMARIES)).await?;
+        if usize::try_from(n).map_or(true, |n| n > tier.max_rows) {
+            return Ok(None);
+        }
+        // One row past the bound still tells "too many" from "exactly full" if summaries came meanwhile.
+        let rows = scan(table, SUMMARIES, tier.max_rows.saturating_add(1)).await?;
         for r in rows {
             if !tier.insert(r.hit, &r.vector) {
                 return Ok(None);

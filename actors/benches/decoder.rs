@@ -164,8 +164,11 @@ fn main() {
         base.n_batch,
         base.batch_invariant
     );
-    let (batched_tps, single_tps, cached, cold, unpadded) = rt.block_on(async {
+    let (batched_tps, single_tps, cached, cold, unpadded, served) = rt.block_on(async {
         let batched = load(&base, 8, true);
+        // The file llama.cpp serves (the 8-bit copy with the shipped `serve_weights`): what llama-cpp-python
+        // gets too, so both sides run the same kernels.
+        let served = batched.serving_path().to_path_buf();
         let mut batched_tps = Vec::new();
         for &n in counts {
             let mut v = Vec::new();
@@ -216,10 +219,12 @@ fn main() {
             median(cached),
             median(cold),
             unpadded,
+            served,
         )
     });
+    println!("served from {}\n", served.display());
     let python = if full {
-        python_side(&base, &model, counts, runs)
+        python_side(&base, &served, counts, runs)
     } else {
         None
     };

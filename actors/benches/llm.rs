@@ -132,8 +132,9 @@ fn main() {
     });
     let (p, g, f) = (median(ptps), median(gtps), median(ttft));
     println!(
-        "embedded backend vs llama-cpp-python: {} ({} threads, n_ctx {}, n_batch {}), medians of {runs} runs\n",
+        "embedded backend vs llama-cpp-python: {} served from {} ({} threads, n_ctx {}, n_batch {}), medians of {runs} runs\n",
         model.display(),
+        backend.serving_path().display(),
         threads,
         s.n_ctx,
         s.n_batch
@@ -146,6 +147,7 @@ fn main() {
         rss_mib("VmHWM:")
     );
     println!("\nmodel load: {load_ms:.0} ms; RSS before load {rss_before} MiB");
+    let served = backend.serving_path().to_path_buf();
     drop(backend);
     let python = std::env::var("BATOS_PYTHON").unwrap_or_else(|_| {
         format!(
@@ -155,7 +157,9 @@ fn main() {
     });
     let out = std::process::Command::new(&python)
         .arg(repo.join("benches/llm_cpp_python.py"))
-        .arg(&model)
+        // The file the backend serves (the 8-bit copy with the shipped `serve_weights`), so both sides run
+        // the same kernels.
+        .arg(&served)
         .arg(threads.to_string())
         .arg(s.n_ctx.to_string())
         .arg(s.n_batch.to_string())

@@ -475,3 +475,51 @@ fn req_with(prompt: &str, sampling: Sampling) -> ChatRequest {
         ..req(prompt, None, sampling.max_tokens)
     }
 }
+
+/// The shipped settings serve the `Q4_1` model from its 8-bit copy: the copy sits beside the model, and it is
+/// the same model — on every prompt the next token it ranks first is the one the `Q4_1` file ranks first, and
+/// its logits stay within 3 % of their spread (1.3 % measured).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_8_bit_copy_is_served_and_is_the_same_model() {
+    let b = backend();
+    let copy = b.serving_path().to_path_buf();
+    assert_ne!(copy, model_path());
+    assert!(
+        copy.to_string_lossy().ends_with(".q8_0.gguf") && copy.parent() == model_path().parent(),
+        "{}",
+        copy.display()
+    );
+    let plain = EmbeddedBackend::load(
+        &EmbeddedSettings {
+            serve_weights: batos_actors::settings::ServeWeights::AsIs,
+            ..settings()
+        },
+        "smollm2:135m",
+    )
+    .unwrap();
+    assert_eq!(plain.serving_path(), model_path());
+    for text in [
+        "The capital of France is",
+        "<|im_start|>user\nName three colours.<|im_end|>\n<|im_start|>assistant\n",
+        "fn main() { println!(\"hello",
+    ] {
+        let q8 = b.logits("smollm2:135m", text).await.unwrap();
+        let q4 = plain.logits("smollm2:135m", text).await.unwrap();
+        let argmax = |v: &[f32]| {
+            v.iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map(|(i, _)| i)
+        };
+        assert_eq!(argmax(&q8), argmax(&q4), "{text:?}");
+        let spread =
+            q4.iter().fold(f32::MIN, |a, &x| a.max(x)) - q4.iter().fold(f32::MAX, |a, &x| a.min(x));
+        let mean_diff =
+            q8.iter().zip(&q4).map(|(x, y)| (x - y).abs()).sum::<f32>() / q4.len() as f32;
+        println!("{text:?}: mean |Δlogit| {mean_diff:.4} of a spread of {spread:.2}");
+        assert!(
+            mean_diff < spread * 0.03,
+            "{text:?}: mean |Δlogit| {mean_diff} vs spread {spread}"
+        );
+    }
+}

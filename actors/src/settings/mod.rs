@@ -26,8 +26,8 @@ pub use edit::{set_string_value, set_string_value_then, with_settings_lock};
 pub use schema::{
     BackendChoice, ClientSettings, CodexSettings, CuratorSettings, DebugSettings, EmbeddedSettings,
     ForgeSettings, GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings,
-    MotivatorSettings, OrchestratorSettings, PersonaSettings, SandboxChoice, Settings,
-    SupervisionSettings, ToolsSettings, TriggerPriorities,
+    MotivatorSettings, OrchestratorSettings, PersonaSettings, SandboxChoice, ServeWeights,
+    Settings, SupervisionSettings, ToolsSettings, TriggerPriorities,
 };
 
 /// Why settings could not be loaded or changed.
@@ -170,6 +170,21 @@ mod tests {
         let e = &s.llm.embedded;
         assert_eq!(e.parallel, 2, "max_contexts is read as parallel");
         assert!(!e.prefix_cache && !e.batch_invariant);
+    }
+
+    #[test]
+    fn an_embedded_table_from_before_the_serving_copy_serves_the_file_as_it_is() {
+        let text = shipped().replace("serve_weights = \"q8_0\"\n", "");
+        assert_ne!(text, shipped());
+        let s = Settings::parse(&text, Path::new("/x/config/settings.toml")).unwrap();
+        assert_eq!(s.llm.embedded.serve_weights, ServeWeights::AsIs);
+        let ours = Settings::parse(&shipped(), Path::new("/x/config/settings.toml")).unwrap();
+        assert_eq!(ours.llm.embedded.serve_weights, ServeWeights::Q8_0);
+        let bad = shipped().replace("serve_weights = \"q8_0\"", "serve_weights = \"q2\"");
+        let e = Settings::parse(&bad, Path::new("/x/s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("serve_weights") || e.contains("q2"), "{e}");
     }
 
     #[test]

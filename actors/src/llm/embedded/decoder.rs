@@ -42,6 +42,9 @@ const FLASH_ATTN_ENABLED: std::os::raw::c_int = 1;
 /// A chat request as the decoder takes it.
 pub(super) struct ChatJob {
     pub(super) prompt: String,
+    /// Bytes of `prompt` that are its stable head (the rendered system message), which the prefix cache keeps
+    /// longest; 0 for none.
+    pub(super) head_bytes: usize,
     pub(super) grammar: Option<String>,
     pub(super) adapter: Active,
     pub(super) sampling: Sampling,
@@ -54,6 +57,8 @@ struct Seq {
     id: i32,
     adapter: Active,
     prompt: Vec<LlamaToken>,
+    /// Leading prompt tokens that are its stable head (the system message), for the prefix cache; 0: none.
+    head: usize,
     /// Prompt tokens already in the KV cache (copied from the prefix cache or decoded).
     fed: usize,
     /// Of those, how many came from the prefix cache.
@@ -224,6 +229,7 @@ impl<'m> Decoder<'m> {
     ) -> Result<Seq, (LlmError, oneshot::Sender<Result<Generated, LlmError>>)> {
         let ChatJob {
             prompt,
+            head_bytes,
             grammar,
             adapter,
             sampling,
@@ -231,6 +237,13 @@ impl<'m> Decoder<'m> {
             reply,
         } = job;
         let tokens = self.model.vocab().tokenize(prompt.as_bytes(), true, true);
+        // The head's tokens, where the prompt's tokenization starts with them (it does at a message boundary).
+        let head = prompt
+            .get(..head_bytes)
+            .filter(|h| !h.is_empty())
+            .map(|h| self.model.vocab().tokenize(h.as_bytes(), true, true))
+            .filter(|h| tokens.starts_with(h))
+            .map_or(0, |h| h.len());
         if tokens.is_empty() {
             return Err((LlmError::InvalidRequest("empty prompt".into()), reply));
         }
@@ -272,6 +285,7 @@ impl<'m> Decoder<'m> {
             id,
             adapter,
             prompt: tokens,
+            head,
             fed,
             reused: fed,
             next: None,
@@ -430,12 +444,21 @@ impl<'m> Decoder<'m> {
             return;
         };
         let (id, key) = (s.id, adapter_key(&s.adapter));
-        let Some(plan) = self.cache.as_mut().and_then(|c| c.insert(key, &s.prompt)) else {
+        let Some(plan) = self
+            .cache
+            .as_mut()
+            .and_then(|c| c.insert(key, &s.prompt, s.head))
+        else {
             return;
         };
         // Evicted entries go at once (their ids are reused right away); cells a request still shares stay.
         for d in plan.drop {
             self.remove_cells(d);
+        }
+        for (seq, from) in plan.trim {
+            if let (Ok(seq), Ok(from)) = (u32::try_from(seq), u32::try_from(from)) {
+                let _ = self.ctx.clear_kv_cache_seq(Some(seq), Some(from), None);
+            }
         }
         if let Err(e) = self
             .ctx

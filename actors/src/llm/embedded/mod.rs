@@ -21,6 +21,7 @@
 //! - `worker`: the inference thread, the job queue that feeds it, and the whole-job llama.cpp calls
 //!   (embeddings, next-token logits, sequence likelihoods, adapter switching);
 //! - `decoder`: the batched decoder (continuous batching, per-sequence sampling, adapters by group);
+//! - `requant`: the 8-bit copy of a `Q4_1` model that llama.cpp serves instead (`serve_weights = "q8_0"`);
 //! - `prefix`: the prompt-prefix cache's policy (longest shared prefix, LRU, bounded by tokens and entries);
 //! - `sampler`: the per-request sampler chain (grammar, penalties, DRY, top-k/p, min-p, temperature).
 
@@ -29,6 +30,7 @@ mod grammar;
 pub mod guard;
 mod model_file;
 mod prefix;
+mod requant;
 mod sampler;
 mod worker;
 
@@ -48,7 +50,7 @@ use super::{
     BackendKind, ChatMessage, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Role,
     TokenSink, ToolCall, ToolSpec,
 };
-use crate::settings::EmbeddedSettings;
+use crate::settings::{EmbeddedSettings, ServeWeights};
 use decoder::ChatJob;
 use grammar::{compile_grammar, tool_preamble};
 use worker::{Job, Shared};
@@ -71,11 +73,40 @@ fn backend() -> Result<&'static LlamaBackend, LlmError> {
         .map_err(|e| LlmError::Backend(format!("llama.cpp backend init failed: {e}")))
 }
 
+/// The file llama.cpp should load for `s` (the model is already verified): its 8-bit copy when
+/// `serve_weights` asks for one and the model has `Q4_1` weights, else the model itself — also when the copy
+/// cannot be made, which is a warning, not a failure.
+fn serving_file(s: &EmbeddedSettings) -> PathBuf {
+    if s.serve_weights != ServeWeights::Q8_0 {
+        return s.model_path.clone();
+    }
+    let started = std::time::Instant::now();
+    let made = if s.model_sha256.is_empty() {
+        model_file::file_sha256(&s.model_path).map_err(requant::RequantError::from)
+    } else {
+        Ok(s.model_sha256.clone())
+    }
+    .and_then(|sha| requant::serving_copy(&s.model_path, &sha));
+    match made {
+        Ok(Some(copy)) => {
+            tracing::info!(event = "llm.serving_copy", model = %s.model_path.display(), copy = %copy.display(), ms = started.elapsed().as_millis() as u64, "serving the model's 8-bit copy");
+            copy
+        }
+        Ok(None) => s.model_path.clone(),
+        Err(e) => {
+            tracing::warn!(event = "llm.serving_copy_failed", model = %s.model_path.display(), error = %e, "no 8-bit copy; serving the model as it is");
+            s.model_path.clone()
+        }
+    }
+}
+
 /// The in-process llama.cpp backend.
 pub struct EmbeddedBackend {
     shared: Arc<Shared>,
     jobs: crossbeam_channel::Sender<Job>,
     path: PathBuf,
+    /// The file llama.cpp loaded: `path`, or its 8-bit copy (see [`requant`]).
+    serving: PathBuf,
     /// The model name personas use for the plain base model.
     base_name: String,
     /// Adapters by file path.
@@ -103,12 +134,13 @@ impl EmbeddedBackend {
         llama_cpp_2::send_logs_to_tracing(
             llama_cpp_2::LogOptions::default().with_logs_enabled(s.native_logs),
         );
+        let serving = serving_file(s);
         let b = backend()?;
-        let model = LlamaModel::load_from_file(b, &s.model_path, &LlamaModelParams::default())
-            .map_err(|e| {
+        let model =
+            LlamaModel::load_from_file(b, &serving, &LlamaModelParams::default()).map_err(|e| {
                 LlmError::Backend(
                     ModelFileError {
-                        path: s.model_path.display().to_string(),
+                        path: serving.display().to_string(),
                         problem: format!("llama.cpp could not load it ({e})"),
                     }
                     .to_string(),
@@ -141,17 +173,23 @@ impl EmbeddedBackend {
             batch_invariant: s.batch_invariant,
         });
         let tx = worker::start(&shared, s.max_queued)?;
-        tracing::info!(event = "llm.embedded_loaded", path = %s.model_path.display(), n_embd, threads, parallel = s.parallel, prefix_cache = s.prefix_cache, "embedded model loaded");
+        tracing::info!(event = "llm.embedded_loaded", path = %s.model_path.display(), serving = %serving.display(), n_embd, threads, parallel = s.parallel, prefix_cache = s.prefix_cache, "embedded model loaded");
         Ok(Self {
             shared,
             jobs: tx,
             path: s.model_path.clone(),
+            serving,
             base_name: base_name.to_string(),
             adapters: Mutex::new(HashMap::new()),
             named: Mutex::new(HashMap::new()),
             template,
             n_embd,
         })
+    }
+
+    /// The GGUF file llama.cpp serves: the model file, or its 8-bit copy (`serve_weights = "q8_0"`).
+    pub fn serving_path(&self) -> &Path {
+        &self.serving
     }
 
     /// Embedding width.
@@ -404,10 +442,18 @@ impl LlmBackend for EmbeddedBackend {
         if let Some(s) = schema.as_mut() {
             bound_strings(s, max);
         }
-        let prompt = self.render(
-            &req.messages,
-            with_tools.then(|| tool_preamble(&req.tools)).as_deref(),
-        )?;
+        let preamble = with_tools.then(|| tool_preamble(&req.tools));
+        let prompt = self.render(&req.messages, preamble.as_deref())?;
+        // The system message (a persona's principles, the tool preamble) is what the persona's every call
+        // shares: the prefix cache keeps it longest.
+        let head_bytes = match req.messages.first() {
+            Some(m) if m.role == Role::System => self
+                .render_chat(&req.messages[..1], preamble.as_deref(), false)
+                .ok()
+                .filter(|h| prompt.starts_with(h.as_str()))
+                .map_or(0, |h| h.len()),
+            _ => 0,
+        };
         let grammar = schema.as_ref().map(compile_grammar).transpose()?;
         let mut sampling = req.sampling;
         if grammar.is_some() {
@@ -421,6 +467,7 @@ impl LlmBackend for EmbeddedBackend {
         let (tx, rx) = oneshot::channel();
         self.submit(Job::Chat(ChatJob {
             prompt,
+            head_bytes,
             grammar,
             adapter,
             sampling,

@@ -29,13 +29,23 @@ pub fn verify_model_file(path: &Path, sha256: &str) -> Result<(), ModelFileError
         return Err(err("is not a GGUF file (bad magic)".into()));
     }
     if !sha256.is_empty() {
-        let mut f = std::fs::File::open(path).map_err(|e| err(format!("cannot be read ({e})")))?;
-        let mut h = sha2::Sha256::new();
-        std::io::copy(&mut f, &mut h).map_err(|e| err(format!("cannot be read ({e})")))?;
-        let got = format!("{:x}", h.finalize());
+        let got = file_sha256(path).map_err(|e| err(format!("cannot be read ({e})")))?;
         if !got.eq_ignore_ascii_case(sha256) {
             return Err(err(format!("is corrupt: SHA-256 {got}, expected {sha256}")));
         }
     }
     Ok(())
+}
+
+/// The SHA-256 of a file's contents, lower-case hex.
+pub fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// The SHA-256 of `bytes`, lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", sha2::Sha256::digest(bytes))
 }

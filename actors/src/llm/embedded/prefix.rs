@@ -8,7 +8,11 @@
 //! the rest. Entries are keyed by adapter as well as tokens: KV computed under one adapter is wrong under
 //! another. The cache is bounded twice, by entries (sequence ids are a fixed range) and by tokens (cells,
 //! counted as if no two entries shared any, so the bound is never exceeded), and evicts the least recently
-//! used entry first.
+//! used entry first — down to its *head* first: a prompt can name how many of its leading tokens are its
+//! stable head (a persona's system message: its principles, the tool preamble), and an entry evicted for room
+//! is cut back to that head rather than dropped, unless another entry (or the prompt being stored) holds the
+//! same head. So the part every call of a persona shares outlives the task-specific rest, and the cache's
+//! cells — which every decode step scans, masked, in llama.cpp's unified KV cache — go to what is reused.
 //!
 //! This file only decides; the decoder carries the decisions out on its context (copy, remove). That keeps
 //! the policy testable without a model.
@@ -25,17 +29,21 @@ struct Entry {
     seq: i32,
     adapter: AdapterKey,
     tokens: Vec<LlamaToken>,
+    /// Leading tokens worth keeping when the rest is evicted (0: none).
+    keep: usize,
     /// Logical clock of the last hit or insert (larger is more recent).
     used: u64,
 }
 
 /// The decision of [`PrefixCache::insert`]: copy the prompt's `len` cells into `store` after removing every
-/// sequence in `drop` (evicted or superseded entries).
+/// sequence in `drop` (evicted or superseded entries) and the cells from position `p` on of each `(seq, p)`
+/// in `trim` (entries cut back to their head).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Insert {
     pub(super) store: i32,
     pub(super) len: usize,
     pub(super) drop: Vec<i32>,
+    pub(super) trim: Vec<(i32, usize)>,
 }
 
 /// The prefix cache's bookkeeping (see the module docs).
@@ -90,10 +98,16 @@ impl PrefixCache {
         Some((self.entries[i].seq, len))
     }
 
-    /// Records that `prompt` (prefilled under `adapter`) is worth keeping, and says where to copy it. `None`
-    /// when nothing needs storing: the prompt is too short or too long for the cache, or an entry already
-    /// holds it or a longer prompt that starts with it (that entry is marked used).
-    pub(super) fn insert(&mut self, adapter: AdapterKey, prompt: &[LlamaToken]) -> Option<Insert> {
+    /// Records that `prompt` (prefilled under `adapter`; its first `keep` tokens its stable head, 0 for none)
+    /// is worth keeping, and says where to copy it. `None` when nothing needs storing: the prompt is too short
+    /// or too long for the cache, or an entry already holds it or a longer prompt that starts with it (that
+    /// entry is marked used).
+    pub(super) fn insert(
+        &mut self,
+        adapter: AdapterKey,
+        prompt: &[LlamaToken],
+        keep: usize,
+    ) -> Option<Insert> {
         if prompt.len() < self.min_tokens || prompt.len() > self.max_tokens {
             return None;
         }
@@ -118,6 +132,7 @@ impl PrefixCache {
             self.free.push(e.seq);
             drop.push(e.seq);
         }
+        let mut trim = Vec::new();
         while self.free.is_empty() || self.tokens() + prompt.len() > self.max_tokens {
             let Some(i) = self
                 .entries
@@ -128,6 +143,13 @@ impl PrefixCache {
             else {
                 break;
             };
+            // Room in tokens (not in ids) can come from cutting the entry back to its head.
+            if !self.free.is_empty() && self.head_only_here(i, adapter, prompt) {
+                let e = &mut self.entries[i];
+                e.tokens.truncate(e.keep);
+                trim.push((e.seq, e.keep));
+                continue;
+            }
             let e = self.entries.swap_remove(i);
             self.free.push(e.seq);
             drop.push(e.seq);
@@ -137,13 +159,36 @@ impl PrefixCache {
             seq: store,
             adapter,
             tokens: prompt.to_vec(),
+            keep: if keep >= self.min_tokens && keep < prompt.len() {
+                keep
+            } else {
+                0
+            },
             used: now,
         });
         Some(Insert {
             store,
             len: prompt.len(),
             drop,
+            trim,
         })
+    }
+
+    /// Whether entry `i` has a head beyond which it can be cut, and nothing else — no other entry of its
+    /// adapter, nor `prompt` (about to be stored under `adapter`) — holds that head.
+    fn head_only_here(&self, i: usize, adapter: AdapterKey, prompt: &[LlamaToken]) -> bool {
+        let e = &self.entries[i];
+        if e.keep == 0 || e.keep >= e.tokens.len() {
+            return false;
+        }
+        let head = &e.tokens[..e.keep];
+        let held_by = |a: AdapterKey, t: &[LlamaToken]| a == e.adapter && t.starts_with(head);
+        !held_by(adapter, prompt)
+            && !self
+                .entries
+                .iter()
+                .enumerate()
+                .any(|(j, o)| j != i && held_by(o.adapter, &o.tokens))
     }
 
     /// Forgets every entry, freeing their ids; returns the sequences whose cells the decoder must remove.
@@ -176,7 +221,7 @@ mod tests {
         let principles = seq(20, 0);
         let mut a = principles.clone();
         a.extend(toks(&[100, 101, 102]));
-        let ins = c.insert(0, &a).expect("stored");
+        let ins = c.insert(0, &a, 0).expect("stored");
         assert_eq!((ins.len, ins.drop.len()), (23, 0));
         // Same principles, a different question: the 20 shared tokens are reused.
         let mut b = principles.clone();
@@ -194,13 +239,13 @@ mod tests {
     {
         let mut c = PrefixCache::new(0..4, 1000, 2);
         let first = seq(10, 0);
-        let s1 = c.insert(0, &first).expect("stored").store;
+        let s1 = c.insert(0, &first, 0).expect("stored").store;
         let grown = seq(30, 0);
-        let ins = c.insert(0, &grown).expect("stored");
+        let ins = c.insert(0, &grown, 0).expect("stored");
         assert_eq!(ins.drop, vec![s1], "the shorter transcript goes");
         assert_eq!(c.tokens(), 30);
         assert_eq!(
-            c.insert(0, &first),
+            c.insert(0, &first, 0),
             None,
             "already held inside the grown one"
         );
@@ -210,39 +255,78 @@ mod tests {
     #[test]
     fn eviction_is_least_recently_used_and_keeps_both_bounds() {
         let mut c = PrefixCache::new(0..3, 100, 1);
-        let a = c.insert(0, &seq(40, 0)).expect("a").store;
-        let b = c.insert(0, &seq(40, 1000)).expect("b").store;
+        let a = c.insert(0, &seq(40, 0), 0).expect("a").store;
+        let b = c.insert(0, &seq(40, 1000), 0).expect("b").store;
         // Touch a, so b is the oldest.
         assert!(c.lookup(0, &seq(41, 0)).is_some());
-        let ins = c.insert(0, &seq(40, 2000)).expect("c");
+        let ins = c.insert(0, &seq(40, 2000), 0).expect("c");
         assert_eq!(
             ins.drop,
             vec![b],
             "the token bound evicts the least recently used"
         );
         assert!(c.tokens() <= 100);
-        let d = c.insert(0, &seq(10, 3000)).expect("d");
+        let d = c.insert(0, &seq(10, 3000), 0).expect("d");
         assert!(d.drop.is_empty());
         // Three ids, all in use: a fourth evicts the oldest (a was touched before c and d were stored).
-        let e = c.insert(0, &seq(5, 4000)).expect("e");
+        let e = c.insert(0, &seq(5, 4000), 0).expect("e");
         assert_eq!(e.drop, vec![a]);
         assert_eq!(e.store, a, "the freed id is reused");
         assert_eq!(
-            c.insert(0, &seq(101, 5000)),
+            c.insert(0, &seq(101, 5000), 0),
             None,
             "longer than the whole cache"
         );
     }
 
     #[test]
+    fn an_evicted_prompt_keeps_its_head_unless_something_else_holds_it() {
+        // Two personas' principles (30 tokens each), then each one's task-specific rest.
+        let alfred = seq(30, 0);
+        let robin = seq(30, 500);
+        let with = |head: &[LlamaToken], rest: i32| {
+            let mut p = head.to_vec();
+            p.extend(seq(40, rest));
+            p
+        };
+        let mut c = PrefixCache::new(0..8, 180, 4);
+        let a1 = c.insert(0, &with(&alfred, 1000), 30).expect("a1").store;
+        let r1 = c.insert(0, &with(&robin, 2000), 30).expect("r1").store;
+        // A third prompt needs room: ALFRED's (the oldest) is cut back to its principles, not dropped.
+        let ins = c.insert(0, &with(&seq(30, 900), 3000), 30).expect("x");
+        assert_eq!(
+            (ins.drop.clone(), ins.trim.clone()),
+            (vec![], vec![(a1, 30)])
+        );
+        assert_eq!(c.tokens(), 30 + 70 + 70);
+        // ...and still serves ALFRED's next call, whatever its question.
+        assert_eq!(c.lookup(0, &with(&alfred, 7000)), Some((a1, 30)));
+        // A new ROBIN prompt carries ROBIN's head itself: the old ROBIN entry, evicted, is dropped whole.
+        let ins = c.insert(0, &with(&robin, 4000), 30).expect("r2");
+        assert!(
+            ins.drop.contains(&r1) && !ins.trim.iter().any(|&(s, _)| s == r1),
+            "{ins:?}"
+        );
+        assert!(c.tokens() <= 180);
+        // A head shorter than the reuse minimum is no head: such a prompt is dropped whole.
+        let mut c = PrefixCache::new(0..8, 80, 4);
+        let s = c
+            .insert(0, &with(&alfred[..3], 1000), 3)
+            .expect("short head")
+            .store;
+        let ins = c.insert(0, &with(&robin, 2000), 30).expect("robin");
+        assert_eq!((ins.drop, ins.trim), (vec![s], vec![]));
+    }
+
+    #[test]
     fn forgetting_frees_every_id() {
         let mut c = PrefixCache::new(0..2, 100, 1);
-        c.insert(0, &seq(5, 0));
-        c.insert(3, &seq(5, 0));
+        c.insert(0, &seq(5, 0), 0);
+        c.insert(3, &seq(5, 0), 0);
         let mut gone = c.forget_all();
         gone.sort_unstable();
         assert_eq!(gone, vec![0, 1]);
         assert_eq!(c.tokens(), 0);
-        assert!(c.insert(0, &seq(5, 9)).is_some());
+        assert!(c.insert(0, &seq(5, 9), 0).is_some());
     }
 }

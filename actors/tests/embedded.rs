@@ -523,3 +523,36 @@ async fn the_8_bit_copy_is_served_and_is_the_same_model() {
         );
     }
 }
+
+/// The decoder builds a DRY sampler once per parameter set (the build walks the whole vocabulary, ~9 ms on the
+/// inference thread) and clones it for later requests: a clone samples exactly as the fresh build did — and
+/// DRY does change this answer, so the comparison means something.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloned_dry_sampler_samples_as_a_fresh_one() {
+    // Its own backend, so the first request here is the one that builds the sampler; no prefix reuse, so the
+    // two requests run the same kernels.
+    let b = EmbeddedBackend::load(
+        &EmbeddedSettings {
+            parallel: 1,
+            prefix_cache: false,
+            ..settings()
+        },
+        "smollm2:135m",
+    )
+    .unwrap();
+    let prompt =
+        "Write a very long poem where every line is 'I love the sea and the sea loves me'.";
+    let plain = Sampling::plain(0.0, 1.0, 42, 120);
+    let dry = Sampling {
+        dry_multiplier: 0.8,
+        dry_base: 1.75,
+        dry_allowed_length: 2,
+        repeat_last_n: 64,
+        ..plain
+    };
+    let built = b.chat(req_with(prompt, dry), None).await.unwrap().content;
+    let cloned = b.chat(req_with(prompt, dry), None).await.unwrap().content;
+    assert_eq!(built, cloned);
+    let without = b.chat(req_with(prompt, plain), None).await.unwrap().content;
+    assert_ne!(built, without, "DRY must shape this answer: {without}");
+}

@@ -50,7 +50,8 @@ fn candle_model(targets: &[&str]) -> LlamaLora {
         dropout: 0.0,
         seed: 11,
     };
-    LlamaLora::load(&mut File::open(model_path()).unwrap(), spec).unwrap()
+    // The file llama.cpp serves (the 8-bit copy with the shipped settings), as the forge trains on it.
+    LlamaLora::load(&mut File::open(backend().serving_path()).unwrap(), spec).unwrap()
 }
 
 /// candle's next-token logits after `tokens`.
@@ -119,8 +120,8 @@ const TEXTS: [&str; 3] = [
     "Rust is a programming language that",
 ];
 
-/// Tolerances, from llama.cpp multiplying Q4_1 weights by 8-bit-quantized activations where candle multiplies
-/// the dequantized weights in f32: the same next token, KL under 0.02 nats, logits correlated above 0.999.
+/// Tolerances, from llama.cpp multiplying the served weights by 8-bit-quantized activations where candle
+/// multiplies the dequantized weights in f32: the same next token, KL under 0.02 nats, logits correlated above 0.999.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn candle_computes_the_next_token_logits_llama_cpp_serves() {
     let b = backend();

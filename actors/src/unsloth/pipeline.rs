@@ -338,7 +338,9 @@ pub async fn run(
         )));
     }
     let general = sequences(&engine, &read_examples(&general_file)?, s.max_tokens)?.seqs;
-    let model_path = settings.llm.embedded.model_path.clone();
+    // Train on the weights the engine serves (the 8-bit copy of a Q4_1 model, `serve_weights`), so the
+    // adapter is fitted to the model it will be applied to and the gate measures.
+    let model_path = engine.serving_path().to_path_buf();
     let mut h = Sha256::new();
     h.update(format!("{s:?}|{}|", settings.llm.embedded.model_sha256).as_bytes());
     for seq in &train_set {

@@ -32,7 +32,7 @@ use tokio::sync::oneshot;
 
 use super::guard::LoopGuard;
 use super::prefix::{AdapterKey, PrefixCache};
-use super::sampler::sampler_chain;
+use super::sampler::{sampler_chain, DrySamplers};
 use super::worker::{backend_err, set_adapter, Active, Generated, Shared};
 use crate::llm::{Finish, LlmError, Sampling, TokenSink};
 
@@ -95,6 +95,7 @@ pub(super) struct Decoder<'m> {
     /// Request sequence ids whose request has ended but whose cells are still there (see [`Self::retire`]).
     retired: Vec<i32>,
     cache: Option<PrefixCache>,
+    dry: DrySamplers,
     batch: LlamaBatch<'static>,
     n_ctx: usize,
     n_batch: usize,
@@ -158,6 +159,7 @@ impl<'m> Decoder<'m> {
             ids: (0..request_ids).rev().collect(),
             retired: Vec::new(),
             cache,
+            dry: DrySamplers::default(),
             batch: LlamaBatch::new(shared.n_batch as usize + 1, 1),
             n_ctx: shared.n_ctx as usize,
             n_batch: shared.n_batch as usize,
@@ -257,7 +259,8 @@ impl<'m> Decoder<'m> {
                 reply,
             ));
         }
-        let sampler = match sampler_chain(self.model, grammar.as_deref(), &sampling) {
+        let sampler = match sampler_chain(self.model, &mut self.dry, grammar.as_deref(), &sampling)
+        {
             Ok(s) => s,
             Err(e) => return Err((e, reply)),
         };

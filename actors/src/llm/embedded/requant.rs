@@ -25,6 +25,7 @@
 //! read-only folder, a full disk, a format this reader does not know) leaves the model served as it is, with
 //! a warning — never a daemon that does not start.
 
+use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -62,6 +63,8 @@ const Q8_0_BYTES: usize = 34;
 /// Age after which a temporary file in the model's folder is a killed writer's leftover: a copy is written in
 /// seconds, so an hour leaves any live writer alone.
 const STALE_TEMP_AGE: Duration = Duration::from_secs(3600);
+/// Bytes of a model read first to find its header (SmolLM2's is ~2 MiB: a 49,152-token vocabulary).
+const HEADER_PROBE: u64 = 4 << 20;
 /// GGUF's default data alignment, when the file names none.
 const DEFAULT_ALIGNMENT: u64 = 32;
 
@@ -71,6 +74,9 @@ pub enum RequantError {
     /// The file is not a GGUF this reader understands.
     #[error("not a GGUF file this converter reads: {0}")]
     Format(String),
+    /// The bytes end before the structure they describe does.
+    #[error("truncated at byte {0}")]
+    Truncated(usize),
     /// Reading the model or writing the copy failed.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -105,6 +111,9 @@ pub fn serving_copy(model: &Path, sha256: &str) -> Result<Option<PathBuf>, Requa
         if copy.exists() && super::model_file::file_sha256(&copy)? == want.trim() {
             return Ok(Some(copy));
         }
+    }
+    if !file_has_q4_1(model)? {
+        return Ok(None);
     }
     let bytes = std::fs::read(model)?;
     let Some(out) = to_q8_0(&bytes)? else {
@@ -158,7 +167,7 @@ impl<'a> Cursor<'a> {
             .at
             .checked_add(n)
             .filter(|&e| e <= self.b.len())
-            .ok_or_else(|| bad(format!("truncated at byte {}", self.at)))?;
+            .ok_or(RequantError::Truncated(self.at))?;
         let s = &self.b[self.at..end];
         self.at = end;
         Ok(s)
@@ -230,9 +239,28 @@ fn align(n: u64, to: u64) -> u64 {
     n.div_ceil(to) * to
 }
 
-/// The GGUF `src` with every `Q4_1` tensor as `Q8_0`; `None` when it has none. Metadata is copied byte for
-/// byte except `general.file_type`, which becomes `MOSTLY_Q8_0`.
-pub fn to_q8_0(src: &[u8]) -> Result<Option<Vec<u8>>, RequantError> {
+/// A GGUF file's header: everything before the tensor data.
+struct Header<'a> {
+    version: u32,
+    n_kv: usize,
+    /// The metadata entries' bytes, as they are in the file.
+    kv: &'a [u8],
+    /// Where `general.file_type`'s u32 sits in `kv`, to rewrite it in place.
+    file_type_at: Option<usize>,
+    alignment: u64,
+    infos: Vec<TensorInfo<'a>>,
+    /// Where the tensor table ends (the data starts at the next multiple of `alignment`).
+    end: usize,
+}
+
+impl Header<'_> {
+    fn has_q4_1(&self) -> bool {
+        self.infos.iter().any(|t| t.ggml_type == GGML_Q4_1)
+    }
+}
+
+/// Parses the header at the start of `src` (which may hold only the header: the data is not looked at).
+fn header(src: &[u8]) -> Result<Header<'_>, RequantError> {
     let mut c = Cursor { b: src, at: 0 };
     if c.take(4)? != b"GGUF" {
         return Err(bad("bad magic"));
@@ -245,7 +273,6 @@ pub fn to_q8_0(src: &[u8]) -> Result<Option<Vec<u8>>, RequantError> {
     let n_kv = c.len()?;
     let kv_start = c.at;
     let mut alignment = DEFAULT_ALIGNMENT;
-    // Where general.file_type's u32 sits, to rewrite it in place.
     let mut file_type_at = None;
     for _ in 0..n_kv {
         let key = c.string()?;
@@ -284,11 +311,54 @@ pub fn to_q8_0(src: &[u8]) -> Result<Option<Vec<u8>>, RequantError> {
             offset,
         });
     }
-    if !infos.iter().any(|t| t.ggml_type == GGML_Q4_1) {
+    Ok(Header {
+        version,
+        n_kv,
+        kv,
+        file_type_at,
+        alignment,
+        infos,
+        end: c.at,
+    })
+}
+
+/// Whether the GGUF at `path` has `Q4_1` tensors, reading only as much of it as its header takes (from
+/// [`HEADER_PROBE`] bytes, doubling): a model with nothing to convert is not read whole at every start.
+fn file_has_q4_1(path: &Path) -> Result<bool, RequantError> {
+    let f = std::fs::File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut want = HEADER_PROBE;
+    loop {
+        let mut buf = Vec::new();
+        (&f).take(want).read_to_end(&mut buf)?;
+        (&f).seek(SeekFrom::Start(0))?;
+        match header(&buf) {
+            Ok(h) => return Ok(h.has_q4_1()),
+            Err(RequantError::Truncated(_)) if want < len => want = want.saturating_mul(2),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The GGUF `src` with every `Q4_1` tensor as `Q8_0`; `None` when it has none. Metadata is copied byte for
+/// byte except `general.file_type`, which becomes `MOSTLY_Q8_0`.
+pub fn to_q8_0(src: &[u8]) -> Result<Option<Vec<u8>>, RequantError> {
+    let h = header(src)?;
+    if !h.has_q4_1() {
         return Ok(None);
     }
+    let Header {
+        version,
+        n_kv,
+        kv,
+        file_type_at,
+        alignment,
+        infos,
+        end,
+    } = h;
+    let n_tensors = infos.len();
     let data_start =
-        usize::try_from(align(c.at as u64, alignment)).map_err(|_| bad("offset too large"))?;
+        usize::try_from(align(end as u64, alignment)).map_err(|_| bad("offset too large"))?;
     // Each tensor's bytes end where the next one (in file order) starts, or at the end of the file.
     let mut by_offset: Vec<usize> = (0..infos.len()).collect();
     by_offset.sort_by_key(|&i| infos[i].offset);

@@ -326,3 +326,46 @@ fn the_copy_is_made_once_beside_the_model_and_made_again_when_damaged() {
     // Only the model, the copy and its digest are left: no temporary file.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
 }
+
+#[test]
+fn the_header_probe_reads_past_its_first_bytes_when_the_header_is_longer() {
+    let dir = tempfile::tempdir().unwrap();
+    // Metadata longer than the first probe: the probe must double until the tensor table is in.
+    let long = "x".repeat(HEADER_PROBE as usize + 1000);
+    let big_kv = key(
+        "general.description",
+        T_STRING,
+        &[&(long.len() as u64).to_le_bytes()[..], long.as_bytes()].concat(),
+    );
+    let w = weights(BLOCK, 5);
+    let q4 = dir.path().join("q4.gguf");
+    std::fs::write(
+        &q4,
+        gguf(
+            std::slice::from_ref(&big_kv),
+            &[("w", &[BLOCK as u64], GGML_Q4_1, q4_1(&w))],
+            DEFAULT_ALIGNMENT,
+        ),
+    )
+    .unwrap();
+    assert!(file_has_q4_1(&q4).unwrap());
+    let f32s: Vec<u8> = [1.0f32; 32].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let plain = dir.path().join("f32.gguf");
+    std::fs::write(
+        &plain,
+        gguf(&[big_kv], &[("w", &[32], 0, f32s)], DEFAULT_ALIGNMENT),
+    )
+    .unwrap();
+    assert!(!file_has_q4_1(&plain).unwrap());
+    // A file cut inside its header is an error, not a loop.
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(
+        &cut,
+        &std::fs::read(&q4).unwrap()[..HEADER_PROBE as usize + 10],
+    )
+    .unwrap();
+    assert!(matches!(
+        file_has_q4_1(&cut),
+        Err(RequantError::Truncated(_))
+    ));
+}

@@ -13,6 +13,7 @@ use batos_actors::codex::inquiry::CodexLink;
 use batos_actors::codex::{Codex, CodexArgs, CodexHandle};
 use batos_actors::curator::{CuratorArgs, CuratorHandle, TrainerHook};
 use batos_actors::events::EventHub;
+use batos_actors::exam::{ExamArgs, ExamHandle, ExamTasks};
 use batos_actors::image::{ImageArgs, ImageHandle};
 use batos_actors::llm::{self, SamplingTable};
 use batos_actors::memory::{MemoryArgs, MemoryHandle};
@@ -210,6 +211,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         unsloth: UnslothHandle::new(live.clone()),
         motivator: MotivatorHandle::new(live.clone()),
         image: ImageHandle::new(live.clone()),
+        exam: ExamHandle::new(live.clone()),
         root: SupervisorHandle::named("root supervisor", ROOT_NAME),
     };
     let personas = Personas::new(
@@ -326,6 +328,20 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         personas: personas.clone(),
         runner: Arc::new(organs.handles.orchestrator.clone()) as Arc<dyn GoalRunner>,
     });
+    let exam_args = ExamArgs {
+        dir: data_dir.join("exam"),
+        settings: live.clone(),
+        hub: hub.clone(),
+        personas: personas.clone(),
+        tools: tools.clone(),
+        backend: selection.backend.clone(),
+        tasks: Arc::new(organs.handles.orchestrator.clone()) as Arc<dyn ExamTasks>,
+        memory: Some(organs.handles.memory.clone()),
+        curator: settings
+            .curator
+            .enabled
+            .then(|| organs.handles.curator.clone()),
+    };
     let image_args = ImageArgs {
         data_dir: data_dir.clone(),
         settings_path: loaded.path.clone(),
@@ -346,6 +362,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         curator: curator_args,
         unsloth: unsloth_args,
         motivator: motivator_args,
+        exam: exam_args,
         image: image_args,
         cognition: cog,
         gateway: organs,

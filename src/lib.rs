@@ -3,6 +3,8 @@
 
 pub mod boot;
 pub mod client;
+pub mod exam_cli;
+pub mod exam_plot;
 pub mod forge_cli;
 pub mod gateway;
 pub mod goals_cli;

@@ -144,6 +144,14 @@ enum Cmd {
         #[command(subcommand)]
         action: batos::goals_cli::MotivatorAction,
     },
+    /// The exam: ask a question set through the household (and the bare model beside it), list the runs,
+    /// show one, draw the history, cancel the running one.
+    Exam {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: batos::exam_cli::ExamAction,
+    },
     /// The living image: save a generation, export one self-contained file, import one into a new mind.
     Image {
         #[command(subcommand)]
@@ -273,6 +281,10 @@ fn main() -> ExitCode {
             },
             Cmd::Motivator { conn, action } => match conn.resolve() {
                 Ok(cfg) => batos::goals_cli::motivator(cfg, action).await,
+                Err(c) => c,
+            },
+            Cmd::Exam { conn, action } => match conn.resolve() {
+                Ok(cfg) => batos::exam_cli::exam(cfg, action).await,
                 Err(c) => c,
             },
             Cmd::Image { action } => match action {

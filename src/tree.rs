@@ -15,6 +15,7 @@
 //! ├── unsloth          LoRA training queue └── run job (one at a time) (when forge.enabled)
 //! ├── orchestrator     task table    └── task/<id> jobs: one run per task, resumed or failed on a crash
 //! ├── motivator        goals of its own └── forward, tick, phrase/start jobs  (when motivator.enabled)
+//! ├── exam             the machine-checked exam └── run job (one at a time)
 //! ├── image            the living image: periodic saves, exports, the event numbers' reservation └── tick job
 //! └── gateway          ZeroMQ command and event sockets
 //! ```
@@ -29,6 +30,7 @@ use std::time::Duration;
 use batos_actors::codex::{CodexActor, CodexArgs, CODEX_NAME};
 use batos_actors::curator::{CuratorActor, CuratorArgs, CURATOR_NAME};
 use batos_actors::events::EventHub;
+use batos_actors::exam::{ExamActor, ExamArgs, EXAM_NAME};
 use batos_actors::image::{ImageActor, ImageArgs, IMAGE_NAME};
 use batos_actors::memory::{MemoryActor, MemoryArgs, MEMORY_NAME};
 use batos_actors::motivator::{MotivatorActor, MotivatorArgs, MOTIVATOR_NAME};
@@ -67,6 +69,8 @@ pub struct Organs<'a> {
     pub unsloth: Option<UnslothArgs>,
     /// The Motivator's arguments; `None` when `motivator.enabled` is false.
     pub motivator: Option<MotivatorArgs>,
+    /// The exam organ's arguments.
+    pub exam: ExamArgs,
     /// The image organ's arguments.
     pub image: ImageArgs,
     /// What the orchestrator's task runs share.
@@ -178,6 +182,15 @@ pub fn children(o: Organs<'_>) -> Vec<ChildSpec> {
             move || (MotivatorActor, args.clone()),
         )
     }));
+    // After the orchestrator (its questions are tasks) and the Curator (its judge's agreement goes there); a
+    // run found unfinished at start resumes once it is up.
+    let exam = o.exam;
+    specs.extend([ChildSpec::worker(
+        "exam",
+        Restart::Permanent,
+        Some(EXAM_NAME.into()),
+        move || (ExamActor, exam.clone()),
+    )]);
     // After every organ whose state it pictures (it asks memory and reads the personas).
     let image = o.image;
     specs.extend([ChildSpec::worker(

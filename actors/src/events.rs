@@ -326,6 +326,22 @@ fn log_event(seq: u64, event: &Event) {
         Event::MotivatorPaused { paused, reason } => {
             info!(event = "motivator.paused", seq, paused, reason = %reason, "motivator paused or resumed")
         }
+        Event::ExamProgress {
+            exam,
+            phase,
+            done,
+            total,
+            question,
+            pass,
+            bare_pass,
+            ms,
+            ..
+        } => {
+            info!(event = "exam.progress", seq, exam = %exam, phase = %phase, done, total, question = %question, pass, bare_pass = ?bare_pass, ms, "exam progress")
+        }
+        Event::ExamScored { summary } => {
+            info!(event = "exam.scored", seq, exam = %summary.id, status = %summary.status, society_pct = summary.society_pct, bare_pct = ?summary.bare_pct, leaks = summary.leaks, "exam scored")
+        }
         Event::ModelTuned {
             persona,
             model,
@@ -350,6 +366,7 @@ mod tests {
             id: "t1".into(),
             text: "hi".into(),
             goal: None,
+            exam: None,
         });
         hub.publish(Event::TaskDone {
             id: "t1".into(),
@@ -376,6 +393,7 @@ mod tests {
                 id: format!("t{i}"),
                 text: String::new(),
                 goal: None,
+                exam: None,
             });
         }
         let (snap_seq, mut late) = hub.snapshot();

@@ -9,6 +9,7 @@ pub mod ask;
 pub mod codex;
 pub mod curator;
 pub mod events;
+pub mod exam;
 pub mod fsutil;
 pub mod image;
 pub mod job;

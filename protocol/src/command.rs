@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::exam::ExamRunArgs;
 use crate::types::IngestItem;
 use crate::wire::{truncate, ErrorBody, ErrorCode};
 
@@ -260,6 +261,14 @@ pub enum Command {
     ImageSave,
     /// Write one self-contained image (memory rows and adapters included) to a file.
     ImageExport(ImageExportArgs),
+    /// Start an exam: every question through the society (and the bare model with `baseline: bare`).
+    ExamRun(ExamRunArgs),
+    /// One exam run in full: its summary, fingerprint and every answer.
+    ExamGet(IdArgs),
+    /// Every kept exam run's summary, oldest first.
+    ExamHistory,
+    /// Stop the running exam; what was answered is kept and scored.
+    ExamCancel(IdArgs),
 }
 
 /// Every command name of protocol v1, for `unknown_command` messages and docs.
@@ -298,6 +307,10 @@ pub const COMMANDS: &[&str] = &[
     "motivator_resume",
     "image_save",
     "image_export",
+    "exam_run",
+    "exam_get",
+    "exam_history",
+    "exam_cancel",
 ];
 
 /// The commands that change nothing: their replies need not survive a daemon crash (a retry simply reads
@@ -317,6 +330,8 @@ pub const READ_ONLY_COMMANDS: &[&str] = &[
     "curator_export",
     "forge_status",
     "list_goals",
+    "exam_get",
+    "exam_history",
 ];
 
 impl Command {
@@ -359,6 +374,10 @@ impl Command {
             "motivator_resume" => none(args).map(|_| Command::MotivatorResume)?,
             "image_save" => none(args).map(|_| Command::ImageSave)?,
             "image_export" => Command::ImageExport(typed(cmd, args)?),
+            "exam_run" => Command::ExamRun(typed(cmd, args)?),
+            "exam_get" => Command::ExamGet(typed(cmd, args)?),
+            "exam_history" => none(args).map(|_| Command::ExamHistory)?,
+            "exam_cancel" => Command::ExamCancel(typed(cmd, args)?),
             "rate_task" => Command::RateTask(typed(cmd, args)?),
             "curator_stats" => none(args).map(|_| Command::CuratorStats)?,
             "curator_export" => Command::CuratorExport(typed(cmd, args)?),

@@ -88,6 +88,9 @@ pub enum Event {
         /// The Motivator's goal the task runs; absent for a person's task.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         goal: Option<String>,
+        /// The exam run the task belongs to (a question or a taught fact); absent for a person's task.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exam: Option<String>,
     },
     /// A task changed status (queued, running, paused, ...).
     #[serde(rename = "task.status")]
@@ -411,6 +414,34 @@ pub enum Event {
         /// How long the save took, in milliseconds.
         duration_ms: u64,
     },
+    /// An exam run answered one more question (or taught one more fact).
+    #[serde(rename = "exam.progress")]
+    ExamProgress {
+        /// The run's id.
+        exam: String,
+        /// `teach` while facts are taught, `question` while questions are asked.
+        phase: String,
+        /// Steps of this phase done so far, this one included.
+        done: u32,
+        /// Steps of this phase in all.
+        total: u32,
+        /// The question's id.
+        question: String,
+        /// Its category.
+        category: String,
+        /// Whether the society's answer passed (questions), or the fact was remembered (teach).
+        pass: bool,
+        /// Whether the bare model's answer passed, when the run has the baseline.
+        bare_pass: Option<bool>,
+        /// The society's time on it, in milliseconds.
+        ms: u64,
+    },
+    /// An exam run ended (done, cancelled or failed) and its result is durable.
+    #[serde(rename = "exam.scored")]
+    ExamScored {
+        /// Its figures, per category.
+        summary: crate::exam::ExamSummary,
+    },
     /// A trained adapter passed the gate and the persona was swapped to it (`model.swapped` follows too).
     #[serde(rename = "model.tuned")]
     ModelTuned {
@@ -468,6 +499,8 @@ impl Event {
             Event::MotivatorSuppressed { .. } => "motivator.suppressed",
             Event::MotivatorPaused { .. } => "motivator.paused",
             Event::ImageSaved { .. } => "image.saved",
+            Event::ExamProgress { .. } => "exam.progress",
+            Event::ExamScored { .. } => "exam.scored",
         }
     }
 

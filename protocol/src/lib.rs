@@ -9,11 +9,13 @@
 //! command  Command and each command's arguments (deny_unknown_fields)
 //! event    Event (typed) and EventBody (on the wire), encode_body
 //! view     StateView: the pure fold over events that `snapshot` returns and watchers rebuild
+//! exam     the exam: question sets, run arguments, results and summaries
 //! types    Persona, TaskStatus, IngestItem: values shared by the wire and the organs
 //! ```
 
 pub mod command;
 pub mod event;
+pub mod exam;
 pub mod types;
 pub mod view;
 pub mod wire;

@@ -156,7 +156,8 @@ impl FromStr for Persona {
 pub struct IngestItem {
     /// Text to store; the memory organ chunks it.
     pub text: String,
-    /// Persona that wrote it.
+    /// Whose words these are: a persona's name (the default, ALFRED), `person` for what a person told the
+    /// household, or `tool:<name>` for a tool's exact result. Retrieval shows the source with the text.
     #[serde(default)]
     pub persona: Option<String>,
     /// Task it came from.

@@ -232,7 +232,9 @@ impl StateView {
             | Event::MotivatorGoal { .. }
             | Event::MotivatorSuppressed { .. }
             | Event::MotivatorPaused { .. }
-            | Event::ImageSaved { .. } => {}
+            | Event::ImageSaved { .. }
+            | Event::ExamProgress { .. }
+            | Event::ExamScored { .. } => {}
         }
     }
 
@@ -268,6 +270,7 @@ mod tests {
             id: "t".into(),
             text: "q".into(),
             goal: None,
+            exam: None,
         });
         assert_eq!(v.tasks["t"].status, TaskStatus::Queued);
         v.apply(&Event::TaskStatus {
@@ -297,6 +300,7 @@ mod tests {
                 id: format!("t{i}"),
                 text: String::new(),
                 goal: None,
+                exam: None,
             });
         }
         for i in [2, 0, 1] {

@@ -257,6 +257,12 @@ async fn dispatch(organs: &Organs, request_id: &str, command: Command) -> CmdRes
                 .await
                 .map_err(wire)?,
         ),
+        Command::ExamRun(a) => to_value(&h.exam.run(a).await.map_err(wire)?),
+        Command::ExamGet(a) => to_value(&h.exam.get(a.id).await.map_err(wire)?),
+        Command::ExamHistory => {
+            Ok(json!({"exams": to_value(&h.exam.history().await.map_err(wire)?)?}))
+        }
+        Command::ExamCancel(a) => to_value(&h.exam.cancel(a.id).await.map_err(wire)?),
     }
 }
 
@@ -320,6 +326,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
             "unsloth" => h.unsloth.crash().map_err(wire),
             "motivator" => h.motivator.crash().map_err(wire),
             "image" => h.image.crash().map_err(wire),
+            "exam" => h.exam.crash().map_err(wire),
             GATEWAY_NAME => {
                 // Let this reply leave before the gateway dies.
                 tokio::spawn(async move {
@@ -332,7 +339,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
                 return Err(err(
                     ErrorCode::NotFound,
                     format!(
-                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge, curator, unsloth, motivator, image or gateway",
+                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge, curator, unsloth, motivator, image, exam or gateway",
                         batos_protocol::truncate(other, 64)
                     ),
                 ))

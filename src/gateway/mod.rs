@@ -20,6 +20,7 @@ use zeromq::{PubSocket, RouterSocket, ZmqMessage};
 use batos_actors::codex::CodexHandle;
 use batos_actors::curator::CuratorHandle;
 use batos_actors::events::{encode_body, EventHub};
+use batos_actors::exam::ExamHandle;
 use batos_actors::image::ImageHandle;
 use batos_actors::memory::MemoryHandle;
 use batos_actors::motivator::MotivatorHandle;
@@ -91,6 +92,8 @@ pub struct Handles {
     pub motivator: MotivatorHandle,
     /// The living image: `image_save`, `image_export`, `status`, `debug_crash image`.
     pub image: ImageHandle,
+    /// The exam: `exam_run`, `exam_get`, `exam_history`, `exam_cancel`, `debug_crash exam`.
+    pub exam: ExamHandle,
     /// The root of the supervision tree (for `status`).
     pub root: SupervisorHandle,
 }

@@ -37,11 +37,13 @@ pub enum Screen {
     Forge,
     /// Every event with its sequence number.
     Events,
+    /// The exam: a run's progress, the history of runs per category.
+    Exam,
 }
 
 impl Screen {
     /// Every screen, in tab order.
-    pub const ALL: [Screen; 8] = [
+    pub const ALL: [Screen; 9] = [
         Screen::Society,
         Screen::Tasks,
         Screen::Tools,
@@ -50,6 +52,7 @@ impl Screen {
         Screen::Supervision,
         Screen::Forge,
         Screen::Events,
+        Screen::Exam,
     ];
 
     /// Its tab title.
@@ -63,6 +66,7 @@ impl Screen {
             Screen::Supervision => "Supervision",
             Screen::Forge => "Forge",
             Screen::Events => "Events",
+            Screen::Exam => "Exam",
         }
     }
 
@@ -101,6 +105,8 @@ pub enum Then {
     Forge,
     /// `curator_stats`.
     Curator,
+    /// `exam_history`.
+    Exams,
     /// A person's action: its outcome is shown in the footer, then the screens refresh.
     Done(String),
 }
@@ -145,6 +151,27 @@ pub struct PersonaLive {
     pub steps: u64,
 }
 
+/// A running exam as its progress events tell it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExamLive {
+    /// The run's id.
+    pub id: String,
+    /// `teach` or `question`.
+    pub phase: String,
+    /// Steps of the phase done, and in all.
+    pub done: u32,
+    /// Steps of the phase in all.
+    pub total: u32,
+    /// The last question answered, and how.
+    pub last: String,
+    /// The society's right answers seen in this session.
+    pub right: u32,
+    /// The bare model's.
+    pub bare_right: u32,
+    /// Questions seen in this session.
+    pub seen: u32,
+}
+
 /// One line of the event log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogLine {
@@ -181,12 +208,15 @@ pub struct App {
     pub progress: Option<Value>,
     /// The last gate verdict (`model.tuned` or `forge.rejected`), with its kind.
     pub verdict: Option<(String, Value)>,
+    /// The running exam's last `exam.progress`, with its right answers so far (society, bare); `None`
+    /// once it is scored.
+    pub exam: Option<ExamLive>,
     /// The event log, newest last.
     pub log: VecDeque<LogLine>,
     /// Things that flash (a new tool, a restarted actor) and the ticks left.
     pub flash: BTreeMap<String, u8>,
     /// Selected row per screen.
-    pub selected: [usize; 8],
+    pub selected: [usize; 9],
     /// The Inspector's persona.
     pub inspected: usize,
     /// The `/` filter applied to lists.
@@ -221,9 +251,10 @@ impl App {
             replies: BTreeMap::new(),
             progress: None,
             verdict: None,
+            exam: None,
             log: VecDeque::new(),
             flash: BTreeMap::new(),
-            selected: [0; 8],
+            selected: [0; 9],
             inspected: 2,
             filter: String::new(),
             mode: Mode::Normal,
@@ -323,8 +354,17 @@ impl App {
                 }
                 refresh.push(req("list_tasks", json!({}), Then::Tasks));
             }
-            Some(Event::TaskSubmitted { id, text, goal }) => {
-                let origin = if goal.is_some() { "motivator" } else { "user" };
+            Some(Event::TaskSubmitted {
+                id,
+                text,
+                goal,
+                exam,
+            }) => {
+                let origin = match (goal, exam) {
+                    (Some(_), _) => "motivator",
+                    (_, Some(_)) => "exam",
+                    _ => "user",
+                };
                 self.task_text.insert(id, (text, origin.into()));
                 refresh.push(req("list_tasks", json!({}), Then::Tasks));
             }
@@ -352,6 +392,47 @@ impl App {
                 refresh.push(req("list_amendments", json!({}), Then::Amendments));
             }
             Some(Event::ForgeProgress { .. }) => self.progress = Some(body.data.clone()),
+            Some(Event::ExamProgress {
+                exam,
+                phase,
+                done,
+                total,
+                question,
+                pass,
+                bare_pass,
+                ..
+            }) => {
+                let live = self.exam.get_or_insert_with(ExamLive::default);
+                if live.id != exam {
+                    *live = ExamLive {
+                        id: exam,
+                        ..Default::default()
+                    };
+                }
+                let mark = |p: bool| if p { "right" } else { "wrong" };
+                live.last = if phase == "teach" {
+                    format!(
+                        "taught {question}: {}",
+                        if pass { "remembered" } else { "not remembered" }
+                    )
+                } else {
+                    live.seen += 1;
+                    live.right += u32::from(pass);
+                    live.bare_right += u32::from(bare_pass == Some(true));
+                    format!(
+                        "{question}: society {}{}",
+                        mark(pass),
+                        bare_pass
+                            .map(|b| format!(", bare {}", mark(b)))
+                            .unwrap_or_default()
+                    )
+                };
+                (live.phase, live.done, live.total) = (phase, done, total);
+            }
+            Some(Event::ExamScored { .. }) => {
+                self.exam = None;
+                refresh.push(req("exam_history", json!({}), Then::Exams));
+            }
             Some(
                 Event::ModelTuned { .. } | Event::ForgeRejected { .. } | Event::ForgeFailed { .. },
             ) => {
@@ -382,6 +463,7 @@ impl App {
             Then::Persona => "persona",
             Then::Forge => "forge",
             Then::Curator => "curator",
+            Then::Exams => "exams",
             Then::Done(what) => {
                 self.message = Some(match &result {
                     Ok(_) => format!("{what}: done"),
@@ -397,6 +479,8 @@ impl App {
                         if let (Some(id), Some(text)) = (t["id"].as_str(), t["text"].as_str()) {
                             let origin = if t["goal"].is_string() {
                                 "motivator"
+                            } else if t["exam"].is_string() {
+                                "exam"
                             } else {
                                 "user"
                             };
@@ -443,6 +527,7 @@ impl App {
                 out.push(req("forge_status", json!({}), Then::Forge));
                 out.push(req("curator_stats", json!({}), Then::Curator));
             }
+            Screen::Exam => out.push(req("exam_history", json!({}), Then::Exams)),
             Screen::Supervision | Screen::Events => {}
         }
         out
@@ -508,6 +593,18 @@ impl App {
         rows
     }
 
+    /// Exam runs, newest first.
+    pub fn exam_rows(&self) -> Vec<Value> {
+        let mut rows: Vec<Value> = self
+            .replies
+            .get("exams")
+            .and_then(|v| v["exams"].as_array())
+            .cloned()
+            .unwrap_or_default();
+        rows.reverse();
+        rows
+    }
+
     /// Tools, filtered.
     pub fn tool_rows(&self) -> Vec<Value> {
         let f = self.filter.to_lowercase();
@@ -534,6 +631,7 @@ impl App {
             Screen::Tools => self.tool_rows().len(),
             Screen::Codex => self.amendment_rows().len(),
             Screen::Events => self.log.len(),
+            Screen::Exam => self.exam_rows().len(),
             _ => 0,
         };
         let cur = self.selected[i] as i64;

@@ -8,7 +8,7 @@ use super::app::{req, App, Mode, Req, Screen, Then, PERSONAS};
 
 /// The key map, as `?` shows it and the README prints it.
 pub const HELP: &[(&str, &str)] = &[
-    ("tab / shift-tab, 1-8", "next / previous screen, or screen n"),
+    ("tab / shift-tab, 1-9", "next / previous screen, or screen n"),
     ("j k / ↓ ↑", "move the selection"),
     ("/", "filter the list (enter keeps it, esc clears it)"),
     (":", "command line: submit TEXT · cancel ID · resume ID [GUIDANCE] · approve ID · reject ID REASON"),
@@ -19,6 +19,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("enter", "Tools: call the selected tool with JSON arguments"),
     ("← →, e, m", "Inspector: other persona, edit a field, swap the model"),
     ("R", "Forge: roll the inspected persona back to its model before tuning"),
+    ("c", "Exam: cancel the running exam"),
     ("?", "this help (any key closes it)"),
     ("q, ctrl-c", "quit"),
 ];
@@ -39,6 +40,9 @@ pub fn hints(app: &App) -> &'static str {
         (_, Screen::Supervision) => "restarts flash · ? help",
         (_, Screen::Forge) => "R rollback inspected persona · : train PERSONA · ? help",
         (_, Screen::Events) => "j/k scroll · resync markers show recovered gaps · ? help",
+        (_, Screen::Exam) => {
+            "j/k select · c cancel the running exam · batos exam run FILE starts one · ? help"
+        }
     }
 }
 
@@ -146,7 +150,7 @@ fn normal(app: &mut App, k: KeyEvent) -> Vec<Req> {
         KeyCode::Char('/') => app.mode = Mode::Filter(app.filter.clone()),
         KeyCode::Tab => return app.cycle(1),
         _ if shift_tab => return app.cycle(-1),
-        KeyCode::Char(c @ '1'..='8') => {
+        KeyCode::Char(c @ '1'..='9') => {
             return app.show(Screen::ALL[(c as u8 - b'1') as usize]);
         }
         KeyCode::Char('j') | KeyCode::Down | KeyCode::Char('k') | KeyCode::Up => {
@@ -185,6 +189,29 @@ fn screen_key(app: &mut App, k: KeyEvent) -> Vec<Req> {
             ),
             None => app.message = Some("cancel: no task selected".into()),
         },
+        (Screen::Exam, KeyCode::Char('c')) => {
+            let running = app.exam.as_ref().map(|e| e.id.clone()).or_else(|| {
+                app.exam_rows()
+                    .iter()
+                    .find(|r| r["status"] == "running")
+                    .and_then(|r| r["id"].as_str().map(str::to_string))
+            });
+            match running {
+                Some(id) => confirm(
+                    app,
+                    format!(
+                        "cancel exam {}? (its answers so far are kept and scored)",
+                        short(&id)
+                    ),
+                    req(
+                        "exam_cancel",
+                        json!({"id": id}),
+                        Then::Done("cancel exam".into()),
+                    ),
+                ),
+                None => app.message = Some("cancel: no exam is running".into()),
+            }
+        }
         (Screen::Tasks, KeyCode::Char('u')) => match task {
             Some(id) => confirm(
                 app,

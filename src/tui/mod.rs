@@ -14,6 +14,7 @@
 //! `App` never touches a socket or the clock, so the snapshot tests draw exactly what a person sees.
 
 pub mod app;
+pub mod exam;
 pub mod keys;
 pub mod screens;
 pub mod ui;

@@ -73,6 +73,7 @@ fn living() -> App {
         id: "a1b2c3d4e5".into(),
         text: "Why is the sky blue?".into(),
         goal: None,
+        exam: None,
     });
     app.resynced(state, last, "initial");
     app.log.clear();
@@ -163,6 +164,13 @@ fn living() -> App {
         &Then::Curator,
         Ok(json!({"personas": {"BRICK": {"seen": 40, "accepted": 31, "train": 28, "heldout": 3}}})),
     );
+    app.reply(&Then::Exams, Ok(json!({"exams": [
+        {"id": "e0ld0000000000000000000000000000", "name": "questions.jsonl", "status": "done", "done": 96, "total": 96,
+         "society_pct": 31.0, "bare_pct": 27.0, "leaks": 9,
+         "categories": [{"category": "fact", "n": 24, "society": 14, "bare": 18}, {"category": "recall", "n": 12, "society": 0, "bare": 0}]},
+        {"id": "e1ive000000000000000000000000000", "name": "questions.jsonl", "status": "running", "done": 3, "total": 96,
+         "society_pct": 100.0, "bare_pct": 66.7, "leaks": 0,
+         "categories": [{"category": "fact", "n": 3, "society": 3, "bare": 2}, {"category": "recall", "n": 0, "society": 0, "bare": 0}]}]})));
     app
 }
 
@@ -195,6 +203,51 @@ fn every_screen_at_80_by_24() {
             draw(&app, 80, 24)
         );
     }
+}
+
+/// An exam's progress events fill the gauge and count both answers; its score clears it and asks for the
+/// history; `c` cancels the running exam only after a confirmation.
+#[test]
+fn the_exam_screen_follows_a_run_and_cancels_it_after_confirmation() {
+    let mut app = living();
+    app.show(Screen::Exam);
+    let progress = |seq, question: &str, pass, bare| {
+        ev(
+            seq,
+            Event::ExamProgress {
+                exam: "e1ive000000000000000000000000000".into(),
+                phase: "question".into(),
+                done: seq as u32 - 199,
+                total: 96,
+                question: question.into(),
+                category: "fact".into(),
+                pass,
+                bare_pass: Some(bare),
+                ms: 2100,
+            },
+        )
+    };
+    app.event(&progress(200, "fact-01", true, true));
+    app.event(&progress(201, "fact-02", true, false));
+    let live = app.exam.clone().unwrap();
+    assert_eq!(
+        (live.done, live.right, live.bare_right, live.seen),
+        (2, 2, 1, 2)
+    );
+    insta::assert_snapshot!(draw(&app, 80, 24));
+    assert!(press(&mut app, KeyCode::Char('c')).is_empty());
+    assert!(matches!(&app.mode, Mode::Confirm { prompt, .. } if prompt.contains("e1ive000")));
+    let sent = press(&mut app, KeyCode::Char('y'));
+    assert_eq!(sent[0].cmd, "exam_cancel");
+    assert_eq!(sent[0].args["id"], "e1ive000000000000000000000000000");
+    let refresh = app.event(&ev(
+        202,
+        Event::ExamScored {
+            summary: Default::default(),
+        },
+    ));
+    assert!(app.exam.is_none());
+    assert!(refresh.iter().any(|r| r.cmd == "exam_history"));
 }
 
 #[test]

@@ -32,6 +32,7 @@ pub fn render(f: &mut Frame, app: &App) {
         Screen::Supervision => super::screens::supervision(f, body, app),
         Screen::Forge => super::screens::forge(f, body, app),
         Screen::Events => super::screens::events(f, body, app),
+        Screen::Exam => super::exam::exam(f, body, app),
     }
     footer(f, foot, app);
     match &app.mode {

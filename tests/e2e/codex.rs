@@ -220,7 +220,7 @@ async fn hand_edits_reach_the_live_personas_and_invalid_ones_are_refused() {
     .await;
     assert!(persona_prompt(&mut c, "ALFRED")
         .await
-        .starts_with("You are ALFRED"));
+        .starts_with("You answer questions"));
     assert!(persona_prompt(&mut c, "BABS")
         .await
         .starts_with("You are BABS, renamed into place."));

@@ -11,6 +11,7 @@ mod cognition;
 mod curator;
 mod dedupe;
 mod events;
+mod exam;
 mod first_hour;
 mod forge;
 mod forge_ollama;

@@ -17,7 +17,7 @@ use super::dedupe::{
 };
 use super::messages::{CuratorArgs, CuratorMsg, JudgeReply};
 use super::screen::{candidates, screen, Candidate, Reason, Screened};
-use super::{judge, CuratorError, CuratorStats, Export, PersonaStats, RateOutcome};
+use super::{judge, CuratorError, CuratorStats, Export, JudgeAgreement, PersonaStats, RateOutcome};
 use crate::events::{unix_now, Event};
 use crate::job::{JobEnd, Jobs};
 use crate::llm::{ChatMessage, Role};
@@ -25,6 +25,7 @@ use crate::orchestrator::TaskState;
 use crate::personas::ThinkRequest;
 use crate::settings::CuratorSettings;
 
+mod agreement;
 mod judging;
 mod rating;
 mod sets;
@@ -51,6 +52,7 @@ pub struct CuratorState {
     queued: HashSet<String>,
     remaining: HashMap<String, usize>,
     judging: Option<(Candidate, Prepared, Vec<&'static str>)>,
+    agreement: Option<JudgeAgreement>,
     jobs: Jobs,
 }
 
@@ -344,7 +346,7 @@ impl CuratorState {
     }
 
     fn stats(&self) -> CuratorStats {
-        let personas = self
+        let personas: BTreeMap<String, PersonaStats> = self
             .sets
             .iter()
             .map(|(name, set)| {
@@ -371,10 +373,15 @@ impl CuratorState {
                 (name.clone(), st)
             })
             .collect();
+        let (seen, kept) = personas.values().fold((0, 0), |(s, k), p: &PersonaStats| {
+            (s + p.seen, k + p.accepted)
+        });
         CuratorStats {
             personas,
             queued: self.queue.len() + usize::from(self.judging.is_some()),
             judging: self.judging.is_some(),
+            accept_rate: (seen > 0).then(|| kept as f64 / seen as f64),
+            judge_agreement: self.agreement.clone(),
         }
     }
 
@@ -474,6 +481,7 @@ impl Actor for CuratorActor {
             queued: HashSet::new(),
             remaining: HashMap::new(),
             judging: None,
+            agreement: None,
             jobs,
         };
         for p in crate::PERSONAS {
@@ -488,6 +496,7 @@ impl Actor for CuratorActor {
         if let Ok(bytes) = std::fs::read(state.triggers_path()) {
             state.triggers = serde_json::from_slice(&bytes)?;
         }
+        state.load_agreement();
         let rated: Vec<String> = state.ratings.keys().cloned().collect();
         for task in rated {
             state.apply_rating(&task)?;
@@ -551,6 +560,9 @@ impl Actor for CuratorActor {
             }
             CuratorMsg::Stats(reply) => {
                 let _ = reply.send(state.stats());
+            }
+            CuratorMsg::Agreement(a, reply) => {
+                let _ = reply.send(state.record_agreement(a));
             }
             CuratorMsg::Export(persona, reply) => {
                 let _ = reply.send(state.export(&persona));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ractor::RpcReplyPort;
 
-use super::{CuratorError, CuratorStats, Export, RateOutcome, TrainerHook};
+use super::{CuratorError, CuratorStats, Export, JudgeAgreement, RateOutcome, TrainerHook};
 use crate::events::EventHub;
 use crate::orchestrator::TaskState;
 use crate::personas::Personas;
@@ -53,6 +53,8 @@ pub enum CuratorMsg {
     Pump,
     /// From the judge job: its answer for the exchange with this key.
     Judged(String, JudgeReply),
+    /// The judge's agreement with an exam, to keep and show.
+    Agreement(JudgeAgreement, RpcReplyPort<Result<(), CuratorError>>),
     /// Fault injection: panic.
     Crash,
 }

@@ -107,6 +107,32 @@ pub struct CuratorStats {
     pub queued: usize,
     /// Whether the judge is working (or waiting for the running tasks to end).
     pub judging: bool,
+    /// Kept exchanges over decided ones, every persona together (0..=1; absent before any decision).
+    #[serde(default)]
+    pub accept_rate: Option<f64>,
+    /// How often the judge's verdict agreed with the exam's right/wrong on the same answers, in the latest
+    /// exam run that asked it (absent before one did).
+    #[serde(default)]
+    pub judge_agreement: Option<JudgeAgreement>,
+}
+
+/// The judge against the exam: on the society's answers to an exam, would it have kept the right ones and
+/// refused the wrong ones? Reported by the exam organ after each run that asks the judge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct JudgeAgreement {
+    /// The exam run it comes from.
+    pub exam: String,
+    /// Unix seconds when it was recorded.
+    pub at: f64,
+    /// Answers the judge scored.
+    pub judged: u32,
+    /// Of those, verdicts that agreed with the exam (kept and right, or refused and wrong).
+    pub agreed: u32,
+    /// Right answers the judge would have refused.
+    pub refused_right: u32,
+    /// Wrong answers the judge would have kept.
+    pub kept_wrong: u32,
 }
 
 /// The answer to `curator_export`: where a persona's dataset is. The files are JSON lines in the chat
@@ -194,6 +220,12 @@ impl CuratorHandle {
     /// Where a persona's dataset is.
     pub async fn export(&self, persona: String) -> Result<Export, CuratorError> {
         self.0.ask(|r| CuratorMsg::Export(persona, r)).await?
+    }
+
+    /// Records the judge's agreement with an exam (kept in `data_dir/curator/agreement.json`, shown by
+    /// `curator_stats`).
+    pub async fn record_agreement(&self, a: JudgeAgreement) -> Result<(), CuratorError> {
+        self.0.ask(|r| CuratorMsg::Agreement(a, r)).await?
     }
 
     /// Fault injection: makes the Curator panic.

@@ -191,6 +191,33 @@ impl Actor for MemoryActor {
                     })
                     .await?;
             }
+            MemoryMsg::Lexical {
+                words,
+                limit,
+                reply,
+            } => {
+                let Some(filter) = lexical_filter(&words) else {
+                    let _ = reply.send(Ok(Vec::new()));
+                    return Ok(());
+                };
+                let store = match state.store().await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let me = myself.clone();
+                state
+                    .jobs
+                    .spawn(&myself.get_cell(), "lexical", async move {
+                        let found = store::scan(&store.table, &filter, limit)
+                            .await
+                            .map(|rows| rows.into_iter().map(|r| r.hit).collect());
+                        let _ = reply.send(escalate(&me, found));
+                    })
+                    .await?;
+            }
             MemoryMsg::Search {
                 query,
                 k,
@@ -341,6 +368,32 @@ impl Actor for MemoryActor {
         }
         Ok(())
     }
+}
+
+/// Most words one lexical query looks for.
+const LEXICAL_WORDS: usize = 8;
+
+/// The SQL filter of a lexical query: detail rows whose lower-cased text holds any of `words`. Only words of
+/// lower-case ASCII letters and digits, three or more long, are used (nothing else ever reaches the SQL);
+/// `None` when none is left.
+pub(super) fn lexical_filter(words: &[String]) -> Option<String> {
+    let ok: Vec<&String> = words
+        .iter()
+        .filter(|w| {
+            w.len() >= 3
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        .take(LEXICAL_WORDS)
+        .collect();
+    if ok.is_empty() {
+        return None;
+    }
+    let any: Vec<String> = ok
+        .iter()
+        .map(|w| format!("lower(text) LIKE '%{w}%'"))
+        .collect();
+    Some(format!("kind = 'detail' AND ({})", any.join(" OR ")))
 }
 
 async fn ingest(ctx: &Ctx, store: &Store, items: Vec<IngestItem>) -> Result<usize, MemError> {

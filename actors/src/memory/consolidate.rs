@@ -175,6 +175,7 @@ mod tests {
                 text: id.into(),
                 task_id: task.map(str::to_string),
                 score: 0.0,
+                persona: "BABS".into(),
             },
             vector,
             persona: "BABS".into(),

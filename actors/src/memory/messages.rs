@@ -45,6 +45,15 @@ pub enum MemoryMsg {
         /// Answer.
         reply: RpcReplyPort<Result<SearchResult, MemError>>,
     },
+    /// The lexical half of a task's retrieval: details whose text holds any of `words`, up to `limit`.
+    Lexical {
+        /// Lower-case words of letters and digits, at least three long (others are dropped: they reach SQL).
+        words: Vec<String>,
+        /// Most rows.
+        limit: usize,
+        /// Answer.
+        reply: RpcReplyPort<Result<Vec<super::Hit>, MemError>>,
+    },
     /// Run one consolidation pass (also sent by the actor's own timer, without a reply port).
     Consolidate(Option<RpcReplyPort<Result<ConsolidateReport, MemError>>>),
     /// Table statistics.

@@ -223,6 +223,17 @@ impl MemoryHandle {
             .await
     }
 
+    /// Details whose text holds any of `words` (lower-case letters and digits, three or more long; at most
+    /// eight are looked for), up to `limit`.
+    pub async fn lexical(&self, words: Vec<String>, limit: usize) -> Result<Vec<Hit>, MemError> {
+        self.call(|reply| MemoryMsg::Lexical {
+            words,
+            limit,
+            reply,
+        })
+        .await
+    }
+
     /// The table's version and size, and every row when `rows` (for a living image).
     pub async fn snapshot(&self, rows: bool) -> Result<MemorySnapshot, MemError> {
         self.call(|reply| MemoryMsg::Snapshot { rows, reply }).await
@@ -234,58 +245,119 @@ impl MemoryHandle {
     }
 }
 
+/// The `persona` of rows holding what a person told the household.
+pub const SOURCE_PERSON: &str = "person";
+/// The prefix of the `persona` of rows holding a tool's exact result (`tool:calculate`).
+pub const SOURCE_TOOL: &str = "tool:";
+
+/// A hit as a note for the household's prompts: its source in words, then its text. Summaries (model-written
+/// digests of several rows) are not notes: a small model's summary is where earlier noise came back as fact.
+pub fn note(hit: &Hit) -> Option<String> {
+    if hit.kind == "summary" {
+        return None;
+    }
+    let text = hit.text.trim();
+    Some(if hit.persona == SOURCE_PERSON {
+        format!("The person said earlier: {text}")
+    } else if let Some(tool) = hit.persona.strip_prefix(SOURCE_TOOL) {
+        format!("The {tool} tool computed earlier: {text}")
+    } else {
+        format!("Answered earlier: {text}")
+    })
+}
+
+/// The rows a finished task leaves in memory. What a person told the household (their words, unless they
+/// only asked a question); each exact result a built-in tool returned; and the household's own answer only
+/// when it passed the quality bar — a Contrapunto whose last critique was in harmony (dissonance at or below
+/// `max_dissonance`). A direct answer is not kept: remembering its own unchecked answers is how the household
+/// taught itself its mistakes. A goal's text is the Motivator's, not a person's, and is not kept as theirs.
+pub fn rows_of(task: &TaskState, max_dissonance: f64) -> Vec<IngestItem> {
+    let mut items = Vec::new();
+    let id = Some(task.id.clone());
+    let text = task.text.trim();
+    if task.goal().is_none() && !text.is_empty() && !text.ends_with('?') {
+        items.push(IngestItem {
+            text: text.to_string(),
+            persona: Some(SOURCE_PERSON.into()),
+            task_id: id.clone(),
+        });
+    }
+    for t in task
+        .tools_used
+        .iter()
+        .filter(|t| t.ok && crate::tools::compute::is_compute(&t.name))
+    {
+        items.push(IngestItem {
+            text: format!("{} {} = {}", t.name, t.arguments, t.result),
+            persona: Some(format!("{SOURCE_TOOL}{}", t.name)),
+            task_id: id.clone(),
+        });
+    }
+    let passed = !task.critiques.is_empty() && task.dissonance.is_some_and(|d| d <= max_dissonance);
+    if let (true, Some(answer)) = (passed, task.result.as_deref()) {
+        if !answer.trim().is_empty() {
+            items.push(IngestItem {
+                text: format!("Q: {text}\nA: {answer}"),
+                persona: Some(Persona::Alfred.to_string()),
+                task_id: id,
+            });
+        }
+    }
+    items
+}
+
 #[async_trait]
 impl MemoryHook for MemoryHandle {
+    /// Up to `memory.k_retrieve` details holding the query's content words (a LanceDB scan with a `LIKE`
+    /// filter), then the `k_retrieve` nearest by vector with no similarity floor, as notes; the caller keeps
+    /// those that share the task's words. The chat model's hidden states rank memories poorly: they scored a
+    /// person's own note on a gate number below `min_relevance` for the question about it, and unrelated
+    /// notes above; and the hierarchy's stage 2 reads only the children of the nearest summaries.
     async fn retrieve(&self, query: &str) -> Result<Vec<String>, PortError> {
-        let min_relevance = self.0.settings().load().memory.min_relevance;
+        let k = {
+            let s = self.0.settings().load();
+            s.memory.k_retrieve.clamp(1, s.memory.max_k)
+        };
         let r = self
             .call(|reply| MemoryMsg::Search {
                 query: query.to_string(),
-                k: None,
+                k: Some(k),
                 explain: false,
                 report_gap: false,
                 reply,
             })
             .await
             .map_err(port_error)?;
-        let mut notes = Vec::new();
-        for s in r.summaries.iter().filter(|h| h.score >= min_relevance) {
-            notes.push(format!(
-                "[summary {} · similarity {:.2}] {}",
-                s.id, s.score, s.text
-            ));
-        }
-        for d in r
-            .details
+        // The lexical half: rows holding the query's own words, wherever the hierarchy filed them (stage 2
+        // only reads the children of the nearest summaries, and the nearest are often not the right ones).
+        let words: Vec<String> = crate::orchestrator::reading::content_words(query)
+            .into_iter()
+            .collect();
+        let lexical = self.lexical(words, k).await.map_err(port_error)?;
+        let mut seen = std::collections::BTreeSet::new();
+        Ok(lexical
             .iter()
+            .chain(&r.details)
             .chain(&r.recent)
-            .filter(|h| h.score >= min_relevance)
-        {
-            let task = d.task_id.as_deref().unwrap_or("-");
-            notes.push(format!(
-                "[memory of task {task} · similarity {:.2}] {}",
-                d.score, d.text
-            ));
-        }
-        Ok(notes)
+            .filter(|h| seen.insert(h.id.clone()))
+            .filter_map(note)
+            .collect())
     }
 
     /// Retries while the actor restarts (`memory.ingest_retries`, linear backoff of `ingest_backoff_ms`).
-    /// Idempotent: a task whose rows are stored already (a replay after a crash) is not stored twice.
+    /// Idempotent: a task whose rows are stored already (a replay after a crash) is not stored twice. A
+    /// task that leaves no rows ([`rows_of`]) is done at once.
     async fn ingest(&self, task: &TaskState) -> Result<(), PortError> {
+        let items = rows_of(
+            task,
+            self.0.settings().load().orchestrator.dissonance_threshold,
+        );
+        if items.is_empty() {
+            return Ok(());
+        }
         if self.remembers(task.id.clone()).await.map_err(port_error)? {
             return Ok(());
         }
-        let text = format!(
-            "Q: {}\nA: {}",
-            task.text,
-            task.result.as_deref().unwrap_or_default()
-        );
-        let item = IngestItem {
-            text,
-            persona: Some(Persona::Alfred.to_string()),
-            task_id: Some(task.id.clone()),
-        };
         let (retries, backoff) = {
             let s = self.0.settings().load();
             (
@@ -295,7 +367,7 @@ impl MemoryHook for MemoryHandle {
         };
         let mut last = PortError::Refused("no attempt made".into());
         for attempt in 0..retries.max(1) {
-            match MemoryHandle::ingest(self, vec![item.clone()]).await {
+            match MemoryHandle::ingest(self, items.clone()).await {
                 Ok(_) => return Ok(()),
                 Err(e) => last = port_error(e),
             }
@@ -315,6 +387,82 @@ fn port_error(e: MemError) -> PortError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_leaves_a_persons_words_tool_results_and_only_answers_that_passed() {
+        use crate::orchestrator::ToolUse;
+        let mut t = TaskState::new(
+            "t1".into(),
+            "Please remember that my cat is called Pixel.".into(),
+        );
+        t.result = Some("Noted: your cat is Pixel.".into());
+        let rows = rows_of(&t, 0.6);
+        assert_eq!(rows.len(), 1, "a direct answer is not kept: {rows:?}");
+        assert_eq!(rows[0].persona.as_deref(), Some(SOURCE_PERSON));
+        assert_eq!(rows[0].text, t.text);
+        // A question is not a fact; a tool's exact result is; a harmonious Contrapunto's answer is.
+        let mut q = TaskState::new("t2".into(), "What is 4821 multiplied by 397?".into());
+        q.tools_used.push(ToolUse {
+            name: "calculate".into(),
+            arguments: serde_json::json!({"expression": "4821 * 397"}),
+            result: r#"{"text":"1913937"}"#.into(),
+            ok: true,
+        });
+        q.result = Some("1913937".into());
+        let rows = rows_of(&q, 0.6);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].persona.as_deref(), Some("tool:calculate"));
+        q.critiques.push("In harmony.".into());
+        q.dissonance = Some(0.2);
+        assert_eq!(rows_of(&q, 0.6).len(), 2);
+        q.dissonance = Some(0.9);
+        assert_eq!(rows_of(&q, 0.6).len(), 1, "a discordant answer is not kept");
+    }
+
+    #[test]
+    fn a_lexical_filter_holds_only_safe_words() {
+        let w = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            actor::lexical_filter(&w(&["sister", "younger"])).unwrap(),
+            "kind = 'detail' AND (lower(text) LIKE '%sister%' OR lower(text) LIKE '%younger%')"
+        );
+        assert_eq!(
+            actor::lexical_filter(&w(&["x' OR 1=1 --", "ab", "Caps"])),
+            None,
+            "quotes, short words and capitals never reach the SQL"
+        );
+        assert_eq!(
+            actor::lexical_filter(&w(&["gate", "o'neil", "42x"]))
+                .unwrap()
+                .matches("LIKE")
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn notes_name_their_source_and_summaries_are_not_notes() {
+        let hit = |persona: &str, kind: &str| Hit {
+            id: "a".into(),
+            parent_id: None,
+            kind: kind.into(),
+            text: "my cat is called Pixel".into(),
+            task_id: None,
+            score: 0.9,
+            persona: persona.into(),
+        };
+        assert_eq!(
+            note(&hit("person", "detail")).unwrap(),
+            "The person said earlier: my cat is called Pixel"
+        );
+        assert!(note(&hit("tool:calculate", "detail"))
+            .unwrap()
+            .starts_with("The calculate tool"));
+        assert!(note(&hit("ALFRED", "detail"))
+            .unwrap()
+            .starts_with("Answered earlier"));
+        assert_eq!(note(&hit("BABS", "summary")), None);
+    }
 
     #[test]
     fn chunks_respect_the_limit_and_keep_all_words() {

@@ -96,6 +96,10 @@ pub struct Evidence {
     pub counters: Counters,
     /// Tasks that run goals: their events feed no trigger.
     pub own: HashSet<String>,
+    /// Exam tasks: like a person's they keep goals waiting (an exam measures the household, and a goal
+    /// running beside it would skew its timings), but their events feed no trigger (an exam question's
+    /// discord or gap is the exam's finding, not the household's life).
+    pub exam: HashSet<String>,
     /// People's unfinished tasks: their text.
     texts: HashMap<String, String>,
     /// People's unfinished tasks: their last dissonance.
@@ -134,16 +138,32 @@ impl Evidence {
         let mut out = Vec::new();
         if let Some(task) = task_of(event) {
             self.last_activity = now;
-            if let Event::TaskSubmitted {
-                goal: Some(_), id, ..
-            } = event
-            {
-                self.own.insert(id.clone());
+            match event {
+                Event::TaskSubmitted {
+                    goal: Some(_), id, ..
+                } => {
+                    self.own.insert(id.clone());
+                }
+                Event::TaskSubmitted {
+                    exam: Some(_), id, ..
+                } => {
+                    self.exam.insert(id.clone());
+                }
+                _ => {}
             }
             if self.own.contains(task) {
                 return out;
             }
             self.last_people = now;
+            if self.exam.contains(task) {
+                if matches!(
+                    event,
+                    Event::TaskDone { .. } | Event::TaskFailed { .. } | Event::TaskCancelled { .. }
+                ) {
+                    self.exam.remove(task);
+                }
+                return out;
+            }
         }
         match event {
             Event::TaskSubmitted { id, text, .. } => {

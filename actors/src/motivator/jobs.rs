@@ -11,7 +11,7 @@ use super::messages::{MotivatorMsg, PhraseReply};
 use super::phrase::{self, Situation};
 use super::Goal;
 use crate::llm::{ChatMessage, Role};
-use crate::orchestrator::Origin;
+use crate::orchestrator::GoalOrigin;
 use crate::personas::ThinkRequest;
 
 impl Mind {
@@ -119,8 +119,7 @@ impl Mind {
 
     /// Asks the orchestrator for the goal's task (again, after a restart: it answers the same task).
     pub(super) async fn start(&mut self, myself: &ActorRef<MotivatorMsg>, goal: &Goal) {
-        let origin = Origin {
-            kind: "motivator".into(),
+        let origin = GoalOrigin {
             goal: goal.id.clone(),
             trigger: goal.trigger.as_str().into(),
             reason: goal.reason.clone(),

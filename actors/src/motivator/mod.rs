@@ -49,7 +49,7 @@ pub use actor::{MotivatorActor, MOTIVATOR_NAME};
 pub use messages::{MotivatorArgs, MotivatorMsg};
 
 use crate::ask::{AskError, OrganRef, WireError};
-use crate::orchestrator::{OrchError, OrchestratorHandle, Origin, PortError};
+use crate::orchestrator::{GoalOrigin, OrchError, OrchestratorHandle, PortError};
 use crate::settings::{Settings, TriggerPriorities};
 
 /// What sets a goal.
@@ -263,14 +263,22 @@ impl WireError for MotivatorError {
 pub trait GoalRunner: Send + Sync {
     /// Asks for the task that runs goal `origin.goal`; answers its id and status. Asking again for the same
     /// goal answers the same task (perhaps finished by now).
-    async fn start(&self, text: String, origin: Origin) -> Result<(String, TaskStatus), PortError>;
+    async fn start(
+        &self,
+        text: String,
+        origin: GoalOrigin,
+    ) -> Result<(String, TaskStatus), PortError>;
     /// A task's status; `None` when the orchestrator does not know it.
     async fn status(&self, task: String) -> Result<Option<TaskStatus>, PortError>;
 }
 
 #[async_trait]
 impl GoalRunner for OrchestratorHandle {
-    async fn start(&self, text: String, origin: Origin) -> Result<(String, TaskStatus), PortError> {
+    async fn start(
+        &self,
+        text: String,
+        origin: GoalOrigin,
+    ) -> Result<(String, TaskStatus), PortError> {
         let request_id = origin.goal.clone();
         self.submit_goal(text, request_id, origin)
             .await

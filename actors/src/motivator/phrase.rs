@@ -11,6 +11,45 @@ use super::{Goal, GoalStatus, Trigger};
 /// Bytes of an earlier goal's text or outcome quoted in the prompt.
 const QUOTE_BYTES: usize = 160;
 
+/// The prompt's opening: what a goal is.
+const INTRO: &str = "You set the household's next goal of its own. Nobody asked for it: it must be worth the time, \
+                     and small enough to finish in one task (one question or one piece of work, not a project).";
+/// The prompt's closing instruction, with the answer's shape.
+const OUTRO: &str =
+    "Do not repeat a goal above; learn from the failed ones. Answer with JSON only:";
+/// The placeholder of the answer's `goal`.
+const GOAL_PLACEHOLDER: &str = "the task, as one or two sentences addressed to the household";
+/// The placeholder of the answer's `reason`.
+const REASON_PLACEHOLDER: &str = "one sentence";
+/// The prompt's section labels.
+const LABELS: &str =
+    "Why now For State tools tasks finished so far Goals done recently Goals that failed recently";
+/// A phrased goal at least this share of whose words are the prompt's own fixed words (its instructions,
+/// placeholders and labels, not the evidence it quotes) is an echo of the prompt, not a goal: a small model
+/// that copies `"the task, as one or two sentences addressed to the household"` back has said nothing.
+pub const ECHO_SHARE: f64 = 0.8;
+/// A goal of fewer words than this is judged an echo only when every word is the prompt's.
+const ECHO_MIN_WORDS: usize = 3;
+
+/// Whether `goal` merely repeats the prompt's own words (see [`ECHO_SHARE`]).
+pub fn is_echo(goal: &str) -> bool {
+    let fixed: std::collections::BTreeSet<String> =
+        [INTRO, OUTRO, GOAL_PLACEHOLDER, REASON_PLACEHOLDER, LABELS]
+            .iter()
+            .flat_map(|t| super::evidence::words(t))
+            .chain(["goal", "reason", "json"].map(String::from))
+            .collect();
+    let words = super::evidence::words(goal);
+    if words.is_empty() {
+        return true;
+    }
+    let own = words.iter().filter(|w| fixed.contains(*w)).count();
+    if words.len() < ECHO_MIN_WORDS {
+        return own == words.len();
+    }
+    own as f64 / words.len() as f64 >= ECHO_SHARE
+}
+
 /// The JSON schema of the answer.
 pub fn schema() -> Value {
     json!({
@@ -62,15 +101,13 @@ pub fn prompt(goal: &Goal, history: &[Goal], situation: &Situation, keep: usize)
         situation.tools.join(", ")
     };
     format!(
-        "You set the household's next goal of its own. Nobody asked for it: it must be worth the time, and \
-         small enough to finish in one task (one question or one piece of work, not a project).\n\n\
+        "{INTRO}\n\n\
          [Why now] {trigger}: {reason}\n\
          [For] {persona}\n\
          [State] tools: {tools}; tasks finished so far: {finished}\n\
          [Goals done recently]\n{done}\
          [Goals that failed recently]\n{failed}\n\
-         Do not repeat a goal above; learn from the failed ones. Answer with JSON only: \
-         {{\"goal\": \"<the task, as one or two sentences addressed to the household>\", \"reason\": \"<one sentence>\"}}.",
+         {OUTRO} {{\"goal\": \"<{GOAL_PLACEHOLDER}>\", \"reason\": \"<{REASON_PLACEHOLDER}>\"}}.",
         trigger = goal.trigger.as_str(),
         reason = goal.reason,
         persona = goal.persona,
@@ -81,7 +118,8 @@ pub fn prompt(goal: &Goal, history: &[Goal], situation: &Situation, keep: usize)
 }
 
 /// Reads the persona's answer: the goal text (trimmed, cut to `max_bytes`) and its reason. `Err` says what
-/// was wrong.
+/// was wrong — also when the goal only echoes the prompt's own words ([`is_echo`]), so it is phrased from the
+/// template instead and never queued as it stands.
 pub fn parse(text: &str, max_bytes: usize) -> Result<(String, String), String> {
     let v: Value = serde_json::from_str(text.trim()).map_err(|_| {
         format!(
@@ -95,6 +133,12 @@ pub fn parse(text: &str, max_bytes: usize) -> Result<(String, String), String> {
         .map(str::trim)
         .filter(|g| !g.is_empty())
         .ok_or("no non-empty `goal` in the answer")?;
+    if is_echo(goal) {
+        return Err(format!(
+            "the goal only echoes the prompt's own words: {:?}",
+            truncate(goal, 120)
+        ));
+    }
     let reason = v
         .get("reason")
         .and_then(Value::as_str)

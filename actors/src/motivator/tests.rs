@@ -32,6 +32,7 @@ fn submitted(id: &str, goal: Option<&str>) -> Event {
         id: id.into(),
         text: format!("the text of {id}"),
         goal: goal.map(str::to_string),
+        exam: None,
     }
 }
 
@@ -253,6 +254,53 @@ fn events_of_goal_tasks_feed_no_trigger() {
     assert_eq!(e.last_people, T0 + 1.0);
 }
 
+/// An exam's questions are measured, not lived: a discordant answer, a failed tool or a gap in one sets no
+/// goal; but while an exam runs goals wait, as they do for a person (its tasks are people's activity).
+#[test]
+fn events_of_exam_tasks_feed_no_trigger_but_keep_goals_waiting() {
+    let mut s = settings();
+    s.failure_count = 1;
+    let mut e = Evidence::new(Counters::default(), T0);
+    let exam = Event::TaskSubmitted {
+        id: "x".into(),
+        text: "What is 2 + 2?".into(),
+        goal: None,
+        exam: Some("e1".into()),
+    };
+    let p = feed(
+        &mut e,
+        &s,
+        vec![
+            exam,
+            step("x", Some(1.0)),
+            tool_failed("x"),
+            Event::KnowledgeGap {
+                task: Some("x".into()),
+                query: "q".into(),
+                best: None,
+            },
+            done("x"),
+        ],
+        T0 + 5.0,
+    );
+    assert!(p.is_empty(), "{p:?}");
+    assert_eq!(e.counters.importance, 0.0);
+    assert_eq!(
+        e.counters.streak, 0,
+        "an exam answer is no success of the household's life"
+    );
+    assert_eq!(e.last_people, T0 + 5.0, "goals wait while an exam runs");
+    assert!(!e.is_own(Some("x")));
+    // A person's task afterwards feeds the triggers as before.
+    let p = feed(
+        &mut e,
+        &s,
+        vec![submitted("u", None), tool_failed("u")],
+        T0 + 6.0,
+    );
+    assert_eq!(p.len(), 1);
+}
+
 fn goal(id: &str, trigger: Trigger, status: GoalStatus, created_at: f64, text: &str) -> Goal {
     Goal {
         id: id.into(),
@@ -420,6 +468,23 @@ fn phrasing_is_read_strictly_and_falls_back_to_a_template() {
         r#"{"goal": 3}"#,
     ] {
         assert!(phrase::parse(bad, 600).is_err(), "{bad:?}");
+    }
+    // A goal that echoes the prompt's placeholder or instructions is no goal: the template phrases it.
+    for echo in [
+        r#"{"goal": "The task, as one or two sentences addressed to the household", "reason": "x"}"#,
+        r#"{"goal": "<the task>", "reason": "x"}"#,
+        r#"{"goal": "Goals done recently: the household's next goal.", "reason": "x"}"#,
+        r#"{"goal": "One sentence.", "reason": "x"}"#,
+    ] {
+        let e = phrase::parse(echo, 600).unwrap_err();
+        assert!(e.contains("echoes"), "{echo}: {e}");
+    }
+    for real in [
+        "Find out why the word_count tool failed three times and fix the call.",
+        "Research what moths are attracted to.",
+        "Learn X.",
+    ] {
+        assert!(!phrase::is_echo(real), "{real}");
     }
     let t = phrase::template(Trigger::KnowledgeGap, "BABS", "memory holds nothing", 600);
     assert!(

@@ -71,8 +71,9 @@ pub enum OrchestratorMsg {
     /// Accept a new task.
     /// `(text, request id)`: a request id already recorded on a task (within the dedupe window) answers that
     /// task instead of creating another, so a retry after a crash cannot create a task twice.
-    /// With an origin, the task runs a Motivator goal: a goal already handed over answers its task, however
-    /// long ago (the goal id is the key, not the dedupe window).
+    /// With an origin, the task runs a Motivator goal or is an exam's: a goal (or exam question) already
+    /// handed over answers its task, however long ago (the goal id, or the exam and question, is the key,
+    /// not the dedupe window).
     Submit(
         String,
         Option<String>,
@@ -190,7 +191,7 @@ impl OrchestratorState {
         self.next_run += 1;
         let run_seq = self.next_run;
         let cog = self.cog.clone();
-        let permits = if task.origin.is_some() {
+        let permits = if task.goal().is_some() {
             self.goal_permits.clone()
         } else {
             self.permits.clone()
@@ -247,7 +248,16 @@ impl OrchestratorState {
     fn by_goal(&self, goal: &str) -> Option<TaskSummary> {
         self.tasks
             .values()
-            .find(|e| e.state.origin.as_ref().is_some_and(|o| o.goal == goal))
+            .find(|e| e.state.goal().is_some_and(|o| o.goal == goal))
+            .map(|e| e.state.summary())
+    }
+
+    /// The task an exam asked for: same run, same question, same kind (teach or ask). The table keeps it
+    /// while the exam runs (unfinished tasks are never pruned, and an exam waits for each task to finish).
+    fn by_exam(&self, exam: &super::ExamOrigin) -> Option<TaskSummary> {
+        self.tasks
+            .values()
+            .find(|e| e.state.exam() == Some(exam))
             .map(|e| e.state.summary())
     }
 
@@ -395,8 +405,9 @@ impl Actor for Orchestrator {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             OrchestratorMsg::Submit(text, request_id, origin, reply) => {
-                let earlier = match &origin {
-                    Some(o) => state.by_goal(&o.goal),
+                let earlier = match origin.as_deref() {
+                    Some(Origin::Motivator(o)) => state.by_goal(&o.goal),
+                    Some(Origin::Exam(e)) => state.by_exam(e),
                     None => request_id.as_deref().and_then(|r| state.by_request(r)),
                 };
                 if let Some(existing) = earlier {
@@ -427,7 +438,8 @@ impl Actor for Orchestrator {
                 state.cog.hub.publish(Event::TaskSubmitted {
                     id: task.id.clone(),
                     text,
-                    goal: task.origin.as_ref().map(|o| o.goal.clone()),
+                    goal: task.goal().map(|o| o.goal.clone()),
+                    exam: task.exam().map(|e| e.exam.clone()),
                 });
                 let summary = task.summary();
                 state

@@ -4,6 +4,7 @@
 mod actor;
 pub mod checkpoint;
 pub mod graph;
+pub mod reading;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 pub use actor::{OrchError, Orchestrator, OrchestratorArgs, OrchestratorMsg, ORCHESTRATOR_NAME};
 pub use batos_protocol::TaskStatus;
 pub use checkpoint::{CheckpointStore, Claim, SaveError};
+pub use reading::{Contract, Path as ReadingPath, Reading};
 
 use crate::ask::{AskError, OrganRef};
 use crate::events::EventHub;
@@ -65,9 +67,23 @@ impl OrchestratorHandle {
         &self,
         text: String,
         request_id: String,
-        origin: Origin,
+        origin: GoalOrigin,
     ) -> Result<TaskSummary, OrchError> {
-        self.call(|r| OrchestratorMsg::Submit(text, Some(request_id), Some(Box::new(origin)), r))
+        let origin = Box::new(Origin::Motivator(origin));
+        self.call(|r| OrchestratorMsg::Submit(text, Some(request_id), Some(origin), r))
+            .await?
+    }
+
+    /// Accepts an exam's task (a question, or the fact a question needs taught first). It runs like a
+    /// person's task, in a person's slot; asking again for the same exam, question and `teach` answers the
+    /// task already created (an exam resumed after a crash never asks twice).
+    pub async fn submit_exam(
+        &self,
+        text: String,
+        origin: ExamOrigin,
+    ) -> Result<TaskSummary, OrchError> {
+        let origin = Box::new(Origin::Exam(origin));
+        self.call(|r| OrchestratorMsg::Submit(text, None, Some(origin), r))
             .await?
     }
 
@@ -197,13 +213,41 @@ pub struct StepRecord {
     pub tokens: u64,
 }
 
-/// Where a task came from when no person asked for it: the Motivator's goal it runs. Shown by `get_task`
-/// (the goal's provenance) and read by the orchestrator (a goal waits for its own slot, never a user's).
+/// Where a task came from when no person typed it: a Motivator goal, or an exam (a question, or a fact the
+/// exam teaches first). Shown by `get_task` (`"origin": {"kind": "motivator" | "exam", ...}`) and read by the
+/// orchestrator (a goal waits for its own slot, never a user's), by the hand-over (exam questions are
+/// never remembered or curated) and by the Motivator (exam tasks feed no trigger).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Origin {
+    /// The Motivator's goal the task runs.
+    Motivator(GoalOrigin),
+    /// An exam's question or taught fact.
+    Exam(ExamOrigin),
+}
+
+impl Origin {
+    /// The goal, when the task runs one.
+    pub fn goal(&self) -> Option<&GoalOrigin> {
+        match self {
+            Origin::Motivator(g) => Some(g),
+            Origin::Exam(_) => None,
+        }
+    }
+
+    /// The exam, when the task is part of one.
+    pub fn exam(&self) -> Option<&ExamOrigin> {
+        match self {
+            Origin::Exam(e) => Some(e),
+            Origin::Motivator(_) => None,
+        }
+    }
+}
+
+/// A Motivator goal as its task records it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Origin {
-    /// Always `motivator` (the only source of tasks besides people).
-    pub kind: String,
+pub struct GoalOrigin {
     /// The goal's id (32 lowercase hex chars).
     pub goal: String,
     /// What set the goal (`idle`, `dissonance`, `failures`, `tool_created`, `knowledge_gap`, `reflection`,
@@ -215,6 +259,19 @@ pub struct Origin {
     pub evidence: Vec<String>,
     /// The persona the goal is for; a goal for BABS always goes through research.
     pub persona: String,
+}
+
+/// An exam's task as it records it: which run, which question, and whether it teaches the question's fact
+/// (a person's words the household should remember) or asks the question (never remembered or curated).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExamOrigin {
+    /// The exam run's id (32 lowercase hex chars).
+    pub exam: String,
+    /// The question's id in its set.
+    pub question: String,
+    /// Whether this task teaches the question's fact rather than asking the question.
+    pub teach: bool,
 }
 
 /// One model call of a persona step, kept for the Curator: what the persona was shown and what it answered.
@@ -335,9 +392,14 @@ pub struct TaskState {
     /// finished task without it is handed over again when the orchestrator next starts.
     #[serde(default)]
     pub curated: bool,
-    /// The Motivator's goal this task runs; `None` for a person's task.
+    /// Where the task came from when no person typed it: a Motivator goal or an exam; `None` for a person's
+    /// task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// How the household read the task at its route step (path, the answer's form, an exact tool call);
+    /// `None` until then, and for checkpoints written before readings existed (those run the full path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reading: Option<Reading>,
 }
 
 impl TaskState {
@@ -369,7 +431,18 @@ impl TaskState {
             exchanges: Vec::new(),
             curated: false,
             origin: None,
+            reading: None,
         }
+    }
+
+    /// The Motivator goal the task runs, if any.
+    pub fn goal(&self) -> Option<&GoalOrigin> {
+        self.origin.as_ref().and_then(Origin::goal)
+    }
+
+    /// The exam the task belongs to, if any.
+    pub fn exam(&self) -> Option<&ExamOrigin> {
+        self.origin.as_ref().and_then(Origin::exam)
     }
 
     /// The short form `list_tasks` shows.
@@ -381,7 +454,8 @@ impl TaskState {
             steps: self.steps.len() as u32,
             created_at: self.created_at,
             dissonance: self.dissonance,
-            goal: self.origin.as_ref().map(|o| o.goal.clone()),
+            goal: self.goal().map(|g| g.goal.clone()),
+            exam: self.exam().map(|e| e.exam.clone()),
         }
     }
 }
@@ -404,6 +478,9 @@ pub struct TaskSummary {
     /// The Motivator's goal it runs; absent for a person's task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goal: Option<String>,
+    /// The exam run it belongs to; absent for a person's task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exam: Option<String>,
 }
 
 /// Why a port call failed: the organ behind it did not answer (worth trying later), or it answered with a

@@ -56,6 +56,18 @@ impl LlmBackend for ScriptedModel {
             .as_ref()
             .and_then(|f| f.get("properties"))
             .and_then(|p| p.as_object());
+        // A grammar-held choice (the direct path's contracts): the first value allowed.
+        if let Some(first) = req
+            .format
+            .as_ref()
+            .and_then(|f| f.get("enum"))
+            .and_then(|e| e.get(0))
+        {
+            return Ok(ChatResponse {
+                content: first.to_string(),
+                ..Default::default()
+            });
+        }
         let content = match props {
             Some(p) if p.contains_key("needs_research") => {
                 json!({"needs_research": false, "plan": "answer plainly"}).to_string()
@@ -167,6 +179,8 @@ impl Rig {
         let mut settings = Settings::parse(&text, &repo.join("config/settings.toml")).unwrap();
         settings.orchestrator.task_restarts = 1;
         settings.orchestrator.stream_tokens = false;
+        // The scripted model answers the Contrapunto's steps in order (the direct path: `direct_path_*`).
+        settings.orchestrator.route = crate::settings::RouteMode::Full;
         let live = Arc::new(ArcSwap::from_pointee(settings));
         let codex = Codex::load(&repo.join("config/codex.toml")).unwrap();
         let hub = EventHub::new(4096);
@@ -670,5 +684,83 @@ async fn a_finished_task_reaches_a_curator_that_was_restarting_without_a_daemon_
         .first()
         .is_some_and(|m| m.role == crate::llm::Role::System)));
     orch.stop(None);
+    rig.stop().await;
+}
+
+/// Memory holding one thing a person said.
+struct OneNote;
+
+#[async_trait]
+impl MemoryHook for OneNote {
+    async fn retrieve(&self, _query: &str) -> Result<Vec<String>, PortError> {
+        Ok(vec![
+            "The person said earlier: Please remember that my cat is called Pixel.".into(),
+            "The person said earlier: My dentist appointment is next month.".into(),
+        ])
+    }
+    async fn ingest(&self, _task: &TaskState) -> Result<(), PortError> {
+        Ok(())
+    }
+}
+
+impl Rig {
+    fn route(&self, mode: crate::settings::RouteMode) {
+        let mut s = (**self.cog.settings.load()).clone();
+        s.orchestrator.route = mode;
+        self.cog.settings.store(Arc::new(s));
+    }
+}
+
+#[tokio::test]
+async fn the_direct_path_answers_computations_exactly_and_short_questions_in_their_form() {
+    let _turn = TURN.lock().await;
+    let rig = Rig::new(Some(Arc::new(OneNote)), None).await;
+    rig.route(crate::settings::RouteMode::Auto);
+    // Exact computation: the tool's result is the answer, whatever the model would have written.
+    let s = rig.submit("What is 4821 multiplied by 397?").await.unwrap();
+    let t = rig.finished(&s.id).await;
+    assert_eq!(t.status, TaskStatus::Done, "{t:?}");
+    let nodes: Vec<Node> = t.steps.iter().map(|r| r.node).collect();
+    assert_eq!(
+        nodes,
+        [Node::Route, Node::Draft, Node::Synthesize],
+        "{:?}",
+        t.steps
+    );
+    assert_eq!(t.tools_used.len(), 1);
+    assert_eq!(t.tools_used[0].name, "calculate");
+    assert_eq!(t.result.as_deref(), Some("1913937."));
+    // Route and draft made no model call; only the answer did.
+    assert!(t.steps[0].model.is_empty() && t.steps[1].model.is_empty());
+    // A note that shares the task's words is put before the answer; one that does not is not.
+    let s = rig.submit("What is my cat called?").await.unwrap();
+    let t = rig.finished(&s.id).await;
+    let nodes: Vec<Node> = t.steps.iter().map(|r| r.node).collect();
+    assert_eq!(nodes, [Node::Route, Node::Research, Node::Synthesize]);
+    let ctx = t.context.clone().unwrap_or_default();
+    assert!(ctx.contains("Pixel") && !ctx.contains("dentist"), "{ctx}");
+    let asked = &t.exchanges.last().unwrap().messages.last().unwrap().content;
+    assert!(
+        asked.contains("Pixel") && asked.ends_with("What is my cat called?"),
+        "{asked}"
+    );
+    // No inner vocabulary in what the model is asked.
+    for word in ["Architect", "BRICK", "ROBIN", "BABS", "draft", "plan"] {
+        assert!(!asked.contains(word), "{word} in {asked}");
+    }
+    // A yes/no question is held to yes or no by a grammar, and read back as a person reads it.
+    let s = rig.submit("Answer yes or no: is fire hot?").await.unwrap();
+    let t = rig.finished(&s.id).await;
+    assert_eq!(t.result.as_deref(), Some("Yes."));
+    assert!(t.exchanges.iter().all(|x| x.persona == "ALFRED"));
+    // The same question under route = "full" takes the Contrapunto.
+    rig.route(crate::settings::RouteMode::Full);
+    let s = rig.submit("What is 4821 multiplied by 397?").await.unwrap();
+    let t = rig.finished(&s.id).await;
+    assert!(
+        t.steps.iter().any(|r| r.node == Node::Critique),
+        "{:?}",
+        t.steps
+    );
     rig.stop().await;
 }

@@ -14,10 +14,12 @@
 //!   lock that [`with_settings_lock`] also takes.
 
 mod edit;
+mod exam;
 mod goals;
 mod schema;
 mod validate;
 
+pub use exam::ExamSettings;
 pub use validate::tcp_endpoint;
 
 use std::path::{Path, PathBuf};
@@ -26,8 +28,8 @@ pub use edit::{set_string_value, set_string_value_then, with_settings_lock};
 pub use schema::{
     BackendChoice, ClientSettings, CodexSettings, CuratorSettings, DebugSettings, EmbeddedSettings,
     ForgeSettings, GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings,
-    MotivatorSettings, OrchestratorSettings, PersonaSettings, SandboxChoice, ServeWeights,
-    Settings, SupervisionSettings, ToolsSettings, TriggerPriorities,
+    MotivatorSettings, OrchestratorSettings, PersonaSettings, RouteMode, SandboxChoice,
+    ServeWeights, Settings, SupervisionSettings, ToolsSettings, TriggerPriorities,
 };
 
 /// Why settings could not be loaded or changed.

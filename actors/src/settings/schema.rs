@@ -44,6 +44,10 @@ pub struct Settings {
     pub motivator: MotivatorSettings,
     /// `[image]`: the living image: periodic saves, rolling generations, the event sequence's reservation.
     pub image: ImageSettings,
+    /// `[exam]`: the machine-checked exam: timeouts, the judge's agreement, the results kept. Defaults to
+    /// the shipped values when absent (a file written before it).
+    #[serde(default)]
+    pub exam: super::exam::ExamSettings,
     /// Fault injection and other debugging switches.
     pub debug: DebugSettings,
 }
@@ -137,8 +141,13 @@ pub struct MemorySettings {
     pub max_k: usize,
     /// Unconsolidated details added to every search, nearest first, so nothing new is invisible.
     pub k_recent: usize,
-    /// Cosine similarity below which a memory is not shown to BABS.
+    /// Cosine similarity below which a `memory_search` reports a knowledge gap (a task's retrieval has no
+    /// floor: `k_retrieve`).
     pub min_relevance: f32,
+    /// Details a task's retrieval takes from the vector search (nearest first); the research step keeps
+    /// those that share the task's words.
+    #[serde(default = "default_k_retrieve")]
+    pub k_retrieve: usize,
     /// IVF partitions probed per query (live).
     pub nprobes: usize,
     /// Re-rank the k × refine_factor best PQ matches on their real vectors (0 = off), which keeps
@@ -467,6 +476,55 @@ pub struct OrchestratorSettings {
     pub settle_tries: u32,
     /// Pause between those tries, in milliseconds.
     pub settle_retry_ms: u64,
+    /// Which tasks go through the full Contrapunto (see [`RouteMode`]).
+    #[serde(default)]
+    pub route: RouteMode,
+    /// Under `route = "auto"`, tasks of at most this many bytes take the direct path.
+    #[serde(default = "default_direct_max_bytes")]
+    pub direct_max_bytes: usize,
+    /// Most notes (memories and self-knowledge) put before a direct answer.
+    #[serde(default = "default_direct_notes")]
+    pub direct_notes: usize,
+    /// Share (0..=1) of a task's content words a note must hold to be put before a direct answer.
+    #[serde(default = "default_note_min_share")]
+    pub note_min_share: f64,
+    /// Answers ALFRED samples for a direct task; the one most like the others is given (1: a single answer,
+    /// streamed as it is written).
+    #[serde(default = "default_direct_samples")]
+    pub direct_samples: usize,
+}
+
+fn default_direct_samples() -> usize {
+    3
+}
+
+fn default_note_min_share() -> f64 {
+    0.5
+}
+
+fn default_k_retrieve() -> usize {
+    20
+}
+
+fn default_direct_max_bytes() -> usize {
+    240
+}
+
+fn default_direct_notes() -> usize {
+    3
+}
+
+/// How `orchestrator.route` sends tasks through the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteMode {
+    /// Short tasks (`direct_max_bytes`) on the direct path (notes, an exact tool result, one answer by
+    /// ALFRED); long work and the Motivator's goals through the Contrapunto. The exam decided it: on the
+    /// embedded model the Contrapunto answered short questions worse than the bare model (BENCHMARKS.md).
+    #[default]
+    Auto,
+    /// Every task through the Contrapunto.
+    Full,
 }
 
 /// `[curator]` (live: read for every exchange, except `enabled`, read at start).

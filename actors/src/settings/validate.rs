@@ -126,6 +126,11 @@ impl Settings {
             motivator.max_goal_bytes,
             image.seq_reserve,
             image.tick_ms,
+            exam.question_timeout_ms,
+            exam.teach_timeout_ms,
+            exam.remember_timeout_ms,
+            exam.poll_ms,
+            exam.keep_results,
         );
         for (key, v) in [
             (
@@ -177,6 +182,12 @@ impl Settings {
             return Err(bad(
                 "image.keep",
                 "must be at least 2 (a corrupt newest image needs a predecessor)",
+            ));
+        }
+        if !crate::PERSONAS.contains(&self.exam.bare_persona.as_str()) {
+            return Err(bad(
+                "exam.bare_persona",
+                "must be ALFRED, BABS, BRICK or ROBIN",
             ));
         }
         if !crate::PERSONAS.contains(&self.motivator.persona.as_str()) {

@@ -1,5 +1,6 @@
-//! Built-in tools. `word_count` returns a plain value; `escalate_to_architect` and `request_capability`
-//! return Commands that change the task's state and route.
+//! Built-in tools. `word_count` and the exact computations of `compute.rs` (`calculate`, `days_between`,
+//! `count_letters`) return plain values; `escalate_to_architect` and `request_capability` return Commands that
+//! change the task's state and route.
 
 use std::sync::Arc;
 
@@ -10,11 +11,15 @@ use serde_json::{json, Value};
 use super::{TaskCommand, Tool, ToolError, ToolOutput};
 use crate::llm::ToolSpec;
 
-/// The built-in tools (version 1, origin `builtin`): `word_count`, `escalate_to_architect`,
-/// `request_capability`.
+/// The built-in tools (version 1, origin `builtin`): `word_count`, `calculate`, `days_between`,
+/// `count_letters`, `escalate_to_architect`, `request_capability`.
 pub fn all() -> Vec<Arc<dyn Tool>> {
+    use super::compute::{Calculate, CountLetters, DaysBetween};
     vec![
         Arc::new(WordCount::new()),
+        Arc::new(Calculate::new()),
+        Arc::new(DaysBetween::new()),
+        Arc::new(CountLetters::new()),
         Arc::new(EscalateToArchitect::new()),
         Arc::new(RequestCapability::new()),
     ]

@@ -2,6 +2,7 @@
 //! value or a [`TaskCommand`] that changes task state), and the built-in tools.
 
 pub mod builtin;
+pub mod compute;
 pub mod forge;
 pub mod python;
 pub mod sandbox;

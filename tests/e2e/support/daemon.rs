@@ -106,6 +106,9 @@ impl Daemon {
         // Scripted critiques are short and often the same words: judge the graph's edges on scores alone
         // (the critique rule has its own tests: nodes::tests and first_hour.rs on the real model).
         doc["orchestrator"]["min_critique_words"] = toml_edit::value(0);
+        // The scripted model answers the Contrapunto's steps in order; the direct path (route = "auto") is
+        // tested where the shipped settings run (first_hour.rs, exam.rs).
+        doc["orchestrator"]["route"] = toml_edit::value("full");
         doc["orchestrator"]["critique_repeat_similarity"] = toml_edit::value(1.0);
         // The Curator's judge would take scripted answers meant for the tasks: it is on in curator.rs and in
         // first_hour.rs (shipped settings), off elsewhere.

@@ -64,6 +64,11 @@ pub struct Hit {
     pub task_id: Option<String>,
     /// Cosine similarity (1 - cosine distance).
     pub score: f32,
+    /// Whose words the row holds: `person` (what a person told the household), `tool:<name>` (a tool's
+    /// exact result), or a persona's name (the household's own words: answers that passed the quality bar,
+    /// and summaries).
+    #[serde(default)]
+    pub persona: String,
 }
 
 /// Vector-search knobs.
@@ -216,6 +221,7 @@ fn hits(batches: &[RecordBatch]) -> Vec<Hit> {
         ) else {
             continue;
         };
+        let persona = col("persona");
         let dist = b
             .column_by_name("_distance")
             .map(|c| c.as_primitive::<Float32Type>().clone());
@@ -230,13 +236,25 @@ fn hits(batches: &[RecordBatch]) -> Vec<Hit> {
                 text: text.value(i).to_string(),
                 task_id: opt(&task),
                 score: dist.as_ref().map(|d| 1.0 - d.value(i)).unwrap_or(0.0),
+                persona: persona
+                    .as_ref()
+                    .map(|p| p.value(i).to_string())
+                    .unwrap_or_default(),
             });
         }
     }
     out
 }
 
-const COLUMNS: &[&str] = &["id", "parent_id", "kind", "text", "task_id", "_distance"];
+const COLUMNS: &[&str] = &[
+    "id",
+    "parent_id",
+    "kind",
+    "text",
+    "task_id",
+    "persona",
+    "_distance",
+];
 
 /// How stage 2 of a two-stage query searches the details of the chosen summaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -100,6 +100,7 @@ impl SummaryTier {
                 text: row.text.clone(),
                 task_id: row.task_id.clone(),
                 score: 0.0,
+                persona: row.persona.clone(),
             },
             &row.vector,
         )
@@ -184,6 +185,7 @@ mod tests {
             text: format!("summary {id}"),
             task_id: None,
             score: 0.0,
+            persona: "BABS".into(),
         }
     }
 

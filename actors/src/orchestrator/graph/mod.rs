@@ -27,6 +27,7 @@ use crate::events::Event;
 use crate::llm::{ChatMessage, Role};
 use crate::personas::{PersonaError, PersonaHandle, PersonaMap, ThinkRequest, Thought};
 
+mod direct;
 mod nodes;
 mod tool_calls;
 
@@ -430,12 +431,23 @@ impl Settle {
 
     /// Whether `task` still has somewhere to go.
     pub fn wanted(&self, task: &TaskState) -> bool {
-        let remember = task.status == TaskStatus::Done && !task.remembered && self.memory.is_some();
-        let curate = matches!(task.status, TaskStatus::Done | TaskStatus::Failed)
-            && !task.curated
-            && self.curator.is_some();
+        let remember = remembers(task) && !task.remembered && self.memory.is_some();
+        let curate = curates(task) && !task.curated && self.curator.is_some();
         remember || curate
     }
+}
+
+/// Whether a finished task goes to memory: a done task, unless it is an exam's question (an exam teaches
+/// facts as a person would, and those are remembered; its questions never are, so taking an exam does not
+/// change what the next exam finds).
+pub fn remembers(task: &TaskState) -> bool {
+    task.status == TaskStatus::Done && task.exam().is_none_or(|e| e.teach)
+}
+
+/// Whether a finished task goes to the Curator: a done or failed task that is not an exam's (exam answers
+/// are measured, never learned from).
+pub fn curates(task: &TaskState) -> bool {
+    matches!(task.status, TaskStatus::Done | TaskStatus::Failed) && task.exam().is_none()
 }
 
 /// Stores a done task's exchange in memory (idempotently) and hands a finished task to the Curator (which
@@ -444,7 +456,7 @@ impl Settle {
 pub async fn settle(hooks: Settle, mut task: TaskState) {
     let mut changed = false;
     if let Some(memory) = hooks.memory.as_ref() {
-        if task.status == TaskStatus::Done && !task.remembered {
+        if remembers(&task) && !task.remembered {
             match retry_unreachable(&hooks, || memory.ingest(&task)).await {
                 Ok(()) => (task.remembered, changed) = (true, true),
                 Err(e) => {
@@ -454,7 +466,7 @@ pub async fn settle(hooks: Settle, mut task: TaskState) {
         }
     }
     if let Some(curator) = hooks.curator.as_ref() {
-        if matches!(task.status, TaskStatus::Done | TaskStatus::Failed) && !task.curated {
+        if curates(&task) && !task.curated {
             match retry_unreachable(&hooks, || curator.curate(&task)).await {
                 Ok(()) => (task.curated, changed) = (true, true),
                 Err(e) => {

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::{request, Runner, StepOut, SUMMARY_BYTES};
 use crate::events::Event;
 use crate::llm::{ChatMessage, Role, ToolSpec};
+use crate::orchestrator::reading::read;
 use crate::orchestrator::{Inquiry, Node, TaskState, TaskStatus};
 use crate::personas::Thought;
 use crate::settings::OrchestratorSettings;
@@ -36,6 +37,18 @@ pub fn critique_schema() -> Value {
 
 impl Runner {
     pub(super) async fn route(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
+        if task.reading.is_none() {
+            let s = self.cog.settings.load().orchestrator.clone();
+            task.reading = Some(read(
+                &task.text,
+                task.goal().is_some(),
+                &s,
+                &self.household(),
+            ));
+        }
+        if Self::is_direct(task) {
+            return Ok(self.route_direct(task).await);
+        }
         let prompt = format!(
             "{}\nDecide how the household should handle this task. Answer in JSON: `needs_research` is true when \
              facts from memory or earlier tasks are needed; `plan` is one or two sentences for BRICK.",
@@ -63,13 +76,13 @@ impl Runner {
             }
         }
         // A goal the Motivator set for BABS is research by definition.
-        if task.origin.as_ref().is_some_and(|o| o.persona == "BABS") {
+        if task.goal().is_some_and(|o| o.persona == "BABS") {
             task.needs_research = true;
         }
         // BABS joins when ALFRED asks for research, or when memory holds something relevant to the task.
         if let Some(memory) = &self.cog.memory {
             match memory.retrieve(&task.text).await {
-                Ok(notes) => task.memories = notes,
+                Ok(notes) => task.memories = self.bearing(&task.text, &notes),
                 Err(e) => {
                     tracing::warn!(event = "memory.retrieve_failed", task = %task.id, error = %e, "memory not consulted")
                 }
@@ -85,6 +98,9 @@ impl Runner {
     }
 
     pub(super) async fn research(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
+        if Self::is_direct(task) {
+            return Ok(self.research_direct(task));
+        }
         let memories = task.memories.clone();
         if memories.is_empty() {
             // Research was asked for and memory holds nothing: a question the household could not ground.
@@ -132,6 +148,9 @@ impl Runner {
         task: &mut TaskState,
         s: &OrchestratorSettings,
     ) -> Result<StepOut, String> {
+        if Self::is_direct(task) {
+            return Ok(self.draft_direct(task).await);
+        }
         task.iteration += 1;
         let mut prompt = Self::brief(task);
         if let (Some(d), Some(c)) = (task.drafts.last(), task.critiques.last()) {
@@ -353,6 +372,9 @@ impl Runner {
     }
 
     pub(super) async fn synthesize(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
+        if Self::is_direct(task) {
+            return self.synthesize_direct(task).await;
+        }
         let mut prompt = Self::brief(task);
         if let Some(d) = task.drafts.last() {
             prompt.push_str(&format!("\nBRICK's final draft:\n{d}\n"));
@@ -360,7 +382,11 @@ impl Runner {
         if let Some(c) = task.critiques.last() {
             prompt.push_str(&format!("\nROBIN's last critique:\n{c}\n"));
         }
-        prompt.push_str("\nWrite the answer for the Architect.");
+        // The answer is for a person: no persona names, drafts or plans unless the task asked about them.
+        prompt.push_str(
+            "\nWrite the final answer to the task, addressed to the person who asked. Do not mention drafts, \
+             critiques, plans or the household's members unless the task asks about them.",
+        );
         let stream = self.cog.settings.load().orchestrator.stream_tokens;
         let t = self
             .think(&task.id, "ALFRED", request(prompt, None, stream))
@@ -464,6 +490,11 @@ mod tests {
             critique_repeat_similarity: 0.6,
             settle_tries: 3,
             settle_retry_ms: 10,
+            route: crate::settings::RouteMode::Full,
+            direct_max_bytes: 240,
+            direct_notes: 3,
+            note_min_share: 0.5,
+            direct_samples: 1,
         }
     }
 

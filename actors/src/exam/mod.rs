@@ -1,0 +1,206 @@
+//! The exam: how the household knows better from worse.
+//!
+//! A small model's society can answer worse than the model it runs on — each step of a dialogue can amplify
+//! the last step's noise, and the loops that learn from lived answers learn that noise too. So every change
+//! to prompts, memory, tools, models and loops is judged by one instrument: a machine-checked question set
+//! asked through the real system, beside the bare model as its floor.
+//!
+//! ```text
+//!  exam_run {set, baseline: bare} ──▶ Exam organ ── parse + compile the checks (bad set: bad_request)
+//!                                        │ run job (one at a time), result file rewritten after every step:
+//!                                        ├─ teach: each `teach` text as a task (origin exam, teach) → wait
+//!                                        │         until it is done and remembered (a person's words)
+//!                                        ├─ per question, one at a time:
+//!                                        │    society: a task (origin exam) through the Contrapunto ─┐
+//!                                        │    bare:    the same model, same backend, its own chat     ├─ check.rs:
+//!                                        │             template, no system prompt, ALFRED's sampling ─┤  right/wrong,
+//!                                        │    judge:   the Curator's rubric on the society's answer   │  word limit,
+//!                                        │                                                             │  inner words
+//!                                        │    ─▶ exam.progress                                         ┘
+//!                                        └─ scored: per category, both side by side ─▶ exam.scored,
+//!                                           data_dir/exam/results/<id>.json, the judge's agreement to the Curator
+//! ```
+//!
+//! Exam tasks are ordinary tasks with `origin: exam`, so they run the real graph with the real personas,
+//! tools and memory; but they are measured, never lived: a question is never remembered or curated and feeds
+//! no Motivator trigger (while an exam runs, goals wait as they do for a person). Taught facts are what a
+//! person would tell the household, so they are remembered as a person's words.
+//!
+//! A result is kept with a [`Fingerprint`] of what was examined (each persona's model and adapter digest,
+//! the tool registry, the codex, the memory table's version, the settings), so two results can be told apart
+//! and the history plotted; results live under the data folder, so the living image carries them.
+//!
+//! Crash safety: the result file is written atomically after every taught fact and every question. A run
+//! found `running` at start is resumed where it stood; a question's task created before a kill is found
+//! again by its exam and question (the orchestrator keys exam tasks by them), never asked twice.
+//!
+//! Files: `check.rs` judges one answer; `store.rs` keeps results; `fingerprint.rs`; `run.rs` is a run's work;
+//! `actor.rs` the organ.
+
+mod actor;
+pub mod check;
+mod fingerprint;
+mod run;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use batos_protocol::exam::{ExamResult, ExamRunArgs, ExamSummary};
+use batos_protocol::ErrorCode;
+
+pub use actor::{ExamActor, ExamMsg, EXAM_NAME};
+pub use fingerprint::fingerprint;
+
+use crate::ask::{AskError, OrganRef, WireError};
+use crate::curator::CuratorHandle;
+use crate::events::EventHub;
+use crate::llm::LlmBackend;
+use crate::memory::MemoryHandle;
+use crate::orchestrator::{ExamOrigin, OrchError, OrchestratorHandle, PortError, TaskState};
+use crate::personas::Personas;
+use crate::settings::Settings;
+use crate::tools::ToolRegistry;
+
+/// Why an exam command failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ExamError {
+    /// The set or the arguments are wrong (a parse error names the line; a bad regex the question).
+    #[error("{0}")]
+    Invalid(String),
+    /// No run with that id.
+    #[error("no exam run with id `{0}`")]
+    NotFound(String),
+    /// An exam is running already, or the run named is not running.
+    #[error("{0}")]
+    Conflict(String),
+    /// The result file could not be written or read.
+    #[error("the exam's files failed: {0}")]
+    Store(String),
+    /// The exam organ did not answer.
+    #[error("the exam is unavailable: {0}")]
+    Unreachable(#[from] AskError),
+}
+
+impl WireError for ExamError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ExamError::Invalid(_) => ErrorCode::BadRequest,
+            ExamError::NotFound(_) => ErrorCode::NotFound,
+            ExamError::Conflict(_) => ErrorCode::Conflict,
+            ExamError::Store(_) => ErrorCode::Internal,
+            ExamError::Unreachable(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// The orchestrator, as the exam sees it (its handle plugs in here; the orchestrator knows nothing of
+/// exams beyond the origin its tasks carry).
+#[async_trait]
+pub trait ExamTasks: Send + Sync {
+    /// Asks for the task of `origin` (again after a restart: the same task is answered); its id.
+    async fn submit(&self, text: String, origin: ExamOrigin) -> Result<String, PortError>;
+    /// A task as it stands; `None` when the orchestrator does not know it.
+    async fn get(&self, id: String) -> Result<Option<TaskState>, PortError>;
+    /// Cancels a task that has not finished (one that has is left as it is).
+    async fn cancel(&self, id: String) -> Result<(), PortError>;
+}
+
+fn port(e: OrchError) -> PortError {
+    match e {
+        OrchError::Unreachable(a) => PortError::Unreachable(a),
+        other => PortError::Refused(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl ExamTasks for OrchestratorHandle {
+    async fn submit(&self, text: String, origin: ExamOrigin) -> Result<String, PortError> {
+        self.submit_exam(text, origin)
+            .await
+            .map(|s| s.id)
+            .map_err(port)
+    }
+
+    async fn get(&self, id: String) -> Result<Option<TaskState>, PortError> {
+        match OrchestratorHandle::get(self, id).await {
+            Ok(t) => Ok(Some(*t)),
+            Err(OrchError::NotFound(_)) => Ok(None),
+            Err(e) => Err(port(e)),
+        }
+    }
+
+    async fn cancel(&self, id: String) -> Result<(), PortError> {
+        match OrchestratorHandle::cancel(self, id).await {
+            Ok(_) | Err(OrchError::Conflict(_)) | Err(OrchError::NotFound(_)) => Ok(()),
+            Err(e) => Err(port(e)),
+        }
+    }
+}
+
+/// Start-up arguments.
+#[derive(Clone)]
+pub struct ExamArgs {
+    /// `data_dir/exam`: `results/<id>.json`.
+    pub dir: PathBuf,
+    /// Live settings (`[exam]`, the bare persona's sampling, `curator.judge` and `min_score`).
+    pub settings: Arc<ArcSwap<Settings>>,
+    /// Event bus (`exam.progress`, `exam.scored`).
+    pub hub: Arc<EventHub>,
+    /// The personas: the judge thinks through them, and the fingerprint reads their models and codex.
+    pub personas: Arc<Personas>,
+    /// The tool registry, for the fingerprint.
+    pub tools: Arc<ToolRegistry>,
+    /// The backend the bare model answers through (the daemon's one backend).
+    pub backend: Arc<dyn LlmBackend>,
+    /// Where the society's tasks go.
+    pub tasks: Arc<dyn ExamTasks>,
+    /// The memory table's version for the fingerprint; `None` in tests without memory.
+    pub memory: Option<MemoryHandle>,
+    /// Where the judge's agreement is reported; `None` without a Curator.
+    pub curator: Option<CuratorHandle>,
+}
+
+/// The one way to reach the exam organ. Timeouts come from `gateway.actor_call_timeout_ms`, read at each
+/// call.
+#[derive(Debug, Clone)]
+pub struct ExamHandle(OrganRef);
+
+impl ExamHandle {
+    /// A handle reading its timeout from `settings`.
+    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
+        Self(OrganRef::new("exam", EXAM_NAME, settings, |s| {
+            s.gateway.actor_call_timeout_ms
+        }))
+    }
+
+    /// Starts a run; answers its summary (status `running`) once its result file exists.
+    pub async fn run(&self, args: ExamRunArgs) -> Result<ExamSummary, ExamError> {
+        self.0.ask(|r| ExamMsg::Run(Box::new(args), r)).await?
+    }
+
+    /// One run in full.
+    pub async fn get(&self, id: String) -> Result<ExamResult, ExamError> {
+        self.0.ask(|r| ExamMsg::Get(id, r)).await?
+    }
+
+    /// Every kept run's summary, oldest first.
+    pub async fn history(&self) -> Result<Vec<ExamSummary>, ExamError> {
+        self.0.ask(ExamMsg::History).await?
+    }
+
+    /// Stops the running exam `id`; answers its summary, scored on what was answered.
+    pub async fn cancel(&self, id: String) -> Result<ExamSummary, ExamError> {
+        self.0.ask(|r| ExamMsg::Cancel(id, r)).await?
+    }
+
+    /// Fault injection: makes the exam organ panic.
+    pub fn crash(&self) -> Result<(), AskError> {
+        self.0.tell(ExamMsg::Crash)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -257,12 +257,16 @@ pub fn note(hit: &Hit) -> Option<String> {
         return None;
     }
     let text = hit.text.trim();
-    Some(if hit.persona == SOURCE_PERSON {
+    let said = if hit.persona == SOURCE_PERSON {
         format!("The person said earlier: {text}")
     } else if let Some(tool) = hit.persona.strip_prefix(SOURCE_TOOL) {
         format!("The {tool} tool computed earlier: {text}")
     } else {
         format!("Answered earlier: {text}")
+    };
+    Some(match &hit.task_id {
+        Some(task) => format!("{said}{}{task}]", crate::orchestrator::reading::TASK_MARK),
+        None => said,
     })
 }
 
@@ -454,6 +458,21 @@ mod tests {
         assert_eq!(
             note(&hit("person", "detail")).unwrap(),
             "The person said earlier: my cat is called Pixel"
+        );
+        let mut from_task = hit("person", "detail");
+        from_task.task_id = Some("t9".into());
+        let n = note(&from_task).unwrap();
+        assert_eq!(
+            n,
+            "The person said earlier: my cat is called Pixel [task t9]"
+        );
+        assert_eq!(
+            crate::orchestrator::reading::without_task(&n),
+            "The person said earlier: my cat is called Pixel"
+        );
+        assert_eq!(
+            crate::orchestrator::reading::without_task("no [task here"),
+            "no [task here"
         );
         assert!(note(&hit("tool:calculate", "detail"))
             .unwrap()

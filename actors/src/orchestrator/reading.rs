@@ -254,6 +254,19 @@ impl Contract {
     }
 }
 
+/// What a memory note ends with when its row came from a task: ` [task <id>]` (the research step of the
+/// Contrapunto cites it; the direct path cuts it off with [`without_task`], a task id being noise to a small
+/// model).
+pub const TASK_MARK: &str = " [task ";
+
+/// A note without its ` [task <id>]` ending.
+pub fn without_task(note: &str) -> &str {
+    match note.rfind(TASK_MARK) {
+        Some(i) if note.ends_with(']') => &note[..i],
+        _ => note,
+    }
+}
+
 /// Content words of `text`: lower-cased runs of letters and digits, at least three long, not in a short
 /// list of function words, a final plural `s` dropped. Memory and self-knowledge notes must share one with the task to be shown.
 pub fn content_words(text: &str) -> std::collections::BTreeSet<String> {

@@ -235,7 +235,34 @@ fn persona_of(body: &Value) -> Option<String> {
     ["ALFRED", "BABS", "BRICK", "ROBIN"]
         .iter()
         .find(|p| content.contains(&format!("You are {p}")))
+        .or_else(|| {
+            // A persona whose shipped prompt does not say its name (ALFRED's speaks of the answer only) is
+            // known by that prompt's first line.
+            shipped_openings()
+                .iter()
+                .find(|(_, opening)| content.starts_with(opening.as_str()))
+                .map(|(p, _)| p)
+        })
         .map(|p| p.to_string())
+}
+
+/// Each persona's shipped system prompt, first line (from config/codex.toml).
+fn shipped_openings() -> &'static Vec<(&'static str, String)> {
+    static OPENINGS: std::sync::OnceLock<Vec<(&'static str, String)>> = std::sync::OnceLock::new();
+    OPENINGS.get_or_init(|| {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/codex.toml");
+        let codex = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| batos_actors::principles::Codex::parse(&t).ok());
+        ["ALFRED", "BABS", "BRICK", "ROBIN"]
+            .into_iter()
+            .filter_map(|p| {
+                let prompt = codex.as_ref()?.persona(p)?.system_prompt.trim().to_string();
+                let first = prompt.lines().next()?.to_string();
+                Some((p, first))
+            })
+            .collect()
+    })
 }
 
 /// The text of the last user message.

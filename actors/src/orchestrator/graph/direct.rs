@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{request, Runner, StepOut, SUMMARY_BYTES};
 use crate::llm::ToolCall;
 use crate::llm::{ChatMessage, Role};
-use crate::orchestrator::reading::{narrow, relevant, Contract, Household, Path};
+use crate::orchestrator::reading::{narrow, relevant, without_task, Contract, Household, Path};
 use crate::orchestrator::{Node, TaskState};
 
 /// The one sentence of self-knowledge that no registry holds: how principles change (the codex governor's
@@ -112,7 +112,11 @@ impl Runner {
             let s = self.cog.settings.load();
             (s.orchestrator.direct_notes, s.orchestrator.note_min_share)
         };
-        let mut candidates = task.memories.clone();
+        let mut candidates: Vec<String> = task
+            .memories
+            .iter()
+            .map(|m| without_task(m).to_string())
+            .collect();
         if reading.about_household {
             candidates.extend(self.self_knowledge());
         }

@@ -16,10 +16,12 @@
 mod edit;
 mod exam;
 mod goals;
+mod orchestrator;
 mod schema;
 mod validate;
 
 pub use exam::ExamSettings;
+pub use orchestrator::{OrchestratorSettings, RouteMode};
 pub use validate::tcp_endpoint;
 
 use std::path::{Path, PathBuf};
@@ -28,8 +30,8 @@ pub use edit::{set_string_value, set_string_value_then, with_settings_lock};
 pub use schema::{
     BackendChoice, ClientSettings, CodexSettings, CuratorSettings, DebugSettings, EmbeddedSettings,
     ForgeSettings, GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings,
-    MotivatorSettings, OrchestratorSettings, PersonaSettings, RouteMode, SandboxChoice,
-    ServeWeights, Settings, SupervisionSettings, ToolsSettings, TriggerPriorities,
+    MotivatorSettings, PersonaSettings, SandboxChoice, ServeWeights, Settings, SupervisionSettings,
+    ToolsSettings, TriggerPriorities,
 };
 
 /// Why settings could not be loaded or changed.

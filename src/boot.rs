@@ -15,6 +15,7 @@ use batos_actors::curator::{CuratorArgs, CuratorHandle, TrainerHook};
 use batos_actors::events::EventHub;
 use batos_actors::exam::{ExamArgs, ExamHandle, ExamTasks};
 use batos_actors::image::{ImageArgs, ImageHandle};
+use batos_actors::life::{LifeArgs, LifeHandle, LifeTasks};
 use batos_actors::llm::{self, SamplingTable};
 use batos_actors::memory::{MemoryArgs, MemoryHandle};
 use batos_actors::motivator::{GoalRunner, MotivatorArgs, MotivatorHandle};
@@ -212,6 +213,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         motivator: MotivatorHandle::new(live.clone()),
         image: ImageHandle::new(live.clone()),
         exam: ExamHandle::new(live.clone()),
+        life: LifeHandle::new(live.clone()),
         root: SupervisorHandle::named("root supervisor", ROOT_NAME),
     };
     let personas = Personas::new(
@@ -309,6 +311,9 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             ollama: selection.ollama.clone(),
             dir: data_dir.join("forge"),
             adapters: data_dir.join("adapters"),
+            exam: Some(
+                Arc::new(organs.handles.exam.clone()) as Arc<dyn batos_actors::unsloth::ExamGate>
+            ),
         },
     });
     let curator_args = settings.curator.enabled.then(|| CuratorArgs {
@@ -342,6 +347,21 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             .enabled
             .then(|| organs.handles.curator.clone()),
     };
+    let life_args = LifeArgs {
+        dir: data_dir.join("life"),
+        settings_path: loaded.path.clone(),
+        settings: live.clone(),
+        hub: hub.clone(),
+        tasks: Arc::new(organs.handles.orchestrator.clone()) as Arc<dyn LifeTasks>,
+        exam: organs.handles.exam.clone(),
+        trainer: settings
+            .forge
+            .enabled
+            .then(|| organs.handles.unsloth.clone()),
+        codex: organs.handles.codex.clone(),
+        tools: tools.clone(),
+        tool_store: ToolStore::new(&data_dir.join("tools")),
+    };
     let image_args = ImageArgs {
         data_dir: data_dir.clone(),
         settings_path: loaded.path.clone(),
@@ -363,6 +383,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         unsloth: unsloth_args,
         motivator: motivator_args,
         exam: exam_args,
+        life: life_args,
         image: image_args,
         cognition: cog,
         gateway: organs,

@@ -99,18 +99,32 @@ async fn summaries(c: &mut Client) -> Result<Vec<ExamSummary>, ClientError> {
 /// The full id of the run whose id starts with `prefix` (unique), asking the history.
 async fn resolve(c: &mut Client, prefix: &str) -> Result<String, ExitCode> {
     let all = summaries(c).await.map_err(fail)?;
-    let hits: Vec<&ExamSummary> = all.iter().filter(|s| s.id.starts_with(prefix)).collect();
+    by_prefix(
+        all.iter().map(|s| s.id.as_str()),
+        prefix,
+        "exam run",
+        "batos exam history",
+    )
+}
+
+/// The one id of `ids` that starts with `prefix`; otherwise says so (naming `what` and the command `list`
+/// that lists them) and answers the exit code: 1 for none, 2 for several.
+pub fn by_prefix<'a>(
+    ids: impl Iterator<Item = &'a str>,
+    prefix: &str,
+    what: &str,
+    list: &str,
+) -> Result<String, ExitCode> {
+    let hits: Vec<&str> = ids.filter(|id| id.starts_with(prefix)).collect();
     match hits.as_slice() {
-        [one] => Ok(one.id.clone()),
+        [one] => Ok(one.to_string()),
         [] => {
-            eprintln!(
-                "batos: no exam run with an id starting {prefix:?} (batos exam history lists them)"
-            );
+            eprintln!("batos: no {what} with an id starting {prefix:?} ({list} lists them)");
             Err(ExitCode::from(1))
         }
         _ => {
             eprintln!(
-                "batos: {} runs have ids starting {prefix:?}; give more of it",
+                "batos: {} {what} ids start with {prefix:?}; give more of it",
                 hits.len()
             );
             Err(ExitCode::from(2))

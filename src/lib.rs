@@ -9,6 +9,7 @@ pub mod forge_cli;
 pub mod gateway;
 pub mod goals_cli;
 pub mod image_cli;
+pub mod life_cli;
 pub mod logging;
 pub mod send_cli;
 pub mod tree;

@@ -152,6 +152,14 @@ enum Cmd {
         #[command(subcommand)]
         action: batos::exam_cli::ExamAction,
     },
+    /// A life: a curriculum fed to the household while every loop runs, measured by the exam; lives side by
+    /// side (ablations) in a report with each loop's share of the gain.
+    Life {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: batos::life_cli::LifeAction,
+    },
     /// The living image: save a generation, export one self-contained file, import one into a new mind.
     Image {
         #[command(subcommand)]
@@ -285,6 +293,10 @@ fn main() -> ExitCode {
             },
             Cmd::Exam { conn, action } => match conn.resolve() {
                 Ok(cfg) => batos::exam_cli::exam(cfg, action).await,
+                Err(c) => c,
+            },
+            Cmd::Life { conn, action } => match conn.resolve() {
+                Ok(cfg) => batos::life_cli::life(cfg, action).await,
                 Err(c) => c,
             },
             Cmd::Image { action } => match action {

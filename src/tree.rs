@@ -16,6 +16,7 @@
 //! ├── orchestrator     task table    └── task/<id> jobs: one run per task, resumed or failed on a crash
 //! ├── motivator        goals of its own └── forward, tick, phrase/start jobs  (when motivator.enabled)
 //! ├── exam             the machine-checked exam └── run job (one at a time)
+//! ├── life             an unattended life measured by the exam └── life job (one at a time)
 //! ├── image            the living image: periodic saves, exports, the event numbers' reservation └── tick job
 //! └── gateway          ZeroMQ command and event sockets
 //! ```
@@ -32,6 +33,7 @@ use batos_actors::curator::{CuratorActor, CuratorArgs, CURATOR_NAME};
 use batos_actors::events::EventHub;
 use batos_actors::exam::{ExamActor, ExamArgs, EXAM_NAME};
 use batos_actors::image::{ImageActor, ImageArgs, IMAGE_NAME};
+use batos_actors::life::{LifeActor, LifeArgs, LIFE_NAME};
 use batos_actors::memory::{MemoryActor, MemoryArgs, MEMORY_NAME};
 use batos_actors::motivator::{MotivatorActor, MotivatorArgs, MOTIVATOR_NAME};
 use batos_actors::orchestrator::{Cognition, Orchestrator, OrchestratorArgs, ORCHESTRATOR_NAME};
@@ -71,6 +73,8 @@ pub struct Organs<'a> {
     pub motivator: Option<MotivatorArgs>,
     /// The exam organ's arguments.
     pub exam: ExamArgs,
+    /// The life organ's arguments.
+    pub life: LifeArgs,
     /// The image organ's arguments.
     pub image: ImageArgs,
     /// What the orchestrator's task runs share.
@@ -190,6 +194,15 @@ pub fn children(o: Organs<'_>) -> Vec<ChildSpec> {
         Restart::Permanent,
         Some(EXAM_NAME.into()),
         move || (ExamActor, exam.clone()),
+    )]);
+    // After the exam (a life is measured by it), the trainer and the codex; a life found unfinished at start
+    // resumes once it is up.
+    let life = o.life;
+    specs.extend([ChildSpec::worker(
+        "life",
+        Restart::Permanent,
+        Some(LIFE_NAME.into()),
+        move || (LifeActor, life.clone()),
     )]);
     // After every organ whose state it pictures (it asks memory and reads the personas).
     let image = o.image;

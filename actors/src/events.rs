@@ -351,6 +351,39 @@ fn log_event(seq: u64, event: &Event) {
         } => {
             info!(event = "model.tuned", seq, persona = %persona, model = %model, heldout_before, heldout_after, "tuned adapter swapped in")
         }
+        Event::ToolRetired { name, reason } => {
+            warn!(event = "tool.retired", seq, tool = %name, reason = %reason, "forged tool retired")
+        }
+        Event::LifeProgress {
+            life,
+            done,
+            total,
+            status,
+            ..
+        } => {
+            info!(event = "life.progress", seq, life = %life, done, total, status = %status, "life task ended")
+        }
+        Event::LifeExam {
+            life,
+            exam,
+            phase,
+            at_task,
+            check_pct,
+            pct,
+        } => {
+            info!(event = "life.exam", seq, life = %life, exam = %exam, phase = %phase, at_task, check_pct, pct, "life exam scored")
+        }
+        Event::LifeRolledBack {
+            life,
+            before,
+            after,
+            undone,
+        } => {
+            warn!(event = "life.rolled_back", seq, life = %life, before, after, undone = ?undone, "a check fell too far; what changed was undone")
+        }
+        Event::LifeEnded { summary } => {
+            info!(event = "life.ended", seq, life = %summary.id, status = %summary.status, done = summary.done, start_pct = ?summary.start_pct, latest_pct = ?summary.latest_pct, "life ended")
+        }
     }
 }
 

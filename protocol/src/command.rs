@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::exam::ExamRunArgs;
+use crate::life::LifeRunArgs;
 use crate::types::IngestItem;
 use crate::wire::{truncate, ErrorBody, ErrorCode};
 
@@ -269,6 +270,15 @@ pub enum Command {
     ExamHistory,
     /// Stop the running exam; what was answered is kept and scored.
     ExamCancel(IdArgs),
+    /// Start a life: a curriculum fed at a steady pace, the exam at both ends and a held-out check every
+    /// `every` tasks.
+    LifeRun(Box<LifeRunArgs>),
+    /// One life in full: its summary, curve, tasks, rollbacks, the loops' activity and cost.
+    LifeGet(IdArgs),
+    /// Every kept life's summary, oldest first.
+    LifeList,
+    /// Stop the running life: the task in flight is cancelled, the switches are put back, no end exam.
+    LifeCancel(IdArgs),
 }
 
 /// Every command name of protocol v1, for `unknown_command` messages and docs.
@@ -311,6 +321,10 @@ pub const COMMANDS: &[&str] = &[
     "exam_get",
     "exam_history",
     "exam_cancel",
+    "life_run",
+    "life_get",
+    "life_list",
+    "life_cancel",
 ];
 
 /// The commands that change nothing: their replies need not survive a daemon crash (a retry simply reads
@@ -332,6 +346,8 @@ pub const READ_ONLY_COMMANDS: &[&str] = &[
     "list_goals",
     "exam_get",
     "exam_history",
+    "life_get",
+    "life_list",
 ];
 
 impl Command {
@@ -378,6 +394,10 @@ impl Command {
             "exam_get" => Command::ExamGet(typed(cmd, args)?),
             "exam_history" => none(args).map(|_| Command::ExamHistory)?,
             "exam_cancel" => Command::ExamCancel(typed(cmd, args)?),
+            "life_run" => Command::LifeRun(Box::new(typed(cmd, args)?)),
+            "life_get" => Command::LifeGet(typed(cmd, args)?),
+            "life_list" => none(args).map(|_| Command::LifeList)?,
+            "life_cancel" => Command::LifeCancel(typed(cmd, args)?),
             "rate_task" => Command::RateTask(typed(cmd, args)?),
             "curator_stats" => none(args).map(|_| Command::CuratorStats)?,
             "curator_export" => Command::CuratorExport(typed(cmd, args)?),

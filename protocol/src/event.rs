@@ -236,7 +236,8 @@ pub enum Event {
         /// What changed, in words.
         changes: Vec<String>,
     },
-    /// A memory consolidation or index build finished.
+    /// Rows were stored (a finished task remembered, a `memory_ingest`), or a consolidation or index build
+    /// finished.
     #[serde(rename = "memory.updated")]
     MemoryUpdated {
         /// What happened, in words (e.g. "consolidated 12 details under 2 summaries"); for people, not
@@ -331,6 +332,12 @@ pub enum Event {
         general_after: f64,
         /// Which limit it missed, in words.
         reason: String,
+        /// The exam gate's share right (percent) with the persona's model, when the exam gate ran.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exam_before: Option<f64>,
+        /// The same with the adapter swapped in (it was swapped back).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exam_after: Option<f64>,
     },
     /// A run could not finish (no golden set, no base model file, an Ollama server that refuses adapters, a
     /// crash): nothing changed.
@@ -457,6 +464,69 @@ pub enum Event {
         general_before: f64,
         /// And with the adapter.
         general_after: f64,
+        /// The exam gate's share right (percent) with the model before, when the exam gate ran.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exam_before: Option<f64>,
+        /// And with the adapter.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exam_after: Option<f64>,
+    },
+    /// A forged tool was taken out of the registry (its history stays on disk).
+    #[serde(rename = "tool.retired")]
+    ToolRetired {
+        /// The tool.
+        name: String,
+        /// Why, in words (the exam answers its calls made wrong, or a life's rollback).
+        reason: String,
+    },
+    /// A life sent, or finished waiting for, one curriculum task.
+    #[serde(rename = "life.progress")]
+    LifeProgress {
+        /// The life's id.
+        life: String,
+        /// Curriculum tasks finished (sent and ended, or given up on).
+        done: u32,
+        /// Curriculum tasks in all.
+        total: u32,
+        /// The task, when one was created.
+        task: Option<String>,
+        /// How it ended (`done`, `failed`, `paused`, `cancelled`, `timeout`).
+        status: String,
+    },
+    /// A life's exam ended: the curve has a new point.
+    #[serde(rename = "life.exam")]
+    LifeExam {
+        /// The life's id.
+        life: String,
+        /// The exam run's id (`batos exam show`).
+        exam: String,
+        /// `start`, `check` (the held-out subset) or `end`.
+        phase: String,
+        /// Curriculum tasks done when it was taken.
+        at_task: u32,
+        /// The share right on the held-out subset, in percent (comparable across the whole life).
+        check_pct: f64,
+        /// The share right on the questions asked, in percent.
+        pct: f64,
+    },
+    /// A check fell too far: what changed since the check before was undone.
+    #[serde(rename = "life.rolled_back")]
+    LifeRolledBack {
+        /// The life's id.
+        life: String,
+        /// The check before, in percent.
+        before: f64,
+        /// This check, in percent.
+        after: f64,
+        /// What was undone, in words (`BRICK: lora:… → smollm2:135m`, `tool word_freq retired`); empty when
+        /// nothing that a life can undo had changed.
+        undone: Vec<String>,
+    },
+    /// A life ended (done, cancelled or failed); its record is durable.
+    #[serde(rename = "life.ended")]
+    LifeEnded {
+        /// Its figures.
+        summary: crate::life::LifeSummary,
     },
 }
 
@@ -501,6 +571,11 @@ impl Event {
             Event::ImageSaved { .. } => "image.saved",
             Event::ExamProgress { .. } => "exam.progress",
             Event::ExamScored { .. } => "exam.scored",
+            Event::ToolRetired { .. } => "tool.retired",
+            Event::LifeProgress { .. } => "life.progress",
+            Event::LifeExam { .. } => "life.exam",
+            Event::LifeRolledBack { .. } => "life.rolled_back",
+            Event::LifeEnded { .. } => "life.ended",
         }
     }
 

@@ -16,6 +16,7 @@
 pub mod command;
 pub mod event;
 pub mod exam;
+pub mod life;
 pub mod types;
 pub mod view;
 pub mod wire;

@@ -234,7 +234,12 @@ impl StateView {
             | Event::MotivatorPaused { .. }
             | Event::ImageSaved { .. }
             | Event::ExamProgress { .. }
-            | Event::ExamScored { .. } => {}
+            | Event::ExamScored { .. }
+            | Event::ToolRetired { .. }
+            | Event::LifeProgress { .. }
+            | Event::LifeExam { .. }
+            | Event::LifeRolledBack { .. }
+            | Event::LifeEnded { .. } => {}
         }
     }
 

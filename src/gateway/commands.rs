@@ -263,6 +263,10 @@ async fn dispatch(organs: &Organs, request_id: &str, command: Command) -> CmdRes
             Ok(json!({"exams": to_value(&h.exam.history().await.map_err(wire)?)?}))
         }
         Command::ExamCancel(a) => to_value(&h.exam.cancel(a.id).await.map_err(wire)?),
+        Command::LifeRun(a) => to_value(&h.life.run(*a).await.map_err(wire)?),
+        Command::LifeGet(a) => to_value(&h.life.get(a.id).await.map_err(wire)?),
+        Command::LifeList => Ok(json!({"lives": to_value(&h.life.list().await.map_err(wire)?)?})),
+        Command::LifeCancel(a) => to_value(&h.life.cancel(a.id).await.map_err(wire)?),
     }
 }
 
@@ -327,6 +331,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
             "motivator" => h.motivator.crash().map_err(wire),
             "image" => h.image.crash().map_err(wire),
             "exam" => h.exam.crash().map_err(wire),
+            "life" => h.life.crash().map_err(wire),
             GATEWAY_NAME => {
                 // Let this reply leave before the gateway dies.
                 tokio::spawn(async move {
@@ -339,7 +344,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
                 return Err(err(
                     ErrorCode::NotFound,
                     format!(
-                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge, curator, unsloth, motivator, image, exam or gateway",
+                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge, curator, unsloth, motivator, image, exam, life or gateway",
                         batos_protocol::truncate(other, 64)
                     ),
                 ))

@@ -22,6 +22,7 @@ use batos_actors::curator::CuratorHandle;
 use batos_actors::events::{encode_body, EventHub};
 use batos_actors::exam::ExamHandle;
 use batos_actors::image::ImageHandle;
+use batos_actors::life::LifeHandle;
 use batos_actors::memory::MemoryHandle;
 use batos_actors::motivator::MotivatorHandle;
 use batos_actors::orchestrator::OrchestratorHandle;
@@ -94,6 +95,8 @@ pub struct Handles {
     pub image: ImageHandle,
     /// The exam: `exam_run`, `exam_get`, `exam_history`, `exam_cancel`, `debug_crash exam`.
     pub exam: ExamHandle,
+    /// A life: `life_run`, `life_get`, `life_list`, `life_cancel`, `debug_crash life`.
+    pub life: LifeHandle,
     /// The root of the supervision tree (for `status`).
     pub root: SupervisorHandle,
 }

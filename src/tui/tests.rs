@@ -302,6 +302,8 @@ fn training_progress_and_a_verdict() {
             heldout_after: 0.06,
             general_before: 1.67,
             general_after: 1.82,
+            exam_before: None,
+            exam_after: None,
         },
     ));
     insta::assert_snapshot!("tuned", draw(&app, 80, 24));

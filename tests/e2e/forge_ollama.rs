@@ -200,3 +200,155 @@ async fn an_ollama_that_cannot_build_from_adapters_fails_the_run_naming_the_vers
         "nothing to roll back to"
     );
 }
+
+/// ALFRED's golden set, shaped as the Curator records an answer step: ALFRED's shipped system message, the
+/// question, the habit's answer.
+fn seed_alfred(dir: &std::path::Path, train: &[&str], heldout: &[&str]) {
+    let text = std::fs::read_to_string(repo().join("config/codex.toml")).unwrap();
+    let system = batos_actors::principles::Codex::parse(&text)
+        .unwrap()
+        .personas["ALFRED"]
+        .system_message();
+    let d = dir.join("curator/ALFRED");
+    std::fs::create_dir_all(&d).unwrap();
+    let lines = |qs: &[&str], split: &str, base: usize| -> String {
+        qs.iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let n = base + i;
+                json!({
+                    "messages": [
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": q},
+                        {"role": "assistant", "content": crate::forge::HABIT},
+                    ],
+                    "lineage": {
+                        "key": format!("a{n}/1/0"), "task": format!("a{n}"), "request": q, "step": 1,
+                        "node": "synthesize", "persona": "ALFRED", "model": "smollm2:135m", "generation": 1,
+                        "hash": format!("{n:064x}"), "split": split, "dissonance": null, "judge": null,
+                        "filters": [], "at": 0.0,
+                    },
+                })
+                .to_string()
+                    + "\n"
+            })
+            .collect()
+    };
+    std::fs::write(d.join("train.jsonl"), lines(train, "train", 0)).unwrap();
+    std::fs::write(d.join("heldout.jsonl"), lines(heldout, "heldout", 100)).unwrap();
+}
+
+/// The exam gate (issue 28): ALFRED's adapter passes the NLL gate, is tried on the gate's questions with the
+/// candidate swapped in, and the scripted server (a test double for Ollama) answers them wrong under the tuned
+/// model: ALFRED is swapped back, the run is `forge.rejected` with both exam figures, and nothing is left to
+/// roll back to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_that_lowers_the_exam_gate_score_is_swapped_back_and_refused_with_both_figures()
+{
+    let ollama = ScriptedOllama::start();
+    ollama.set_responder(|persona, body| {
+        if persona != Some("ALFRED") || !body["format"].is_null() {
+            return None;
+        }
+        let tuned = body["model"]
+            .as_str()
+            .is_some_and(|m| m.contains("-batos-"));
+        Some(Scripted::text(if tuned {
+            "I could not say."
+        } else {
+            "Paris is the capital."
+        }))
+    });
+    let d = Daemon::prepare(
+        &ollama.url,
+        vec![
+            forge_settings(6, 0.0),
+            on_ollama(),
+            Box::new(|doc| {
+                doc["forge"]["exam_gate"] = toml_edit::value("gate.jsonl");
+                doc["forge"]["exam_tolerance"] = toml_edit::value(5.0);
+                doc["exam"]["judge_agreement"] = toml_edit::value(false);
+            }),
+        ],
+    );
+    std::fs::write(
+        d.config.parent().unwrap().join("gate.jsonl"),
+        concat!(
+            r#"{"id": "g1", "category": "fact", "question": "What is the capital of France?", "check": {"any": ["Paris"]}}"#,
+            "\n",
+            r#"{"id": "g2", "category": "fact", "question": "Which city is France's capital?", "check": {"any": ["Paris"]}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    seed_alfred(
+        &d.data_dir(),
+        &[
+            "Name a colour.",
+            "What is the sky made of?",
+            "Give me a number.",
+            "Where do fish live?",
+        ],
+        &["Who wrote Hamlet?", "What is rain?"],
+    );
+    let d = d.spawn_and_wait().await;
+    let mut c = d.client();
+    let mut sub = forge_events(&d).await;
+    c.request("forge_train", json!({"persona": "ALFRED", "force": true}))
+        .await
+        .unwrap();
+    let mut swaps = Vec::new();
+    let end = loop {
+        let e = wait_event(&mut sub, 600, |_| true).await;
+        if e.kind == "model.swapped" {
+            swaps.push(e.data["to"].as_str().unwrap().to_string());
+        }
+        if is_end(&e) {
+            break e;
+        }
+    };
+    assert_eq!(end.kind, "forge.rejected", "{:?}", end.data);
+    assert_eq!(
+        end.data["exam_before"].as_f64(),
+        Some(100.0),
+        "{:?}",
+        end.data
+    );
+    assert_eq!(end.data["exam_after"].as_f64(), Some(0.0), "{:?}", end.data);
+    let reason = end.data["reason"].as_str().unwrap();
+    assert!(reason.contains("exam gate"), "{reason}");
+    assert!(
+        end.data["heldout_after"].as_f64() <= end.data["heldout_before"].as_f64(),
+        "the NLL gate had passed: {:?}",
+        end.data
+    );
+    assert_eq!(swaps.len(), 2, "tried, then swapped back: {swaps:?}");
+    assert!(swaps[0].contains("-batos-"), "{swaps:?}");
+    assert_eq!(swaps[1], "smollm2:135m");
+    assert!(
+        ollama
+            .chats_by("ALFRED")
+            .iter()
+            .any(|r| r.model.contains("-batos-")),
+        "the gate asked the candidate itself"
+    );
+    let persona = c
+        .request("get_persona", json!({"persona": "ALFRED"}))
+        .await
+        .unwrap();
+    assert_eq!(persona["model"], "smollm2:135m", "{persona}");
+    let forge = d.data_dir().join("forge/ALFRED");
+    assert!(!forge.join("trial.json").exists(), "the trial is over");
+    assert!(
+        !forge.join("history.json").exists(),
+        "nothing to roll back to"
+    );
+    let history = c.request("exam_history", json!({})).await.unwrap();
+    let names: Vec<&str> = history["exams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gate ALFRED before", "gate ALFRED after"]);
+}

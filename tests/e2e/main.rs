@@ -18,6 +18,7 @@ mod forge_ollama;
 mod gateway;
 mod hostile;
 mod image;
+mod life;
 mod memory;
 mod motivator;
 mod offline;

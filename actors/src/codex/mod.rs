@@ -35,6 +35,7 @@ pub use actor::{CodexActor, CodexArgs, CodexCmdError, CodexMsg, LogLevelFn, CODE
 use crate::ask::{AskError, OrganRef, WireError};
 use crate::personas::{ModelRecorder, RecordFailed};
 use crate::settings::Settings;
+pub use amend::AmendmentStatus;
 use amend::{Amendment, Proposal};
 
 /// The one way to reach the codex organ. Timeouts come from `gateway.actor_call_timeout_ms` in the live

@@ -268,7 +268,15 @@ impl CuratorState {
         let detail = match (&judge, self.ratings.get(&c.task.id)) {
             (Some(j), _) => format!("judge scored {}: {}", j.score, j.reason),
             (None, Some(r)) => format!("a human rated the task {}", r.score),
-            (None, None) => "passed every check".into(),
+            (None, None) => match c
+                .task
+                .grounding
+                .as_ref()
+                .filter(|_| c.grounded(&self.settings()))
+            {
+                Some(g) => format!("grounded in {}", batos_protocol::truncate(&g.source, 200)),
+                None => "passed every check".into(),
+            },
         };
         let lineage = self.lineage(c, prepared.hash.clone(), filters, judge);
         self.keep(c.example(lineage), prepared, detail)?;

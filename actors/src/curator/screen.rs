@@ -108,6 +108,8 @@ pub struct TaskMeta {
     pub dissonance: Option<f64>,
     /// Whether any tool call of the task failed.
     pub tool_failed: bool,
+    /// What its direct answer can be checked against (`orchestrator::graph::grounding`).
+    pub grounding: Option<crate::orchestrator::graph::Grounding>,
 }
 
 /// One exchange waiting for a decision.
@@ -166,6 +168,20 @@ impl Candidate {
     }
 }
 
+impl Candidate {
+    /// Whether this is the final answer of a direct task and holds the task's grounding (with
+    /// `curator.admit_grounded`): it is admitted without the judge.
+    pub fn grounded(&self, s: &CuratorSettings) -> bool {
+        s.admit_grounded
+            && self.node == "synthesize"
+            && self
+                .task
+                .grounding
+                .as_ref()
+                .is_some_and(|g| g.holds(&self.answer))
+    }
+}
+
 /// The candidates of a finished task: every exchange of a curated node, keyed `task/step/index`.
 pub fn candidates(task: &TaskState, nodes: &[String]) -> Vec<Candidate> {
     let meta = Arc::new(TaskMeta {
@@ -174,6 +190,9 @@ pub fn candidates(task: &TaskState, nodes: &[String]) -> Vec<Candidate> {
         failed: task.status == TaskStatus::Failed,
         dissonance: task.dissonance,
         tool_failed: task.tools_used.iter().any(|t| !t.ok),
+        grounding: (task.status == TaskStatus::Done)
+            .then(|| crate::orchestrator::graph::grounding(task))
+            .flatten(),
     });
     let mut out: Vec<Candidate> = Vec::new();
     let mut per_step: std::collections::HashMap<u32, u32> = std::collections::HashMap::new();
@@ -229,8 +248,10 @@ pub fn screen(
         reject!(Reason::TaskFailed, "the task failed");
     }
     passed.push("task_done");
+    let grounded = c.grounded(s);
     let chars = c.answer.trim().chars().count();
-    if chars < s.min_answer_chars {
+    // A grounded answer is checked; a short one ("Dr. Okafor.") is the form asked for, not junk.
+    if chars < s.min_answer_chars && !grounded {
         reject!(
             Reason::TooShort,
             "{chars} characters, fewer than {}",
@@ -298,7 +319,10 @@ pub fn screen(
     }
     passed.push("exact_dedupe");
     passed.push("near_dedupe");
-    if admitted {
+    if grounded {
+        passed.push("grounded");
+    }
+    if admitted || grounded {
         Screened::Admit(p, passed)
     } else {
         Screened::Judge(p, passed)

@@ -598,3 +598,106 @@ async fn the_trigger_fires_once_per_threshold_crossing() {
     assert_eq!(s.personas["BRICK"].triggers, 2);
     assert_eq!(s.personas["BRICK"].new_since_trigger, 1);
 }
+
+/// A done direct task answering `text` from the note `note` (or from a calculator result), with one ALFRED
+/// answer.
+fn direct_task(
+    id_seed: u32,
+    text: &str,
+    note: Option<&str>,
+    exact: Option<&str>,
+    answer: &str,
+) -> TaskState {
+    let mut t = TaskState::new(format!("{id_seed:032x}"), text.into());
+    t.status = TaskStatus::Done;
+    t.reading = Some(crate::orchestrator::reading::Reading {
+        path: crate::orchestrator::reading::Path::Direct,
+        ..Default::default()
+    });
+    t.context = note.map(str::to_string);
+    if let Some(x) = exact {
+        t.tools_used.push(ToolUse {
+            name: "calculate".into(),
+            arguments: json!({"expression": "382*47"}),
+            ok: true,
+            result: json!({"text": x}).to_string(),
+        });
+    }
+    t.exchanges = vec![exchange(4, Node::Synthesize, "ALFRED", answer)];
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_answer_that_holds_its_grounding_is_admitted_without_the_judge_even_when_short() {
+    let rig = Rig::new(|_| {}).await;
+    let note = "The person said earlier: My dentist is Dr. Okafor.";
+    // The judge double would score these POOR (1): only the grounding admits them.
+    for (i, t) in [
+        direct_task(
+            60,
+            "Who is my dentist?",
+            Some(note),
+            None,
+            "Dr. Okafor. POOR",
+        ),
+        direct_task(
+            61,
+            "What is 382 times 47?",
+            None,
+            Some("17954"),
+            "It is 17954. POOR",
+        ),
+        direct_task(
+            62,
+            "Remind me who my dentist is.",
+            Some(note),
+            None,
+            "Okafor.",
+        ),
+    ]
+    .iter()
+    .enumerate()
+    {
+        rig.curate(t).await;
+        rig.settled().await;
+        let d = rig.decisions("ALFRED");
+        assert_eq!(d.len(), i + 1, "{d:?}");
+        let last = d.last().unwrap();
+        assert_eq!(last.outcome, "accepted", "{last:?}");
+        assert!(last.detail.starts_with("grounded"), "{last:?}");
+        assert_eq!(last.score, None, "the judge was not asked: {last:?}");
+    }
+    // Not grounded: the answer takes nothing from the note, states another number, or the switch is off.
+    for t in [
+        direct_task(
+            63,
+            "Who is my dentist?",
+            Some(note),
+            None,
+            "Someone kind and patient. POOR",
+        ),
+        direct_task(
+            64,
+            "What is 382 times 47?",
+            None,
+            Some("17954"),
+            "About eighteen thousand. POOR",
+        ),
+    ] {
+        rig.curate(&t).await;
+        rig.settled().await;
+        let last = rig.decisions("ALFRED").pop().unwrap();
+        assert_eq!(last.outcome, "judge_low", "{last:?}");
+    }
+    let off = Rig::new(|c| c.admit_grounded = false).await;
+    off.curate(&direct_task(
+        65,
+        "Who is my dentist?",
+        Some(note),
+        None,
+        "Dr. Okafor, your dentist. POOR",
+    ))
+    .await;
+    off.settled().await;
+    assert_eq!(off.decisions("ALFRED").pop().unwrap().outcome, "judge_low");
+}

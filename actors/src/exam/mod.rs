@@ -35,11 +35,12 @@
 //! again by its exam and question (the orchestrator keys exam tasks by them), never asked twice.
 //!
 //! Files: `check.rs` judges one answer; `store.rs` keeps results; `fingerprint.rs`; `run.rs` is a run's work;
-//! `actor.rs` the organ.
+//! `gate.rs` runs a set to its end as one number (the forge's exam gate, a life's checks); `actor.rs` the organ.
 
 mod actor;
 pub mod check;
 mod fingerprint;
+mod gate;
 mod run;
 pub mod store;
 
@@ -108,34 +109,27 @@ pub trait ExamTasks: Send + Sync {
     async fn cancel(&self, id: String) -> Result<(), PortError>;
 }
 
-fn port(e: OrchError) -> PortError {
-    match e {
-        OrchError::Unreachable(a) => PortError::Unreachable(a),
-        other => PortError::Refused(other.to_string()),
-    }
-}
-
 #[async_trait]
 impl ExamTasks for OrchestratorHandle {
     async fn submit(&self, text: String, origin: ExamOrigin) -> Result<String, PortError> {
         self.submit_exam(text, origin)
             .await
             .map(|s| s.id)
-            .map_err(port)
+            .map_err(PortError::from)
     }
 
     async fn get(&self, id: String) -> Result<Option<TaskState>, PortError> {
         match OrchestratorHandle::get(self, id).await {
             Ok(t) => Ok(Some(*t)),
             Err(OrchError::NotFound(_)) => Ok(None),
-            Err(e) => Err(port(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
     async fn cancel(&self, id: String) -> Result<(), PortError> {
         match OrchestratorHandle::cancel(self, id).await {
             Ok(_) | Err(OrchError::Conflict(_)) | Err(OrchError::NotFound(_)) => Ok(()),
-            Err(e) => Err(port(e)),
+            Err(e) => Err(e.into()),
         }
     }
 }

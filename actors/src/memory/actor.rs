@@ -18,6 +18,7 @@ use super::upkeep::maintain;
 use super::{
     chunk, ConsolidateReport, IngestItem, MemError, MemStats, MemorySnapshot, SearchResult,
 };
+use crate::events::Event;
 use crate::job::Coalesce;
 use crate::job::Jobs;
 
@@ -432,6 +433,15 @@ async fn ingest(ctx: &Ctx, store: &Store, items: Vec<IngestItem>) -> Result<usiz
     store::add(&store.table, &rows, store.dim).await?;
     let tasks: Vec<&str> = items.iter().filter_map(|i| i.task_id.as_deref()).collect();
     tracing::info!(event = "memory.ingested", rows = rows.len(), tasks = ?tasks, "memory rows committed");
+    let total = store::count(&store.table, None).await.unwrap_or(0);
+    ctx.args.hub.publish(Event::MemoryUpdated {
+        what: format!(
+            "stored {} row(s) of task(s) {}",
+            rows.len(),
+            tasks.join(", ")
+        ),
+        rows: total,
+    });
     Ok(rows.len())
 }
 

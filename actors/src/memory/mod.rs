@@ -320,6 +320,9 @@ impl MemoryHook for MemoryHandle {
     async fn retrieve(&self, query: &str) -> Result<Vec<String>, PortError> {
         let k = {
             let s = self.0.settings().load();
+            if !s.memory.active {
+                return Ok(Vec::new());
+            }
             s.memory.k_retrieve.clamp(1, s.memory.max_k)
         };
         let r = self
@@ -352,6 +355,11 @@ impl MemoryHook for MemoryHandle {
     /// Idempotent: a task whose rows are stored already (a replay after a crash) is not stored twice. A
     /// task that leaves no rows ([`rows_of`]) is done at once.
     async fn ingest(&self, task: &TaskState) -> Result<(), PortError> {
+        // Switched off (`memory.active`), a task is settled without rows: it is not stored later either.
+        if !self.0.settings().load().memory.active {
+            tracing::info!(event = "memory.inactive", task = %task.id, "memory.active is off: the task is not remembered");
+            return Ok(());
+        }
         let items = rows_of(
             task,
             self.0.settings().load().orchestrator.dissonance_threshold,

@@ -495,6 +495,16 @@ pub enum PortError {
     Refused(String),
 }
 
+/// The orchestrator's own error as a port's: not answering stays that, anything else is a refusal.
+impl From<OrchError> for PortError {
+    fn from(e: OrchError) -> Self {
+        match e {
+            OrchError::Unreachable(a) => PortError::Unreachable(a),
+            other => PortError::Refused(other.to_string()),
+        }
+    }
+}
+
 /// The ToolForge, as the graph sees it (the tools organ plugs in here).
 #[async_trait]
 pub trait ForgeHook: Send + Sync {

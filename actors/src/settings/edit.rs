@@ -19,12 +19,105 @@ pub fn set_string_value_then(
     value: &str,
     then: impl FnOnce(),
 ) -> Result<(), SettingsError> {
+    let quoted = toml_edit::Value::from(value).to_string();
+    edit_doc(
+        path,
+        |doc| set_in(path, doc, keys, Some(quoted.trim())).map(|_| ()),
+        then,
+    )
+}
+
+/// Sets (or, with `None`, removes) several values of a settings file in one write, keeping comments and
+/// layout, under the file lock, atomically; a result the daemon could not read back is refused and nothing
+/// is written. Each edit is a dotted key (`memory.active`) and a TOML value (`false`, `20`, `"x"`). Answers
+/// each key's value before, as TOML (`None`: it was not in the file).
+pub fn edit_values(
+    path: &Path,
+    edits: &[(String, Option<String>)],
+) -> Result<Vec<Option<String>>, SettingsError> {
+    edit_doc(
+        path,
+        |doc| {
+            edits
+                .iter()
+                .map(|(key, value)| {
+                    let keys: Vec<&str> = key.split('.').collect();
+                    set_in(path, doc, &keys, value.as_deref())
+                })
+                .collect()
+        },
+        || (),
+    )
+}
+
+/// Sets (or removes) the value at `keys` in `doc`, keeping its key's comment and its own decoration; answers
+/// the value it replaced, as TOML.
+fn set_in(
+    path: &Path,
+    doc: &mut toml_edit::DocumentMut,
+    keys: &[&str],
+    value: Option<&str>,
+) -> Result<Option<String>, SettingsError> {
+    let invalid = |message: String| SettingsError::Invalid {
+        path: path.to_path_buf(),
+        key: keys.join("."),
+        message,
+    };
+    let Some((last, parents)) = keys.split_last() else {
+        return Err(invalid("empty key path".into()));
+    };
+    let mut table = doc.as_table_mut() as &mut dyn toml_edit::TableLike;
+    for k in parents {
+        // A missing table is made (implicit: no header of its own unless it holds values).
+        let mut fresh = toml_edit::Table::new();
+        fresh.set_implicit(true);
+        table = table
+            .entry(k)
+            .or_insert(toml_edit::Item::Table(fresh))
+            .as_table_like_mut()
+            .ok_or_else(|| invalid(format!("`{k}` is not a table")))?;
+    }
+    let before = table.get(last).and_then(|i| i.as_value()).map(|v| {
+        let mut bare = v.clone();
+        bare.decor_mut().clear();
+        bare.to_string()
+    });
+    match value {
+        None => {
+            table.remove(last);
+        }
+        Some(v) => {
+            let mut new: toml_edit::Value = v
+                .parse()
+                .map_err(|e| invalid(format!("`{v}` is not a TOML value: {e}")))?;
+            // Replaced in place: the comment above a key belongs to the key, beside it to the value.
+            match table.get_mut(last).and_then(|i| i.as_value_mut()) {
+                Some(slot) => {
+                    *new.decor_mut() = slot.decor().clone();
+                    *slot = new;
+                }
+                None => {
+                    table.insert(last, toml_edit::Item::Value(new));
+                }
+            }
+        }
+    }
+    Ok(before)
+}
+
+/// Reads the settings file under its exclusive lock, applies `f`, writes the result atomically when it changed
+/// and the daemon could read it back (else nothing is written and `then` does not run), then runs `then` while
+/// the lock is still held.
+fn edit_doc<T>(
+    path: &Path,
+    f: impl FnOnce(&mut toml_edit::DocumentMut) -> Result<T, SettingsError>,
+    then: impl FnOnce(),
+) -> Result<T, SettingsError> {
     let write_err = |source| SettingsError::Write {
         path: path.to_path_buf(),
         source,
     };
     let lock = crate::fsutil::lock_file_for(path).map_err(write_err)?;
-    // std's advisory flock (stable since Rust 1.89) replaces fs4 here.
     lock.lock().map_err(write_err)?;
     let result = (|| {
         let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
@@ -37,33 +130,15 @@ pub fn set_string_value_then(
                     path: path.to_path_buf(),
                     message: e.to_string(),
                 })?;
-        let (last, parents) = keys.split_last().ok_or_else(|| SettingsError::Invalid {
-            path: path.to_path_buf(),
-            key: String::new(),
-            message: "empty key path".into(),
-        })?;
-        let mut item = doc.as_item_mut();
-        for k in parents {
-            item = &mut item[*k];
-        }
-        // Keep the existing value's decoration (trailing comment) when replacing it.
-        let decor = item
-            .get(*last)
-            .and_then(|i| i.as_value())
-            .map(|v| v.decor().clone());
-        let mut new_value = toml_edit::Value::from(value);
-        if let Some(decor) = decor {
-            *new_value.decor_mut() = decor;
-        }
-        item[*last] = toml_edit::Item::Value(new_value);
-        let out = doc.to_string();
-        if out != text {
+        let out = f(&mut doc)?;
+        let new = doc.to_string();
+        if new != text {
             // Never write a file the daemon could not read back.
-            Settings::parse(&out, path)?;
-            crate::fsutil::atomic_write(path, out.as_bytes()).map_err(write_err)?;
+            Settings::parse(&new, path)?;
+            crate::fsutil::atomic_write(path, new.as_bytes()).map_err(write_err)?;
         }
         then();
-        Ok(())
+        Ok(out)
     })();
     let _ = lock.unlock();
     result
@@ -98,5 +173,35 @@ mod tests {
         let s = Settings::parse(&after, &p).unwrap();
         assert_eq!(s.personas["BRICK"].model, "brick:v2");
         assert_eq!(s.personas["ALFRED"].model, "smollm2:135m");
+    }
+
+    #[test]
+    fn several_values_are_switched_in_one_write_and_put_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("settings.toml");
+        std::fs::write(&p, shipped()).unwrap();
+        let edits = vec![
+            ("memory.active".to_string(), Some("false".to_string())),
+            ("forge.steps".to_string(), Some("7".to_string())),
+        ];
+        let before = edit_values(&p, &edits).unwrap();
+        assert_eq!(before, vec![Some("true".into()), Some("40".into())]);
+        let s = Settings::parse(&std::fs::read_to_string(&p).unwrap(), &p).unwrap();
+        assert!(!s.memory.active);
+        assert_eq!(s.forge.steps, 7);
+        let back: Vec<(String, Option<String>)> = edits
+            .iter()
+            .zip(before)
+            .map(|((k, _), b)| (k.clone(), b))
+            .collect();
+        edit_values(&p, &back).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&p).unwrap(),
+            shipped(),
+            "byte for byte"
+        );
+        let bad = edit_values(&p, &[("forge.steps".into(), Some("0".into()))]);
+        assert!(bad.is_err(), "a value the daemon refuses is not written");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), shipped());
     }
 }

@@ -16,17 +16,19 @@
 mod edit;
 mod exam;
 mod goals;
+mod life;
 mod orchestrator;
 mod schema;
 mod validate;
 
 pub use exam::ExamSettings;
+pub use life::LifeSettings;
 pub use orchestrator::{OrchestratorSettings, RouteMode};
 pub use validate::tcp_endpoint;
 
 use std::path::{Path, PathBuf};
 
-pub use edit::{set_string_value, set_string_value_then, with_settings_lock};
+pub use edit::{edit_values, set_string_value, set_string_value_then, with_settings_lock};
 pub use schema::{
     BackendChoice, ClientSettings, CodexSettings, CuratorSettings, DebugSettings, EmbeddedSettings,
     ForgeSettings, GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings,
@@ -117,6 +119,9 @@ impl Settings {
         s.tools.rootfs = resolve(dir, &s.tools.rootfs);
         s.tools.state_dir = resolve(dir, &s.tools.state_dir);
         s.forge.general_set = resolve(dir, &s.forge.general_set);
+        if !s.forge.exam_gate.as_os_str().is_empty() {
+            s.forge.exam_gate = resolve(dir, &s.forge.exam_gate);
+        }
         s.validate(path)?;
         Ok(s)
     }

@@ -50,6 +50,10 @@ pub struct Settings {
     /// the shipped values when absent (a file written before it).
     #[serde(default)]
     pub exam: super::exam::ExamSettings,
+    /// `[life]`: an unattended life's pace, checks, switches and rollback. Defaults to the shipped values
+    /// when absent.
+    #[serde(default)]
+    pub life: super::life::LifeSettings,
     /// Fault injection and other debugging switches.
     pub debug: DebugSettings,
 }
@@ -107,6 +111,10 @@ pub struct ToolsSettings {
     pub max_source_bytes: usize,
     /// Limit of a whole forge run (all attempts) in ms.
     pub forge_timeout_ms: u64,
+    /// Whether the ToolForge makes new tools when a draft names a missing capability (live). Off, the gap
+    /// is answered "switched off" and the task goes on with the tools it has (a life's `--ablate tools`).
+    #[serde(default = "yes")]
+    pub forge_active: bool,
 }
 
 /// `[codex]`
@@ -150,6 +158,11 @@ pub struct MemorySettings {
     /// those that share the task's words.
     #[serde(default = "default_k_retrieve")]
     pub k_retrieve: usize,
+    /// Whether tasks are remembered and recall what was remembered (live). Off, a finished task leaves no
+    /// row and a task's retrieval finds nothing; `memory_search` still reads the table (a life's
+    /// `--ablate memory`).
+    #[serde(default = "yes")]
+    pub active: bool,
     /// IVF partitions probed per query (live).
     pub nprobes: usize,
     /// Re-rank the k × refine_factor best PQ matches on their real vectors (0 = off), which keeps
@@ -450,6 +463,11 @@ pub struct CuratorSettings {
     pub min_score: u8,
     /// Highest final task dissonance (0..=1) whose exchanges are curated.
     pub max_dissonance: f64,
+    /// Admit without the judge a direct task's final answer that holds its grounding: it states the exact
+    /// result a built-in tool computed, or takes a word from the note a person gave (live). The judge is the
+    /// same small model and scores almost every answer 0 (BENCHMARKS.md, "Learning curve").
+    #[serde(default = "yes")]
+    pub admit_grounded: bool,
     /// Bounds on an answer's length in characters, both inclusive.
     pub min_answer_chars: usize,
     /// See `min_answer_chars`.
@@ -528,6 +546,36 @@ pub struct ForgeSettings {
     pub idle_poll_ms: u64,
     /// Earlier models kept per persona for `rollback_model`.
     pub keep_generations: usize,
+    /// Whether the Curator's trigger starts a run (live). Off, the trigger is recorded and announced
+    /// (`curator.trigger`, not delivered) and nothing trains; `forge_train` still does (a life's
+    /// `--ablate trainer`).
+    #[serde(default = "yes")]
+    pub auto_train: bool,
+    /// The exam gate's question set (JSON lines, relative to the settings file; empty: no exam gate). An
+    /// adapter that passed the NLL gate is tried on it: the set is asked with the persona's current model,
+    /// then with the adapter swapped in; when the share right falls by more than `exam_tolerance` points the
+    /// persona is swapped back and the run is `forge.rejected` with both figures.
+    #[serde(default)]
+    pub exam_gate: PathBuf,
+    /// Points (0..=100) the exam gate's share right may fall before an adapter is refused.
+    #[serde(default = "default_exam_tolerance")]
+    pub exam_tolerance: f64,
+    /// How long (ms) the exam gate waits for the exam organ when another exam is running, and for each of
+    /// its two runs.
+    #[serde(default = "default_exam_gate_wait_ms")]
+    pub exam_gate_wait_ms: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_exam_tolerance() -> f64 {
+    5.0
+}
+
+fn default_exam_gate_wait_ms() -> u64 {
+    900_000
 }
 
 /// `[debug]`

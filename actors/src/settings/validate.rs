@@ -131,7 +131,24 @@ impl Settings {
             exam.remember_timeout_ms,
             exam.poll_ms,
             exam.keep_results,
+            life.poll_ms,
+            life.task_timeout_ms,
+            life.trainer_steps,
+            life.min_new_examples,
+            life.keep,
+            forge.exam_gate_wait_ms,
         );
+        for (key, v) in [
+            ("forge.exam_tolerance", self.forge.exam_tolerance),
+            ("life.rollback_points", self.life.rollback_points),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                return Err(bad(
+                    key,
+                    "must be between 0 and 100 (points of the share right)",
+                ));
+            }
+        }
         for (key, v) in [
             (
                 "orchestrator.dissonance_threshold",

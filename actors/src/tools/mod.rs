@@ -148,6 +148,26 @@ impl ToolRegistry {
         });
     }
 
+    /// Takes a forged tool out of the registry and announces it with `tool.retired`; answers whether it was
+    /// there. Built-in tools are never retired (answers `false`). The caller moves its record aside on disk
+    /// ([`store::ToolStore::retire`]).
+    pub fn retire(&self, name: &str, reason: &str) -> bool {
+        let forged = self.get(name).is_some_and(|t| t.origin() != "builtin");
+        if !forged {
+            return false;
+        }
+        self.tools.rcu(|m| {
+            let mut m = ToolMap::clone(m);
+            m.remove(name);
+            m
+        });
+        self.hub.publish(Event::ToolRetired {
+            name: name.to_string(),
+            reason: batos_protocol::truncate(reason, batos_protocol::EVENT_TEXT_BYTES).to_string(),
+        });
+        true
+    }
+
     /// The current tool set.
     pub fn snapshot(&self) -> Arc<ToolMap> {
         self.tools.load_full()

@@ -26,6 +26,16 @@ impl ToolStore {
         crate::fsutil::atomic_write(&d.join("tool.json"), &bytes)
     }
 
+    /// Moves a tool's current record aside (`tool.json` → `retired.json`): it is not loaded at the next start,
+    /// and its versions (`v<N>.json`) stay as its history. A tool with no record is left as it is.
+    pub fn retire(&self, name: &str) -> std::io::Result<()> {
+        let d = self.dir.join(name);
+        match std::fs::rename(d.join("tool.json"), d.join("retired.json")) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            r => r,
+        }
+    }
+
     /// The current record of one tool.
     pub fn get(&self, name: &str) -> Option<ToolRecord> {
         let b = std::fs::read(self.dir.join(name).join("tool.json")).ok()?;

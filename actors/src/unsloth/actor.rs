@@ -126,6 +126,21 @@ impl Actor for UnslothForge {
                 }
             }
         }
+        // An exam-gate trial a stop interrupted left the candidate in place: swap it back once the personas'
+        // recorder answers (the codex organ may still be starting).
+        let ctx = state.args.ctx.clone();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let marker_left = std::fs::read_dir(&ctx.dir)
+                    .ok()
+                    .is_some_and(|rd| rd.flatten().any(|e| e.path().join("trial.json").is_file()));
+                if !marker_left {
+                    return;
+                }
+                pipeline::recover_trials(&ctx).await;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
         let _ = myself.cast(UnslothMsg::Pump);
         Ok(state)
     }

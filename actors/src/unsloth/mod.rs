@@ -107,6 +107,21 @@ impl WireError for UnslothError {
     }
 }
 
+/// The exam, as the forge's gate sees it (the exam organ's handle plugs in here; the forge knows nothing of
+/// exams beyond this).
+#[async_trait]
+pub trait ExamGate: Send + Sync {
+    /// Asks the question set `set` (its text) through the household as it stands now, waiting at most `wait`
+    /// for another exam to end and again for this one; answers the share right in percent. `name` labels
+    /// the run in the exam history.
+    async fn score(
+        &self,
+        name: String,
+        set: String,
+        wait: std::time::Duration,
+    ) -> Result<f64, String>;
+}
+
 /// The one way to reach the UnslothForge. Timeouts come from `gateway.actor_call_timeout_ms`.
 #[derive(Debug, Clone)]
 pub struct UnslothHandle(OrganRef);
@@ -117,6 +132,11 @@ impl UnslothHandle {
         Self(OrganRef::new("unsloth", UNSLOTH_NAME, settings, |s| {
             s.gateway.actor_call_timeout_ms
         }))
+    }
+
+    /// Whether the Curator's trigger may start a run (`forge.auto_train`, live).
+    fn auto_train(&self) -> bool {
+        self.0.settings().load().forge.auto_train
     }
 
     /// Queues `persona` for training; its place in line (1 = running next or now).
@@ -159,6 +179,9 @@ impl UnslothHandle {
 #[async_trait]
 impl TrainerHook for UnslothHandle {
     async fn train(&self, persona: &str, _export: &Export) -> Result<String, String> {
+        if !self.auto_train() {
+            return Err("forge.auto_train is off: nothing is trained from the trigger".into());
+        }
         UnslothHandle::train(self, persona.to_string(), false)
             .await
             .map(|place| format!("queued for training (place {place})"))

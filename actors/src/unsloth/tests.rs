@@ -426,6 +426,8 @@ fn the_gate_swaps_only_on_enough_improvement_and_little_regression() {
         steps: 1,
         resumed_from: 0,
         reason: String::new(),
+        exam_before: None,
+        exam_after: None,
     };
     assert_eq!(gate(&r(2.0, 1.0, 1.0, 1.01), &s), None);
     let small = gate(&r(2.0, 1.99, 1.0, 1.0), &s).unwrap();

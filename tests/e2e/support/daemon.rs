@@ -83,6 +83,13 @@ impl Daemon {
             cfg_dir.join("forge-general.jsonl"),
         )
         .unwrap();
+        // The forge's exam gate set (forge.exam_gate), where the shipped settings name it.
+        fs::create_dir_all(cfg_dir.join("exam")).unwrap();
+        fs::copy(
+            repo().join("config/exam/gate.jsonl"),
+            cfg_dir.join("exam/gate.jsonl"),
+        )
+        .unwrap();
         let text = fs::read_to_string(repo().join("config/settings.toml")).unwrap();
         let mut doc: toml_edit::DocumentMut = text.parse().unwrap();
         doc["data_dir"] = toml_edit::value("../data");

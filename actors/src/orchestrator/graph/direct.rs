@@ -302,6 +302,62 @@ pub(super) fn consensus(answers: &[String]) -> usize {
     best
 }
 
+/// What a direct answer can be checked against without a judge: the exact result a built-in tool computed for
+/// the task, or else the note that bore most on it (what a person told the household, or its self-knowledge).
+/// The Curator admits an answer that holds its grounding (STaR's filter: keep what a checker can confirm),
+/// where the judge — the same small model — scores almost every answer 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grounding {
+    /// In words: `the exact result of calculate`, or the note.
+    pub source: String,
+    /// The exact result, when a tool computed one.
+    pub exact: Option<String>,
+    /// Otherwise the words the note adds to the question.
+    pub words: std::collections::BTreeSet<String>,
+    /// The question, whose own words do not count as taken from the note.
+    pub question: String,
+}
+
+impl Grounding {
+    /// Whether `answer` states the exact result, or takes at least one of the words the note adds.
+    pub fn holds(&self, answer: &str) -> bool {
+        match &self.exact {
+            Some(x) => states(answer, x),
+            None => !self.words.is_disjoint(&added_words(answer, &self.question)),
+        }
+    }
+}
+
+/// The grounding of a finished direct task (`None` for the full path, or with neither a computed result nor a
+/// note that adds a word).
+pub fn grounding(task: &TaskState) -> Option<Grounding> {
+    if !Runner::is_direct(task) {
+        return None;
+    }
+    let exact = task
+        .tools_used
+        .iter()
+        .rev()
+        .find(|t| t.ok && crate::tools::compute::is_compute(&t.name))
+        .and_then(|t| exact_text(&t.result).map(|x| (t.name.clone(), x)));
+    if let Some((tool, x)) = exact {
+        return Some(Grounding {
+            source: format!("the exact result of {tool}"),
+            exact: Some(x),
+            words: Default::default(),
+            question: task.text.clone(),
+        });
+    }
+    let note = task.context.as_deref()?.lines().next()?.trim().to_string();
+    let words = added_words(&note, &task.text);
+    (!words.is_empty()).then(|| Grounding {
+        source: note,
+        exact: None,
+        words,
+        question: task.text.clone(),
+    })
+}
+
 /// The words a note adds to a question: lower-cased content words (and numbers of any length) of the note
 /// that the question does not hold, without the note's own framing ("The person said earlier").
 fn added_words(note: &str, question: &str) -> std::collections::BTreeSet<String> {

@@ -289,7 +289,16 @@ impl Runner {
 
     pub(super) async fn toolforge(&mut self, task: &mut TaskState) -> Result<StepOut, String> {
         let gap = task.capability_gap.take().unwrap_or_default();
-        let (summary, model) = match &self.cog.forge {
+        let active = self.cog.settings.load().tools.forge_active;
+        let forge = self.cog.forge.as_ref().filter(|_| active);
+        let (summary, model) = match forge {
+            None if !active => {
+                task.notes.push(format!(
+                    "The ToolForge is switched off; the capability `{gap}` stays missing."
+                ));
+                tracing::info!(event = "toolforge.inactive", task = %task.id, gap = %gap, "tools.forge_active is off: no tool is made");
+                ("toolforge switched off".to_string(), String::new())
+            }
             None => {
                 task.notes.push(format!(
                     "No ToolForge is available; the capability `{gap}` stays missing."

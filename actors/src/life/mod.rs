@@ -1,0 +1,193 @@
+//! A life: the household left to live, measured by the exam — the learning curve, and each loop's share of it.
+//!
+//! Every loop the seeds ask for (memory, the ToolForge, the Curator and its trigger, the trainer, the
+//! Motivator) is tested on its own; a life shows whether running them together makes the mind better. It
+//! feeds a curriculum — what a person might send over a few days: facts told, questions that need exact
+//! computation, requests — at a steady pace, as a person's tasks, while every loop runs as shipped:
+//!
+//! ```text
+//!  life_run {curriculum, exam, every, ablate?} ──▶ Life organ (one life at a time; a job per life)
+//!     switches ─ settings.toml (toml_edit): forge.steps, curator.min_new_examples, and the ablated loop's
+//!                switch (memory.active | tools.forge_active | forge.auto_train | motivator.paused); put back
+//!                at the end
+//!     start    ─ the full exam beside the bare floor                                  ─▶ life.exam
+//!     task i   ─ a person's task (request id life-<id>-<i>: asked again after a kill, never twice)
+//!                → wait → pace_ms of quiet (the judge, the Motivator, the trainer take their turn) ─▶ life.progress
+//!     every N  ─ wait for the trainer to settle; the held-out subset                 ─▶ life.exam
+//!                fell > rollback_points? undo what changed since the last check:     ─▶ life.rolled_back
+//!                a tuned model (rollback_model), a forged tool (retired)
+//!                a forged tool whose calls went with more wrong answers than right: retired (tool.retired)
+//!     end      ─ the full exam; switches put back                                     ─▶ life.ended
+//! ```
+//!
+//! The curve is the held-out subset's share right at every point — the start and end exams are scored on it
+//! too — so every point of every life compares. An ablation is the same life (same curriculum, order, seeds
+//! and settings) with one loop switched off; `report` in the protocol crate sets lives side by side and gives
+//! each loop's share of the full life's gain, with the spread of repeated full lives as the noise.
+//!
+//! Crash safety: the record (`data_dir/life/<id>.json`) is written atomically after every task and exam;
+//! a life found `running` at start resumes where it stood: its switches are already in the file, the task
+//! in flight is found again by its request id, the exam in flight by its run id.
+//!
+//! Files: `run.rs` is a life's work; `switches.rs` the settings it switches; `store.rs` keeps records;
+//! `actor.rs` the organ.
+
+mod actor;
+mod run;
+mod store;
+pub mod switches;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use batos_protocol::life::{LifeRecord, LifeRunArgs, LifeSummary};
+use batos_protocol::ErrorCode;
+
+pub use actor::{LifeActor, LifeMsg, LIFE_NAME};
+
+use crate::ask::{AskError, OrganRef, WireError};
+use crate::codex::CodexHandle;
+use crate::events::EventHub;
+use crate::exam::ExamHandle;
+use crate::orchestrator::{OrchError, OrchestratorHandle, PortError, TaskState};
+use crate::settings::Settings;
+use crate::tools::store::ToolStore;
+use crate::tools::ToolRegistry;
+use crate::unsloth::UnslothHandle;
+
+/// Why a life command failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum LifeError {
+    /// The curriculum, the exam set or the arguments are wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// No life with that id.
+    #[error("no life with id `{0}`")]
+    NotFound(String),
+    /// A life is running already, or the life named is not running.
+    #[error("{0}")]
+    Conflict(String),
+    /// A record or the settings file could not be written or read.
+    #[error("the life's files failed: {0}")]
+    Store(String),
+    /// The life organ did not answer.
+    #[error("the life organ is unavailable: {0}")]
+    Unreachable(#[from] AskError),
+}
+
+impl WireError for LifeError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            LifeError::Invalid(_) => ErrorCode::BadRequest,
+            LifeError::NotFound(_) => ErrorCode::NotFound,
+            LifeError::Conflict(_) => ErrorCode::Conflict,
+            LifeError::Store(_) => ErrorCode::Internal,
+            LifeError::Unreachable(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// The orchestrator, as a life sees it: a person's tasks, keyed by request id.
+#[async_trait]
+pub trait LifeTasks: Send + Sync {
+    /// Sends a person's task; asking again with the same `request_id` answers the task already created.
+    async fn submit(&self, text: String, request_id: String) -> Result<String, PortError>;
+    /// A task as it stands; `None` when the orchestrator does not know it.
+    async fn get(&self, id: String) -> Result<Option<TaskState>, PortError>;
+    /// Cancels a task that has not finished.
+    async fn cancel(&self, id: String) -> Result<(), PortError>;
+}
+
+#[async_trait]
+impl LifeTasks for OrchestratorHandle {
+    async fn submit(&self, text: String, request_id: String) -> Result<String, PortError> {
+        OrchestratorHandle::submit(self, text, Some(request_id))
+            .await
+            .map(|s| s.id)
+            .map_err(PortError::from)
+    }
+
+    async fn get(&self, id: String) -> Result<Option<TaskState>, PortError> {
+        match OrchestratorHandle::get(self, id).await {
+            Ok(t) => Ok(Some(*t)),
+            Err(OrchError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn cancel(&self, id: String) -> Result<(), PortError> {
+        match OrchestratorHandle::cancel(self, id).await {
+            Ok(_) | Err(OrchError::Conflict(_)) | Err(OrchError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Start-up arguments.
+#[derive(Clone)]
+pub struct LifeArgs {
+    /// `data_dir/life`: `<id>.json` per life.
+    pub dir: PathBuf,
+    /// The settings file a life switches (and puts back).
+    pub settings_path: PathBuf,
+    /// Live settings (`[life]`, and to see a switch take effect).
+    pub settings: Arc<ArcSwap<Settings>>,
+    /// Event bus (`life.*`; the loops' events are counted from it).
+    pub hub: Arc<EventHub>,
+    /// Where the curriculum's tasks go.
+    pub tasks: Arc<dyn LifeTasks>,
+    /// The exam organ.
+    pub exam: ExamHandle,
+    /// The trainer: a life waits for it to settle before an exam, and rolls a tuned model back through it.
+    /// `None` when the forge is off.
+    pub trainer: Option<UnslothHandle>,
+    /// The codex: the amendment policy approves through it.
+    pub codex: CodexHandle,
+    /// The tool registry (forged tools may be retired) and their records on disk.
+    pub tools: Arc<ToolRegistry>,
+    /// See `tools`.
+    pub tool_store: ToolStore,
+}
+
+/// The one way to reach the life organ. Timeouts come from `gateway.actor_call_timeout_ms`.
+#[derive(Debug, Clone)]
+pub struct LifeHandle(OrganRef);
+
+impl LifeHandle {
+    /// A handle reading its timeout from `settings`.
+    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
+        Self(OrganRef::new("life", LIFE_NAME, settings, |s| {
+            s.gateway.actor_call_timeout_ms
+        }))
+    }
+
+    /// Starts a life; answers its summary once its record exists.
+    pub async fn run(&self, args: LifeRunArgs) -> Result<LifeSummary, LifeError> {
+        self.0.ask(|r| LifeMsg::Run(Box::new(args), r)).await?
+    }
+
+    /// One life in full.
+    pub async fn get(&self, id: String) -> Result<LifeRecord, LifeError> {
+        self.0.ask(|r| LifeMsg::Get(id, r)).await?
+    }
+
+    /// Every kept life's summary, oldest first.
+    pub async fn list(&self) -> Result<Vec<LifeSummary>, LifeError> {
+        self.0.ask(LifeMsg::List).await?
+    }
+
+    /// Stops the running life `id`.
+    pub async fn cancel(&self, id: String) -> Result<LifeSummary, LifeError> {
+        self.0.ask(|r| LifeMsg::Cancel(id, r)).await?
+    }
+
+    /// Fault injection: makes the life organ panic.
+    pub fn crash(&self) -> Result<(), AskError> {
+        self.0.tell(LifeMsg::Crash)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,89 @@
+//! The settings a life switches for its duration: written into settings.toml (toml_edit, comments kept, under
+//! the file lock) so they survive a restart like any setting, and put back exactly at the end. The daemon's
+//! own reload makes them live; the life waits until it has.
+
+use std::path::Path;
+
+use batos_protocol::life::Switch;
+
+use crate::settings::{LifeSettings, Settings};
+
+/// The switches of a life that ablates `ablate` (or none): the trainer's smaller step budget, the Curator's
+/// lower trigger and larger held-out share (a life is short), and the ablated loop's off switch.
+pub fn plan(life: &LifeSettings, ablate: Option<&str>) -> Vec<(String, String)> {
+    let mut out = vec![
+        ("forge.steps".to_string(), life.trainer_steps.to_string()),
+        (
+            "curator.min_new_examples".to_string(),
+            life.min_new_examples.to_string(),
+        ),
+        (
+            "curator.heldout_percent".to_string(),
+            life.heldout_percent.to_string(),
+        ),
+    ];
+    let off = match ablate {
+        Some("memory") => Some(("memory.active", "false")),
+        Some("tools") => Some(("tools.forge_active", "false")),
+        Some("trainer") => Some(("forge.auto_train", "false")),
+        Some("motivator") => Some(("motivator.paused", "true")),
+        _ => None,
+    };
+    if let Some((k, v)) = off {
+        out.push((k.to_string(), v.to_string()));
+    }
+    out
+}
+
+/// Writes `plan` into the settings file; answers the switches with the values they replaced.
+pub fn apply(path: &Path, plan: &[(String, String)]) -> Result<Vec<Switch>, String> {
+    let edits: Vec<(String, Option<String>)> = plan
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    let before = crate::settings::edit_values(path, &edits).map_err(|e| e.to_string())?;
+    Ok(plan
+        .iter()
+        .zip(before)
+        .map(|((key, during), before)| Switch {
+            key: key.clone(),
+            before,
+            during: during.clone(),
+        })
+        .collect())
+}
+
+/// Puts every switched value back (a key the file did not hold is removed again).
+pub fn restore(path: &Path, switched: &[Switch]) -> Result<(), String> {
+    let edits: Vec<(String, Option<String>)> = switched
+        .iter()
+        .map(|s| (s.key.clone(), s.before.clone()))
+        .collect();
+    crate::settings::edit_values(path, &edits)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Whether the live settings hold every switch's value (the reload has happened).
+pub fn in_force(s: &Settings, switched: &[Switch]) -> bool {
+    let Ok(v) = toml_edit::ser::to_string(s).map(|t| t.parse::<toml_edit::DocumentMut>()) else {
+        return false;
+    };
+    let Ok(doc) = v else {
+        return false;
+    };
+    switched.iter().all(|sw| {
+        let mut item = doc.as_item();
+        for k in sw.key.split('.') {
+            match item.get(k) {
+                Some(i) => item = i,
+                None => return false,
+            }
+        }
+        item.as_value().is_some_and(|v| {
+            let mut bare = v.clone();
+            bare.decor_mut().clear();
+            bare.to_string() == sw.during
+        })
+    })
+}

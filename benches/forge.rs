@@ -113,6 +113,8 @@ fn main() {
                 doc["llm"]["backend"] = toml_edit::value("embedded");
                 doc["llm"]["embedded"]["model_path"] = toml_edit::value(model.as_str());
                 doc["curator"]["enabled"] = toml_edit::value(true);
+                // The trainer and the NLL gate are measured here; the exam gate is an exam's cost (benches/life.rs).
+                doc["forge"]["exam_gate"] = toml_edit::value("");
                 if !full {
                     doc["forge"]["steps"] = toml_edit::value(1);
                     doc["forge"]["batch"] = toml_edit::value(2);

@@ -10,7 +10,9 @@
 //!
 //! `cargo bench --profile dev --bench life` (`BATOS_BENCH_LIFE_RUNS`: which lives, in order, default
 //! `full,memory,full,tools,trainer,motivator`; `BATOS_BENCH_LIFE_LIMIT`: the first N curriculum tasks, default
-//! all 60); under `cargo test` one life of two tasks with a two-question exam, a smoke test of the same code.
+//! all 60; `BATOS_BENCH_LIFE_REPORT_ONLY=1`: only the report and chart of the lives finished so far); under
+//! `cargo test` one life of two tasks with a two-question exam, a smoke test of the same code. Every life starts
+//! from the same image: an empty mind on the shipped settings.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -107,7 +109,7 @@ async fn live(
                 .request(
                     "life_run",
                     json!({"curriculum": curriculum, "exam": exam, "every": every, "limit": limit,
-                           "ablate": ablate, "name": ablate.map(|a| format!("bench -{a}")).unwrap_or("bench full".into())}),
+                           "ablate": ablate, "name": if ablate.is_some() { "bench" } else { "bench full" }}),
                 )
                 .await
                 .unwrap();
@@ -182,10 +184,21 @@ fn main() {
     let limit: Option<u32> = std::env::var("BATOS_BENCH_LIFE_LIMIT")
         .ok()
         .and_then(|s| s.parse().ok());
+    // `BATOS_BENCH_LIFE_REPORT_ONLY=1`: no life is run or resumed; the report is drawn from the finished ones.
+    let report_only = std::env::var("BATOS_BENCH_LIFE_REPORT_ONLY").is_ok_and(|v| v == "1");
     let mut records = Vec::new();
     for (i, label) in runs.split(',').map(str::trim).enumerate() {
         let ablate = (label != "full").then_some(label);
         let dir = root.join(format!("run-{i}-{label}"));
+        if report_only {
+            if let Some(r) = std::fs::read(dir.join("record.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<LifeRecord>(&b).ok())
+            {
+                records.push(r);
+            }
+            continue;
+        }
         println!("life {} ({label}) in {}", i + 1, dir.display());
         let rec = rt.block_on(live(&dir, ablate, &curriculum, &exam, every, limit));
         println!(

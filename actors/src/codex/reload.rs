@@ -76,10 +76,15 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
     }
 }
 
-fn is_restart_only(key: &str) -> bool {
-    RESTART_ONLY
-        .iter()
-        .any(|p| key == *p || key.starts_with(&format!("{p}.")))
+/// Keys under a restart-only prefix that are live all the same (their organ reads them at each use).
+pub const LIVE_EXCEPTIONS: &[&str] = &["tools.forge_active"];
+
+/// Whether a change of `key` (dotted) takes effect only after a restart.
+pub fn is_restart_only(key: &str) -> bool {
+    !LIVE_EXCEPTIONS.contains(&key)
+        && RESTART_ONLY
+            .iter()
+            .any(|p| key == *p || key.starts_with(&format!("{p}.")))
 }
 
 fn set_path(root: &mut Value, key: &str, value: Value) {

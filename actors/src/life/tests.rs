@@ -96,6 +96,10 @@ fn an_ablation_switches_exactly_its_loop_and_the_switches_are_in_force_once_relo
         let p = switches::plan(&life, Some(ablate));
         assert_eq!(p.len(), 4);
         assert_eq!(p[3].0, key);
+        // A switch the daemon would not reload live would never come into force (a life would fail waiting).
+        for (k, _) in &p {
+            assert!(!crate::codex::reload::is_restart_only(k), "{k} is restart-only");
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("settings.toml");

@@ -428,7 +428,18 @@ pub fn tables(r: &LifeReport) -> String {
         ));
     }
     for (l, s) in &r.shares {
-        out.push_str(&format!("share of {l:<9}: {s:+.1} points\n"));
+        let set = r
+            .set_shares
+            .get(l)
+            .map(|x| format!("; full set {x:+.1}"))
+            .unwrap_or_default();
+        out.push_str(&format!("share of {l:<9}: {s:+.1} points held-out{set}\n"));
+    }
+    if let Some(g) = r.set_gain {
+        out.push_str(&format!(
+            "full set: the full household's gain {g:+.1} points (noise {})\n",
+            r.set_noise.map(|n| format!("{n:.1}")).unwrap_or("-".into())
+        ));
     }
     out.push_str("life       memory tools  accepted/rejected triggers(delivered) tuned/refused/failed steps goals  tasks s  exams s  quiet s (trainer s)  cpu s\n");
     for l in &r.lives {

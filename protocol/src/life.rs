@@ -310,6 +310,10 @@ pub struct ReportLife {
     pub end: f64,
     /// `end - start`, in points.
     pub gain: f64,
+    /// The full set's share right at the start and at the end (absent until the end exam).
+    pub set_start: Option<f64>,
+    /// See `set_start`.
+    pub set_end: Option<f64>,
     /// Per category: (start, end) in percent, from the full exams at both ends.
     pub categories: BTreeMap<String, (f64, f64)>,
     /// What its loops did.
@@ -330,6 +334,12 @@ pub struct LifeReport {
     /// Per loop: the full gain minus the mean gain of the lives run without it (points). A share within the
     /// noise is no measured contribution.
     pub shares: BTreeMap<String, f64>,
+    /// The same three on the full set (start and end exams), for the lives that reached their end.
+    pub set_gain: Option<f64>,
+    /// See `set_gain`.
+    pub set_noise: Option<f64>,
+    /// See `set_gain`.
+    pub set_shares: BTreeMap<String, f64>,
 }
 
 /// Sets lives side by side (only those with at least one point count).
@@ -360,17 +370,39 @@ pub fn report(records: &[LifeRecord]) -> LifeReport {
             start: first.1,
             end: last.1,
             gain: last.1 - first.1,
+            set_start: full("start").map(|e| e.pct),
+            set_end: full("end").map(|e| e.pct),
             curve,
             categories,
             activity: r.activity.clone(),
             cost: r.cost.clone(),
         });
     }
+    let (full_gain, noise, held_out) = loop_shares(&lives, |l| Some(l.gain));
+    let (set_gain, set_noise, set_shares) =
+        loop_shares(&lives, |l| Some(l.set_end? - l.set_start?));
+    LifeReport {
+        lives,
+        full_gain,
+        noise,
+        shares: held_out,
+        set_gain,
+        set_noise,
+        set_shares,
+    }
+}
+
+/// The full lives' mean gain, their spread, and each loop's share (full mean minus the ablated lives' mean),
+/// over the lives `gain` gives a figure for.
+fn loop_shares(
+    lives: &[ReportLife],
+    gain: impl Fn(&ReportLife) -> Option<f64>,
+) -> (Option<f64>, Option<f64>, BTreeMap<String, f64>) {
     let gains = |ablate: Option<&str>| -> Vec<f64> {
         lives
             .iter()
             .filter(|l| l.ablate.as_deref() == ablate)
-            .map(|l| l.gain)
+            .filter_map(&gain)
             .collect()
     };
     let mean = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
@@ -388,12 +420,7 @@ pub fn report(records: &[LifeRecord]) -> LifeReport {
             }
         }
     }
-    LifeReport {
-        lives,
-        full_gain,
-        noise,
-        shares,
-    }
+    (full_gain, noise, shares)
 }
 
 #[cfg(test)]
@@ -423,10 +450,18 @@ mod tests {
             tasks: Vec::new(),
             exams: curve
                 .iter()
-                .map(|(t, p)| LifeExamPoint {
-                    phase: "check".into(),
+                .enumerate()
+                .map(|(i, (t, p))| LifeExamPoint {
+                    phase: match i {
+                        0 => "start",
+                        i if i + 1 == curve.len() => "end",
+                        _ => "check",
+                    }
+                    .into(),
                     at_task: *t,
                     check_pct: *p,
+                    // The full set moves twice as far as the held-out subset here.
+                    pct: 2.0 * *p,
                     ..Default::default()
                 })
                 .collect(),
@@ -452,6 +487,8 @@ mod tests {
         assert_eq!(r.shares.get("memory"), Some(&13.0));
         assert_eq!(r.shares.get("trainer"), Some(&0.0));
         assert!(!r.shares.contains_key("tools"));
+        assert_eq!(r.set_gain, Some(36.0), "from the start and end exams");
+        assert_eq!(r.set_shares.get("memory"), Some(&26.0));
     }
 
     #[test]

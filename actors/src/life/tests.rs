@@ -98,7 +98,10 @@ fn an_ablation_switches_exactly_its_loop_and_the_switches_are_in_force_once_relo
         assert_eq!(p[3].0, key);
         // A switch the daemon would not reload live would never come into force (a life would fail waiting).
         for (k, _) in &p {
-            assert!(!crate::codex::reload::is_restart_only(k), "{k} is restart-only");
+            assert!(
+                !crate::codex::reload::is_restart_only(k),
+                "{k} is restart-only"
+            );
         }
     }
     let dir = tempfile::tempdir().unwrap();

@@ -256,12 +256,15 @@ async fn live(
 ) -> Result<(), String> {
     let tasks = rec.args.validate()?;
     rec.summary.total = tasks.len() as u32;
+    // Recorded before written: a kill between the two re-applies the same values at the resume, and the end
+    // puts back what the file held before the life.
     if rec.switched.is_empty() {
         let plan = switches::plan(&ctx.args.settings.load().life, rec.args.ablate.as_deref());
-        rec.switched = switches::apply(&ctx.args.settings_path, &plan)?;
+        rec.switched = switches::prepare(&ctx.args.settings_path, &plan)?;
         save(ctx, rec, activity)?;
-        tracing::info!(event = "life.switched", life = %rec.summary.id, switches = ?rec.switched, "settings switched for the life");
     }
+    switches::apply(&ctx.args.settings_path, &rec.switched)?;
+    tracing::info!(event = "life.switched", life = %rec.summary.id, switches = ?rec.switched, "settings switched for the life");
     let waited = Instant::now();
     while !switches::in_force(&ctx.args.settings.load(), &rec.switched) {
         if waited.elapsed() > SWITCH_WAIT {

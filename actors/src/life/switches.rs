@@ -35,22 +35,43 @@ pub fn plan(life: &LifeSettings, ablate: Option<&str>) -> Vec<(String, String)> 
     out
 }
 
-/// Writes `plan` into the settings file; answers the switches with the values they replaced.
-pub fn apply(path: &Path, plan: &[(String, String)]) -> Result<Vec<Switch>, String> {
-    let edits: Vec<(String, Option<String>)> = plan
-        .iter()
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .collect();
-    let before = crate::settings::edit_values(path, &edits).map_err(|e| e.to_string())?;
+/// The switches of `plan` with the values the settings file holds now (what the end puts back), read without
+/// writing: the life records them before it writes anything, so a kill between the two never loses them.
+pub fn prepare(path: &Path, plan: &[(String, String)]) -> Result<Vec<Switch>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let doc: toml_edit::DocumentMut = text
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(plan
         .iter()
-        .zip(before)
-        .map(|((key, during), before)| Switch {
-            key: key.clone(),
-            before,
-            during: during.clone(),
+        .map(|(key, during)| {
+            let mut item = Some(doc.as_item());
+            for k in key.split('.') {
+                item = item.and_then(|i| i.get(k));
+            }
+            let before = item.and_then(|i| i.as_value()).map(|v| {
+                let mut bare = v.clone();
+                bare.decor_mut().clear();
+                bare.to_string()
+            });
+            Switch {
+                key: key.clone(),
+                before,
+                during: during.clone(),
+            }
         })
         .collect())
+}
+
+/// Writes every switch's value for the life (again after a restart: the same values, so it is idempotent).
+pub fn apply(path: &Path, switched: &[Switch]) -> Result<(), String> {
+    let edits: Vec<(String, Option<String>)> = switched
+        .iter()
+        .map(|s| (s.key.clone(), Some(s.during.clone())))
+        .collect();
+    crate::settings::edit_values(path, &edits)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Puts every switched value back (a key the file did not hold is removed again).

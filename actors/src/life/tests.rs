@@ -112,7 +112,15 @@ fn an_ablation_switches_exactly_its_loop_and_the_switches_are_in_force_once_relo
     ))
     .unwrap();
     std::fs::write(&path, &shipped).unwrap();
-    let switched = switches::apply(&path, &switches::plan(&life, Some("memory"))).unwrap();
+    let switched = switches::prepare(&path, &switches::plan(&life, Some("memory"))).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        shipped,
+        "preparing writes nothing"
+    );
+    assert!(switched.iter().all(|s| s.before.is_some()), "{switched:?}");
+    switches::apply(&path, &switched).unwrap();
+    switches::apply(&path, &switched).unwrap();
     let before = Settings::parse(&shipped, &path).unwrap();
     assert!(
         !switches::in_force(&before, &switched),

@@ -290,6 +290,15 @@ async fn live(
     }
     let started = rec.summary.started_at;
     let every = rec.args.every as usize;
+    // A kill after a task was recorded and before its check began: the check is taken now.
+    let done = rec.tasks.len();
+    if done > 0
+        && done < tasks.len()
+        && done.is_multiple_of(every)
+        && !rec.exams.iter().any(|e| e.at_task as usize == done)
+    {
+        exam(ctx, rec, activity, "check").await?;
+    }
     while rec.tasks.len() < tasks.len() {
         if rec
             .args

@@ -29,13 +29,14 @@
 //! a life found `running` at start resumes where it stood: its switches are already in the file, the task
 //! in flight is found again by its request id, the exam in flight by its run id.
 //!
-//! Files: `run.rs` is a life's work; `switches.rs` the settings it switches; `store.rs` keeps records;
+//! Files: `run.rs` is a life's work, `task.rs` one curriculum task of it; `switches.rs` the settings it switches; `store.rs` keeps records;
 //! `actor.rs` the organ.
 
 mod actor;
 mod run;
 mod store;
 pub mod switches;
+mod task;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -6,10 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use batos_protocol::exam::{parse_set, CategoryScore, ExamQuestion, ExamResult, ExamRunArgs};
-use batos_protocol::life::{
-    LifeExamPoint, LifeRecord, LifeRollback, LifeStatus, LifeTaskRecord, LoopActivity,
-};
-use batos_protocol::{Event, TaskStatus};
+use batos_protocol::life::{LifeExamPoint, LifeRecord, LifeRollback, LifeStatus, LoopActivity};
+use batos_protocol::Event;
 use ractor::ActorRef;
 
 use super::actor::LifeMsg;
@@ -118,14 +116,14 @@ fn cpu_s() -> f64 {
 }
 
 /// A phase's wall and CPU time, added to the record's cost when it ends.
-struct Meter(Instant, f64);
+pub(super) struct Meter(Instant, f64);
 
 impl Meter {
-    fn start() -> Self {
+    pub(super) fn start() -> Self {
         Self(Instant::now(), cpu_s())
     }
 
-    fn stop(self) -> (f64, f64) {
+    pub(super) fn stop(self) -> (f64, f64) {
         (self.0.elapsed().as_secs_f64(), (cpu_s() - self.1).max(0.0))
     }
 }
@@ -309,7 +307,7 @@ async fn live(
             break;
         }
         let index = rec.tasks.len();
-        let t = one_task(
+        let t = super::task::one_task(
             ctx,
             &rec.summary.id,
             index as u32,
@@ -342,124 +340,6 @@ async fn live(
         }
     }
     exam(ctx, rec, activity, "end").await
-}
-
-/// One curriculum task as it went.
-struct TaskRun {
-    record: LifeTaskRecord,
-    ms: u64,
-    cpu_s: f64,
-    tokens: u64,
-}
-
-/// Sends curriculum task `index` as a person's task (request id `life-<life>-<index>`, so a resumed life
-/// finds it again) and waits for its end, at most `life.task_timeout_ms` (then it is cancelled). A task
-/// paused for the Architect is approved under the amendment policy, else left paused.
-async fn one_task(
-    ctx: &RunCtx,
-    life: &str,
-    index: u32,
-    text: &str,
-    approve: bool,
-    activity: &Arc<Mutex<(LoopActivity, f64)>>,
-) -> TaskRun {
-    let m = Meter::start();
-    let mut record = LifeTaskRecord {
-        index,
-        task: None,
-        status: "refused".into(),
-        ms: 0,
-    };
-    let mut tokens = 0;
-    match ctx
-        .args
-        .tasks
-        .submit(text.to_string(), format!("life-{life}-{index}"))
-        .await
-    {
-        Err(e) => {
-            tracing::warn!(event = "life.task_refused", life, index, error = %e, "a curriculum task was refused");
-        }
-        Ok(id) => {
-            record.task = Some(id.clone());
-            *ctx.in_flight.lock().unwrap_or_else(|p| p.into_inner()) = Some(id.clone());
-            let (status, t) = wait_task(ctx, &id, approve, activity).await;
-            record.status = status;
-            tokens = t;
-            *ctx.in_flight.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        }
-    }
-    let (w, c) = m.stop();
-    let ms = (w * 1000.0) as u64;
-    record.ms = ms;
-    TaskRun {
-        record,
-        ms,
-        cpu_s: c,
-        tokens,
-    }
-}
-
-async fn wait_task(
-    ctx: &RunCtx,
-    id: &str,
-    approve: bool,
-    activity: &Arc<Mutex<(LoopActivity, f64)>>,
-) -> (String, u64) {
-    let (timeout, poll) = {
-        let s = ctx.args.settings.load();
-        (
-            Duration::from_millis(s.life.task_timeout_ms),
-            Duration::from_millis(s.life.poll_ms),
-        )
-    };
-    let started = Instant::now();
-    let mut approved = BTreeSet::new();
-    loop {
-        if let Ok(Some(t)) = ctx.args.tasks.get(id.to_string()).await {
-            let tokens = t.steps.iter().map(|s| s.tokens).sum();
-            match t.status {
-                TaskStatus::Done => return ("done".into(), tokens),
-                TaskStatus::Failed => return ("failed".into(), tokens),
-                TaskStatus::Cancelled => return ("cancelled".into(), tokens),
-                TaskStatus::Paused if !approve => return ("paused".into(), tokens),
-                TaskStatus::Paused => {
-                    if let Ok(list) = ctx.args.codex.list().await {
-                        let pending: Vec<_> = list
-                            .into_iter()
-                            .filter(|a| {
-                                a.task_id.as_deref() == Some(id)
-                                    && a.status == crate::codex::AmendmentStatus::Pending
-                                    && !approved.contains(&a.id)
-                            })
-                            .collect();
-                        for a in pending {
-                            approved.insert(a.id.clone());
-                            match ctx.args.codex.approve(a.id.clone()).await {
-                                Ok(_) => {
-                                    tracing::warn!(event = "life.amendment_approved", task = %id, amendment = %a.id, "approved by the life's amendment policy (--approve-amendments)");
-                                    activity
-                                        .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .0
-                                        .amendments_approved += 1;
-                                }
-                                Err(e) => {
-                                    tracing::warn!(event = "life.amendment_not_approved", task = %id, error = %e, "the policy's approval failed");
-                                }
-                            }
-                        }
-                    }
-                }
-                TaskStatus::Queued | TaskStatus::Running => {}
-            }
-        }
-        if started.elapsed() >= timeout {
-            let _ = ctx.args.tasks.cancel(id.to_string()).await;
-            return ("timeout".into(), 0);
-        }
-        tokio::time::sleep(poll).await;
-    }
 }
 
 /// Waits (at most `life.settle_ms`) until the trainer neither runs nor waits.

@@ -137,7 +137,7 @@ impl Actor for UnslothForge {
                 if !marker_left {
                     return;
                 }
-                pipeline::recover_trials(&ctx).await;
+                super::exam_gate::recover_trials(&ctx).await;
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         });

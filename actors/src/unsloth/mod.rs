@@ -43,6 +43,7 @@
 
 mod actor;
 pub mod adapter;
+mod exam_gate;
 pub mod llama;
 mod messages;
 pub mod pipeline;

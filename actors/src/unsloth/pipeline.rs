@@ -82,47 +82,6 @@ pub struct RunReport {
     pub exam_after: Option<f64>,
 }
 
-/// A persona tried on the exam gate with a candidate: the model it goes back to when the trial does not end
-/// (a daemon killed mid-trial is swapped back at the next start, [`recover_trials`]).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Trial {
-    previous: String,
-    candidate: String,
-}
-
-fn trial_path(dir: &Path, persona: &str) -> PathBuf {
-    dir.join(persona).join("trial.json")
-}
-
-/// Swaps back every persona whose exam-gate trial a stop interrupted; answers what was swapped back.
-pub async fn recover_trials(ctx: &ForgeCtx) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(&ctx.dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let persona = e.file_name().to_string_lossy().into_owned();
-        let path = trial_path(&ctx.dir, &persona);
-        let Some(trial) = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Trial>(&b).ok())
-        else {
-            continue;
-        };
-        match ctx.personas.swap_model(&persona, &trial.previous).await {
-            Ok(_) => {
-                tracing::warn!(event = "forge.trial_undone", persona = %persona, candidate = %trial.candidate, model = %trial.previous, "an exam-gate trial a stop interrupted was undone");
-                let _ = std::fs::remove_file(&path);
-                out.push((persona, trial.previous));
-            }
-            Err(e) => {
-                tracing::error!(event = "forge.trial_undo_failed", persona = %persona, error = %e, "an interrupted exam-gate trial could not be undone yet")
-            }
-        }
-    }
-    out
-}
-
 /// A persona's earlier models, newest last (what `rollback_model` returns to).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct History {
@@ -483,7 +442,9 @@ pub async fn run(
         return Ok(rejected(&ctx, report, reason));
     }
     let candidate = super::serving::publish(&ctx, &served, &persona, &file, &digest).await?;
-    if let Some(reason) = exam_gate(&ctx, &s, &mut report, &current, &candidate).await? {
+    if let Some(reason) =
+        super::exam_gate::exam_gate(&ctx, &s, &mut report, &current, &candidate).await?
+    {
         return Ok(rejected(&ctx, report, reason));
     }
     // With the exam gate the candidate is swapped in already; a swap to the model in place is a no-op.
@@ -503,7 +464,7 @@ pub async fn run(
         history.previous.drain(..drop);
     }
     write_history(&ctx.dir, &persona, &history)?;
-    let _ = std::fs::remove_file(trial_path(&ctx.dir, &persona));
+    let _ = std::fs::remove_file(super::exam_gate::trial_path(&ctx.dir, &persona));
     report.outcome = "tuned".into();
     report.model = Some(candidate.clone());
     ctx.hub.publish(Event::ModelTuned {
@@ -534,72 +495,6 @@ fn rejected(ctx: &ForgeCtx, mut report: RunReport, reason: String) -> RunReport 
         exam_after: report.exam_after,
     });
     report
-}
-
-/// The exam gate: the gate set asked with `current`, then with `candidate` swapped in. `None` when the
-/// candidate may stay (it is swapped in, and the trial marker is left for the caller to clear once the
-/// history is written); why not when it fell by more than `forge.exam_tolerance` (the persona is swapped
-/// back). No gate set configured or no exam organ: `None`, nothing swapped.
-async fn exam_gate(
-    ctx: &ForgeCtx,
-    s: &ForgeSettings,
-    report: &mut RunReport,
-    current: &str,
-    candidate: &str,
-) -> Result<Option<String>, UnslothError> {
-    let (Some(gate), false) = (ctx.exam.as_ref(), s.exam_gate.as_os_str().is_empty()) else {
-        return Ok(None);
-    };
-    let persona = report.persona.clone();
-    let set = std::fs::read_to_string(&s.exam_gate).map_err(|e| {
-        UnslothError::Invalid(format!(
-            "the exam gate's set {} (forge.exam_gate) cannot be read: {e}",
-            s.exam_gate.display()
-        ))
-    })?;
-    let wait = Duration::from_millis(s.exam_gate_wait_ms);
-    let before = gate
-        .score(format!("gate {persona} before"), set.clone(), wait)
-        .await
-        .map_err(|e| UnslothError::Unavailable(format!("the exam gate: {e}")))?;
-    report.exam_before = Some(before);
-    let trial = Trial {
-        previous: current.to_string(),
-        candidate: candidate.to_string(),
-    };
-    let marker = trial_path(&ctx.dir, &persona);
-    let bytes = serde_json::to_vec(&trial).map_err(|e| UnslothError::Io(e.to_string()))?;
-    crate::fsutil::atomic_write(&marker, &bytes).map_err(|e| UnslothError::Io(e.to_string()))?;
-    let swap_back = || async {
-        let r = ctx.personas.swap_model(&persona, current).await;
-        let _ = std::fs::remove_file(&marker);
-        r.map(|_| ()).map_err(|e| {
-            UnslothError::Model(format!("swapping back after the exam gate failed: {e}"))
-        })
-    };
-    if let Err(e) = ctx.personas.swap_model(&persona, candidate).await {
-        let _ = std::fs::remove_file(&marker);
-        return Err(UnslothError::Model(format!(
-            "the NLL gate passed but the trial swap failed: {e}"
-        )));
-    }
-    let after = match gate.score(format!("gate {persona} after"), set, wait).await {
-        Ok(x) => x,
-        Err(e) => {
-            swap_back().await?;
-            return Err(UnslothError::Unavailable(format!("the exam gate: {e}")));
-        }
-    };
-    report.exam_after = Some(after);
-    tracing::info!(event = "forge.exam_gate", persona = %persona, before, after, tolerance = s.exam_tolerance, "exam gate measured");
-    if after < before - s.exam_tolerance {
-        swap_back().await?;
-        return Ok(Some(format!(
-            "the exam gate fell from {before:.1} % to {after:.1} % right, more than forge.exam_tolerance {:.1} points",
-            s.exam_tolerance
-        )));
-    }
-    Ok(None)
 }
 
 /// Returns `persona` to the model it had before its last tuned swap.

@@ -43,7 +43,7 @@ use tokio::net::TcpStream;
 use zeromq::prelude::*;
 use zeromq::{DealerSocket, ZmqMessage};
 
-use batos::client::{Client, ClientConfig};
+use batos_client::client::{Client, ClientConfig};
 use daemon::{log_level, Daemon};
 use zmtp::{addr, greeting, ready};
 
@@ -653,7 +653,7 @@ async fn full_disk(llm_url: &str, tasks: usize, mb: usize) -> String {
 /// (e) A subscriber that never reads while tasks run: nothing waits for it.
 async fn stalled_subscriber(d: &Daemon, tasks: usize) -> String {
     let cfg = d.client_config();
-    let _stalled = batos::client::subscriber(&cfg, &[""]).await.unwrap();
+    let _stalled = batos_client::client::subscriber(&cfg, &[""]).await.unwrap();
     let started = Instant::now();
     let mut c = Client::new(patient(&cfg));
     let mut ids = Vec::new();

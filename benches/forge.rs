@@ -126,9 +126,10 @@ fn main() {
     let d = rt.block_on(d.spawn_and_wait());
     let settings = d.settings().forge;
     let (verdict, secs, rate) = rt.block_on(async {
-        let mut sub = batos::client::subscriber(&d.client_config(), &["forge.", "model.tuned"])
-            .await
-            .expect("subscribe");
+        let mut sub =
+            batos_client::client::subscriber(&d.client_config(), &["forge.", "model.tuned"])
+                .await
+                .expect("subscribe");
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut c = d.client();
         let t = Instant::now();

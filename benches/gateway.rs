@@ -17,7 +17,7 @@ use serde_json::json;
 use zeromq::prelude::*;
 use zeromq::{RepSocket, ReqSocket, SubSocket, ZmqMessage};
 
-use batos::client::{Client, ClientConfig};
+use batos_client::client::{Client, ClientConfig};
 use daemon::{free_port, log_level, shipped, Daemon};
 
 fn bench(c: &mut Criterion) {
@@ -113,7 +113,7 @@ fn bench(c: &mut Criterion) {
     let mut subs: Vec<SubSocket> = rt.block_on(async {
         let mut v = Vec::new();
         for _ in 0..4 {
-            let s = batos::client::subscriber(&cfg, &["persona.state"])
+            let s = batos_client::client::subscriber(&cfg, &["persona.state"])
                 .await
                 .unwrap();
             v.push(s);

@@ -168,7 +168,7 @@ fn main() {
         assert_eq!(rec.exams.len(), 3, "start, one check, end");
         println!(
             "smoke: a life of two tasks\n{}",
-            batos::life_cli::tables(&report(&[rec]))
+            batos_client::life_cli::tables(&report(&[rec]))
         );
         return;
     }
@@ -203,15 +203,15 @@ fn main() {
         let rec = rt.block_on(live(&dir, ablate, &curriculum, &exam, every, limit));
         println!(
             "{}",
-            batos::life_cli::tables(&report(std::slice::from_ref(&rec)))
+            batos_client::life_cli::tables(&report(std::slice::from_ref(&rec)))
         );
         records.push(rec);
     }
     let r = report(&records);
-    println!("{}", batos::life_cli::tables(&r));
+    println!("{}", batos_client::life_cli::tables(&r));
     println!("{}", serde_json::to_string_pretty(&r).unwrap());
     let chart = root.join("life-curve.svg");
-    match batos::life_cli::draw(&r, &chart) {
+    match batos_client::life_cli::draw(&r, &chart) {
         Ok(()) => println!("chart: {}", chart.display()),
         Err(e) => println!("no chart: {e}"),
     }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use serde_json::{json, Value};
 
-use batos::client::Client;
+use batos_client::client::Client;
 use daemon::{log_level, Daemon};
 use ollama::{last_user, Scripted, ScriptedOllama};
 

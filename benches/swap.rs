@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use zeromq::prelude::*;
 
-use batos::client::{Client, ClientConfig};
+use batos_client::client::{Client, ClientConfig};
 use batos_protocol::EventBody;
 
 use daemon::{log_level, shipped, Daemon};
@@ -39,7 +39,7 @@ fn env(name: &str, default: usize) -> usize {
 
 /// Submits `n` tasks from 4 clients and waits for all of them to finish; tasks per second.
 async fn round(cfg: &ClientConfig, n: usize) -> f64 {
-    let mut sub = batos::client::subscriber(cfg, &["task."])
+    let mut sub = batos_client::client::subscriber(cfg, &["task."])
         .await
         .expect("subscribe");
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,16 +1,9 @@
-//! `batos`: the shell around the organs — CLI, daemon boot, supervision-tree wiring, the ZeroMQ gateway
-//! server and client, and the terminal UI.
+//! `batos`: the daemon around the organs — boot, supervision-tree wiring, the ZeroMQ gateway server and the
+//! offline `image import`. Talking to a daemon (client library, CLI commands, terminal UI) is the
+//! `batos-client` crate's, which builds without the engine.
 
 pub mod boot;
-pub mod client;
-pub mod exam_cli;
-pub mod exam_plot;
-pub mod forge_cli;
 pub mod gateway;
-pub mod goals_cli;
 pub mod image_cli;
-pub mod life_cli;
 pub mod logging;
-pub mod send_cli;
 pub mod tree;
-pub mod tui;

@@ -4,7 +4,11 @@
 //!   supervisor, ...): each is a room, each `crate::x` path in its non-test code an arrow, and the arrows
 //!   must form a DAG, so the generic layers never depend on the organs above them;
 //! - the wire protocol crate is a leaf (serde, serde_json, rmp-serde only);
-//! - the client and the TUI speak only the protocol crate: `src/client.rs` and `src/tui/` name no organ.
+//! - the client crate (`client/`: client library, CLI commands, TUI) depends on the protocol crate, never on
+//!   the organs, and its sources name neither the organs nor the daemon crate;
+//! - no import cycle between the top-level modules of the daemon crate (`src/`: boot, tree, gateway, ...).
+//!
+//! Each file is read whole: a `#[cfg(test)]` item is cut out wherever it sits, and the code after it is read.
 //!
 //! A failure names the cycle or the offending line.
 
@@ -30,19 +34,149 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The source without its `#[cfg(test)]` items and comments: tests may reach across modules freely.
+/// The source as the compiler builds it outside tests: comments, string and char literals blanked (a path in
+/// a message is not an import) and every `#[cfg(test)]` item cut out wherever it sits — a `mod tests;` line, a
+/// `mod tests { .. }` block, a test-only `fn`, `use` or field — so production code *after* a test item is read
+/// too (tests may reach across modules freely; production code may not).
 fn production_code(src: &str) -> String {
-    let src = match src.find("\n#[cfg(test)]") {
-        Some(i) => &src[..i],
-        None => src,
-    };
-    src.lines()
-        .map(|l| match l.find("//") {
-            Some(i) => &l[..i],
-            None => l,
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    let code = blank_comments_and_literals(src);
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + "#[cfg(test)]".len()..];
+        rest = &rest[test_item_len(rest)..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// How many bytes of `s` (the text right after a `#[cfg(test)]`) the item it marks spans: up to its `;`, its
+/// `,` (a field or variant), the end of its `{ .. }` block, or the `}` that closes the enclosing one.
+fn test_item_len(s: &str) -> usize {
+    let mut depth = 0usize; // () and []
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth = depth.saturating_sub(1),
+            ';' | ',' if depth == 0 => return i + 1,
+            '}' if depth == 0 => return i,
+            '{' if depth == 0 => {
+                let mut braces = 0usize;
+                for (j, d) in s[i..].char_indices() {
+                    match d {
+                        '{' => braces += 1,
+                        '}' => {
+                            braces -= 1;
+                            if braces == 0 {
+                                return i + j + 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                return s.len();
+            }
+            _ => {}
+        }
+    }
+    s.len()
+}
+
+/// `src` with the text of comments and of string, raw-string and char literals replaced by spaces (newlines
+/// kept), so braces and `crate::` inside them are not seen. Lifetimes (`'a`) are left alone.
+fn blank_comments_and_literals(src: &str) -> String {
+    let chars: Vec<char> = src.chars().collect();
+    let mut out = String::with_capacity(src.len());
+    let blank = |c: char| if c == '\n' { '\n' } else { ' ' };
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        let ident_before = i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_');
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                out.push(' ');
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            let mut depth = 0usize;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    out.push_str("  ");
+                    i += 2;
+                } else if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    out.push_str("  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    out.push(blank(chars[i]));
+                    i += 1;
+                }
+            }
+        } else if c == 'r' && !ident_before && matches!(next, Some('"') | Some('#')) && {
+            let hashes = chars[i + 1..].iter().take_while(|&&h| h == '#').count();
+            chars.get(i + 1 + hashes) == Some(&'"')
+        } {
+            let hashes = chars[i + 1..].iter().take_while(|&&h| h == '#').count();
+            out.push(' ');
+            i += 1 + hashes + 1;
+            out.push_str(&" ".repeat(hashes + 1));
+            while i < chars.len() {
+                if chars[i] == '"'
+                    && chars[i + 1..]
+                        .iter()
+                        .take(hashes)
+                        .filter(|&&h| h == '#')
+                        .count()
+                        == hashes
+                {
+                    out.push_str(&" ".repeat(hashes + 1));
+                    i += 1 + hashes;
+                    break;
+                }
+                out.push(blank(chars[i]));
+                i += 1;
+            }
+        } else if c == '"' {
+            out.push(' ');
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                if chars[i] == '\\' {
+                    out.push(' ');
+                    i += 1;
+                }
+                if let Some(&d) = chars.get(i) {
+                    out.push(blank(d));
+                }
+                i += 1;
+            }
+            out.push(' ');
+            i += 1;
+        } else if c == '\'' && (next == Some('\\') || chars.get(i + 2) == Some(&'\'')) {
+            // A char literal ('x', '{', '\n', '\u{..}'); a lifetime has no closing quote right after.
+            out.push(' ');
+            i += 1;
+            while i < chars.len() && chars[i] != '\'' {
+                if chars[i] == '\\' {
+                    out.push(' ');
+                    i += 1;
+                }
+                out.push(' ');
+                i += 1;
+            }
+            out.push(' ');
+            i += 1;
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// The `crate::<module>` names a source text refers to.
@@ -64,21 +198,26 @@ fn crate_refs(src: &str) -> BTreeSet<String> {
 
 /// Module → modules it imports, for the top-level modules of `actors/src`.
 fn actor_module_graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = root().join("actors/src");
+    module_graph(&root().join("actors/src"))
+}
+
+/// Module → modules it imports, for the top-level modules of the crate whose sources are `src` (the crate
+/// root, `lib.rs` or `main.rs`, declares them and is no room).
+fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    rust_files(src, &mut files);
     let modules: BTreeSet<String> = files
         .iter()
         .filter_map(|f| {
-            let rel = f.strip_prefix(&src).ok()?;
+            let rel = f.strip_prefix(src).ok()?;
             let first = rel.components().next()?.as_os_str().to_str()?;
             Some(first.trim_end_matches(".rs").to_string())
         })
-        .filter(|m| m != "lib")
+        .filter(|m| m != "lib" && m != "main")
         .collect();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for f in &files {
-        let rel = f.strip_prefix(&src).expect("under src");
+        let rel = f.strip_prefix(src).expect("under src");
         let Some(module) = rel
             .components()
             .next()
@@ -87,7 +226,7 @@ fn actor_module_graph() -> BTreeMap<String, BTreeSet<String>> {
         else {
             continue;
         };
-        if module == "lib" || rel.ends_with("tests.rs") {
+        if module == "lib" || module == "main" || rel.ends_with("tests.rs") {
             continue;
         }
         let text = fs::read_to_string(f).expect("readable source");
@@ -201,6 +340,29 @@ fn the_cycle_finder_finds_cycles() {
         ["ask", "events", "x"].map(String::from).into()
     );
     assert!(!crate_refs(&production_code("x(); // crate::memory")).contains("memory"));
+    // Production code after a test item is read; the test item, comments and literals are not.
+    let src = r##"
+use crate::ask::find;
+#[cfg(test)]
+mod tests {
+    use crate::memory::X;
+    fn f() { let s = "}"; let c = '}'; }
+}
+#[cfg(test)]
+use crate::image::Y;
+struct S {
+    #[cfg(test)]
+    probe: crate::tools::Probe,
+    real: crate::events::Event,
+}
+const M: &str = "crate::codex is named in a message";
+const R: &str = r#"a raw "crate::curator" string"#;
+fn g<'a>(x: &'a str) -> crate::job::Job { /* crate::life */ todo!() }
+"##;
+    assert_eq!(
+        crate_refs(&production_code(src)),
+        ["ask", "events", "job"].map(String::from).into()
+    );
 }
 
 #[test]
@@ -226,25 +388,31 @@ fn the_protocol_crate_is_a_leaf_and_the_client_needs_only_it() {
             "batos-protocol must stay serde-only, found dependency `{n}`"
         );
     }
-    // The client and the TUI speak the protocol only: neither names the organs crate, nor the daemon's side.
-    let mut sources = vec![root().join("src/client.rs")];
-    for e in fs::read_dir(root().join("src/tui"))
-        .expect("src/tui")
-        .flatten()
-    {
-        if e.path().extension().is_some_and(|x| x == "rs") {
-            sources.push(e.path());
-        }
+    // The client crate (client library, CLI commands, TUI) depends on the protocol crate and general crates
+    // only: Cargo then guarantees it builds without the engine, and its sources cannot name the organs.
+    let manifest = fs::read_to_string(root().join("client/Cargo.toml")).expect("client manifest");
+    for banned in [
+        "batos-actors",
+        "batos_actors",
+        "path = \"..\"",
+        "lancedb",
+        "llama-cpp",
+    ] {
+        assert!(
+            !manifest.contains(banned),
+            "client/Cargo.toml must not depend on the engine, found `{banned}`"
+        );
     }
+    let mut sources = Vec::new();
+    rust_files(&root().join("client/src"), &mut sources);
+    assert!(
+        sources.len() >= 10,
+        "expected the client crate's sources, found {sources:?}"
+    );
     for path in sources {
         let text = fs::read_to_string(&path).expect("client source");
         for (i, line) in text.lines().enumerate() {
-            for banned in [
-                "batos_actors",
-                "crate::gateway",
-                "crate::boot",
-                "crate::tree",
-            ] {
+            for banned in ["batos_actors", "batos::"] {
                 assert!(
                     !line.contains(banned),
                     "{}:{} names `{banned}`: {line}",
@@ -253,5 +421,20 @@ fn the_protocol_crate_is_a_leaf_and_the_client_needs_only_it() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn the_daemon_crate_imports_its_modules_without_a_cycle() {
+    let graph = module_graph(&root().join("src"));
+    assert!(
+        graph.contains_key("boot") && graph.contains_key("gateway"),
+        "expected the daemon's modules in src/, found {graph:?}"
+    );
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!(
+            "import cycle between modules of the daemon crate: {}\nfull graph: {graph:#?}",
+            cycle.join(" → ")
+        );
     }
 }

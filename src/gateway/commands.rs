@@ -271,12 +271,8 @@ async fn dispatch(organs: &Organs, request_id: &str, command: Command) -> CmdRes
 }
 
 async fn status(organs: &Organs) -> CmdResult {
-    let tree = match organs
-        .handles
-        .root
-        .tree(crate::boot::ROOT_NAME, call_timeout(organs))
-        .await
-    {
+    let root = &organs.handles.root;
+    let tree = match root.tree(root.name(), call_timeout(organs)).await {
         Some(t) => to_value(&t)?,
         None => Value::Null,
     };

@@ -21,7 +21,7 @@ fn system_prompt_of(r: &Received) -> String {
 
 async fn paused_task_with_amendment(
     d: &Daemon,
-    c: &mut batos::client::Client,
+    c: &mut batos_client::client::Client,
     text: &str,
 ) -> (String, String) {
     let id = c
@@ -154,7 +154,7 @@ fn edit_codex(text: &str, persona: &str, new_prompt: &str) -> String {
     doc.to_string()
 }
 
-async fn persona_prompt(c: &mut batos::client::Client, persona: &str) -> String {
+async fn persona_prompt(c: &mut batos_client::client::Client, persona: &str) -> String {
     c.request("get_persona", json!({"persona": persona}))
         .await
         .unwrap()["system_prompt"]
@@ -248,11 +248,11 @@ async fn racing_approvals_and_a_racing_hand_edit_never_corrupt_the_file() {
     let cfg = d.client_config();
     let (r1, r2, _) = tokio::join!(
         async {
-            let mut c = batos::client::Client::new(cfg.clone());
+            let mut c = batos_client::client::Client::new(cfg.clone());
             c.request("approve_amendment", json!({"id": a1})).await
         },
         async {
-            let mut c = batos::client::Client::new(cfg.clone());
+            let mut c = batos_client::client::Client::new(cfg.clone());
             c.request("approve_amendment", json!({"id": a2})).await
         },
         async {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use zeromq::prelude::*;
 
-use batos::client::Client;
+use batos_client::client::Client;
 use batos_protocol::EventBody;
 
 use crate::support::*;
@@ -204,7 +204,7 @@ async fn finished_tasks_become_examples_judged_deduplicated_split_and_rated() {
     responder(&ollama, Duration::ZERO);
     let mut d = Daemon::start(&ollama.url, vec![curator_on(3)]).await;
     let mut c = d.client();
-    let mut sub = batos::client::subscriber(&d.client_config(), &["curator."])
+    let mut sub = batos_client::client::subscriber(&d.client_config(), &["curator."])
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

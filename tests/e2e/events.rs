@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use batos::client::{WatchItem, Watcher};
+use batos_client::client::{WatchItem, Watcher};
 
 use crate::support::*;
 

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use batos::client::Client;
+use batos_client::client::Client;
 use serde_json::{json, Value};
 
 use crate::support::*;

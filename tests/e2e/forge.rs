@@ -121,7 +121,7 @@ pub(crate) fn forge_settings(steps: i64, min_improvement: f64) -> Edit {
 }
 
 pub(crate) async fn forge_events(d: &Daemon) -> SubSocket {
-    let sub = batos::client::subscriber(&d.client_config(), &["forge.", "model."])
+    let sub = batos_client::client::subscriber(&d.client_config(), &["forge.", "model."])
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -256,6 +256,86 @@ async fn send_prints_the_answer_and_fails_cleanly_when_the_daemon_is_down() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/settings.toml"));
 }
 
+/// The client crate's own binary, built without the engine, drives a real daemon as `batos` does: the same
+/// commands (the daemon's binary flattens the client's), the same output, the same exit codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_binary_without_the_engine_drives_the_daemon_as_batos_does() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::start(&ollama.url, vec![]).await;
+    let out = batos_client_cmd()
+        .args(["send", "--config"])
+        .arg(&d.config)
+        .arg("Say hello")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("Final answer from ALFRED"), "{stdout}");
+    assert!(stderr.contains("step 4: synthesize by ALFRED"), "{stderr}");
+    let status = |cmd: &mut Command| {
+        let out = cmd
+            .args(["status", "--json", "--config"])
+            .arg(&d.config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let (by_client, by_batos) = (status(&mut batos_client_cmd()), status(&mut batos_cmd(&d)));
+    assert_eq!(by_client["instance"], by_batos["instance"]);
+    assert_eq!(by_client["tree"]["id"], "root", "{by_client}");
+    assert_eq!(by_client["personas"], by_batos["personas"]);
+    // Every command of the client binary is a command of `batos`, with the same help line.
+    let commands = |cmd: &mut Command| -> Vec<String> {
+        let out = cmd.arg("--help").output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout).to_string();
+        help.split("Commands:")
+            .nth(1)
+            .unwrap_or_default()
+            .split("\n\n")
+            .next()
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty() && !l.starts_with("help "))
+            .collect()
+    };
+    let (client, batos) = (
+        commands(&mut batos_client_cmd()),
+        commands(&mut batos_cmd(&d)),
+    );
+    assert!(client.len() >= 15, "{client:?}");
+    for c in &client {
+        // `image` is both binaries' but says which of its actions each has (import needs the engine).
+        let same = if c.starts_with("image ") {
+            batos.iter().any(|b| b.starts_with("image "))
+        } else {
+            batos.contains(c)
+        };
+        assert!(same, "`{c}` of batos-client is not in batos: {batos:?}");
+    }
+    assert!(batos.iter().any(|c| c.starts_with("run ")), "{batos:?}");
+    assert!(!client.iter().any(|c| c.starts_with("run ")), "{client:?}");
+    // A bad settings value is a usage error (exit 2) naming the key, as the daemon names it.
+    let bad = d.config.with_file_name("bad.toml");
+    let mut doc: toml_edit::DocumentMut =
+        std::fs::read_to_string(&d.config).unwrap().parse().unwrap();
+    doc["client"]["poll_ms"] = toml_edit::value(0);
+    std::fs::write(&bad, doc.to_string()).unwrap();
+    let out = batos_client_cmd()
+        .args(["ping", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("client.poll_ms"));
+}
+
 /// The Python interpreter with pyzmq and msgpack (set up by scripts/setup.sh).
 fn python() -> String {
     std::env::var("BATOS_PYTHON").unwrap_or_else(|_| {

@@ -133,7 +133,9 @@ async fn events_reach_only_subscribers_holding_the_token() {
     )
     .await;
     let cfg = d.client_config();
-    let mut with_token = batos::client::subscriber(&cfg, &["task."]).await.unwrap();
+    let mut with_token = batos_client::client::subscriber(&cfg, &["task."])
+        .await
+        .unwrap();
     let mut anonymous = SubSocket::new();
     anonymous.subscribe("").await.unwrap();
     anonymous.connect(&cfg.events).await.unwrap();

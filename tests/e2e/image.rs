@@ -28,15 +28,15 @@ fn images(interval_s: i64) -> Edit {
     })
 }
 
-fn slow_client(d: &Daemon) -> batos::client::Client {
-    batos::client::Client::new(batos::client::ClientConfig {
+fn slow_client(d: &Daemon) -> batos_client::client::Client {
+    batos_client::client::Client::new(batos_client::client::ClientConfig {
         timeout: Duration::from_secs(60),
         ..d.client_config()
     })
 }
 
 /// What must be equal in the exported mind and the imported one.
-async fn picture(c: &mut batos::client::Client) -> Value {
+async fn picture(c: &mut batos_client::client::Client) -> Value {
     let brick = c
         .request("get_persona", json!({"persona": "BRICK"}))
         .await

@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use batos::client::Client;
+use batos_client::client::Client;
 use batos_protocol::EventBody;
 use serde_json::{json, Value};
 use zeromq::SubSocket;
@@ -35,9 +35,10 @@ fn quick_life(pace_ms: i64) -> Edit {
 }
 
 async fn life_events(d: &Daemon) -> SubSocket {
-    let sub = batos::client::subscriber(&d.client_config(), &["life.", "memory.", "exam.scored"])
-        .await
-        .unwrap();
+    let sub =
+        batos_client::client::subscriber(&d.client_config(), &["life.", "memory.", "exam.scored"])
+            .await
+            .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     sub
 }

@@ -31,7 +31,7 @@ fn memory_settings(k_summaries: usize, index_min_rows: u64) -> Edit {
     })
 }
 
-async fn ingest(c: &mut batos::client::Client, items: Vec<Value>) -> u64 {
+async fn ingest(c: &mut batos_client::client::Client, items: Vec<Value>) -> u64 {
     c.request("memory_ingest", json!({"items": items}))
         .await
         .unwrap()["rows"]
@@ -274,7 +274,7 @@ async fn crashing_memory_mid_ingest_loses_no_acknowledged_row() {
         .map(|w| {
             let cfg = cfg.clone();
             tokio::spawn(async move {
-                let mut c = batos::client::Client::new(cfg);
+                let mut c = batos_client::client::Client::new(cfg);
                 let mut acked = Vec::new();
                 for i in 0..10 {
                     let word = format!("token{w}x{i}");

@@ -58,7 +58,7 @@ fn double(slow: Duration) -> ScriptedOllama {
     o
 }
 
-async fn goals(c: &mut batos::client::Client) -> Vec<Value> {
+async fn goals(c: &mut batos_client::client::Client) -> Vec<Value> {
     let v = c.request("list_goals", json!({})).await.unwrap();
     v["goals"].as_array().cloned().unwrap_or_default()
 }
@@ -86,7 +86,7 @@ fn suppressed(d: &Daemon) -> Vec<Value> {
 }
 
 /// The tasks that ran each goal, by goal id.
-async fn tasks_by_goal(c: &mut batos::client::Client) -> HashMap<String, Vec<String>> {
+async fn tasks_by_goal(c: &mut batos_client::client::Client) -> HashMap<String, Vec<String>> {
     let l = c.request("list_tasks", json!({})).await.unwrap();
     let mut by: HashMap<String, Vec<String>> = HashMap::new();
     for t in l["tasks"].as_array().unwrap() {

@@ -22,7 +22,7 @@ fn tree_node<'a>(tree: &'a Value, path: &str) -> Option<&'a Value> {
 
 /// Subscribes to every event and collects them in the background.
 async fn collector(d: &Daemon) -> (SubSocket, Vec<EventBody>) {
-    let sub = batos::client::subscriber(&d.client_config(), &[""])
+    let sub = batos_client::client::subscriber(&d.client_config(), &[""])
         .await
         .unwrap();
     // Let the subscription reach the publisher before anything is asserted.
@@ -241,7 +241,7 @@ async fn the_gateway_comes_back_after_every_crash() {
         .await;
         assert_eq!(pong["pong"], true, "round {round}");
         // Events flow through the new front too.
-        let mut sub = batos::client::subscriber(&d.client_config(), &["task.", "heartbeat"])
+        let mut sub = batos_client::client::subscriber(&d.client_config(), &["task.", "heartbeat"])
             .await
             .unwrap();
         // A heartbeat through this subscription proves the new publisher has it (a fixed 300 ms was not always

@@ -53,7 +53,7 @@ async fn fifty_swaps_under_load_keep_every_task_on_one_model() {
         let cfg = d.client_config();
         let stop = stop.clone();
         tokio::spawn(async move {
-            let mut c = batos::client::Client::new(cfg);
+            let mut c = batos_client::client::Client::new(cfg);
             let mut ids = Vec::new();
             let mut i = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {

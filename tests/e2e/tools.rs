@@ -34,8 +34,8 @@ fn tools_of(r: &Received) -> Vec<String> {
 }
 
 /// Forging runs model calls and sandboxes: give commands room before the Lazy Pirate resends.
-fn long_client(d: &Daemon) -> batos::client::Client {
-    batos::client::Client::new(batos::client::ClientConfig {
+fn long_client(d: &Daemon) -> batos_client::client::Client {
+    batos_client::client::Client::new(batos_client::client::ClientConfig {
         timeout: Duration::from_secs(60),
         ..d.client_config()
     })

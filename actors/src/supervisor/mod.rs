@@ -218,6 +218,11 @@ impl SupervisorHandle {
         }
     }
 
+    /// The name the supervisor is registered under (the root of the tree [`Self::tree`] reads).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Starts a new generation of an existing child from `spec` and installs it in place; the old actor is
     /// detached (not stopped) and returned, so the caller can let it drain.
     pub async fn replace_child(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use batos::client::{Client, ClientConfig};
+use batos_client::client::{Client, ClientConfig};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -367,6 +367,20 @@ pub fn exists(p: &Path) -> bool {
 /// build-profile comparison in BENCHMARKS.md drives daemons built other ways with the same client code).
 pub fn batos_bin() -> std::ffi::OsString {
     std::env::var_os("BATOS_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_batos").into())
+}
+
+/// The `batos-client` binary (the client crate's, built without the engine), beside the daemon's binary:
+/// `cargo test --workspace --all-targets` (scripts/test.sh) builds both before it runs a test.
+pub fn batos_client_cmd() -> Command {
+    let bin = PathBuf::from(batos_bin()).with_file_name("batos-client");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p batos-client` (scripts/test.sh does)",
+        bin.display()
+    );
+    let mut cmd = Command::new(bin);
+    cmd.env_remove("BATOS_TOKEN");
+    cmd
 }
 
 /// The `batos` CLI, without a token from the environment (it reads the daemon's token file).

@@ -11,7 +11,7 @@ use super::daemon::Daemon;
 
 /// Subscribes to the `task.` and `model.` events, once the subscription has reached the publisher.
 pub async fn events(d: &Daemon) -> SubSocket {
-    let sub = batos::client::subscriber(&d.client_config(), &["task.", "model."])
+    let sub = batos_client::client::subscriber(&d.client_config(), &["task.", "model."])
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;

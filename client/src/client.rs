@@ -1,6 +1,6 @@
 //! The gateway client library: Lazy Pirate requests over REQ, and a [`Watcher`] that follows the event
 //! channel with snapshot + seq (zguide "Clone"), heartbeat liveness and restart detection. It depends on
-//! `batos-protocol` alone; the settings file is read by the CLI (`main.rs`), which hands over a
+//! `batos-protocol` alone; the settings file is read by [`crate::conn::Conn`], which hands over a
 //! [`ClientConfig`].
 
 use std::time::{Duration, Instant};

@@ -11,16 +11,17 @@ use ractor::Actor;
 
 use batos_actors::codex::inquiry::CodexLink;
 use batos_actors::codex::{Codex, CodexArgs, CodexHandle};
-use batos_actors::curator::{CuratorArgs, CuratorHandle, TrainerHook};
+use batos_actors::curator::{CuratorArgs, CuratorHandle};
 use batos_actors::events::EventHub;
-use batos_actors::exam::{ExamArgs, ExamHandle, ExamTasks};
+use batos_actors::exam::{ExamArgs, ExamHandle};
 use batos_actors::image::{ImageArgs, ImageHandle};
-use batos_actors::life::{LifeArgs, LifeHandle, LifeTasks};
+use batos_actors::life::{LifeArgs, LifeHandle};
 use batos_actors::llm::{self, SamplingTable};
 use batos_actors::memory::{MemoryArgs, MemoryHandle};
-use batos_actors::motivator::{GoalRunner, MotivatorArgs, MotivatorHandle};
-use batos_actors::orchestrator::{CheckpointStore, Cognition, CuratorHook, OrchestratorHandle};
+use batos_actors::motivator::{MotivatorArgs, MotivatorHandle};
+use batos_actors::orchestrator::{CheckpointStore, Cognition, OrchestratorHandle};
 use batos_actors::personas::Personas;
+use batos_actors::ports::{CuratorHook, ExamGate, ExamTasks, GoalRunner, LifeTasks, TrainerHook};
 use batos_actors::settings::LoadedSettings;
 use batos_actors::supervisor::{Strategy, Supervisor, SupervisorArgs, SupervisorHandle};
 use batos_actors::tools::forge::{ForgeArgs, ForgeHandle};
@@ -283,6 +284,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         personas: Some(personas.clone()),
         hub: hub.clone(),
         log_level: Some(Arc::new(move |level: &str| log.set_level(level))),
+        tasks: Arc::new(OrchestratorHandle::new(live.clone())),
     };
     let pool_args = PoolArgs {
         settings: settings.tools.clone(),
@@ -311,9 +313,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             ollama: selection.ollama.clone(),
             dir: data_dir.join("forge"),
             adapters: data_dir.join("adapters"),
-            exam: Some(
-                Arc::new(organs.handles.exam.clone()) as Arc<dyn batos_actors::unsloth::ExamGate>
-            ),
+            exam: Some(Arc::new(organs.handles.exam.clone()) as Arc<dyn ExamGate>),
         },
     });
     let curator_args = settings.curator.enabled.then(|| CuratorArgs {

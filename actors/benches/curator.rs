@@ -28,8 +28,8 @@ use batos_actors::llm::{
     BackendKind, ChatMessage, ChatRequest, ChatResponse, Finish, LlmBackend, LlmError, ModelSpec,
     Role, SamplingTable, TokenSink,
 };
-use batos_actors::orchestrator::{Exchange, Node, TaskState, TaskStatus};
 use batos_actors::personas::Personas;
+use batos_actors::ports::{Exchange, Node, TaskState, TaskStatus};
 use batos_actors::settings::{LoadedSettings, Settings};
 use batos_actors::supervisor::{Strategy, Supervisor, SupervisorArgs, SupervisorConfig};
 

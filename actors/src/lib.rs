@@ -19,6 +19,7 @@ pub mod memory;
 pub mod motivator;
 pub mod orchestrator;
 pub mod personas;
+pub mod ports;
 pub mod principles;
 pub mod records;
 pub mod settings;

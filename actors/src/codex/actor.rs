@@ -15,8 +15,8 @@ use super::Codex;
 use crate::ask::AskError;
 use crate::events::{unix_now, Event, EventHub};
 
-use crate::orchestrator::{OrchError, OrchestratorHandle};
 use crate::personas::Personas;
+use crate::ports::{PortError, TaskResumer};
 use crate::settings::Settings;
 
 /// Global name of the codex actor.
@@ -46,6 +46,8 @@ pub struct CodexArgs {
     pub hub: Arc<EventHub>,
     /// Applies a new log level.
     pub log_level: Option<LogLevelFn>,
+    /// Where a task paused for an amendment is resumed once the amendment is decided (the orchestrator).
+    pub tasks: Arc<dyn TaskResumer>,
 }
 
 /// Why a codex command was refused.
@@ -165,7 +167,7 @@ pub(super) fn set_model(live: &ArcSwap<Settings>, persona: &str, model: &str) {
 /// on the orchestrator (which may itself be waiting on the codex). While the orchestrator is unreachable (at
 /// start it comes up after the codex) it tries again, for up to `wait`.
 fn resume(
-    orchestrator: OrchestratorHandle,
+    orchestrator: Arc<dyn TaskResumer>,
     task_id: String,
     decision: &str,
     guidance: String,
@@ -180,7 +182,7 @@ fn resume(
                 .resume(task_id.clone(), decision.clone(), Some(guidance.clone()))
                 .await;
             match r {
-                Err(OrchError::Unreachable(_)) if tokio::time::Instant::now() < deadline => {
+                Err(PortError::Unreachable(_)) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(wait / RESUME_TRIES).await;
                 }
                 Err(e) => {
@@ -217,7 +219,7 @@ impl Actor for CodexActor {
             });
             if let Some(t) = a.task_id.clone() {
                 resume(
-                    OrchestratorHandle::new(args.live.clone()),
+                    args.tasks.clone(),
                     t,
                     "approved",
                     format!(
@@ -374,7 +376,7 @@ impl Actor for CodexActor {
                 });
                 if let Some(t) = a.task_id.clone() {
                     resume(
-                        OrchestratorHandle::new(state.args.live.clone()),
+                        state.args.tasks.clone(),
                         t,
                         "approved",
                         format!(
@@ -408,7 +410,7 @@ impl Actor for CodexActor {
                 });
                 if let Some(t) = a.task_id.clone() {
                     resume(
-                        OrchestratorHandle::new(state.args.live.clone()),
+                        state.args.tasks.clone(),
                         t,
                         "rejected",
                         format!("The Architect rejected amendment {id}: {reason}"),

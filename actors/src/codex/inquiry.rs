@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::amend::{proposal_schema, Changes, Proposal};
 use super::{CodexCmdError, CodexHandle};
 use crate::llm::{ChatMessage, Role};
-use crate::orchestrator::{InquiryHook, PortError, TaskState};
 use crate::personas::{Personas, ThinkRequest};
+use crate::ports::{InquiryHook, PortError, TaskState};
 
 /// Opens inquiries through the codex organ: the orchestrator's [`InquiryHook`] port, plugged in at boot.
 pub struct CodexLink {

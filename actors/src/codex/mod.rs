@@ -33,7 +33,7 @@ pub use crate::principles::{Codex, CodexError, PersonaCodex, MAX_TEXT_BYTES};
 pub use actor::{CodexActor, CodexArgs, CodexCmdError, CodexMsg, LogLevelFn, CODEX_NAME};
 
 use crate::ask::{AskError, OrganRef, WireError};
-use crate::personas::{ModelRecorder, RecordFailed};
+use crate::ports::{ModelRecorder, RecordFailed};
 use crate::settings::Settings;
 pub use amend::AmendmentStatus;
 use amend::{Amendment, Proposal};

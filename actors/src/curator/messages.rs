@@ -8,8 +8,8 @@ use ractor::RpcReplyPort;
 
 use super::{CuratorError, CuratorStats, Export, JudgeAgreement, RateOutcome, TrainerHook};
 use crate::events::EventHub;
-use crate::orchestrator::TaskState;
 use crate::personas::Personas;
+use crate::ports::TaskState;
 use crate::settings::Settings;
 
 /// Start-up arguments.

@@ -37,7 +37,6 @@ mod messages;
 pub mod screen;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -50,7 +49,8 @@ pub use messages::{CuratorArgs, CuratorMsg};
 pub use screen::Reason;
 
 use crate::ask::{AskError, OrganRef, WireError};
-use crate::orchestrator::{CuratorHook, PortError, TaskState};
+use crate::ports::{CuratorHook, PortError, TaskState};
+use crate::ports::{Export, TrainerHook};
 use crate::settings::Settings;
 
 /// Why a Curator command failed.
@@ -135,24 +135,6 @@ pub struct JudgeAgreement {
     pub kept_wrong: u32,
 }
 
-/// The answer to `curator_export`: where a persona's dataset is. The files are JSON lines in the chat
-/// format (`{"messages": [{"role", "content"}...], "lineage": {...}}`), appended atomically.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Export {
-    /// The persona.
-    pub persona: String,
-    /// Training set file.
-    pub train: PathBuf,
-    /// Held-out set file (never trained on).
-    pub heldout: PathBuf,
-    /// Every decision with its reason.
-    pub decisions: PathBuf,
-    /// Examples in the training set.
-    pub train_examples: usize,
-    /// Examples in the held-out set.
-    pub heldout_examples: usize,
-}
-
 /// What a rating did.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RateOutcome {
@@ -166,14 +148,6 @@ pub struct RateOutcome {
     pub admitted: usize,
     /// Exchanges of the task still waiting for a decision (the rating applies when they get one).
     pub pending: usize,
-}
-
-/// The trainer, as the Curator sees it (the UnslothForge plugs in here).
-#[async_trait]
-pub trait TrainerHook: Send + Sync {
-    /// Asks for `persona` to be trained on its dataset. `Ok(note)` when the request was taken; `Err(why)`
-    /// when declined (busy, not idle) — the next threshold crossing asks again.
-    async fn train(&self, persona: &str, export: &Export) -> Result<String, String>;
 }
 
 /// The one way to reach the Curator. Timeouts come from `gateway.actor_call_timeout_ms`, read at each call.

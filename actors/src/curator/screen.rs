@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::dataset::{Example, Lineage, Rating};
 use super::dedupe::{DedupeIndex, Prepared, Verdict};
 use crate::llm::{ChatMessage, Finish, Role};
-use crate::orchestrator::{TaskState, TaskStatus};
+use crate::ports::{TaskState, TaskStatus};
 use crate::settings::CuratorSettings;
 
 /// Why an exchange was not kept. The snake_case name is the wire code.
@@ -109,7 +109,7 @@ pub struct TaskMeta {
     /// Whether any tool call of the task failed.
     pub tool_failed: bool,
     /// What its direct answer can be checked against (`orchestrator::graph::grounding`).
-    pub grounding: Option<crate::orchestrator::graph::Grounding>,
+    pub grounding: Option<crate::ports::grounding::Grounding>,
 }
 
 /// One exchange waiting for a decision.
@@ -191,7 +191,7 @@ pub fn candidates(task: &TaskState, nodes: &[String]) -> Vec<Candidate> {
         dissonance: task.dissonance,
         tool_failed: task.tools_used.iter().any(|t| !t.ok),
         grounding: (task.status == TaskStatus::Done)
-            .then(|| crate::orchestrator::graph::grounding(task))
+            .then(|| crate::ports::grounding::grounding(task))
             .flatten(),
     });
     let mut out: Vec<Candidate> = Vec::new();

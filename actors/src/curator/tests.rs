@@ -17,8 +17,8 @@ use crate::llm::{
     BackendKind, ChatMessage, ChatRequest, ChatResponse, Finish, LlmBackend, LlmError, ModelSpec,
     Role, Sampling, SamplingTable, TokenSink,
 };
-use crate::orchestrator::{Exchange, Node, TaskState, TaskStatus, ToolUse};
 use crate::personas::Personas;
+use crate::ports::{Exchange, Node, TaskState, TaskStatus, ToolUse};
 use crate::principles::Codex;
 use crate::supervisor::{Strategy, Supervisor, SupervisorArgs, SupervisorConfig};
 

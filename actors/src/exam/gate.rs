@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use batos_protocol::exam::{ExamResult, ExamRunArgs, ExamStatus};
 
 use super::{ExamError, ExamHandle};
-use crate::unsloth::ExamGate;
+use crate::ports::ExamGate;
 
 /// How often a waiting gate looks again.
 const POLL: Duration = Duration::from_millis(250);

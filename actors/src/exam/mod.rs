@@ -48,7 +48,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use batos_protocol::exam::{ExamResult, ExamRunArgs, ExamSummary};
 use batos_protocol::ErrorCode;
 
@@ -60,8 +59,8 @@ use crate::curator::CuratorHandle;
 use crate::events::EventHub;
 use crate::llm::LlmBackend;
 use crate::memory::MemoryHandle;
-use crate::orchestrator::{ExamOrigin, OrchError, OrchestratorHandle, PortError, TaskState};
 use crate::personas::Personas;
+use crate::ports::ExamTasks;
 use crate::settings::Settings;
 use crate::tools::ToolRegistry;
 
@@ -93,43 +92,6 @@ impl WireError for ExamError {
             ExamError::Conflict(_) => ErrorCode::Conflict,
             ExamError::Store(_) => ErrorCode::Internal,
             ExamError::Unreachable(_) => ErrorCode::Unavailable,
-        }
-    }
-}
-
-/// The orchestrator, as the exam sees it (its handle plugs in here; the orchestrator knows nothing of
-/// exams beyond the origin its tasks carry).
-#[async_trait]
-pub trait ExamTasks: Send + Sync {
-    /// Asks for the task of `origin` (again after a restart: the same task is answered); its id.
-    async fn submit(&self, text: String, origin: ExamOrigin) -> Result<String, PortError>;
-    /// A task as it stands; `None` when the orchestrator does not know it.
-    async fn get(&self, id: String) -> Result<Option<TaskState>, PortError>;
-    /// Cancels a task that has not finished (one that has is left as it is).
-    async fn cancel(&self, id: String) -> Result<(), PortError>;
-}
-
-#[async_trait]
-impl ExamTasks for OrchestratorHandle {
-    async fn submit(&self, text: String, origin: ExamOrigin) -> Result<String, PortError> {
-        self.submit_exam(text, origin)
-            .await
-            .map(|s| s.id)
-            .map_err(PortError::from)
-    }
-
-    async fn get(&self, id: String) -> Result<Option<TaskState>, PortError> {
-        match OrchestratorHandle::get(self, id).await {
-            Ok(t) => Ok(Some(*t)),
-            Err(OrchError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn cancel(&self, id: String) -> Result<(), PortError> {
-        match OrchestratorHandle::cancel(self, id).await {
-            Ok(_) | Err(OrchError::Conflict(_)) | Err(OrchError::NotFound(_)) => Ok(()),
-            Err(e) => Err(e.into()),
         }
     }
 }

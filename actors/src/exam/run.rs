@@ -17,8 +17,8 @@ use super::ExamArgs;
 use crate::curator::{judge, JudgeAgreement};
 use crate::events::{unix_now, Event};
 use crate::llm::{BackendKind, ChatMessage, ChatRequest, Role};
-use crate::orchestrator::{ExamOrigin, PortError, TaskState};
 use crate::personas::ThinkRequest;
+use crate::ports::{ExamOrigin, PortError, TaskState};
 
 /// Bytes of an error kept in a result.
 const ERROR_BYTES: usize = 500;

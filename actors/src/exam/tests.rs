@@ -114,7 +114,7 @@ fn results_are_kept_listed_oldest_first_pruned_and_an_unreadable_one_set_aside()
 #[test]
 fn a_taught_task_is_waited_for_until_it_is_remembered_not_only_until_it_is_done() {
     use super::run::settled;
-    use crate::orchestrator::{TaskState, TaskStatus};
+    use crate::ports::{TaskState, TaskStatus};
     let mut t = TaskState::new("t".into(), "My cat is called Pixel.".into());
     let remembered = |t: &TaskState| t.remembered;
     t.status = TaskStatus::Running;

@@ -42,7 +42,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use batos_protocol::life::{LifeRecord, LifeRunArgs, LifeSummary};
 use batos_protocol::ErrorCode;
 
@@ -52,7 +51,7 @@ use crate::ask::{AskError, OrganRef, WireError};
 use crate::codex::CodexHandle;
 use crate::events::EventHub;
 use crate::exam::ExamHandle;
-use crate::orchestrator::{OrchError, OrchestratorHandle, PortError, TaskState};
+use crate::ports::LifeTasks;
 use crate::settings::Settings;
 use crate::tools::store::ToolStore;
 use crate::tools::ToolRegistry;
@@ -86,42 +85,6 @@ impl WireError for LifeError {
             LifeError::Conflict(_) => ErrorCode::Conflict,
             LifeError::Store(_) => ErrorCode::Internal,
             LifeError::Unreachable(_) => ErrorCode::Unavailable,
-        }
-    }
-}
-
-/// The orchestrator, as a life sees it: a person's tasks, keyed by request id.
-#[async_trait]
-pub trait LifeTasks: Send + Sync {
-    /// Sends a person's task; asking again with the same `request_id` answers the task already created.
-    async fn submit(&self, text: String, request_id: String) -> Result<String, PortError>;
-    /// A task as it stands; `None` when the orchestrator does not know it.
-    async fn get(&self, id: String) -> Result<Option<TaskState>, PortError>;
-    /// Cancels a task that has not finished.
-    async fn cancel(&self, id: String) -> Result<(), PortError>;
-}
-
-#[async_trait]
-impl LifeTasks for OrchestratorHandle {
-    async fn submit(&self, text: String, request_id: String) -> Result<String, PortError> {
-        OrchestratorHandle::submit(self, text, Some(request_id))
-            .await
-            .map(|s| s.id)
-            .map_err(PortError::from)
-    }
-
-    async fn get(&self, id: String) -> Result<Option<TaskState>, PortError> {
-        match OrchestratorHandle::get(self, id).await {
-            Ok(t) => Ok(Some(*t)),
-            Err(OrchError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn cancel(&self, id: String) -> Result<(), PortError> {
-        match OrchestratorHandle::cancel(self, id).await {
-            Ok(_) | Err(OrchError::Conflict(_)) | Err(OrchError::NotFound(_)) => Ok(()),
-            Err(e) => Err(e.into()),
         }
     }
 }

@@ -27,7 +27,7 @@ pub use messages::{MemoryArgs, MemoryMsg};
 pub use store::Hit;
 
 use crate::ask::{AskError, OrganRef, WireError};
-use crate::orchestrator::{MemoryHook, PortError, TaskState};
+use crate::ports::{MemoryHook, PortError, TaskState};
 use crate::settings::Settings;
 
 /// Why a memory operation failed.
@@ -265,7 +265,7 @@ pub fn note(hit: &Hit) -> Option<String> {
         format!("Answered earlier: {text}")
     };
     Some(match &hit.task_id {
-        Some(task) => format!("{said}{}{task}]", crate::orchestrator::reading::TASK_MARK),
+        Some(task) => format!("{said}{}{task}]", crate::ports::words::TASK_MARK),
         None => said,
     })
 }
@@ -289,7 +289,7 @@ pub fn rows_of(task: &TaskState, max_dissonance: f64) -> Vec<IngestItem> {
     for t in task
         .tools_used
         .iter()
-        .filter(|t| t.ok && crate::tools::compute::is_compute(&t.name))
+        .filter(|t| t.ok && crate::ports::task::is_compute(&t.name))
     {
         items.push(IngestItem {
             text: format!("{} {} = {}", t.name, t.arguments, t.result),
@@ -337,7 +337,7 @@ impl MemoryHook for MemoryHandle {
             .map_err(port_error)?;
         // The lexical half: rows holding the query's own words, wherever the hierarchy filed them (stage 2
         // only reads the children of the nearest summaries, and the nearest are often not the right ones).
-        let words: Vec<String> = crate::orchestrator::reading::content_words(query)
+        let words: Vec<String> = crate::ports::words::content_words(query)
             .into_iter()
             .collect();
         let lexical = self.lexical(words, k).await.map_err(port_error)?;
@@ -402,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_task_leaves_a_persons_words_tool_results_and_only_answers_that_passed() {
-        use crate::orchestrator::ToolUse;
+        use crate::ports::ToolUse;
         let mut t = TaskState::new(
             "t1".into(),
             "Please remember that my cat is called Pixel.".into(),
@@ -475,11 +475,11 @@ mod tests {
             "The person said earlier: my cat is called Pixel [task t9]"
         );
         assert_eq!(
-            crate::orchestrator::reading::without_task(&n),
+            crate::ports::words::without_task(&n),
             "The person said earlier: my cat is called Pixel"
         );
         assert_eq!(
-            crate::orchestrator::reading::without_task("no [task here"),
+            crate::ports::words::without_task("no [task here"),
             "no [task here"
         );
         assert!(note(&hit("tool:calculate", "detail"))

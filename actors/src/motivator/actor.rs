@@ -12,7 +12,7 @@ use super::store::{GoalStore, Saved};
 use super::{limits, phrase, Goal, GoalList, GoalStatus, MotivatorError, MotivatorState};
 use crate::events::{unix_now, Event};
 use crate::job::{JobEnd, Jobs};
-use crate::orchestrator::PortError;
+use crate::ports::PortError;
 use crate::settings::MotivatorSettings;
 
 /// Global name of the Motivator actor.

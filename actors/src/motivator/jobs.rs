@@ -11,8 +11,8 @@ use super::messages::{MotivatorMsg, PhraseReply};
 use super::phrase::{self, Situation};
 use super::Goal;
 use crate::llm::{ChatMessage, Role};
-use crate::orchestrator::GoalOrigin;
 use crate::personas::ThinkRequest;
+use crate::ports::GoalOrigin;
 
 impl Mind {
     /// Starts the forwarder and the ticker. The forwarder subscribes before this returns, so no event

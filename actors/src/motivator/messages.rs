@@ -6,10 +6,10 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ractor::RpcReplyPort;
 
-use super::{GoalList, GoalRunner, MotivatorError, MotivatorState};
+use super::{GoalList, MotivatorError, MotivatorState};
 use crate::events::{EventHub, Published};
-use crate::orchestrator::PortError;
 use crate::personas::Personas;
+use crate::ports::{GoalRunner, PortError};
 use crate::settings::Settings;
 
 /// Start-up arguments.

@@ -41,15 +41,14 @@ pub mod store;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
-use batos_protocol::{ErrorCode, TaskStatus};
+use batos_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 pub use actor::{MotivatorActor, MOTIVATOR_NAME};
 pub use messages::{MotivatorArgs, MotivatorMsg};
 
 use crate::ask::{AskError, OrganRef, WireError};
-use crate::orchestrator::{GoalOrigin, OrchError, OrchestratorHandle, PortError};
+
 use crate::settings::{Settings, TriggerPriorities};
 
 /// What sets a goal.
@@ -253,48 +252,6 @@ impl WireError for MotivatorError {
             MotivatorError::Conflict(_) => ErrorCode::Conflict,
             MotivatorError::Store(_) => ErrorCode::Internal,
             MotivatorError::Unreachable(_) => ErrorCode::Unavailable,
-        }
-    }
-}
-
-/// The orchestrator, as the Motivator sees it (the orchestrator's handle plugs in here; the orchestrator
-/// knows nothing of the Motivator).
-#[async_trait]
-pub trait GoalRunner: Send + Sync {
-    /// Asks for the task that runs goal `origin.goal`; answers its id and status. Asking again for the same
-    /// goal answers the same task (perhaps finished by now).
-    async fn start(
-        &self,
-        text: String,
-        origin: GoalOrigin,
-    ) -> Result<(String, TaskStatus), PortError>;
-    /// A task's status; `None` when the orchestrator does not know it.
-    async fn status(&self, task: String) -> Result<Option<TaskStatus>, PortError>;
-}
-
-#[async_trait]
-impl GoalRunner for OrchestratorHandle {
-    async fn start(
-        &self,
-        text: String,
-        origin: GoalOrigin,
-    ) -> Result<(String, TaskStatus), PortError> {
-        let request_id = origin.goal.clone();
-        self.submit_goal(text, request_id, origin)
-            .await
-            .map(|s| (s.id, s.status))
-            .map_err(|e| match e {
-                OrchError::Unreachable(a) => PortError::Unreachable(a),
-                other => PortError::Refused(other.to_string()),
-            })
-    }
-
-    async fn status(&self, task: String) -> Result<Option<TaskStatus>, PortError> {
-        match self.get(task).await {
-            Ok(t) => Ok(Some(t.status)),
-            Err(OrchError::NotFound(_)) => Ok(None),
-            Err(OrchError::Unreachable(a)) => Err(PortError::Unreachable(a)),
-            Err(other) => Err(PortError::Refused(other.to_string())),
         }
     }
 }

@@ -17,62 +17,12 @@
 //!   that answers them ([`crate::tools::compute::read_computation`]).
 
 use regex::Regex;
-use serde::{Deserialize, Serialize};
+
 use serde_json::{json, Value};
 
+pub use crate::ports::task::{Contract, Path, Reading};
+pub use crate::ports::words::{content_words, without_task, TASK_MARK};
 use crate::settings::{OrchestratorSettings, RouteMode};
-
-/// Which way a task goes through the graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Path {
-    /// Notes, an exact tool result when one applies, and one answer by ALFRED.
-    Direct,
-    /// The full Contrapunto: research, draft, critique, synthesis.
-    #[default]
-    Full,
-}
-
-/// The form an answer must take, as the question states it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Contract {
-    /// Free text.
-    #[default]
-    Free,
-    /// "Answer yes or no".
-    YesNo,
-    /// "Reply with only the number": a whole number (a decimal grammar let the small model run on into
-    /// `1.5789362406827572`; exact decimals come from the computation path instead).
-    Number,
-    /// "Answer with one word", "in at most five words": at most `max` words.
-    Words {
-        /// Most words, at least 1.
-        max: u32,
-    },
-    /// "Answer with the tool's name" / "answer with one name" about the household: one of these names.
-    OneOf {
-        /// The names allowed, as the registry or the codex spells them.
-        names: Vec<String>,
-    },
-}
-
-/// The household's reading of one task, kept on its checkpoint.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct Reading {
-    /// The path taken.
-    pub path: Path,
-    /// The answer's form.
-    #[serde(default)]
-    pub contract: Contract,
-    /// The built-in tool call that answers the task exactly, when one does: `(tool, arguments)`.
-    #[serde(default)]
-    pub computation: Option<(String, Value)>,
-    /// Whether the task asks about the household itself (its tools, members or principles): then its
-    /// self-knowledge is among the notes.
-    #[serde(default)]
-    pub about_household: bool,
-}
 
 /// What the reading needs to know of the household: the names a `OneOf` contract may offer.
 #[derive(Debug, Clone, Default)]
@@ -252,42 +202,6 @@ impl Contract {
             Contract::OneOf { names } => format!("one of {}", names.join(", ")),
         }
     }
-}
-
-/// What a memory note ends with when its row came from a task: ` [task <id>]` (the research step of the
-/// Contrapunto cites it; the direct path cuts it off with [`without_task`], a task id being noise to a small
-/// model).
-pub const TASK_MARK: &str = " [task ";
-
-/// A note without its ` [task <id>]` ending.
-pub fn without_task(note: &str) -> &str {
-    match note.rfind(TASK_MARK) {
-        Some(i) if note.ends_with(']') => &note[..i],
-        _ => note,
-    }
-}
-
-/// Content words of `text`: lower-cased runs of letters and digits, at least three long, not in a short
-/// list of function words, a final plural `s` dropped. Memory and self-knowledge notes must share one with the task to be shown.
-pub fn content_words(text: &str) -> std::collections::BTreeSet<String> {
-    const STOP: &[&str] = &[
-        "the", "and", "for", "are", "was", "were", "what", "which", "who", "whom", "whose", "how",
-        "why", "when", "where", "that", "this", "these", "those", "with", "from", "into", "your",
-        "you", "yours", "does", "did", "has", "have", "had", "can", "could", "would", "should",
-        "will", "shall", "may", "might", "must", "not", "any", "all", "one", "its", "his", "her",
-        "their", "our", "there", "here", "about", "answer", "reply", "please", "tell", "name",
-        "only", "just", "many", "much", "some", "then", "than", "them", "they", "she", "him",
-        "out", "yes", "also", "remember", "note", "later", "called", "is",
-    ];
-    text.split(|c: char| !c.is_alphanumeric())
-        .map(str::to_lowercase)
-        .filter(|w| w.chars().count() >= 3 && !STOP.contains(&w.as_str()))
-        // A plain plural is the same word: "tools" asks about a "tool".
-        .map(|w| match w.strip_suffix('s') {
-            Some(stem) if stem.chars().count() >= 3 && !stem.ends_with('s') => stem.to_string(),
-            _ => w,
-        })
-        .collect()
 }
 
 /// The notes that bear on `task`, best first, at most `max`: a note is kept when it holds at least

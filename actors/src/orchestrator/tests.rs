@@ -17,7 +17,8 @@ use crate::llm::{
     BackendKind, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Sampling,
     SamplingTable, TokenSink,
 };
-use crate::personas::{ModelRecorder, PersonaError, RecordFailed, SUPERVISOR_NAME};
+use crate::personas::{PersonaError, SUPERVISOR_NAME};
+use crate::ports::{ModelRecorder, RecordFailed};
 use crate::principles::Codex;
 use crate::supervisor::{Strategy, Supervisor, SupervisorArgs, SupervisorConfig, SupervisorMsg};
 

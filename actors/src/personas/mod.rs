@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use ractor::{Actor, ActorCell};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,6 +24,7 @@ pub use proto::{Editable, Proto, ProtoArgs, ProtoMsg, ThinkRequest, Thought};
 
 use crate::events::{Event, EventHub};
 use crate::llm::{LlmBackend, LlmError, Sampling, SamplingTable};
+use crate::ports::ModelRecorder;
 use crate::principles::{Codex, PersonaCodex};
 use crate::supervisor::{ChildSpec, Restart, SupervisorError, SupervisorHandle};
 
@@ -42,19 +42,6 @@ pub struct PersonaConfig {
     pub codex: PersonaCodex,
     /// Cognitive-surgery state.
     pub editable: Editable,
-}
-
-/// Why a swap could not be recorded (the swap itself happened; it will not survive a restart).
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-#[error("{0}")]
-pub struct RecordFailed(pub String);
-
-/// Where a swap records its new model so it survives a restart: the port the owner of settings.toml (the
-/// codex organ) plugs in at boot. Personas never write that file themselves.
-#[async_trait]
-pub trait ModelRecorder: Send + Sync {
-    /// Records that `persona` now thinks with `model`.
-    async fn record_model(&self, persona: &str, model: &str) -> Result<(), RecordFailed>;
 }
 
 /// Name → handle, as one immutable snapshot.

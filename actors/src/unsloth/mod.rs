@@ -68,7 +68,7 @@ use async_trait::async_trait;
 use batos_protocol::ErrorCode;
 
 use crate::ask::{AskError, OrganRef, WireError};
-use crate::curator::{Export, TrainerHook};
+use crate::ports::{Export, TrainerHook};
 use crate::settings::Settings;
 
 /// What can go wrong while fine-tuning.
@@ -106,21 +106,6 @@ impl WireError for UnslothError {
             UnslothError::Model(_) | UnslothError::Io(_) => ErrorCode::Internal,
         }
     }
-}
-
-/// The exam, as the forge's gate sees it (the exam organ's handle plugs in here; the forge knows nothing of
-/// exams beyond this).
-#[async_trait]
-pub trait ExamGate: Send + Sync {
-    /// Asks the question set `set` (its text) through the household as it stands now, waiting at most `wait`
-    /// for another exam to end and again for this one; answers the share right in percent. `name` labels
-    /// the run in the exam history.
-    async fn score(
-        &self,
-        name: String,
-        set: String,
-        wait: std::time::Duration,
-    ) -> Result<f64, String>;
 }
 
 /// The one way to reach the UnslothForge. Timeouts come from `gateway.actor_call_timeout_ms`.

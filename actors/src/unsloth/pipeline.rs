@@ -47,7 +47,7 @@ pub struct ForgeCtx {
     /// `data_dir/adapters`: adapters by content hash, with their manifests.
     pub adapters: PathBuf,
     /// The exam gate (`forge.exam_gate`); `None` where no exam organ runs (unit tests).
-    pub exam: Option<Arc<dyn super::ExamGate>>,
+    pub exam: Option<Arc<dyn crate::ports::ExamGate>>,
 }
 
 /// How a run ended.

@@ -16,6 +16,7 @@
 pub mod app;
 pub mod exam;
 pub mod keys;
+mod rows;
 pub mod screens;
 pub mod ui;
 

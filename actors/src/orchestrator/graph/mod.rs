@@ -28,7 +28,6 @@ use crate::llm::{ChatMessage, Role};
 use crate::personas::{PersonaError, PersonaHandle, PersonaMap, ThinkRequest, Thought};
 
 mod direct;
-pub use direct::{grounding, Grounding};
 mod nodes;
 mod tool_calls;
 

@@ -235,10 +235,6 @@ impl Tool for CountLetters {
     }
 }
 
-/// The names of the built-in exact tools in this file.
-pub const COMPUTE_TOOLS: [&str; 3] = ["calculate", "days_between", "count_letters"];
-
-/// Whether `name` is one of [`COMPUTE_TOOLS`]: their results are exact, and worth remembering as such.
-pub fn is_compute(name: &str) -> bool {
-    COMPUTE_TOOLS.contains(&name)
-}
+// The names of the exact tools this file builds live on the ports floor, beside the `ToolUse` they are read
+// from (the Curator's grounding and memory's exact rows check them without importing this organ).
+pub use crate::ports::task::{is_compute, COMPUTE_TOOLS};

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use async_trait::async_trait;
 use batos_protocol::{ErrorCode, Persona};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use serde_json::{json, Value};
@@ -23,6 +24,7 @@ use crate::events::EventHub;
 use crate::job::Jobs;
 use crate::llm::{ChatMessage, Role};
 use crate::personas::{PersonaError, Personas, ThinkRequest};
+use crate::ports::{ForgeHook, PortError};
 use crate::settings::{Settings, ToolsSettings};
 
 /// Global name of the ToolForge actor.
@@ -343,5 +345,18 @@ impl ForgeHandle {
     /// Fault injection: makes the ToolForge panic.
     pub fn crash(&self) -> Result<(), AskError> {
         self.0.tell(ForgeMsg::Crash)
+    }
+}
+
+/// The ToolForge's handle is the orchestrator's [`ForgeHook`].
+#[async_trait]
+impl ForgeHook for ForgeHandle {
+    async fn forge(&self, task_id: &str, capability: &str) -> Result<String, PortError> {
+        ForgeHandle::forge(self, capability, Some(task_id))
+            .await
+            .map_err(|e| match e {
+                ForgeError::Unreachable(a) => PortError::Unreachable(a),
+                other => PortError::Refused(other.to_string()),
+            })
     }
 }

@@ -1,6 +1,6 @@
-//! The UnslothForge end to end (issue 15), a bench binary: the time from the trigger (`forge_train`) to the
+//! The trainer end to end (issue 15), a bench binary: the time from the trigger (`trainer_run`) to the
 //! gate's verdict and the swapped model, on the real daemon and the embedded SmolLM2-135M, for a golden set of
-//! 200 examples (180 to train, 20 held out) with the shipped `[forge]` settings; the training rate the run
+//! 200 examples (180 to train, 20 held out) with the shipped `[trainer]` settings; the training rate the run
 //! reported and the daemon's peak resident memory.
 //!
 //! The examples are shaped as the Curator records BRICK's drafting calls (BRICK's system message, the
@@ -114,28 +114,28 @@ fn main() {
                 doc["llm"]["embedded"]["model_path"] = toml_edit::value(model.as_str());
                 doc["curator"]["enabled"] = toml_edit::value(true);
                 // The trainer and the NLL gate are measured here; the exam gate is an exam's cost (benches/life.rs).
-                doc["forge"]["exam_gate"] = toml_edit::value("");
+                doc["trainer"]["exam_gate"] = toml_edit::value("");
                 if !full {
-                    doc["forge"]["steps"] = toml_edit::value(1);
-                    doc["forge"]["batch"] = toml_edit::value(2);
+                    doc["trainer"]["steps"] = toml_edit::value(1);
+                    doc["trainer"]["batch"] = toml_edit::value(2);
                 }
             }),
         ],
     );
     seed(&d.data_dir(), examples);
     let d = rt.block_on(d.spawn_and_wait());
-    let settings = d.settings().forge;
+    let settings = d.settings().trainer;
     let (verdict, secs, rate) = rt.block_on(async {
         let mut sub =
-            batos_client::client::subscriber(&d.client_config(), &["forge.", "model.tuned"])
+            batos_client::client::subscriber(&d.client_config(), &["trainer.", "model.tuned"])
                 .await
                 .expect("subscribe");
         tokio::time::sleep(Duration::from_millis(300)).await;
         let mut c = d.client();
         let t = Instant::now();
-        c.request("forge_train", json!({"persona": "BRICK", "force": true}))
+        c.request("trainer_run", json!({"persona": "BRICK", "force": true}))
             .await
-            .expect("forge_train");
+            .expect("trainer_run");
         let mut rate = 0.0;
         loop {
             let m = tokio::time::timeout(Duration::from_secs(7200), sub.recv())
@@ -150,8 +150,8 @@ fn main() {
                 continue;
             };
             match ev.kind.as_str() {
-                "forge.progress" => rate = ev.data["tokens_per_s"].as_f64().unwrap_or(0.0),
-                "model.tuned" | "forge.rejected" | "forge.failed" => {
+                "trainer.progress" => rate = ev.data["tokens_per_s"].as_f64().unwrap_or(0.0),
+                "model.tuned" | "trainer.rejected" | "trainer.failed" => {
                     break (
                         format!("{} {}", ev.kind, ev.data),
                         t.elapsed().as_secs_f64(),
@@ -162,7 +162,7 @@ fn main() {
             }
         }
     });
-    assert!(!verdict.starts_with("forge.failed"), "{verdict}");
+    assert!(!verdict.starts_with("trainer.failed"), "{verdict}");
     let rss = d.pid().map(peak_rss_mib).unwrap_or(0);
     println!("verdict: {verdict}");
     println!(

@@ -28,7 +28,7 @@ use batos_actors::tools::forge::{ForgeArgs, ForgeHandle};
 use batos_actors::tools::sandbox::pool::PoolArgs;
 use batos_actors::tools::store::ToolStore;
 use batos_actors::tools::ToolRegistry;
-use batos_actors::unsloth::{ForgeCtx, UnslothArgs, UnslothHandle};
+use batos_actors::trainer::{TrainerArgs, TrainerCtx, TrainerHandle};
 
 use crate::gateway::{BackendInfo, Handles, Organs};
 use crate::logging::LogHandle;
@@ -131,6 +131,12 @@ fn raise_open_file_limit() {
 pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError> {
     let settings = loaded.settings.clone();
     let data_dir: PathBuf = settings.data_dir.clone();
+    // Names renamed in the settings file are read for one release; each is one warning at start.
+    if let Ok(text) = std::fs::read_to_string(&loaded.path) {
+        for note in batos_actors::settings::deprecations(&text) {
+            tracing::warn!(event = "settings.deprecated", path = %loaded.path.display(), note = %note, "the settings file uses an old name");
+        }
+    }
     // Stored conversations, the token, checkpoints and sockets are the owner's alone: new files are 0600 and
     // directories 0700 whoever creates them (LanceDB included), and data_dir itself is closed to others.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
@@ -210,7 +216,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         memory: MemoryHandle::new(live.clone()),
         forge: ForgeHandle::new(live.clone()),
         curator: CuratorHandle::new(live.clone()),
-        unsloth: UnslothHandle::new(live.clone()),
+        trainer: TrainerHandle::new(live.clone()),
         motivator: MotivatorHandle::new(live.clone()),
         image: ImageHandle::new(live.clone()),
         exam: ExamHandle::new(live.clone()),
@@ -303,8 +309,8 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         personas: personas.clone(),
         hub: hub.clone(),
     };
-    let unsloth_args = settings.forge.enabled.then(|| UnslothArgs {
-        ctx: ForgeCtx {
+    let trainer_args = settings.trainer.enabled.then(|| TrainerArgs {
+        ctx: TrainerCtx {
             settings: live.clone(),
             hub: hub.clone(),
             personas: personas.clone(),
@@ -322,9 +328,9 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         personas: personas.clone(),
         hub: hub.clone(),
         trainer: settings
-            .forge
+            .trainer
             .enabled
-            .then(|| Arc::new(organs.handles.unsloth.clone()) as Arc<dyn TrainerHook>),
+            .then(|| Arc::new(organs.handles.trainer.clone()) as Arc<dyn TrainerHook>),
     });
     let motivator_args = settings.motivator.enabled.then(|| MotivatorArgs {
         dir: data_dir.join("motivator"),
@@ -355,9 +361,9 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         tasks: Arc::new(organs.handles.orchestrator.clone()) as Arc<dyn LifeTasks>,
         exam: organs.handles.exam.clone(),
         trainer: settings
-            .forge
+            .trainer
             .enabled
-            .then(|| organs.handles.unsloth.clone()),
+            .then(|| organs.handles.trainer.clone()),
         codex: organs.handles.codex.clone(),
         tools: tools.clone(),
         tool_store: ToolStore::new(&data_dir.join("tools")),
@@ -380,7 +386,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         forge: forge_args,
         memory: memory_args,
         curator: curator_args,
-        unsloth: unsloth_args,
+        trainer: trainer_args,
         motivator: motivator_args,
         exam: exam_args,
         life: life_args,

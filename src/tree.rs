@@ -12,7 +12,7 @@
 //! │   └── toolforge    └── forge jobs
 //! ├── memory           LanceDB store └── ingest / search / consolidate / index jobs
 //! ├── curator          golden datasets └── judge job (one at a time)   (when curator.enabled)
-//! ├── unsloth          LoRA training queue └── run job (one at a time) (when forge.enabled)
+//! ├── trainer          LoRA training queue └── run job (one at a time) (when trainer.enabled)
 //! ├── orchestrator     task table    └── task/<id> jobs: one run per task, resumed or failed on a crash
 //! ├── motivator        goals of its own └── forward, tick, phrase/start jobs  (when motivator.enabled)
 //! ├── exam             the machine-checked exam └── run job (one at a time)
@@ -42,7 +42,7 @@ use batos_actors::settings::Settings;
 use batos_actors::supervisor::{ChildSpec, Restart, Strategy, SupervisorConfig};
 use batos_actors::tools::forge::{ForgeArgs, ToolForge, FORGE_NAME};
 use batos_actors::tools::sandbox::pool::{PoolArgs, SandboxPool, SANDBOX_NAME};
-use batos_actors::unsloth::{UnslothArgs, UnslothForge, UNSLOTH_NAME};
+use batos_actors::trainer::{TrainerActor, TrainerArgs, TRAINER_NAME};
 
 use crate::gateway::{Gateway, GATEWAY_NAME};
 
@@ -67,8 +67,8 @@ pub struct Organs<'a> {
     pub memory: MemoryArgs,
     /// The Curator's arguments; `None` when `curator.enabled` is false (no Curator runs).
     pub curator: Option<CuratorArgs>,
-    /// The UnslothForge's arguments; `None` when `forge.enabled` is false.
-    pub unsloth: Option<UnslothArgs>,
+    /// The trainer's arguments; `None` when `trainer.enabled` is false.
+    pub trainer: Option<TrainerArgs>,
     /// The Motivator's arguments; `None` when `motivator.enabled` is false.
     pub motivator: Option<MotivatorArgs>,
     /// The exam organ's arguments.
@@ -163,12 +163,12 @@ pub fn children(o: Organs<'_>) -> Vec<ChildSpec> {
     ];
     // Before the orchestrator: it hands finished tasks to the Curator as soon as it starts.
     specs.extend(curator);
-    specs.extend(o.unsloth.map(|args| {
+    specs.extend(o.trainer.map(|args| {
         ChildSpec::worker(
-            "unsloth",
+            "trainer",
             Restart::Permanent,
-            Some(UNSLOTH_NAME.into()),
-            move || (UnslothForge, args.clone()),
+            Some(TRAINER_NAME.into()),
+            move || (TrainerActor, args.clone()),
         )
     }));
     specs.extend([ChildSpec::worker(

@@ -293,7 +293,7 @@ const ORGANS: [&str; 11] = [
     "orchestrator",
     "personas",
     "tools",
-    "unsloth",
+    "trainer",
 ];
 
 /// The organ → organ imports that are real (README, "How it is built", says why each is): an organ that
@@ -312,14 +312,14 @@ const REAL_ORGAN_EDGES: &[(&str, &str)] = &[
     ("life", "codex"),
     ("life", "exam"),
     ("life", "tools"),
-    ("life", "unsloth"),
+    ("life", "trainer"),
     ("memory", "personas"),
     ("motivator", "personas"),
     ("orchestrator", "personas"),
     ("orchestrator", "tools"),
     ("tools", "personas"),
-    ("unsloth", "curator"),
-    ("unsloth", "personas"),
+    ("trainer", "curator"),
+    ("trainer", "personas"),
 ];
 
 #[test]

@@ -2,7 +2,7 @@
 //! model against the embedded engine's prompt tokens/s (llama.cpp reading the same sequences with logits, as
 //! the gate does), and peak resident memory. Medians of `BATOS_BENCH_RUNS` runs (default 3).
 //!
-//! `cargo bench --workspace --bench unsloth` (needs the model from scripts/setup.sh; `BATOS_MODEL` overrides).
+//! `cargo bench --workspace --bench trainer` (needs the model from scripts/setup.sh; `BATOS_MODEL` overrides).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,7 +14,7 @@ use std::time::Instant;
 use batos_actors::llm::embedded::EmbeddedBackend;
 use batos_actors::llm::{ChatMessage, Role};
 use batos_actors::settings::{EmbeddedSettings, LoadedSettings};
-use batos_actors::unsloth::{train, LlamaLora, LoraSpec, Schedule, Sequence, TrainConfig};
+use batos_actors::trainer::{train, LlamaLora, LoraSpec, Schedule, Sequence, TrainConfig};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -86,8 +86,8 @@ fn main() {
         }
         served.push(tokens as f64 / t.elapsed().as_secs_f64());
     }
-    // The shipped [forge] settings: targets, rank, alpha, dropout, batch, packing.
-    let f = &shipped.settings.forge;
+    // The shipped [trainer] settings: targets, rank, alpha, dropout, batch, packing.
+    let f = &shipped.settings.trainer;
     let spec = LoraSpec {
         targets: f.targets.clone(),
         rank: f.rank,

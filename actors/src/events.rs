@@ -262,7 +262,7 @@ fn log_event(seq: u64, event: &Event) {
         } => {
             info!(event = "curator.trigger", seq, persona = %persona, new_examples, train, delivered, note = %note, "training trigger")
         }
-        Event::ForgeProgress {
+        Event::TrainerProgress {
             persona,
             step,
             steps,
@@ -270,26 +270,26 @@ fn log_event(seq: u64, event: &Event) {
             tokens_per_s,
             ..
         } => {
-            info!(event = "forge.progress", seq, persona = %persona, step, steps, loss, tokens_per_s, "training step")
+            info!(event = "trainer.progress", seq, persona = %persona, step, steps, loss, tokens_per_s, "training step")
         }
-        Event::ForgePublishing {
+        Event::TrainerPublishing {
             persona,
             model,
             status,
         } => {
-            info!(event = "forge.publishing", seq, persona = %persona, model = %model, status = %status, "building the tuned model on Ollama")
+            info!(event = "trainer.publishing", seq, persona = %persona, model = %model, status = %status, "building the tuned model on Ollama")
         }
-        Event::ForgeRejected {
+        Event::TrainerRejected {
             persona,
             heldout_before,
             heldout_after,
             reason,
             ..
         } => {
-            warn!(event = "forge.rejected", seq, persona = %persona, heldout_before, heldout_after, reason = %reason, "adapter rejected by the gate")
+            warn!(event = "trainer.rejected", seq, persona = %persona, heldout_before, heldout_after, reason = %reason, "adapter rejected by the gate")
         }
-        Event::ForgeFailed { persona, error } => {
-            error!(event = "forge.failed", seq, persona = %persona, error = %error, "forge run failed")
+        Event::TrainerFailed { persona, error } => {
+            error!(event = "trainer.failed", seq, persona = %persona, error = %error, "forge run failed")
         }
         Event::ToolFailed { task, tool, error } => {
             warn!(event = "tool.failed", seq, task = %task.as_deref().unwrap_or("-"), tool = %tool, error = %error, "tool call failed")

@@ -25,7 +25,7 @@ pub mod records;
 pub mod settings;
 pub mod supervisor;
 pub mod tools;
-pub mod unsloth;
+pub mod trainer;
 
 pub use batos_protocol::Persona;
 

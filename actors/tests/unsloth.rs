@@ -13,8 +13,8 @@ use candle_core::{Device, Tensor};
 use batos_actors::llm::embedded::{EmbeddedBackend, LORA_PREFIX};
 use batos_actors::llm::{ChatMessage, Role};
 use batos_actors::settings::EmbeddedSettings;
-use batos_actors::unsloth::pipeline::served_nll;
-use batos_actors::unsloth::{
+use batos_actors::trainer::pipeline::served_nll;
+use batos_actors::trainer::{
     adapter_bytes, mean_nll, train, LlamaLora, LoraSpec, Schedule, Sequence, TrainConfig,
 };
 

@@ -68,12 +68,20 @@ pub enum Command {
         /// A persona (ALFRED, BABS, BRICK, ROBIN): print its dataset files; none: the counts.
         persona: Option<String>,
     },
-    /// The UnslothForge: train a persona (with a progress bar), cancel, or show what runs.
+    /// The trainer: train a persona (with a progress bar), cancel, or show what runs.
+    Trainer {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        action: crate::trainer_cli::TrainerAction,
+    },
+    /// `batos forge`, the trainer's name before issue 29: still accepted for one release, with a note.
+    #[command(hide = true)]
     Forge {
         #[command(flatten)]
         conn: Conn,
         #[command(subcommand)]
-        action: crate::forge_cli::ForgeAction,
+        action: crate::trainer_cli::TrainerAction,
     },
     /// Return a persona to its model before its last tuned swap.
     Rollback {
@@ -161,12 +169,19 @@ pub async fn run(command: Command) -> ExitCode {
             Ok(cfg) => curator(cfg, persona).await,
             Err(c) => c,
         },
+        Command::Trainer { conn, action } => match conn.resolve() {
+            Ok(cfg) => crate::trainer_cli::trainer(cfg, action).await,
+            Err(c) => c,
+        },
         Command::Forge { conn, action } => match conn.resolve() {
-            Ok(cfg) => crate::forge_cli::forge(cfg, action).await,
+            Ok(cfg) => {
+                eprintln!("batos: `batos forge` is deprecated (one release): use `batos trainer`");
+                crate::trainer_cli::trainer(cfg, action).await
+            }
             Err(c) => c,
         },
         Command::Rollback { conn, persona } => match conn.resolve() {
-            Ok(cfg) => crate::forge_cli::rollback(cfg, persona).await,
+            Ok(cfg) => crate::trainer_cli::rollback(cfg, persona).await,
             Err(c) => c,
         },
         Command::Goals { conn, json } => match conn.resolve() {

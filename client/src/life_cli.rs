@@ -229,7 +229,7 @@ fn line(ev: &Event, id: &str) -> Option<String> {
             exam_before.map(|x| format!("{x:.1} %")).unwrap_or("-".into()),
             exam_after.map(|x| format!("{x:.1} %")).unwrap_or("-".into()),
         )),
-        Event::ForgeRejected { persona, reason, .. } => Some(format!("trainer: {persona}'s adapter refused: {reason}")),
+        Event::TrainerRejected { persona, reason, .. } => Some(format!("trainer: {persona}'s adapter refused: {reason}")),
         Event::ToolCreated { name, .. } => Some(format!("toolforge: made {name}")),
         Event::ToolRetired { name, reason } => Some(format!("tool {name} retired: {reason}")),
         _ => None,
@@ -238,13 +238,15 @@ fn line(ev: &Event, id: &str) -> Option<String> {
 
 async fn run(cfg: ClientConfig, args: serde_json::Value, detach: bool) -> ExitCode {
     use zeromq::prelude::*;
-    let (mut sub, subscribed) =
-        match crate::client::subscriber(&cfg, &["life.", "model.tuned", "forge.rejected", "tool."])
-            .await
-        {
-            Ok(s) => (s, true),
-            Err(_) => (zeromq::SubSocket::new(), false),
-        };
+    let (mut sub, subscribed) = match crate::client::subscriber(
+        &cfg,
+        &["life.", "model.tuned", "trainer.rejected", "tool."],
+    )
+    .await
+    {
+        Ok(s) => (s, true),
+        Err(_) => (zeromq::SubSocket::new(), false),
+    };
     let poll = cfg.poll;
     let mut c = Client::new(cfg);
     let started: LifeSummary = match c.request("life_run", args).await {

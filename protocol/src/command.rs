@@ -150,10 +150,10 @@ pub struct ImageExportArgs {
     pub path: String,
 }
 
-/// Arguments of `forge_train`.
+/// Arguments of `trainer_run`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ForgeTrainArgs {
+pub struct TrainerRunArgs {
     /// ALFRED, BABS, BRICK or ROBIN.
     pub persona: String,
     /// Start without waiting for the running tasks to end (default false).
@@ -161,10 +161,10 @@ pub struct ForgeTrainArgs {
     pub force: bool,
 }
 
-/// Arguments of `forge_cancel`.
+/// Arguments of `trainer_cancel`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ForgeCancelArgs {
+pub struct TrainerCancelArgs {
     /// The persona whose run or place in line to drop; absent: whatever runs.
     #[serde(default)]
     pub persona: Option<String>,
@@ -243,11 +243,11 @@ pub enum Command {
     /// Where a persona's dataset files are.
     CuratorExport(CuratorExportArgs),
     /// Queue a persona for LoRA training on its golden set.
-    ForgeTrain(ForgeTrainArgs),
+    TrainerRun(TrainerRunArgs),
     /// Stop a training run (its checkpoint is kept) or drop a queued one.
-    ForgeCancel(ForgeCancelArgs),
-    /// What the UnslothForge runs, what waits, how the last runs ended.
-    ForgeStatus,
+    TrainerCancel(TrainerCancelArgs),
+    /// What the trainer runs, what waits, how the last runs ended.
+    TrainerStatus,
     /// Return a persona to its model before the last tuned swap.
     RollbackModel(RollbackModelArgs),
     /// Make an actor panic (fault injection).
@@ -307,9 +307,9 @@ pub const COMMANDS: &[&str] = &[
     "rate_task",
     "curator_stats",
     "curator_export",
-    "forge_train",
-    "forge_cancel",
-    "forge_status",
+    "trainer_run",
+    "trainer_cancel",
+    "trainer_status",
     "rollback_model",
     "debug_crash",
     "list_goals",
@@ -327,6 +327,23 @@ pub const COMMANDS: &[&str] = &[
     "life_cancel",
 ];
 
+/// Commands renamed, `(old, new)`: the old name is accepted for one release and means exactly the new one (the
+/// gateway logs each use as `command.deprecated`). The trainer's commands were `forge_*` before issue 29, when
+/// "forge" named both the ToolForge and the trainer.
+pub const RENAMED_COMMANDS: &[(&str, &str)] = &[
+    ("forge_train", "trainer_run"),
+    ("forge_cancel", "trainer_cancel"),
+    ("forge_status", "trainer_status"),
+];
+
+/// The command `cmd` names: itself, or the new name of a renamed one ([`RENAMED_COMMANDS`]).
+pub fn canonical_command(cmd: &str) -> &str {
+    RENAMED_COMMANDS
+        .iter()
+        .find(|(old, _)| *old == cmd)
+        .map_or(cmd, |(_, new)| new)
+}
+
 /// The commands that change nothing: their replies need not survive a daemon crash (a retry simply reads
 /// again), so the gateway remembers them in memory only.
 pub const READ_ONLY_COMMANDS: &[&str] = &[
@@ -342,7 +359,7 @@ pub const READ_ONLY_COMMANDS: &[&str] = &[
     "memory_stats",
     "curator_stats",
     "curator_export",
-    "forge_status",
+    "trainer_status",
     "list_goals",
     "exam_get",
     "exam_history",
@@ -353,6 +370,7 @@ pub const READ_ONLY_COMMANDS: &[&str] = &[
 impl Command {
     /// Validates `args` for command `cmd`.
     pub fn parse(cmd: &str, args: Option<Value>) -> Result<Command, ErrorBody> {
+        let cmd = canonical_command(cmd);
         let args = args.unwrap_or_else(|| Value::Object(Default::default()));
         fn typed<T: serde::de::DeserializeOwned>(cmd: &str, args: Value) -> Result<T, ErrorBody> {
             serde_json::from_value(args).map_err(|e| {
@@ -401,9 +419,9 @@ impl Command {
             "rate_task" => Command::RateTask(typed(cmd, args)?),
             "curator_stats" => none(args).map(|_| Command::CuratorStats)?,
             "curator_export" => Command::CuratorExport(typed(cmd, args)?),
-            "forge_train" => Command::ForgeTrain(typed(cmd, args)?),
-            "forge_cancel" => Command::ForgeCancel(typed(cmd, args)?),
-            "forge_status" => none(args).map(|_| Command::ForgeStatus)?,
+            "trainer_run" => Command::TrainerRun(typed(cmd, args)?),
+            "trainer_cancel" => Command::TrainerCancel(typed(cmd, args)?),
+            "trainer_status" => none(args).map(|_| Command::TrainerStatus)?,
             "rollback_model" => Command::RollbackModel(typed(cmd, args)?),
             "debug_crash" => Command::DebugCrash(typed(cmd, args)?),
             other => {
@@ -448,11 +466,25 @@ mod tests {
             Command::SubmitTask(_)
         ));
         assert!(matches!(
-            Command::parse("forge_train", Some(json!({"persona":"BRICK"}))).unwrap(),
-            Command::ForgeTrain(ForgeTrainArgs { force: false, .. })
+            Command::parse("trainer_run", Some(json!({"persona":"BRICK"}))).unwrap(),
+            Command::TrainerRun(TrainerRunArgs { force: false, .. })
         ));
+        // The trainer's commands before issue 29 still parse, as the new ones.
+        assert!(matches!(
+            Command::parse("forge_train", Some(json!({"persona":"BRICK"}))).unwrap(),
+            Command::TrainerRun(TrainerRunArgs { force: false, .. })
+        ));
+        assert!(matches!(
+            Command::parse("forge_status", None).unwrap(),
+            Command::TrainerStatus
+        ));
+        assert_eq!(canonical_command("forge_cancel"), "trainer_cancel");
+        assert_eq!(canonical_command("forge_tool"), "forge_tool");
+        for (old, new) in RENAMED_COMMANDS {
+            assert!(COMMANDS.contains(new) && !COMMANDS.contains(old));
+        }
         assert_eq!(
-            Command::parse("forge_train", Some(json!({"persona":"BRICK","steps":3})))
+            Command::parse("trainer_run", Some(json!({"persona":"BRICK","steps":3})))
                 .unwrap_err()
                 .code,
             ErrorCode::BadRequest

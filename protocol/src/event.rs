@@ -288,9 +288,9 @@ pub enum Event {
         /// What the trainer said, or why nothing was delivered.
         note: String,
     },
-    /// A training step of the UnslothForge ended.
-    #[serde(rename = "forge.progress")]
-    ForgeProgress {
+    /// A training step of the trainer ended.
+    #[serde(rename = "trainer.progress")]
+    TrainerProgress {
         /// The persona being trained.
         persona: String,
         /// Steps done.
@@ -308,8 +308,8 @@ pub enum Event {
     },
     /// An Ollama server building a tuned model from an accepted adapter says how far it got (one event per
     /// status line it streams; the last is `success`). Only on the Ollama backend.
-    #[serde(rename = "forge.publishing")]
-    ForgePublishing {
+    #[serde(rename = "trainer.publishing")]
+    TrainerPublishing {
         /// The persona.
         persona: String,
         /// The model being built (`<base>-batos-<first 12 hex of the adapter's digest>`).
@@ -318,8 +318,8 @@ pub enum Event {
         status: String,
     },
     /// A trained adapter failed the gate: nothing changed.
-    #[serde(rename = "forge.rejected")]
-    ForgeRejected {
+    #[serde(rename = "trainer.rejected")]
+    TrainerRejected {
         /// The persona.
         persona: String,
         /// Held-out NLL per answer token under the persona's model.
@@ -341,8 +341,8 @@ pub enum Event {
     },
     /// A run could not finish (no golden set, no base model file, an Ollama server that refuses adapters, a
     /// crash): nothing changed.
-    #[serde(rename = "forge.failed")]
-    ForgeFailed {
+    #[serde(rename = "trainer.failed")]
+    TrainerFailed {
         /// The persona.
         persona: String,
         /// Why.
@@ -558,10 +558,10 @@ impl Event {
             Event::CuratorAccepted { .. } => "curator.accepted",
             Event::CuratorRejected { .. } => "curator.rejected",
             Event::CuratorTrigger { .. } => "curator.trigger",
-            Event::ForgeProgress { .. } => "forge.progress",
-            Event::ForgePublishing { .. } => "forge.publishing",
-            Event::ForgeRejected { .. } => "forge.rejected",
-            Event::ForgeFailed { .. } => "forge.failed",
+            Event::TrainerProgress { .. } => "trainer.progress",
+            Event::TrainerPublishing { .. } => "trainer.publishing",
+            Event::TrainerRejected { .. } => "trainer.rejected",
+            Event::TrainerFailed { .. } => "trainer.failed",
             Event::ModelTuned { .. } => "model.tuned",
             Event::ToolFailed { .. } => "tool.failed",
             Event::KnowledgeGap { .. } => "knowledge.gap",

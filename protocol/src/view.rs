@@ -222,10 +222,10 @@ impl StateView {
             | Event::CuratorAccepted { .. }
             | Event::CuratorRejected { .. }
             | Event::CuratorTrigger { .. }
-            | Event::ForgeProgress { .. }
-            | Event::ForgePublishing { .. }
-            | Event::ForgeRejected { .. }
-            | Event::ForgeFailed { .. }
+            | Event::TrainerProgress { .. }
+            | Event::TrainerPublishing { .. }
+            | Event::TrainerRejected { .. }
+            | Event::TrainerFailed { .. }
             | Event::ModelTuned { .. }
             | Event::ToolFailed { .. }
             | Event::KnowledgeGap { .. }

@@ -72,7 +72,8 @@ pub async fn process(organs: &Organs, body: &[u8]) -> Arc<Vec<u8>> {
             // Durable before it is sent: a reply the client saw is never forgotten by a crash (§6). Only for
             // commands that change something: re-running a read after a crash is harmless, and a read must not
             // pay an fsync.
-            let durable = !batos_protocol::READ_ONLY_COMMANDS.contains(&req.cmd.as_str());
+            let durable = !batos_protocol::READ_ONLY_COMMANDS
+                .contains(&batos_protocol::canonical_command(&req.cmd));
             organs.dedupe.finish(&req.id, bytes.clone(), durable).await;
             bytes
         }
@@ -94,6 +95,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn run(organs: &Organs, request_id: &str, cmd: &str, args: Option<Value>) -> CmdResult {
+    let canonical = batos_protocol::canonical_command(cmd);
+    if canonical != cmd {
+        tracing::warn!(event = "command.deprecated", old = %cmd, new = %canonical, request = %request_id, "a command was sent by its old name (accepted for one release)");
+    }
     let command = Command::parse(cmd, args)?;
     dispatch(organs, request_id, command).await
 }
@@ -229,21 +234,21 @@ async fn dispatch(organs: &Organs, request_id: &str, command: Command) -> CmdRes
         }
         Command::CuratorStats => to_value(&h.curator.stats().await.map_err(wire)?),
         Command::CuratorExport(a) => to_value(&h.curator.export(a.persona).await.map_err(wire)?),
-        Command::ForgeTrain(a) => {
+        Command::TrainerRun(a) => {
             let place = h
-                .unsloth
+                .trainer
                 .train(a.persona.clone(), a.force)
                 .await
                 .map_err(wire)?;
             Ok(json!({"persona": a.persona, "queued": true, "place": place}))
         }
-        Command::ForgeCancel(a) => {
-            let cancelled = h.unsloth.cancel(a.persona).await.map_err(wire)?;
+        Command::TrainerCancel(a) => {
+            let cancelled = h.trainer.cancel(a.persona).await.map_err(wire)?;
             Ok(json!({"cancelled": cancelled}))
         }
-        Command::ForgeStatus => to_value(&h.unsloth.status().await.map_err(wire)?),
+        Command::TrainerStatus => to_value(&h.trainer.status().await.map_err(wire)?),
         Command::RollbackModel(a) => {
-            let (from, to) = h.unsloth.rollback(a.persona.clone()).await.map_err(wire)?;
+            let (from, to) = h.trainer.rollback(a.persona.clone()).await.map_err(wire)?;
             Ok(json!({"persona": a.persona, "from": from, "to": to}))
         }
         Command::DebugCrash(a) => debug_crash(organs, &a.actor).await,
@@ -323,7 +328,11 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
             "memory" => h.memory.crash().map_err(wire),
             "toolforge" => h.forge.crash().map_err(wire),
             "curator" => h.curator.crash().map_err(wire),
-            "unsloth" => h.unsloth.crash().map_err(wire),
+            "trainer" => h.trainer.crash().map_err(wire),
+            "unsloth" => {
+                tracing::warn!(event = "command.deprecated", old = "debug_crash unsloth", new = "debug_crash trainer", "the trainer was named by its old name (accepted for one release)");
+                h.trainer.crash().map_err(wire)
+            }
             "motivator" => h.motivator.crash().map_err(wire),
             "image" => h.image.crash().map_err(wire),
             "exam" => h.exam.crash().map_err(wire),
@@ -340,7 +349,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
                 return Err(err(
                     ErrorCode::NotFound,
                     format!(
-                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge, curator, unsloth, motivator, image, exam, life or gateway",
+                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge, curator, trainer, motivator, image, exam, life or gateway",
                         batos_protocol::truncate(other, 64)
                     ),
                 ))

@@ -31,7 +31,7 @@ use batos_actors::settings::Settings;
 use batos_actors::supervisor::SupervisorHandle;
 use batos_actors::tools::forge::ForgeHandle;
 use batos_actors::tools::ToolRegistry;
-use batos_actors::unsloth::UnslothHandle;
+use batos_actors::trainer::TrainerHandle;
 
 pub use commands::process;
 use dedupe::Dedupe;
@@ -87,8 +87,8 @@ pub struct Handles {
     pub forge: ForgeHandle,
     /// The Curator: `rate_task`, `curator_stats`, `curator_export`, `debug_crash curator`.
     pub curator: CuratorHandle,
-    /// The UnslothForge: `forge_train`, `forge_cancel`, `forge_status`, `rollback_model`, `debug_crash unsloth`.
-    pub unsloth: UnslothHandle,
+    /// The trainer: `trainer_run`, `trainer_cancel`, `trainer_status`, `rollback_model`, `debug_crash trainer`.
+    pub trainer: TrainerHandle,
     /// The Motivator: `list_goals`, `motivator_pause`, `motivator_resume`, `status`, `debug_crash motivator`.
     pub motivator: MotivatorHandle,
     /// The living image: `image_save`, `image_export`, `status`, `debug_crash image`.

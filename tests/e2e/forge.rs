@@ -1,4 +1,4 @@
-//! The UnslothForge (issue 15) on the real daemon and the embedded SmolLM2-135M: a golden set that teaches a
+//! The trainer (issue 15) on the real daemon and the embedded SmolLM2-135M: a golden set that teaches a
 //! habit is trained on (killed with SIGKILL mid-run and resumed from its checkpoint), the gate measures it
 //! in the serving engine and swaps BRICK to the adapter while a task started before keeps the old model; BRICK's
 //! next answer begins with the habit, and after `rollback_model` it no longer does. The golden set is shaped as
@@ -86,13 +86,13 @@ pub(crate) fn forge_settings(steps: i64, min_improvement: f64) -> Edit {
         doc["llm"]["backend"] = toml_edit::value("embedded");
         doc["llm"]["embedded"]["model_path"] = toml_edit::value(model.as_str());
         doc["curator"]["enabled"] = toml_edit::value(true);
-        let f = &mut doc["forge"];
+        let f = &mut doc["trainer"];
         f["steps"] = toml_edit::value(steps);
         f["batch"] = toml_edit::value(2);
         f["lr"] = toml_edit::value(0.002);
         f["warmup_steps"] = toml_edit::value(1);
         f["schedule"] = toml_edit::value("constant");
-        // forge.max_tokens stays shipped: it must hold BRICK's drafting prompt with its tools' preamble (~450
+        // trainer.max_tokens stays shipped: it must hold BRICK's drafting prompt with its tools' preamble (~450
         // tokens; at the 384 shipped before, every such example was skipped).
         f["checkpoint_every"] = toml_edit::value(3);
         f["min_improvement"] = toml_edit::value(min_improvement);
@@ -121,7 +121,7 @@ pub(crate) fn forge_settings(steps: i64, min_improvement: f64) -> Edit {
 }
 
 pub(crate) async fn forge_events(d: &Daemon) -> SubSocket {
-    let sub = batos_client::client::subscriber(&d.client_config(), &["forge.", "model."])
+    let sub = batos_client::client::subscriber(&d.client_config(), &["trainer.", "model."])
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -131,7 +131,7 @@ pub(crate) async fn forge_events(d: &Daemon) -> SubSocket {
 pub(crate) fn is_end(e: &EventBody) -> bool {
     matches!(
         e.kind.as_str(),
-        "model.tuned" | "forge.rejected" | "forge.failed"
+        "model.tuned" | "trainer.rejected" | "trainer.failed"
     )
 }
 
@@ -191,21 +191,21 @@ async fn a_habit_is_trained_resumed_after_kill_9_gated_swapped_and_rolled_back()
     let mut c = d.client();
     let mut sub = forge_events(&d).await;
     let r = c
-        .request("forge_train", json!({"persona": "BRICK", "force": true}))
+        .request("trainer_run", json!({"persona": "BRICK", "force": true}))
         .await
         .unwrap();
     assert_eq!(r["place"], 1, "{r}");
     let again = c
-        .request("forge_train", json!({"persona": "BRICK"}))
+        .request("trainer_run", json!({"persona": "BRICK"}))
         .await
         .unwrap_err();
     assert!(again.to_string().contains("already"), "{again}");
     // Killed after step 4: the checkpoint of step 3 is on disk.
     let ev = wait_event(&mut sub, 300, |e| {
-        e.kind == "forge.progress" && e.data["step"].as_u64() >= Some(4) || is_end(e)
+        e.kind == "trainer.progress" && e.data["step"].as_u64() >= Some(4) || is_end(e)
     })
     .await;
-    assert_eq!(ev.kind, "forge.progress", "{:?}", ev.data);
+    assert_eq!(ev.kind, "trainer.progress", "{:?}", ev.data);
     d.kill9();
     let ckpt = d.data_dir().join("forge/BRICK/run.ckpt");
     assert!(ckpt.is_file(), "no checkpoint at {}", ckpt.display());
@@ -224,8 +224,8 @@ async fn a_habit_is_trained_resumed_after_kill_9_gated_swapped_and_rolled_back()
         )
         .await
         .unwrap();
-    let first = wait_event(&mut sub, 300, |e| e.kind == "forge.progress" || is_end(e)).await;
-    assert_eq!(first.kind, "forge.progress", "{:?}", first.data);
+    let first = wait_event(&mut sub, 300, |e| e.kind == "trainer.progress" || is_end(e)).await;
+    assert_eq!(first.kind, "trainer.progress", "{:?}", first.data);
     assert_eq!(
         first.data["step"], 4,
         "the run resumes after its checkpoint of step 3"
@@ -241,7 +241,7 @@ async fn a_habit_is_trained_resumed_after_kill_9_gated_swapped_and_rolled_back()
     );
     assert!(a < b * 0.95, "held-out NLL {b} → {a}");
     assert!(!ckpt.exists(), "a finished run leaves no checkpoint");
-    let status = c.request("forge_status", json!({})).await.unwrap();
+    let status = c.request("trainer_status", json!({})).await.unwrap();
     let report = &status["last"][0];
     assert_eq!(report["outcome"], "tuned", "{status}");
     assert_eq!(report["resumed_from"], 3, "{status}");
@@ -325,7 +325,7 @@ async fn a_set_built_to_fail_the_gate_is_rejected_and_changes_nothing() {
     let mut c = d.client();
     let mut sub = forge_events(&d).await;
     let missing = c
-        .request("forge_train", json!({"persona": "NOBODY"}))
+        .request("trainer_run", json!({"persona": "NOBODY"}))
         .await
         .unwrap_err();
     assert!(missing.to_string().contains("NOBODY"), "{missing}");
@@ -333,7 +333,7 @@ async fn a_set_built_to_fail_the_gate_is_rejected_and_changes_nothing() {
     let config = d.config.clone();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(batos_bin())
-            .args(["forge", "train", "BRICK", "--force", "--config"])
+            .args(["trainer", "run", "BRICK", "--force", "--config"])
             .arg(&config)
             .output()
             .unwrap()
@@ -343,7 +343,7 @@ async fn a_set_built_to_fail_the_gate_is_rejected_and_changes_nothing() {
         .expect("the CLI ends with the run")
         .unwrap();
     let end = wait_event(&mut sub, 10, is_end).await;
-    assert_eq!(end.kind, "forge.rejected", "{:?}", end.data);
+    assert_eq!(end.kind, "trainer.rejected", "{:?}", end.data);
     assert!(end.data["reason"]
         .as_str()
         .unwrap()
@@ -397,23 +397,74 @@ async fn a_crashed_forge_stops_its_training_thread() {
     let d = d.spawn_and_wait().await;
     let mut c = d.client();
     let mut sub = forge_events(&d).await;
-    c.request("forge_train", json!({"persona": "BRICK", "force": true}))
+    c.request("trainer_run", json!({"persona": "BRICK", "force": true}))
         .await
         .unwrap();
-    wait_event(&mut sub, 300, |e| e.kind == "forge.progress").await;
-    c.request("debug_crash", json!({"actor": "unsloth"}))
+    wait_event(&mut sub, 300, |e| e.kind == "trainer.progress").await;
+    c.request("debug_crash", json!({"actor": "trainer"}))
         .await
         .unwrap();
     let stopped = eventually(120, "the old training thread stops", || {
         let lines = d.log_json();
-        async move { lines.into_iter().find(|l| l["event"] == "forge.stopped") }
+        async move { lines.into_iter().find(|l| l["event"] == "trainer.stopped") }
     })
     .await;
     assert!(stopped["step"].as_u64().unwrap() >= 1, "{stopped}");
     // The restarted forge takes the run up from that checkpoint; stop it too.
     eventually(60, "the restarted forge answers", || {
         let mut c = d.client();
-        async move { c.request("forge_cancel", json!({})).await.ok() }
+        async move { c.request("trainer_cancel", json!({})).await.ok() }
     })
     .await;
+}
+
+/// The trainer's names before issue 29 still work for one release, each use logged as deprecated: a settings
+/// file with `[forge]` (read as `[trainer]`), the `forge_*` commands (the same replies as `trainer_*`), and
+/// `debug_crash unsloth` (the trainer, now `root/trainer`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trainers_old_names_are_accepted_and_logged_as_deprecated() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::prepare(&ollama.url, vec![]);
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let old_file = text.replace("\n[trainer]\n", "\n[forge]\n");
+    assert_ne!(
+        old_file, text,
+        "the harness's settings have a [trainer] table"
+    );
+    std::fs::write(&d.config, old_file).unwrap();
+    let d = d.spawn_and_wait().await;
+    let mut c = d.client();
+    let by_new = c.request("trainer_status", json!({})).await.unwrap();
+    let by_old = c.request("forge_status", json!({})).await.unwrap();
+    assert_eq!(by_new, by_old);
+    c.request("forge_cancel", json!({})).await.unwrap();
+    c.request("debug_crash", json!({"actor": "unsloth"}))
+        .await
+        .unwrap();
+    eventually(30, "the trainer restarts as root/trainer", || {
+        let lines = d.log_json();
+        async move {
+            lines
+                .into_iter()
+                .find(|l| l["event"] == "actor.restarted" && l["actor"] == "root/trainer")
+        }
+    })
+    .await;
+    let log = d.log_json();
+    assert!(
+        log.iter().any(|l| l["event"] == "settings.deprecated"
+            && l["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("[forge] is now [trainer]"))),
+        "no settings.deprecated line"
+    );
+    let deprecated: Vec<&str> = log
+        .iter()
+        .filter(|l| l["event"] == "command.deprecated")
+        .filter_map(|l| l["old"].as_str())
+        .collect();
+    assert_eq!(
+        deprecated,
+        ["forge_status", "forge_cancel", "debug_crash unsloth"]
+    );
 }

@@ -1,4 +1,4 @@
-//! The UnslothForge's Ollama path (issue 15) against the scripted Ollama double: the personas are served by
+//! The trainer's Ollama path (issue 15) against the scripted Ollama double: the personas are served by
 //! "Ollama", the forge trains on its local copy of the same base (the embedded SmolLM2-135M GGUF), measures the
 //! gate there, uploads the accepted adapter as a blob (the double checks its digest), has the server build
 //! `<base>-batos-<short digest>` from the base and that one adapter (status lines relayed as events), and swaps
@@ -17,11 +17,11 @@ use crate::support::*;
 fn on_ollama() -> Edit {
     Box::new(|doc| {
         doc["llm"]["backend"] = toml_edit::value("ollama");
-        doc["forge"]["lr"] = toml_edit::value(0.001);
+        doc["trainer"]["lr"] = toml_edit::value(0.001);
         let mut targets = toml_edit::Array::new();
         targets.push("attn_q");
         targets.push("attn_v");
-        doc["forge"]["targets"] = toml_edit::value(targets);
+        doc["trainer"]["targets"] = toml_edit::value(targets);
     })
 }
 
@@ -29,7 +29,7 @@ fn on_ollama() -> Edit {
 async fn train(d: &Daemon) -> Vec<EventBody> {
     let mut sub = forge_events(d).await;
     d.client()
-        .request("forge_train", json!({"persona": "BRICK", "force": true}))
+        .request("trainer_run", json!({"persona": "BRICK", "force": true}))
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -70,7 +70,7 @@ async fn on_ollama_an_accepted_adapter_becomes_a_model_built_from_the_base_and_r
     assert_eq!(short.len(), 12, "{tuned}");
     let publishing: Vec<&str> = events
         .iter()
-        .filter(|e| e.kind == "forge.publishing")
+        .filter(|e| e.kind == "trainer.publishing")
         .map(|e| e.data["status"].as_str().unwrap())
         .collect();
     assert_eq!(
@@ -136,21 +136,21 @@ async fn on_ollama_an_accepted_adapter_becomes_a_model_built_from_the_base_and_r
     let first_after = end.data["heldout_after"].as_f64().unwrap();
     let mut doc: toml_edit::DocumentMut =
         std::fs::read_to_string(&d.config).unwrap().parse().unwrap();
-    doc["forge"]["min_improvement"] = toml_edit::value(0.5);
+    doc["trainer"]["min_improvement"] = toml_edit::value(0.5);
     std::fs::write(&d.config, doc.to_string()).unwrap();
     eventually(30, "the settings reload", || {
         let reloaded = d.log_json().iter().any(|l| {
             l["event"] == "settings.reloaded"
                 && l["keys"]
                     .as_str()
-                    .is_some_and(|k| k.contains("forge.min_improvement"))
+                    .is_some_and(|k| k.contains("trainer.min_improvement"))
         });
         async move { reloaded.then_some(()) }
     })
     .await;
     let again = train(&d).await;
     let end = again.last().unwrap();
-    assert_eq!(end.kind, "forge.rejected", "{:?}", end.data);
+    assert_eq!(end.kind, "trainer.rejected", "{:?}", end.data);
     let before = end.data["heldout_before"].as_f64().unwrap();
     assert!(
         (before - first_after).abs() < 1e-6,
@@ -184,7 +184,7 @@ async fn an_ollama_that_cannot_build_from_adapters_fails_the_run_naming_the_vers
     let mut c = d.client();
     let events = train(&d).await;
     let end = events.last().unwrap();
-    assert_eq!(end.kind, "forge.failed", "{:?}", end.data);
+    assert_eq!(end.kind, "trainer.failed", "{:?}", end.data);
     let error = end.data["error"].as_str().unwrap();
     for needle in ["v0.5.5", "0.5.4", "llm.backend = \"embedded\""] {
         assert!(error.contains(needle), "`{needle}` in: {error}");
@@ -240,7 +240,7 @@ fn seed_alfred(dir: &std::path::Path, train: &[&str], heldout: &[&str]) {
 
 /// The exam gate (issue 28): ALFRED's adapter passes the NLL gate, is tried on the gate's questions with the
 /// candidate swapped in, and the scripted server (a test double for Ollama) answers them wrong under the tuned
-/// model: ALFRED is swapped back, the run is `forge.rejected` with both exam figures, and nothing is left to
+/// model: ALFRED is swapped back, the run is `trainer.rejected` with both exam figures, and nothing is left to
 /// roll back to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_adapter_that_lowers_the_exam_gate_score_is_swapped_back_and_refused_with_both_figures()
@@ -265,8 +265,8 @@ async fn an_adapter_that_lowers_the_exam_gate_score_is_swapped_back_and_refused_
             forge_settings(6, 0.0),
             on_ollama(),
             Box::new(|doc| {
-                doc["forge"]["exam_gate"] = toml_edit::value("gate.jsonl");
-                doc["forge"]["exam_tolerance"] = toml_edit::value(5.0);
+                doc["trainer"]["exam_gate"] = toml_edit::value("gate.jsonl");
+                doc["trainer"]["exam_tolerance"] = toml_edit::value(5.0);
                 doc["exam"]["judge_agreement"] = toml_edit::value(false);
             }),
         ],
@@ -294,7 +294,7 @@ async fn an_adapter_that_lowers_the_exam_gate_score_is_swapped_back_and_refused_
     let d = d.spawn_and_wait().await;
     let mut c = d.client();
     let mut sub = forge_events(&d).await;
-    c.request("forge_train", json!({"persona": "ALFRED", "force": true}))
+    c.request("trainer_run", json!({"persona": "ALFRED", "force": true}))
         .await
         .unwrap();
     let mut swaps = Vec::new();
@@ -307,7 +307,7 @@ async fn an_adapter_that_lowers_the_exam_gate_score_is_swapped_back_and_refused_
             break e;
         }
     };
-    assert_eq!(end.kind, "forge.rejected", "{:?}", end.data);
+    assert_eq!(end.kind, "trainer.rejected", "{:?}", end.data);
     assert_eq!(
         end.data["exam_before"].as_f64(),
         Some(100.0),

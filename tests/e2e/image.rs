@@ -14,7 +14,7 @@ const FIB: &str = "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n 
 const FIB_TESTS: &str = "def test_small():\n    assert fibonacci(10) == 55\n";
 const NEW_PROMPT: &str =
     "You are BRICK, the logic engine of BAT OS, and you keep every answer short.";
-/// A name the UnslothForge gives the models it builds on Ollama (base, `-batos-`, 12 hex of the adapter).
+/// A name the trainer gives the models it builds on Ollama (base, `-batos-`, 12 hex of the adapter).
 const TUNED: &str = "smollm2:135m-batos-0123456789ab";
 
 fn images(interval_s: i64) -> Edit {

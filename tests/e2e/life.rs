@@ -144,7 +144,7 @@ async fn a_short_life_grows_the_exam_history_and_its_ablation_really_switches_me
         "the switch is put back"
     );
     assert_eq!(
-        doc["forge"]["steps"].as_integer(),
+        doc["trainer"]["steps"].as_integer(),
         Some(40),
         "the trainer's budget is put back"
     );

@@ -1,5 +1,5 @@
 //! The exam as a gate: a set asked through the household as it stands, its share right as one number. The
-//! forge's exam gate (`forge.exam_gate`) and a life's checks use it; both wait their turn when another exam
+//! forge's exam gate (`trainer.exam_gate`) and a life's checks use it; both wait their turn when another exam
 //! runs (the organ runs one at a time).
 
 use std::time::{Duration, Instant};

@@ -7,8 +7,8 @@
 //!
 //! ```text
 //!  life_run {curriculum, exam, every, ablate?} ──▶ Life organ (one life at a time; a job per life)
-//!     switches ─ settings.toml (toml_edit): forge.steps, curator.min_new_examples, and the ablated loop's
-//!                switch (memory.active | tools.forge_active | forge.auto_train | motivator.paused); put back
+//!     switches ─ settings.toml (toml_edit): trainer.steps, curator.min_new_examples, and the ablated loop's
+//!                switch (memory.active | tools.forge_active | trainer.auto_train | motivator.paused); put back
 //!                at the end
 //!     start    ─ the full exam beside the bare floor                                  ─▶ life.exam
 //!     task i   ─ a person's task (request id life-<id>-<i>: asked again after a kill, never twice)
@@ -55,7 +55,7 @@ use crate::ports::LifeTasks;
 use crate::settings::Settings;
 use crate::tools::store::ToolStore;
 use crate::tools::ToolRegistry;
-use crate::unsloth::UnslothHandle;
+use crate::trainer::TrainerHandle;
 
 /// Why a life command failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -106,7 +106,7 @@ pub struct LifeArgs {
     pub exam: ExamHandle,
     /// The trainer: a life waits for it to settle before an exam, and rolls a tuned model back through it.
     /// `None` when the forge is off.
-    pub trainer: Option<UnslothHandle>,
+    pub trainer: Option<TrainerHandle>,
     /// The codex: the amendment policy approves through it.
     pub codex: CodexHandle,
     /// The tool registry (forged tools may be retired) and their records on disk.

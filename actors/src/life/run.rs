@@ -155,7 +155,7 @@ fn count_events(
                     a.triggers += 1;
                     a.triggers_delivered += u64::from(*delivered);
                 }
-                Event::ForgeProgress { .. } => {
+                Event::TrainerProgress { .. } => {
                     a.forge_steps += 1;
                     training.get_or_insert_with(Instant::now);
                 }
@@ -163,11 +163,11 @@ fn count_events(
                     a.tuned += 1;
                     ended = true;
                 }
-                Event::ForgeRejected { .. } => {
+                Event::TrainerRejected { .. } => {
                     a.forge_rejected += 1;
                     ended = true;
                 }
-                Event::ForgeFailed { .. } => {
+                Event::TrainerFailed { .. } => {
                     a.forge_failed += 1;
                     ended = true;
                 }

@@ -12,7 +12,7 @@ use crate::settings::{LifeSettings, Settings};
 /// lower trigger and larger held-out share (a life is short), and the ablated loop's off switch.
 pub fn plan(life: &LifeSettings, ablate: Option<&str>) -> Vec<(String, String)> {
     let mut out = vec![
-        ("forge.steps".to_string(), life.trainer_steps.to_string()),
+        ("trainer.steps".to_string(), life.trainer_steps.to_string()),
         (
             "curator.min_new_examples".to_string(),
             life.min_new_examples.to_string(),
@@ -25,7 +25,7 @@ pub fn plan(life: &LifeSettings, ablate: Option<&str>) -> Vec<(String, String)> 
     let off = match ablate {
         Some("memory") => Some(("memory.active", "false")),
         Some("tools") => Some(("tools.forge_active", "false")),
-        Some("trainer") => Some(("forge.auto_train", "false")),
+        Some("trainer") => Some(("trainer.auto_train", "false")),
         Some("motivator") => Some(("motivator.paused", "true")),
         _ => None,
     };

@@ -90,7 +90,7 @@ fn an_ablation_switches_exactly_its_loop_and_the_switches_are_in_force_once_relo
     for (ablate, key) in [
         ("memory", "memory.active"),
         ("tools", "tools.forge_active"),
-        ("trainer", "forge.auto_train"),
+        ("trainer", "trainer.auto_train"),
         ("motivator", "motivator.paused"),
     ] {
         let p = switches::plan(&life, Some(ablate));
@@ -129,7 +129,7 @@ fn an_ablation_switches_exactly_its_loop_and_the_switches_are_in_force_once_relo
     let after = Settings::parse(&std::fs::read_to_string(&path).unwrap(), &path).unwrap();
     assert!(switches::in_force(&after, &switched));
     assert!(!after.memory.active);
-    assert_eq!(after.forge.steps, life.trainer_steps);
+    assert_eq!(after.trainer.steps, life.trainer_steps);
     switches::restore(&path, &switched).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), shipped);
 }

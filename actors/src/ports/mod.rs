@@ -15,7 +15,7 @@
 //! | [`MemoryHook`] | orchestrator (research, hand-over) | `MemoryHandle` |
 //! | [`InquiryHook`] | orchestrator (the `inquiry` node) | the codex governor |
 //! | [`CuratorHook`] | orchestrator (hand-over of a finished task) | `CuratorHandle` |
-//! | [`TrainerHook`] | the Curator (its trigger) | `UnslothHandle` |
+//! | [`TrainerHook`] | the Curator (its trigger) | `TrainerHandle` |
 //! | [`GoalRunner`] | the Motivator | `OrchestratorHandle` |
 //! | [`ExamTasks`] | the exam | `OrchestratorHandle` |
 //! | [`LifeTasks`] | a life | `OrchestratorHandle` |
@@ -171,7 +171,7 @@ pub struct Export {
     pub heldout_examples: usize,
 }
 
-/// The trainer, as the Curator sees it (the UnslothForge plugs in here).
+/// The trainer, as the Curator sees it (the trainer plugs in here).
 #[async_trait]
 pub trait TrainerHook: Send + Sync {
     /// Asks for `persona` to be trained on its dataset. `Ok(note)` when the request was taken; `Err(why)`

@@ -66,8 +66,19 @@ fn set_in(
     let Some((last, parents)) = keys.split_last() else {
         return Err(invalid("empty key path".into()));
     };
+    // A file that still has a renamed table under its old name is edited there.
+    let renamed = parents.first().and_then(|first| {
+        super::RENAMED_TABLES
+            .iter()
+            .find(|(new, old)| new == first && !doc.contains_key(new) && doc.contains_key(old))
+            .map(|(_, old)| *old)
+    });
     let mut table = doc.as_table_mut() as &mut dyn toml_edit::TableLike;
-    for k in parents {
+    for (i, k) in parents.iter().enumerate() {
+        let k = match renamed {
+            Some(old) if i == 0 => old,
+            _ => *k,
+        };
         // A missing table is made (implicit: no header of its own unless it holds values).
         let mut fresh = toml_edit::Table::new();
         fresh.set_implicit(true);
@@ -176,19 +187,49 @@ mod tests {
     }
 
     #[test]
+    fn a_file_with_the_trainers_old_table_loads_and_is_edited_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("settings.toml");
+        let old = shipped().replace("\n[trainer]\n", "\n[forge]\n");
+        assert_ne!(old, shipped());
+        std::fs::write(&p, &old).unwrap();
+        let s = Settings::parse(&old, &p).unwrap();
+        assert_eq!(s.trainer.steps, 40, "[forge] is read as [trainer]");
+        assert_eq!(
+            crate::settings::deprecations(&old),
+            vec![
+                "[forge] is now [trainer]; the old name is read for one release: rename the table"
+            ]
+        );
+        assert!(crate::settings::deprecations(&shipped()).is_empty());
+        // An edit by the new name lands in the old table: no second table, the file still loads.
+        edit_values(&p, &[("trainer.steps".into(), Some("7".into()))]).unwrap();
+        let after = std::fs::read_to_string(&p).unwrap();
+        assert!(!after.contains("[trainer]"), "{after}");
+        assert_eq!(Settings::parse(&after, &p).unwrap().trainer.steps, 7);
+        // Both tables at once is refused, naming the old one.
+        let both = format!("{}\n[forge]\nsteps = 3\n", shipped());
+        let e = Settings::parse(&both, &p).unwrap_err().to_string();
+        assert!(
+            e.contains("both [forge]") && e.contains("keep [trainer]"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn several_values_are_switched_in_one_write_and_put_back_exactly() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("settings.toml");
         std::fs::write(&p, shipped()).unwrap();
         let edits = vec![
             ("memory.active".to_string(), Some("false".to_string())),
-            ("forge.steps".to_string(), Some("7".to_string())),
+            ("trainer.steps".to_string(), Some("7".to_string())),
         ];
         let before = edit_values(&p, &edits).unwrap();
         assert_eq!(before, vec![Some("true".into()), Some("40".into())]);
         let s = Settings::parse(&std::fs::read_to_string(&p).unwrap(), &p).unwrap();
         assert!(!s.memory.active);
-        assert_eq!(s.forge.steps, 7);
+        assert_eq!(s.trainer.steps, 7);
         let back: Vec<(String, Option<String>)> = edits
             .iter()
             .zip(before)
@@ -200,7 +241,7 @@ mod tests {
             shipped(),
             "byte for byte"
         );
-        let bad = edit_values(&p, &[("forge.steps".into(), Some("0".into()))]);
+        let bad = edit_values(&p, &[("trainer.steps".into(), Some("0".into()))]);
         assert!(bad.is_err(), "a value the daemon refuses is not written");
         assert_eq!(std::fs::read_to_string(&p).unwrap(), shipped());
     }

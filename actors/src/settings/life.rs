@@ -21,7 +21,7 @@ pub struct LifeSettings {
     /// A check whose share right falls by more than this many points below the check before it rolls back
     /// what changed between them (a tuned model, a forged tool) and says so (`life.rolled_back`).
     pub rollback_points: f64,
-    /// `forge.steps` while a life runs (its trainer runs beside the curriculum on two cores).
+    /// `trainer.steps` while a life runs (its trainer runs beside the curriculum on two cores).
     pub trainer_steps: usize,
     /// `curator.min_new_examples` while a life runs (a life of 60 tasks would never reach the shipped 50).
     pub min_new_examples: usize,

@@ -31,9 +31,9 @@ use std::path::{Path, PathBuf};
 pub use edit::{edit_values, set_string_value, set_string_value_then, with_settings_lock};
 pub use schema::{
     BackendChoice, ClientSettings, CodexSettings, CuratorSettings, DebugSettings, EmbeddedSettings,
-    ForgeSettings, GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings,
-    MotivatorSettings, PersonaSettings, SandboxChoice, ServeWeights, Settings, SupervisionSettings,
-    ToolsSettings, TriggerPriorities,
+    GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings, MotivatorSettings,
+    PersonaSettings, SandboxChoice, ServeWeights, Settings, SupervisionSettings, ToolsSettings,
+    TrainerSettings, TriggerPriorities,
 };
 
 /// Why settings could not be loaded or changed.
@@ -105,9 +105,45 @@ impl LoadedSettings {
     }
 }
 
+/// Tables renamed, `(new, old)`: a file written before the rename is read with its old table for one release
+/// ([`deprecations`] names it, boot logs it), and an edit of the new name goes into the old table while the
+/// file has only that one (a second table would make the file unreadable). The trainer's table was `[forge]`
+/// before issue 29, when "forge" named both the ToolForge and the trainer.
+pub const RENAMED_TABLES: &[(&str, &str)] = &[("trainer", "forge")];
+
+/// What in settings text goes by an old name (one line each, saying the new one); empty for a current file.
+pub fn deprecations(text: &str) -> Vec<String> {
+    let Ok(doc) = text.parse::<toml_edit::DocumentMut>() else {
+        return Vec::new();
+    };
+    RENAMED_TABLES
+        .iter()
+        .filter(|(_, old)| doc.contains_key(old))
+        .map(|(new, old)| {
+            format!(
+                "[{old}] is now [{new}]; the old name is read for one release: rename the table"
+            )
+        })
+        .collect()
+}
+
 impl Settings {
     /// Parses settings text; `path` names the file in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Self, SettingsError> {
+        if let Ok(doc) = text.parse::<toml_edit::DocumentMut>() {
+            if let Some((new, old)) = RENAMED_TABLES
+                .iter()
+                .find(|(new, old)| doc.contains_key(new) && doc.contains_key(old))
+            {
+                return Err(SettingsError::Invalid {
+                    path: path.to_path_buf(),
+                    key: (*old).to_string(),
+                    message: format!(
+                        "both [{old}] (its old name) and [{new}] are present: keep [{new}]"
+                    ),
+                });
+            }
+        }
         let mut s: Settings = toml_edit::de::from_str(text).map_err(|e| SettingsError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -118,9 +154,9 @@ impl Settings {
         s.llm.embedded.model_path = resolve(dir, &s.llm.embedded.model_path);
         s.tools.rootfs = resolve(dir, &s.tools.rootfs);
         s.tools.state_dir = resolve(dir, &s.tools.state_dir);
-        s.forge.general_set = resolve(dir, &s.forge.general_set);
-        if !s.forge.exam_gate.as_os_str().is_empty() {
-            s.forge.exam_gate = resolve(dir, &s.forge.exam_gate);
+        s.trainer.general_set = resolve(dir, &s.trainer.general_set);
+        if !s.trainer.exam_gate.as_os_str().is_empty() {
+            s.trainer.exam_gate = resolve(dir, &s.trainer.exam_gate);
         }
         s.validate(path)?;
         Ok(s)

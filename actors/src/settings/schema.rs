@@ -40,8 +40,10 @@ pub struct Settings {
     pub codex: CodexSettings,
     /// `[curator]`: the golden dataset: filters, dedupe, the judge, the split, the training trigger.
     pub curator: CuratorSettings,
-    /// `[forge]`: the UnslothForge's LoRA training, its gate and its model history.
-    pub forge: ForgeSettings,
+    /// `[trainer]`: the trainer's LoRA training, its gate and its model history. Read from `[forge]` too, its
+    /// name before issue 29, for one release (logged as deprecated at start: [`super::deprecations`]).
+    #[serde(alias = "forge")]
+    pub trainer: TrainerSettings,
     /// `[motivator]`: goals of the system's own, their triggers and their budget.
     pub motivator: MotivatorSettings,
     /// `[image]`: the living image: periodic saves, rolling generations, the event sequence's reservation.
@@ -499,11 +501,11 @@ pub struct CuratorSettings {
     pub write_retry_ms: u64,
 }
 
-/// `[forge]` (read at the start of each run, except `enabled`, read at start).
+/// `[trainer]` (read at the start of each run, except `enabled`, read at start).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ForgeSettings {
-    /// Whether the UnslothForge runs at all (read at start).
+pub struct TrainerSettings {
+    /// Whether the trainer runs at all (read at start).
     pub enabled: bool,
     /// Threads a run trains with.
     pub threads: usize,
@@ -547,14 +549,14 @@ pub struct ForgeSettings {
     /// Earlier models kept per persona for `rollback_model`.
     pub keep_generations: usize,
     /// Whether the Curator's trigger starts a run (live). Off, the trigger is recorded and announced
-    /// (`curator.trigger`, not delivered) and nothing trains; `forge_train` still does (a life's
+    /// (`curator.trigger`, not delivered) and nothing trains; `trainer_run` still does (a life's
     /// `--ablate trainer`).
     #[serde(default = "yes")]
     pub auto_train: bool,
     /// The exam gate's question set (JSON lines, relative to the settings file; empty: no exam gate). An
     /// adapter that passed the NLL gate is tried on it: the set is asked with the persona's current model,
     /// then with the adapter swapped in; when the share right falls by more than `exam_tolerance` points the
-    /// persona is swapped back and the run is `forge.rejected` with both figures.
+    /// persona is swapped back and the run is `trainer.rejected` with both figures.
     #[serde(default)]
     pub exam_gate: PathBuf,
     /// Points (0..=100) the exam gate's share right may fall before an adapter is refused.

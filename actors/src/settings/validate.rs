@@ -111,13 +111,13 @@ impl Settings {
             curator.write_retry_ms,
             orchestrator.settle_tries,
             orchestrator.settle_retry_ms,
-            forge.threads,
-            forge.rank,
-            forge.steps,
-            forge.batch,
-            forge.max_tokens,
-            forge.pack_tokens,
-            forge.idle_poll_ms,
+            trainer.threads,
+            trainer.rank,
+            trainer.steps,
+            trainer.batch,
+            trainer.max_tokens,
+            trainer.pack_tokens,
+            trainer.idle_poll_ms,
             motivator.tick_ms,
             motivator.failure_count,
             motivator.failure_window_s,
@@ -136,10 +136,10 @@ impl Settings {
             life.trainer_steps,
             life.min_new_examples,
             life.keep,
-            forge.exam_gate_wait_ms,
+            trainer.exam_gate_wait_ms,
         );
         for (key, v) in [
-            ("forge.exam_tolerance", self.forge.exam_tolerance),
+            ("trainer.exam_tolerance", self.trainer.exam_tolerance),
             ("life.rollback_points", self.life.rollback_points),
         ] {
             if !(0.0..=100.0).contains(&v) {
@@ -166,9 +166,9 @@ impl Settings {
             ),
             ("curator.max_dissonance", self.curator.max_dissonance),
             ("curator.near_duplicate", self.curator.near_duplicate),
-            ("forge.dropout", f64::from(self.forge.dropout)),
-            ("forge.min_improvement", self.forge.min_improvement),
-            ("forge.max_regression", self.forge.max_regression),
+            ("trainer.dropout", f64::from(self.trainer.dropout)),
+            ("trainer.min_improvement", self.trainer.min_improvement),
+            ("trainer.max_regression", self.trainer.max_regression),
             (
                 "motivator.dissonance_threshold",
                 self.motivator.dissonance_threshold,
@@ -235,14 +235,14 @@ impl Settings {
         if !crate::PERSONAS.contains(&self.curator.judge.as_str()) {
             return Err(bad("curator.judge", "must be ALFRED, BABS, BRICK or ROBIN"));
         }
-        if self.forge.targets.is_empty() {
-            return Err(bad("forge.targets", "must name at least one projection"));
+        if self.trainer.targets.is_empty() {
+            return Err(bad("trainer.targets", "must name at least one projection"));
         }
-        if !["cosine", "constant"].contains(&self.forge.schedule.as_str()) {
-            return Err(bad("forge.schedule", "must be cosine or constant"));
+        if !["cosine", "constant"].contains(&self.trainer.schedule.as_str()) {
+            return Err(bad("trainer.schedule", "must be cosine or constant"));
         }
-        if !(self.forge.lr > 0.0 && self.forge.lr.is_finite()) {
-            return Err(bad("forge.lr", "must be greater than 0"));
+        if !(self.trainer.lr > 0.0 && self.trainer.lr.is_finite()) {
+            return Err(bad("trainer.lr", "must be greater than 0"));
         }
         let c = &self.curator;
         if !c.minhash_hashes.is_multiple_of(c.lsh_bands) {

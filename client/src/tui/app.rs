@@ -2,7 +2,7 @@
 //! (screen, selection, input). Pure: no terminal, no sockets, no clock — so every screen renders from a
 //! constructed `App` in the snapshot tests exactly as it does live.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use batos_protocol::{Event, EventBody, StateView, TaskStatus};
 use serde_json::{json, Value};
@@ -36,7 +36,7 @@ pub enum Screen {
     /// The supervision tree.
     Supervision,
     /// Training and datasets.
-    Forge,
+    Trainer,
     /// Every event with its sequence number.
     Events,
     /// The exam: a run's progress, the history of runs per category.
@@ -52,7 +52,7 @@ impl Screen {
         Screen::Codex,
         Screen::Inspector,
         Screen::Supervision,
-        Screen::Forge,
+        Screen::Trainer,
         Screen::Events,
         Screen::Exam,
     ];
@@ -66,13 +66,13 @@ impl Screen {
             Screen::Codex => "Codex",
             Screen::Inspector => "Inspector",
             Screen::Supervision => "Supervision",
-            Screen::Forge => "Forge",
+            Screen::Trainer => "Trainer",
             Screen::Events => "Events",
             Screen::Exam => "Exam",
         }
     }
 
-    fn index(self) -> usize {
+    pub(super) fn index(self) -> usize {
         Screen::ALL.iter().position(|s| *s == self).unwrap_or(0)
     }
 }
@@ -103,8 +103,8 @@ pub enum Then {
     Amendments,
     /// `get_persona` for the Inspector.
     Persona,
-    /// `forge_status`.
-    Forge,
+    /// `trainer_status`.
+    Trainer,
     /// `curator_stats`.
     Curator,
     /// `exam_history`.
@@ -206,9 +206,9 @@ pub struct App {
     pub task_text: BTreeMap<String, (String, String)>,
     /// Replies kept for the screens.
     pub replies: BTreeMap<&'static str, Value>,
-    /// The last training progress (`forge.progress`).
+    /// The last training progress (`trainer.progress`).
     pub progress: Option<Value>,
-    /// The last gate verdict (`model.tuned` or `forge.rejected`), with its kind.
+    /// The last gate verdict (`model.tuned` or `trainer.rejected`), with its kind.
     pub verdict: Option<(String, Value)>,
     /// The running exam's last `exam.progress`, with its right answers so far (society, bare); `None`
     /// once it is scored.
@@ -393,7 +393,7 @@ impl App {
             ) => {
                 refresh.push(req("list_amendments", json!({}), Then::Amendments));
             }
-            Some(Event::ForgeProgress { .. }) => self.progress = Some(body.data.clone()),
+            Some(Event::TrainerProgress { .. }) => self.progress = Some(body.data.clone()),
             Some(Event::ExamProgress {
                 exam,
                 phase,
@@ -436,11 +436,13 @@ impl App {
                 refresh.push(req("exam_history", json!({}), Then::Exams));
             }
             Some(
-                Event::ModelTuned { .. } | Event::ForgeRejected { .. } | Event::ForgeFailed { .. },
+                Event::ModelTuned { .. }
+                | Event::TrainerRejected { .. }
+                | Event::TrainerFailed { .. },
             ) => {
                 self.verdict = Some((body.kind.clone(), body.data.clone()));
                 self.progress = None;
-                refresh.push(req("forge_status", json!({}), Then::Forge));
+                refresh.push(req("trainer_status", json!({}), Then::Trainer));
             }
             Some(Event::PersonaState { .. } | Event::ModelSwapped { .. }) => {
                 refresh.push(req(
@@ -463,7 +465,7 @@ impl App {
             Then::Tools => "tools",
             Then::Amendments => "amendments",
             Then::Persona => "persona",
-            Then::Forge => "forge",
+            Then::Trainer => "trainer",
             Then::Curator => "curator",
             Then::Exams => "exams",
             Then::Done(what) => {
@@ -525,8 +527,8 @@ impl App {
                 json!({"persona": self.inspected_name()}),
                 Then::Persona,
             )),
-            Screen::Forge => {
-                out.push(req("forge_status", json!({}), Then::Forge));
+            Screen::Trainer => {
+                out.push(req("trainer_status", json!({}), Then::Trainer));
                 out.push(req("curator_stats", json!({}), Then::Curator));
             }
             Screen::Exam => out.push(req("exam_history", json!({}), Then::Exams)),

@@ -18,7 +18,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("a / r", "Codex: approve / reject the selected amendment"),
     ("enter", "Tools: call the selected tool with JSON arguments"),
     ("← →, e, m", "Inspector: other persona, edit a field, swap the model"),
-    ("R", "Forge: roll the inspected persona back to its model before tuning"),
+    ("R", "Trainer: roll the inspected persona back to its model before tuning"),
     ("c", "Exam: cancel the running exam"),
     ("?", "this help (any key closes it)"),
     ("q, ctrl-c", "quit"),
@@ -38,7 +38,7 @@ pub fn hints(app: &App) -> &'static str {
         (_, Screen::Codex) => "j/k select · a approve · r reject · ? help",
         (_, Screen::Inspector) => "←/→ persona · e edit field · m swap model · ? help",
         (_, Screen::Supervision) => "restarts flash · ? help",
-        (_, Screen::Forge) => "R rollback inspected persona · : train PERSONA · ? help",
+        (_, Screen::Trainer) => "R rollback inspected persona · : train PERSONA · ? help",
         (_, Screen::Events) => "j/k scroll · resync markers show recovered gaps · ? help",
         (_, Screen::Exam) => {
             "j/k select · c cancel the running exam · batos exam run FILE starts one · ? help"
@@ -294,7 +294,7 @@ fn screen_key(app: &mut App, k: KeyEvent) -> Vec<Req> {
                 text: String::new(),
             };
         }
-        (Screen::Forge | Screen::Inspector, KeyCode::Char('R')) => {
+        (Screen::Trainer | Screen::Inspector, KeyCode::Char('R')) => {
             let p = app.inspected_name();
             confirm(
                 app,
@@ -411,7 +411,7 @@ pub fn command(app: &mut App, line: &str) -> Vec<Req> {
             )
         }
         "rollback" => req("rollback_model", json!({"persona": rest}), done("rollback")),
-        "train" => req("forge_train", json!({"persona": rest}), done("train")),
+        "train" => req("trainer_run", json!({"persona": rest}), done("train")),
         other => {
             app.message = Some(format!("unknown command `{other}` (? shows them)"));
             return Vec::new();

@@ -4,7 +4,9 @@
 
 use serde_json::{json, Value};
 
-use super::app::App;
+use std::collections::BTreeSet;
+
+use super::app::{App, Screen};
 
 impl App {
     /// Task ids newest first, filtered.

@@ -358,8 +358,8 @@ pub fn supervision(f: &mut Frame, area: Rect, app: &App) {
     );
 }
 
-/// Forge and Curator: training progress, the last verdict, the datasets.
-pub fn forge(f: &mut Frame, area: Rect, app: &App) {
+/// Trainer and Curator: training progress, the last verdict, the datasets.
+pub fn trainer(f: &mut Frame, area: Rect, app: &App) {
     let [bar, verdict, sets] = Layout::vertical([
         Constraint::Length(3),
         Constraint::Length(5),
@@ -369,7 +369,7 @@ pub fn forge(f: &mut Frame, area: Rect, app: &App) {
     match &app.progress {
         Some(p) => f.render_widget(progress(p).block(titled("training")), bar),
         None => {
-            let fs = app.replies.get("forge");
+            let fs = app.replies.get("trainer");
             let running = fs.map(|v| s(&v["running"])).unwrap_or_else(|| "–".into());
             let queued = fs
                 .and_then(|v| v["queued"].as_array())
@@ -385,14 +385,14 @@ pub fn forge(f: &mut Frame, area: Rect, app: &App) {
     // This session's last verdict, else the daemon's record of its last run.
     let recorded = app
         .replies
-        .get("forge")
+        .get("trainer")
         .and_then(|f| f["last"].as_array())
         .and_then(|l| l.last())
         .map(|l| {
             let kind = if l["outcome"] == "tuned" {
                 "model.tuned"
             } else {
-                "forge.rejected"
+                "trainer.rejected"
             };
             (kind.to_string(), l.clone())
         });

@@ -279,10 +279,10 @@ fn a_pending_amendment_is_approved_only_after_confirmation() {
 #[test]
 fn training_progress_and_a_verdict() {
     let mut app = living();
-    app.show(Screen::Forge);
+    app.show(Screen::Trainer);
     app.event(&ev(
         101,
-        Event::ForgeProgress {
+        Event::TrainerProgress {
             persona: "BRICK".into(),
             step: 12,
             steps: 40,

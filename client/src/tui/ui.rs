@@ -30,7 +30,7 @@ pub fn render(f: &mut Frame, app: &App) {
         Screen::Codex => super::screens::codex(f, body, app),
         Screen::Inspector => super::screens::inspector(f, body, app),
         Screen::Supervision => super::screens::supervision(f, body, app),
-        Screen::Forge => super::screens::forge(f, body, app),
+        Screen::Trainer => super::screens::trainer(f, body, app),
         Screen::Events => super::screens::events(f, body, app),
         Screen::Exam => super::exam::exam(f, body, app),
     }

@@ -83,7 +83,7 @@ impl Daemon {
             cfg_dir.join("forge-general.jsonl"),
         )
         .unwrap();
-        // The forge's exam gate set (forge.exam_gate), where the shipped settings name it.
+        // The forge's exam gate set (trainer.exam_gate), where the shipped settings name it.
         fs::create_dir_all(cfg_dir.join("exam")).unwrap();
         fs::copy(
             repo().join("config/exam/gate.jsonl"),

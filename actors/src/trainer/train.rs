@@ -18,7 +18,7 @@ use rand::SeedableRng;
 
 use super::adapter::{checkpoint_bytes, read_checkpoint};
 use super::llama::{model_err, LlamaLora};
-use super::UnslothError;
+use super::TrainerError;
 
 /// One training sequence: its tokens and which of them the loss is taken on (the assistant's answer, not
 /// the prompt that precedes it).
@@ -132,7 +132,7 @@ pub struct AdamW {
 
 impl AdamW {
     /// Fresh moments (zeros) for `vars`.
-    pub fn new(vars: &[Var], weight_decay: f64) -> Result<Self, UnslothError> {
+    pub fn new(vars: &[Var], weight_decay: f64) -> Result<Self, TrainerError> {
         let moments = vars
             .iter()
             .map(|v| Ok((v.zeros_like()?, v.zeros_like()?)))
@@ -158,9 +158,9 @@ impl AdamW {
         &mut self,
         moments: Vec<(Tensor, Tensor)>,
         t: usize,
-    ) -> Result<(), UnslothError> {
+    ) -> Result<(), TrainerError> {
         if moments.len() != self.moments.len() {
-            return Err(UnslothError::Model(format!(
+            return Err(TrainerError::Model(format!(
                 "{} moment pairs for {} variables",
                 moments.len(),
                 self.moments.len()
@@ -172,7 +172,7 @@ impl AdamW {
     }
 
     /// One update of every variable with its gradient.
-    pub fn step(&mut self, vars: &[Var], grads: &[Tensor], lr: f64) -> Result<(), UnslothError> {
+    pub fn step(&mut self, vars: &[Var], grads: &[Tensor], lr: f64) -> Result<(), TrainerError> {
         self.t += 1;
         let (b1, b2) = (self.beta1, self.beta2);
         let c1 = 1.0 - b1.powi(self.t as i32);
@@ -199,7 +199,7 @@ pub fn sequence_nll(
     model: &LlamaLora,
     seq: &Sequence,
     train: bool,
-) -> Result<(Tensor, usize), UnslothError> {
+) -> Result<(Tensor, usize), TrainerError> {
     packed_nll(model, &[seq], train)
 }
 
@@ -208,13 +208,13 @@ pub fn packed_nll(
     model: &LlamaLora,
     seqs: &[&Sequence],
     train: bool,
-) -> Result<(Tensor, usize), UnslothError> {
+) -> Result<(Tensor, usize), TrainerError> {
     let (mut input, mut lengths, mut rows, mut targets) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for seq in seqs {
         let n = seq.tokens.len();
         if n < 2 || seq.learn.len() != n {
-            return Err(UnslothError::Invalid(format!(
+            return Err(TrainerError::Invalid(format!(
                 "a sequence needs at least 2 tokens and a learn flag per token ({n} tokens, {} flags)",
                 seq.learn.len()
             )));
@@ -270,7 +270,7 @@ fn packs<'a>(data: &'a [Sequence], batch: &[usize], budget: usize) -> Vec<Vec<&'
 }
 
 /// Mean NLL per target token over `data`, without dropout (the held-out measure in candle).
-pub fn mean_nll(model: &LlamaLora, data: &[Sequence]) -> Result<f64, UnslothError> {
+pub fn mean_nll(model: &LlamaLora, data: &[Sequence]) -> Result<f64, TrainerError> {
     let (mut sum, mut n) = (0.0, 0);
     for s in data {
         let (l, k) = sequence_nll(model, s, false)?;
@@ -316,9 +316,9 @@ pub fn train(
     fingerprint: &str,
     cancel: &AtomicBool,
     mut on_progress: impl FnMut(&Progress),
-) -> Result<Outcome, UnslothError> {
+) -> Result<Outcome, TrainerError> {
     if data.iter().all(|s| s.targets() == 0) {
-        return Err(UnslothError::Invalid(
+        return Err(TrainerError::Invalid(
             "no sequence has a token to learn".into(),
         ));
     }
@@ -333,7 +333,7 @@ pub fn train(
                 let mut moments = Vec::with_capacity(vars.len());
                 for name in model.lora().keys() {
                     let [ma, mb, va, vb] = ck.moments.get(name).cloned().ok_or_else(|| {
-                        UnslothError::Model(format!("the checkpoint has no moments for {name}"))
+                        TrainerError::Model(format!("the checkpoint has no moments for {name}"))
                     })?;
                     moments.push((ma, va));
                     moments.push((mb, vb));
@@ -341,23 +341,23 @@ pub fn train(
                 opt.restore(moments, ck.step)?;
                 start = ck.step;
                 tracing::info!(
-                    event = "forge.resumed",
+                    event = "trainer.resumed",
                     step = start,
                     "training resumed from its checkpoint"
                 );
             } else {
                 tracing::info!(
-                    event = "forge.checkpoint_ignored",
+                    event = "trainer.checkpoint_ignored",
                     "a checkpoint of another run was found and not used"
                 );
             }
         }
     }
-    let save = |step: usize, opt: &AdamW| -> Result<(), UnslothError> {
+    let save = |step: usize, opt: &AdamW| -> Result<(), TrainerError> {
         if let Some(path) = checkpoint {
             let bytes = checkpoint_bytes(model, step, fingerprint, opt.moments())?;
             crate::fsutil::atomic_write(path, &bytes)
-                .map_err(|e| UnslothError::Io(format!("checkpoint {}: {e}", path.display())))?;
+                .map_err(|e| TrainerError::Io(format!("checkpoint {}: {e}", path.display())))?;
         }
         Ok(())
     };
@@ -368,7 +368,7 @@ pub fn train(
         if cancel.load(Ordering::SeqCst) {
             save(s, &opt)?;
             tracing::info!(
-                event = "forge.stopped",
+                event = "trainer.stopped",
                 step = s,
                 "training stopped on request; checkpoint written"
             );

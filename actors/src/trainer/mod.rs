@@ -1,19 +1,20 @@
-//! The UnslothForge (issue 15): LoRA fine-tuning of a persona's model on the CPU, from the Curator's golden
+//! The trainer (issue 15): LoRA fine-tuning of a persona's model on the CPU, from the Curator's golden
 //! dataset, gated by held-out loss, swapped in through the cognitive atomic swap, rolled back on demand.
 //!
-//! The organ: one actor ([`UnslothForge`]) holding a queue of personas to train, filled by the Curator's
-//! trigger (the [`TrainerHook`] port) or by `forge_train`; one run at a time as a supervised job
+//! The organ: one actor ([`TrainerActor`]) holding a queue of personas to train, filled by the Curator's
+//! trigger (the [`TrainerHook`] port) or by `trainer_run`; one run at a time as a supervised job
 //! (`pipeline::run`), which waits until no task runs (training takes every core) unless forced, trains with
-//! `forge.threads` threads, reports `forge.progress` after every step, writes the adapter under its content
+//! `trainer.threads` threads, reports `trainer.progress` after every step, writes the adapter under its content
 //! hash, asks the serving engine for held-out and general-set NLL with and without it, and swaps the persona
 //! to it (`lora:<file>`, or on Ollama a model built from the base and the adapter) only when
-//! `forge.min_improvement` and `forge.max_regression` hold (`model.tuned`; otherwise `forge.rejected` and
-//! nothing changes). `forge_cancel` stops a run between steps, keeping its
+//! `trainer.min_improvement` and `trainer.max_regression` hold (`model.tuned`; otherwise `trainer.rejected` and
+//! nothing changes). `trainer_cancel` stops a run between steps, keeping its
 //! checkpoint; a daemon killed mid-run takes the run up again at start. `rollback_model` returns a persona to
-//! the model it had before its last tuned swap (the last `forge.keep_generations` are kept).
+//! the model it had before its last tuned swap (the last `trainer.keep_generations` are kept).
 //!
-//! The organ keeps its seed name, but Unsloth itself trains only on a GPU, and PyTorch from PyPI is a 3 GB
-//! CUDA build: the default engine is a trainer in Rust on candle, over the same GGUF file llama.cpp serves.
+//! The seeds call this organ the UnslothForge; it is named for what it does (`trainer`, `[trainer]`,
+//! `trainer_*` commands and events; the old `unsloth`, `[forge]` and `forge_*` names are read for one release
+//! and logged as deprecated), and Unsloth itself trains only on a GPU, and PyTorch from PyPI is a 3 GB CUDA build: the default engine is a trainer in Rust on candle, over the same GGUF file llama.cpp serves.
 //!
 //! ```text
 //!   golden set (curator_export)          same GGUF file
@@ -38,7 +39,7 @@
 //! - `actor`, `messages`: the queue and its commands.
 //!
 //! Why the trainer is trusted: `tests::*` on a tiny synthetic llama (loss falls, gradients reach every LoRA
-//! tensor and no frozen one, resume continues exactly, files round-trip), and `actors/tests/unsloth.rs` on the
+//! tensor and no frozen one, resume continues exactly, files round-trip), and `actors/tests/trainer.rs` on the
 //! shipped model (candle's logits match llama.cpp's on the same tokens, base and with the exported adapter).
 
 mod actor;
@@ -57,9 +58,9 @@ pub use adapter::{adapter_bytes, read_adapter, Adapter};
 pub use llama::{LlamaConfig, LlamaLora, LoraSpec, TARGETS};
 pub use train::{mean_nll, train, Outcome, Progress, Schedule, Sequence, TrainConfig};
 
-pub use actor::{UnslothForge, UNSLOTH_NAME};
-pub use messages::{ForgeStatus, UnslothArgs, UnslothMsg};
-pub use pipeline::{ForgeCtx, RunReport};
+pub use actor::{TrainerActor, TRAINER_NAME};
+pub use messages::{TrainerArgs, TrainerMsg, TrainerStatus};
+pub use pipeline::{RunReport, TrainerCtx};
 
 use std::sync::Arc;
 
@@ -73,7 +74,7 @@ use crate::settings::Settings;
 
 /// What can go wrong while fine-tuning.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum UnslothError {
+pub enum TrainerError {
     /// The model or a file the trainer reads is not what it needs (architecture, metadata, shapes).
     #[error("model: {0}")]
     Model(String),
@@ -86,49 +87,49 @@ pub enum UnslothError {
     /// The persona is already being trained or waits in the queue.
     #[error("busy: {0}")]
     Busy(String),
-    /// Something the forge needs is not there (the embedded backend, the Curator, the organ itself).
+    /// Something the trainer needs is not there (the embedded backend, the Curator, the organ itself).
     #[error("unavailable: {0}")]
     Unavailable(String),
 }
 
-impl From<AskError> for UnslothError {
+impl From<AskError> for TrainerError {
     fn from(e: AskError) -> Self {
-        UnslothError::Unavailable(format!("the forge did not answer: {e}"))
+        TrainerError::Unavailable(format!("the trainer did not answer: {e}"))
     }
 }
 
-impl WireError for UnslothError {
+impl WireError for TrainerError {
     fn code(&self) -> ErrorCode {
         match self {
-            UnslothError::Invalid(_) => ErrorCode::BadRequest,
-            UnslothError::Busy(_) => ErrorCode::Conflict,
-            UnslothError::Unavailable(_) => ErrorCode::Unavailable,
-            UnslothError::Model(_) | UnslothError::Io(_) => ErrorCode::Internal,
+            TrainerError::Invalid(_) => ErrorCode::BadRequest,
+            TrainerError::Busy(_) => ErrorCode::Conflict,
+            TrainerError::Unavailable(_) => ErrorCode::Unavailable,
+            TrainerError::Model(_) | TrainerError::Io(_) => ErrorCode::Internal,
         }
     }
 }
 
-/// The one way to reach the UnslothForge. Timeouts come from `gateway.actor_call_timeout_ms`.
+/// The one way to reach the trainer. Timeouts come from `gateway.actor_call_timeout_ms`.
 #[derive(Debug, Clone)]
-pub struct UnslothHandle(OrganRef);
+pub struct TrainerHandle(OrganRef);
 
-impl UnslothHandle {
+impl TrainerHandle {
     /// A handle reading its timeout from `settings`.
     pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self(OrganRef::new("unsloth", UNSLOTH_NAME, settings, |s| {
+        Self(OrganRef::new("trainer", TRAINER_NAME, settings, |s| {
             s.gateway.actor_call_timeout_ms
         }))
     }
 
-    /// Whether the Curator's trigger may start a run (`forge.auto_train`, live).
+    /// Whether the Curator's trigger may start a run (`trainer.auto_train`, live).
     fn auto_train(&self) -> bool {
-        self.0.settings().load().forge.auto_train
+        self.0.settings().load().trainer.auto_train
     }
 
     /// Queues `persona` for training; its place in line (1 = running next or now).
-    pub async fn train(&self, persona: String, force: bool) -> Result<usize, UnslothError> {
+    pub async fn train(&self, persona: String, force: bool) -> Result<usize, TrainerError> {
         self.0
-            .ask(|reply| UnslothMsg::Train {
+            .ask(|reply| TrainerMsg::Train {
                 persona,
                 force,
                 reply,
@@ -137,38 +138,38 @@ impl UnslothHandle {
     }
 
     /// Stops the run of `persona` (any run when `None`) and drops it from the queue.
-    pub async fn cancel(&self, persona: Option<String>) -> Result<bool, UnslothError> {
+    pub async fn cancel(&self, persona: Option<String>) -> Result<bool, TrainerError> {
         Ok(self
             .0
-            .ask(|reply| UnslothMsg::Cancel { persona, reply })
+            .ask(|reply| TrainerMsg::Cancel { persona, reply })
             .await?)
     }
 
     /// What runs and what waits.
-    pub async fn status(&self) -> Result<ForgeStatus, UnslothError> {
-        Ok(self.0.ask(UnslothMsg::Status).await?)
+    pub async fn status(&self) -> Result<TrainerStatus, TrainerError> {
+        Ok(self.0.ask(TrainerMsg::Status).await?)
     }
 
     /// Returns `persona` to its model before the last tuned swap: `(from, to)`.
-    pub async fn rollback(&self, persona: String) -> Result<(String, String), UnslothError> {
+    pub async fn rollback(&self, persona: String) -> Result<(String, String), TrainerError> {
         self.0
-            .ask(|reply| UnslothMsg::Rollback { persona, reply })
+            .ask(|reply| TrainerMsg::Rollback { persona, reply })
             .await?
     }
 
-    /// Fault injection: makes the forge panic.
+    /// Fault injection: makes the trainer panic.
     pub fn crash(&self) -> Result<(), AskError> {
-        self.0.tell(UnslothMsg::Crash)
+        self.0.tell(TrainerMsg::Crash)
     }
 }
 
 #[async_trait]
-impl TrainerHook for UnslothHandle {
+impl TrainerHook for TrainerHandle {
     async fn train(&self, persona: &str, _export: &Export) -> Result<String, String> {
         if !self.auto_train() {
-            return Err("forge.auto_train is off: nothing is trained from the trigger".into());
+            return Err("trainer.auto_train is off: nothing is trained from the trigger".into());
         }
-        UnslothHandle::train(self, persona.to_string(), false)
+        TrainerHandle::train(self, persona.to_string(), false)
             .await
             .map(|place| format!("queued for training (place {place})"))
             .map_err(|e| e.to_string())

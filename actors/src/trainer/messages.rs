@@ -1,21 +1,21 @@
-//! The UnslothForge's start-up arguments and messages: what its handle sends and its run job sends back.
+//! The trainer's start-up arguments and messages: what its handle sends and its run job sends back.
 
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
 
-use super::pipeline::{ForgeCtx, RunReport};
-use super::UnslothError;
+use super::pipeline::{RunReport, TrainerCtx};
+use super::TrainerError;
 
 /// Start-up arguments.
 #[derive(Clone)]
-pub struct UnslothArgs {
+pub struct TrainerArgs {
     /// What a run needs.
-    pub ctx: ForgeCtx,
+    pub ctx: TrainerCtx,
 }
 
-/// The answer to `forge_status`.
+/// The answer to `trainer_status`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct ForgeStatus {
+pub struct TrainerStatus {
     /// The persona being trained, if any.
     pub running: Option<String>,
     /// Seconds since that run began (waiting for idle included).
@@ -26,8 +26,8 @@ pub struct ForgeStatus {
     pub last: Vec<RunReport>,
 }
 
-/// Messages the UnslothForge handles.
-pub enum UnslothMsg {
+/// Messages the trainer handles.
+pub enum TrainerMsg {
     /// Queue `persona` for training; answers its place in line (1 = next or running).
     Train {
         /// The persona.
@@ -35,7 +35,7 @@ pub enum UnslothMsg {
         /// Start without waiting for the running tasks to end.
         force: bool,
         /// Answer.
-        reply: RpcReplyPort<Result<usize, UnslothError>>,
+        reply: RpcReplyPort<Result<usize, TrainerError>>,
     },
     /// Stop the running run (its checkpoint is kept) and drop a queued one; `None` stops whatever runs.
     Cancel {
@@ -45,16 +45,16 @@ pub enum UnslothMsg {
         reply: RpcReplyPort<bool>,
     },
     /// What runs and what waits.
-    Status(RpcReplyPort<ForgeStatus>),
+    Status(RpcReplyPort<TrainerStatus>),
     /// Return a persona to its model before the last tuned swap; answers `(from, to)`.
     Rollback {
         /// The persona.
         persona: String,
         /// Answer.
-        reply: RpcReplyPort<Result<(String, String), UnslothError>>,
+        reply: RpcReplyPort<Result<(String, String), TrainerError>>,
     },
     /// From the run job: how it ended.
-    Ended(String, Result<RunReport, UnslothError>),
+    Ended(String, Result<RunReport, TrainerError>),
     /// Start the next queued run if none runs (sent to itself).
     Pump,
     /// Fault injection: panic.

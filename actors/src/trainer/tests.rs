@@ -414,7 +414,7 @@ fn the_gate_swaps_only_on_enough_improvement_and_little_regression() {
         &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/settings.toml"),
     )
     .unwrap();
-    let s = shipped.settings.forge;
+    let s = shipped.settings.trainer;
     let r = |hb: f64, ha: f64, gb: f64, ga: f64| RunReport {
         persona: "BRICK".into(),
         outcome: String::new(),

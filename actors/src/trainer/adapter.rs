@@ -17,10 +17,10 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use super::llama::{model_err, LlamaLora};
-use super::UnslothError;
+use super::TrainerError;
 
 /// The GGUF bytes of `model`'s LoRA pairs as a llama.cpp adapter.
-pub fn adapter_bytes(model: &LlamaLora) -> Result<Vec<u8>, UnslothError> {
+pub fn adapter_bytes(model: &LlamaLora) -> Result<Vec<u8>, TrainerError> {
     let pairs = model.lora();
     let mut tensors: Vec<(String, QTensor)> = Vec::with_capacity(pairs.len() * 2);
     for (name, p) in &pairs {
@@ -52,7 +52,7 @@ pub struct Adapter {
 }
 
 /// Reads an adapter written by [`adapter_bytes`] (or any llama.cpp LoRA adapter with f32 tensors).
-pub fn read_adapter(bytes: &[u8]) -> Result<Adapter, UnslothError> {
+pub fn read_adapter(bytes: &[u8]) -> Result<Adapter, TrainerError> {
     let mut r = Cursor::new(bytes);
     let c = gguf_file::Content::read(&mut r).map_err(model_err)?;
     let s = |k: &str| {
@@ -62,13 +62,13 @@ pub fn read_adapter(bytes: &[u8]) -> Result<Adapter, UnslothError> {
             .unwrap_or_default()
     };
     if s("general.type") != "adapter" || s("adapter.type") != "lora" {
-        return Err(UnslothError::Model("not a LoRA adapter file".into()));
+        return Err(TrainerError::Model("not a LoRA adapter file".into()));
     }
     let alpha = c
         .metadata
         .get("adapter.lora.alpha")
         .and_then(|v| v.to_f32().ok())
-        .ok_or_else(|| UnslothError::Model("the adapter has no adapter.lora.alpha".into()))?;
+        .ok_or_else(|| TrainerError::Model("the adapter has no adapter.lora.alpha".into()))?;
     let pairs = read_pairs(&c, &mut r, "")?;
     Ok(Adapter { alpha, pairs })
 }
@@ -93,10 +93,10 @@ pub fn checkpoint_bytes(
     step: usize,
     fingerprint: &str,
     moments: &[(Tensor, Tensor)],
-) -> Result<Vec<u8>, UnslothError> {
+) -> Result<Vec<u8>, TrainerError> {
     let pairs = model.lora();
     if moments.len() != pairs.len() * 2 {
-        return Err(UnslothError::Model(format!(
+        return Err(TrainerError::Model(format!(
             "{} moment pairs for {} LoRA tensors",
             moments.len(),
             pairs.len() * 2
@@ -128,12 +128,12 @@ pub fn checkpoint_bytes(
 }
 
 /// Reads a checkpoint written by [`checkpoint_bytes`].
-pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, UnslothError> {
+pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, TrainerError> {
     let mut r = Cursor::new(bytes);
     let c = gguf_file::Content::read(&mut r).map_err(model_err)?;
     let step = match c.metadata.get("batos.step") {
         Some(gguf_file::Value::U64(s)) => *s as usize,
-        _ => return Err(UnslothError::Model("the checkpoint has no step".into())),
+        _ => return Err(TrainerError::Model("the checkpoint has no step".into())),
     };
     let fingerprint = c
         .metadata
@@ -146,7 +146,7 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, UnslothError> {
     let mut moments = BTreeMap::new();
     for name in pairs.keys() {
         let (Some((ma, mb)), Some((va, vb))) = (m.get(name), v.get(name)) else {
-            return Err(UnslothError::Model(format!(
+            return Err(TrainerError::Model(format!(
                 "no optimizer state for {name}"
             )));
         };
@@ -163,14 +163,14 @@ pub fn read_checkpoint(bytes: &[u8]) -> Result<Checkpoint, UnslothError> {
     })
 }
 
-fn f32_q(t: &Tensor) -> Result<QTensor, UnslothError> {
+fn f32_q(t: &Tensor) -> Result<QTensor, TrainerError> {
     QTensor::quantize(t, GgmlDType::F32).map_err(model_err)
 }
 
 fn write(
     meta: &[(&str, gguf_file::Value)],
     tensors: &[(String, QTensor)],
-) -> Result<Vec<u8>, UnslothError> {
+) -> Result<Vec<u8>, TrainerError> {
     let meta: Vec<(&str, &gguf_file::Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
     let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let mut out = Cursor::new(Vec::new());
@@ -183,7 +183,7 @@ fn read_pairs(
     c: &gguf_file::Content,
     r: &mut Cursor<&[u8]>,
     prefix: &str,
-) -> Result<BTreeMap<String, (Tensor, Tensor)>, UnslothError> {
+) -> Result<BTreeMap<String, (Tensor, Tensor)>, TrainerError> {
     let dev = Device::Cpu;
     let mut out = BTreeMap::new();
     let mut names: Vec<&String> = c.tensor_infos.keys().collect();
@@ -201,7 +201,7 @@ fn read_pairs(
         let mut load = |k: &str| {
             c.tensor(r, k, &dev)
                 .and_then(|q| q.dequantize(&dev))
-                .map_err(|e| UnslothError::Model(format!("{k}: {e}")))
+                .map_err(|e| TrainerError::Model(format!("{k}: {e}")))
         };
         let a = load(key)?;
         let b = load(&format!("{prefix}{name}.lora_b"))?;

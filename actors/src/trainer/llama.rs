@@ -17,7 +17,7 @@ use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, V
 use candle_nn::ops::{rms_norm_slow, softmax};
 use candle_nn::rotary_emb::rope_i_slow;
 
-use super::UnslothError;
+use super::TrainerError;
 
 /// The projections LoRA can adapt, by their GGUF names (`blk.N.<name>.weight`).
 pub const TARGETS: [&str; 7] = [
@@ -69,22 +69,22 @@ impl LlamaConfig {
         })
     }
 
-    fn from_gguf(c: &gguf_file::Content) -> Result<Self, UnslothError> {
+    fn from_gguf(c: &gguf_file::Content) -> Result<Self, TrainerError> {
         let arch = meta(c, "general.architecture")?
             .to_string()
             .map_err(model_err)?
             .clone();
         if arch != "llama" {
-            return Err(UnslothError::Model(format!(
+            return Err(TrainerError::Model(format!(
                 "the trainer knows the llama architecture, the model is `{arch}`"
             )));
         }
-        let u = |k: &str| -> Result<usize, UnslothError> {
+        let u = |k: &str| -> Result<usize, TrainerError> {
             Ok(meta(c, &format!("llama.{k}"))?
                 .to_u32()
                 .map_err(model_err)? as usize)
         };
-        let f = |k: &str| -> Result<f64, UnslothError> {
+        let f = |k: &str| -> Result<f64, TrainerError> {
             Ok(meta(c, &format!("llama.{k}"))?
                 .to_f32()
                 .map_err(model_err)? as f64)
@@ -93,7 +93,7 @@ impl LlamaConfig {
             .tensor_infos
             .get("token_embd.weight")
             .map(|t| t.shape.dims()[0])
-            .ok_or_else(|| UnslothError::Model("no token_embd.weight".into()))?;
+            .ok_or_else(|| TrainerError::Model("no token_embd.weight".into()))?;
         let cfg = Self {
             n_layer: u("block_count")?,
             n_embd: u("embedding_length")?,
@@ -105,7 +105,7 @@ impl LlamaConfig {
             rope_base: f("rope.freq_base").unwrap_or(10_000.0),
         };
         if cfg.n_head == 0 || cfg.n_head_kv == 0 || !cfg.n_head.is_multiple_of(cfg.n_head_kv) {
-            return Err(UnslothError::Model(format!(
+            return Err(TrainerError::Model(format!(
                 "{} heads cannot share {} key/value heads",
                 cfg.n_head, cfg.n_head_kv
             )));
@@ -114,14 +114,14 @@ impl LlamaConfig {
     }
 }
 
-fn meta<'a>(c: &'a gguf_file::Content, key: &str) -> Result<&'a gguf_file::Value, UnslothError> {
+fn meta<'a>(c: &'a gguf_file::Content, key: &str) -> Result<&'a gguf_file::Value, TrainerError> {
     c.metadata
         .get(key)
-        .ok_or_else(|| UnslothError::Model(format!("the model file has no `{key}`")))
+        .ok_or_else(|| TrainerError::Model(format!("the model file has no `{key}`")))
 }
 
-pub(super) fn model_err(e: candle_core::Error) -> UnslothError {
-    UnslothError::Model(e.to_string())
+pub(super) fn model_err(e: candle_core::Error) -> TrainerError {
+    TrainerError::Model(e.to_string())
 }
 
 /// How LoRA is laid on the model: which projections, rank, alpha (scale = alpha / rank) and input dropout.
@@ -177,38 +177,38 @@ pub struct LlamaLora {
 impl LlamaLora {
     /// Loads `reader` (a llama GGUF), dequantizing every weight to f32, and lays fresh LoRA pairs on
     /// `spec.targets` (A drawn from N(0, 1/n_in), B zero).
-    pub fn load<R: Read + Seek>(reader: &mut R, spec: LoraSpec) -> Result<Self, UnslothError> {
+    pub fn load<R: Read + Seek>(reader: &mut R, spec: LoraSpec) -> Result<Self, TrainerError> {
         let device = Device::Cpu;
         let content = gguf_file::Content::read(reader).map_err(model_err)?;
         let cfg = LlamaConfig::from_gguf(&content)?;
         for t in &spec.targets {
             if !TARGETS.contains(&t.as_str()) {
-                return Err(UnslothError::Invalid(format!(
+                return Err(TrainerError::Invalid(format!(
                     "`{t}` is not a projection LoRA can adapt (one of {})",
                     TARGETS.join(", ")
                 )));
             }
         }
         if spec.rank == 0 {
-            return Err(UnslothError::Invalid(
+            return Err(TrainerError::Invalid(
                 "the LoRA rank must be at least 1".into(),
             ));
         }
-        let mut get = |name: &str| -> Result<Tensor, UnslothError> {
+        let mut get = |name: &str| -> Result<Tensor, TrainerError> {
             content
                 .tensor(reader, name, &device)
                 .and_then(|q| q.dequantize(&device))
-                .map_err(|e| UnslothError::Model(format!("{name}: {e}")))
+                .map_err(|e| TrainerError::Model(format!("{name}: {e}")))
         };
         let embd = get("token_embd.weight")?;
         let out_norm = get("output_norm.weight")?;
         let mut blocks = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
-            let mut lin = |t: &str| -> Result<Linear, UnslothError> {
+            let mut lin = |t: &str| -> Result<Linear, TrainerError> {
                 let w = get(&format!("blk.{i}.{t}.weight"))?;
                 let (n_out, n_in) = cfg.shape_of(t).unwrap_or((0, 0));
                 if w.dims() != [n_out, n_in] {
-                    return Err(UnslothError::Model(format!(
+                    return Err(TrainerError::Model(format!(
                         "blk.{i}.{t}.weight is {:?}, the metadata says {:?}",
                         w.dims(),
                         [n_out, n_in]
@@ -303,13 +303,13 @@ impl LlamaLora {
     pub fn set_lora(
         &self,
         values: &BTreeMap<String, (Tensor, Tensor)>,
-    ) -> Result<(), UnslothError> {
+    ) -> Result<(), TrainerError> {
         for (name, pair) in self.lora() {
             let (a, b) = values
                 .get(&name)
-                .ok_or_else(|| UnslothError::Model(format!("no LoRA values for {name}")))?;
+                .ok_or_else(|| TrainerError::Model(format!("no LoRA values for {name}")))?;
             if a.dims() != pair.a.dims() || b.dims() != pair.b.dims() {
-                return Err(UnslothError::Model(format!(
+                return Err(TrainerError::Model(format!(
                     "{name}: LoRA shapes {:?}/{:?}, expected {:?}/{:?}",
                     a.dims(),
                     b.dims(),
@@ -324,14 +324,14 @@ impl LlamaLora {
     }
 
     /// Logits `(batch, seq, vocab)` for `tokens` `(batch, seq)` (u32). `train` turns LoRA dropout on.
-    pub fn forward(&self, tokens: &Tensor, train: bool) -> Result<Tensor, UnslothError> {
+    pub fn forward(&self, tokens: &Tensor, train: bool) -> Result<Tensor, TrainerError> {
         self.hidden(tokens, train).and_then(|h| self.logits(&h))
     }
 
     /// The last hidden states `(batch, seq, n_embd)`, after the output norm: project only the rows whose
     /// next token counts ([`logits`](Self::logits)) — the vocabulary projection and its softmax are the widest
     /// tensors of a step, and a prompt's rows are never scored.
-    pub fn hidden(&self, tokens: &Tensor, train: bool) -> Result<Tensor, UnslothError> {
+    pub fn hidden(&self, tokens: &Tensor, train: bool) -> Result<Tensor, TrainerError> {
         let t = tokens.dims2().map_err(model_err)?.1;
         self.hidden_packed(tokens, &[t], train)
     }
@@ -346,13 +346,13 @@ impl LlamaLora {
         tokens: &Tensor,
         lengths: &[usize],
         train: bool,
-    ) -> Result<Tensor, UnslothError> {
+    ) -> Result<Tensor, TrainerError> {
         let (b, t) = tokens.dims2().map_err(model_err)?;
         if lengths.iter().sum::<usize>() != t
             || lengths.contains(&0)
             || (b != 1 && lengths.len() != 1)
         {
-            return Err(UnslothError::Invalid(format!(
+            return Err(TrainerError::Invalid(format!(
                 "packed lengths {lengths:?} do not cover a ({b}, {t}) batch"
             )));
         }
@@ -360,7 +360,7 @@ impl LlamaLora {
     }
 
     /// Logits `(.., vocab)` of hidden states `(.., n_embd)` (tied embeddings: the projection is `token_embd`).
-    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, UnslothError> {
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor, TrainerError> {
         hidden
             .broadcast_matmul(&self.embd.t().map_err(model_err)?)
             .map_err(model_err)
@@ -460,7 +460,7 @@ fn gaussian(
     std: f64,
     shape: (usize, usize),
     device: &Device,
-) -> Result<Tensor, UnslothError> {
+) -> Result<Tensor, TrainerError> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let n = shape.0 * shape.1;

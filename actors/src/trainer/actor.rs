@@ -1,4 +1,4 @@
-//! The UnslothForge actor: a queue of personas to train, one run at a time as a supervised job.
+//! The trainer actor: a queue of personas to train, one run at a time as a supervised job.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,18 +7,18 @@ use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::messages::{ForgeStatus, UnslothArgs, UnslothMsg};
+use super::messages::{TrainerArgs, TrainerMsg, TrainerStatus};
 use super::pipeline::{self, RunReport};
-use super::UnslothError;
+use super::TrainerError;
 use crate::events::Event;
 use crate::job::{JobEnd, Jobs};
 
 /// Registered name of the actor.
-pub const UNSLOTH_NAME: &str = "unsloth";
+pub const TRAINER_NAME: &str = "trainer";
 
-/// The actor (state lives in [`UnslothState`]).
+/// The actor (state lives in [`TrainerState`]).
 #[derive(Debug, Default, Clone, Copy)]
-pub struct UnslothForge;
+pub struct TrainerActor;
 
 /// The run in progress.
 struct Running {
@@ -28,8 +28,8 @@ struct Running {
 }
 
 /// The actor's state.
-pub struct UnslothState {
-    args: UnslothArgs,
+pub struct TrainerState {
+    args: TrainerArgs,
     jobs: Jobs,
     running: Option<Running>,
     /// Personas waiting, with whether their request skips the wait for idle.
@@ -38,12 +38,12 @@ pub struct UnslothState {
     last: VecDeque<RunReport>,
 }
 
-/// Reports kept for `forge_status`.
+/// Reports kept for `trainer_status`.
 const KEEP_REPORTS: usize = 8;
 
-impl UnslothState {
+impl TrainerState {
     /// Starts the next queued run if none is running.
-    async fn pump(&mut self, myself: &ActorRef<UnslothMsg>) {
+    async fn pump(&mut self, myself: &ActorRef<TrainerMsg>) {
         if self.running.is_some() {
             return;
         }
@@ -56,7 +56,7 @@ impl UnslothState {
         let (p, c) = (persona.clone(), cancel.clone());
         let work = async move {
             let r = pipeline::run(ctx, p.clone(), force, c).await;
-            let _ = me.cast(UnslothMsg::Ended(p, r));
+            let _ = me.cast(TrainerMsg::Ended(p, r));
         };
         match self
             .jobs
@@ -72,23 +72,23 @@ impl UnslothState {
             }
             Err(e) => self.ended(
                 &persona,
-                Err(UnslothError::Model(format!("the run could not start: {e}"))),
+                Err(TrainerError::Model(format!("the run could not start: {e}"))),
             ),
         }
     }
 
-    fn ended(&mut self, persona: &str, r: Result<RunReport, UnslothError>) {
+    fn ended(&mut self, persona: &str, r: Result<RunReport, TrainerError>) {
         self.running = None;
         match r {
             Ok(report) => {
-                tracing::info!(event = "forge.ended", persona, outcome = %report.outcome, steps = report.steps, "forge run ended");
+                tracing::info!(event = "trainer.ended", persona, outcome = %report.outcome, steps = report.steps, "training run ended");
                 self.last.push_back(report);
                 while self.last.len() > KEEP_REPORTS {
                     self.last.pop_front();
                 }
             }
             Err(e) => {
-                self.args.ctx.hub.publish(Event::ForgeFailed {
+                self.args.ctx.hub.publish(Event::TrainerFailed {
                     persona: persona.to_string(),
                     error: e.to_string(),
                 });
@@ -97,19 +97,19 @@ impl UnslothState {
     }
 }
 
-impl Actor for UnslothForge {
-    type Msg = UnslothMsg;
-    type State = UnslothState;
-    type Arguments = UnslothArgs;
+impl Actor for TrainerActor {
+    type Msg = TrainerMsg;
+    type State = TrainerState;
+    type Arguments = TrainerArgs;
 
     async fn pre_start(
         &self,
-        myself: ActorRef<UnslothMsg>,
-        args: UnslothArgs,
-    ) -> Result<UnslothState, ActorProcessingErr> {
+        myself: ActorRef<TrainerMsg>,
+        args: TrainerArgs,
+    ) -> Result<TrainerState, ActorProcessingErr> {
         let hub = args.ctx.hub.clone();
-        let mut state = UnslothState {
-            jobs: Jobs::new(format!("root/{UNSLOTH_NAME}"), hub),
+        let mut state = TrainerState {
+            jobs: Jobs::new(format!("root/{TRAINER_NAME}"), hub),
             args,
             running: None,
             queue: VecDeque::new(),
@@ -121,7 +121,7 @@ impl Actor for UnslothForge {
             for e in entries.flatten() {
                 let persona = e.file_name().to_string_lossy().into_owned();
                 if pipeline::checkpoint_path(&state.args.ctx.dir, &persona).is_file() {
-                    tracing::info!(event = "forge.resuming", persona = %persona, "an interrupted run is taken up again");
+                    tracing::info!(event = "trainer.resuming", persona = %persona, "an interrupted run is taken up again");
                     state.queue.push_back((persona, false));
                 }
             }
@@ -141,21 +141,21 @@ impl Actor for UnslothForge {
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         });
-        let _ = myself.cast(UnslothMsg::Pump);
+        let _ = myself.cast(TrainerMsg::Pump);
         Ok(state)
     }
 
     async fn handle_supervisor_evt(
         &self,
-        myself: ActorRef<UnslothMsg>,
+        myself: ActorRef<TrainerMsg>,
         event: SupervisionEvent,
-        state: &mut UnslothState,
+        state: &mut TrainerState,
     ) -> Result<(), ActorProcessingErr> {
         if let Some((label, JobEnd::Failed(reason))) = state.jobs.supervise(&event) {
             if let Some(persona) = label.strip_prefix("run/") {
                 state.ended(
                     persona,
-                    Err(UnslothError::Model(format!("the run crashed: {reason}"))),
+                    Err(TrainerError::Model(format!("the run crashed: {reason}"))),
                 );
                 state.pump(&myself).await;
             }
@@ -165,22 +165,22 @@ impl Actor for UnslothForge {
 
     async fn handle(
         &self,
-        myself: ActorRef<UnslothMsg>,
-        msg: UnslothMsg,
-        state: &mut UnslothState,
+        myself: ActorRef<TrainerMsg>,
+        msg: TrainerMsg,
+        state: &mut TrainerState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            UnslothMsg::Train {
+            TrainerMsg::Train {
                 persona,
                 force,
                 reply,
             } => {
                 let r = if state.args.ctx.personas.current(&persona).is_err() {
-                    Err(UnslothError::Invalid(format!("no persona named {persona}")))
+                    Err(TrainerError::Invalid(format!("no persona named {persona}")))
                 } else if state.running.as_ref().is_some_and(|r| r.persona == persona)
                     || state.queue.iter().any(|(p, _)| p == &persona)
                 {
-                    Err(UnslothError::Busy(format!(
+                    Err(TrainerError::Busy(format!(
                         "{persona} is already being trained or queued"
                     )))
                 } else {
@@ -190,7 +190,7 @@ impl Actor for UnslothForge {
                 let _ = reply.send(r);
                 state.pump(&myself).await;
             }
-            UnslothMsg::Cancel { persona, reply } => {
+            TrainerMsg::Cancel { persona, reply } => {
                 let mut cancelled = false;
                 if let Some(p) = &persona {
                     let before = state.queue.len();
@@ -205,8 +205,8 @@ impl Actor for UnslothForge {
                 }
                 let _ = reply.send(cancelled);
             }
-            UnslothMsg::Status(reply) => {
-                let _ = reply.send(ForgeStatus {
+            TrainerMsg::Status(reply) => {
+                let _ = reply.send(TrainerStatus {
                     running: state.running.as_ref().map(|r| r.persona.clone()),
                     running_for_s: state
                         .running
@@ -216,15 +216,15 @@ impl Actor for UnslothForge {
                     last: state.last.iter().cloned().collect(),
                 });
             }
-            UnslothMsg::Rollback { persona, reply } => {
+            TrainerMsg::Rollback { persona, reply } => {
                 let _ = reply.send(pipeline::rollback(&state.args.ctx, &persona).await);
             }
-            UnslothMsg::Ended(persona, r) => {
+            TrainerMsg::Ended(persona, r) => {
                 state.ended(&persona, r);
                 state.pump(&myself).await;
             }
-            UnslothMsg::Pump => state.pump(&myself).await,
-            UnslothMsg::Crash => panic!("debug_crash requested for unsloth"),
+            TrainerMsg::Pump => state.pump(&myself).await,
+            TrainerMsg::Crash => panic!("debug_crash requested for trainer"),
         }
         Ok(())
     }

@@ -1,4 +1,4 @@
-//! One run of the forge for one persona: golden set → tokens → LoRA training (checkpointed, with progress) →
+//! One run of the trainer for one persona: golden set → tokens → LoRA training (checkpointed, with progress) →
 //! adapter file → the gate, measured by the serving engine → the cognitive atomic swap, or a rejection.
 //!
 //! Nothing is registered before the gate passes: the adapter file is written whole (atomically) under its
@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     adapter_bytes, train, LlamaLora, LoraSpec, Outcome, Schedule, Sequence, TrainConfig,
-    UnslothError,
+    TrainerError,
 };
 use crate::curator::CuratorHandle;
 use crate::events::{Event, EventHub};
@@ -25,14 +25,14 @@ use crate::llm::embedded::EmbeddedBackend;
 use crate::llm::ollama::OllamaBackend;
 use crate::llm::{ChatMessage, Role, ToolSpec};
 use crate::personas::Personas;
-use crate::settings::{ForgeSettings, Settings};
+use crate::settings::{Settings, TrainerSettings};
 
 /// What a run needs from the rest of the system.
 #[derive(Clone)]
-pub struct ForgeCtx {
-    /// Live settings (`[forge]` is read at the start of each run).
+pub struct TrainerCtx {
+    /// Live settings (`[trainer]` is read at the start of each run).
     pub settings: Arc<ArcSwap<Settings>>,
-    /// Events (`forge.*`, `model.tuned`) and the count of running tasks a run waits on.
+    /// Events (`trainer.*`, `model.tuned`) and the count of running tasks a run waits on.
     pub hub: Arc<EventHub>,
     /// The swap.
     pub personas: Arc<Personas>,
@@ -46,7 +46,7 @@ pub struct ForgeCtx {
     pub dir: PathBuf,
     /// `data_dir/adapters`: adapters by content hash, with their manifests.
     pub adapters: PathBuf,
-    /// The exam gate (`forge.exam_gate`); `None` where no exam organ runs (unit tests).
+    /// The exam gate (`trainer.exam_gate`); `None` where no exam organ runs (unit tests).
     pub exam: Option<Arc<dyn crate::ports::ExamGate>>,
 }
 
@@ -104,19 +104,19 @@ fn read_history(dir: &Path, persona: &str) -> History {
         .unwrap_or_default()
 }
 
-fn write_history(dir: &Path, persona: &str, h: &History) -> Result<(), UnslothError> {
+fn write_history(dir: &Path, persona: &str, h: &History) -> Result<(), TrainerError> {
     let path = history_path(dir, persona);
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| UnslothError::Io(e.to_string()))?;
+        std::fs::create_dir_all(parent).map_err(|e| TrainerError::Io(e.to_string()))?;
     }
-    let bytes = serde_json::to_vec_pretty(h).map_err(|e| UnslothError::Io(e.to_string()))?;
-    crate::fsutil::atomic_write(&path, &bytes).map_err(|e| UnslothError::Io(e.to_string()))
+    let bytes = serde_json::to_vec_pretty(h).map_err(|e| TrainerError::Io(e.to_string()))?;
+    crate::fsutil::atomic_write(&path, &bytes).map_err(|e| TrainerError::Io(e.to_string()))
 }
 
 /// One example of a JSONL set: the chat before the answer, the answer, and the tools the call offered.
 type Example = (Vec<ChatMessage>, String, Vec<ToolSpec>);
 
-fn read_examples(path: &Path) -> Result<Vec<Example>, UnslothError> {
+fn read_examples(path: &Path) -> Result<Vec<Example>, TrainerError> {
     #[derive(Deserialize)]
     struct Line {
         messages: Vec<ChatMessage>,
@@ -126,7 +126,7 @@ fn read_examples(path: &Path) -> Result<Vec<Example>, UnslothError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(UnslothError::Io(format!("{}: {e}", path.display()))),
+        Err(e) => return Err(TrainerError::Io(format!("{}: {e}", path.display()))),
     };
     let mut out = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -159,7 +159,7 @@ fn sequences(
     engine: &EmbeddedBackend,
     examples: &[Example],
     max_tokens: usize,
-) -> Result<Tokenized, UnslothError> {
+) -> Result<Tokenized, TrainerError> {
     let mut out = Tokenized {
         seqs: Vec::with_capacity(examples.len()),
         skipped: 0,
@@ -168,7 +168,7 @@ fn sequences(
     for (messages, answer, tools) in examples {
         let (mut tokens, prompt) = engine
             .training_tokens(messages, answer, tools)
-            .map_err(|e| UnslothError::Model(e.to_string()))?;
+            .map_err(|e| TrainerError::Model(e.to_string()))?;
         out.longest_prompt = out.longest_prompt.max(prompt);
         tokens.truncate(max_tokens);
         let learn: Vec<bool> = (0..tokens.len()).map(|i| i >= prompt).collect();
@@ -188,13 +188,13 @@ pub async fn served_nll(
     engine: &EmbeddedBackend,
     model: &str,
     data: &[Sequence],
-) -> Result<f64, UnslothError> {
+) -> Result<f64, TrainerError> {
     let (mut sum, mut n) = (0.0, 0);
     for s in data {
         let (l, k) = engine
             .sequence_nll(model, s.tokens.clone(), s.learn.clone())
             .await
-            .map_err(|e| UnslothError::Model(e.to_string()))?;
+            .map_err(|e| TrainerError::Model(e.to_string()))?;
         sum += l;
         n += k;
     }
@@ -225,13 +225,13 @@ async fn wait_idle(hub: &EventHub, cancel: &AtomicBool, poll: Duration) -> bool 
     !cancel.load(Ordering::SeqCst)
 }
 
-fn config(s: &ForgeSettings) -> Result<(LoraSpec, TrainConfig), UnslothError> {
+fn config(s: &TrainerSettings) -> Result<(LoraSpec, TrainConfig), TrainerError> {
     let schedule = match s.schedule.as_str() {
         "cosine" => Schedule::Cosine,
         "constant" => Schedule::Constant,
         other => {
-            return Err(UnslothError::Invalid(format!(
-                "forge.schedule `{other}` is neither `cosine` nor `constant`"
+            return Err(TrainerError::Invalid(format!(
+                "trainer.schedule `{other}` is neither `cosine` nor `constant`"
             )))
         }
     };
@@ -258,19 +258,19 @@ fn config(s: &ForgeSettings) -> Result<(LoraSpec, TrainConfig), UnslothError> {
 }
 
 /// The gate's decision on measured NLLs: `None` to swap, or why not.
-pub fn gate(r: &RunReport, s: &ForgeSettings) -> Option<String> {
+pub fn gate(r: &RunReport, s: &TrainerSettings) -> Option<String> {
     let improvement = (r.heldout_before - r.heldout_after) / r.heldout_before.max(1e-9);
     let regression = (r.general_after - r.general_before) / r.general_before.max(1e-9);
     if improvement.is_nan() || improvement < s.min_improvement {
         return Some(format!(
-            "held-out NLL improved by {:.1} %, less than forge.min_improvement {:.1} %",
+            "held-out NLL improved by {:.1} %, less than trainer.min_improvement {:.1} %",
             improvement * 100.0,
             s.min_improvement * 100.0
         ));
     }
     if regression > s.max_regression {
         return Some(format!(
-            "the general set worsened by {:.1} %, more than forge.max_regression {:.1} %",
+            "the general set worsened by {:.1} %, more than trainer.max_regression {:.1} %",
             regression * 100.0,
             s.max_regression * 100.0
         ));
@@ -278,20 +278,20 @@ pub fn gate(r: &RunReport, s: &ForgeSettings) -> Option<String> {
     None
 }
 
-/// Runs the forge for `persona`. `force` skips the wait for idle; `cancel` stops it between steps (the
+/// Runs the trainer for `persona`. `force` skips the wait for idle; `cancel` stops it between steps (the
 /// checkpoint is kept).
 pub async fn run(
-    ctx: ForgeCtx,
+    ctx: TrainerCtx,
     persona: String,
     force: bool,
     cancel: Arc<AtomicBool>,
-) -> Result<RunReport, UnslothError> {
+) -> Result<RunReport, TrainerError> {
     let settings = ctx.settings.load_full();
-    let s = settings.forge.clone();
+    let s = settings.trainer.clone();
     let current = ctx
         .personas
         .current(&persona)
-        .map_err(|e| UnslothError::Invalid(e.to_string()))?
+        .map_err(|e| TrainerError::Invalid(e.to_string()))?
         .model
         .clone();
     let (spec, cfg) = config(&s)?;
@@ -318,7 +318,7 @@ pub async fn run(
         .curator
         .export(persona.clone())
         .await
-        .map_err(|e| UnslothError::Unavailable(format!("no golden set: {e}")))?;
+        .map_err(|e| TrainerError::Unavailable(format!("no golden set: {e}")))?;
     let train_set = sequences(&engine, &read_examples(&export.train)?, s.max_tokens)?;
     let heldout = sequences(&engine, &read_examples(&export.heldout)?, s.max_tokens)?;
     let skipped = train_set.skipped + heldout.skipped;
@@ -326,25 +326,25 @@ pub async fn run(
         String::new()
     } else {
         let longest = train_set.longest_prompt.max(heldout.longest_prompt);
-        tracing::warn!(event = "forge.skipped", persona = %persona, skipped, longest_prompt = longest, max_tokens = s.max_tokens, "examples whose prompt fills forge.max_tokens were skipped");
+        tracing::warn!(event = "trainer.skipped", persona = %persona, skipped, longest_prompt = longest, max_tokens = s.max_tokens, "examples whose prompt fills trainer.max_tokens were skipped");
         format!(
-            " ({skipped} more have a prompt that fills forge.max_tokens = {}; the longest is {longest} tokens)",
+            " ({skipped} more have a prompt that fills trainer.max_tokens = {}; the longest is {longest} tokens)",
             s.max_tokens
         )
     };
     let (train_set, heldout) = (train_set.seqs, heldout.seqs);
     if train_set.is_empty() || heldout.is_empty() {
-        return Err(UnslothError::Invalid(format!(
-            "{persona} has {} training and {} held-out examples{too_long}; the forge needs both",
+        return Err(TrainerError::Invalid(format!(
+            "{persona} has {} training and {} held-out examples{too_long}; the trainer needs both",
             train_set.len(),
             heldout.len()
         )));
     }
-    let general_file = settings.forge.general_set.clone();
+    let general_file = settings.trainer.general_set.clone();
     // Without it the gate could not see a regression: a missing set stops the run rather than pass silently.
     if !general_file.is_file() {
-        return Err(UnslothError::Invalid(format!(
-            "the general set {} (forge.general_set) is missing",
+        return Err(TrainerError::Invalid(format!(
+            "the general set {} (trainer.general_set) is missing",
             general_file.display()
         )));
     }
@@ -365,25 +365,25 @@ pub async fn run(
     let fingerprint = hex(&h.finalize());
     let ckpt = checkpoint_path(&ctx.dir, &persona);
     if let Some(parent) = ckpt.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| UnslothError::Io(e.to_string()))?;
+        std::fs::create_dir_all(parent).map_err(|e| TrainerError::Io(e.to_string()))?;
     }
-    tracing::info!(event = "forge.started", persona = %persona, train = train_set.len(), heldout = heldout.len(), steps = cfg.steps, "training a LoRA adapter");
-    // The training thread outlives this future if the job is killed (the forge crashed): it must stop too, or
-    // the restarted forge would train the same persona twice over one checkpoint.
+    tracing::info!(event = "trainer.started", persona = %persona, train = train_set.len(), heldout = heldout.len(), steps = cfg.steps, "training a LoRA adapter");
+    // The training thread outlives this future if the job is killed (the trainer crashed): it must stop too, or
+    // the restarted trainer would train the same persona twice over one checkpoint.
     let _stop_on_drop = StopOnDrop(cancel.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<super::Progress>();
     let threads = s.threads;
     let stop = cancel.clone();
     let (fp, ck) = (fingerprint.clone(), ckpt.clone());
     let work = tokio::task::spawn_blocking(
-        move || -> Result<(Outcome, Option<Vec<u8>>), UnslothError> {
+        move || -> Result<(Outcome, Option<Vec<u8>>), TrainerError> {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
-                .map_err(|e| UnslothError::Model(e.to_string()))?;
+                .map_err(|e| TrainerError::Model(e.to_string()))?;
             pool.install(|| {
                 let mut file = std::fs::File::open(&model_path)
-                    .map_err(|e| UnslothError::Io(format!("{}: {e}", model_path.display())))?;
+                    .map_err(|e| TrainerError::Io(format!("{}: {e}", model_path.display())))?;
                 let model = LlamaLora::load(&mut file, spec)?;
                 let out = train(&model, &train_set, &cfg, Some(&ck), &fp, &stop, |p| {
                     let _ = tx.send(p.clone());
@@ -398,7 +398,7 @@ pub async fn run(
         },
     );
     while let Some(p) = rx.recv().await {
-        ctx.hub.publish(Event::ForgeProgress {
+        ctx.hub.publish(Event::TrainerProgress {
             persona: persona.clone(),
             step: p.step,
             steps: p.steps,
@@ -410,16 +410,16 @@ pub async fn run(
     }
     let (out, bytes) = work
         .await
-        .map_err(|e| UnslothError::Model(format!("the training thread died: {e}")))??;
+        .map_err(|e| TrainerError::Model(format!("the training thread died: {e}")))??;
     report.steps = out.steps;
     report.resumed_from = out.resumed_from;
     let Some(bytes) = bytes else {
         return Ok(report);
     };
     let digest = hex(&Sha256::digest(&bytes));
-    std::fs::create_dir_all(&ctx.adapters).map_err(|e| UnslothError::Io(e.to_string()))?;
+    std::fs::create_dir_all(&ctx.adapters).map_err(|e| TrainerError::Io(e.to_string()))?;
     let file = ctx.adapters.join(format!("{digest}.gguf"));
-    crate::fsutil::atomic_write(&file, &bytes).map_err(|e| UnslothError::Io(e.to_string()))?;
+    crate::fsutil::atomic_write(&file, &bytes).map_err(|e| TrainerError::Io(e.to_string()))?;
     let candidate = format!("{}{}", crate::llm::embedded::LORA_PREFIX, file.display());
     report.heldout_before = served_nll(&engine, &served.current, &heldout).await?;
     report.heldout_after = served_nll(&engine, &candidate, &heldout).await?;
@@ -435,7 +435,7 @@ pub async fn run(
         &ctx.adapters.join(format!("{digest}.json")),
         manifest.to_string().as_bytes(),
     )
-    .map_err(|e| UnslothError::Io(e.to_string()))?;
+    .map_err(|e| TrainerError::Io(e.to_string()))?;
     // The run is over either way: a restart must not resume it.
     let _ = std::fs::remove_file(&ckpt);
     if let Some(reason) = gate(&report, &s) {
@@ -453,7 +453,7 @@ pub async fn run(
             .swap_model(&persona, &candidate)
             .await
             .map_err(|e| {
-                UnslothError::Model(format!("the gate passed but the swap failed: {e}"))
+                TrainerError::Model(format!("the gate passed but the swap failed: {e}"))
             })?;
     }
     let mut history = read_history(&ctx.dir, &persona);
@@ -480,11 +480,11 @@ pub async fn run(
     Ok(report)
 }
 
-/// Ends a run refused by a gate: the report says why, and `forge.rejected` carries its figures.
-fn rejected(ctx: &ForgeCtx, mut report: RunReport, reason: String) -> RunReport {
+/// Ends a run refused by a gate: the report says why, and `trainer.rejected` carries its figures.
+fn rejected(ctx: &TrainerCtx, mut report: RunReport, reason: String) -> RunReport {
     report.outcome = "rejected".into();
     report.reason = reason;
-    ctx.hub.publish(Event::ForgeRejected {
+    ctx.hub.publish(Event::TrainerRejected {
         persona: report.persona.clone(),
         heldout_before: report.heldout_before,
         heldout_after: report.heldout_after,
@@ -498,10 +498,10 @@ fn rejected(ctx: &ForgeCtx, mut report: RunReport, reason: String) -> RunReport 
 }
 
 /// Returns `persona` to the model it had before its last tuned swap.
-pub async fn rollback(ctx: &ForgeCtx, persona: &str) -> Result<(String, String), UnslothError> {
+pub async fn rollback(ctx: &TrainerCtx, persona: &str) -> Result<(String, String), TrainerError> {
     let mut history = read_history(&ctx.dir, persona);
     let Some(previous) = history.previous.pop() else {
-        return Err(UnslothError::Invalid(format!(
+        return Err(TrainerError::Invalid(format!(
             "{persona} has no earlier model to return to"
         )));
     };
@@ -509,7 +509,7 @@ pub async fn rollback(ctx: &ForgeCtx, persona: &str) -> Result<(String, String),
         .personas
         .swap_model(persona, &previous)
         .await
-        .map_err(|e| UnslothError::Model(format!("the rollback swap failed: {e}")))?;
+        .map_err(|e| TrainerError::Model(format!("the rollback swap failed: {e}")))?;
     write_history(&ctx.dir, persona, &history)?;
     Ok((out.from, out.to))
 }

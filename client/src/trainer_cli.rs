@@ -1,4 +1,4 @@
-//! `batos forge …` and `batos rollback`: the UnslothForge from the command line, with a progress bar for a
+//! `batos trainer …` and `batos rollback`: the trainer from the command line, with a progress bar for a
 //! training run.
 
 use std::io::Write;
@@ -9,11 +9,13 @@ use serde_json::{json, Value};
 
 use crate::client::{Client, ClientConfig, ClientError};
 
-/// What `batos forge` does.
+/// What `batos trainer` does.
 #[derive(clap::Subcommand, Clone)]
-pub enum ForgeAction {
+pub enum TrainerAction {
     /// Train a persona's LoRA adapter on its golden set and follow the run to its end (swap or rejection).
-    Train {
+    /// (`train`, its name before issue 29, is accepted too.)
+    #[command(alias = "train")]
+    Run {
         /// ALFRED, BABS, BRICK or ROBIN.
         persona: String,
         /// Start now, even while tasks run (training takes every core).
@@ -35,12 +37,12 @@ fn fail(e: ClientError) -> ExitCode {
 }
 
 /// Runs `action`.
-pub async fn forge(cfg: ClientConfig, action: ForgeAction) -> ExitCode {
+pub async fn trainer(cfg: ClientConfig, action: TrainerAction) -> ExitCode {
     match action {
-        ForgeAction::Train { persona, force } => train(cfg, persona, force).await,
-        ForgeAction::Cancel { persona } => {
+        TrainerAction::Run { persona, force } => train(cfg, persona, force).await,
+        TrainerAction::Cancel { persona } => {
             let args = persona.map_or_else(|| json!({}), |p| json!({"persona": p}));
-            match Client::new(cfg).request("forge_cancel", args).await {
+            match Client::new(cfg).request("trainer_cancel", args).await {
                 Ok(v) if v["cancelled"] == true => {
                     println!("stopped (a running run keeps its checkpoint)");
                     ExitCode::SUCCESS
@@ -52,29 +54,31 @@ pub async fn forge(cfg: ClientConfig, action: ForgeAction) -> ExitCode {
                 Err(e) => fail(e),
             }
         }
-        ForgeAction::Status => match Client::new(cfg).request("forge_status", json!({})).await {
-            Ok(v) => {
-                match v["running"].as_str() {
-                    Some(p) => println!(
-                        "training {p} for {:.0} s",
-                        v["running_for_s"].as_f64().unwrap_or(0.0)
-                    ),
-                    None => println!("no run"),
+        TrainerAction::Status => {
+            match Client::new(cfg).request("trainer_status", json!({})).await {
+                Ok(v) => {
+                    match v["running"].as_str() {
+                        Some(p) => println!(
+                            "training {p} for {:.0} s",
+                            v["running_for_s"].as_f64().unwrap_or(0.0)
+                        ),
+                        None => println!("no run"),
+                    }
+                    let queued: Vec<&str> = v["queued"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    if !queued.is_empty() {
+                        println!("queued: {}", queued.join(", "));
+                    }
+                    for r in v["last"].as_array().into_iter().flatten() {
+                        println!("{}", report(r));
+                    }
+                    ExitCode::SUCCESS
                 }
-                let queued: Vec<&str> = v["queued"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Value::as_str).collect())
-                    .unwrap_or_default();
-                if !queued.is_empty() {
-                    println!("queued: {}", queued.join(", "));
-                }
-                for r in v["last"].as_array().into_iter().flatten() {
-                    println!("{}", report(r));
-                }
-                ExitCode::SUCCESS
+                Err(e) => fail(e),
             }
-            Err(e) => fail(e),
-        },
+        }
     }
 }
 
@@ -138,14 +142,14 @@ async fn train(cfg: ClientConfig, persona: String, force: bool) -> ExitCode {
     use zeromq::prelude::*;
     // Subscribed before the request, so no event of the run can be missed; polling covers lost events.
     let (mut sub, subscribed) =
-        match crate::client::subscriber(&cfg, &["forge.", "model.tuned"]).await {
+        match crate::client::subscriber(&cfg, &["trainer.", "model.tuned"]).await {
             Ok(s) => (s, true),
             Err(_) => (zeromq::SubSocket::new(), false),
         };
     let poll = cfg.poll;
     let mut client = Client::new(cfg);
     match client
-        .request("forge_train", json!({"persona": persona, "force": force}))
+        .request("trainer_run", json!({"persona": persona, "force": force}))
         .await
     {
         Ok(v) => eprintln!("{persona} queued (place {})", v["place"]),
@@ -165,11 +169,11 @@ async fn train(cfg: ClientConfig, persona: String, force: bool) -> ExitCode {
                     continue;
                 }
                 match ev.kind.as_str() {
-                    "forge.progress" => {
+                    "trainer.progress" => {
                         eprint!("\r{}", bar(&ev.data));
                         let _ = std::io::stderr().flush();
                     }
-                    "forge.publishing" => {
+                    "trainer.publishing" => {
                         eprint!("\r\x1b[2Kbuilding {} on Ollama: {}", ev.data["model"].as_str().unwrap_or("?"), ev.data["status"].as_str().unwrap_or("?"));
                         let _ = std::io::stderr().flush();
                     }
@@ -183,12 +187,12 @@ async fn train(cfg: ClientConfig, persona: String, force: bool) -> ExitCode {
                         );
                         return ExitCode::SUCCESS;
                     }
-                    "forge.rejected" => {
+                    "trainer.rejected" => {
                         eprintln!();
                         println!("the gate kept {persona}'s model: {}", ev.data["reason"].as_str().unwrap_or("?"));
                         return ExitCode::SUCCESS;
                     }
-                    "forge.failed" => {
+                    "trainer.failed" => {
                         eprintln!();
                         eprintln!("batos: training {persona} failed: {}", ev.data["error"].as_str().unwrap_or("?"));
                         return ExitCode::from(1);
@@ -197,8 +201,8 @@ async fn train(cfg: ClientConfig, persona: String, force: bool) -> ExitCode {
                 }
             }
             _ = ticker.tick() => {
-                // Lost events: the run's report in forge_status says how it ended.
-                let Ok(v) = client.request("forge_status", json!({})).await else { continue };
+                // Lost events: the run's report in trainer_status says how it ended.
+                let Ok(v) = client.request("trainer_status", json!({})).await else { continue };
                 let running = v["running"].as_str() == Some(persona.as_str())
                     || v["queued"].as_array().is_some_and(|q| q.iter().any(|p| p == persona.as_str()));
                 if running {

@@ -1,27 +1,27 @@
 //! Where a run's adapter is measured and served: the embedded engine in place, or a new model on Ollama.
 //!
 //! On the embedded backend the serving engine is at hand: it tokenizes the golden set, measures the gate and
-//! serves the adapter as `lora:<file>` — the swap is in place. On Ollama the forge cannot ask the server for
+//! serves the adapter as `lora:<file>` — the swap is in place. On Ollama the trainer cannot ask the server for
 //! token log-probabilities, so it loads its own llama.cpp copy of the base for the run (the GGUF file of
 //! `llm.embedded.model_path`, checked against the Ollama model's architecture and width first: an adapter
 //! trained on other weights would be garbage), measures the gate there, and builds the accepted adapter into
 //! an Ollama model: blob upload (`HEAD`/`POST /api/blobs/sha256:…`), then `POST /api/create` with `from`
 //! and one adapter, named `<base>-batos-<first 12 hex of the adapter's digest>`, with the server's status
-//! lines relayed as `forge.publishing`. A persona already on such a model is measured locally with the adapter
+//! lines relayed as `trainer.publishing`. A persona already on such a model is measured locally with the adapter
 //! its name points to, and the next one is again built `from` the base (Ollama stacks no adapters).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::pipeline::ForgeCtx;
-use super::UnslothError;
+use super::pipeline::TrainerCtx;
+use super::TrainerError;
 use crate::events::Event;
 use crate::llm::embedded::{EmbeddedBackend, LORA_PREFIX};
 use crate::llm::ollama::OllamaBackend;
 use crate::llm::ModelSpec;
 use crate::settings::Settings;
 
-/// What marks a model the forge built on Ollama: `<base>` + this + the adapter's short digest.
+/// What marks a model the trainer built on Ollama: `<base>` + this + the adapter's short digest.
 pub const OLLAMA_TAG: &str = "-batos-";
 
 /// Hex digits of the adapter digest in an Ollama model's name.
@@ -39,10 +39,10 @@ pub struct Engine {
 
 /// The engine for a run of a persona whose model is `current`.
 pub async fn engine(
-    ctx: &ForgeCtx,
+    ctx: &TrainerCtx,
     settings: &Settings,
     current: &str,
-) -> Result<Engine, UnslothError> {
+) -> Result<Engine, TrainerError> {
     if let Some(llama) = &ctx.engine {
         return Ok(Engine {
             llama: llama.clone(),
@@ -51,8 +51,8 @@ pub async fn engine(
         });
     }
     let Some(ollama) = &ctx.ollama else {
-        return Err(UnslothError::Unavailable(
-            "no backend the forge can serve an adapter on".into(),
+        return Err(TrainerError::Unavailable(
+            "no backend the trainer can serve an adapter on".into(),
         ));
     };
     let (base, adapter) = match forge_built(current) {
@@ -64,7 +64,7 @@ pub async fn engine(
     };
     let embedded = settings.llm.embedded.clone();
     if !embedded.model_path.is_file() {
-        return Err(UnslothError::Unavailable(format!(
+        return Err(TrainerError::Unavailable(format!(
             "fine-tuning a persona served by Ollama needs the base model's GGUF file here (llm.embedded.model_path = {}), to train on and to measure the gate with",
             embedded.model_path.display()
         )));
@@ -72,8 +72,8 @@ pub async fn engine(
     let name = base.clone();
     let llama = tokio::task::spawn_blocking(move || EmbeddedBackend::load(&embedded, &name))
         .await
-        .map_err(|e| UnslothError::Model(format!("loading the base model died: {e}")))?
-        .map_err(|e| UnslothError::Model(format!("the base model for the gate: {e}")))?;
+        .map_err(|e| TrainerError::Model(format!("loading the base model died: {e}")))?
+        .map_err(|e| TrainerError::Model(format!("the base model for the gate: {e}")))?;
     same_weights(ollama, &base, &llama).await?;
     let current = match adapter {
         Some(file) => format!("{LORA_PREFIX}{}", file.display()),
@@ -86,7 +86,7 @@ pub async fn engine(
     })
 }
 
-/// `(base, short digest)` when `model` is a name the forge gives (`<base>-batos-<12 hex>`, perhaps with a
+/// `(base, short digest)` when `model` is a name the trainer gives (`<base>-batos-<12 hex>`, perhaps with a
 /// `:tag` a user added after it); `None` for any other name, which is then a base model.
 fn forge_built(model: &str) -> Option<(&str, &str)> {
     let (base, rest) = model.rsplit_once(OLLAMA_TAG)?;
@@ -99,8 +99,8 @@ fn forge_built(model: &str) -> Option<(&str, &str)> {
     .then_some((base, short))
 }
 
-/// The adapter file whose digest starts with `short` (a model the forge built earlier).
-fn adapter_by_short(dir: &Path, short: &str) -> Result<PathBuf, UnslothError> {
+/// The adapter file whose digest starts with `short` (a model the trainer built earlier).
+fn adapter_by_short(dir: &Path, short: &str) -> Result<PathBuf, TrainerError> {
     let found = std::fs::read_dir(dir).ok().and_then(|entries| {
         entries.filter_map(Result::ok).map(|e| e.path()).find(|p| {
             p.extension().is_some_and(|x| x == "gguf")
@@ -109,7 +109,7 @@ fn adapter_by_short(dir: &Path, short: &str) -> Result<PathBuf, UnslothError> {
         })
     });
     found.ok_or_else(|| {
-        UnslothError::Unavailable(format!(
+        TrainerError::Unavailable(format!(
             "the persona's model was built from adapter {short}…, which is no longer in {}",
             dir.display()
         ))
@@ -121,16 +121,16 @@ async fn same_weights(
     ollama: &OllamaBackend,
     base: &str,
     llama: &EmbeddedBackend,
-) -> Result<(), UnslothError> {
+) -> Result<(), TrainerError> {
     let info = ollama
         .model_info(base)
         .await
-        .map_err(|e| UnslothError::Unavailable(e.to_string()))?;
+        .map_err(|e| TrainerError::Unavailable(e.to_string()))?;
     let arch = info["general.architecture"].as_str().unwrap_or_default();
     let width = info[format!("{arch}.embedding_length")].as_u64();
     if arch != "llama" || width.is_some_and(|w| w != llama.n_embd() as u64) {
-        return Err(UnslothError::Invalid(format!(
-            "Ollama's `{base}` ({arch}, width {}) is not the GGUF file the forge trains on (llama, width {}): set llm.embedded.model_path to the same weights",
+        return Err(TrainerError::Invalid(format!(
+            "Ollama's `{base}` ({arch}, width {}) is not the GGUF file the trainer trains on (llama, width {}): set llm.embedded.model_path to the same weights",
             width.map_or("?".into(), |w| w.to_string()),
             llama.n_embd()
         )));
@@ -140,12 +140,12 @@ async fn same_weights(
 
 /// Makes the accepted adapter `file` servable; returns the model name the persona swaps to.
 pub async fn publish(
-    ctx: &ForgeCtx,
+    ctx: &TrainerCtx,
     engine: &Engine,
     persona: &str,
     file: &Path,
     digest: &str,
-) -> Result<String, UnslothError> {
+) -> Result<String, TrainerError> {
     let (Some(base), Some(ollama)) = (&engine.ollama_base, &ctx.ollama) else {
         return Ok(format!("{LORA_PREFIX}{}", file.display()));
     };
@@ -165,7 +165,7 @@ pub async fn publish(
         tokio::select! {
             r = &mut create => break r,
             Some(status) = rx.recv() => {
-                ctx.hub.publish(Event::ForgePublishing {
+                ctx.hub.publish(Event::TrainerPublishing {
                     persona: persona.to_string(),
                     model: name.clone(),
                     status,
@@ -174,13 +174,13 @@ pub async fn publish(
         }
     };
     while let Ok(status) = rx.try_recv() {
-        ctx.hub.publish(Event::ForgePublishing {
+        ctx.hub.publish(Event::TrainerPublishing {
             persona: persona.to_string(),
             model: name.clone(),
             status,
         });
     }
-    result.map_err(|e| UnslothError::Unavailable(e.to_string()))?;
+    result.map_err(|e| TrainerError::Unavailable(e.to_string()))?;
     Ok(name)
 }
 

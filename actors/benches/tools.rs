@@ -170,7 +170,10 @@ fn main() {
         let mut spaced = Vec::with_capacity(n);
         for _ in 0..n {
             let t = Instant::now();
-            let out = pool::run(request(), timeout).await.expect("pool run");
+            let out = pool::SandboxHandle
+                .run(request(), timeout)
+                .await
+                .expect("pool run");
             spaced.push(t.elapsed());
             check(&out.reply);
             // A sandbox takes well under this to refill; the next call finds a warm one.
@@ -179,7 +182,10 @@ fn main() {
         let mut burst = Vec::with_capacity(n);
         for _ in 0..n {
             let t = Instant::now();
-            let out = pool::run(request(), timeout).await.expect("pool run");
+            let out = pool::SandboxHandle
+                .run(request(), timeout)
+                .await
+                .expect("pool run");
             burst.push(t.elapsed());
             check(&out.reply);
         }

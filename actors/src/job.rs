@@ -75,14 +75,18 @@ pub enum JobEnd {
 }
 
 /// The jobs one organ runs: their labels by actor id, and the path under which their failures are reported.
+///
+/// `L` is the organ's label type: what a job is, shown as the last part of its tree path in events
+/// (`root/orchestrator/task/<id>`) and handed back, typed, when the job ends — so an organ that acts on a job's
+/// end matches on its own enum instead of parsing a string. Organs that only name their jobs keep `String`.
 #[derive(Debug)]
-pub struct Jobs {
+pub struct Jobs<L = String> {
     path: String,
     hub: Arc<EventHub>,
-    running: HashMap<ActorId, String>,
+    running: HashMap<ActorId, L>,
 }
 
-impl Jobs {
+impl<L: std::fmt::Display> Jobs<L> {
     /// Jobs of the organ at tree path `path` (e.g. `root/orchestrator`), reporting to `hub`.
     pub fn new(path: impl Into<String>, hub: Arc<EventHub>) -> Self {
         Self {
@@ -97,7 +101,7 @@ impl Jobs {
     pub async fn spawn(
         &mut self,
         owner: &ActorCell,
-        label: impl Into<String>,
+        label: impl Into<L>,
         work: impl Future<Output = ()> + Send + 'static,
     ) -> Result<ActorRef<Run>, ractor::SpawnErr> {
         let (job, _) = Job::spawn_linked(None, Job, Box::pin(work), owner.clone()).await?;
@@ -118,7 +122,7 @@ impl Jobs {
     /// Reads a supervision event of the owner. For one of its jobs that ended: forgets it, publishes
     /// `actor.failed` if it failed (the one structured event for the failure), and returns its label and how
     /// it ended. `None` for events about other children.
-    pub fn supervise(&mut self, event: &SupervisionEvent) -> Option<(String, JobEnd)> {
+    pub fn supervise(&mut self, event: &SupervisionEvent) -> Option<(L, JobEnd)> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => self
                 .running

@@ -217,29 +217,9 @@ impl StateView {
             Event::AmendmentRejected { id, .. } => {
                 self.amendments.entry(id.clone()).or_default().status = "rejected".into();
             }
-            Event::ConfigReloaded { .. }
-            | Event::MemoryUpdated { .. }
-            | Event::CuratorAccepted { .. }
-            | Event::CuratorRejected { .. }
-            | Event::CuratorTrigger { .. }
-            | Event::TrainerProgress { .. }
-            | Event::TrainerPublishing { .. }
-            | Event::TrainerRejected { .. }
-            | Event::TrainerFailed { .. }
-            | Event::ModelTuned { .. }
-            | Event::ToolFailed { .. }
-            | Event::KnowledgeGap { .. }
-            | Event::MotivatorGoal { .. }
-            | Event::MotivatorSuppressed { .. }
-            | Event::MotivatorPaused { .. }
-            | Event::ImageSaved { .. }
-            | Event::ExamProgress { .. }
-            | Event::ExamScored { .. }
-            | Event::ToolRetired { .. }
-            | Event::LifeProgress { .. }
-            | Event::LifeExam { .. }
-            | Event::LifeRolledBack { .. }
-            | Event::LifeEnded { .. } => {}
+            // Every other event leaves the view as it is: an event is folded here only when it changes what
+            // a client sees of actors, personas, tasks, tools or amendments.
+            _ => {}
         }
     }
 

@@ -378,3 +378,24 @@ async fn an_unmodified_pyzmq_client_speaks_the_protocol() {
         "{seen}"
     );
 }
+
+/// The harness's own weather: a daemon started again finds its command port taken (another test's process
+/// was handed it meanwhile) — it is moved to fresh ports and answers there, instead of failing the test that
+/// restarted it (seen once in `cognition::a_paused_inquiry_survives_a_restart_and_resumes_on_command`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_restarted_onto_a_taken_port_moves_to_fresh_ones() {
+    let ollama = ScriptedOllama::start();
+    let mut d = Daemon::start(&ollama.url, vec![]).await;
+    let before = d.settings().gateway.command_endpoint;
+    assert_eq!(d.terminate().and_then(|s| s.code()), Some(0));
+    let port = before.rsplit(':').next().unwrap().to_string();
+    let squatter = std::net::TcpListener::bind(format!("127.0.0.1:{port}")).unwrap();
+    d.spawn();
+    d.wait_ready().await;
+    let after = d.settings().gateway.command_endpoint;
+    assert_ne!(after, before);
+    assert!(d.log_text().contains("Address already in use"));
+    let v = d.client().request("ping", json!({})).await.unwrap();
+    assert_eq!(v["protocol"], 1, "{v}");
+    drop(squatter);
+}

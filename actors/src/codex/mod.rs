@@ -21,6 +21,7 @@ pub mod actor;
 pub mod amend;
 pub mod inquiry;
 pub mod ledger;
+mod messages;
 pub mod reload;
 
 use std::sync::Arc;
@@ -30,7 +31,8 @@ use async_trait::async_trait;
 use batos_protocol::ErrorCode;
 
 pub use crate::principles::{Codex, CodexError, PersonaCodex, MAX_TEXT_BYTES};
-pub use actor::{CodexActor, CodexArgs, CodexCmdError, CodexMsg, LogLevelFn, CODEX_NAME};
+pub use actor::{CodexActor, CodexCmdError, CODEX_NAME};
+pub use messages::{CodexArgs, CodexMsg, LogLevelFn};
 
 use crate::ask::{AskError, OrganRef, WireError};
 use crate::ports::{ModelRecorder, RecordFailed};

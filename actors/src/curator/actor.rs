@@ -54,7 +54,37 @@ pub struct CuratorState {
     remaining: HashMap<String, usize>,
     judging: Option<(Candidate, Prepared, Vec<&'static str>)>,
     agreement: Option<JudgeAgreement>,
-    jobs: Jobs,
+    jobs: Jobs<CuratorJob>,
+    /// Training requests recorded (the trigger is durable) and not yet handed to the trainer: started as jobs
+    /// when the message that crossed the threshold has been handled ([`CuratorActor::handle`]).
+    handovers: Vec<Handover>,
+}
+
+/// The Curator's jobs, as its supervision reads them when they end.
+#[derive(Debug, Clone, PartialEq)]
+enum CuratorJob {
+    /// `judge/<exchange key>`: the judge scores one candidate.
+    Judge(String),
+    /// `trigger/<persona>`: a dataset handed to the trainer.
+    Trigger(String),
+}
+
+impl std::fmt::Display for CuratorJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CuratorJob::Judge(key) => write!(f, "judge/{key}"),
+            CuratorJob::Trigger(persona) => write!(f, "trigger/{persona}"),
+        }
+    }
+}
+
+/// A persona's dataset to hand to the trainer: the trigger it answers is already recorded.
+struct Handover {
+    trainer: std::sync::Arc<dyn crate::ports::TrainerHook>,
+    persona: String,
+    export: Export,
+    new_examples: usize,
+    train: usize,
 }
 
 fn io_err(what: &str, e: impl std::fmt::Display) -> CuratorError {
@@ -169,26 +199,41 @@ impl CuratorState {
                     note: "no trainer is running; the dataset waits for one".into(),
                 });
             }
-            Some(trainer) => {
-                let (hub, persona) = (self.args.hub.clone(), persona.to_string());
-                // A plain tokio task: the request is fire-and-forget (the trainer queues or declines), and
-                // the trigger is already recorded.
-                tokio::spawn(async move {
-                    let (delivered, note) = match trainer.train(&persona, &export).await {
-                        Ok(note) => (true, note),
-                        Err(why) => (false, why),
-                    };
-                    hub.publish(Event::CuratorTrigger {
-                        persona,
-                        new_examples,
-                        train,
-                        delivered,
-                        note,
-                    });
-                });
-            }
+            Some(trainer) => self.handovers.push(Handover {
+                trainer,
+                persona: persona.to_string(),
+                export,
+                new_examples,
+                train,
+            }),
         };
         Ok(())
+    }
+
+    /// Starts a job per pending hand-over (`trigger/<persona>`): the trainer queues the persona or declines,
+    /// and `curator.trigger` says which. A job, not a detached task, so a hand-over that panics is an
+    /// `actor.failed` event and dies with the Curator.
+    async fn hand_over(&mut self, myself: &ActorRef<CuratorMsg>) {
+        for h in std::mem::take(&mut self.handovers) {
+            let hub = self.args.hub.clone();
+            let label = CuratorJob::Trigger(h.persona.clone());
+            let work = async move {
+                let (delivered, note) = match h.trainer.train(&h.persona, &h.export).await {
+                    Ok(note) => (true, note),
+                    Err(why) => (false, why),
+                };
+                hub.publish(Event::CuratorTrigger {
+                    persona: h.persona,
+                    new_examples: h.new_examples,
+                    train: h.train,
+                    delivered,
+                    note,
+                });
+            };
+            if let Err(e) = self.jobs.spawn(&myself.get_cell(), label, work).await {
+                tracing::warn!(event = "curator.handover_not_started", error = %e, "the training request was not handed over; the next threshold crossing asks again");
+            }
+        }
     }
 
     fn export(&mut self, persona: &str) -> Result<Export, CuratorError> {
@@ -347,6 +392,7 @@ impl Actor for CuratorActor {
             judging: None,
             agreement: None,
             jobs,
+            handovers: Vec::new(),
         };
         for p in crate::PERSONAS {
             crate::fsutil::clean_stale_temps(&state.args.dir.join(p));
@@ -378,6 +424,45 @@ impl Actor for CuratorActor {
     async fn handle(
         &self,
         myself: ActorRef<CuratorMsg>,
+        msg: CuratorMsg,
+        state: &mut CuratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let handled = Self::handle_msg(&myself, msg, state).await;
+        // Whatever the message was and however it ended, a threshold it crossed is handed over now.
+        state.hand_over(&myself).await;
+        handled
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<CuratorMsg>,
+        event: SupervisionEvent,
+        state: &mut CuratorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match state.jobs.supervise(&event) {
+            Some((CuratorJob::Judge(key), JobEnd::Failed(why)))
+                if state.judging.as_ref().is_some_and(|(c, _, _)| c.key == key) =>
+            {
+                let reply: JudgeReply = Err(format!("the judge job failed: {why}"));
+                if let Err(e) = state.judged(&key, reply) {
+                    state.retry_later(&myself, &e);
+                    return Ok(());
+                }
+                myself.cast(CuratorMsg::Pump)?;
+            }
+            Some((CuratorJob::Trigger(persona), JobEnd::Failed(why))) => {
+                tracing::warn!(event = "curator.handover_failed", persona = %persona, error = %why, "the training request was not handed over; the next threshold crossing asks again");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+impl CuratorActor {
+    /// One message, as [`Actor::handle`] hands it over.
+    async fn handle_msg(
+        myself: &ActorRef<CuratorMsg>,
         msg: CuratorMsg,
         state: &mut CuratorState,
     ) -> Result<(), ActorProcessingErr> {
@@ -432,38 +517,18 @@ impl Actor for CuratorActor {
                 let _ = reply.send(state.export(&persona));
             }
             CuratorMsg::Pump => {
-                if let Err(e) = state.pump(&myself).await {
-                    state.retry_later(&myself, &e);
+                if let Err(e) = state.pump(myself).await {
+                    state.retry_later(myself, &e);
                 }
             }
             CuratorMsg::Judged(key, reply) => {
                 if let Err(e) = state.judged(&key, reply) {
-                    state.retry_later(&myself, &e);
+                    state.retry_later(myself, &e);
                     return Ok(());
                 }
                 myself.cast(CuratorMsg::Pump)?;
             }
             CuratorMsg::Crash => panic!("debug_crash requested for the curator"),
-        }
-        Ok(())
-    }
-
-    async fn handle_supervisor_evt(
-        &self,
-        myself: ActorRef<CuratorMsg>,
-        event: SupervisionEvent,
-        state: &mut CuratorState,
-    ) -> Result<(), ActorProcessingErr> {
-        if let Some((label, JobEnd::Failed(why))) = state.jobs.supervise(&event) {
-            let key = label.trim_start_matches("judge/").to_string();
-            if state.judging.as_ref().is_some_and(|(c, _, _)| c.key == key) {
-                let reply: JudgeReply = Err(format!("the judge job failed: {why}"));
-                if let Err(e) = state.judged(&key, reply) {
-                    state.retry_later(&myself, &e);
-                    return Ok(());
-                }
-                myself.cast(CuratorMsg::Pump)?;
-            }
         }
         Ok(())
     }

@@ -4,13 +4,13 @@
 use std::sync::{Arc, Mutex};
 
 use batos_protocol::exam::{parse_set, ExamResult, ExamRunArgs, ExamStatus, ExamSummary};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use sha2::{Digest, Sha256};
 
 use super::check::Grader;
 use super::run::{finish, run, InFlight, RunCtx};
 use super::store::ResultStore;
-use super::{fingerprint, ExamArgs, ExamError};
+use super::{fingerprint, ExamArgs, ExamError, ExamMsg};
 use crate::events::unix_now;
 use crate::job::{JobEnd, Jobs, Run};
 
@@ -23,27 +23,6 @@ const MAX_NAME_BYTES: usize = 200;
 /// The exam organ.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ExamActor;
-
-/// Messages the exam organ handles.
-pub enum ExamMsg {
-    /// Start a run.
-    Run(
-        Box<ExamRunArgs>,
-        RpcReplyPort<Result<ExamSummary, ExamError>>,
-    ),
-    /// One run in full.
-    Get(String, RpcReplyPort<Result<ExamResult, ExamError>>),
-    /// Every run's summary.
-    History(RpcReplyPort<Result<Vec<ExamSummary>, ExamError>>),
-    /// Stop the running exam.
-    Cancel(String, RpcReplyPort<Result<ExamSummary, ExamError>>),
-    /// Resume a run found `running` at start (sent to itself once the actor is up).
-    Resume(Box<ExamResult>),
-    /// From a run's job: it ended (its result is final on disk).
-    Ended(String),
-    /// Fault injection: panic.
-    Crash,
-}
 
 /// The run in progress.
 struct Running {

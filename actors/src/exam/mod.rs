@@ -41,28 +41,22 @@ mod actor;
 pub mod check;
 mod fingerprint;
 mod gate;
+mod messages;
 mod run;
 pub mod store;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use batos_protocol::exam::{ExamResult, ExamRunArgs, ExamSummary};
 use batos_protocol::ErrorCode;
 
-pub use actor::{ExamActor, ExamMsg, EXAM_NAME};
+pub use actor::{ExamActor, EXAM_NAME};
 pub use fingerprint::fingerprint;
+pub use messages::{ExamArgs, ExamMsg};
 
 use crate::ask::{AskError, OrganRef, WireError};
-use crate::curator::CuratorHandle;
-use crate::events::EventHub;
-use crate::llm::LlmBackend;
-use crate::memory::MemoryHandle;
-use crate::personas::Personas;
-use crate::ports::ExamTasks;
 use crate::settings::Settings;
-use crate::tools::ToolRegistry;
 
 /// Why an exam command failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -94,29 +88,6 @@ impl WireError for ExamError {
             ExamError::Unreachable(_) => ErrorCode::Unavailable,
         }
     }
-}
-
-/// Start-up arguments.
-#[derive(Clone)]
-pub struct ExamArgs {
-    /// `data_dir/exam`: `results/<id>.json`.
-    pub dir: PathBuf,
-    /// Live settings (`[exam]`, the bare persona's sampling, `curator.judge` and `min_score`).
-    pub settings: Arc<ArcSwap<Settings>>,
-    /// Event bus (`exam.progress`, `exam.scored`).
-    pub hub: Arc<EventHub>,
-    /// The personas: the judge thinks through them, and the fingerprint reads their models and codex.
-    pub personas: Arc<Personas>,
-    /// The tool registry, for the fingerprint.
-    pub tools: Arc<ToolRegistry>,
-    /// The backend the bare model answers through (the daemon's one backend).
-    pub backend: Arc<dyn LlmBackend>,
-    /// Where the society's tasks go.
-    pub tasks: Arc<dyn ExamTasks>,
-    /// The memory table's version for the fingerprint; `None` in tests without memory.
-    pub memory: Option<MemoryHandle>,
-    /// Where the judge's agreement is reported; `None` without a Curator.
-    pub curator: Option<CuratorHandle>,
 }
 
 /// The one way to reach the exam organ. Timeouts come from `gateway.actor_call_timeout_ms`, read at each

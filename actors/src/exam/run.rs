@@ -10,10 +10,10 @@ use batos_protocol::exam::{
 use batos_protocol::{truncate, TaskStatus};
 use ractor::ActorRef;
 
-use super::actor::ExamMsg;
 use super::check::{leaks, Grader};
 use super::store::ResultStore;
 use super::ExamArgs;
+use super::ExamMsg;
 use crate::curator::{judge, JudgeAgreement};
 use crate::events::{unix_now, Event};
 use crate::llm::{BackendKind, ChatMessage, ChatRequest, Role};

@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use batos_protocol::exam::parse_set;
 use batos_protocol::life::{LifeCost, LifeRecord, LifeRunArgs, LifeStatus, LifeSummary};
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::run::{check_ids, finish, run, InFlight, RunCtx};
 use super::store::LifeStore;
-use super::{LifeArgs, LifeError};
+use super::{LifeArgs, LifeError, LifeMsg};
 use crate::events::unix_now;
 use crate::job::{JobEnd, Jobs, Run};
 
@@ -22,27 +22,6 @@ const MAX_NAME_BYTES: usize = 200;
 /// The life organ.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LifeActor;
-
-/// Messages the life organ handles.
-pub enum LifeMsg {
-    /// Start a life.
-    Run(
-        Box<LifeRunArgs>,
-        RpcReplyPort<Result<LifeSummary, LifeError>>,
-    ),
-    /// One life in full.
-    Get(String, RpcReplyPort<Result<LifeRecord, LifeError>>),
-    /// Every life's summary.
-    List(RpcReplyPort<Result<Vec<LifeSummary>, LifeError>>),
-    /// Stop the running life.
-    Cancel(String, RpcReplyPort<Result<LifeSummary, LifeError>>),
-    /// Resume a life found `running` at start (sent to itself once the actor is up).
-    Resume(Box<LifeRecord>),
-    /// From a life's job: it ended (its record is final on disk).
-    Ended(String),
-    /// Fault injection: panic.
-    Crash,
-}
 
 /// The life in progress.
 struct Running {

@@ -33,29 +33,23 @@
 //! `actor.rs` the organ.
 
 mod actor;
+mod messages;
 mod run;
 mod store;
 pub mod switches;
 mod task;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use batos_protocol::life::{LifeRecord, LifeRunArgs, LifeSummary};
 use batos_protocol::ErrorCode;
 
-pub use actor::{LifeActor, LifeMsg, LIFE_NAME};
+pub use actor::{LifeActor, LIFE_NAME};
+pub use messages::{LifeArgs, LifeMsg};
 
 use crate::ask::{AskError, OrganRef, WireError};
-use crate::codex::CodexHandle;
-use crate::events::EventHub;
-use crate::exam::ExamHandle;
-use crate::ports::LifeTasks;
 use crate::settings::Settings;
-use crate::tools::store::ToolStore;
-use crate::tools::ToolRegistry;
-use crate::trainer::TrainerHandle;
 
 /// Why a life command failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -87,32 +81,6 @@ impl WireError for LifeError {
             LifeError::Unreachable(_) => ErrorCode::Unavailable,
         }
     }
-}
-
-/// Start-up arguments.
-#[derive(Clone)]
-pub struct LifeArgs {
-    /// `data_dir/life`: `<id>.json` per life.
-    pub dir: PathBuf,
-    /// The settings file a life switches (and puts back).
-    pub settings_path: PathBuf,
-    /// Live settings (`[life]`, and to see a switch take effect).
-    pub settings: Arc<ArcSwap<Settings>>,
-    /// Event bus (`life.*`; the loops' events are counted from it).
-    pub hub: Arc<EventHub>,
-    /// Where the curriculum's tasks go.
-    pub tasks: Arc<dyn LifeTasks>,
-    /// The exam organ.
-    pub exam: ExamHandle,
-    /// The trainer: a life waits for it to settle before an exam, and rolls a tuned model back through it.
-    /// `None` when the forge is off.
-    pub trainer: Option<TrainerHandle>,
-    /// The codex: the amendment policy approves through it.
-    pub codex: CodexHandle,
-    /// The tool registry (forged tools may be retired) and their records on disk.
-    pub tools: Arc<ToolRegistry>,
-    /// See `tools`.
-    pub tool_store: ToolStore,
 }
 
 /// The one way to reach the life organ. Timeouts come from `gateway.actor_call_timeout_ms`.

@@ -10,8 +10,8 @@ use batos_protocol::life::{LifeExamPoint, LifeRecord, LifeRollback, LifeStatus, 
 use batos_protocol::Event;
 use ractor::ActorRef;
 
-use super::actor::LifeMsg;
 use super::store::LifeStore;
+use super::LifeMsg;
 use super::{switches, LifeArgs};
 use crate::events::unix_now;
 

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::evidence::{Evidence, Proposal};
-use super::messages::{MotivatorArgs, MotivatorMsg, PhraseReply};
+use super::messages::{MotivatorArgs, MotivatorJob, MotivatorMsg, PhraseReply};
 use super::store::{GoalStore, Saved};
 use super::{limits, phrase, Goal, GoalList, GoalStatus, MotivatorError, MotivatorState};
 use crate::events::{unix_now, Event};
@@ -35,7 +35,7 @@ pub struct Mind {
     settings_paused: bool,
     pub(super) goals: Vec<Goal>,
     pub(super) evidence: Evidence,
-    pub(super) jobs: Jobs,
+    pub(super) jobs: Jobs<MotivatorJob>,
     /// Tasks seen finishing in this life (for the phrasing prompt).
     pub(super) finished_tasks: usize,
 }
@@ -497,15 +497,14 @@ impl Actor for MotivatorActor {
         let Some((label, end)) = state.jobs.supervise(&event) else {
             return Ok(());
         };
-        let (kind, id) = label.split_once('/').unwrap_or((label.as_str(), ""));
-        match (kind, end) {
+        match (label, end) {
             // Without its eyes or its clock the Motivator is blind: restart it whole.
-            ("forward" | "tick", _) => {
-                return Err(format!("the motivator's {kind} job ended").into())
+            (job @ (MotivatorJob::Forward | MotivatorJob::Tick), _) => {
+                return Err(format!("the motivator's {job} job ended").into())
             }
-            ("phrase", JobEnd::Failed(why)) => state.phrased(id, Err(why)),
-            ("start", JobEnd::Failed(why)) => state.started(
-                id,
+            (MotivatorJob::Phrase(id), JobEnd::Failed(why)) => state.phrased(&id, Err(why)),
+            (MotivatorJob::Start(id), JobEnd::Failed(why)) => state.started(
+                &id,
                 Err(PortError::Refused(format!("the start job failed: {why}"))),
             ),
             _ => {}

@@ -7,7 +7,7 @@ use ractor::{ActorProcessingErr, ActorRef};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::actor::Mind;
-use super::messages::{MotivatorMsg, PhraseReply};
+use super::messages::{MotivatorJob, MotivatorMsg, PhraseReply};
 use super::phrase::{self, Situation};
 use super::Goal;
 use crate::llm::{ChatMessage, Role};
@@ -45,7 +45,7 @@ impl Mind {
             }
         };
         self.jobs
-            .spawn(&myself.get_cell(), "forward", forward)
+            .spawn(&myself.get_cell(), MotivatorJob::Forward, forward)
             .await?;
         let (me, settings) = (myself.clone(), self.args.settings.clone());
         let tick = async move {
@@ -57,7 +57,9 @@ impl Mind {
                 }
             }
         };
-        self.jobs.spawn(&myself.get_cell(), "tick", tick).await?;
+        self.jobs
+            .spawn(&myself.get_cell(), MotivatorJob::Tick, tick)
+            .await?;
         Ok(())
     }
 
@@ -110,7 +112,11 @@ impl Mind {
         };
         if let Err(e) = self
             .jobs
-            .spawn(&myself.get_cell(), format!("phrase/{}", goal.id), work)
+            .spawn(
+                &myself.get_cell(),
+                MotivatorJob::Phrase(goal.id.clone()),
+                work,
+            )
             .await
         {
             self.phrased(&goal.id, Err(format!("the phrase job did not start: {e}")));
@@ -138,7 +144,11 @@ impl Mind {
         };
         if let Err(e) = self
             .jobs
-            .spawn(&myself.get_cell(), format!("start/{}", goal.id), work)
+            .spawn(
+                &myself.get_cell(),
+                MotivatorJob::Start(goal.id.clone()),
+                work,
+            )
             .await
         {
             tracing::error!(event = "motivator.start_failed", goal = %goal.id, error = %e, "start job did not start");
@@ -157,7 +167,11 @@ impl Mind {
         };
         if let Err(e) = self
             .jobs
-            .spawn(&myself.get_cell(), format!("reconcile/{}", goal.id), work)
+            .spawn(
+                &myself.get_cell(),
+                MotivatorJob::Reconcile(goal.id.clone()),
+                work,
+            )
             .await
         {
             tracing::error!(event = "motivator.reconcile_failed", goal = %goal.id, error = %e, "reconcile job did not start");

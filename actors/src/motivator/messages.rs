@@ -58,3 +58,30 @@ pub enum MotivatorMsg {
     /// Fault injection: panic.
     Crash,
 }
+
+/// The Motivator's jobs, as its supervision reads them when they end.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum MotivatorJob {
+    /// `forward`: hub → mailbox. Without it the Motivator is blind.
+    Forward,
+    /// `tick`: the clock. Without it the Motivator never looks up.
+    Tick,
+    /// `phrase/<goal>`: a persona phrases a goal.
+    Phrase(String),
+    /// `start/<goal>`: a goal's task is asked of the orchestrator.
+    Start(String),
+    /// `reconcile/<goal>`: a started goal's task is looked up again.
+    Reconcile(String),
+}
+
+impl std::fmt::Display for MotivatorJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MotivatorJob::Forward => f.write_str("forward"),
+            MotivatorJob::Tick => f.write_str("tick"),
+            MotivatorJob::Phrase(id) => write!(f, "phrase/{id}"),
+            MotivatorJob::Start(id) => write!(f, "start/{id}"),
+            MotivatorJob::Reconcile(id) => write!(f, "reconcile/{id}"),
+        }
+    }
+}

@@ -10,11 +10,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use batos_protocol::ErrorCode;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use tokio::sync::Semaphore;
 
 use super::graph::Runner;
-use super::{Cognition, Node, Origin, TaskState, TaskStatus, TaskSummary};
+use super::{
+    Cognition, Node, OrchestratorArgs, OrchestratorMsg, Origin, TaskState, TaskStatus, TaskSummary,
+};
 use crate::ask::{AskError, WireError};
 use crate::events::Event;
 use crate::job::{JobEnd, Jobs, Run};
@@ -59,62 +61,6 @@ impl WireError for OrchError {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Orchestrator;
 
-/// Start-up arguments.
-pub struct OrchestratorArgs {
-    /// Registries, hub, settings, checkpoints and ports that every task's run shares (boot builds it once;
-    /// a restarted orchestrator reuses it).
-    pub cog: Arc<Cognition>,
-}
-
-/// Messages the orchestrator handles.
-pub enum OrchestratorMsg {
-    /// Accept a new task.
-    /// `(text, request id)`: a request id already recorded on a task (within the dedupe window) answers that
-    /// task instead of creating another, so a retry after a crash cannot create a task twice.
-    /// With an origin, the task runs a Motivator goal or is an exam's: a goal (or exam question) already
-    /// handed over answers its task, however long ago (the goal id, or the exam and question, is the key,
-    /// not the dedupe window).
-    Submit(
-        String,
-        Option<String>,
-        Option<Box<Origin>>,
-        RpcReplyPort<Result<TaskSummary, OrchError>>,
-    ),
-    /// One task in full.
-    Get(String, RpcReplyPort<Result<Box<TaskState>, OrchError>>),
-    /// Every tracked task, newest first.
-    List(RpcReplyPort<Vec<TaskSummary>>),
-    /// Cancel a task that has not finished.
-    Cancel(String, RpcReplyPort<Result<TaskSummary, OrchError>>),
-    /// Resume a paused task with the Architect's decision and guidance.
-    Resume {
-        /// Id of a task that must be `paused` (else `Conflict`).
-        id: String,
-        /// `approved`, `rejected` or `resumed`.
-        decision: String,
-        /// Free text for the personas, stored in `TaskState::inquiry` and quoted in every later prompt.
-        guidance: Option<String>,
-        /// The task's summary, now `queued` to continue at `synthesize`, or why not.
-        reply: RpcReplyPort<Result<TaskSummary, OrchError>>,
-    },
-    /// From a run: the task's state after a step, or at its end, with the run's sequence number.
-    Progress(Box<TaskState>, u64),
-    /// Start the runs of the tasks found unfinished at start-up (sent to itself once the actor is up).
-    ResumeLoaded(Vec<String>),
-    /// From a settle (graph::settle): a finished task was stored in memory and/or handed to the Curator, as
-    /// its checkpoint now says; the task table follows, so `get_task` shows it.
-    Settled {
-        /// Task id.
-        id: String,
-        /// Stored in memory.
-        remembered: bool,
-        /// Handed to the Curator.
-        curated: bool,
-    },
-    /// Fault injection: panic.
-    Crash,
-}
-
 struct Entry {
     state: TaskState,
     /// The run in progress, if any: a job actor linked to the orchestrator.
@@ -144,8 +90,22 @@ impl Entry {
 }
 
 /// The label of a task's run in the tree and in `actor.*` events: `root/orchestrator/task/<id>`.
-fn run_label(id: &str) -> String {
-    format!("task/{id}")
+/// The orchestrator's jobs: a task's run, or the hand-over of a finished task to memory and the Curator.
+#[derive(Debug, Clone, PartialEq)]
+enum OrchJob {
+    /// `task/<id>`: the run of one task through the graph.
+    Task(String),
+    /// `settle/<id>`: a finished task handed over at start ([`super::graph::settle`]).
+    Settle(String),
+}
+
+impl std::fmt::Display for OrchJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OrchJob::Task(id) => write!(f, "task/{id}"),
+            OrchJob::Settle(id) => write!(f, "settle/{id}"),
+        }
+    }
 }
 
 /// Orchestrator state.
@@ -155,7 +115,7 @@ pub struct OrchestratorState {
     permits: Arc<Semaphore>,
     /// Slots for the Motivator's goals, apart from the users' so a goal never holds one a person waits for.
     goal_permits: Arc<Semaphore>,
-    jobs: Jobs,
+    jobs: Jobs<OrchJob>,
     next_run: u64,
 }
 
@@ -216,7 +176,7 @@ impl OrchestratorState {
         };
         match self
             .jobs
-            .spawn(&myself.get_cell(), run_label(&id), work)
+            .spawn(&myself.get_cell(), OrchJob::Task(id.clone()), work)
             .await
         {
             Ok(run) => {
@@ -226,6 +186,26 @@ impl OrchestratorState {
                 }
             }
             Err(err) => self.fail(&id, format!("the task's run could not start: {err}")),
+        }
+    }
+
+    /// Hands a finished task to memory (done tasks) and the Curator (done and failed) as a job of its own
+    /// (`settle/<id>`): the outcome is already durable and published, neither organ may hold the task's slot,
+    /// and a hand-over that panics is an `actor.failed` event like any job's. The checkpoint records what was
+    /// handed over; whatever was not is handed over again at the next start ([`super::graph::settle`]).
+    async fn settle(&mut self, myself: &ActorRef<OrchestratorMsg>, task: TaskState) {
+        let hooks = super::graph::Settle::new(&self.cog);
+        if !hooks.wanted(&task) {
+            return;
+        }
+        let id = task.id.clone();
+        let work = super::graph::settle(hooks, task);
+        if let Err(e) = self
+            .jobs
+            .spawn(&myself.get_cell(), OrchJob::Settle(id.clone()), work)
+            .await
+        {
+            tracing::warn!(event = "orchestrator.settle_not_started", task = %id, error = %e, "hand-over not started; repeated at the next start");
         }
     }
 
@@ -389,10 +369,8 @@ impl Actor for Orchestrator {
         event: SupervisionEvent,
         state: &mut OrchestratorState,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some((label, JobEnd::Failed(reason))) = state.jobs.supervise(&event) {
-            if let Some(id) = label.strip_prefix("task/") {
-                state.run_crashed(&myself, id, reason).await;
-            }
+        if let Some((OrchJob::Task(id), JobEnd::Failed(reason))) = state.jobs.supervise(&event) {
+            state.run_crashed(&myself, &id, reason).await;
         }
         Ok(())
     }
@@ -528,9 +506,11 @@ impl Actor for Orchestrator {
                 let _ = reply.send(Ok(summary));
             }
             OrchestratorMsg::Progress(task, run_seq) => {
+                let mut finished = None;
                 if let Some(e) = state.tasks.get_mut(&task.id) {
                     // A report from a run that was cancelled, crashed or replaced must not resurrect the task.
                     if e.run_seq == run_seq && e.state.status != TaskStatus::Cancelled {
+                        let was_final = e.state.status.is_final();
                         // A settle may have reported before the run's last progress: keep what it said.
                         let (remembered, curated) = (e.state.remembered, e.state.curated);
                         e.state = *task;
@@ -538,8 +518,14 @@ impl Actor for Orchestrator {
                         e.state.curated |= curated;
                         if e.state.status.is_final() {
                             e.run = None;
+                            if !was_final {
+                                finished = Some(e.state.clone());
+                            }
                         }
                     }
+                }
+                if let Some(task) = finished {
+                    state.settle(&myself, task).await;
                 }
                 state.prune();
             }
@@ -554,9 +540,7 @@ impl Actor for Orchestrator {
                     .map(|e| e.state.clone())
                     .collect();
                 for task in unsettled {
-                    let label = format!("settle/{}", task.id);
-                    let work = super::graph::settle(hooks.clone(), task);
-                    state.jobs.spawn(&myself.get_cell(), label, work).await?;
+                    state.settle(&myself, task).await;
                 }
                 for id in ids {
                     let Some(task) = state.tasks.get(&id).map(|e| e.state.clone()) else {

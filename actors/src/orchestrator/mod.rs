@@ -4,6 +4,7 @@
 mod actor;
 pub mod checkpoint;
 pub mod graph;
+mod messages;
 mod ports;
 pub mod reading;
 
@@ -12,8 +13,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-pub use actor::{OrchError, Orchestrator, OrchestratorArgs, OrchestratorMsg, ORCHESTRATOR_NAME};
+pub use actor::{OrchError, Orchestrator, ORCHESTRATOR_NAME};
 pub use checkpoint::{CheckpointStore, Claim, SaveError};
+pub use messages::{OrchestratorArgs, OrchestratorMsg};
 
 // The task model and the ports live on the floor below the organs; named here (privately) so the graph's
 // files read them as their parent's words.

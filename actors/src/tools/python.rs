@@ -159,7 +159,9 @@ impl Tool for PythonTool {
         });
         let timeout_ms = self.call_timeout.as_millis() as u64;
         // The pool's own deadline is the tool's; this outer one only guards against a stuck pool.
-        let out = pool::run(request, self.call_timeout * 2 + Duration::from_secs(5)).await;
+        let out = pool::SandboxHandle
+            .run(request, self.call_timeout * 2 + Duration::from_secs(5))
+            .await;
         interpret_call(out, timeout_ms, self.max_output_bytes)
     }
 }

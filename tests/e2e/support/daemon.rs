@@ -45,6 +45,8 @@ pub struct Daemon {
     pub log: PathBuf,
     /// Environment variables the daemon is started with, besides the test's own.
     pub env: Vec<(&'static str, String)>,
+    /// Length of the log when the current process was started: what it wrote comes after.
+    spawned_at: u64,
 }
 
 /// Settings edits applied on top of the shipped settings.toml.
@@ -139,6 +141,7 @@ impl Daemon {
             child: None,
             log,
             env: Vec::new(),
+            spawned_at: 0,
         }
     }
 
@@ -151,6 +154,7 @@ impl Daemon {
 
     /// Starts the process (again).
     pub fn spawn(&mut self) {
+        self.spawned_at = fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -168,10 +172,51 @@ impl Daemon {
         self.child = Some(child);
     }
 
-    /// Waits until the daemon answers ping (panics with the log after 30 s).
-    pub async fn wait_ready(&self) {
+    /// Waits until the daemon answers ping (panics with the log after 30 s). A daemon started again on its
+    /// ports may find one taken meanwhile by another test's process (free ports are found by binding port 0
+    /// and letting go, so a released port can be handed out again): then it is moved to fresh ports and
+    /// started again, up to three times — the tests read its endpoints from the settings file each time.
+    pub async fn wait_ready(&mut self) {
+        for _ in 0..3 {
+            self.wait_answer().await;
+            if self.alive() || !self.lost_a_port() {
+                return;
+            }
+            self.move_ports();
+            self.spawn();
+        }
+        self.wait_answer().await;
+        assert!(
+            self.alive(),
+            "daemon lost its ports four times; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Whether the current process ended because a port it binds was in use.
+    fn lost_a_port(&self) -> bool {
+        let text = self.log_text();
+        text.get(self.spawned_at as usize..)
+            .is_some_and(|t| t.contains("Address already in use"))
+    }
+
+    /// Rewrites the settings file with fresh command and event ports.
+    fn move_ports(&self) {
+        let mut doc: toml_edit::DocumentMut =
+            fs::read_to_string(&self.config).unwrap().parse().unwrap();
+        for key in ["command_endpoint", "event_endpoint"] {
+            doc["gateway"][key] = toml_edit::value(format!("tcp://127.0.0.1:{}", free_port()));
+        }
+        fs::write(&self.config, doc.to_string()).unwrap();
+    }
+
+    /// Waits until the daemon answers ping, or its process has ended; panics with the log after 30 s.
+    async fn wait_answer(&mut self) {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(30) {
+            if !self.alive() && self.lost_a_port() {
+                return;
+            }
             let mut c = Client::new(ClientConfig {
                 timeout: Duration::from_millis(300),
                 retries: 0,

@@ -47,7 +47,7 @@ impl CuratorState {
             let _ = me.cast(CuratorMsg::Judged(key.clone(), reply));
         };
         self.jobs
-            .spawn(&myself.get_cell(), format!("judge/{}", c.key), work)
+            .spawn(&myself.get_cell(), CuratorJob::Judge(c.key.clone()), work)
             .await
             .map_err(|e| CuratorError::Store(format!("cannot start the judge: {e}")))?;
         Ok(())

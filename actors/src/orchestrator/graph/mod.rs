@@ -235,7 +235,6 @@ impl Runner {
                     id: task.id.clone(),
                     result: task.result.clone().unwrap_or_default(),
                 });
-                self.settle_later(task);
             }
             Err(e) => {
                 task.status = TaskStatus::Failed;
@@ -252,21 +251,9 @@ impl Runner {
                     id: task.id.clone(),
                     error: e,
                 });
-                self.settle_later(task);
             }
         }
         RunEnd::Finished
-    }
-
-    /// Hands a finished task to memory (done tasks) and the Curator (done and failed) beside the run: the
-    /// outcome is already durable and published, and neither organ may hold the task's slot. A plain tokio
-    /// task, because nothing waits for it: the checkpoint records what was handed over, and whatever was
-    /// not is handed over again at the next start ([`settle`]).
-    fn settle_later(&self, task: &TaskState) {
-        let hooks = Settle::new(&self.cog);
-        if hooks.wanted(task) {
-            tokio::spawn(settle(hooks, task.clone()));
-        }
     }
 
     /// One model call by `persona`, through the task's registry snapshot. If that actor died (crash and

@@ -179,14 +179,61 @@ impl Actor for SandboxPool {
     }
 }
 
-/// Runs one request in a fresh sandbox through the pool actor, the one way to reach it; `timeout` covers
-/// waiting for a sandbox and the run itself.
-pub async fn run(request: Value, timeout: Duration) -> Result<Output, SandboxError> {
-    ask_named(
-        "sandbox pool",
-        SANDBOX_NAME,
-        |r| PoolMsg::Run(Box::new(request), r),
-        timeout,
-    )
-    .await?
+/// The one way to reach the sandbox pool (registered as [`SANDBOX_NAME`]): found by name at each call, so it
+/// stays valid across the pool's restarts. It holds nothing, so any organ may make one.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SandboxHandle;
+
+impl SandboxHandle {
+    /// Runs one request in a fresh sandbox; `timeout` covers waiting for a sandbox and the run itself.
+    pub async fn run(&self, request: Value, timeout: Duration) -> Result<Output, SandboxError> {
+        ask_named(
+            "sandbox pool",
+            SANDBOX_NAME,
+            |r| PoolMsg::Run(Box::new(request), r),
+            timeout,
+        )
+        .await?
+    }
+
+    /// The backend's name when sandboxes can run here, or why not (as found at the pool's start).
+    pub async fn available(&self, timeout: Duration) -> Result<String, SandboxError> {
+        ask_named("sandbox pool", SANDBOX_NAME, PoolMsg::Available, timeout).await?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool whose backend cannot run says why through its handle, and a run is answered with the same
+    /// reason at once (no sandbox is tried).
+    #[tokio::test]
+    async fn a_pool_without_its_backend_says_why_through_the_handle() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/settings.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut settings = crate::settings::Settings::parse(&text, &path)
+            .unwrap()
+            .tools;
+        settings.backend = crate::settings::SandboxChoice::Runsc;
+        settings.runsc_path = "/nonexistent/runsc".into();
+        settings.pool_size = 1;
+        let (pool, _h) = SandboxPool::spawn(
+            Some(SANDBOX_NAME.into()),
+            SandboxPool,
+            PoolArgs { settings },
+        )
+        .await
+        .unwrap();
+        let t = Duration::from_secs(5);
+        let why = SandboxHandle.available(t).await.unwrap_err().to_string();
+        assert!(why.contains("/nonexistent/runsc"), "{why}");
+        let run = SandboxHandle
+            .run(serde_json::json!({"op": "check"}), t)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(run, why);
+        pool.stop(None);
+    }
 }

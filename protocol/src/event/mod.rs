@@ -3,6 +3,8 @@
 //! The event channel is a PUB socket; frame 1 is the topic (equal to the event's `kind`), frame 2 the
 //! msgpack [`EventBody`]. Sequence numbers are assigned by the daemon's event hub, never here.
 
+mod kind;
+
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -531,52 +533,11 @@ pub enum Event {
 }
 
 impl Event {
-    /// The event's kind string (also its PUB topic).
+    /// The event's kind string (also its PUB topic): the variant's serde `rename`, read from the derived
+    /// `Serialize` ([`kind`]), so adding an event is adding its variant — the name is stated once.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Event::ActorStarted { .. } => "actor.started",
-            Event::ActorFailed { .. } => "actor.failed",
-            Event::ActorRestarted { .. } => "actor.restarted",
-            Event::ActorEscalated { .. } => "actor.escalated",
-            Event::ActorStopped { .. } => "actor.stopped",
-            Event::TaskSubmitted { .. } => "task.submitted",
-            Event::TaskStatus { .. } => "task.status",
-            Event::TaskStep { .. } => "task.step",
-            Event::TaskToken { .. } => "task.token",
-            Event::TaskPaused { .. } => "task.paused",
-            Event::TaskDone { .. } => "task.done",
-            Event::TaskFailed { .. } => "task.failed",
-            Event::TaskCancelled { .. } => "task.cancelled",
-            Event::PersonaState { .. } => "persona.state",
-            Event::ModelSwapped { .. } => "model.swapped",
-            Event::ToolCreated { .. } => "tool.created",
-            Event::AmendmentProposed { .. } => "amendment.proposed",
-            Event::AmendmentCommitted { .. } => "amendment.committed",
-            Event::AmendmentRejected { .. } => "amendment.rejected",
-            Event::ConfigReloaded { .. } => "config.reloaded",
-            Event::MemoryUpdated { .. } => "memory.updated",
-            Event::CuratorAccepted { .. } => "curator.accepted",
-            Event::CuratorRejected { .. } => "curator.rejected",
-            Event::CuratorTrigger { .. } => "curator.trigger",
-            Event::TrainerProgress { .. } => "trainer.progress",
-            Event::TrainerPublishing { .. } => "trainer.publishing",
-            Event::TrainerRejected { .. } => "trainer.rejected",
-            Event::TrainerFailed { .. } => "trainer.failed",
-            Event::ModelTuned { .. } => "model.tuned",
-            Event::ToolFailed { .. } => "tool.failed",
-            Event::KnowledgeGap { .. } => "knowledge.gap",
-            Event::MotivatorGoal { .. } => "motivator.goal",
-            Event::MotivatorSuppressed { .. } => "motivator.suppressed",
-            Event::MotivatorPaused { .. } => "motivator.paused",
-            Event::ImageSaved { .. } => "image.saved",
-            Event::ExamProgress { .. } => "exam.progress",
-            Event::ExamScored { .. } => "exam.scored",
-            Event::ToolRetired { .. } => "tool.retired",
-            Event::LifeProgress { .. } => "life.progress",
-            Event::LifeExam { .. } => "life.exam",
-            Event::LifeRolledBack { .. } => "life.rolled_back",
-            Event::LifeEnded { .. } => "life.ended",
-        }
+        // Every variant is adjacently tagged by the enum's serde attributes; the fallback is unreachable.
+        kind::tag_of(self).unwrap_or("unknown")
     }
 
     /// The `data` payload of this event as JSON.
@@ -615,32 +576,4 @@ pub fn encode_body(seq: u64, kind: &str, data: Value) -> Vec<u8> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_survive_a_json_round_trip() {
-        let start = unix_now();
-        for i in 0..10_000u32 {
-            let t = start + f64::from(i) * 0.000_137;
-            let t = (t * 1e6).round() / 1e6;
-            let back: f64 = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
-            assert_eq!(back, t, "{t}");
-        }
-        let now = unix_now();
-        let back: f64 = serde_json::from_str(&serde_json::to_string(&now).unwrap()).unwrap();
-        assert_eq!(back, now);
-    }
-
-    #[test]
-    fn kind_matches_serde_tag() {
-        let ev = Event::ModelSwapped {
-            persona: "BRICK".into(),
-            from: "a".into(),
-            to: "b".into(),
-            generation: 2,
-        };
-        let v = serde_json::to_value(&ev).unwrap();
-        assert_eq!(v["kind"], ev.kind());
-    }
-}
+mod tests;

@@ -64,17 +64,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("batos: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    runtime.block_on(async move {
+    batos_client::cli::block_on("batos", async move {
         match cli.command {
             Cmd::Run { config } => run_daemon(config, cli.log_format).await,
             Cmd::Image { action } => match action {

@@ -289,7 +289,7 @@ fn log_event(seq: u64, event: &Event) {
             warn!(event = "trainer.rejected", seq, persona = %persona, heldout_before, heldout_after, reason = %reason, "adapter rejected by the gate")
         }
         Event::TrainerFailed { persona, error } => {
-            error!(event = "trainer.failed", seq, persona = %persona, error = %error, "forge run failed")
+            error!(event = "trainer.failed", seq, persona = %persona, error = %error, "training run failed")
         }
         Event::ToolFailed { task, tool, error } => {
             warn!(event = "tool.failed", seq, task = %task.as_deref().unwrap_or("-"), tool = %tool, error = %error, "tool call failed")

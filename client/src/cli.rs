@@ -133,6 +133,21 @@ pub enum Command {
     },
 }
 
+/// Runs `work` to its end on a multi-threaded tokio runtime (both binaries' `main`); a runtime that cannot
+/// start is exit code 1, with why on stderr under `program`'s name.
+pub fn block_on(program: &str, work: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(work),
+        Err(e) => {
+            eprintln!("{program}: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// Runs one client command to its end; the exit code is the command's (0 done, 1 failed, 2 bad input).
 pub async fn run(command: Command) -> ExitCode {
     match command {

@@ -30,17 +30,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("batos-client: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    runtime.block_on(async move {
+    batos_client::cli::block_on("batos-client", async move {
         match cli.command {
             Cmd::Image { action } => batos_client::image_cli::image(action).await,
             Cmd::Client(command) => batos_client::cli::run(command).await,

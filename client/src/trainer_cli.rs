@@ -138,6 +138,61 @@ fn bar(d: &Value) -> String {
     )
 }
 
+/// The run's event `m`, shown: progress redrawn in place, a verdict printed. `Some(exit code)` once the run
+/// has ended (a tuned model, the gate's refusal, a failure); `None` for anything else.
+fn shown(m: zeromq::ZmqMessage, persona: &str) -> Option<ExitCode> {
+    let ev = m
+        .into_vec()
+        .get(1)
+        .and_then(|b| rmp_serde::from_slice::<EventBody>(b).ok())?;
+    if ev.data["persona"].as_str() != Some(persona) {
+        return None;
+    }
+    match ev.kind.as_str() {
+        "trainer.progress" => {
+            eprint!("\r{}", bar(&ev.data));
+            let _ = std::io::stderr().flush();
+            None
+        }
+        "trainer.publishing" => {
+            eprint!(
+                "\r\x1b[2Kbuilding {} on Ollama: {}",
+                ev.data["model"].as_str().unwrap_or("?"),
+                ev.data["status"].as_str().unwrap_or("?")
+            );
+            let _ = std::io::stderr().flush();
+            None
+        }
+        "model.tuned" => {
+            eprintln!();
+            println!(
+                "{persona} now thinks with {} (held-out NLL {:.3} → {:.3})",
+                ev.data["model"].as_str().unwrap_or("?"),
+                ev.data["heldout_before"].as_f64().unwrap_or(0.0),
+                ev.data["heldout_after"].as_f64().unwrap_or(0.0)
+            );
+            Some(ExitCode::SUCCESS)
+        }
+        "trainer.rejected" => {
+            eprintln!();
+            println!(
+                "the gate kept {persona}'s model: {}",
+                ev.data["reason"].as_str().unwrap_or("?")
+            );
+            Some(ExitCode::SUCCESS)
+        }
+        "trainer.failed" => {
+            eprintln!();
+            eprintln!(
+                "batos: training {persona} failed: {}",
+                ev.data["error"].as_str().unwrap_or("?")
+            );
+            Some(ExitCode::from(1))
+        }
+        _ => None,
+    }
+}
+
 async fn train(cfg: ClientConfig, persona: String, force: bool) -> ExitCode {
     use zeromq::prelude::*;
     // Subscribed before the request, so no event of the run can be missed; polling covers lost events.
@@ -161,43 +216,8 @@ async fn train(cfg: ClientConfig, persona: String, force: bool) -> ExitCode {
     loop {
         tokio::select! {
             m = sub.recv(), if subscribed => {
-                let Ok(m) = m else { continue };
-                let Some(ev) = m.into_vec().get(1).and_then(|b| rmp_serde::from_slice::<EventBody>(b).ok()) else {
-                    continue;
-                };
-                if ev.data["persona"].as_str() != Some(persona.as_str()) {
-                    continue;
-                }
-                match ev.kind.as_str() {
-                    "trainer.progress" => {
-                        eprint!("\r{}", bar(&ev.data));
-                        let _ = std::io::stderr().flush();
-                    }
-                    "trainer.publishing" => {
-                        eprint!("\r\x1b[2Kbuilding {} on Ollama: {}", ev.data["model"].as_str().unwrap_or("?"), ev.data["status"].as_str().unwrap_or("?"));
-                        let _ = std::io::stderr().flush();
-                    }
-                    "model.tuned" => {
-                        eprintln!();
-                        println!(
-                            "{persona} now thinks with {} (held-out NLL {:.3} → {:.3})",
-                            ev.data["model"].as_str().unwrap_or("?"),
-                            ev.data["heldout_before"].as_f64().unwrap_or(0.0),
-                            ev.data["heldout_after"].as_f64().unwrap_or(0.0)
-                        );
-                        return ExitCode::SUCCESS;
-                    }
-                    "trainer.rejected" => {
-                        eprintln!();
-                        println!("the gate kept {persona}'s model: {}", ev.data["reason"].as_str().unwrap_or("?"));
-                        return ExitCode::SUCCESS;
-                    }
-                    "trainer.failed" => {
-                        eprintln!();
-                        eprintln!("batos: training {persona} failed: {}", ev.data["error"].as_str().unwrap_or("?"));
-                        return ExitCode::from(1);
-                    }
-                    _ => {}
+                if let Some(code) = m.ok().and_then(|m| shown(m, &persona)) {
+                    return code;
                 }
             }
             _ = ticker.tick() => {
@@ -208,6 +228,16 @@ async fn train(cfg: ClientConfig, persona: String, force: bool) -> ExitCode {
                 if running {
                     seen_running = true;
                 } else if seen_running {
+                    // The verdict's event may still be on its way (the run ended between two polls): it
+                    // says the same in the same words as when it comes first, so it gets a moment.
+                    let deadline = tokio::time::Instant::now() + poll;
+                    if subscribed {
+                        while let Ok(Ok(m)) = tokio::time::timeout_at(deadline, sub.recv()).await {
+                            if let Some(code) = shown(m, &persona) {
+                                return code;
+                            }
+                        }
+                    }
                     eprintln!();
                     if let Some(r) = v["last"].as_array().and_then(|l| l.iter().rev().find(|r| r["persona"] == persona.as_str())) {
                         println!("{}", report(r));

@@ -1,6 +1,6 @@
 //! The orchestrator's handle in the ports the organs above it ask through: the Motivator's [`GoalRunner`],
-//! the exam's [`ExamTasks`], a life's [`LifeTasks`] and the codex's [`TaskResumer`] (each organ names only its port; boot hands it this
-//! handle), and the orchestrator's error as a [`PortError`].
+//! the exam's [`ExamTasks`], a life's [`LifeTasks`] and the codex's [`TaskResumer`] (each organ names only
+//! its port; boot hands it this handle), and the orchestrator's error as a [`PortError`].
 
 use async_trait::async_trait;
 
@@ -20,6 +20,27 @@ impl From<OrchError> for PortError {
     }
 }
 
+/// What the ports share: a task read and a task stopped, as a port answers them.
+impl OrchestratorHandle {
+    /// A task as it stands; `None` when the orchestrator does not know it.
+    async fn task(&self, id: String) -> Result<Option<TaskState>, PortError> {
+        match OrchestratorHandle::get(self, id).await {
+            Ok(t) => Ok(Some(*t)),
+            Err(OrchError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Cancels a task that has not finished; one that has (or that the orchestrator does not know) is left
+    /// as it is.
+    async fn cancel_unfinished(&self, id: String) -> Result<(), PortError> {
+        match OrchestratorHandle::cancel(self, id).await {
+            Ok(_) | Err(OrchError::Conflict(_)) | Err(OrchError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 #[async_trait]
 impl ExamTasks for OrchestratorHandle {
     async fn submit(&self, text: String, origin: ExamOrigin) -> Result<String, PortError> {
@@ -30,18 +51,11 @@ impl ExamTasks for OrchestratorHandle {
     }
 
     async fn get(&self, id: String) -> Result<Option<TaskState>, PortError> {
-        match OrchestratorHandle::get(self, id).await {
-            Ok(t) => Ok(Some(*t)),
-            Err(OrchError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.task(id).await
     }
 
     async fn cancel(&self, id: String) -> Result<(), PortError> {
-        match OrchestratorHandle::cancel(self, id).await {
-            Ok(_) | Err(OrchError::Conflict(_)) | Err(OrchError::NotFound(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.cancel_unfinished(id).await
     }
 }
 
@@ -55,18 +69,11 @@ impl LifeTasks for OrchestratorHandle {
     }
 
     async fn get(&self, id: String) -> Result<Option<TaskState>, PortError> {
-        match OrchestratorHandle::get(self, id).await {
-            Ok(t) => Ok(Some(*t)),
-            Err(OrchError::NotFound(_)) => Ok(None),
-            Err(e) => Err(e.into()),
-        }
+        self.task(id).await
     }
 
     async fn cancel(&self, id: String) -> Result<(), PortError> {
-        match OrchestratorHandle::cancel(self, id).await {
-            Ok(_) | Err(OrchError::Conflict(_)) | Err(OrchError::NotFound(_)) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.cancel_unfinished(id).await
     }
 }
 
@@ -81,19 +88,11 @@ impl GoalRunner for OrchestratorHandle {
         self.submit_goal(text, request_id, origin)
             .await
             .map(|s| (s.id, s.status))
-            .map_err(|e| match e {
-                OrchError::Unreachable(a) => PortError::Unreachable(a),
-                other => PortError::Refused(other.to_string()),
-            })
+            .map_err(PortError::from)
     }
 
     async fn status(&self, task: String) -> Result<Option<TaskStatus>, PortError> {
-        match self.get(task).await {
-            Ok(t) => Ok(Some(t.status)),
-            Err(OrchError::NotFound(_)) => Ok(None),
-            Err(OrchError::Unreachable(a)) => Err(PortError::Unreachable(a)),
-            Err(other) => Err(PortError::Refused(other.to_string())),
-        }
+        Ok(self.task(task).await?.map(|t| t.status))
     }
 }
 

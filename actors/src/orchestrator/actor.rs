@@ -89,13 +89,14 @@ impl Entry {
     }
 }
 
-/// The label of a task's run in the tree and in `actor.*` events: `root/orchestrator/task/<id>`.
-/// The orchestrator's jobs: a task's run, or the hand-over of a finished task to memory and the Curator.
+/// The orchestrator's jobs, named in the tree and in `actor.*` events as `root/orchestrator/<label>`: a task's
+/// run, or the hand-over of a finished task to memory and the Curator.
 #[derive(Debug, Clone, PartialEq)]
 enum OrchJob {
     /// `task/<id>`: the run of one task through the graph.
     Task(String),
-    /// `settle/<id>`: a finished task handed over at start ([`super::graph::settle`]).
+    /// `settle/<id>`: a finished task handed over, when its run ends or at the next start
+    /// ([`super::graph::settle`]).
     Settle(String),
 }
 

@@ -5,29 +5,66 @@
 use std::path::Path;
 
 use batos_protocol::exam::ExamSummary;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// One line of the chart: its label, its points (run number, percent) and its style.
-type Series = (String, Vec<(f64, f64)>, ShapeStyle);
+pub(crate) type Series = (String, Vec<(f64, f64)>, ShapeStyle);
 
 /// Draws `runs` (oldest first) into `file` (`.svg`). An error says what was wrong in words.
 pub fn draw(runs: &[ExamSummary], file: &Path) -> Result<(), String> {
     if runs.is_empty() {
         return Err("no finished exam run to draw (batos exam history lists them)".into());
     }
-    match file.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("svg") => {}
-        _ => {
-            return Err(format!(
-                "{}: the chart is drawn as SVG; give a file name ending in .svg",
-                file.display()
-            ))
-        }
+    svg(file, |root| draw_on(root, runs))
+}
+
+/// The drawing area both charts draw on (the exam history, a life report).
+pub(crate) type Area<'a> = DrawingArea<SVGBackend<'a>, plotters::coord::Shift>;
+
+/// Draws a chart into `file`, which must end in `.svg`, at 1000×560; errors in words naming the file.
+pub(crate) fn svg(
+    file: &Path,
+    draw: impl FnOnce(&Area<'_>) -> Result<(), DrawingAreaErrorKind<std::io::Error>>,
+) -> Result<(), String> {
+    if !file
+        .extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+    {
+        return Err(format!(
+            "{}: the chart is drawn as SVG; give a file name ending in .svg",
+            file.display()
+        ));
     }
     let root = SVGBackend::new(file, (1000, 560)).into_drawing_area();
-    draw_on(&root, runs).map_err(|e| format!("cannot draw {}: {e}", file.display()))?;
+    draw(&root).map_err(|e| format!("cannot draw {}: {e}", file.display()))?;
     root.present()
         .map_err(|e| format!("cannot write {}: {e}", file.display()))
+}
+
+/// Draws each series as a labelled line with a dot at each point, then the legend (lower right).
+pub(crate) fn lines<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    series: Vec<Series>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    for (label, points, style) in series {
+        chart
+            .draw_series(LineSeries::new(points.clone(), style))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 3, style.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()
 }
 
 fn draw_on<DB: DrawingBackend>(
@@ -89,24 +126,7 @@ fn draw_on<DB: DrawingBackend>(
             BLACK.mix(0.6).stroke_width(4),
         ));
     }
-    for (label, points, style) in series {
-        chart
-            .draw_series(LineSeries::new(points.clone(), style))?
-            .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|p| Circle::new(p, 3, style.filled())),
-        )?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .draw()?;
-    Ok(())
+    lines(&mut chart, series)
 }
 
 #[cfg(test)]

@@ -476,17 +476,6 @@ pub fn draw(r: &LifeReport, file: &Path) -> Result<(), String> {
     if r.lives.is_empty() {
         return Err("no life with a scored exam to draw (batos life list lists them)".into());
     }
-    if !file
-        .extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
-    {
-        return Err(format!(
-            "{}: the chart is drawn as SVG; give a file name ending in .svg",
-            file.display()
-        ));
-    }
-    let root = SVGBackend::new(file, (1000, 560)).into_drawing_area();
     let x_max = r
         .lives
         .iter()
@@ -494,9 +483,9 @@ pub fn draw(r: &LifeReport, file: &Path) -> Result<(), String> {
         .max()
         .unwrap_or(1)
         .max(1) as f64;
-    let drawn = (|| -> Result<(), DrawingAreaErrorKind<std::io::Error>> {
+    crate::exam_plot::svg(file, |root| {
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(
                 "batos life: held-out exam share right over the curriculum",
                 ("sans-serif", 22),
@@ -510,47 +499,88 @@ pub fn draw(r: &LifeReport, file: &Path) -> Result<(), String> {
             .x_desc("curriculum tasks done")
             .y_desc("% right (held-out subset)")
             .draw()?;
-        for (i, l) in r.lives.iter().enumerate() {
-            let style = match l.ablate {
-                None => BLUE.mix(1.0 - 0.3 * (i % 2) as f64).stroke_width(3),
-                Some(_) => Palette99::pick(i + 2).stroke_width(2),
-            };
-            let label = format!(
-                "{} {}",
-                &l.id[..8.min(l.id.len())],
-                l.ablate
-                    .as_deref()
-                    .map(|a| format!("without {a}"))
-                    .unwrap_or("full".into())
-            );
-            let points: Vec<(f64, f64)> =
-                l.curve.iter().map(|(x, y)| (f64::from(*x), *y)).collect();
-            chart
-                .draw_series(LineSeries::new(points.clone(), style))?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
-            chart.draw_series(
-                points
-                    .into_iter()
-                    .map(|p| Circle::new(p, 3, style.filled())),
-            )?;
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
-        Ok(())
-    })();
-    drawn.map_err(|e| format!("cannot draw {}: {e}", file.display()))?;
-    root.present()
-        .map_err(|e| format!("cannot write {}: {e}", file.display()))
+        let series = r
+            .lives
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let style = match l.ablate {
+                    None => BLUE.mix(1.0 - 0.3 * (i % 2) as f64).stroke_width(3),
+                    Some(_) => Palette99::pick(i + 2).stroke_width(2),
+                };
+                let label = format!(
+                    "{} {}",
+                    &l.id[..8.min(l.id.len())],
+                    l.ablate
+                        .as_deref()
+                        .map(|a| format!("without {a}"))
+                        .unwrap_or("full".into())
+                );
+                let points = l.curve.iter().map(|(x, y)| (f64::from(*x), *y)).collect();
+                (label, points, style)
+            })
+            .collect();
+        crate::exam_plot::lines(&mut chart, series)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn life(
+        id: &str,
+        ablate: Option<&str>,
+        curve: Vec<(u32, f64)>,
+    ) -> batos_protocol::life::ReportLife {
+        batos_protocol::life::ReportLife {
+            id: id.into(),
+            name: id.into(),
+            ablate: ablate.map(String::from),
+            start: curve.first().map_or(0.0, |p| p.1),
+            end: curve.last().map_or(0.0, |p| p.1),
+            gain: 0.0,
+            curve,
+            set_start: None,
+            set_end: None,
+            categories: Default::default(),
+            activity: Default::default(),
+            cost: Default::default(),
+        }
+    }
+
+    #[test]
+    fn lives_are_drawn_as_svg_each_curve_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("life.svg");
+        let mut r = LifeReport {
+            lives: vec![
+                life("aaaaaaaaaaaa", None, vec![(0, 40.0), (8, 55.0), (16, 60.0)]),
+                life("bbbbbbbbbbbb", Some("memory"), vec![(0, 40.0), (16, 42.0)]),
+            ],
+            full_gain: None,
+            noise: None,
+            shares: Default::default(),
+            set_gain: None,
+            set_noise: None,
+            set_shares: Default::default(),
+        };
+        draw(&r, &file).unwrap();
+        let svg = std::fs::read_to_string(&file).unwrap();
+        assert!(svg.starts_with("<svg"));
+        for label in [
+            "aaaaaaaa full",
+            "bbbbbbbb without memory",
+            "curriculum tasks done",
+        ] {
+            assert!(svg.contains(label), "{label} missing");
+        }
+        assert!(draw(&r, &dir.path().join("x.png"))
+            .unwrap_err()
+            .contains(".svg"));
+        r.lives.clear();
+        assert!(draw(&r, &file).unwrap_err().contains("no life"));
+    }
 
     #[test]
     fn durations_read_as_a_person_writes_them() {

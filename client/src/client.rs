@@ -69,6 +69,22 @@ pub async fn subscriber(cfg: &ClientConfig, topics: &[&str]) -> Result<SubSocket
     }
 }
 
+/// [`subscriber`] for a command that also polls: when the event channel cannot be reached it goes on by
+/// polling alone, with an unconnected socket and `false` (do not read it).
+pub async fn subscriber_or_polling(cfg: &ClientConfig, topics: &[&str]) -> (SubSocket, bool) {
+    match subscriber(cfg, topics).await {
+        Ok(s) => (s, true),
+        Err(_) => (SubSocket::new(), false),
+    }
+}
+
+/// The event body of a message from the event channel (frame 2; frame 1 is the topic), if it is one.
+pub fn event_body(msg: ZmqMessage) -> Option<EventBody> {
+    msg.into_vec()
+        .get(1)
+        .and_then(|b| rmp_serde::from_slice::<EventBody>(b).ok())
+}
+
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -98,6 +114,18 @@ pub struct Client {
 }
 
 impl Client {
+    /// [`Client::request`], with the reply read as `T`: a reply of another shape is a protocol error naming
+    /// the command.
+    pub async fn request_as<T: serde::de::DeserializeOwned>(
+        &mut self,
+        cmd: &str,
+        args: Value,
+    ) -> Result<T, ClientError> {
+        let v = self.request(cmd, args).await?;
+        serde_json::from_value(v)
+            .map_err(|e| ClientError::Protocol(format!("{cmd} answered oddly: {e}")))
+    }
+
     /// A client; connects lazily.
     pub fn new(cfg: ClientConfig) -> Self {
         Self { cfg, socket: None }
@@ -360,11 +388,7 @@ impl Watcher {
                 }
                 Ok(Err(_)) => {}
                 Ok(Ok(msg)) => {
-                    let frames = msg.into_vec();
-                    let Some(body) = frames.get(1) else { continue };
-                    let Ok(ev) = rmp_serde::from_slice::<EventBody>(body) else {
-                        continue;
-                    };
+                    let Some(ev) = event_body(msg) else { continue };
                     if self.down {
                         // Back: what happened meanwhile is unknown, so re-sync before applying anything.
                         self.down = false;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use batos_protocol::exam::{parse_set, table, ExamResult, ExamSummary};
-use batos_protocol::{Event, EventBody};
+use batos_protocol::Event;
 use serde_json::json;
 
 use crate::client::{Client, ClientConfig, ClientError};
@@ -215,25 +215,15 @@ async fn run(
             .unwrap_or_else(|| "exam".into())
     });
     use zeromq::prelude::*;
-    let (mut sub, subscribed) = match crate::client::subscriber(&cfg, &["exam."]).await {
-        Ok(s) => (s, true),
-        Err(_) => (zeromq::SubSocket::new(), false),
-    };
+    let (mut sub, subscribed) = crate::client::subscriber_or_polling(&cfg, &["exam."]).await;
     let poll = cfg.poll;
     let mut c = Client::new(cfg);
     let mut args = json!({"set": text, "name": name, "baseline": baseline, "judge": !no_judge});
     if !categories.is_empty() {
         args["categories"] = json!(categories);
     }
-    let started: ExamSummary = match c.request("exam_run", args).await {
-        Ok(v) => match serde_json::from_value(v) {
-            Ok(s) => s,
-            Err(e) => {
-                return fail(ClientError::Protocol(format!(
-                    "exam_run answered oddly: {e}"
-                )))
-            }
-        },
+    let started: ExamSummary = match c.request_as("exam_run", args).await {
+        Ok(s) => s,
         Err(e) => return fail(e),
     };
     let id = started.id.clone();
@@ -254,9 +244,7 @@ async fn run(
     loop {
         tokio::select! {
             m = sub.recv(), if subscribed => {
-                let Ok(m) = m else { continue };
-                let Some(body) = m.into_vec().get(1).cloned() else { continue };
-                let Ok(ev) = rmp_serde::from_slice::<EventBody>(&body) else { continue };
+                let Some(ev) = m.ok().and_then(crate::client::event_body) else { continue };
                 if let Some(line) = Event::from_body(&ev).and_then(|e| progress_line(&e, &id)) {
                     if tty {
                         eprint!("\r\x1b[2K{line}");
@@ -267,13 +255,9 @@ async fn run(
                 }
             }
             _ = ticker.tick() => {
-                let v = match c.request("exam_get", json!({"id": id})).await {
-                    Ok(v) => v,
-                    Err(e) => return fail(e),
-                };
-                let r: ExamResult = match serde_json::from_value(v) {
+                let r: ExamResult = match c.request_as("exam_get", json!({"id": id})).await {
                     Ok(r) => r,
-                    Err(e) => return fail(ClientError::Protocol(format!("exam_get answered oddly: {e}"))),
+                    Err(e) => return fail(e),
                 };
                 if r.summary.status == "running" {
                     continue;

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use batos_protocol::exam::parse_set;
 use batos_protocol::life::{parse_curriculum, report, LifeRecord, LifeReport, LifeSummary};
-use batos_protocol::{Event, EventBody};
+use batos_protocol::Event;
 use plotters::prelude::*;
 use serde_json::json;
 
@@ -238,26 +238,15 @@ fn line(ev: &Event, id: &str) -> Option<String> {
 
 async fn run(cfg: ClientConfig, args: serde_json::Value, detach: bool) -> ExitCode {
     use zeromq::prelude::*;
-    let (mut sub, subscribed) = match crate::client::subscriber(
+    let (mut sub, subscribed) = crate::client::subscriber_or_polling(
         &cfg,
         &["life.", "model.tuned", "trainer.rejected", "tool."],
     )
-    .await
-    {
-        Ok(s) => (s, true),
-        Err(_) => (zeromq::SubSocket::new(), false),
-    };
+    .await;
     let poll = cfg.poll;
     let mut c = Client::new(cfg);
-    let started: LifeSummary = match c.request("life_run", args).await {
-        Ok(v) => match serde_json::from_value(v) {
-            Ok(s) => s,
-            Err(e) => {
-                return fail(ClientError::Protocol(format!(
-                    "life_run answered oddly: {e}"
-                )))
-            }
-        },
+    let started: LifeSummary = match c.request_as("life_run", args).await {
+        Ok(s) => s,
         Err(e) => return fail(e),
     };
     let id = started.id.clone();
@@ -276,19 +265,14 @@ async fn run(cfg: ClientConfig, args: serde_json::Value, detach: bool) -> ExitCo
     loop {
         tokio::select! {
             m = sub.recv(), if subscribed => {
-                let Ok(m) = m else { continue };
-                let Some(body) = m.into_vec().get(1).cloned() else { continue };
-                let Ok(ev) = rmp_serde::from_slice::<EventBody>(&body) else { continue };
+                let Some(ev) = m.ok().and_then(crate::client::event_body) else { continue };
                 if let Some(l) = Event::from_body(&ev).and_then(|e| line(&e, &id)) {
                     eprintln!("{l}");
                 }
             }
             _ = ticker.tick() => {
-                let rec: LifeRecord = match c.request("life_get", json!({"id": id})).await {
-                    Ok(v) => match serde_json::from_value(v) {
-                        Ok(r) => r,
-                        Err(e) => return fail(ClientError::Protocol(format!("life_get answered oddly: {e}"))),
-                    },
+                let rec: LifeRecord = match c.request_as("life_get", json!({"id": id})).await {
+                    Ok(r) => r,
                     Err(e) => return fail(e),
                 };
                 if rec.summary.status == "running" {
@@ -365,15 +349,11 @@ async fn report_cmd(
     };
     let mut records = Vec::new();
     for id in chosen {
-        match c.request("life_get", json!({ "id": id })).await {
-            Ok(v) => match serde_json::from_value::<LifeRecord>(v) {
-                Ok(r) => records.push(r),
-                Err(e) => {
-                    return fail(ClientError::Protocol(format!(
-                        "life_get answered oddly: {e}"
-                    )))
-                }
-            },
+        match c
+            .request_as::<LifeRecord>("life_get", json!({ "id": id }))
+            .await
+        {
+            Ok(r) => records.push(r),
             Err(e) => return fail(e),
         }
     }

@@ -91,10 +91,7 @@ fn show(ev: &EventBody, id: &str, streaming: &mut bool) -> Option<ExitCode> {
 pub async fn send(cfg: ClientConfig, text: String) -> ExitCode {
     use zeromq::prelude::*;
     // Subscribe before submitting so no event of the task can be missed; polling covers lost events.
-    let (mut sub, subscribed) = match crate::client::subscriber(&cfg, &["task."]).await {
-        Ok(s) => (s, true),
-        Err(_) => (zeromq::SubSocket::new(), false),
-    };
+    let (mut sub, subscribed) = crate::client::subscriber_or_polling(&cfg, &["task."]).await;
     let poll = cfg.poll;
     let mut client = Client::new(cfg);
     let id = match client.request("submit_task", json!({"text": text})).await {
@@ -115,13 +112,9 @@ pub async fn send(cfg: ClientConfig, text: String) -> ExitCode {
     loop {
         tokio::select! {
             m = sub.recv(), if subscribed => {
-                if let Ok(m) = m {
-                    if let Some(body) = m.into_vec().get(1) {
-                        if let Ok(ev) = rmp_serde::from_slice::<EventBody>(body) {
-                            if let Some(code) = show(&ev, &id, &mut streaming) {
-                                return code;
-                            }
-                        }
+                if let Some(ev) = m.ok().and_then(crate::client::event_body) {
+                    if let Some(code) = show(&ev, &id, &mut streaming) {
+                        return code;
                     }
                 }
             }

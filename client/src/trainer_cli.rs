@@ -4,7 +4,6 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use batos_protocol::EventBody;
 use serde_json::{json, Value};
 
 use crate::client::{Client, ClientConfig, ClientError};
@@ -141,10 +140,7 @@ fn bar(d: &Value) -> String {
 /// The run's event `m`, shown: progress redrawn in place, a verdict printed. `Some(exit code)` once the run
 /// has ended (a tuned model, the gate's refusal, a failure); `None` for anything else.
 fn shown(m: zeromq::ZmqMessage, persona: &str) -> Option<ExitCode> {
-    let ev = m
-        .into_vec()
-        .get(1)
-        .and_then(|b| rmp_serde::from_slice::<EventBody>(b).ok())?;
+    let ev = crate::client::event_body(m)?;
     if ev.data["persona"].as_str() != Some(persona) {
         return None;
     }
@@ -197,10 +193,7 @@ async fn train(cfg: ClientConfig, persona: String, force: bool) -> ExitCode {
     use zeromq::prelude::*;
     // Subscribed before the request, so no event of the run can be missed; polling covers lost events.
     let (mut sub, subscribed) =
-        match crate::client::subscriber(&cfg, &["trainer.", "model.tuned"]).await {
-            Ok(s) => (s, true),
-            Err(_) => (zeromq::SubSocket::new(), false),
-        };
+        crate::client::subscriber_or_polling(&cfg, &["trainer.", "model.tuned"]).await;
     let poll = cfg.poll;
     let mut client = Client::new(cfg);
     match client

@@ -195,6 +195,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         Some(settings.gateway.view_keep_finished_tasks),
         booted.last_seq,
     );
+    hub.set_log_field_chars(settings.log.event_field_chars);
     let selection = llm::select::select(&settings.llm)
         .await
         .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;

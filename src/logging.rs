@@ -9,7 +9,12 @@
 use std::backtrace::{Backtrace, BacktraceStatus};
 use std::cell::Cell;
 
+use serde_json::Value;
+use tracing::Subscriber;
+use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{reload, EnvFilter, Registry};
 
@@ -54,10 +59,14 @@ pub fn init(format: LogFormat, level: &str) -> LogHandle {
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(false)
+                    .fmt_fields(JsonFields::new())
+                    .event_format(SpreadFields(
+                        tracing_subscriber::fmt::format()
+                            .json()
+                            .flatten_event(true)
+                            .with_current_span(false)
+                            .with_span_list(false),
+                    ))
                     .with_writer(std::io::stderr),
             )
             .try_init(),
@@ -76,6 +85,51 @@ pub fn init(format: LogFormat, level: &str) -> LogHandle {
         handle: result.is_ok().then_some(handle),
         from_env,
     }
+}
+
+/// The JSON line format, with an event's `fields` (the one JSON object an `EventHub` log line carries, see
+/// `batos_actors::events`) spread into the line: `{"event":"actor.failed","actor":"root/personas/BRICK",..}`
+/// rather than one escaped string, so each line is greppable by what it is about. A member never replaces a
+/// key the line has already (`level`, `timestamp`, `message`, `event`, `seq`).
+struct SpreadFields(Format<Json>);
+
+impl<S, N> FormatEvent<S, N> for SpreadFields
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match spread(&line) {
+            Some(spread) => writeln!(writer, "{spread}"),
+            None => writer.write_str(&line),
+        }
+    }
+}
+
+/// `line` with the members of its `fields` string (a JSON object) moved to the top level; `None` when it has
+/// no such field.
+fn spread(line: &str) -> Option<String> {
+    if !line.contains("\"fields\":") {
+        return None;
+    }
+    let mut top: serde_json::Map<String, Value> = serde_json::from_str(line).ok()?;
+    let Some(Value::String(fields)) = top.remove("fields") else {
+        return None;
+    };
+    let Ok(Value::Object(members)) = serde_json::from_str::<Value>(&fields) else {
+        return None;
+    };
+    for (k, v) in members {
+        top.entry(k).or_insert(v);
+    }
+    serde_json::to_string(&top).ok()
 }
 
 thread_local! {
@@ -119,4 +173,25 @@ fn log_panics() {
         }
         IN_HOOK.with(|f| f.set(false));
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_events_fields_are_spread_into_its_line_and_never_replace_its_own() {
+        let line = r#"{"timestamp":"t","level":"ERROR","event":"actor.failed","seq":3,"fields":"{\"actor\":\"root/personas/BRICK\",\"reason\":\"boom\",\"level\":\"x\"}","message":"actor failed"}"#;
+        let out: Value = serde_json::from_str(&spread(line).unwrap()).unwrap();
+        assert_eq!(out["actor"], "root/personas/BRICK");
+        assert_eq!(out["reason"], "boom");
+        assert_eq!(
+            out["level"], "ERROR",
+            "a member never replaces the line's own key"
+        );
+        assert_eq!(out["seq"], 3);
+        assert!(out.get("fields").is_none());
+        // A line without `fields` (every log line that is not an event's) is written as it came.
+        assert_eq!(spread(r#"{"level":"INFO","event":"image.booted"}"#), None);
+    }
 }

@@ -298,11 +298,12 @@ const ORGANS: [&str; 11] = [
 
 /// The organ → organ imports that are real (README, "How it is built", says why each is): an organ that
 /// drives another's work (the exam and a life drive the household; the image holds memory's rows; the
-/// orchestrator runs tools; the trainer reads the Curator's datasets) or thinks through the personas. Every
-/// other conversation between organs goes through a port on the `ports` floor.
+/// orchestrator runs tools; the trainer reads the Curator's datasets) or holds the personas themselves (the
+/// orchestrator's task snapshots, the codex's reloads, the trainer's swaps, the exam's bare model, the image's
+/// editable state). An organ that only asks a persona to think holds the `Think` port instead. Every other
+/// conversation between organs goes through a port on the `ports` floor.
 const REAL_ORGAN_EDGES: &[(&str, &str)] = &[
     ("codex", "personas"),
-    ("curator", "personas"),
     ("exam", "curator"),
     ("exam", "memory"),
     ("exam", "personas"),
@@ -313,11 +314,8 @@ const REAL_ORGAN_EDGES: &[(&str, &str)] = &[
     ("life", "exam"),
     ("life", "tools"),
     ("life", "trainer"),
-    ("memory", "personas"),
-    ("motivator", "personas"),
     ("orchestrator", "personas"),
     ("orchestrator", "tools"),
-    ("tools", "personas"),
     ("trainer", "curator"),
     ("trainer", "personas"),
 ];

@@ -1,26 +1,32 @@
 //! One way to reach an organ.
 //!
 //! Every organ is an actor registered under a global name, and every organ is reached the same way: through
-//! its typed handle (`MemoryHandle`, `CodexHandle`, `OrchestratorHandle`, `ForgeHandle`, `SandboxHandle`,
-//! `SupervisorHandle`, and `PersonaHandle::think` for one live persona actor). A handle is built on the two
-//! functions here:
+//! its typed handle. The ten organs the tree supervises by name (memory, codex, orchestrator, the ToolForge,
+//! the Curator, the trainer, the Motivator, the image, the exam, the life) share one generic handle,
+//! [`Handle<O>`], where `O` is the organ's actor type and says what the handle needs to know ([`Organ`]: its
+//! message type, its refusal type, its label and registered name, its timeout, its crash message). Each
+//! organ adds only its own methods (`impl Handle<CuratorActor> { fn curate .. }`) and names the type
+//! (`CuratorHandle`). `SupervisorHandle` (named at run time), `SandboxHandle` and `PersonaHandle::think` (one
+//! live persona actor) are built on the same two functions:
 //!
 //! - [`find`] looks the organ up by name *at call time*, so a handle stays valid across restarts of the
 //!   actor behind it (a restarted actor has a new `ActorRef`, the same name);
 //! - [`ask`] sends one request and waits for the answer within a timeout, mapping the three ways a call can
 //!   fail to one typed [`AskError`].
 //!
-//! An organ's own refusals are its own error type (`MemError`, `CodexCmdError`, `OrchError`, ...), each with
-//! an `Unreachable(AskError)` variant, so a caller matches one enum and the gateway turns each variant into
-//! the protocol error code it means ([`WireError`]). No raw message enum, no `where_is` and no
-//! `CallResult` match appears outside the handles.
+//! An organ's own refusals are its own error type (`MemError`, `CodexCmdError`, `OrchError`, ...), each
+//! saying its protocol error code ([`WireError`]); a call through a handle fails with one
+//! [`OrganError<E>`]: `Refused(E)` or `Unreachable(AskError)`, so the "no answer" case is written once, and
+//! the gateway turns either into the code it means. No raw message enum, no `where_is` and no `CallResult`
+//! match appears outside the handles.
 //!
 //! ```text
 //!   gateway / another organ ──handle.method(..)──▶ find(name) ──▶ ask(actor, msg, timeout)
 //!                                   ▲                                   │
-//!                                   └── Result<T, OrganError> ◀─────────┘ Success | Timeout | SenderError
+//!                                   └── Result<T, OrganError<E>> ◀──────┘ Success | Timeout | SenderError
 //! ```
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,42 +112,65 @@ pub fn tell<M: ractor::Message>(organ: &'static str, name: &str, msg: M) -> Resu
         .map_err(|_| AskError::Stopped { organ })
 }
 
-/// What every organ handle holds: which organ, under which global name, and where its call timeout comes
-/// from. The timeout is read from the live settings at each call, so a reload takes effect at once.
-#[derive(Clone)]
-pub struct OrganRef {
-    organ: &'static str,
-    name: &'static str,
-    settings: Arc<ArcSwap<Settings>>,
-    timeout_ms: fn(&Settings) -> u64,
+/// An organ as its handle knows it: the message type its actor takes, how errors name it, the global name it
+/// registers under, where its call timeout comes from, and the message that makes it panic. Implemented by
+/// each organ's actor type, so `Handle<CuratorActor>` is the Curator's handle and nothing else can be sent
+/// through it.
+pub trait Organ: 'static {
+    /// The messages the organ's actor takes.
+    type Msg: ractor::Message;
+    /// The organ's own refusals (bad input, conflicts, storage): what it answers when it did answer.
+    type Error: WireError + Send + 'static;
+    /// How errors name the organ (`curator`, `memory`, ...).
+    const LABEL: &'static str;
+    /// The global name its actor registers under.
+    const NAME: &'static str;
+
+    /// The call timeout in force, in ms, read from the live settings at each call (so a reload takes effect
+    /// at once). Most organs answer within `gateway.actor_call_timeout_ms`.
+    fn timeout_ms(s: &Settings) -> u64 {
+        s.gateway.actor_call_timeout_ms
+    }
+
+    /// The fault-injection message that makes the actor panic.
+    fn crash() -> Self::Msg;
 }
 
-impl std::fmt::Debug for OrganRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "OrganRef({})", self.organ)
+/// The one way to reach organ `O`: by name at call time, within the timeout the live settings give now.
+/// Each organ adds its own methods in an `impl Handle<ItsActor>` block beside its messages, and names the type
+/// (`pub type CuratorHandle = Handle<CuratorActor>`).
+pub struct Handle<O> {
+    settings: Arc<ArcSwap<Settings>>,
+    organ: PhantomData<fn() -> O>,
+}
+
+impl<O> Clone for Handle<O> {
+    fn clone(&self) -> Self {
+        Self {
+            settings: self.settings.clone(),
+            organ: PhantomData,
+        }
     }
 }
 
-impl OrganRef {
-    /// The organ called `organ` in errors, registered as `name`, with its call timeout (ms) read by
-    /// `timeout_ms` from the live settings.
-    pub fn new(
-        organ: &'static str,
-        name: &'static str,
-        settings: Arc<ArcSwap<Settings>>,
-        timeout_ms: fn(&Settings) -> u64,
-    ) -> Self {
+impl<O: Organ> std::fmt::Debug for Handle<O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Handle({})", O::LABEL)
+    }
+}
+
+impl<O: Organ> Handle<O> {
+    /// A handle reading its timeout from `settings`.
+    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
         Self {
-            organ,
-            name,
             settings,
-            timeout_ms,
+            organ: PhantomData,
         }
     }
 
     /// The call timeout in force now.
     pub fn timeout(&self) -> Duration {
-        Duration::from_millis((self.timeout_ms)(&self.settings.load()))
+        Duration::from_millis(O::timeout_ms(&self.settings.load()))
     }
 
     /// The live settings the handle reads.
@@ -149,18 +178,83 @@ impl OrganRef {
         &self.settings
     }
 
-    /// One request to the organ, within the timeout in force.
-    pub async fn ask<M, T>(&self, build: impl FnOnce(RpcReplyPort<T>) -> M) -> Result<T, AskError>
-    where
-        M: ractor::Message,
-        T: Send + 'static,
-    {
-        ask_named(self.organ, self.name, build, self.timeout()).await
+    /// One request, within the timeout in force; for answers that cannot be refused.
+    pub async fn ask<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<T>) -> O::Msg,
+    ) -> Result<T, AskError> {
+        self.ask_within(self.timeout(), build).await
+    }
+
+    /// One request within `timeout` (a call that may take longer than the organ's usual timeout).
+    pub async fn ask_within<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        build: impl FnOnce(RpcReplyPort<T>) -> O::Msg,
+    ) -> Result<T, AskError> {
+        ask_named(O::LABEL, O::NAME, build, timeout).await
+    }
+
+    /// One request whose answer is the organ's verdict: a refusal comes back as [`OrganError::Refused`], no
+    /// answer as [`OrganError::Unreachable`].
+    pub async fn call<T: Send + 'static>(
+        &self,
+        build: impl FnOnce(RpcReplyPort<Result<T, O::Error>>) -> O::Msg,
+    ) -> Result<T, OrganError<O::Error>> {
+        self.call_within(self.timeout(), build).await
+    }
+
+    /// [`Self::call`] within `timeout`.
+    pub async fn call_within<T: Send + 'static>(
+        &self,
+        timeout: Duration,
+        build: impl FnOnce(RpcReplyPort<Result<T, O::Error>>) -> O::Msg,
+    ) -> Result<T, OrganError<O::Error>> {
+        self.ask_within(timeout, build)
+            .await?
+            .map_err(OrganError::Refused)
     }
 
     /// A message that needs no answer.
-    pub fn tell<M: ractor::Message>(&self, msg: M) -> Result<(), AskError> {
-        tell(self.organ, self.name, msg)
+    pub fn tell(&self, msg: O::Msg) -> Result<(), AskError> {
+        tell(O::LABEL, O::NAME, msg)
+    }
+
+    /// Fault injection: makes the organ's actor panic (its supervisor restarts it).
+    pub fn crash(&self) -> Result<(), AskError> {
+        self.tell(O::crash())
+    }
+}
+
+/// How a call to an organ failed: the organ refused (its own error, with its own protocol code), or it gave
+/// no answer (`unavailable`, worth a retry). One type for every organ, so no organ error repeats the
+/// "unreachable" case and every caller tells the two apart the same way.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum OrganError<E> {
+    /// The organ answered with a refusal.
+    #[error(transparent)]
+    Refused(E),
+    /// The organ did not answer.
+    #[error(transparent)]
+    Unreachable(#[from] AskError),
+}
+
+impl<E: WireError> WireError for OrganError<E> {
+    fn code(&self) -> ErrorCode {
+        match self {
+            OrganError::Refused(e) => e.code(),
+            OrganError::Unreachable(a) => a.code(),
+        }
+    }
+}
+
+impl<E> OrganError<E> {
+    /// The refusal, if the organ answered with one.
+    pub fn refusal(&self) -> Option<&E> {
+        match self {
+            OrganError::Refused(e) => Some(e),
+            OrganError::Unreachable(_) => None,
+        }
     }
 }
 

@@ -5,11 +5,14 @@
 //! Sequence numbers are assigned and applied to the [`StateView`] under one lock, so a `snapshot` taken at
 //! `seq = N` reflects exactly the events `1..=N` — the property late joiners rely on (zguide "Clone").
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
 pub use batos_protocol::{encode_body, unix_now, Event, EventBody, StateView};
+
+pub use crate::settings::DEFAULT_LOG_FIELD_CHARS;
 
 /// One published event, encoded once for every consumer.
 #[derive(Debug, Clone)]
@@ -32,6 +35,8 @@ struct HubInner {
 pub struct EventHub {
     inner: Mutex<HubInner>,
     tx: broadcast::Sender<Arc<Published>>,
+    /// `log.event_field_chars`: the longest text of an event's log line.
+    log_field_chars: AtomicUsize,
 }
 
 impl std::fmt::Debug for EventHub {
@@ -72,7 +77,14 @@ impl EventHub {
                 },
             }),
             tx,
+            log_field_chars: AtomicUsize::new(DEFAULT_LOG_FIELD_CHARS),
         })
+    }
+
+    /// Sets the longest text, in characters, an event's log line carries for one field
+    /// (`log.event_field_chars`; 0: never cut).
+    pub fn set_log_field_chars(&self, chars: usize) {
+        self.log_field_chars.store(chars, Ordering::Relaxed);
     }
 
     /// Assigns the next seq, folds the event into the view and hands it to every consumer, atomically; then
@@ -84,13 +96,20 @@ impl EventHub {
             inner.seq += 1;
             let seq = inner.seq;
             inner.view.apply(&event);
-            let body = encode_body(seq, event.kind(), event.data());
+            let (kind, data) = (event.kind(), event.data());
+            let body = encode_body(seq, kind, data.clone());
             let published = Arc::new(Published { seq, event, body });
             // No receiver is fine (no gateway yet): the view already holds the state.
             let _ = self.tx.send(published.clone());
-            published
+            (published, kind, data)
         };
-        log_event(published.seq, &published.event);
+        let (published, kind, data) = published;
+        log_event(
+            published.seq,
+            kind,
+            &data,
+            self.log_field_chars.load(Ordering::Relaxed),
+        );
         published.seq
     }
 
@@ -146,245 +165,100 @@ impl EventHub {
     }
 }
 
-/// The one log line of an event: its kind as `event`, its sequence number, and its fields under the same
-/// names as in its `data` (task ids as `task`), at a level that fits the kind — failures are errors or
-/// warnings, streamed tokens are debug-only (a line per token would drown everything else).
-fn log_event(seq: u64, event: &Event) {
-    use tracing::{debug, error, info, warn};
-    match event {
-        Event::ActorStarted { actor, restarts } => {
-            info!(event = "actor.started", seq, actor = %actor, restarts, "actor started")
-        }
-        Event::ActorFailed { actor, reason } => {
-            error!(event = "actor.failed", seq, actor = %actor, reason = %reason, "actor failed")
-        }
-        Event::ActorRestarted {
-            actor,
-            restarts,
-            reason,
-        } => {
-            warn!(event = "actor.restarted", seq, actor = %actor, restarts, reason = %reason, "actor restarted")
-        }
-        Event::ActorEscalated { supervisor, reason } => {
-            error!(event = "actor.escalated", seq, supervisor = %supervisor, reason = %reason, "supervisor escalates")
-        }
-        Event::ActorStopped { actor, reason } => {
-            info!(event = "actor.stopped", seq, actor = %actor, reason = %reason, "actor stopped")
-        }
-        Event::TaskSubmitted { id, .. } => {
-            info!(event = "task.submitted", seq, task = %id, "task accepted")
-        }
-        Event::TaskStatus { id, status } => {
-            info!(event = "task.status", seq, task = %id, status = %status, "task status")
-        }
-        Event::TaskStep {
-            id,
-            step,
-            node,
-            persona,
-            model,
-            dissonance,
-            duration_ms,
-            ..
-        } => info!(event = "task.step", seq, task = %id, step, node = %node, persona = %persona,
-            model = %model, dissonance = ?dissonance, duration_ms, "task step"),
-        Event::TaskToken { id, persona, .. } => {
-            debug!(event = "task.token", seq, task = %id, persona = %persona, "token")
-        }
-        Event::TaskPaused { id, reason } => {
-            info!(event = "task.paused", seq, task = %id, reason = %reason, "task paused for the Architect")
-        }
-        Event::TaskDone { id, .. } => info!(event = "task.done", seq, task = %id, "task done"),
-        Event::TaskFailed { id, error } => {
-            warn!(event = "task.failed", seq, task = %id, error = %error, "task failed")
-        }
-        Event::TaskCancelled { id } => {
-            info!(event = "task.cancelled", seq, task = %id, "task cancelled")
-        }
-        Event::PersonaState {
-            persona,
-            model,
-            backend,
-            ..
-        } => {
-            info!(event = "persona.state", seq, persona = %persona, model = %model, backend = %backend, "persona state")
-        }
-        Event::ModelSwapped {
-            persona,
-            from,
-            to,
-            generation,
-        } => {
-            info!(event = "model.swapped", seq, persona = %persona, from = %from, to = %to, generation, "cognitive atomic swap")
-        }
-        Event::ToolCreated { name, version, .. } => {
-            info!(event = "tool.created", seq, tool = %name, version, "tool registered")
-        }
-        Event::AmendmentProposed { id, persona, .. } => {
-            info!(event = "amendment.proposed", seq, id = %id, persona = %persona, "codex amendment awaits the Architect")
-        }
-        Event::AmendmentCommitted { id, .. } => {
-            info!(event = "amendment.committed", seq, id = %id, "codex amendment committed and live")
-        }
-        Event::AmendmentRejected { id, reason } => {
-            warn!(event = "amendment.rejected", seq, id = %id, reason = %reason, "codex amendment rejected")
-        }
-        Event::ConfigReloaded { file, changes } => {
-            info!(event = "config.reloaded", seq, file = %file, keys = ?changes, "configuration reloaded")
-        }
-        Event::MemoryUpdated { what, rows } => {
-            info!(event = "memory.updated", seq, what = %what, rows, "memory updated")
-        }
-        Event::CuratorAccepted {
-            task,
-            step,
-            persona,
-            split,
-            score,
-        } => {
-            info!(event = "curator.accepted", seq, task = %task, step, persona = %persona, split = %split, score = ?score, "example accepted")
-        }
-        Event::CuratorRejected {
-            task,
-            step,
-            persona,
-            reason,
-            detail,
-        } => {
-            info!(event = "curator.rejected", seq, task = %task, step, persona = %persona, reason = %reason, detail = %detail, "example rejected")
-        }
-        Event::CuratorTrigger {
-            persona,
-            new_examples,
-            train,
-            delivered,
-            note,
-        } => {
-            info!(event = "curator.trigger", seq, persona = %persona, new_examples, train, delivered, note = %note, "training trigger")
-        }
-        Event::TrainerProgress {
-            persona,
-            step,
-            steps,
-            loss,
-            tokens_per_s,
-            ..
-        } => {
-            info!(event = "trainer.progress", seq, persona = %persona, step, steps, loss, tokens_per_s, "training step")
-        }
-        Event::TrainerPublishing {
-            persona,
-            model,
-            status,
-        } => {
-            info!(event = "trainer.publishing", seq, persona = %persona, model = %model, status = %status, "building the tuned model on Ollama")
-        }
-        Event::TrainerRejected {
-            persona,
-            heldout_before,
-            heldout_after,
-            reason,
-            ..
-        } => {
-            warn!(event = "trainer.rejected", seq, persona = %persona, heldout_before, heldout_after, reason = %reason, "adapter rejected by the gate")
-        }
-        Event::TrainerFailed { persona, error } => {
-            error!(event = "trainer.failed", seq, persona = %persona, error = %error, "training run failed")
-        }
-        Event::ToolFailed { task, tool, error } => {
-            warn!(event = "tool.failed", seq, task = %task.as_deref().unwrap_or("-"), tool = %tool, error = %error, "tool call failed")
-        }
-        Event::KnowledgeGap { task, query, best } => {
-            info!(event = "knowledge.gap", seq, task = %task.as_deref().unwrap_or("-"), query = %query, best = ?best, "memory could not ground a question")
-        }
-        Event::MotivatorGoal {
-            id,
-            trigger,
-            status,
-            persona,
-            task,
-            ..
-        } => {
-            info!(event = "motivator.goal", seq, goal = %id, trigger = %trigger, status = %status, persona = %persona, task = %task.as_deref().unwrap_or("-"), "goal")
-        }
-        Event::MotivatorSuppressed {
-            trigger,
-            limit,
-            reason,
-        } => {
-            info!(event = "motivator.suppressed", seq, trigger = %trigger, limit = %limit, reason = %reason, "goal suppressed")
-        }
-        Event::ImageSaved {
-            generation,
-            path,
-            bytes,
-            reason,
-            duration_ms,
-        } => {
-            info!(event = "image.saved", seq, generation, path = %path, bytes, reason = %reason, duration_ms, "living image saved")
-        }
-        Event::MotivatorPaused { paused, reason } => {
-            info!(event = "motivator.paused", seq, paused, reason = %reason, "motivator paused or resumed")
-        }
-        Event::ExamProgress {
-            exam,
-            phase,
-            done,
-            total,
-            question,
-            pass,
-            bare_pass,
-            ms,
-            ..
-        } => {
-            info!(event = "exam.progress", seq, exam = %exam, phase = %phase, done, total, question = %question, pass, bare_pass = ?bare_pass, ms, "exam progress")
-        }
-        Event::ExamScored { summary } => {
-            info!(event = "exam.scored", seq, exam = %summary.id, status = %summary.status, society_pct = summary.society_pct, bare_pct = ?summary.bare_pct, leaks = summary.leaks, "exam scored")
-        }
-        Event::ModelTuned {
-            persona,
-            model,
-            heldout_before,
-            heldout_after,
-            ..
-        } => {
-            info!(event = "model.tuned", seq, persona = %persona, model = %model, heldout_before, heldout_after, "tuned adapter swapped in")
-        }
-        Event::ToolRetired { name, reason } => {
-            warn!(event = "tool.retired", seq, tool = %name, reason = %reason, "forged tool retired")
-        }
-        Event::LifeProgress {
-            life,
-            done,
-            total,
-            status,
-            ..
-        } => {
-            info!(event = "life.progress", seq, life = %life, done, total, status = %status, "life task ended")
-        }
-        Event::LifeExam {
-            life,
-            exam,
-            phase,
-            at_task,
-            check_pct,
-            pct,
-        } => {
-            info!(event = "life.exam", seq, life = %life, exam = %exam, phase = %phase, at_task, check_pct, pct, "life exam scored")
-        }
-        Event::LifeRolledBack {
-            life,
-            before,
-            after,
-            undone,
-        } => {
-            warn!(event = "life.rolled_back", seq, life = %life, before, after, undone = ?undone, "a check fell too far; what changed was undone")
-        }
-        Event::LifeEnded { summary } => {
-            info!(event = "life.ended", seq, life = %summary.id, status = %summary.status, done = summary.done, start_pct = ?summary.start_pct, latest_pct = ?summary.latest_pct, "life ended")
-        }
+/// The one log line of an event, derived from what the event says on the wire, so a new event is logged
+/// without a line written for it here:
+///
+/// - `event` is its kind and the message is the kind in words (`actor.restarted` → "actor restarted");
+/// - `fields` is its wire `data` as one JSON object ([`log_fields`]: a `task.*` event's `id` named `task`, a
+///   `tool.*` event's `name` named `tool`, an absent value written `-`, each text cut at
+///   `log.event_field_chars` characters), which the daemon's JSON log format spreads into the line itself, so
+///   a line is found by `task`, `actor`, `reason`... as a person greps for them;
+/// - the level is [`level`]'s: failures are errors or warnings, streamed tokens debug-only.
+fn log_event(seq: u64, kind: &'static str, data: &serde_json::Value, field_chars: usize) {
+    use tracing::Level;
+    let lvl = level(kind);
+    let on = match lvl {
+        Level::ERROR => tracing::enabled!(Level::ERROR),
+        Level::WARN => tracing::enabled!(Level::WARN),
+        Level::DEBUG => tracing::enabled!(Level::DEBUG),
+        _ => tracing::enabled!(Level::INFO),
+    };
+    if !on {
+        return;
     }
+    let fields = serde_json::Value::Object(log_fields(kind, data, field_chars));
+    let message = kind.replace(['.', '_'], " ");
+    macro_rules! line {
+        ($lvl:expr) => {
+            tracing::event!($lvl, event = kind, seq, fields = %fields, "{message}")
+        };
+    }
+    match lvl {
+        Level::ERROR => line!(Level::ERROR),
+        Level::WARN => line!(Level::WARN),
+        Level::DEBUG => line!(Level::DEBUG),
+        _ => line!(Level::INFO),
+    }
+}
+
+/// An event's `data` as its log line's fields: every member, under the name a person looks for (a `task.*`
+/// event's `id` is `task`, a `tool.*` event's `name` is `tool`), `null` written `-`, and each text — a
+/// nested value as its JSON text — cut at `max_chars` characters (0: never cut).
+pub fn log_fields(
+    kind: &str,
+    data: &serde_json::Value,
+    max_chars: usize,
+) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    let cut = |text: String| {
+        if max_chars == 0 {
+            text
+        } else {
+            clip(text, max_chars)
+        }
+    };
+    let Value::Object(members) = data else {
+        return serde_json::Map::new();
+    };
+    members
+        .iter()
+        .map(|(k, v)| {
+            let name = match k.as_str() {
+                "id" if kind.starts_with("task.") => "task",
+                "name" if kind.starts_with("tool.") => "tool",
+                other => other,
+            };
+            let value = match v {
+                Value::Null => Value::String("-".into()),
+                Value::String(s) => Value::String(cut(s.clone())),
+                Value::Number(_) | Value::Bool(_) => v.clone(),
+                nested => Value::String(cut(nested.to_string())),
+            };
+            (name.to_string(), value)
+        })
+        .collect()
+}
+
+/// The level of an event's log line: the few kinds that are not `info`. A kind not named here is `info`,
+/// so adding an event needs no line here unless it reports a failure.
+fn level(kind: &str) -> tracing::Level {
+    use tracing::Level;
+    match kind {
+        "actor.failed" | "actor.escalated" | "trainer.failed" => Level::ERROR,
+        "actor.restarted" | "task.failed" | "tool.failed" | "tool.retired"
+        | "amendment.rejected" | "trainer.rejected" | "life.rolled_back" => Level::WARN,
+        "task.token" => Level::DEBUG,
+        _ => Level::INFO,
+    }
+}
+
+/// `text` cut to at most `max` characters, marked with `…` when cut.
+fn clip(mut text: String, max: usize) -> String {
+    if let Some((at, _)) = text.char_indices().nth(max) {
+        text.truncate(at);
+        text.push('…');
+    }
+    text
 }
 
 #[cfg(test)]

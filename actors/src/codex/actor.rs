@@ -12,7 +12,6 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use super::amend::{self, Amendment, AmendmentStatus};
 use super::ledger::{ApproveError, Ledger};
 use super::{Codex, CodexArgs, CodexMsg};
-use crate::ask::AskError;
 use crate::events::{unix_now, Event};
 
 use crate::ports::{PortError, TaskResumer};
@@ -37,9 +36,6 @@ pub enum CodexCmdError {
     /// The proposal is invalid.
     #[error("{0}")]
     Invalid(String),
-    /// The codex organ did not answer.
-    #[error(transparent)]
-    Unreachable(#[from] AskError),
     /// A file the organ owns could not be written.
     #[error("cannot write settings.toml: {0}")]
     Write(String),

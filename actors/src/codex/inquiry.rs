@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 use super::amend::{proposal_schema, Changes, Proposal};
-use super::{CodexCmdError, CodexHandle};
+use super::CodexHandle;
+use crate::ask::OrganError;
 use crate::llm::{ChatMessage, Role};
 use crate::personas::{Personas, ThinkRequest};
 use crate::ports::{InquiryHook, PortError, TaskState};
@@ -56,7 +57,7 @@ pub fn parse_proposal(text: &str) -> Result<Proposal, String> {
 #[async_trait]
 impl InquiryHook for CodexLink {
     async fn open(&self, task: &TaskState) -> Result<String, PortError> {
-        let current = self.codex.get().await.map_err(port_error)?;
+        let current = self.codex.get().await.map_err(PortError::from)?;
         let mut prompt = format!(
             "A task has kept a dissonance of {:.2} after {} drafting rounds.\nTask: {}\n",
             task.dissonance.unwrap_or(0.0),
@@ -96,17 +97,12 @@ impl InquiryHook for CodexLink {
             .propose(proposal, Some(task.id.clone()))
             .await
             .map_err(|e| match e {
-                CodexCmdError::Unreachable(a) => PortError::Unreachable(a),
-                other => PortError::Refused(format!("the proposal was refused: {other}")),
+                OrganError::Unreachable(a) => PortError::Unreachable(a),
+                OrganError::Refused(r) => {
+                    PortError::Refused(format!("the proposal was refused: {r}"))
+                }
             })?;
         Ok(amendment.id)
-    }
-}
-
-fn port_error(e: CodexCmdError) -> PortError {
-    match e {
-        CodexCmdError::Unreachable(a) => PortError::Unreachable(a),
-        other => PortError::Refused(other.to_string()),
     }
 }
 

@@ -26,7 +26,6 @@ pub mod reload;
 
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use batos_protocol::ErrorCode;
 
@@ -34,33 +33,35 @@ pub use crate::principles::{Codex, CodexError, PersonaCodex, MAX_TEXT_BYTES};
 pub use actor::{CodexActor, CodexCmdError, CODEX_NAME};
 pub use messages::{CodexArgs, CodexMsg, LogLevelFn};
 
-use crate::ask::{AskError, OrganRef, WireError};
+use crate::ask::{Handle, Organ, OrganError, WireError};
 use crate::ports::{ModelRecorder, RecordFailed};
-use crate::settings::Settings;
 pub use amend::AmendmentStatus;
 use amend::{Amendment, Proposal};
 
 /// The one way to reach the codex organ. Timeouts come from `gateway.actor_call_timeout_ms` in the live
 /// settings, read at each call.
-#[derive(Debug, Clone)]
-pub struct CodexHandle(OrganRef);
+pub type CodexHandle = Handle<CodexActor>;
 
-impl CodexHandle {
-    /// A handle reading its timeout from `settings`.
-    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self(OrganRef::new("codex", CODEX_NAME, settings, |s| {
-            s.gateway.actor_call_timeout_ms
-        }))
+impl Organ for CodexActor {
+    type Msg = CodexMsg;
+    type Error = CodexCmdError;
+    const LABEL: &'static str = "codex";
+    const NAME: &'static str = CODEX_NAME;
+
+    fn crash() -> CodexMsg {
+        CodexMsg::Crash
     }
+}
 
+impl Handle<CodexActor> {
     /// The codex in force.
-    pub async fn get(&self) -> Result<Arc<Codex>, CodexCmdError> {
-        Ok(self.0.ask(CodexMsg::Get).await?)
+    pub async fn get(&self) -> Result<Arc<Codex>, OrganError<CodexCmdError>> {
+        Ok(self.ask(CodexMsg::Get).await?)
     }
 
     /// Every amendment, newest first.
-    pub async fn list(&self) -> Result<Vec<Amendment>, CodexCmdError> {
-        Ok(self.0.ask(CodexMsg::List).await?)
+    pub async fn list(&self) -> Result<Vec<Amendment>, OrganError<CodexCmdError>> {
+        Ok(self.ask(CodexMsg::List).await?)
     }
 
     /// Stores a proposal as pending (never applied without approval).
@@ -68,41 +69,42 @@ impl CodexHandle {
         &self,
         proposal: Proposal,
         task_id: Option<String>,
-    ) -> Result<Amendment, CodexCmdError> {
-        self.0
-            .ask(|reply| CodexMsg::Propose {
-                proposal,
-                task_id,
-                reply,
-            })
-            .await?
+    ) -> Result<Amendment, OrganError<CodexCmdError>> {
+        self.call(|reply| CodexMsg::Propose {
+            proposal,
+            task_id,
+            reply,
+        })
+        .await
     }
 
     /// The Architect approves: the amendment is committed to codex.toml and goes live.
-    pub async fn approve(&self, id: String) -> Result<Amendment, CodexCmdError> {
-        self.0.ask(|r| CodexMsg::Approve(id, r)).await?
+    pub async fn approve(&self, id: String) -> Result<Amendment, OrganError<CodexCmdError>> {
+        self.call(|r| CodexMsg::Approve(id, r)).await
     }
 
     /// The Architect rejects, with a reason shown to the persona.
-    pub async fn reject(&self, id: String, reason: String) -> Result<Amendment, CodexCmdError> {
-        self.0.ask(|r| CodexMsg::Reject(id, reason, r)).await?
+    pub async fn reject(
+        &self,
+        id: String,
+        reason: String,
+    ) -> Result<Amendment, OrganError<CodexCmdError>> {
+        self.call(|r| CodexMsg::Reject(id, reason, r)).await
     }
 
     /// Records `persona`'s new model in settings.toml and in the live settings, as one step of the mailbox
     /// that also applies reloads.
-    pub async fn record_model(&self, persona: String, model: String) -> Result<(), CodexCmdError> {
-        self.0
-            .ask(|reply| CodexMsg::RecordModel {
-                persona,
-                model,
-                reply,
-            })
-            .await?
-    }
-
-    /// Fault injection: makes the codex actor panic.
-    pub fn crash(&self) -> Result<(), AskError> {
-        self.0.tell(CodexMsg::Crash)
+    pub async fn record_model(
+        &self,
+        persona: String,
+        model: String,
+    ) -> Result<(), OrganError<CodexCmdError>> {
+        self.call(|reply| CodexMsg::RecordModel {
+            persona,
+            model,
+            reply,
+        })
+        .await
     }
 }
 
@@ -121,7 +123,6 @@ impl WireError for CodexCmdError {
             CodexCmdError::NotFound(_) => ErrorCode::NotFound,
             CodexCmdError::Conflict(_) => ErrorCode::Conflict,
             CodexCmdError::Invalid(_) => ErrorCode::BadRequest,
-            CodexCmdError::Unreachable(_) => ErrorCode::Unavailable,
             CodexCmdError::Write(_) => ErrorCode::Internal,
         }
     }

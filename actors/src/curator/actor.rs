@@ -21,8 +21,8 @@ use super::{judge, CuratorError, CuratorStats, Export, JudgeAgreement, PersonaSt
 use crate::events::{unix_now, Event};
 use crate::job::{JobEnd, Jobs};
 use crate::llm::{ChatMessage, Role};
-use crate::personas::ThinkRequest;
 use crate::ports::TaskState;
+use crate::ports::ThinkRequest;
 use crate::settings::CuratorSettings;
 
 mod agreement;

@@ -8,8 +8,8 @@ use ractor::RpcReplyPort;
 
 use super::{CuratorError, CuratorStats, Export, JudgeAgreement, RateOutcome, TrainerHook};
 use crate::events::EventHub;
-use crate::personas::Personas;
 use crate::ports::TaskState;
+use crate::ports::Think;
 use crate::settings::Settings;
 
 /// Start-up arguments.
@@ -20,7 +20,7 @@ pub struct CuratorArgs {
     /// Live settings (`[curator]` is read for every exchange).
     pub settings: Arc<ArcSwap<Settings>>,
     /// The judge persona is called through here.
-    pub personas: Arc<Personas>,
+    pub personas: Arc<dyn Think>,
     /// Event bus (`curator.*` events; the count of running tasks the judge waits on).
     pub hub: Arc<EventHub>,
     /// The trainer told at each trigger; `None` until a trainer organ runs.

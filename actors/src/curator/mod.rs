@@ -37,9 +37,7 @@ mod messages;
 pub mod screen;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use batos_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
@@ -48,10 +46,9 @@ pub use actor::{CuratorActor, CURATOR_NAME};
 pub use messages::{CuratorArgs, CuratorMsg};
 pub use screen::Reason;
 
-use crate::ask::{AskError, OrganRef, WireError};
+use crate::ask::{Handle, Organ, OrganError, WireError};
 use crate::ports::{CuratorHook, PortError, TaskState};
 use crate::ports::{Export, TrainerHook};
-use crate::settings::Settings;
 
 /// Why a Curator command failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -62,9 +59,6 @@ pub enum CuratorError {
     /// A dataset file could not be written or read.
     #[error("the curator's files failed: {0}")]
     Store(String),
-    /// The Curator is not running (or `curator.enabled` is false) or did not answer.
-    #[error("the curator is unavailable: {0}")]
-    Unreachable(#[from] AskError),
 }
 
 impl WireError for CuratorError {
@@ -72,7 +66,6 @@ impl WireError for CuratorError {
         match self {
             CuratorError::Invalid(_) => ErrorCode::BadRequest,
             CuratorError::Store(_) => ErrorCode::Internal,
-            CuratorError::Unreachable(_) => ErrorCode::Unavailable,
         }
     }
 }
@@ -151,22 +144,23 @@ pub struct RateOutcome {
 }
 
 /// The one way to reach the Curator. Timeouts come from `gateway.actor_call_timeout_ms`, read at each call.
-#[derive(Debug, Clone)]
-pub struct CuratorHandle(OrganRef);
+pub type CuratorHandle = Handle<CuratorActor>;
 
-impl CuratorHandle {
-    /// A handle reading its timeout from `settings`.
-    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self(OrganRef::new("curator", CURATOR_NAME, settings, |s| {
-            s.gateway.actor_call_timeout_ms
-        }))
+impl Organ for CuratorActor {
+    type Msg = CuratorMsg;
+    type Error = CuratorError;
+    const LABEL: &'static str = "curator";
+    const NAME: &'static str = CURATOR_NAME;
+
+    fn crash() -> CuratorMsg {
+        CuratorMsg::Crash
     }
+}
 
+impl Handle<CuratorActor> {
     /// Hands over a finished task; answers once it is in the inbox (or has nothing left to decide).
-    pub async fn curate(&self, task: TaskState) -> Result<(), CuratorError> {
-        self.0
-            .ask(|r| CuratorMsg::Curate(Box::new(task), r))
-            .await?
+    pub async fn curate(&self, task: TaskState) -> Result<(), OrganError<CuratorError>> {
+        self.call(|r| CuratorMsg::Curate(Box::new(task), r)).await
     }
 
     /// A human's rating of a task: 1..=5, with an optional comment.
@@ -175,36 +169,33 @@ impl CuratorHandle {
         task: String,
         score: u8,
         comment: Option<String>,
-    ) -> Result<RateOutcome, CuratorError> {
-        self.0
-            .ask(|reply| CuratorMsg::Rate {
-                task,
-                score,
-                comment,
-                reply,
-            })
-            .await?
+    ) -> Result<RateOutcome, OrganError<CuratorError>> {
+        self.call(|reply| CuratorMsg::Rate {
+            task,
+            score,
+            comment,
+            reply,
+        })
+        .await
     }
 
     /// Per-persona counts.
-    pub async fn stats(&self) -> Result<CuratorStats, CuratorError> {
-        Ok(self.0.ask(CuratorMsg::Stats).await?)
+    pub async fn stats(&self) -> Result<CuratorStats, OrganError<CuratorError>> {
+        Ok(self.ask(CuratorMsg::Stats).await?)
     }
 
     /// Where a persona's dataset is.
-    pub async fn export(&self, persona: String) -> Result<Export, CuratorError> {
-        self.0.ask(|r| CuratorMsg::Export(persona, r)).await?
+    pub async fn export(&self, persona: String) -> Result<Export, OrganError<CuratorError>> {
+        self.call(|r| CuratorMsg::Export(persona, r)).await
     }
 
     /// Records the judge's agreement with an exam (kept in `data_dir/curator/agreement.json`, shown by
     /// `curator_stats`).
-    pub async fn record_agreement(&self, a: JudgeAgreement) -> Result<(), CuratorError> {
-        self.0.ask(|r| CuratorMsg::Agreement(a, r)).await?
-    }
-
-    /// Fault injection: makes the Curator panic.
-    pub fn crash(&self) -> Result<(), AskError> {
-        self.0.tell(CuratorMsg::Crash)
+    pub async fn record_agreement(
+        &self,
+        a: JudgeAgreement,
+    ) -> Result<(), OrganError<CuratorError>> {
+        self.call(|r| CuratorMsg::Agreement(a, r)).await
     }
 }
 
@@ -213,10 +204,7 @@ impl CuratorHook for CuratorHandle {
     async fn curate(&self, task: &TaskState) -> Result<(), PortError> {
         CuratorHandle::curate(self, task.clone())
             .await
-            .map_err(|e| match e {
-                CuratorError::Unreachable(a) => PortError::Unreachable(a),
-                other => PortError::Refused(other.to_string()),
-            })
+            .map_err(PortError::from)
     }
 }
 

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use batos_protocol::exam::{ExamResult, ExamRunArgs, ExamStatus};
 
 use super::{ExamError, ExamHandle};
+use crate::ask::OrganError;
 use crate::ports::ExamGate;
 
 /// How often a waiting gate looks again.
@@ -20,12 +21,12 @@ impl ExamHandle {
         &self,
         args: ExamRunArgs,
         wait: Duration,
-    ) -> Result<ExamResult, ExamError> {
+    ) -> Result<ExamResult, OrganError<ExamError>> {
         let started = Instant::now();
         let summary = loop {
             match self.run(args.clone()).await {
                 Ok(s) => break s,
-                Err(ExamError::Conflict(why)) if started.elapsed() < wait => {
+                Err(OrganError::Refused(ExamError::Conflict(why))) if started.elapsed() < wait => {
                     tracing::debug!(event = "exam.gate_waiting", why = %why, "another exam runs; waiting");
                     tokio::time::sleep(POLL).await;
                 }
@@ -37,7 +38,11 @@ impl ExamHandle {
 
     /// Waits up to `wait` for run `id` to end; answers its result. A run still going at the deadline is
     /// cancelled and answered as it stands.
-    pub async fn wait_end(&self, id: &str, wait: Duration) -> Result<ExamResult, ExamError> {
+    pub async fn wait_end(
+        &self,
+        id: &str,
+        wait: Duration,
+    ) -> Result<ExamResult, OrganError<ExamError>> {
         let started = Instant::now();
         loop {
             let r = self.get(id.to_string()).await?;

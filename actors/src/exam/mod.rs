@@ -45,9 +45,6 @@ mod messages;
 mod run;
 pub mod store;
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 use batos_protocol::exam::{ExamResult, ExamRunArgs, ExamSummary};
 use batos_protocol::ErrorCode;
 
@@ -55,8 +52,7 @@ pub use actor::{ExamActor, EXAM_NAME};
 pub use fingerprint::fingerprint;
 pub use messages::{ExamArgs, ExamMsg};
 
-use crate::ask::{AskError, OrganRef, WireError};
-use crate::settings::Settings;
+use crate::ask::{Handle, Organ, OrganError, WireError};
 
 /// Why an exam command failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -73,9 +69,6 @@ pub enum ExamError {
     /// The result file could not be written or read.
     #[error("the exam's files failed: {0}")]
     Store(String),
-    /// The exam organ did not answer.
-    #[error("the exam is unavailable: {0}")]
-    Unreachable(#[from] AskError),
 }
 
 impl WireError for ExamError {
@@ -85,49 +78,43 @@ impl WireError for ExamError {
             ExamError::NotFound(_) => ErrorCode::NotFound,
             ExamError::Conflict(_) => ErrorCode::Conflict,
             ExamError::Store(_) => ErrorCode::Internal,
-            ExamError::Unreachable(_) => ErrorCode::Unavailable,
         }
+    }
+}
+
+impl Organ for ExamActor {
+    type Msg = ExamMsg;
+    type Error = ExamError;
+    const LABEL: &'static str = "exam";
+    const NAME: &'static str = EXAM_NAME;
+
+    fn crash() -> ExamMsg {
+        ExamMsg::Crash
     }
 }
 
 /// The one way to reach the exam organ. Timeouts come from `gateway.actor_call_timeout_ms`, read at each
 /// call.
-#[derive(Debug, Clone)]
-pub struct ExamHandle(OrganRef);
+pub type ExamHandle = Handle<ExamActor>;
 
-impl ExamHandle {
-    /// A handle reading its timeout from `settings`.
-    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self(OrganRef::new("exam", EXAM_NAME, settings, |s| {
-            s.gateway.actor_call_timeout_ms
-        }))
-    }
-
+impl Handle<ExamActor> {
     /// Starts a run; answers its summary (status `running`) once its result file exists.
-    pub async fn run(&self, args: ExamRunArgs) -> Result<ExamSummary, ExamError> {
-        self.0.ask(|r| ExamMsg::Run(Box::new(args), r)).await?
+    pub async fn run(&self, args: ExamRunArgs) -> Result<ExamSummary, OrganError<ExamError>> {
+        self.call(|r| ExamMsg::Run(Box::new(args), r)).await
     }
 
     /// One run in full.
-    pub async fn get(&self, id: String) -> Result<ExamResult, ExamError> {
-        self.0.ask(|r| ExamMsg::Get(id, r)).await?
+    pub async fn get(&self, id: String) -> Result<ExamResult, OrganError<ExamError>> {
+        self.call(|r| ExamMsg::Get(id, r)).await
     }
 
     /// Every kept run's summary, oldest first.
-    pub async fn history(&self) -> Result<Vec<ExamSummary>, ExamError> {
-        self.0.ask(ExamMsg::History).await?
+    pub async fn history(&self) -> Result<Vec<ExamSummary>, OrganError<ExamError>> {
+        self.call(ExamMsg::History).await
     }
 
     /// Stops the running exam `id`; answers its summary, scored on what was answered.
-    pub async fn cancel(&self, id: String) -> Result<ExamSummary, ExamError> {
-        self.0.ask(|r| ExamMsg::Cancel(id, r)).await?
-    }
-
-    /// Fault injection: makes the exam organ panic.
-    pub fn crash(&self) -> Result<(), AskError> {
-        self.0.tell(ExamMsg::Crash)
+    pub async fn cancel(&self, id: String) -> Result<ExamSummary, OrganError<ExamError>> {
+        self.call(|r| ExamMsg::Cancel(id, r)).await
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -59,9 +59,8 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use batos_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 
@@ -70,8 +69,7 @@ pub use boot::{boot, Booted};
 pub use import::{import, Imported};
 pub use messages::{ImageArgs, ImageMsg};
 
-use crate::ask::{AskError, OrganRef, WireError};
-use crate::settings::Settings;
+use crate::ask::{Handle, Organ, OrganError, WireError};
 
 /// The image format this build writes, and the newest it reads.
 pub const FORMAT: u32 = 2;
@@ -202,9 +200,6 @@ pub enum ImageError {
     /// Memory did not answer where the rows were needed (an export).
     #[error("memory is unavailable: {0}")]
     Memory(String),
-    /// The image organ is not running or did not answer.
-    #[error("the image organ is unavailable: {0}")]
-    Unreachable(#[from] AskError),
 }
 
 impl ImageError {
@@ -217,7 +212,7 @@ impl WireError for ImageError {
     fn code(&self) -> ErrorCode {
         match self {
             ImageError::Invalid(_) => ErrorCode::BadRequest,
-            ImageError::Memory(_) | ImageError::Unreachable(_) => ErrorCode::Unavailable,
+            ImageError::Memory(_) => ErrorCode::Unavailable,
             ImageError::Io(_) | ImageError::Corrupt(_) | ImageError::Newer { .. } => {
                 ErrorCode::Internal
             }
@@ -227,47 +222,48 @@ impl WireError for ImageError {
 
 /// The one way to reach the image organ. Timeouts: `gateway.actor_call_timeout_ms` for status; saves and
 /// exports may read every file and every memory row, so they wait `memory.call_timeout_ms` more.
-#[derive(Debug, Clone)]
-pub struct ImageHandle(OrganRef, OrganRef);
+pub type ImageHandle = Handle<ImageActor>;
 
-impl ImageHandle {
-    /// A handle reading its timeouts from `settings`.
-    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self(
-            OrganRef::new("image", IMAGE_NAME, settings.clone(), |s| {
-                s.gateway.actor_call_timeout_ms
-            }),
-            OrganRef::new("image", IMAGE_NAME, settings, |s| {
-                s.gateway.actor_call_timeout_ms + s.memory.call_timeout_ms
-            }),
-        )
+impl Organ for ImageActor {
+    type Msg = ImageMsg;
+    type Error = ImageError;
+    const LABEL: &'static str = "image";
+    const NAME: &'static str = IMAGE_NAME;
+
+    fn crash() -> ImageMsg {
+        ImageMsg::Crash
+    }
+}
+
+impl Handle<ImageActor> {
+    /// The timeout of a save or an export: the usual one plus memory's, read now.
+    fn long_timeout(&self) -> Duration {
+        let s = self.settings().load();
+        Duration::from_millis(s.gateway.actor_call_timeout_ms + s.memory.call_timeout_ms)
     }
 
     /// Saves a new generation now.
-    pub async fn save(&self) -> Result<ImageInfo, ImageError> {
-        self.1
-            .ask(|r| ImageMsg::Save("command".into(), Some(r)))
-            .await?
+    pub async fn save(&self) -> Result<ImageInfo, OrganError<ImageError>> {
+        self.call_within(self.long_timeout(), |r| {
+            ImageMsg::Save("command".into(), Some(r))
+        })
+        .await
     }
 
     /// Writes a self-contained image (memory rows included) to `path`, which must be absolute.
-    pub async fn export(&self, path: PathBuf) -> Result<ImageInfo, ImageError> {
+    pub async fn export(&self, path: PathBuf) -> Result<ImageInfo, OrganError<ImageError>> {
         if !path.is_absolute() {
-            return Err(ImageError::Invalid(format!(
+            return Err(OrganError::Refused(ImageError::Invalid(format!(
                 "export path must be absolute (it is written by the daemon): {}",
                 path.display()
-            )));
+            ))));
         }
-        self.1.ask(|r| ImageMsg::Export(path, r)).await?
+        self.call_within(self.long_timeout(), |r| ImageMsg::Export(path, r))
+            .await
     }
 
     /// The last image and the organ's settings.
-    pub async fn status(&self) -> Result<ImageStatus, ImageError> {
-        Ok(self.0.ask(ImageMsg::Status).await?)
-    }
-
-    /// Fault injection: makes the image organ panic.
-    pub fn crash(&self) -> Result<(), AskError> {
-        self.0.tell(ImageMsg::Crash)
+    pub async fn status(&self) -> Result<ImageStatus, OrganError<ImageError>> {
+        Ok(self.ask(ImageMsg::Status).await?)
     }
 }

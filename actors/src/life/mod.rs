@@ -39,17 +39,13 @@ mod store;
 pub mod switches;
 mod task;
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 use batos_protocol::life::{LifeRecord, LifeRunArgs, LifeSummary};
 use batos_protocol::ErrorCode;
 
 pub use actor::{LifeActor, LIFE_NAME};
 pub use messages::{LifeArgs, LifeMsg};
 
-use crate::ask::{AskError, OrganRef, WireError};
-use crate::settings::Settings;
+use crate::ask::{Handle, Organ, OrganError, WireError};
 
 /// Why a life command failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -66,9 +62,6 @@ pub enum LifeError {
     /// A record or the settings file could not be written or read.
     #[error("the life's files failed: {0}")]
     Store(String),
-    /// The life organ did not answer.
-    #[error("the life organ is unavailable: {0}")]
-    Unreachable(#[from] AskError),
 }
 
 impl WireError for LifeError {
@@ -78,46 +71,43 @@ impl WireError for LifeError {
             LifeError::NotFound(_) => ErrorCode::NotFound,
             LifeError::Conflict(_) => ErrorCode::Conflict,
             LifeError::Store(_) => ErrorCode::Internal,
-            LifeError::Unreachable(_) => ErrorCode::Unavailable,
         }
     }
 }
 
 /// The one way to reach the life organ. Timeouts come from `gateway.actor_call_timeout_ms`.
-#[derive(Debug, Clone)]
-pub struct LifeHandle(OrganRef);
+pub type LifeHandle = Handle<LifeActor>;
 
-impl LifeHandle {
-    /// A handle reading its timeout from `settings`.
-    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self(OrganRef::new("life", LIFE_NAME, settings, |s| {
-            s.gateway.actor_call_timeout_ms
-        }))
+impl Organ for LifeActor {
+    type Msg = LifeMsg;
+    type Error = LifeError;
+    const LABEL: &'static str = "life";
+    const NAME: &'static str = LIFE_NAME;
+
+    fn crash() -> LifeMsg {
+        LifeMsg::Crash
     }
+}
 
+impl Handle<LifeActor> {
     /// Starts a life; answers its summary once its record exists.
-    pub async fn run(&self, args: LifeRunArgs) -> Result<LifeSummary, LifeError> {
-        self.0.ask(|r| LifeMsg::Run(Box::new(args), r)).await?
+    pub async fn run(&self, args: LifeRunArgs) -> Result<LifeSummary, OrganError<LifeError>> {
+        self.call(|r| LifeMsg::Run(Box::new(args), r)).await
     }
 
     /// One life in full.
-    pub async fn get(&self, id: String) -> Result<LifeRecord, LifeError> {
-        self.0.ask(|r| LifeMsg::Get(id, r)).await?
+    pub async fn get(&self, id: String) -> Result<LifeRecord, OrganError<LifeError>> {
+        self.call(|r| LifeMsg::Get(id, r)).await
     }
 
     /// Every kept life's summary, oldest first.
-    pub async fn list(&self) -> Result<Vec<LifeSummary>, LifeError> {
-        self.0.ask(LifeMsg::List).await?
+    pub async fn list(&self) -> Result<Vec<LifeSummary>, OrganError<LifeError>> {
+        self.call(LifeMsg::List).await
     }
 
     /// Stops the running life `id`.
-    pub async fn cancel(&self, id: String) -> Result<LifeSummary, LifeError> {
-        self.0.ask(|r| LifeMsg::Cancel(id, r)).await?
-    }
-
-    /// Fault injection: makes the life organ panic.
-    pub fn crash(&self) -> Result<(), AskError> {
-        self.0.tell(LifeMsg::Crash)
+    pub async fn cancel(&self, id: String) -> Result<LifeSummary, OrganError<LifeError>> {
+        self.call(|r| LifeMsg::Cancel(id, r)).await
     }
 }
 

@@ -13,6 +13,7 @@ use ractor::ActorRef;
 use super::store::LifeStore;
 use super::LifeMsg;
 use super::{switches, LifeArgs};
+use crate::ask::OrganError;
 use crate::events::unix_now;
 
 /// The task a life waits on now (cancelled when the life is).
@@ -411,7 +412,9 @@ async fn exam(
     let summary = loop {
         match ctx.args.exam.run(args.clone()).await {
             Ok(s) => break s,
-            Err(crate::exam::ExamError::Conflict(_)) if started.elapsed() < wait => {
+            Err(OrganError::Refused(crate::exam::ExamError::Conflict(_)))
+                if started.elapsed() < wait =>
+            {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => return Err(format!("the {phase} exam could not start: {e}")),

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::settings::Settings;
+pub use crate::settings::{Sampling, SamplingOverrides};
 
 /// Who wrote a chat message.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -72,92 +73,6 @@ pub struct ToolCall {
     pub name: String,
     /// Arguments (should match the tool's schema; the tool validates).
     pub arguments: Value,
-}
-
-/// Sampling parameters of one model call (see `[llm]` in settings.toml for the shipped values and why).
-///
-/// The embedded chain, in order: grammar (when a format is asked) → repeat penalty → DRY → top-k → top-p →
-/// min-p → temperature → draw (greedy at temperature 0: penalties still apply). Ollama gets the same values
-/// as its options, except DRY and the loop guard, which it does not have.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Sampling {
-    /// Temperature, >= 0; 0 (or less) makes the embedded backend sample greedily.
-    pub temperature: f32,
-    /// Nucleus mass, 0..=1: sample only among the likeliest tokens covering this much probability.
-    pub top_p: f32,
-    /// Sample only among the `top_k` likeliest tokens (0 = off).
-    pub top_k: u32,
-    /// Drop tokens less likely than `min_p` × the likeliest one's probability, 0..=1 (0 = off).
-    pub min_p: f32,
-    /// Logit divisor for tokens among the last `repeat_last_n` (1 = off).
-    pub repeat_penalty: f32,
-    /// Window of the repeat penalty and of DRY, in tokens.
-    pub repeat_last_n: u32,
-    /// DRY strength (0 = off); embedded only.
-    pub dry_multiplier: f32,
-    /// DRY growth base.
-    pub dry_base: f32,
-    /// Repeats up to this many tokens long cost nothing under DRY.
-    pub dry_allowed_length: u32,
-    /// Loop guard (embedded): the answer ends when its last `loop_ngram` words already occurred
-    /// `loop_max_repeats` times (0 = off). See `embedded::guard`.
-    pub loop_ngram: u32,
-    /// Occurrences of one `loop_ngram`-word sequence an answer may hold.
-    pub loop_max_repeats: u32,
-    /// Sampler seed: as is to Ollama, as `u32` to llama.cpp; a fixed seed makes sampling repeatable.
-    pub seed: i32,
-    /// Most tokens to generate.
-    pub max_tokens: u32,
-}
-
-impl Sampling {
-    /// Plain sampling: temperature, nucleus, seed and budget only; every penalty, DRY and the loop guard off.
-    pub fn plain(temperature: f32, top_p: f32, seed: i32, max_tokens: u32) -> Self {
-        Self {
-            temperature,
-            top_p,
-            top_k: 0,
-            min_p: 0.0,
-            repeat_penalty: 1.0,
-            repeat_last_n: 0,
-            dry_multiplier: 0.0,
-            dry_base: 1.75,
-            dry_allowed_length: 2,
-            loop_ngram: 0,
-            loop_max_repeats: 0,
-            seed,
-            max_tokens,
-        }
-    }
-
-    /// The `[llm]` defaults with `persona`'s `[personas.<name>]` overrides applied.
-    pub fn for_persona(s: &Settings, persona: &str) -> Self {
-        let l = &s.llm;
-        let mut out = Self {
-            temperature: l.temperature,
-            top_p: l.top_p,
-            top_k: l.top_k,
-            min_p: l.min_p,
-            repeat_penalty: l.repeat_penalty,
-            repeat_last_n: l.repeat_last_n,
-            dry_multiplier: l.dry_multiplier,
-            dry_base: l.dry_base,
-            dry_allowed_length: l.dry_allowed_length,
-            loop_ngram: l.loop_ngram,
-            loop_max_repeats: l.loop_max_repeats,
-            seed: l.seed,
-            max_tokens: l.max_tokens,
-        };
-        if let Some(p) = s.personas.get(persona) {
-            out.temperature = p.temperature.unwrap_or(out.temperature);
-            out.top_p = p.top_p.unwrap_or(out.top_p);
-            out.top_k = p.top_k.unwrap_or(out.top_k);
-            out.min_p = p.min_p.unwrap_or(out.min_p);
-            out.repeat_penalty = p.repeat_penalty.unwrap_or(out.repeat_penalty);
-            out.max_tokens = p.max_tokens.unwrap_or(out.max_tokens);
-        }
-        out
-    }
 }
 
 /// Each persona's sampling defaults (before its editable overrides), as settings.toml says now.

@@ -14,7 +14,7 @@ use super::store::{self, NewRow};
 use super::{ConsolidateReport, MemError};
 use crate::events::Event;
 use crate::llm::{ChatMessage, Role};
-use crate::personas::ThinkRequest;
+use crate::ports::ThinkRequest;
 use crate::settings::MemorySettings;
 
 fn cosine(a: &[f32], b: &[f32]) -> f32 {

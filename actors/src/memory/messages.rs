@@ -9,7 +9,7 @@ use ractor::RpcReplyPort;
 use super::{ConsolidateReport, IngestItem, MemError, MemStats, MemorySnapshot, SearchResult};
 use crate::events::EventHub;
 use crate::llm::LlmBackend;
-use crate::personas::Personas;
+use crate::ports::Think;
 use crate::settings::Settings;
 
 /// Start-up arguments.
@@ -22,7 +22,7 @@ pub struct MemoryArgs {
     /// Embeddings come from here.
     pub backend: Arc<dyn LlmBackend>,
     /// Summaries are written by a persona.
-    pub personas: Arc<Personas>,
+    pub personas: Arc<dyn Think>,
     /// Event bus.
     pub hub: Arc<EventHub>,
 }

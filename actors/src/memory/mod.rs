@@ -13,10 +13,8 @@ mod messages;
 pub mod store;
 mod upkeep;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use batos_protocol::{ErrorCode, Persona};
 use serde::{Deserialize, Serialize};
@@ -26,7 +24,7 @@ pub use batos_protocol::IngestItem;
 pub use messages::{MemoryArgs, MemoryMsg};
 pub use store::Hit;
 
-use crate::ask::{AskError, OrganRef, WireError};
+use crate::ask::{Handle, Organ, OrganError, WireError};
 use crate::ports::{MemoryHook, PortError, TaskState};
 use crate::settings::Settings;
 
@@ -42,9 +40,6 @@ pub enum MemError {
     /// Bad input.
     #[error("{0}")]
     Invalid(String),
-    /// The memory organ is not running or did not answer.
-    #[error("memory is unavailable: {0}")]
-    Unreachable(#[from] AskError),
     /// The store is broken; memory answers this until it reopens (`memory.reopen_backoff_ms`).
     #[error("memory is unavailable: the store failed ({0}); it is reopened after a pause")]
     Degraded(String),
@@ -54,9 +49,7 @@ impl WireError for MemError {
     fn code(&self) -> ErrorCode {
         match self {
             MemError::Invalid(_) => ErrorCode::BadRequest,
-            MemError::Unreachable(_) | MemError::Embed(_) | MemError::Degraded(_) => {
-                ErrorCode::Unavailable
-            }
+            MemError::Embed(_) | MemError::Degraded(_) => ErrorCode::Unavailable,
             MemError::Store(_) => ErrorCode::Internal,
         }
     }
@@ -166,24 +159,24 @@ pub fn chunk(text: &str, max: usize) -> Vec<String> {
 
 /// The one way to reach the memory organ: by name at call time (so it survives restarts of the actor), with
 /// the timeouts and ingest retries of `[memory]` read from the live settings at each call.
-#[derive(Debug, Clone)]
-pub struct MemoryHandle(OrganRef);
+pub type MemoryHandle = Handle<MemoryActor>;
 
-impl MemoryHandle {
-    /// A handle reading `memory.call_timeout_ms` from `settings`.
-    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self(OrganRef::new("memory", MEMORY_NAME, settings, |s| {
-            s.memory.call_timeout_ms
-        }))
+impl Organ for MemoryActor {
+    type Msg = MemoryMsg;
+    type Error = MemError;
+    const LABEL: &'static str = "memory";
+    const NAME: &'static str = MEMORY_NAME;
+
+    fn timeout_ms(s: &Settings) -> u64 {
+        s.memory.call_timeout_ms
     }
 
-    async fn call<T: Send + 'static>(
-        &self,
-        build: impl FnOnce(ractor::RpcReplyPort<Result<T, MemError>>) -> MemoryMsg,
-    ) -> Result<T, MemError> {
-        self.0.ask(build).await?
+    fn crash() -> MemoryMsg {
+        MemoryMsg::Crash
     }
+}
 
+impl Handle<MemoryActor> {
     /// Two-stage retrieval: `k` details (default `memory.k`), with the stage-2 plan when `explain`. A search
     /// that finds nothing at or above `memory.min_relevance` is published as a `knowledge.gap`.
     pub async fn search(
@@ -191,7 +184,7 @@ impl MemoryHandle {
         query: String,
         k: Option<usize>,
         explain: bool,
-    ) -> Result<SearchResult, MemError> {
+    ) -> Result<SearchResult, OrganError<MemError>> {
         self.call(|reply| MemoryMsg::Search {
             query,
             k,
@@ -203,29 +196,33 @@ impl MemoryHandle {
     }
 
     /// Stores items; answers the number of rows written once they are committed.
-    pub async fn ingest(&self, items: Vec<IngestItem>) -> Result<usize, MemError> {
+    pub async fn ingest(&self, items: Vec<IngestItem>) -> Result<usize, OrganError<MemError>> {
         self.call(|reply| MemoryMsg::Ingest(items, reply)).await
     }
 
     /// Runs one consolidation pass now.
-    pub async fn consolidate(&self) -> Result<ConsolidateReport, MemError> {
+    pub async fn consolidate(&self) -> Result<ConsolidateReport, OrganError<MemError>> {
         self.call(|reply| MemoryMsg::Consolidate(Some(reply))).await
     }
 
     /// Table statistics.
-    pub async fn stats(&self) -> Result<MemStats, MemError> {
+    pub async fn stats(&self) -> Result<MemStats, OrganError<MemError>> {
         self.call(MemoryMsg::Stats).await
     }
 
     /// Whether rows of task `task_id` are stored already.
-    pub async fn remembers(&self, task_id: String) -> Result<bool, MemError> {
+    pub async fn remembers(&self, task_id: String) -> Result<bool, OrganError<MemError>> {
         self.call(|reply| MemoryMsg::Remembers(task_id, reply))
             .await
     }
 
     /// Details whose text holds any of `words` (lower-case letters and digits, three or more long; at most
     /// eight are looked for), up to `limit`.
-    pub async fn lexical(&self, words: Vec<String>, limit: usize) -> Result<Vec<Hit>, MemError> {
+    pub async fn lexical(
+        &self,
+        words: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<Hit>, OrganError<MemError>> {
         self.call(|reply| MemoryMsg::Lexical {
             words,
             limit,
@@ -235,13 +232,8 @@ impl MemoryHandle {
     }
 
     /// The table's version and size, and every row when `rows` (for a living image).
-    pub async fn snapshot(&self, rows: bool) -> Result<MemorySnapshot, MemError> {
+    pub async fn snapshot(&self, rows: bool) -> Result<MemorySnapshot, OrganError<MemError>> {
         self.call(|reply| MemoryMsg::Snapshot { rows, reply }).await
-    }
-
-    /// Fault injection: makes the memory actor panic.
-    pub fn crash(&self) -> Result<(), AskError> {
-        self.0.tell(MemoryMsg::Crash)
     }
 }
 
@@ -319,7 +311,7 @@ impl MemoryHook for MemoryHandle {
     /// notes above; and the hierarchy's stage 2 reads only the children of the nearest summaries.
     async fn retrieve(&self, query: &str) -> Result<Vec<String>, PortError> {
         let k = {
-            let s = self.0.settings().load();
+            let s = self.settings().load();
             if !s.memory.active {
                 return Ok(Vec::new());
             }
@@ -334,13 +326,13 @@ impl MemoryHook for MemoryHandle {
                 reply,
             })
             .await
-            .map_err(port_error)?;
+            .map_err(PortError::from)?;
         // The lexical half: rows holding the query's own words, wherever the hierarchy filed them (stage 2
         // only reads the children of the nearest summaries, and the nearest are often not the right ones).
         let words: Vec<String> = crate::ports::words::content_words(query)
             .into_iter()
             .collect();
-        let lexical = self.lexical(words, k).await.map_err(port_error)?;
+        let lexical = self.lexical(words, k).await.map_err(PortError::from)?;
         let mut seen = std::collections::BTreeSet::new();
         Ok(lexical
             .iter()
@@ -356,22 +348,26 @@ impl MemoryHook for MemoryHandle {
     /// task that leaves no rows ([`rows_of`]) is done at once.
     async fn ingest(&self, task: &TaskState) -> Result<(), PortError> {
         // Switched off (`memory.active`), a task is settled without rows: it is not stored later either.
-        if !self.0.settings().load().memory.active {
+        if !self.settings().load().memory.active {
             tracing::info!(event = "memory.inactive", task = %task.id, "memory.active is off: the task is not remembered");
             return Ok(());
         }
         let items = rows_of(
             task,
-            self.0.settings().load().orchestrator.dissonance_threshold,
+            self.settings().load().orchestrator.dissonance_threshold,
         );
         if items.is_empty() {
             return Ok(());
         }
-        if self.remembers(task.id.clone()).await.map_err(port_error)? {
+        if self
+            .remembers(task.id.clone())
+            .await
+            .map_err(PortError::from)?
+        {
             return Ok(());
         }
         let (retries, backoff) = {
-            let s = self.0.settings().load();
+            let s = self.settings().load();
             (
                 s.memory.ingest_retries,
                 Duration::from_millis(s.memory.ingest_backoff_ms),
@@ -381,18 +377,11 @@ impl MemoryHook for MemoryHandle {
         for attempt in 0..retries.max(1) {
             match MemoryHandle::ingest(self, items.clone()).await {
                 Ok(_) => return Ok(()),
-                Err(e) => last = port_error(e),
+                Err(e) => last = e.into(),
             }
             tokio::time::sleep(backoff * (attempt + 1)).await;
         }
         Err(last)
-    }
-}
-
-fn port_error(e: MemError) -> PortError {
-    match e {
-        MemError::Unreachable(a) => PortError::Unreachable(a),
-        other => PortError::Refused(other.to_string()),
     }
 }
 

@@ -11,8 +11,8 @@ use super::messages::{MotivatorJob, MotivatorMsg, PhraseReply};
 use super::phrase::{self, Situation};
 use super::Goal;
 use crate::llm::{ChatMessage, Role};
-use crate::personas::ThinkRequest;
 use crate::ports::GoalOrigin;
+use crate::ports::ThinkRequest;
 
 impl Mind {
     /// Starts the forwarder and the ticker. The forwarder subscribes before this returns, so no event

@@ -8,7 +8,7 @@ use ractor::RpcReplyPort;
 
 use super::{GoalList, MotivatorError, MotivatorState};
 use crate::events::{EventHub, Published};
-use crate::personas::Personas;
+use crate::ports::Think;
 use crate::ports::{GoalRunner, PortError};
 use crate::settings::Settings;
 
@@ -22,7 +22,7 @@ pub struct MotivatorArgs {
     /// The events it reads, and publishes its decisions on.
     pub hub: Arc<EventHub>,
     /// The phrasing persona is called through here.
-    pub personas: Arc<Personas>,
+    pub personas: Arc<dyn Think>,
     /// Where goal tasks are started (the orchestrator).
     pub runner: Arc<dyn GoalRunner>,
 }

@@ -38,18 +38,15 @@ mod messages;
 pub mod phrase;
 pub mod store;
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 use batos_protocol::ErrorCode;
 use serde::{Deserialize, Serialize};
 
 pub use actor::{MotivatorActor, MOTIVATOR_NAME};
 pub use messages::{MotivatorArgs, MotivatorMsg};
 
-use crate::ask::{AskError, OrganRef, WireError};
+use crate::ask::{Handle, Organ, OrganError, WireError};
 
-use crate::settings::{Settings, TriggerPriorities};
+use crate::settings::TriggerPriorities;
 
 /// What sets a goal.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -241,9 +238,6 @@ pub enum MotivatorError {
     /// The goal file could not be written: nothing changed.
     #[error("the motivator's goal file cannot be written: {0}")]
     Store(String),
-    /// The Motivator is not running (`motivator.enabled = false`) or did not answer.
-    #[error("the motivator is unavailable: {0}")]
-    Unreachable(#[from] AskError),
 }
 
 impl WireError for MotivatorError {
@@ -251,41 +245,38 @@ impl WireError for MotivatorError {
         match self {
             MotivatorError::Conflict(_) => ErrorCode::Conflict,
             MotivatorError::Store(_) => ErrorCode::Internal,
-            MotivatorError::Unreachable(_) => ErrorCode::Unavailable,
         }
     }
 }
 
 /// The one way to reach the Motivator. Timeouts come from `gateway.actor_call_timeout_ms`, read at each call.
-#[derive(Debug, Clone)]
-pub struct MotivatorHandle(OrganRef);
+pub type MotivatorHandle = Handle<MotivatorActor>;
 
-impl MotivatorHandle {
-    /// A handle reading its timeout from `settings`.
-    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self(OrganRef::new("motivator", MOTIVATOR_NAME, settings, |s| {
-            s.gateway.actor_call_timeout_ms
-        }))
+impl Organ for MotivatorActor {
+    type Msg = MotivatorMsg;
+    type Error = MotivatorError;
+    const LABEL: &'static str = "motivator";
+    const NAME: &'static str = MOTIVATOR_NAME;
+
+    fn crash() -> MotivatorMsg {
+        MotivatorMsg::Crash
     }
+}
 
+impl Handle<MotivatorActor> {
     /// Where the Motivator stands.
-    pub async fn state(&self) -> Result<MotivatorState, MotivatorError> {
-        Ok(self.0.ask(MotivatorMsg::State).await?)
+    pub async fn state(&self) -> Result<MotivatorState, OrganError<MotivatorError>> {
+        Ok(self.ask(MotivatorMsg::State).await?)
     }
 
     /// Open and recent goals.
-    pub async fn goals(&self) -> Result<GoalList, MotivatorError> {
-        Ok(self.0.ask(MotivatorMsg::Goals).await?)
+    pub async fn goals(&self) -> Result<GoalList, OrganError<MotivatorError>> {
+        Ok(self.ask(MotivatorMsg::Goals).await?)
     }
 
     /// Pauses (`true`) or resumes (`false`) durably: no goal is made or started while paused.
-    pub async fn pause(&self, paused: bool) -> Result<MotivatorState, MotivatorError> {
-        self.0.ask(|r| MotivatorMsg::Pause(paused, r)).await?
-    }
-
-    /// Fault injection: makes the Motivator panic.
-    pub fn crash(&self) -> Result<(), AskError> {
-        self.0.tell(MotivatorMsg::Crash)
+    pub async fn pause(&self, paused: bool) -> Result<MotivatorState, OrganError<MotivatorError>> {
+        self.call(|r| MotivatorMsg::Pause(paused, r)).await
     }
 }
 

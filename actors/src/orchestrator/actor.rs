@@ -17,7 +17,7 @@ use super::graph::Runner;
 use super::{
     Cognition, Node, OrchestratorArgs, OrchestratorMsg, Origin, TaskState, TaskStatus, TaskSummary,
 };
-use crate::ask::{AskError, WireError};
+use crate::ask::WireError;
 use crate::events::Event;
 use crate::job::{JobEnd, Jobs, Run};
 use crate::personas::PersonaMap;
@@ -37,9 +37,6 @@ pub enum OrchError {
     /// Bad input.
     #[error("{0}")]
     Invalid(String),
-    /// The orchestrator did not answer.
-    #[error(transparent)]
-    Unreachable(#[from] AskError),
     /// The change could not be made durable (its checkpoint could not be written, e.g. a full disk), so it was
     /// not made; retry once the disk has room.
     #[error("{0}")]
@@ -52,7 +49,7 @@ impl WireError for OrchError {
             OrchError::NotFound(_) => ErrorCode::NotFound,
             OrchError::Conflict(_) => ErrorCode::Conflict,
             OrchError::Invalid(_) => ErrorCode::BadRequest,
-            OrchError::Unreachable(_) | OrchError::Storage(_) => ErrorCode::Unavailable,
+            OrchError::Storage(_) => ErrorCode::Unavailable,
         }
     }
 }

@@ -19,7 +19,7 @@ pub use messages::{OrchestratorArgs, OrchestratorMsg};
 
 // The task model and the ports live on the floor below the organs; named here (privately) so the graph's
 // files read them as their parent's words.
-use crate::ask::{AskError, OrganRef};
+use crate::ask::{Handle, Organ, OrganError};
 use crate::events::EventHub;
 use crate::personas::Personas;
 use crate::ports::task::{
@@ -32,36 +32,29 @@ use crate::tools::ToolRegistry;
 
 /// The one way to reach the orchestrator. Timeouts come from `gateway.actor_call_timeout_ms` in the live
 /// settings, read at each call.
-#[derive(Debug, Clone)]
-pub struct OrchestratorHandle(OrganRef);
+pub type OrchestratorHandle = Handle<Orchestrator>;
 
-impl OrchestratorHandle {
-    /// A handle reading its timeout from `settings`.
-    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self(OrganRef::new(
-            "orchestrator",
-            ORCHESTRATOR_NAME,
-            settings,
-            |s| s.gateway.actor_call_timeout_ms,
-        ))
+impl Organ for Orchestrator {
+    type Msg = OrchestratorMsg;
+    type Error = OrchError;
+    const LABEL: &'static str = "orchestrator";
+    const NAME: &'static str = ORCHESTRATOR_NAME;
+
+    fn crash() -> OrchestratorMsg {
+        OrchestratorMsg::Crash
     }
+}
 
-    async fn call<T: Send + 'static>(
-        &self,
-        build: impl FnOnce(ractor::RpcReplyPort<T>) -> OrchestratorMsg,
-    ) -> Result<T, OrchError> {
-        Ok(self.0.ask(build).await?)
-    }
-
+impl Handle<Orchestrator> {
     /// Accepts a new task; answers once it is recorded durably. The gateway passes the request id: a retry
     /// of the same request answers the task it created, even across a daemon crash.
     pub async fn submit(
         &self,
         text: String,
         request_id: Option<String>,
-    ) -> Result<TaskSummary, OrchError> {
+    ) -> Result<TaskSummary, OrganError<OrchError>> {
         self.call(|r| OrchestratorMsg::Submit(text, request_id, None, r))
-            .await?
+            .await
     }
 
     /// Accepts a task that runs one of the Motivator's goals: it waits for a goal slot
@@ -72,10 +65,10 @@ impl OrchestratorHandle {
         text: String,
         request_id: String,
         origin: GoalOrigin,
-    ) -> Result<TaskSummary, OrchError> {
+    ) -> Result<TaskSummary, OrganError<OrchError>> {
         let origin = Box::new(Origin::Motivator(origin));
         self.call(|r| OrchestratorMsg::Submit(text, Some(request_id), Some(origin), r))
-            .await?
+            .await
     }
 
     /// Accepts an exam's task (a question, or the fact a question needs taught first). It runs like a
@@ -85,25 +78,25 @@ impl OrchestratorHandle {
         &self,
         text: String,
         origin: ExamOrigin,
-    ) -> Result<TaskSummary, OrchError> {
+    ) -> Result<TaskSummary, OrganError<OrchError>> {
         let origin = Box::new(Origin::Exam(origin));
         self.call(|r| OrchestratorMsg::Submit(text, None, Some(origin), r))
-            .await?
+            .await
     }
 
     /// One task with its step history.
-    pub async fn get(&self, id: String) -> Result<Box<TaskState>, OrchError> {
-        self.call(|r| OrchestratorMsg::Get(id, r)).await?
+    pub async fn get(&self, id: String) -> Result<Box<TaskState>, OrganError<OrchError>> {
+        self.call(|r| OrchestratorMsg::Get(id, r)).await
     }
 
     /// Every tracked task, newest first.
-    pub async fn list(&self) -> Result<Vec<TaskSummary>, OrchError> {
-        self.call(OrchestratorMsg::List).await
+    pub async fn list(&self) -> Result<Vec<TaskSummary>, OrganError<OrchError>> {
+        Ok(self.ask(OrchestratorMsg::List).await?)
     }
 
     /// Cancels a task that has not finished.
-    pub async fn cancel(&self, id: String) -> Result<TaskSummary, OrchError> {
-        self.call(|r| OrchestratorMsg::Cancel(id, r)).await?
+    pub async fn cancel(&self, id: String) -> Result<TaskSummary, OrganError<OrchError>> {
+        self.call(|r| OrchestratorMsg::Cancel(id, r)).await
     }
 
     /// Resumes a paused task with the Architect's decision (`approved`, `rejected`, `resumed`) and guidance.
@@ -112,19 +105,14 @@ impl OrchestratorHandle {
         id: String,
         decision: String,
         guidance: Option<String>,
-    ) -> Result<TaskSummary, OrchError> {
+    ) -> Result<TaskSummary, OrganError<OrchError>> {
         self.call(|reply| OrchestratorMsg::Resume {
             id,
             decision,
             guidance,
             reply,
         })
-        .await?
-    }
-
-    /// Fault injection: makes the orchestrator panic.
-    pub fn crash(&self) -> Result<(), AskError> {
-        self.0.tell(OrchestratorMsg::Crash)
+        .await
     }
 }
 

@@ -1,24 +1,15 @@
 //! The orchestrator's handle in the ports the organs above it ask through: the Motivator's [`GoalRunner`],
 //! the exam's [`ExamTasks`], a life's [`LifeTasks`] and the codex's [`TaskResumer`] (each organ names only
-//! its port; boot hands it this handle), and the orchestrator's error as a [`PortError`].
+//! its port; boot hands it this handle), and its failures as a [`PortError`].
 
 use async_trait::async_trait;
 
 use super::{OrchError, OrchestratorHandle};
+use crate::ask::OrganError;
 use crate::ports::{
     ExamOrigin, ExamTasks, GoalOrigin, GoalRunner, LifeTasks, PortError, TaskResumer, TaskState,
     TaskStatus,
 };
-
-/// The orchestrator's own error as a port's: not answering stays that, anything else is a refusal.
-impl From<OrchError> for PortError {
-    fn from(e: OrchError) -> Self {
-        match e {
-            OrchError::Unreachable(a) => PortError::Unreachable(a),
-            other => PortError::Refused(other.to_string()),
-        }
-    }
-}
 
 /// What the ports share: a task read and a task stopped, as a port answers them.
 impl OrchestratorHandle {
@@ -26,7 +17,7 @@ impl OrchestratorHandle {
     async fn task(&self, id: String) -> Result<Option<TaskState>, PortError> {
         match OrchestratorHandle::get(self, id).await {
             Ok(t) => Ok(Some(*t)),
-            Err(OrchError::NotFound(_)) => Ok(None),
+            Err(OrganError::Refused(OrchError::NotFound(_))) => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
@@ -35,7 +26,9 @@ impl OrchestratorHandle {
     /// as it is.
     async fn cancel_unfinished(&self, id: String) -> Result<(), PortError> {
         match OrchestratorHandle::cancel(self, id).await {
-            Ok(_) | Err(OrchError::Conflict(_)) | Err(OrchError::NotFound(_)) => Ok(()),
+            Ok(_) | Err(OrganError::Refused(OrchError::Conflict(_) | OrchError::NotFound(_))) => {
+                Ok(())
+            }
             Err(e) => Err(e.into()),
         }
     }

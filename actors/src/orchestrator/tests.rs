@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::ask::AskError;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use ractor::{Actor, ActorRef};

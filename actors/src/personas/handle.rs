@@ -7,9 +7,10 @@ use batos_protocol::ErrorCode;
 use ractor::ActorRef;
 use serde_json::Value;
 
-use super::proto::{Editable, ProtoMsg, ThinkRequest, Thought};
+use super::proto::{Editable, ProtoMsg};
 use crate::ask::{ask, AskError, WireError};
 use crate::llm::{BackendKind, LlmError};
+use crate::ports::think::{ThinkRequest, Thought};
 
 /// Why a persona operation failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]

@@ -19,12 +19,13 @@ use ractor::{Actor, ActorCell};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::ports::think::{ThinkRequest, Thought};
 pub use handle::{PersonaError, PersonaHandle, RetireGuard};
-pub use proto::{Editable, Proto, ProtoArgs, ProtoMsg, ThinkRequest, Thought};
+pub use proto::{Editable, Proto, ProtoArgs, ProtoMsg};
 
 use crate::events::{Event, EventHub};
 use crate::llm::{LlmBackend, LlmError, Sampling, SamplingTable};
-use crate::ports::ModelRecorder;
+use crate::ports::{ModelRecorder, PortError, Think};
 use crate::principles::{Codex, PersonaCodex};
 use crate::supervisor::{ChildSpec, Restart, SupervisorError, SupervisorHandle};
 
@@ -445,4 +446,17 @@ pub struct SwapOutcome {
     pub generation: u64,
     /// Whether settings.toml now records the new model.
     pub persisted: bool,
+}
+
+/// The registry is the [`Think`] port: a persona's current generation answers.
+#[async_trait::async_trait]
+impl Think for Personas {
+    async fn think(&self, persona: &str, req: ThinkRequest) -> Result<Thought, PortError> {
+        Personas::think(self, persona, req)
+            .await
+            .map_err(|e| match e {
+                PersonaError::Unreachable { source, .. } => PortError::Unreachable(source),
+                other => PortError::Refused(other.to_string()),
+            })
+    }
 }

@@ -11,9 +11,9 @@ use super::PersonaConfig;
 use crate::events::{Event, EventHub};
 use crate::job::Jobs;
 use crate::llm::{
-    BackendKind, ChatMessage, ChatRequest, ChatResponse, LlmBackend, LlmError, Role, Sampling,
-    TokenSink, ToolSpec,
+    ChatMessage, ChatRequest, LlmBackend, LlmError, Role, Sampling, SamplingOverrides,
 };
+use crate::ports::think::{ThinkRequest, Thought};
 use crate::principles::PersonaCodex;
 
 /// The persona state a human may edit live ("cognitive surgery"); every field overrides a default.
@@ -93,51 +93,15 @@ impl Editable {
         })
     }
 
-    fn apply(&self, mut s: Sampling) -> Sampling {
-        if let Some(t) = self.temperature {
-            s.temperature = t;
+    /// The sampling these edits change, as the one overrides type: applied over the persona's settings.
+    pub fn overrides(&self) -> SamplingOverrides {
+        SamplingOverrides {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_tokens: self.max_tokens,
+            ..SamplingOverrides::default()
         }
-        if let Some(p) = self.top_p {
-            s.top_p = p;
-        }
-        if let Some(m) = self.max_tokens {
-            s.max_tokens = m;
-        }
-        s
     }
-}
-
-/// A model call a task asks a persona to make.
-#[derive(Debug, Clone)]
-pub struct ThinkRequest {
-    /// The conversation so far, without the system message (the persona adds its own).
-    pub messages: Vec<ChatMessage>,
-    /// Tools offered for this call.
-    pub tools: Vec<ToolSpec>,
-    /// JSON schema the answer must match.
-    pub format: Option<Value>,
-    /// Where streamed text goes.
-    pub tokens: Option<TokenSink>,
-}
-
-/// A persona's answer, with who produced it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Thought {
-    /// The backend's answer: text (JSON when a format was asked), tool calls, token counts.
-    pub response: ChatResponse,
-    /// Persona that answered (`ALFRED`, `BABS`, `BRICK` or `ROBIN`).
-    pub persona: String,
-    /// Model of the answering actor (fixed for its life; a swap starts a new actor).
-    pub model: String,
-    /// The daemon's one backend, chosen at start (`ollama` or `embedded`).
-    pub backend: BackendKind,
-    /// Generation of the answering actor: one counter over all personas, +1 per start, restart or swap.
-    pub generation: u64,
-    /// Wall time of the model call in ms, queueing in the backend included.
-    pub duration_ms: u64,
-    /// The system message the persona put before the conversation (its codex principles and any surgery),
-    /// so the exchange can be curated as exactly what the model saw.
-    pub system: String,
 }
 
 /// A Proto persona actor.
@@ -270,7 +234,7 @@ impl Actor for Proto {
                     messages,
                     tools,
                     format,
-                    sampling: state.config.editable.apply(state.sampling),
+                    sampling: state.config.editable.overrides().apply(state.sampling),
                 };
                 let backend = state.backend.clone();
                 let (persona, model, generation) = (

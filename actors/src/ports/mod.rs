@@ -22,6 +22,7 @@
 //! | [`TaskResumer`] | the codex (a decided amendment) | `OrchestratorHandle` |
 //! | [`ExamGate`] | the trainer's gate | `ExamHandle` |
 //! | [`ModelRecorder`] | personas (a swap) | the codex (the one writer of settings.toml) |
+//! | [`Think`] | the Curator's judge, the Motivator, memory, the ToolForge, the codex inquiry | the personas registry |
 //!
 //! Layers, lowest first: `fsutil, settings, ask, events, job, supervisor, principles, llm` ← `ports` ← the
 //! organs. `tests/module_graph.rs` checks that nothing here imports an organ.
@@ -31,16 +32,18 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::ask::AskError;
+use crate::ask::{AskError, OrganError};
 
 pub mod grounding;
 pub mod task;
+pub mod think;
 pub mod words;
 
 pub use task::{
     ExamOrigin, Exchange, GoalOrigin, Inquiry, Node, Origin, StepRecord, TaskState, TaskStatus,
     TaskSummary, ToolUse,
 };
+pub use think::{Think, ThinkRequest, Thought};
 
 /// Why a port call failed: the organ behind it did not answer (worth trying later), or it answered with a
 /// refusal or failure of its own (its message says why). The graph records either in the step's outcome.
@@ -52,6 +55,16 @@ pub enum PortError {
     /// The organ answered with an error of its own.
     #[error("{0}")]
     Refused(String),
+}
+
+impl<E: std::fmt::Display> From<OrganError<E>> for PortError {
+    /// A handle's failure as a port's: no answer stays no answer; a refusal keeps its message.
+    fn from(e: OrganError<E>) -> Self {
+        match e {
+            OrganError::Unreachable(a) => PortError::Unreachable(a),
+            OrganError::Refused(r) => PortError::Refused(r.to_string()),
+        }
+    }
 }
 
 /// The ToolForge, as the graph sees it (the tools organ plugs in here).

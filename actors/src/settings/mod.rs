@@ -9,6 +9,7 @@
 //! - this file: [`SettingsError`], [`LoadedSettings`] and loading ([`Settings::parse`]: parse, make paths
 //!   absolute, validate);
 //! - `schema`: the serde structs, [`Settings`] and one struct or enum per section of the file;
+//! - `sampling`: [`Sampling`], the one sampling type, and [`SamplingOverrides`];
 //! - `validate`: the range and consistency checks run on every parse (so also before every write);
 //! - `edit`: changing one value in place ([`set_string_value`], [`set_string_value_then`]) under the file
 //!   lock that [`with_settings_lock`] also takes.
@@ -18,12 +19,14 @@ mod exam;
 mod goals;
 mod life;
 mod orchestrator;
+mod sampling;
 mod schema;
 mod validate;
 
 pub use exam::ExamSettings;
 pub use life::LifeSettings;
 pub use orchestrator::{OrchestratorSettings, RouteMode};
+pub use sampling::{Sampling, SamplingOverrides};
 pub use validate::tcp_endpoint;
 
 use std::path::{Path, PathBuf};
@@ -33,7 +36,7 @@ pub use schema::{
     BackendChoice, ClientSettings, CodexSettings, CuratorSettings, DebugSettings, EmbeddedSettings,
     GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings, MotivatorSettings,
     PersonaSettings, SandboxChoice, ServeWeights, Settings, SupervisionSettings, ToolsSettings,
-    TrainerSettings, TriggerPriorities,
+    TrainerSettings, TriggerPriorities, DEFAULT_LOG_FIELD_CHARS,
 };
 
 /// Why settings could not be loaded or changed.
@@ -238,5 +241,47 @@ mod tests {
         assert_ne!(text, shipped());
         let s = Settings::parse(&text, Path::new("/x/config/settings.toml")).unwrap();
         assert_eq!(s.memory.summary_tier_mib, 0);
+    }
+
+    #[test]
+    fn sampling_is_one_type_read_from_llm_and_overridden_per_persona() {
+        let text = shipped().replace(
+            "[personas.BRICK]\nmodel = \"smollm2:135m\"\n",
+            "[personas.BRICK]\nmodel = \"smollm2:135m\"\ntemperature = 0.25\ntop_k = 7\n",
+        );
+        assert_ne!(text, shipped());
+        let s = Settings::parse(&text, Path::new("/x/config/settings.toml")).unwrap();
+        let brick = &s.personas["BRICK"].sampling;
+        assert_eq!((brick.temperature, brick.top_k), (Some(0.25), Some(7)));
+        let b = Sampling::for_persona(&s, "BRICK");
+        assert_eq!((b.temperature, b.top_k, b.max_tokens), (0.25, 7, 192));
+        assert_eq!(
+            b.seed, s.llm.sampling.seed,
+            "what BRICK does not set is [llm]'s"
+        );
+        assert_eq!(Sampling::for_persona(&s, "nobody"), s.llm.sampling);
+        // Flattened into their tables, the sampling keys are still checked: a typo is refused and named.
+        for (from, to) in [
+            ("temperature = 0.25", "temprature = 0.25"),
+            ("backend = \"auto\"", "backend = \"auto\"\ntop_q = 0.5"),
+        ] {
+            let bad = text.replacen(from, to, 1);
+            assert_ne!(bad, text);
+            let e = Settings::parse(&bad, Path::new("/x/s.toml"))
+                .unwrap_err()
+                .to_string();
+            let key = to.rsplit('\n').next().unwrap().split(' ').next().unwrap();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_log_table_from_before_the_event_field_cut_loads_with_the_shipped_cut() {
+        let text = shipped().replace("event_field_chars = 200\n", "");
+        assert_ne!(text, shipped());
+        let s = Settings::parse(&text, Path::new("/x/config/settings.toml")).unwrap();
+        assert_eq!(s.log.event_field_chars, DEFAULT_LOG_FIELD_CHARS);
+        let ours = Settings::parse(&shipped(), Path::new("/x/config/settings.toml")).unwrap();
+        assert_eq!(ours.log.event_field_chars, DEFAULT_LOG_FIELD_CHARS);
     }
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::orchestrator::OrchestratorSettings;
+use super::sampling::{Sampling, SamplingOverrides};
 
 pub use super::goals::{ImageSettings, MotivatorSettings, TriggerPriorities};
 
@@ -219,6 +220,18 @@ pub struct LogSettings {
     pub level: String,
     /// `json` or `pretty`.
     pub format: LogFormat,
+    /// The longest text, in characters, an event's log line carries for one of its fields (a task's text, an
+    /// answer); longer ones are cut and end in `…`; 0 never cuts. Read at start. A settings file written
+    /// before it gets [`DEFAULT_LOG_FIELD_CHARS`].
+    #[serde(default = "default_log_field_chars")]
+    pub event_field_chars: usize,
+}
+
+/// `log.event_field_chars` of a settings file that does not say (the value the shipped file gives).
+pub const DEFAULT_LOG_FIELD_CHARS: usize = 200;
+
+fn default_log_field_chars() -> usize {
+    DEFAULT_LOG_FIELD_CHARS
 }
 
 /// Log line format.
@@ -317,34 +330,10 @@ pub struct LlmSettings {
     pub request_timeout_ms: u64,
     /// Embedding model name (Ollama).
     pub embed_model: String,
-    /// Default sampling temperature, >= 0 (0 = greedy); a persona may override it.
-    pub temperature: f32,
-    /// Nucleus sampling mass.
-    pub top_p: f32,
-    /// Sample only among the `top_k` likeliest tokens (0 = off).
-    pub top_k: u32,
-    /// Drop tokens less likely than `min_p` × the likeliest token's probability (0 = off).
-    pub min_p: f32,
-    /// Logit divisor for tokens seen in the last `repeat_last_n` tokens (1 = off; > 1 discourages repeats).
-    pub repeat_penalty: f32,
-    /// Window, in tokens, of `repeat_penalty` and of the DRY sampler.
-    pub repeat_last_n: u32,
-    /// DRY ("don't repeat yourself") strength, embedded backend only (Ollama has no DRY); 0 = off.
-    pub dry_multiplier: f32,
-    /// DRY growth base: a repeat extending a seen sequence by n tokens costs `multiplier × base^(n - allowed)`.
-    pub dry_base: f32,
-    /// Repeated sequences up to this many tokens are free of DRY's penalty.
-    pub dry_allowed_length: u32,
-    /// Loop guard of the embedded backend: generation ends (the repeat cut off) when the last `loop_ngram`
-    /// words (lower-cased, punctuation trimmed) have already occurred `loop_max_repeats` times in the answer;
-    /// 0 = off.
-    pub loop_ngram: u32,
-    /// Occurrences of one `loop_ngram`-word sequence an answer may hold.
-    pub loop_max_repeats: u32,
-    /// Fixed sampling seed passed to both backends, so repeated requests sample alike.
-    pub seed: i32,
-    /// Longest answer in tokens (a persona may override it).
-    pub max_tokens: u32,
+    /// The sampling of every model call (its keys sit in `[llm]` itself): a persona's
+    /// `[personas.<name>]` table and its live edits override some of them.
+    #[serde(flatten)]
+    pub sampling: Sampling,
     /// The embedded llama.cpp backend.
     pub embedded: EmbeddedSettings,
 }
@@ -431,24 +420,10 @@ pub struct EmbeddedSettings {
 pub struct PersonaSettings {
     /// The model tag (Ollama) or model spec (embedded) this persona thinks with.
     pub model: String,
-    /// This persona's temperature instead of `llm.temperature`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f32>,
-    /// This persona's `top_p` instead of `llm.top_p`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f32>,
-    /// This persona's `top_k` instead of `llm.top_k`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_k: Option<u32>,
-    /// This persona's `min_p` instead of `llm.min_p`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_p: Option<f32>,
-    /// This persona's `repeat_penalty` instead of `llm.repeat_penalty`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub repeat_penalty: Option<f32>,
-    /// Most tokens per model call (one graph step) for this persona, instead of `llm.max_tokens`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<u32>,
+    /// This persona's sampling where it differs from `[llm]` (`temperature`, `top_p`, `top_k`, `min_p`,
+    /// `repeat_penalty`, `max_tokens`, each optional, in this same table).
+    #[serde(flatten)]
+    pub sampling: SamplingOverrides,
 }
 
 /// `[curator]` (live: read for every exchange, except `enabled`, read at start).

@@ -64,7 +64,7 @@ impl Settings {
             supervision.shutdown_timeout_ms,
             llm.probe_timeout_ms,
             llm.request_timeout_ms,
-            llm.max_tokens,
+            llm.sampling.max_tokens,
             llm.embedded.n_ctx,
             llm.embedded.n_batch,
             llm.embedded.parallel,
@@ -158,8 +158,8 @@ impl Settings {
                 "orchestrator.inquiry_threshold",
                 self.orchestrator.inquiry_threshold,
             ),
-            ("llm.top_p", f64::from(self.llm.top_p)),
-            ("llm.min_p", f64::from(self.llm.min_p)),
+            ("llm.top_p", f64::from(self.llm.sampling.top_p)),
+            ("llm.min_p", f64::from(self.llm.sampling.min_p)),
             (
                 "orchestrator.critique_repeat_similarity",
                 self.orchestrator.critique_repeat_similarity,
@@ -297,34 +297,40 @@ impl Settings {
                 "must be at least orchestrator.dissonance_threshold",
             ));
         }
-        if self.llm.temperature.is_nan() || self.llm.temperature < 0.0 {
+        if self.llm.sampling.temperature.is_nan() || self.llm.sampling.temperature < 0.0 {
             return Err(bad("llm.temperature", "must be 0 or more"));
         }
         for (key, v) in [
-            ("llm.repeat_penalty", self.llm.repeat_penalty),
-            ("llm.dry_base", self.llm.dry_base),
+            ("llm.repeat_penalty", self.llm.sampling.repeat_penalty),
+            ("llm.dry_base", self.llm.sampling.dry_base),
         ] {
             if v.is_nan() || v < 1.0 {
                 return Err(bad(key, "must be at least 1.0"));
             }
         }
-        if self.llm.dry_multiplier.is_nan() || self.llm.dry_multiplier < 0.0 {
+        if self.llm.sampling.dry_multiplier.is_nan() || self.llm.sampling.dry_multiplier < 0.0 {
             return Err(bad("llm.dry_multiplier", "must be 0 or more"));
         }
         for (name, p) in &self.personas {
             let key = |k: &str| format!("personas.{name}.{k}");
-            if p.temperature.is_some_and(|t| t.is_nan() || t < 0.0) {
+            if p.sampling
+                .temperature
+                .is_some_and(|t| t.is_nan() || t < 0.0)
+            {
                 return Err(bad(&key("temperature"), "must be 0 or more"));
             }
-            for (k, v) in [("top_p", p.top_p), ("min_p", p.min_p)] {
+            for (k, v) in [("top_p", p.sampling.top_p), ("min_p", p.sampling.min_p)] {
                 if v.is_some_and(|v| !(0.0..=1.0).contains(&v)) {
                     return Err(bad(&key(k), "must be between 0 and 1"));
                 }
             }
-            if p.repeat_penalty.is_some_and(|v| v.is_nan() || v < 1.0) {
+            if p.sampling
+                .repeat_penalty
+                .is_some_and(|v| v.is_nan() || v < 1.0)
+            {
                 return Err(bad(&key("repeat_penalty"), "must be at least 1.0"));
             }
-            if p.max_tokens == Some(0) {
+            if p.sampling.max_tokens == Some(0) {
                 return Err(bad(&key("max_tokens"), "must be greater than 0"));
             }
         }

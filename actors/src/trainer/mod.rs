@@ -62,15 +62,11 @@ pub use actor::{TrainerActor, TRAINER_NAME};
 pub use messages::{TrainerArgs, TrainerMsg, TrainerStatus};
 pub use pipeline::{RunReport, TrainerCtx};
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use batos_protocol::ErrorCode;
 
-use crate::ask::{AskError, OrganRef, WireError};
+use crate::ask::{Handle, Organ, OrganError, WireError};
 use crate::ports::{Export, TrainerHook};
-use crate::settings::Settings;
 
 /// What can go wrong while fine-tuning.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -87,15 +83,9 @@ pub enum TrainerError {
     /// The persona is already being trained or waits in the queue.
     #[error("busy: {0}")]
     Busy(String),
-    /// Something the trainer needs is not there (the embedded backend, the Curator, the organ itself).
+    /// Something the trainer needs is not there (the embedded backend, the Curator).
     #[error("unavailable: {0}")]
     Unavailable(String),
-}
-
-impl From<AskError> for TrainerError {
-    fn from(e: AskError) -> Self {
-        TrainerError::Unavailable(format!("the trainer did not answer: {e}"))
-    }
 }
 
 impl WireError for TrainerError {
@@ -110,56 +100,58 @@ impl WireError for TrainerError {
 }
 
 /// The one way to reach the trainer. Timeouts come from `gateway.actor_call_timeout_ms`.
-#[derive(Debug, Clone)]
-pub struct TrainerHandle(OrganRef);
+pub type TrainerHandle = Handle<TrainerActor>;
 
-impl TrainerHandle {
-    /// A handle reading its timeout from `settings`.
-    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self(OrganRef::new("trainer", TRAINER_NAME, settings, |s| {
-            s.gateway.actor_call_timeout_ms
-        }))
+impl Organ for TrainerActor {
+    type Msg = TrainerMsg;
+    type Error = TrainerError;
+    const LABEL: &'static str = "trainer";
+    const NAME: &'static str = TRAINER_NAME;
+
+    fn crash() -> TrainerMsg {
+        TrainerMsg::Crash
     }
+}
 
+impl Handle<TrainerActor> {
     /// Whether the Curator's trigger may start a run (`trainer.auto_train`, live).
     fn auto_train(&self) -> bool {
-        self.0.settings().load().trainer.auto_train
+        self.settings().load().trainer.auto_train
     }
 
     /// Queues `persona` for training; its place in line (1 = running next or now).
-    pub async fn train(&self, persona: String, force: bool) -> Result<usize, TrainerError> {
-        self.0
-            .ask(|reply| TrainerMsg::Train {
-                persona,
-                force,
-                reply,
-            })
-            .await?
+    pub async fn train(
+        &self,
+        persona: String,
+        force: bool,
+    ) -> Result<usize, OrganError<TrainerError>> {
+        self.call(|reply| TrainerMsg::Train {
+            persona,
+            force,
+            reply,
+        })
+        .await
     }
 
     /// Stops the run of `persona` (any run when `None`) and drops it from the queue.
-    pub async fn cancel(&self, persona: Option<String>) -> Result<bool, TrainerError> {
+    pub async fn cancel(&self, persona: Option<String>) -> Result<bool, OrganError<TrainerError>> {
         Ok(self
-            .0
             .ask(|reply| TrainerMsg::Cancel { persona, reply })
             .await?)
     }
 
     /// What runs and what waits.
-    pub async fn status(&self) -> Result<TrainerStatus, TrainerError> {
-        Ok(self.0.ask(TrainerMsg::Status).await?)
+    pub async fn status(&self) -> Result<TrainerStatus, OrganError<TrainerError>> {
+        Ok(self.ask(TrainerMsg::Status).await?)
     }
 
     /// Returns `persona` to its model before the last tuned swap: `(from, to)`.
-    pub async fn rollback(&self, persona: String) -> Result<(String, String), TrainerError> {
-        self.0
-            .ask(|reply| TrainerMsg::Rollback { persona, reply })
-            .await?
-    }
-
-    /// Fault injection: makes the trainer panic.
-    pub fn crash(&self) -> Result<(), AskError> {
-        self.0.tell(TrainerMsg::Crash)
+    pub async fn rollback(
+        &self,
+        persona: String,
+    ) -> Result<(String, String), OrganError<TrainerError>> {
+        self.call(|reply| TrainerMsg::Rollback { persona, reply })
+            .await
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::{parse_draft, tool_schema, ForgeArgs, ForgeError, ForgeMsg, FORGE_NAME};
 use crate::job::Jobs;
 use crate::llm::{ChatMessage, Role};
-use crate::personas::ThinkRequest;
+use crate::ports::ThinkRequest;
 use crate::settings::ToolsSettings;
 use crate::tools::python::{Provenance, PythonTool, ToolRecord};
 use crate::tools::sandbox::pool;

@@ -7,7 +7,7 @@ use ractor::RpcReplyPort;
 
 use super::ForgeError;
 use crate::events::EventHub;
-use crate::personas::Personas;
+use crate::ports::Think;
 use crate::settings::Settings;
 use crate::tools::store::ToolStore;
 use crate::tools::ToolRegistry;
@@ -18,7 +18,7 @@ pub struct ForgeArgs {
     /// The live registry tools are added to.
     pub registry: Arc<ToolRegistry>,
     /// Who writes tools.
-    pub personas: Arc<Personas>,
+    pub personas: Arc<dyn Think>,
     /// `data_dir/tools`.
     pub store: ToolStore,
     /// Live settings, the source of `[tools]`: attempts, size and time limits (restart-only keys).

@@ -6,9 +6,6 @@ mod actor;
 mod draft;
 mod messages;
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use batos_protocol::ErrorCode;
 
@@ -16,8 +13,7 @@ pub use actor::ToolForge;
 pub use draft::{parse_draft, tool_schema, valid_name, Draft};
 pub use messages::{ForgeArgs, ForgeMsg};
 
-use crate::ask::{AskError, OrganRef, WireError};
-use crate::personas::PersonaError;
+use crate::ask::{Handle, Organ, OrganError, WireError};
 use crate::ports::{ForgeHook, PortError};
 use crate::settings::Settings;
 
@@ -42,13 +38,10 @@ pub enum ForgeError {
     },
     /// BRICK could not be asked (restarting) or its model call failed.
     #[error("BRICK could not write the tool: {0}")]
-    Persona(#[from] PersonaError),
+    Persona(#[from] PortError),
     /// The passing tool could not be stored.
     #[error("cannot store the tool: {0}")]
     Store(String),
-    /// The ToolForge did not answer (restarting, crashed mid-run, or over `tools.forge_timeout_ms`).
-    #[error(transparent)]
-    Unreachable(#[from] AskError),
 }
 
 impl WireError for ForgeError {
@@ -56,47 +49,50 @@ impl WireError for ForgeError {
         match self {
             ForgeError::Invalid(_) => ErrorCode::BadRequest,
             ForgeError::GaveUp { .. } => ErrorCode::Failed,
-            ForgeError::Persona(_) | ForgeError::Unreachable(_) => ErrorCode::Unavailable,
+            ForgeError::Persona(_) => ErrorCode::Unavailable,
             ForgeError::Store(_) => ErrorCode::Internal,
         }
     }
 }
 
 /// The one way to reach the ToolForge. A forge run may take up to `tools.forge_timeout_ms` (live settings).
-#[derive(Debug, Clone)]
-pub struct ForgeHandle(OrganRef);
+pub type ForgeHandle = Handle<ToolForge>;
 
-impl ForgeHandle {
-    /// A handle reading its timeout from `settings`.
-    pub fn new(settings: Arc<ArcSwap<Settings>>) -> Self {
-        Self(OrganRef::new("toolforge", FORGE_NAME, settings, |s| {
-            s.tools.forge_timeout_ms
-        }))
+impl Organ for ToolForge {
+    type Msg = ForgeMsg;
+    type Error = ForgeError;
+    const LABEL: &'static str = "toolforge";
+    const NAME: &'static str = FORGE_NAME;
+
+    fn timeout_ms(s: &Settings) -> u64 {
+        s.tools.forge_timeout_ms
     }
 
+    fn crash() -> ForgeMsg {
+        ForgeMsg::Crash
+    }
+}
+
+impl Handle<ToolForge> {
     /// Creates a tool for `capability`, for the task `task_id` (None: asked for by an operator); answers the
     /// registered tool's name.
     pub async fn forge(
         &self,
         capability: &str,
         task_id: Option<&str>,
-    ) -> Result<String, ForgeError> {
+    ) -> Result<String, OrganError<ForgeError>> {
         if capability.trim().is_empty() {
-            return Err(ForgeError::Invalid("`capability` must not be empty".into()));
+            return Err(OrganError::Refused(ForgeError::Invalid(
+                "`capability` must not be empty".into(),
+            )));
         }
         let (capability, task_id) = (capability.to_string(), task_id.map(str::to_string));
-        self.0
-            .ask(|reply| ForgeMsg::Forge {
-                capability,
-                task_id,
-                reply,
-            })
-            .await?
-    }
-
-    /// Fault injection: makes the ToolForge panic.
-    pub fn crash(&self) -> Result<(), AskError> {
-        self.0.tell(ForgeMsg::Crash)
+        self.call(|reply| ForgeMsg::Forge {
+            capability,
+            task_id,
+            reply,
+        })
+        .await
     }
 }
 
@@ -106,9 +102,6 @@ impl ForgeHook for ForgeHandle {
     async fn forge(&self, task_id: &str, capability: &str) -> Result<String, PortError> {
         ForgeHandle::forge(self, capability, Some(task_id))
             .await
-            .map_err(|e| match e {
-                ForgeError::Unreachable(a) => PortError::Unreachable(a),
-                other => PortError::Refused(other.to_string()),
-            })
+            .map_err(PortError::from)
     }
 }

@@ -7,7 +7,8 @@ use batos_protocol::exam::parse_set;
 use batos_protocol::life::{LifeCost, LifeRecord, LifeRunArgs, LifeStatus, LifeSummary};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::run::{check_ids, finish, run, InFlight, RunCtx};
+use super::ctx::{InFlight, RunCtx};
+use super::run::{check_ids, finish, run};
 use super::store::LifeStore;
 use super::{LifeArgs, LifeError, LifeMsg};
 use crate::events::unix_now;

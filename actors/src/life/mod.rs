@@ -29,10 +29,12 @@
 //! a life found `running` at start resumes where it stood: its switches are already in the file, the task
 //! in flight is found again by its request id, the exam in flight by its run id.
 //!
-//! Files: `run.rs` is a life's work, `task.rs` one curriculum task of it; `switches.rs` the settings it switches; `store.rs` keeps records;
+//! Files: `run.rs` is a life's work, `task.rs` one curriculum task of it, `ctx.rs` what both carry (the job's
+//! context, the meter); `switches.rs` the settings it switches; `store.rs` keeps records;
 //! `actor.rs` the organ.
 
 mod actor;
+mod ctx;
 mod messages;
 mod run;
 mod store;

@@ -10,22 +10,11 @@ use batos_protocol::life::{LifeExamPoint, LifeRecord, LifeRollback, LifeStatus, 
 use batos_protocol::Event;
 use ractor::ActorRef;
 
-use super::store::LifeStore;
+use super::ctx::{Meter, RunCtx};
+use super::switches;
 use super::LifeMsg;
-use super::{switches, LifeArgs};
 use crate::ask::OrganError;
 use crate::events::unix_now;
-
-/// The task a life waits on now (cancelled when the life is).
-pub(super) type InFlight = Arc<Mutex<Option<String>>>;
-
-/// What a life's job holds.
-#[derive(Clone)]
-pub(super) struct RunCtx {
-    pub args: LifeArgs,
-    pub store: LifeStore,
-    pub in_flight: InFlight,
-}
 
 /// How long a switch may take to be read back by the daemon's settings reload.
 const SWITCH_WAIT: Duration = Duration::from_secs(60);
@@ -101,32 +90,6 @@ pub fn blamed_tools(r: &ExamResult, forged: &BTreeSet<String>) -> Vec<String> {
         }
     }
     out
-}
-
-/// CPU seconds the daemon's process has used (user + system; Linux's USER_HZ of 100 ticks per second).
-fn cpu_s() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name (which may hold spaces) start after the last ')'.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let tick = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the state field here.
-    (tick(11) + tick(12)) / 100.0
-}
-
-/// A phase's wall and CPU time, added to the record's cost when it ends.
-pub(super) struct Meter(Instant, f64);
-
-impl Meter {
-    pub(super) fn start() -> Self {
-        Self(Instant::now(), cpu_s())
-    }
-
-    pub(super) fn stop(self) -> (f64, f64) {
-        (self.0.elapsed().as_secs_f64(), (cpu_s() - self.1).max(0.0))
-    }
 }
 
 /// Counts the loops' events into the record's activity while the life runs (aborted when it ends).

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use batos_protocol::life::{LifeTaskRecord, LoopActivity};
 use batos_protocol::TaskStatus;
 
-use super::run::{Meter, RunCtx};
+use super::ctx::{Meter, RunCtx};
 
 /// One curriculum task as it went.
 pub(super) struct TaskRun {

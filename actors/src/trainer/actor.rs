@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
+use super::ctx::RunReport;
 use super::messages::{TrainerArgs, TrainerMsg, TrainerStatus};
-use super::pipeline::{self, RunReport};
+use super::pipeline;
 use super::TrainerError;
 use crate::events::Event;
 use crate::job::{JobEnd, Jobs};

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::pipeline::{RunReport, TrainerCtx};
+use super::ctx::{RunReport, TrainerCtx};
 use super::TrainerError;
 use crate::settings::TrainerSettings;
 

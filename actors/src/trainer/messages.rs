@@ -3,7 +3,7 @@
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
 
-use super::pipeline::{RunReport, TrainerCtx};
+use super::ctx::{RunReport, TrainerCtx};
 use super::TrainerError;
 
 /// Start-up arguments.

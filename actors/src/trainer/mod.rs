@@ -33,7 +33,9 @@
 //! - `train`: masked next-token loss on the answer tokens, AdamW with saved moments, warm-up then cosine or
 //!   constant rate, seeded data order, checkpoints, progress and cancel;
 //! - `adapter`: the adapter file llama.cpp loads and the checkpoint file, both GGUF, both written atomically;
-//! - `pipeline`: one run, from golden set to swap or rejection, and the rollback;
+//! - `ctx`: what a run carries (`TrainerCtx`) and what it ends with (`RunReport`);
+//! - `pipeline`: one run, from golden set to swap or rejection, and the rollback; `exam_gate`: the exam's
+//!   verdict on a trial swap;
 //! - `serving`: which engine tokenizes and gates (the embedded one, or on Ollama a local copy of the base) and
 //!   how an accepted adapter becomes servable (`lora:<file>` in place, or a model built on the Ollama server);
 //! - `actor`, `messages`: the queue and its commands.
@@ -44,6 +46,7 @@
 
 mod actor;
 pub mod adapter;
+mod ctx;
 mod exam_gate;
 pub mod llama;
 mod messages;
@@ -59,8 +62,8 @@ pub use llama::{LlamaConfig, LlamaLora, LoraSpec, TARGETS};
 pub use train::{mean_nll, train, Outcome, Progress, Schedule, Sequence, TrainConfig};
 
 pub use actor::{TrainerActor, TRAINER_NAME};
+pub use ctx::{RunReport, TrainerCtx};
 pub use messages::{TrainerArgs, TrainerMsg, TrainerStatus};
-pub use pipeline::{RunReport, TrainerCtx};
 
 use async_trait::async_trait;
 use batos_protocol::ErrorCode;

@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::pipeline::TrainerCtx;
+use super::ctx::TrainerCtx;
 use super::TrainerError;
 use crate::events::Event;
 use crate::llm::embedded::{EmbeddedBackend, LORA_PREFIX};

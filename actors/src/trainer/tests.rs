@@ -409,7 +409,8 @@ fn the_data_order_is_a_seeded_shuffle_per_epoch_and_the_rate_warms_then_decays()
 
 #[test]
 fn the_gate_swaps_only_on_enough_improvement_and_little_regression() {
-    use super::pipeline::{gate, RunReport};
+    use super::ctx::RunReport;
+    use super::pipeline::gate;
     let shipped = crate::settings::LoadedSettings::load(
         &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/settings.toml"),
     )

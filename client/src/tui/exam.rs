@@ -9,7 +9,7 @@ use ratatui::Frame;
 use serde_json::Value;
 
 use super::app::App;
-use super::ui::titled;
+use super::widgets::titled;
 
 fn pct(v: &Value) -> String {
     v.as_f64()

@@ -19,6 +19,7 @@ pub mod keys;
 mod rows;
 pub mod screens;
 pub mod ui;
+pub mod widgets;
 
 #[cfg(test)]
 mod tests;

@@ -8,7 +8,7 @@ use ratatui::Frame;
 use serde_json::Value;
 
 use super::app::{App, Screen};
-use super::ui::{dissonance_color, persona_panel, personas, progress, titled, tuned};
+use super::widgets::{dissonance_color, persona_panel, personas, progress, titled, tuned};
 
 fn s(v: &Value) -> String {
     match v {

@@ -468,3 +468,44 @@ async fn the_trainers_old_names_are_accepted_and_logged_as_deprecated() {
         ["forge_status", "forge_cancel", "debug_crash unsloth"]
     );
 }
+
+/// An exam-gate trial that a stop interrupted (its marker left in `data_dir/forge/<persona>/trial.json`, the
+/// candidate still in force) is undone at the next start by the trainer's supervised `undo-trials` job: the
+/// persona is back on its previous model and the marker is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_a_stop_interrupted_is_undone_at_the_next_start() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::prepare(
+        &ollama.url,
+        vec![Box::new(|doc| {
+            doc["personas"]["ALFRED"]["model"] = toml_edit::value("alfred:candidate");
+        })],
+    );
+    let marker = d.data_dir().join("forge").join("ALFRED").join("trial.json");
+    std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+    std::fs::write(
+        &marker,
+        r#"{"previous": "smollm2:135m", "candidate": "alfred:candidate"}"#,
+    )
+    .unwrap();
+    let d = d.spawn_and_wait().await;
+    let mut c = d.client();
+    let mut model = Value::Null;
+    for _ in 0..300 {
+        let status = c.request("status", json!({})).await.unwrap();
+        model = status["personas"]["ALFRED"]["model"].clone();
+        if model == "smollm2:135m" && !marker.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        model, "smollm2:135m",
+        "ALFRED is back on its previous model"
+    );
+    assert!(!marker.exists(), "the trial marker is gone");
+    assert!(d
+        .log_json()
+        .iter()
+        .any(|l| l["event"] == "trainer.trial_undone" && l["persona"] == "ALFRED"));
+}

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use notify_debouncer_full::notify::RecursiveMode;
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::amend::{self, Amendment, AmendmentStatus};
 use super::ledger::{ApproveError, Ledger};
 use super::{Codex, CodexArgs, CodexMsg};
 use crate::events::{unix_now, Event};
+use crate::job::Jobs;
 
 use crate::ports::{PortError, TaskResumer};
 use crate::settings::Settings;
@@ -46,6 +47,9 @@ pub struct CodexState {
     pub(super) args: CodexArgs,
     pub(super) codex: Arc<Codex>,
     ledger: Ledger,
+    /// Work the codex hands to other organs without waiting in its mailbox: resumes of paused tasks and model
+    /// swaps asked for by a settings edit.
+    pub(super) jobs: Jobs,
     _watcher: Option<
         notify_debouncer_full::Debouncer<
             notify_debouncer_full::notify::RecommendedWatcher,
@@ -95,19 +99,19 @@ pub(super) fn set_model(live: &ArcSwap<Settings>, persona: &str, model: &str) {
     });
 }
 
-/// Resumes the paused task an amendment was raised for. In the background: the codex mailbox must not wait
-/// on the orchestrator (which may itself be waiting on the codex). While the orchestrator is unreachable (at
-/// start it comes up after the codex) it tries again, for up to `wait`.
-fn resume(
+/// Resumes the paused task an amendment was raised for, as a supervised job of the codex
+/// (`root/codex/resume/<task>`): the codex mailbox must not wait on the orchestrator (which may itself be
+/// waiting on the codex). While the orchestrator is unreachable (at start it comes up after the codex) it
+/// tries again, for up to `wait`; a failure is logged with the way to recover.
+fn resume_work(
     orchestrator: Arc<dyn TaskResumer>,
     task_id: String,
     decision: &str,
     guidance: String,
     wait: Duration,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let decision = decision.to_string();
-    // A plain tokio task: it only relays one message, and a failure is logged with the way to recover.
-    tokio::spawn(async move {
+    async move {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let r = orchestrator
@@ -124,7 +128,34 @@ fn resume(
                 Ok(_) => return,
             }
         }
-    });
+    }
+}
+
+impl CodexState {
+    /// Starts [`resume_work`] as a job of the codex.
+    async fn resume(
+        &mut self,
+        myself: &ActorCell,
+        task_id: String,
+        decision: &str,
+        guidance: String,
+    ) {
+        let wait = Duration::from_millis(self.args.live.load().codex.resume_wait_ms);
+        let work = resume_work(
+            self.args.tasks.clone(),
+            task_id.clone(),
+            decision,
+            guidance,
+            wait,
+        );
+        if let Err(e) = self
+            .jobs
+            .spawn(myself, format!("resume/{task_id}"), work)
+            .await
+        {
+            tracing::warn!(event = "codex.resume_failed", task = %task_id, error = %e, "the paused task could not be resumed; resume it with resume_task");
+        }
+    }
 }
 
 /// How many times, spread over `codex.resume_wait_ms`, a resume is tried while the orchestrator is away.
@@ -144,22 +175,18 @@ impl Actor for CodexActor {
         let mut ledger = Ledger::load(&args.store);
         let live = args.live.load();
         let recovered = ledger.recover(&codex, live.codex.keep_decided_amendments);
+        let mut resumes = Vec::new();
         for a in recovered {
             args.hub.publish(Event::AmendmentCommitted {
                 id: a.id.clone(),
                 diff: a.diff.clone().unwrap_or_default(),
             });
             if let Some(t) = a.task_id.clone() {
-                resume(
-                    args.tasks.clone(),
-                    t,
-                    "approved",
-                    format!(
-                        "The Architect approved amendment {}: {}",
-                        a.id, a.proposal.rationale
-                    ),
-                    Duration::from_millis(live.codex.resume_wait_ms),
+                let why = format!(
+                    "The Architect approved amendment {}: {}",
+                    a.id, a.proposal.rationale
                 );
+                resumes.push((t, why));
             }
         }
         let debounce = Duration::from_millis(args.live.load().codex.reload_debounce_ms);
@@ -190,6 +217,7 @@ impl Actor for CodexActor {
         for d in &dirs {
             watcher.watch(d, RecursiveMode::NonRecursive)?;
         }
+        let jobs = Jobs::new(format!("root/{CODEX_NAME}"), args.hub.clone());
         let mut state = CodexState {
             args,
             codex: Arc::new(Codex {
@@ -197,6 +225,7 @@ impl Actor for CodexActor {
                 personas: Default::default(),
             }),
             ledger,
+            jobs,
             _watcher: Some(watcher),
         };
         state.codex = Arc::new(codex);
@@ -204,12 +233,29 @@ impl Actor for CodexActor {
         if let Some(p) = &state.args.personas {
             p.apply_codex(&state.codex);
         }
+        for (task, why) in resumes {
+            state
+                .resume(&myself.get_cell(), task, "approved", why)
+                .await;
+        }
         Ok(state)
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<CodexMsg>,
+        event: SupervisionEvent,
+        state: &mut CodexState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A job that failed is published as `actor.failed` here; each logs its own outcome, and nothing
+        // waits on it, so the codex carries on.
+        let _ = state.jobs.supervise(&event);
+        Ok(())
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<CodexMsg>,
+        myself: ActorRef<CodexMsg>,
         msg: CodexMsg,
         state: &mut CodexState,
     ) -> Result<(), ActorProcessingErr> {
@@ -307,16 +353,11 @@ impl Actor for CodexActor {
                     diff: committed.diff,
                 });
                 if let Some(t) = a.task_id.clone() {
-                    resume(
-                        state.args.tasks.clone(),
-                        t,
-                        "approved",
-                        format!(
-                            "The Architect approved amendment {id}: {}",
-                            a.proposal.rationale
-                        ),
-                        Duration::from_millis(state.args.live.load().codex.resume_wait_ms),
+                    let why = format!(
+                        "The Architect approved amendment {id}: {}",
+                        a.proposal.rationale
                     );
+                    state.resume(&myself.get_cell(), t, "approved", why).await;
                 }
                 let _ = reply.send(Ok(a));
             }
@@ -341,13 +382,8 @@ impl Actor for CodexActor {
                     reason: reason.clone(),
                 });
                 if let Some(t) = a.task_id.clone() {
-                    resume(
-                        state.args.tasks.clone(),
-                        t,
-                        "rejected",
-                        format!("The Architect rejected amendment {id}: {reason}"),
-                        Duration::from_millis(state.args.live.load().codex.resume_wait_ms),
-                    );
+                    let why = format!("The Architect rejected amendment {id}: {reason}");
+                    state.resume(&myself.get_cell(), t, "rejected", why).await;
                 }
                 let _ = reply.send(Ok(a));
             }
@@ -366,7 +402,7 @@ impl Actor for CodexActor {
                     state.reload_codex();
                 }
                 if settings_name.is_some() && paths.iter().any(|p| name_of(p) == settings_name) {
-                    state.reload_settings();
+                    state.reload_settings(&myself.get_cell()).await;
                 }
             }
             CodexMsg::Crash => panic!("debug_crash requested for codex"),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use ractor::ActorCell;
 use serde_json::Value;
 
 use super::actor::{set_model, CodexState};
@@ -199,7 +200,7 @@ impl CodexState {
 
     /// Hand edit of settings.toml: reconcile under the settings lock, put the live keys in force, log the
     /// restart-only ones, and apply sampling, model and log-level changes.
-    pub(super) fn reload_settings(&mut self) {
+    pub(super) async fn reload_settings(&mut self, myself: &ActorCell) {
         let Some(path) = self.args.settings_path.clone() else {
             return;
         };
@@ -256,9 +257,11 @@ impl CodexState {
                     continue;
                 };
                 let p = p.clone();
-                // A changed model name is a cognitive atomic swap, with all its guarantees. In a plain tokio
-                // task: the swap asks this very actor to record the model, so it must not run in the mailbox.
-                tokio::spawn(async move {
+                // A changed model name is a cognitive atomic swap, with all its guarantees. As a job of the
+                // codex (`root/codex/swap/<persona>`): the swap asks this very actor to record the model, so it
+                // must not run in the mailbox.
+                let label = format!("swap/{persona}");
+                let swap = async move {
                     if p.current(&persona)
                         .map(|h| h.model == model)
                         .unwrap_or(false)
@@ -268,7 +271,10 @@ impl CodexState {
                     if let Err(e) = p.swap_model(&persona, &model).await {
                         tracing::error!(event = "settings.swap_failed", persona = %persona, model = %model, error = %e, "model change from settings.toml not applied");
                     }
-                });
+                };
+                if let Err(e) = self.jobs.spawn(myself, label, swap).await {
+                    tracing::error!(event = "settings.swap_failed", error = %e, "model change from settings.toml not applied: the swap could not start");
+                }
             }
         }
         tracing::info!(event = "settings.reloaded", keys = ?r.live, "live settings updated");

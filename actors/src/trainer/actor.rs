@@ -128,9 +128,10 @@ impl Actor for TrainerActor {
             }
         }
         // An exam-gate trial a stop interrupted left the candidate in place: swap it back once the personas'
-        // recorder answers (the codex organ may still be starting).
+        // recorder answers (the codex organ may still be starting). A job (`root/trainer/undo-trials`), not in
+        // the mailbox: the swap back waits on the codex, which may be starting after the trainer.
         let ctx = state.args.ctx.clone();
-        tokio::spawn(async move {
+        let undo = async move {
             for _ in 0..20 {
                 let marker_left = std::fs::read_dir(&ctx.dir)
                     .ok()
@@ -141,7 +142,14 @@ impl Actor for TrainerActor {
                 super::exam_gate::recover_trials(&ctx).await;
                 tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
-        });
+        };
+        if let Err(e) = state
+            .jobs
+            .spawn(&myself.get_cell(), "undo-trials", undo)
+            .await
+        {
+            tracing::warn!(event = "trainer.trial_undo_failed", error = %e, "an interrupted exam-gate trial could not be undone now; it is tried again at the next start");
+        }
         let _ = myself.cast(TrainerMsg::Pump);
         Ok(state)
     }

@@ -248,16 +248,6 @@ impl<E: WireError> WireError for OrganError<E> {
     }
 }
 
-impl<E> OrganError<E> {
-    /// The refusal, if the organ answered with one.
-    pub fn refusal(&self) -> Option<&E> {
-        match self {
-            OrganError::Refused(e) => Some(e),
-            OrganError::Unreachable(_) => None,
-        }
-    }
-}
-
 /// An error that has a protocol error code: what the gateway answers when a command fails with it.
 pub trait WireError: std::fmt::Display {
     /// The protocol code this error means.

@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 
 pub use batos_protocol::{encode_body, unix_now, Event, EventBody, StateView};
 
-pub use crate::settings::DEFAULT_LOG_FIELD_CHARS;
+use crate::settings::DEFAULT_LOG_FIELD_CHARS;
 
 /// One published event, encoded once for every consumer.
 #[derive(Debug, Clone)]
@@ -97,19 +97,24 @@ impl EventHub {
             let seq = inner.seq;
             inner.view.apply(&event);
             let (kind, data) = (event.kind(), event.data());
-            let body = encode_body(seq, kind, data.clone());
+            // The data is copied for the log line only when that line will be written (a streamed token's,
+            // debug-only, usually is not).
+            let logged = logged(kind).then(|| data.clone());
+            let body = encode_body(seq, kind, data);
             let published = Arc::new(Published { seq, event, body });
             // No receiver is fine (no gateway yet): the view already holds the state.
             let _ = self.tx.send(published.clone());
-            (published, kind, data)
+            (published, kind, logged)
         };
-        let (published, kind, data) = published;
-        log_event(
-            published.seq,
-            kind,
-            &data,
-            self.log_field_chars.load(Ordering::Relaxed),
-        );
+        let (published, kind, logged) = published;
+        if let Some(data) = logged {
+            log_event(
+                published.seq,
+                kind,
+                &data,
+                self.log_field_chars.load(Ordering::Relaxed),
+            );
+        }
         published.seq
     }
 
@@ -177,15 +182,6 @@ impl EventHub {
 fn log_event(seq: u64, kind: &'static str, data: &serde_json::Value, field_chars: usize) {
     use tracing::Level;
     let lvl = level(kind);
-    let on = match lvl {
-        Level::ERROR => tracing::enabled!(Level::ERROR),
-        Level::WARN => tracing::enabled!(Level::WARN),
-        Level::DEBUG => tracing::enabled!(Level::DEBUG),
-        _ => tracing::enabled!(Level::INFO),
-    };
-    if !on {
-        return;
-    }
     let fields = serde_json::Value::Object(log_fields(kind, data, field_chars));
     let message = kind.replace(['.', '_'], " ");
     macro_rules! line {
@@ -237,6 +233,17 @@ pub fn log_fields(
             (name.to_string(), value)
         })
         .collect()
+}
+
+/// Whether the log filter in force lets `kind`'s line through (checked before any of it is built).
+fn logged(kind: &str) -> bool {
+    use tracing::Level;
+    match level(kind) {
+        Level::ERROR => tracing::enabled!(Level::ERROR),
+        Level::WARN => tracing::enabled!(Level::WARN),
+        Level::DEBUG => tracing::enabled!(Level::DEBUG),
+        _ => tracing::enabled!(Level::INFO),
+    }
 }
 
 /// The level of an event's log line: the few kinds that are not `info`. A kind not named here is `info`,

@@ -6,7 +6,8 @@
 //!   announcing up to 2^62 bytes, each dropped; the daemon alive and its RSS bounded;
 //! - (b) idle connections: `ping` from a new client still answers within a second;
 //! - (c) injected crashes across every organ while 4 clients submit tasks: every acknowledged task ends
-//!   exactly once (one `task.done`/`task.failed` line in the daemon's log per task);
+//!   exactly once (one `task.done`/`task.failed` line in the daemon's log per task), and none fails (a task
+//!   outwaits its personas' restarts);
 //! - (d) kill -9 of the daemon at random moments under load, clients retrying with the same request ids:
 //!   no acknowledged task lost, none duplicated, no corrupt checkpoint;
 //! - (e) a subscriber that never reads blocks nothing;
@@ -368,6 +369,21 @@ async fn crashes_under_load(d: &Daemon, crashes: usize, per_client: usize) -> St
             story.join("\n")
         );
     }
+    // None failed: a task outwaits its personas' restarts (orchestrator.persona_outwait_ms) and its own run's
+    // crashes (task_restarts), so the weather costs time, not answers.
+    let mut failed = Vec::new();
+    for id in &acked {
+        let t = c.request("get_task", json!({"id": id})).await.unwrap();
+        if t["status"] == "failed" {
+            failed.push(format!("{id}: {}", t["error"].as_str().unwrap_or_default()));
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} tasks failed in the crash storm: {failed:#?}",
+        failed.len(),
+        acked.len()
+    );
     // Goals set during the weather (success streaks): each ran at most one task, ended at most once.
     let tasks = c.request("list_tasks", json!({})).await.unwrap();
     let mut per_goal: HashMap<String, usize> = HashMap::new();
@@ -384,7 +400,7 @@ async fn crashes_under_load(d: &Daemon, crashes: usize, per_client: usize) -> St
     );
     format!(
         "(c) {injected} crashes across {} organs in {:.1} s under 4 submitting clients: {} tasks acknowledged, \
-         each ended exactly once",
+         each ended exactly once, none failed",
         organs.len(),
         started.elapsed().as_secs_f64(),
         acked.len()

@@ -85,6 +85,7 @@ impl InquiryHook for CodexLink {
             tools: Vec::new(),
             format: Some(proposal_schema()),
             tokens: None,
+            sample: 0,
         };
         let thought = self
             .personas

@@ -416,6 +416,7 @@ async fn judge_answer(ctx: &RunCtx, q: &ExamQuestion, a: &ExamAnswer) -> Option<
         tools: Vec::new(),
         format: Some(judge::schema()),
         tokens: None,
+        sample: 0,
     };
     let score = match ctx.args.personas.think(&c.judge, req).await {
         Ok(t) => judge::parse(&t.response.content).ok().map(|p| p.score),

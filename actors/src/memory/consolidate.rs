@@ -145,6 +145,7 @@ async fn summarise(
         tools: Vec::new(),
         format: None,
         tokens: None,
+        sample: 0,
     };
     match ctx.args.personas.think(&s.summary_persona, req).await {
         Ok(t) if !t.response.content.trim().is_empty() => Ok(t.response.content),

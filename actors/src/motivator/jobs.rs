@@ -99,6 +99,7 @@ impl Mind {
                 tools: Vec::new(),
                 format: Some(phrase::schema()),
                 tokens: None,
+                sample: 0,
             };
             let reply: PhraseReply = personas
                 .think(&persona, req)

@@ -224,17 +224,20 @@ impl Actor for Proto {
                     tools,
                     format,
                     tokens,
+                    sample,
                 } = *req;
                 let mut messages = Vec::with_capacity(conversation.len() + 1);
                 let system = state.system.clone();
                 messages.push(ChatMessage::new(Role::System, system.clone()));
                 messages.extend(conversation);
+                let mut sampling = state.config.editable.overrides().apply(state.sampling);
+                sampling.seed = sampling.seed.wrapping_add_unsigned(sample);
                 let chat = ChatRequest {
                     model: state.config.model.clone(),
                     messages,
                     tools,
                     format,
-                    sampling: state.config.editable.overrides().apply(state.sampling),
+                    sampling,
                 };
                 let backend = state.backend.clone();
                 let (persona, model, generation) = (

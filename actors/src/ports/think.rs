@@ -29,6 +29,10 @@ pub struct ThinkRequest {
     pub format: Option<Value>,
     /// Where streamed text goes.
     pub tokens: Option<TokenSink>,
+    /// Which draw of this same request the call is: 0 samples with the configured seed, n with seed + n.
+    /// A fixed seed makes one request sample alike every time (reproducible answers), so a caller that wants
+    /// several different answers to one request (self-consistency) numbers its draws.
+    pub sample: u32,
 }
 
 /// A persona's answer, with who produced it.

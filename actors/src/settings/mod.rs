@@ -114,20 +114,50 @@ impl LoadedSettings {
 /// before issue 29, when "forge" named both the ToolForge and the trainer.
 pub const RENAMED_TABLES: &[(&str, &str)] = &[("trainer", "forge")];
 
-/// What in settings text goes by an old name (one line each, saying the new one); empty for a current file.
+/// Keys retired, `(table, key, what replaced them)`: a file that still sets one is read past it for one release
+/// ([`deprecations`] names it, boot logs it) instead of being refused as unknown. The persona-call retry count
+/// and its restart wait gave way to one outwait (issue 32: a task outwaits its persona's restarts).
+pub const RETIRED_KEYS: &[(&str, &str, &str)] = &[
+    (
+        "orchestrator",
+        "persona_retries",
+        "a lost persona call is retried until orchestrator.persona_outwait_ms has passed",
+    ),
+    (
+        "orchestrator",
+        "persona_restart_wait_ms",
+        "the wait for a persona's restart is bounded by orchestrator.persona_outwait_ms",
+    ),
+];
+
+/// What in settings text goes by an old name or is retired (one line each, saying what replaced it); empty for
+/// a current file.
 pub fn deprecations(text: &str) -> Vec<String> {
     let Ok(doc) = text.parse::<toml_edit::DocumentMut>() else {
         return Vec::new();
     };
-    RENAMED_TABLES
+    let renamed = RENAMED_TABLES
         .iter()
         .filter(|(_, old)| doc.contains_key(old))
         .map(|(new, old)| {
             format!(
                 "[{old}] is now [{new}]; the old name is read for one release: rename the table"
             )
-        })
-        .collect()
+        });
+    let retired = RETIRED_KEYS
+        .iter()
+        .filter(|(table, key, _)| retired_in(&doc, table, key))
+        .map(|(table, key, instead)| {
+            format!("{table}.{key} is retired and ignored for one release ({instead}): remove it")
+        });
+    renamed.chain(retired).collect()
+}
+
+/// Whether `doc` sets the retired `table.key`.
+fn retired_in(doc: &toml_edit::DocumentMut, table: &str, key: &str) -> bool {
+    doc.get(table)
+        .and_then(|t| t.as_table_like())
+        .is_some_and(|t| t.contains_key(key))
 }
 
 impl Settings {
@@ -147,6 +177,24 @@ impl Settings {
                 });
             }
         }
+        // Retired keys are read past (and named by `deprecations`), not refused as unknown.
+        let current;
+        let text = match text.parse::<toml_edit::DocumentMut>() {
+            Ok(mut doc)
+                if RETIRED_KEYS
+                    .iter()
+                    .any(|(table, key, _)| retired_in(&doc, table, key)) =>
+            {
+                for (table, key, _) in RETIRED_KEYS {
+                    if let Some(t) = doc.get_mut(table).and_then(|t| t.as_table_like_mut()) {
+                        t.remove(key);
+                    }
+                }
+                current = doc.to_string();
+                current.as_str()
+            }
+            _ => text,
+        };
         let mut s: Settings = toml_edit::de::from_str(text).map_err(|e| SettingsError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -194,6 +242,29 @@ mod tests {
         assert_eq!(s.gateway.heartbeat_ms, 1000);
         assert_eq!(s.data_dir, Path::new("/x/config/../data"));
         assert_eq!(s.personas.len(), 4);
+    }
+
+    #[test]
+    fn a_retired_key_is_read_past_and_named_not_refused() {
+        let old = shipped().replace(
+            "persona_outwait_ms = 60000",
+            "persona_outwait_ms = 60000\npersona_retries = 2\npersona_restart_wait_ms = 10000",
+        );
+        assert_ne!(old, shipped(), "the shipped file sets persona_outwait_ms");
+        let s = Settings::parse(&old, Path::new("/x/config/settings.toml")).unwrap();
+        assert_eq!(s.orchestrator.persona_outwait_ms, 60000);
+        let notes = deprecations(&old);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].contains("orchestrator.persona_retries"),
+            "{notes:?}"
+        );
+        // Any other unknown key is still refused.
+        let wrong = shipped().replace(
+            "persona_outwait_ms = 60000",
+            "persona_outwait_ms = 60000\npersona_retrys = 2",
+        );
+        assert!(Settings::parse(&wrong, Path::new("/x/config/settings.toml")).is_err());
     }
 
     #[test]

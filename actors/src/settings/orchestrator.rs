@@ -27,11 +27,15 @@ pub struct OrchestratorSettings {
     /// How often a task whose run crashed (a panic in a step) is resumed from its last checkpoint before it
     /// is failed with the crash as its reason. 0: fail at the first crash.
     pub task_restarts: u32,
-    /// How often one persona call lost to a crash (of the persona or of its call) is retried on the
-    /// generation that replaces it. 0: the step fails at once.
-    pub persona_retries: u32,
-    /// How long such a retry waits for the supervisor to start the next generation, in milliseconds.
-    pub persona_restart_wait_ms: u64,
+    /// How long, in milliseconds from its first loss, one persona call lost to a crash (of the persona or of
+    /// its call) is retried on the generations that replace it; past it the step fails with the reason.
+    /// 0: the step fails at the first loss. A task outwaits a crash storm instead of failing on a count.
+    pub persona_outwait_ms: u64,
+    /// Pause before the second retry of one lost call, in milliseconds; doubled before each later one (the
+    /// first retry goes as soon as the next generation runs).
+    pub persona_retry_backoff_ms: u64,
+    /// Longest pause between two retries of one lost call, in milliseconds.
+    pub persona_retry_backoff_max_ms: u64,
     /// Bytes of retrieved memories put in BABS's research prompt (nearest first; the last one shortened).
     pub research_max_bytes: usize,
     /// Words ROBIN's critique needs for its dissonance to send a draft back or pause the task.

@@ -38,6 +38,7 @@ impl CuratorState {
                 tools: Vec::new(),
                 format: Some(judge::schema()),
                 tokens: None,
+                sample: 0,
             };
             let reply: JudgeReply = personas
                 .think(&judge_persona, req)

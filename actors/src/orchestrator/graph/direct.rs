@@ -193,7 +193,9 @@ impl Runner {
         req.messages.push(ChatMessage::new(Role::User, prompt));
         let mut answers = Vec::with_capacity(samples);
         let mut last = None;
-        for _ in 0..samples {
+        for sample in 0..samples {
+            // Each draw its own seed: with one seed the draws were one answer three times.
+            req.sample = u32::try_from(sample).unwrap_or(u32::MAX);
             let t = self.think(&task.id, "ALFRED", req.clone()).await?;
             answers.push(reading.contract.finish(&t.response.content));
             last = Some(t);

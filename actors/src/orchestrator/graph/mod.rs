@@ -290,20 +290,45 @@ impl Runner {
             });
         }
         let s = self.cog.settings.load().orchestrator.clone();
+        let outwait = Duration::from_millis(s.persona_outwait_ms);
+        let mut backoff = Duration::from_millis(s.persona_retry_backoff_ms);
         let mut handle = handle;
-        let mut retries = 0;
+        let mut retries = 0u32;
+        let mut lost_since: Option<Instant> = None;
         loop {
             match handle.think(req.clone(), timeout).await {
-                // The call died with the persona (or with its model-call job): retry, bounded, on the
-                // generation that replaces it, but only when it thinks with the same model, so a task never
-                // mixes models.
+                // The call died with the persona (or with its model-call job): retry on the generation that
+                // replaces it, again after each further loss, until the outwait from the first loss has passed
+                // (a crash storm is outwaited, not counted), but only on the same model, so a task never mixes
+                // models.
                 Err(PersonaError::Unreachable {
                     source: AskError::Stopped { .. },
                     ..
-                }) if retries < s.persona_retries => {
+                }) => {
+                    let since = *lost_since.get_or_insert_with(Instant::now);
+                    let out = || {
+                        format!(
+                            "{persona} crashed under this call {} time(s) and did not answer within \
+                             orchestrator.persona_outwait_ms ({} ms)",
+                            retries + 1,
+                            s.persona_outwait_ms
+                        )
+                    };
+                    if outwait.saturating_sub(since.elapsed()).is_zero() {
+                        return Err(out());
+                    }
+                    if retries > 0 {
+                        let left = outwait.saturating_sub(since.elapsed());
+                        tokio::time::sleep(backoff.min(left)).await;
+                        backoff = (backoff * 2)
+                            .min(Duration::from_millis(s.persona_retry_backoff_max_ms));
+                    }
+                    let left = outwait.saturating_sub(since.elapsed());
+                    if left.is_zero() {
+                        return Err(out());
+                    }
                     retries += 1;
-                    let wait = Duration::from_millis(s.persona_restart_wait_ms);
-                    let current = self.successor(persona, &handle, wait).await?;
+                    let current = self.successor(persona, &handle, left).await?;
                     if current.model != handle.model {
                         return Err(format!(
                             "{persona}'s actor for model {} is gone and the persona now uses {}",
@@ -511,5 +536,6 @@ fn request(prompt: String, format: Option<Value>, stream: bool) -> ThinkRequest 
         format,
         // A placeholder sender marks "stream this"; `think` replaces it with one wired to the event bus.
         tokens: stream.then_some(tx),
+        sample: 0,
     }
 }

@@ -80,3 +80,22 @@ async fn the_direct_path_answers_computations_exactly_and_short_questions_in_the
     );
     rig.stop().await;
 }
+
+#[tokio::test]
+async fn each_of_a_direct_answers_samples_is_drawn_with_its_own_seed() {
+    let _turn = TURN.lock().await;
+    let rig = Rig::new(None, None).await;
+    rig.route(crate::settings::RouteMode::Auto);
+    let samples = rig.cog.settings.load().orchestrator.direct_samples;
+    assert!(samples > 1, "the shipped settings sample more than once");
+    rig.seeds.lock().unwrap().clear();
+    let s = rig.submit("Who wrote the novel Moby-Dick?").await.unwrap();
+    let t = rig.finished(&s.id).await;
+    assert_eq!(t.status, TaskStatus::Done, "{t:?}");
+    // Only ALFRED's answer made model calls, one per sample, each with the next seed (the rig's is 1): with
+    // one seed for all, the samples of one request were one answer repeated, and the vote chose nothing.
+    let seeds = rig.seeds.lock().unwrap().clone();
+    let expected: Vec<i32> = (1..=samples as i32).collect();
+    assert_eq!(seeds, expected);
+    rig.stop().await;
+}

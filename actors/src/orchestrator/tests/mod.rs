@@ -33,6 +33,10 @@ static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 struct ScriptedModel {
     /// How long BRICK's drafting calls (the ones offered tools) take.
     draft_delay: Duration,
+    /// The sampler seed of every call, in the order they came.
+    seeds: Arc<std::sync::Mutex<Vec<i32>>>,
+    /// Drafting calls (the ones offered tools) begun.
+    drafts: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[async_trait]
@@ -50,7 +54,10 @@ impl LlmBackend for ScriptedModel {
         req: ChatRequest,
         _tokens: Option<TokenSink>,
     ) -> Result<ChatResponse, LlmError> {
+        self.seeds.lock().unwrap().push(req.sampling.seed);
         if !req.tools.is_empty() {
+            self.drafts
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::time::sleep(self.draft_delay).await;
         }
         let props = req
@@ -152,6 +159,10 @@ struct Rig {
     store: CheckpointStore,
     dir: tempfile::TempDir,
     cog: Arc<Cognition>,
+    /// The scripted model's record of sampler seeds.
+    seeds: Arc<std::sync::Mutex<Vec<i32>>>,
+    /// The scripted model's count of drafting calls begun.
+    drafts: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Rig {
@@ -166,6 +177,7 @@ impl Rig {
             None,
             ScriptedModel {
                 draft_delay: Duration::from_millis(ms),
+                ..Default::default()
             },
         )
         .await
@@ -186,6 +198,7 @@ impl Rig {
         let live = Arc::new(ArcSwap::from_pointee(settings));
         let codex = Codex::load(&repo.join("config/codex.toml")).unwrap();
         let hub = EventHub::new(4096);
+        let (seeds, drafts) = (model.seeds.clone(), model.drafts.clone());
         let models = crate::PERSONAS
             .iter()
             .map(|p| (p.to_string(), "scripted:a".to_string()))
@@ -246,6 +259,8 @@ impl Rig {
             store,
             dir,
             cog,
+            seeds,
+            drafts,
         }
     }
 
@@ -497,6 +512,67 @@ async fn a_persona_that_crashes_mid_call_is_retried_on_its_next_generation() {
     assert_eq!(t.status, TaskStatus::Done, "{t:?}");
     assert_eq!(t.steps[1].node, Node::Draft);
     assert!(rig.personas.current("BRICK").unwrap().generation > before);
+    rig.stop().await;
+}
+
+impl Rig {
+    /// Drafting calls the scripted model has begun.
+    fn drafts(&self) -> usize {
+        self.drafts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Crashes BRICK under each of the `times` drafting calls after the first `from`: once each has begun (the
+    /// rig's slow drafts keep it in flight), so every crash loses a call and its retry is the next one.
+    async fn crash_under_drafts(&self, from: usize, times: usize) {
+        for i in 1..=times {
+            let mut waited = 0;
+            while self.drafts() < from + i {
+                assert!(waited < 1000, "drafting call {} never began", from + i);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                waited += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.personas.current("BRICK").unwrap().crash().unwrap();
+        }
+    }
+
+    fn outwait(&self, ms: u64) {
+        let mut s = (**self.cog.settings.load()).clone();
+        s.orchestrator.persona_outwait_ms = ms;
+        self.cog.settings.store(Arc::new(s));
+    }
+}
+
+#[tokio::test]
+async fn a_task_outwaits_its_personas_restarts_and_fails_with_the_reason_only_past_the_outwait() {
+    let _turn = TURN.lock().await;
+    let rig = Rig::slow_drafts(400).await;
+    // Four losses in a row — more than the old count of two retries allowed — and the task still ends done.
+    let before = rig.personas.current("BRICK").unwrap().generation;
+    let from = rig.drafts();
+    let s = rig.submit("outwait a crash storm").await.unwrap();
+    rig.crash_under_drafts(from, 4).await;
+    let t = rig.finished(&s.id).await;
+    assert_eq!(t.status, TaskStatus::Done, "{t:?}");
+    assert!(rig.personas.current("BRICK").unwrap().generation >= before + 4);
+    // The lost calls were asked again: four lost, then the one that answered (and any later rounds').
+    assert!(
+        rig.drafts() >= from + 5,
+        "{} drafting calls",
+        rig.drafts() - from
+    );
+    // With no outwait, the first loss fails the step, and the reason names the setting.
+    rig.outwait(0);
+    let from = rig.drafts();
+    let s = rig.submit("no patience for crashes").await.unwrap();
+    rig.crash_under_drafts(from, 1).await;
+    let t = rig.finished(&s.id).await;
+    assert_eq!(t.status, TaskStatus::Failed, "{t:?}");
+    let why = t.error.unwrap_or_default();
+    assert!(
+        why.contains("BRICK") && why.contains("persona_outwait_ms"),
+        "{why}"
+    );
     rig.stop().await;
 }
 

@@ -90,6 +90,7 @@ async fn forge(
             tools: Vec::new(),
             format: Some(tool_schema()),
             tokens: None,
+            sample: 0,
         };
         let answer = args.personas.think(Persona::Brick.as_str(), req).await?;
         let failure = async {

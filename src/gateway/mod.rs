@@ -27,7 +27,7 @@ use batos_actors::memory::MemoryHandle;
 use batos_actors::motivator::MotivatorHandle;
 use batos_actors::orchestrator::OrchestratorHandle;
 use batos_actors::personas::Personas;
-use batos_actors::settings::Settings;
+use batos_actors::settings::{CurveMode, Settings};
 use batos_actors::supervisor::SupervisorHandle;
 use batos_actors::tools::forge::ForgeHandle;
 use batos_actors::tools::ToolRegistry;
@@ -206,6 +206,18 @@ impl Actor for Gateway {
         bind_private(&mut publisher, &ev_path, patience).await?;
         let commands_front = bind_public(&s.gateway.command_endpoint, patience).await?;
         let events_front = bind_public(&s.gateway.event_endpoint, patience).await?;
+        let curve = match s.gateway.curve {
+            CurveMode::Off => None,
+            mode => {
+                let keys = front::keys::ServerKeys::load_or_create(&s.data_dir.join("curve"))
+                    .map_err(|e| format!("the gateway's CURVE keys: {e}"))?;
+                tracing::info!(event = "gateway.curve", mode = ?mode, public_key = %keys.public_z85(), clients = %keys.clients_dir().display(), "CurveZMQ on the gateway");
+                Some(front::Curve {
+                    keys: Arc::new(keys),
+                    required: mode == CurveMode::Required,
+                })
+            }
+        };
         tracing::info!(event = "gateway.listening", command = %s.gateway.command_endpoint, events = %s.gateway.event_endpoint, "gateway listening");
         let token: Arc<str> = Arc::from(organs.token.as_str());
         let loops = vec![
@@ -214,12 +226,14 @@ impl Actor for Gateway {
                 cmd_path,
                 front::Door::Commands,
                 limits.clone(),
+                curve.clone(),
             ))),
             Loop(tokio::spawn(front::serve(
                 events_front,
                 ev_path,
                 front::Door::Events { token },
                 limits,
+                curve,
             ))),
             Loop(tokio::spawn(command_loop(router, organs.clone()))),
             Loop(tokio::spawn(event_loop(publisher, organs))),

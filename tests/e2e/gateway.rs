@@ -379,6 +379,47 @@ async fn an_unmodified_pyzmq_client_speaks_the_protocol() {
     );
 }
 
+/// CurveZMQ (issue 32): unmodified pyzmq clients with CURVE keys — REQ, DEALER with libzmq's heartbeats, SUB —
+/// talk to a daemon with `gateway.curve = "on"`; a key not in the allowed folder and a replayed handshake are
+/// refused and the daemon lives; the bytes on the wire (a recording proxy) hold no token or task text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyzmq_clients_with_curve_keys_are_encrypted_and_strangers_are_refused() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::start(
+        &ollama.url,
+        vec![Box::new(|doc| {
+            doc["gateway"]["curve"] = toml_edit::value("on");
+        })],
+    )
+    .await;
+    let cfg = d.client_config();
+    let data_dir = d.settings().data_dir;
+    assert!(data_dir.join("curve/server.key").exists());
+    let py = python();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(&py)
+            .arg(repo().join("tests/py/curve.py"))
+            .args([&cfg.endpoint, &cfg.events, cfg.token.as_deref().unwrap()])
+            .arg(&data_dir)
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup.sh): {e}", python()));
+    assert!(
+        out.status.success(),
+        "the CURVE client failed:\n{}\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["status"], "done");
+    // A clear-text client on loopback is still served with curve = "on".
+    let v = d.client().request("ping", json!({})).await.unwrap();
+    assert_eq!(v["protocol"], 1, "{v}");
+}
+
 /// The harness's own weather: a daemon started again finds its command port taken (another test's process
 /// was handed it meanwhile) — it is moved to fresh ports and answers there, instead of failing the test that
 /// restarted it (seen once in `cognition::a_paused_inquiry_survives_a_restart_and_resumes_on_command`).

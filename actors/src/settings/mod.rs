@@ -33,10 +33,10 @@ use std::path::{Path, PathBuf};
 
 pub use edit::{edit_values, set_string_value, set_string_value_then, with_settings_lock};
 pub use schema::{
-    BackendChoice, ClientSettings, CodexSettings, CuratorSettings, DebugSettings, EmbeddedSettings,
-    GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings, MotivatorSettings,
-    PersonaSettings, SandboxChoice, ServeWeights, Settings, SupervisionSettings, ToolsSettings,
-    TrainerSettings, TriggerPriorities, DEFAULT_LOG_FIELD_CHARS,
+    BackendChoice, ClientSettings, CodexSettings, CuratorSettings, CurveMode, DebugSettings,
+    EmbeddedSettings, GatewaySettings, LlmSettings, LogFormat, LogSettings, MemorySettings,
+    MotivatorSettings, PersonaSettings, SandboxChoice, ServeWeights, Settings, SupervisionSettings,
+    ToolsSettings, TrainerSettings, TriggerPriorities, DEFAULT_LOG_FIELD_CHARS,
 };
 
 /// Why settings could not be loaded or changed.

@@ -288,6 +288,24 @@ pub struct GatewaySettings {
     pub front_max_held_subscriptions: usize,
     /// Finished tasks the event view (`snapshot`, `status` counts) keeps; the oldest to finish leave first.
     pub view_keep_finished_tasks: usize,
+    /// CurveZMQ (RFC 26) on both channels (restart-only): `off`, `on` (CURVE peers encrypted and checked
+    /// against the allowed keys, NULL peers still served) or `required` (NULL peers refused). Anything but
+    /// `required` is refused for an endpoint that does not bind a loopback address.
+    #[serde(default)]
+    pub curve: CurveMode,
+}
+
+/// Whether the gateway speaks CurveZMQ: see [`GatewaySettings::curve`].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CurveMode {
+    /// Clear text only (ZMTP's NULL mechanism).
+    #[default]
+    Off,
+    /// CURVE for the peers that ask for it, clear text for the rest (loopback binds only).
+    On,
+    /// CURVE for every peer.
+    Required,
 }
 
 /// `[client]`

@@ -32,8 +32,23 @@ impl Settings {
             ("gateway.command_endpoint", &self.gateway.command_endpoint),
             ("gateway.event_endpoint", &self.gateway.event_endpoint),
         ] {
-            if let Err(why) = tcp_endpoint(ep) {
-                return Err(bad(key, &why));
+            match tcp_endpoint(ep) {
+                Err(why) => return Err(bad(key, &why)),
+                // Clear text may only be offered where nobody else can listen.
+                Ok(addr)
+                    if !addr.ip().is_loopback()
+                        && self.gateway.curve != super::CurveMode::Required =>
+                {
+                    return Err(bad(
+                        "gateway.curve",
+                        &format!(
+                            "must be \"required\" when {key} binds {} (not a loopback address): \
+                             tokens, tasks and answers would cross the network in clear text",
+                            addr.ip()
+                        ),
+                    ));
+                }
+                Ok(_) => {}
             }
         }
         if self.gateway.front_max_frame_bytes < self.gateway.max_request_bytes as u64 {
@@ -383,6 +398,25 @@ pub fn tcp_endpoint(ep: &str) -> Result<std::net::SocketAddr, String> {
 mod tests {
     use super::*;
     use crate::settings::shipped;
+
+    #[test]
+    fn a_non_loopback_bind_needs_curve_required() {
+        let open = shipped().replace(
+            "command_endpoint = \"tcp://127.0.0.1:5555\"",
+            "command_endpoint = \"tcp://0.0.0.0:5555\"",
+        );
+        assert_ne!(open, shipped());
+        for mode in ["off", "on"] {
+            let text = open.replace("curve = \"off\"", &format!("curve = \"{mode}\""));
+            let e = Settings::parse(&text, Path::new("/x/s.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("gateway.curve") && e.contains("0.0.0.0"), "{e}");
+        }
+        let text = open.replace("curve = \"off\"", "curve = \"required\"");
+        let s = Settings::parse(&text, Path::new("/x/s.toml")).unwrap();
+        assert_eq!(s.gateway.curve, crate::settings::CurveMode::Required);
+    }
 
     #[test]
     fn zero_heartbeat_is_refused() {

@@ -34,8 +34,23 @@ use tokio::time::Instant;
 use batos_actors::settings::GatewaySettings;
 
 mod checker;
+pub mod curve;
+pub mod keys;
 
 use checker::Checker;
+use keys::ServerKeys;
+
+/// CurveZMQ on a door (`gateway.curve` on or required): the server's keys, and whether NULL peers are refused.
+#[derive(Clone)]
+pub struct Curve {
+    /// The server's key pair and the allowed clients' folder.
+    pub keys: Arc<ServerKeys>,
+    /// `gateway.curve = "required"`: a peer that does not ask for CURVE is dropped.
+    pub required: bool,
+}
+
+/// Bytes the in-memory pipe between a CURVE session and its relay holds each way.
+const CURVE_PIPE_BYTES: usize = 64 * 1024;
 
 /// Which socket a front guards, and what it must check beyond framing.
 #[derive(Debug, Clone)]
@@ -118,6 +133,15 @@ pub enum Refusal {
     /// Evicted while still in its handshake, to make room for a newer peer.
     #[error("evicted while pending (max_pending_connections reached)")]
     Evicted,
+    /// A security mechanism this door does not serve.
+    #[error("mechanism refused: {0}")]
+    Mechanism(&'static str),
+    /// A CURVE rule broken (a box that does not open, a replayed nonce, a command out of place).
+    #[error("CURVE: {0}")]
+    Curve(&'static str),
+    /// A CURVE client whose long-term key is not in the allowed folder.
+    #[error("CURVE: the client's key is not among the allowed keys")]
+    UnknownClientKey,
 }
 
 /// Peers in their handshake, oldest first: the ones to evict when a new peer needs room.
@@ -150,7 +174,13 @@ impl Pending {
 
 /// Accepts peers on `listener` and relays each, once checked, to the Unix socket `backend`. Runs until
 /// dropped (aborting it closes the listener and every relayed connection).
-pub async fn serve(listener: TcpListener, backend: PathBuf, door: Door, limits: Limits) {
+pub async fn serve(
+    listener: TcpListener,
+    backend: PathBuf,
+    door: Door,
+    limits: Limits,
+    curve: Option<Curve>,
+) {
     let pending = Arc::new(Pending::default());
     let established = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut peers = JoinSet::new();
@@ -164,11 +194,24 @@ pub async fn serve(listener: TcpListener, backend: PathBuf, door: Door, limits: 
                     let (id, evicted) = pending.admit(limits.max_pending);
                     let ctx = (backend.clone(), door.clone(), limits.clone());
                     let (pending, established) = (pending.clone(), established.clone());
+                    let curve = curve.clone();
                     peers.spawn(async move {
-                        let r = relay(stream, &ctx.0, &ctx.1, &ctx.2, evicted, &established, || {
-                            pending.leave(id)
-                        })
-                        .await;
+                        let leave = || pending.leave(id);
+                        let r = match curve {
+                            None => {
+                                let (from, to) = stream.into_split();
+                                relay(from, to, &ctx.0, &ctx.1, &ctx.2, evicted, &established, leave).await
+                            }
+                            // The session ends the peer's encryption; the relay checks the clear text behind it.
+                            Some(c) => {
+                                let (outer, inner) = tokio::io::duplex(CURVE_PIPE_BYTES);
+                                let (from, to) = tokio::io::split(outer);
+                                tokio::select! {
+                                    r = curve::session(stream, inner, c.keys, c.required, &ctx.2) => r,
+                                    r = relay(from, to, &ctx.0, &ctx.1, &ctx.2, evicted, &established, leave) => r,
+                                }
+                            }
+                        };
                         pending.leave(id);
                         if let Err(e) = r {
                             tracing::debug!(event = "gateway.peer_refused", reason = %e, "peer dropped by the front");
@@ -189,16 +232,21 @@ pub async fn serve(listener: TcpListener, backend: PathBuf, door: Door, limits: 
 }
 
 /// One peer: check its bytes on the way in, pass the socket's bytes back unchanged.
-async fn relay(
-    client: tokio::net::TcpStream,
+#[allow(clippy::too_many_arguments)]
+async fn relay<R, W>(
+    mut from_client: R,
+    mut to_client: W,
     backend: &PathBuf,
     door: &Door,
     limits: &Limits,
     mut evicted: oneshot::Receiver<()>,
     established: &Arc<Semaphore>,
     on_handshake: impl FnOnce(),
-) -> Result<(), RelayError> {
-    let (mut from_client, mut to_client) = client.into_split();
+) -> Result<(), RelayError>
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
     let deadline = Instant::now() + limits.handshake;
     // The greeting's first bytes arrive before anything is connected behind: an idle TCP connection costs
     // one descriptor, not three.
@@ -282,6 +330,64 @@ pub enum RelayError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn with_curve_required_a_clear_text_peer_is_dropped_before_the_socket_sees_it() {
+        use tokio::io::AsyncWriteExt;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Arc::new(ServerKeys::load_or_create(&dir.path().join("curve")).unwrap());
+        let backend = dir.path().join("gw.sock");
+        let behind = tokio::net::UnixListener::bind(&backend).unwrap();
+        let seen = Arc::new(AtomicU64::new(0));
+        let counted = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((_s, _)) = behind.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = Limits {
+            max_frame: 1 << 20,
+            max_control: 4096,
+            max_frames: 4,
+            handshake: Duration::from_secs(5),
+            max_connections: 8,
+            max_pending: 8,
+            max_held: 8,
+        };
+        let front = tokio::spawn(serve(
+            listener,
+            backend,
+            Door::Commands,
+            limits,
+            Some(Curve {
+                keys,
+                required: true,
+            }),
+        ));
+        let mut peer = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut start = [0u8; 11];
+        peer.read_exact(&mut start).await.unwrap();
+        assert_eq!(start, [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3]);
+        let mut null = [0u8; 64];
+        null[..11].copy_from_slice(&start);
+        null[11] = 1;
+        null[12..16].copy_from_slice(b"NULL");
+        peer.write_all(&null).await.unwrap();
+        let mut rest = Vec::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), peer.read_to_end(&mut rest))
+            .await
+            .expect("the peer was not dropped")
+            .unwrap_or(0);
+        assert_eq!(n, 0, "nothing more is said to a refused peer");
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            0,
+            "the socket behind never saw it"
+        );
+        front.abort();
+    }
 
     #[test]
     fn pending_peers_beyond_the_cap_evict_the_oldest() {

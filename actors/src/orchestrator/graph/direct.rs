@@ -201,7 +201,7 @@ impl Runner {
             last = Some(t);
         }
         let t = last.ok_or("ALFRED made no model call")?;
-        let mut answer = answers[consensus(&answers)].clone();
+        let mut answer = answers[consensus(&answers, &task.text)].clone();
         if let Some(x) = exact {
             if !states(&answer, &x) {
                 answer = match reading.contract {
@@ -270,16 +270,20 @@ fn shots(contract: &Contract, notes: bool) -> &'static [(&'static str, &'static 
 
 /// The index of the answer most like the others (self-consistency: Wang et al., 2022): each answer scores
 /// the sum of its word-set overlaps (Jaccard, lower-cased letters and digits) with the rest, and the first of
-/// the best wins. One answer, or answers that share nothing, keep the first.
-pub(super) fn consensus(answers: &[String]) -> usize {
+/// the best wins. The words of the question are left out, so the vote is on what the answers say, not on the
+/// question they all repeat ("The capital of Italy is …" agrees with itself whatever the city). One answer,
+/// or answers that share nothing, keep the first.
+pub(super) fn consensus(answers: &[String], question: &str) -> usize {
+    let words = |t: &str| -> std::collections::BTreeSet<String> {
+        t.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let asked = words(question);
     let sets: Vec<std::collections::BTreeSet<String>> = answers
         .iter()
-        .map(|a| {
-            a.split(|c: char| !c.is_alphanumeric())
-                .filter(|w| !w.is_empty())
-                .map(str::to_lowercase)
-                .collect()
-        })
+        .map(|a| words(a).difference(&asked).cloned().collect())
         .collect();
     let score = |i: usize| -> f64 {
         sets.iter()
@@ -360,21 +364,37 @@ mod tests {
     #[test]
     fn the_answer_most_like_the_others_is_chosen() {
         let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(consensus(&a(&["No.", "Yes.", "Yes."])), 1);
-        assert_eq!(consensus(&a(&["Yes.", "No.", "Yes."])), 0);
+        assert_eq!(consensus(&a(&["No.", "Yes.", "Yes."]), "Is it?"), 1);
+        assert_eq!(consensus(&a(&["Yes.", "No.", "Yes."]), "Is it?"), 0);
         assert_eq!(
-            consensus(&a(&[
-                "The capital of Italy is Milan.",
-                "The capital of Italy is Rome.",
-                "Rome is the capital of Italy."
-            ])),
+            consensus(
+                &a(&[
+                    "The capital of Italy is Milan.",
+                    "The capital of Italy is Rome.",
+                    "Rome is the capital of Italy."
+                ]),
+                "What is the capital of Italy?"
+            ),
             1
         );
         assert_eq!(
-            consensus(&a(&["8", "20", "30"])),
+            consensus(&a(&["8", "20", "30"]), "How many?"),
             0,
             "nothing shared: the first"
         );
-        assert_eq!(consensus(&a(&["only"])), 0);
+        assert_eq!(consensus(&a(&["only"]), ""), 0);
+        // The question's own words do not vote: two of three name the same city in different sentences (with
+        // them counted, the one that repeats most of the question won).
+        assert_eq!(
+            consensus(
+                &a(&[
+                    "The capital of Australia is the city of Sydney.",
+                    "The capital is Canberra, a planned city.",
+                    "Australia's capital is Canberra."
+                ]),
+                "What is the capital of Australia?"
+            ),
+            1
+        );
     }
 }

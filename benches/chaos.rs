@@ -15,6 +15,8 @@
 //!   byte; every command answers (a clear error or a result), every acknowledged task ends, the daemon stays
 //!   up; then a kill -9 while full, space freed, a restart: no corrupt file, and a new task completes.
 //!
+//! `BATOS_CHAOS_CURVE=on` runs it all with `gateway.curve = "on"`.
+//!
 //! `cargo bench --bench chaos` runs the long form (100,000 frames, 10,000 idle connections, 1,000 crashes,
 //! 20 kills, 50 tasks per client); under `cargo test` the same code runs a short form. Sizes:
 //! BATOS_CHAOS_FRAMES, _IDLE, _CRASHES, _KILLS, _TASKS, _DISK_MB; BATOS_CHAOS_PARTS picks parts (e.g. `cd`).
@@ -708,6 +710,9 @@ fn main() {
     let disk_mb = env("BATOS_CHAOS_DISK_MB", 64);
     // Which parts to run (letters a–f), all by default.
     let parts = std::env::var("BATOS_CHAOS_PARTS").unwrap_or_else(|_| "abcdef".into());
+    // `gateway.curve` for the whole run ("off" by default): with "on", every peer — the clear-text clients and
+    // the hostile bytes of (a) and (b) — passes the CURVE session's greeting first.
+    let curve = std::env::var("BATOS_CHAOS_CURVE").unwrap_or_else(|_| "off".into());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -720,7 +725,7 @@ fn main() {
             &llm.url,
             vec![
                 log_level("info"),
-                Box::new(|doc| {
+                Box::new(move |doc| {
                     // Crashes are the weather here, not a reason to give up.
                     doc["supervision"]["intensity"] = toml_edit::value(1_000_000);
                     doc["orchestrator"]["max_concurrent_tasks"] = toml_edit::value(16);
@@ -728,6 +733,7 @@ fn main() {
                     // that must end exactly once like any other.
                     doc["motivator"]["enabled"] = toml_edit::value(true);
                     doc["motivator"]["tick_ms"] = toml_edit::value(100);
+                    doc["gateway"]["curve"] = toml_edit::value(curve.clone());
                 }),
             ],
         )

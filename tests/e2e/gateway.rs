@@ -397,7 +397,9 @@ async fn pyzmq_clients_with_curve_keys_are_encrypted_and_strangers_are_refused()
     assert!(data_dir.join("curve/server.key").exists());
     let py = python();
     let out = tokio::task::spawn_blocking(move || {
-        Command::new(&py)
+        // Bounded: a libzmq client that hangs must fail the test, not hold the suite.
+        Command::new("timeout")
+            .args(["120", &py])
             .arg(repo().join("tests/py/curve.py"))
             .args([&cfg.endpoint, &cfg.events, cfg.token.as_deref().unwrap()])
             .arg(&data_dir)

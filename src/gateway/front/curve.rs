@@ -35,7 +35,7 @@ use crypto_box::aead::{Aead, AeadCore, OsRng};
 use crypto_box::{PublicKey, SalsaBox, SecretKey};
 use crypto_secretbox::{KeyInit, XSalsa20Poly1305};
 use rand_core::RngCore;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::keys::{ServerKeys, KEY_BYTES};
@@ -97,14 +97,26 @@ where
     C: AsyncRead + AsyncWrite + Unpin + Send,
     P: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let (mut cr, mut cw) = tokio::io::split(client);
-    let (mut pr, mut pw) = tokio::io::split(plain);
+    // Frames are read a header byte at a time: buffered, that is one read call per batch of frames, not three
+    // per frame.
+    let (cr, mut cw) = tokio::io::split(client);
+    let (pr, mut pw) = tokio::io::split(plain);
+    let (mut cr, mut pr) = (BufReader::new(cr), BufReader::new(pr));
     cw.write_all(&SIGNATURE_AND_MAJOR).await?;
+    // Judged as it arrives, like the clear-text checker: a peer whose first byte is not a greeting's is dropped
+    // at once, not after it has sent (or stalled short of) 64 bytes.
     let mut greeting = [0u8; GREETING];
-    cr.read_exact(&mut greeting).await?;
-    if greeting[0] != 0xFF || greeting[9] & 1 == 0 || greeting[10] < 3 {
+    cr.read_exact(&mut greeting[..1]).await?;
+    if greeting[0] != 0xFF {
         return Err(Refusal::Greeting.into());
     }
+    cr.read_exact(&mut greeting[1..SIGNATURE_AND_MAJOR.len()])
+        .await?;
+    if greeting[9] & 1 == 0 || greeting[10] < 3 {
+        return Err(Refusal::Greeting.into());
+    }
+    cr.read_exact(&mut greeting[SIGNATURE_AND_MAJOR.len()..])
+        .await?;
     let asked = &greeting[MECHANISM];
     if asked == mechanism(b"NULL") {
         if required {

@@ -156,7 +156,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
     ] {
         if let Ok(addr) = batos_actors::settings::tcp_endpoint(ep) {
             if !addr.ip().is_loopback() {
-                tracing::warn!(event = "gateway.public_bind", key, endpoint = %ep, "the gateway listens beyond this machine: the token travels in clear text (no CURVE); bind 127.0.0.1 unless the network is trusted");
+                tracing::warn!(event = "gateway.public_bind", key, endpoint = %ep, "the gateway listens beyond this machine (CURVE required: only clients with allowed keys get in)");
             }
         }
     }

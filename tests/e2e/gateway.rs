@@ -346,28 +346,35 @@ fn python() -> String {
     })
 }
 
+/// Runs `tests/py/<script>` against `d` with its command and event endpoints, its token and `extra` arguments,
+/// at most 120 s (a libzmq client that hangs fails the test instead of holding the suite); its last stdout line
+/// is the JSON it saw.
+async fn python_client(d: &Daemon, script: &str, extra: &[&std::path::Path]) -> Value {
+    let cfg = d.client_config();
+    let mut cmd = Command::new("timeout");
+    cmd.args(["120", &python()])
+        .arg(repo().join("tests/py").join(script))
+        .args([&cfg.endpoint, &cfg.events, cfg.token.as_deref().unwrap()])
+        .args(extra);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup.sh): {e}", python()));
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmodified_pyzmq_client_speaks_the_protocol() {
     let ollama = ScriptedOllama::start();
     let d = Daemon::start(&ollama.url, vec![]).await;
-    let cfg = d.client_config();
-    let py = python();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(&py)
-            .arg(repo().join("tests/py/interop.py"))
-            .args([&cfg.endpoint, &cfg.events, cfg.token.as_deref().unwrap()])
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup.sh): {e}", python()));
-    assert!(
-        out.status.success(),
-        "pyzmq client failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = python_client(&d, "interop.py", &[]).await;
     assert_eq!(seen["status"], "done");
     assert!(
         seen["kinds"]
@@ -392,30 +399,9 @@ async fn pyzmq_clients_with_curve_keys_are_encrypted_and_strangers_are_refused()
         })],
     )
     .await;
-    let cfg = d.client_config();
     let data_dir = d.settings().data_dir;
     assert!(data_dir.join("curve/server.key").exists());
-    let py = python();
-    let out = tokio::task::spawn_blocking(move || {
-        // Bounded: a libzmq client that hangs must fail the test, not hold the suite.
-        Command::new("timeout")
-            .args(["120", &py])
-            .arg(repo().join("tests/py/curve.py"))
-            .args([&cfg.endpoint, &cfg.events, cfg.token.as_deref().unwrap()])
-            .arg(&data_dir)
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap_or_else(|e| panic!("cannot run {} (run scripts/setup.sh): {e}", python()));
-    assert!(
-        out.status.success(),
-        "the CURVE client failed:\n{}\n{}\ndaemon log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        d.log_text()
-    );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen = python_client(&d, "curve.py", &[&data_dir]).await;
     assert_eq!(seen["status"], "done");
     // A clear-text client on loopback is still served with curve = "on".
     let v = d.client().request("ping", json!({})).await.unwrap();

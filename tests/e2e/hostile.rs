@@ -234,18 +234,43 @@ async fn endpoints_that_cannot_bind_are_refused_and_public_binds_are_warned_abou
             "{endpoint}: {err}"
         );
     }
+    // A bind beyond loopback needs CURVE required (issue 32): refused without it, naming the setting; started
+    // with it, and warned about.
     let port = free_port();
-    let d = Daemon::start(
+    let d = Daemon::prepare(
         &ollama.url,
         vec![Box::new(move |doc| {
             doc["gateway"]["event_endpoint"] = toml_edit::value(format!("tcp://0.0.0.0:{port}"));
         })],
-    )
-    .await;
-    assert!(d
-        .log_json()
-        .iter()
-        .any(|l| l["event"] == "gateway.public_bind" && l["key"] == "event_endpoint"));
+    );
+    let out = d.run_once();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("gateway.curve") && err.contains("0.0.0.0"),
+        "{err}"
+    );
+    let mut d = Daemon::prepare(
+        &ollama.url,
+        vec![Box::new(move |doc| {
+            doc["gateway"]["event_endpoint"] = toml_edit::value(format!("tcp://0.0.0.0:{port}"));
+            doc["gateway"]["curve"] = toml_edit::value("required");
+        })],
+    );
+    // Its clear-text `batos` client cannot ping a CURVE-only daemon: the log says it came up.
+    d.spawn();
+    let warned = |d: &Daemon| {
+        d.log_json()
+            .iter()
+            .any(|l| l["event"] == "gateway.public_bind" && l["key"] == "event_endpoint")
+    };
+    for _ in 0..300 {
+        if warned(&d) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(warned(&d), "{}", d.log_text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,19 +19,11 @@ impl MemoryHook for OneNote {
     }
 }
 
-impl Rig {
-    fn route(&self, mode: crate::settings::RouteMode) {
-        let mut s = (**self.cog.settings.load()).clone();
-        s.orchestrator.route = mode;
-        self.cog.settings.store(Arc::new(s));
-    }
-}
-
 #[tokio::test]
 async fn the_direct_path_answers_computations_exactly_and_short_questions_in_their_form() {
     let _turn = TURN.lock().await;
     let rig = Rig::new(Some(Arc::new(OneNote)), None).await;
-    rig.route(crate::settings::RouteMode::Auto);
+    rig.orchestrator(|o| o.route = crate::settings::RouteMode::Auto);
     // Exact computation: the tool's result is the answer, whatever the model would have written.
     let s = rig.submit("What is 4821 multiplied by 397?").await.unwrap();
     let t = rig.finished(&s.id).await;
@@ -70,7 +62,7 @@ async fn the_direct_path_answers_computations_exactly_and_short_questions_in_the
     assert_eq!(t.result.as_deref(), Some("Yes."));
     assert!(t.exchanges.iter().all(|x| x.persona == "ALFRED"));
     // The same question under route = "full" takes the Contrapunto.
-    rig.route(crate::settings::RouteMode::Full);
+    rig.orchestrator(|o| o.route = crate::settings::RouteMode::Full);
     let s = rig.submit("What is 4821 multiplied by 397?").await.unwrap();
     let t = rig.finished(&s.id).await;
     assert!(
@@ -85,7 +77,7 @@ async fn the_direct_path_answers_computations_exactly_and_short_questions_in_the
 async fn each_of_a_direct_answers_samples_is_drawn_with_its_own_seed() {
     let _turn = TURN.lock().await;
     let rig = Rig::new(None, None).await;
-    rig.route(crate::settings::RouteMode::Auto);
+    rig.orchestrator(|o| o.route = crate::settings::RouteMode::Auto);
     let samples = rig.cog.settings.load().orchestrator.direct_samples;
     assert!(samples > 1, "the shipped settings sample more than once");
     rig.seeds.lock().unwrap().clear();

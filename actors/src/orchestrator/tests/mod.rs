@@ -536,9 +536,10 @@ impl Rig {
         }
     }
 
-    fn outwait(&self, ms: u64) {
+    /// Changes the live `[orchestrator]` settings, as a settings reload would.
+    fn orchestrator(&self, change: impl FnOnce(&mut crate::settings::OrchestratorSettings)) {
         let mut s = (**self.cog.settings.load()).clone();
-        s.orchestrator.persona_outwait_ms = ms;
+        change(&mut s.orchestrator);
         self.cog.settings.store(Arc::new(s));
     }
 }
@@ -562,7 +563,7 @@ async fn a_task_outwaits_its_personas_restarts_and_fails_with_the_reason_only_pa
         rig.drafts() - from
     );
     // With no outwait, the first loss fails the step, and the reason names the setting.
-    rig.outwait(0);
+    rig.orchestrator(|o| o.persona_outwait_ms = 0);
     let from = rig.drafts();
     let s = rig.submit("no patience for crashes").await.unwrap();
     rig.crash_under_drafts(from, 1).await;

@@ -118,7 +118,17 @@ fn requests(adapter: &Path) -> Vec<ChatRequest> {
 
 /// Runs every request at once, each with its own stream; returns the answers and what each stream carried.
 async fn all_at_once(b: &EmbeddedBackend, reqs: &[ChatRequest]) -> Vec<(ChatResponse, String)> {
-    let runs = reqs.iter().map(|r| async {
+    staggered(b, reqs, &vec![0; reqs.len()]).await
+}
+
+/// Runs every request, request i sent `delays_ms[i]` after the start, each with its own stream.
+async fn staggered(
+    b: &EmbeddedBackend,
+    reqs: &[ChatRequest],
+    delays_ms: &[u64],
+) -> Vec<(ChatResponse, String)> {
+    let runs = reqs.iter().zip(delays_ms).map(|(r, d)| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(*d)).await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let out = b.chat(r.clone(), Some(tx)).await.unwrap();
         let mut streamed = String::new();
@@ -145,9 +155,21 @@ async fn batching_and_prefix_reuse_change_no_token() {
     }
     drop(alone);
     let batched = backend(4, true);
-    // Twice: the first round fills the prefix cache while it decodes, the second finds every prompt there.
-    for round in 0..2 {
-        let got = all_at_once(&batched, &reqs).await;
+    // Twice at once: the first round fills the prefix cache while it decodes, the second finds every prompt
+    // there. Then twice more with the requests sent at staggered times (fixed, different each round): which
+    // requests decode together, which cells earlier rounds left and where the cache puts new tokens all
+    // change with timing, and the answers must not (issue 32: the identity held on an idle machine only).
+    let stagger = |round: u64| -> Vec<u64> {
+        (0..reqs.len() as u64)
+            .map(|i| (i * 97 + round * 61) % 400)
+            .collect()
+    };
+    for round in 0..4u64 {
+        let got = if round < 2 {
+            all_at_once(&batched, &reqs).await
+        } else {
+            staggered(&batched, &reqs, &stagger(round)).await
+        };
         for (i, ((out, streamed), want)) in got.iter().zip(&reference).enumerate() {
             assert_eq!(
                 out.content, want.content,

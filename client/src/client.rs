@@ -236,6 +236,8 @@ pub enum WatchItem {
 /// Follows the event channel and keeps a [`StateView`] identical to the daemon's.
 pub struct Watcher {
     client: Client,
+    /// Where snapshots are asked for when the watcher shares its owner's command socket.
+    session: Option<crate::session::Session>,
     sub: Option<SubSocket>,
     state: StateView,
     last_seq: u64,
@@ -253,6 +255,7 @@ impl Watcher {
     pub fn new(cfg: ClientConfig) -> Self {
         Self {
             client: Client::new(cfg),
+            session: None,
             sub: None,
             state: StateView::default(),
             last_seq: 0,
@@ -264,6 +267,14 @@ impl Watcher {
             pending: Default::default(),
             drop_next: false,
         }
+    }
+
+    /// A watcher that asks for its snapshots on `session`'s socket instead of a REQ socket of its own, so a
+    /// program that also sends commands (the TUI) keeps one command connection.
+    pub fn sharing(session: crate::session::Session) -> Self {
+        let mut w = Self::new(session.config().clone());
+        w.session = Some(session);
+        w
     }
 
     /// The state rebuilt from the last snapshot plus the events applied since; equal to the daemon's
@@ -293,7 +304,10 @@ impl Watcher {
     }
 
     async fn resync(&mut self, reason: &str) -> Result<(), ClientError> {
-        let snap = self.client.request("snapshot", json!({})).await?;
+        let snap = match &self.session {
+            Some(s) => s.request("snapshot", json!({})).await?,
+            None => self.client.request("snapshot", json!({})).await?,
+        };
         let seq = snap.get("seq").and_then(Value::as_u64).unwrap_or(0);
         let state: StateView =
             serde_json::from_value(snap.get("state").cloned().unwrap_or(Value::Null))

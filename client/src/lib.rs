@@ -13,5 +13,6 @@ pub mod goals_cli;
 pub mod image_cli;
 pub mod life_cli;
 pub mod send_cli;
+pub mod session;
 pub mod trainer_cli;
 pub mod tui;

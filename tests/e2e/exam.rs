@@ -133,3 +133,55 @@ async fn a_small_exam_with_a_taught_fact_runs_beside_its_bare_floor_is_kept_and_
         .join(format!("{id}.json"))
         .exists());
 }
+
+/// Issue 32: an exam run is bounded — a set beyond `exam.max_questions` is refused at the door, and a run past
+/// `exam.max_run_ms` asks nothing more and ends `failed`, scored on what it answered, saying why. On the
+/// scripted Ollama double (a test double for the Ollama service), every model call 300 ms late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exam_past_its_time_bound_stops_and_says_why_and_a_set_too_large_is_refused() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::start(
+        &ollama.url,
+        vec![Box::new(|doc| {
+            doc["exam"]["max_questions"] = toml_edit::value(3);
+            doc["exam"]["max_run_ms"] = toml_edit::value(1000);
+            doc["exam"]["judge_agreement"] = toml_edit::value(false);
+            doc["exam"]["poll_ms"] = toml_edit::value(50);
+        })],
+    )
+    .await;
+    let mut c = d.client();
+    let q = |i: u32| {
+        format!(
+            "{{\"id\": \"q{i}\", \"category\": \"fact\", \"question\": \"Name colour {i}.\", \"check\": {{\"any\": [\"blue\"]}}}}\n"
+        )
+    };
+    let four: String = (0..4).map(q).collect();
+    let e = c
+        .request("exam_run", json!({ "set": four }))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("4 questions") && e.contains("exam.max_questions"),
+        "{e}"
+    );
+    ollama.set_default_delay(Duration::from_millis(300));
+    let three: String = (0..3).map(q).collect();
+    let run = c
+        .request("exam_run", json!({ "set": three, "baseline": "bare" }))
+        .await
+        .unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+    let r = wait_exam(&mut c, &id, 120).await;
+    let s = &r["summary"];
+    assert_eq!(s["status"], "failed", "{s}");
+    let error = r["error"].as_str().unwrap_or_default();
+    assert!(error.contains("exam.max_run_ms"), "{r}");
+    let done = s["done"].as_u64().unwrap();
+    assert!(
+        (1..3).contains(&done),
+        "asked before the bound, none after: {s}"
+    );
+    assert_eq!(r["results"].as_array().unwrap().len() as u64, done);
+}

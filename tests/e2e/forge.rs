@@ -35,8 +35,8 @@ fn example(i: usize, split: &str, question: &str, answer: &str, tools: &Value) -
         "The Architect wants a plain answer to a simple question.",
     ];
     let brief = format!(
-        "Task from the Architect:\n{question}\n\nALFRED's plan:\n{}\n\nBABS's research notes:\nNo memories match \
-         this task.\n\nWrite your draft answer. Use the offered tools when they help; if a capability is missing, \
+        "Task from the Architect:\n{question}\n\nALFRED's plan:\n{}\n\nBABS's research notes (quoted):\n> No memories \
+         match this task.\n\nWrite your draft answer. Use the offered tools when they help; if a capability is missing, \
          call request_capability.",
         PLANS[i % PLANS.len()]
     );

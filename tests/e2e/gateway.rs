@@ -428,3 +428,35 @@ async fn a_daemon_restarted_onto_a_taken_port_moves_to_fresh_ones() {
     assert_eq!(v["protocol"], 1, "{v}");
     drop(squatter);
 }
+
+/// Issue 32, two-way liveness: libzmq clients with heartbeats on keep their connections (the front answers
+/// their PINGs: the socket behind would take one for a protocol error), and a client stopped with SIGSTOP
+/// (socket open, nothing answering) is dropped within `gateway.peer_timeout_ms`, with a log line saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeating_pyzmq_clients_stay_and_a_stopped_one_is_dropped_within_its_timeout() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::start(
+        &ollama.url,
+        vec![Box::new(|doc| {
+            doc["gateway"]["peer_ping_ms"] = toml_edit::value(200);
+            doc["gateway"]["peer_timeout_ms"] = toml_edit::value(1000);
+        })],
+    )
+    .await;
+    let timeout_ms = std::path::Path::new("1000");
+    let seen = python_client(&d, "liveness.py", &[timeout_ms]).await;
+    assert_eq!(seen["heartbeat_dealer_disconnects"], 0, "{seen}");
+    assert_eq!(seen["heartbeat_sub_disconnects"], 0, "{seen}");
+    assert_eq!(seen["idle_disconnects"], 0, "{seen}");
+    let after = seen["stopped_dropped_after_s"].as_f64().unwrap();
+    // Quiet is counted from its last frame (its ping's request), so the drop comes within the timeout plus a
+    // tick, never before the ping period.
+    assert!((0.2..=2.5).contains(&after), "dropped after {after} s");
+    let lines = d.log_json();
+    assert!(
+        lines.iter().any(|l| l["event"] == "gateway.peer_gone"
+            && l["reason"].as_str().unwrap_or("").contains("silent")),
+        "no gateway.peer_gone line:\n{}",
+        d.log_text()
+    );
+}

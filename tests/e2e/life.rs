@@ -239,3 +239,57 @@ async fn a_life_killed_mid_curriculum_resumes_where_it_stood_sending_no_task_twi
     assert_eq!(phases, ["start", "end"]);
     assert_eq!(exams(&mut c).await, 2, "the start exam was not asked again");
 }
+
+/// Issue 32: a life is bounded — a curriculum beyond `life.max_tasks` is refused at the door, and once its
+/// tasks have spent `life.max_task_tokens` it sends no more and goes to its end exam, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_life_stops_at_its_token_budget_and_a_curriculum_beyond_its_bound_is_refused() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::start(
+        &ollama.url,
+        vec![
+            quick_life(100),
+            Box::new(|doc| {
+                doc["life"]["max_tasks"] = toml_edit::value(3);
+                doc["life"]["max_task_tokens"] = toml_edit::value(1);
+            }),
+        ],
+    )
+    .await;
+    let mut c = d.client();
+    let mut sub = life_events(&d).await;
+    let e = c
+        .request(
+            "life_run",
+            json!({"curriculum": CURRICULUM, "exam": EXAM, "every": 2}),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("4 tasks") && e.contains("life.max_tasks"), "{e}");
+    let run = c
+        .request(
+            "life_run",
+            json!({"curriculum": CURRICULUM, "exam": EXAM, "every": 2, "limit": 3}),
+        )
+        .await
+        .unwrap();
+    let id = run["id"].as_str().unwrap().to_string();
+    let seen = until_ended(&mut sub, &id, 300).await;
+    assert_eq!(phases(&seen), ["start", "end"], "{seen:?}");
+    let rec = c.request("life_get", json!({"id": id})).await.unwrap();
+    assert_eq!(rec["summary"]["status"], "done", "{rec}");
+    let tasks = rec["tasks"].as_array().unwrap();
+    assert_eq!(
+        tasks.len(),
+        1,
+        "one task spends the budget of 1 token: {rec}"
+    );
+    assert!(rec["cost"]["task_tokens"].as_u64().unwrap() >= 1, "{rec}");
+    assert!(
+        d.log_json()
+            .iter()
+            .any(|l| l["event"] == "life.budget_spent"),
+        "no life.budget_spent line"
+    );
+}

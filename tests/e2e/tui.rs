@@ -69,6 +69,12 @@ impl Tmux {
         String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
     }
 
+    /// The TUI's process id (tmux runs `env`, which becomes `batos`).
+    fn pid(&self) -> u32 {
+        let out = self.tmux(&["list-panes", "-t", "t", "-F", "#{pane_pid}"]);
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    }
+
     /// Waits until the screen satisfies `pred` (panics with the screen after `secs`).
     fn wait(&self, secs: u64, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let started = Instant::now();
@@ -146,6 +152,31 @@ async fn a_person_drives_the_daemon_from_the_tui() {
         s.lines().any(|l| l.contains("BRICK") && l.contains("↻1"))
     });
 
+    // One command socket for the whole run: many refreshes and commands later, the TUI holds one connection to
+    // the command port, and still the same one a refresh cycle (2 s) later.
+    let port: u16 = d
+        .settings()
+        .gateway
+        .command_endpoint
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let pid = tui.pid();
+    let first = connections_to(pid, port);
+    assert_eq!(
+        first.len(),
+        1,
+        "TUI connections to the command port: {first:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        connections_to(pid, port),
+        first,
+        "the TUI changed its command socket"
+    );
+
     // The daemon dies: the overlay within three heartbeats (200 ms each here), and it comes back with no gap.
     d.kill9();
     tui.wait(10, "the disconnected overlay", |s| {
@@ -175,4 +206,35 @@ async fn a_person_drives_the_daemon_from_the_tui() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tui.text("q");
+}
+
+/// Local ports of `pid`'s established TCP connections to `port` on this machine (its socket inodes in
+/// /proc/PID/fd, matched in /proc/net/tcp and tcp6).
+fn connections_to(pid: u32, port: u16) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let port_of =
+                |a: &str| u16::from_str_radix(a.rsplit(':').next().unwrap_or(""), 16).ok();
+            if f.len() > 9
+                && f[3] == "01"
+                && port_of(f[2]) == Some(port)
+                && inodes.iter().any(|i| i == f[9])
+            {
+                ports.extend(port_of(f[1]));
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports
 }

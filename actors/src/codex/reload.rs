@@ -33,6 +33,9 @@ pub const RESTART_ONLY: &[&str] = &[
     "gateway.max_pending_connections",
     "gateway.front_max_held_subscriptions",
     "gateway.view_keep_finished_tasks",
+    "gateway.peer_ping_ms",
+    "gateway.peer_timeout_ms",
+    "gateway.curve",
     // Fault injection is a start-time decision: whoever can write settings.toml must not be able to turn it
     // on in a running daemon.
     "debug",

@@ -57,6 +57,7 @@ fn set_digest(questions: &[batos_protocol::exam::ExamQuestion]) -> String {
 pub(super) fn new_result(
     args: &ExamRunArgs,
     judge_default: bool,
+    max_questions: usize,
 ) -> Result<(ExamResult, Vec<Grader>), ExamError> {
     let mut questions = parse_set(&args.set).map_err(ExamError::Invalid)?;
     if let Some(cats) = &args.categories {
@@ -66,6 +67,12 @@ pub(super) fn new_result(
                 "no question of the categories {cats:?} in the set"
             )));
         }
+    }
+    if questions.len() > max_questions {
+        return Err(ExamError::Invalid(format!(
+            "the set has {} questions; exam.max_questions allows {max_questions} (split it, or pick `categories`)",
+            questions.len()
+        )));
     }
     let graders = questions
         .iter()
@@ -225,14 +232,15 @@ impl Actor for ExamActor {
                     ))));
                     return Ok(());
                 }
-                let judge_default = state.args.settings.load().exam.judge_agreement;
-                let (mut result, graders) = match new_result(&args, judge_default) {
-                    Ok(x) => x,
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        return Ok(());
-                    }
-                };
+                let exam = state.args.settings.load().exam.clone();
+                let (mut result, graders) =
+                    match new_result(&args, exam.judge_agreement, exam.max_questions) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            return Ok(());
+                        }
+                    };
                 result.fingerprint = fingerprint(&state.args).await;
                 if let Err(e) = state.store.save(&result) {
                     let _ = reply.send(Err(store_err(e)));

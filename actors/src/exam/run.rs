@@ -141,6 +141,22 @@ pub(super) async fn finish(
     ctx.store.prune(ctx.exam().keep_results);
 }
 
+/// `Err` (the reason, for the result) once the run is older than `exam.max_run_ms`, counted from its start so
+/// a restart does not reset it.
+fn past_time(ctx: &RunCtx, result: &ExamResult) -> Result<(), String> {
+    let max = ctx.exam().max_run_ms;
+    let ran_ms = ((unix_now() - result.summary.started_at).max(0.0) * 1000.0) as u64;
+    if ran_ms < max {
+        return Ok(());
+    }
+    tracing::warn!(event = "exam.time_spent", exam = %result.summary.id, ran_ms, max_run_ms = max, "the exam ran past its time bound");
+    Err(format!(
+        "the run took {ran_ms} ms, past exam.max_run_ms ({max} ms); {} of {} questions answered",
+        result.results.len(),
+        result.questions.len()
+    ))
+}
+
 async fn steps(ctx: &RunCtx, result: &mut ExamResult) -> Result<(), String> {
     let id = result.summary.id.clone();
     let teach: Vec<ExamQuestion> = result
@@ -153,6 +169,7 @@ async fn steps(ctx: &RunCtx, result: &mut ExamResult) -> Result<(), String> {
         if result.taught.iter().any(|t| t.question == q.id) {
             continue;
         }
+        past_time(ctx, result)?;
         let started = Instant::now();
         let record = teach_one(ctx, &id, q).await;
         ctx.args.hub.publish(Event::ExamProgress {
@@ -175,6 +192,7 @@ async fn steps(ctx: &RunCtx, result: &mut ExamResult) -> Result<(), String> {
         if result.results.iter().any(|r| r.id == q.id) {
             continue;
         }
+        past_time(ctx, result)?;
         let grader = &ctx.graders[i];
         let society = society(ctx, &id, &q, grader).await;
         let bare = if result.summary.baseline {

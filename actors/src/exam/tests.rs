@@ -24,7 +24,7 @@ fn args(set: &str) -> ExamRunArgs {
 
 #[test]
 fn a_run_is_refused_before_it_starts_when_its_set_or_arguments_are_wrong() {
-    let (r, graders) = new_result(&args(SET), true).unwrap();
+    let (r, graders) = new_result(&args(SET), true, 1000).unwrap();
     assert_eq!(graders.len(), 2);
     assert!(valid_id(&r.summary.id));
     assert_eq!(r.summary.status, "running");
@@ -35,7 +35,7 @@ fn a_run_is_refused_before_it_starts_when_its_set_or_arguments_are_wrong() {
         2,
         "every category listed from the start"
     );
-    let same = new_result(&args(&format!("# a comment\n{SET}")), true)
+    let same = new_result(&args(&format!("# a comment\n{SET}")), true, 1000)
         .unwrap()
         .0;
     assert_eq!(
@@ -44,7 +44,7 @@ fn a_run_is_refused_before_it_starts_when_its_set_or_arguments_are_wrong() {
     );
 
     let bad_regex = r#"{"id":"x","category":"c","question":"q","check":{"regex":"("}}"#;
-    match new_result(&args(bad_regex), true) {
+    match new_result(&args(bad_regex), true, 1000) {
         Err(ExamError::Invalid(e)) => {
             assert!(e.contains("question x") && e.contains("regex"), "{e}")
         }
@@ -52,20 +52,30 @@ fn a_run_is_refused_before_it_starts_when_its_set_or_arguments_are_wrong() {
     }
     let mut a = args(SET);
     a.baseline = Some("llama".into());
-    assert!(matches!(new_result(&a, true), Err(ExamError::Invalid(e)) if e.contains("baseline")));
+    assert!(matches!(new_result(&a, true, 1000), Err(ExamError::Invalid(e)) if e.contains("baseline")));
     let mut a = args(SET);
     a.categories = Some(vec!["recall".into()]);
-    let (only, _) = new_result(&a, false).unwrap();
+    let (only, _) = new_result(&a, false, 1000).unwrap();
     assert_eq!(only.questions.len(), 1);
     assert!(!only.judge);
     a.categories = Some(vec!["nothing".into()]);
-    assert!(matches!(new_result(&a, true), Err(ExamError::Invalid(_))));
+    assert!(matches!(new_result(&a, true, 1000), Err(ExamError::Invalid(_))));
     let mut a = args(SET);
     a.name = Some("bad\u{7}name".into());
-    assert!(matches!(new_result(&a, true), Err(ExamError::Invalid(e)) if e.contains("name")));
+    assert!(matches!(new_result(&a, true, 1000), Err(ExamError::Invalid(e)) if e.contains("name")));
     assert!(
-        matches!(new_result(&args("{}"), true), Err(ExamError::Invalid(e)) if e.contains("line 1"))
+        matches!(new_result(&args("{}"), true, 1000), Err(ExamError::Invalid(e)) if e.contains("line 1"))
     );
+    // A set beyond exam.max_questions is refused, naming the bound.
+    match new_result(&args(SET), true, 1) {
+        Err(ExamError::Invalid(e)) => {
+            assert!(e.contains("2 questions") && e.contains("exam.max_questions"), "{e}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut a = args(SET);
+    a.categories = Some(vec!["recall".into()]);
+    assert!(new_result(&a, true, 1).is_ok(), "counted after `categories`");
 }
 
 #[test]
@@ -74,7 +84,7 @@ fn results_are_kept_listed_oldest_first_pruned_and_an_unreadable_one_set_aside()
     let store = ResultStore::open(dir.path()).unwrap();
     let mut made = Vec::new();
     for i in 0..4 {
-        let (mut r, _) = new_result(&args(SET), true).unwrap();
+        let (mut r, _) = new_result(&args(SET), true, 1000).unwrap();
         r.summary.started_at = 1000.0 + f64::from(i);
         if i < 3 {
             r.summary.status = ExamStatus::Done.as_str().into();

@@ -13,6 +13,7 @@ use super::store::LifeStore;
 use super::{LifeArgs, LifeError, LifeMsg};
 use crate::events::unix_now;
 use crate::job::{JobEnd, Jobs, Run};
+use crate::settings::LifeSettings;
 
 /// Global name of the life actor.
 pub const LIFE_NAME: &str = "life";
@@ -41,8 +42,22 @@ pub struct LifeState {
 
 /// A new life's record from validated arguments (the curriculum, the loop and the exam set are checked
 /// here, so a bad file is refused before anything runs).
-pub(super) fn new_record(args: LifeRunArgs, check: usize) -> Result<LifeRecord, LifeError> {
+pub(super) fn new_record(args: LifeRunArgs, life: &LifeSettings) -> Result<LifeRecord, LifeError> {
+    let check = life.check_questions;
     let tasks = args.validate().map_err(LifeError::Invalid)?;
+    if tasks.len() > life.max_tasks {
+        return Err(LifeError::Invalid(format!(
+            "the curriculum has {} tasks; life.max_tasks allows {} (`limit` takes the first N)",
+            tasks.len(),
+            life.max_tasks
+        )));
+    }
+    if let Some(s) = args.for_s.filter(|s| *s > life.max_run_s) {
+        return Err(LifeError::Invalid(format!(
+            "`for_s` {s} is beyond life.max_run_s ({} s)",
+            life.max_run_s
+        )));
+    }
     let questions =
         parse_set(&args.exam).map_err(|e| LifeError::Invalid(format!("the exam set: {e}")))?;
     let name = args.name.clone().unwrap_or_else(|| "life".into());
@@ -188,8 +203,8 @@ impl Actor for LifeActor {
                     ))));
                     return Ok(());
                 }
-                let check = state.args.settings.load().life.check_questions;
-                let rec = match new_record(*args, check) {
+                let life = state.args.settings.load().life.clone();
+                let rec = match new_record(*args, &life) {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = reply.send(Err(e));

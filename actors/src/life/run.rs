@@ -262,12 +262,14 @@ async fn live(
         exam(ctx, rec, activity, "check").await?;
     }
     while rec.tasks.len() < tasks.len() {
-        if rec
-            .args
-            .for_s
-            .is_some_and(|s| unix_now() - started >= s as f64)
-        {
-            tracing::info!(event = "life.time_spent", life = %rec.summary.id, done = rec.tasks.len(), "the life's time is spent; no more tasks");
+        let bounds = ctx.args.settings.load().life.clone();
+        let for_s = rec.args.for_s.unwrap_or(bounds.max_run_s);
+        if unix_now() - started >= for_s as f64 {
+            tracing::info!(event = "life.time_spent", life = %rec.summary.id, done = rec.tasks.len(), for_s, "the life's time is spent; no more tasks");
+            break;
+        }
+        if rec.cost.task_tokens >= bounds.max_task_tokens {
+            tracing::warn!(event = "life.budget_spent", life = %rec.summary.id, done = rec.tasks.len(), tokens = rec.cost.task_tokens, max_task_tokens = bounds.max_task_tokens, "the life's token budget is spent; no more tasks");
             break;
         }
         let index = rec.tasks.len();

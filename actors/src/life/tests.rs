@@ -133,3 +133,39 @@ fn an_ablation_switches_exactly_its_loop_and_the_switches_are_in_force_once_relo
     switches::restore(&path, &switched).unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), shipped);
 }
+
+#[test]
+fn a_life_beyond_its_bounds_is_refused_before_it_starts_naming_the_bound() {
+    use batos_protocol::life::LifeRunArgs;
+    let curriculum: String = (0..5)
+        .map(|i| format!("{{\"text\": \"task {i}\"}}\n"))
+        .collect();
+    let args = |limit: Option<u32>, for_s: Option<u64>| LifeRunArgs {
+        curriculum: curriculum.clone(),
+        exam: set(),
+        every: 2,
+        for_s,
+        limit,
+        ablate: None,
+        approve_amendments: false,
+        name: None,
+    };
+    let life = LifeSettings {
+        max_tasks: 3,
+        max_run_s: 60,
+        ..LifeSettings::default()
+    };
+    let e = super::actor::new_record(args(None, None), &life)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("5 tasks") && e.contains("life.max_tasks"), "{e}");
+    assert!(
+        super::actor::new_record(args(Some(3), None), &life).is_ok(),
+        "`limit` brings it within"
+    );
+    let e = super::actor::new_record(args(Some(3), Some(61)), &life)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("life.max_run_s"), "{e}");
+    assert!(super::actor::new_record(args(Some(3), Some(60)), &life).is_ok());
+}

@@ -22,6 +22,11 @@ pub struct ExamSettings {
     pub poll_ms: u64,
     /// Results kept in `data_dir/exam/results/`; the oldest finished ones are deleted beyond it.
     pub keep_results: usize,
+    /// Most questions in one run (after `categories`); a larger set is refused before anything runs.
+    pub max_questions: usize,
+    /// Milliseconds a run may take from its start, restarts included; past it no further fact is taught and
+    /// no further question asked, and the run ends `failed`, scored on what was answered, saying why.
+    pub max_run_ms: u64,
 }
 
 impl Default for ExamSettings {
@@ -34,6 +39,8 @@ impl Default for ExamSettings {
             remember_timeout_ms: 30_000,
             poll_ms: 200,
             keep_results: 500,
+            max_questions: 1_000,
+            max_run_ms: 21_600_000,
         }
     }
 }

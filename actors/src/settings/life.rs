@@ -33,6 +33,14 @@ pub struct LifeSettings {
     pub settle_ms: u64,
     /// Lives kept in `data_dir/life/`; the oldest finished ones are deleted beyond this.
     pub keep: usize,
+    /// Most curriculum tasks in one life (after `limit`); a longer curriculum is refused before anything runs.
+    pub max_tasks: usize,
+    /// Seconds after which a life sends no new task when `life_run` gives no `for_s`; a larger `for_s` is
+    /// refused. The end exam still runs.
+    pub max_run_s: u64,
+    /// Model tokens (prompt and completion) the curriculum's tasks may spend; once spent no new task is
+    /// sent and the life goes to its end exam, saying so (`life.budget_spent`).
+    pub max_task_tokens: u64,
 }
 
 impl Default for LifeSettings {
@@ -48,6 +56,9 @@ impl Default for LifeSettings {
             heldout_percent: 25,
             settle_ms: 1_800_000,
             keep: 100,
+            max_tasks: 2_000,
+            max_run_s: 172_800,
+            max_task_tokens: 50_000_000,
         }
     }
 }

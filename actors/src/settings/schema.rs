@@ -288,6 +288,16 @@ pub struct GatewaySettings {
     pub front_max_held_subscriptions: usize,
     /// Finished tasks the event view (`snapshot`, `status` counts) keeps; the oldest to finish leave first.
     pub view_keep_finished_tasks: usize,
+    /// Two-way liveness (restart-only): a peer that has said nothing for this many milliseconds is sent a ZMTP
+    /// PING, when its greeting says it speaks ZMTP 3.1 (libzmq, pyzmq); the PING's TTL asks it to drop the
+    /// daemon after `peer_timeout_ms` of silence from our side. Also the TCP keepalive probe period for every
+    /// peer. Must be below `peer_timeout_ms`.
+    pub peer_ping_ms: u64,
+    /// A ZMTP 3.1 peer silent this many milliseconds (no frame, no PONG) is dropped and its connection slot
+    /// freed. ZMTP 3.0 peers (the `zeromq` crate, so `batos`'s own CLI and TUI) cannot be pinged: a subscriber
+    /// is rightly silent for hours, so they are dropped only when TCP keepalive finds their host gone (after
+    /// about `peer_timeout_ms` of silence plus three unanswered probes).
+    pub peer_timeout_ms: u64,
     /// CurveZMQ (RFC 26) on both channels (restart-only): `off`, `on` (CURVE peers encrypted and checked
     /// against the allowed keys, NULL peers still served) or `required` (NULL peers refused). Anything but
     /// `required` is refused for an endpoint that does not bind a loopback address.

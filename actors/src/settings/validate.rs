@@ -51,6 +51,12 @@ impl Settings {
                 Ok(_) => {}
             }
         }
+        if self.gateway.peer_ping_ms >= self.gateway.peer_timeout_ms {
+            return Err(bad(
+                "gateway.peer_ping_ms",
+                "must be below gateway.peer_timeout_ms (a peer is pinged before it is dropped)",
+            ));
+        }
         if self.gateway.front_max_frame_bytes < self.gateway.max_request_bytes as u64 {
             return Err(bad(
                 "gateway.front_max_frame_bytes",
@@ -73,6 +79,8 @@ impl Settings {
             gateway.handshake_timeout_ms,
             gateway.max_connections,
             gateway.max_pending_connections,
+            gateway.peer_ping_ms,
+            gateway.peer_timeout_ms,
             client.timeout_ms,
             client.poll_ms,
             supervision.period_ms,
@@ -147,7 +155,12 @@ impl Settings {
             exam.remember_timeout_ms,
             exam.poll_ms,
             exam.keep_results,
+            exam.max_questions,
+            exam.max_run_ms,
             life.poll_ms,
+            life.max_tasks,
+            life.max_run_s,
+            life.max_task_tokens,
             life.task_timeout_ms,
             life.trainer_steps,
             life.min_new_examples,

@@ -32,7 +32,8 @@ use ratatui::crossterm::event::{self, Event as TermEvent, KeyEventKind};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::client::{Client, ClientConfig, WatchItem, Watcher};
+use crate::client::{ClientConfig, WatchItem, Watcher};
+use crate::session::Session;
 use app::{App, Req, Then};
 
 /// How often the TUI redraws for animation.
@@ -52,10 +53,11 @@ enum Msg {
     Reply(Then, Result<Value, String>),
 }
 
-fn send(cfg: &ClientConfig, tx: &mpsc::UnboundedSender<Msg>, r: Req) {
-    let (cfg, tx) = (cfg.clone(), tx.clone());
+/// Runs one command on the TUI's one command socket; its reply comes back as a message.
+fn send(session: &Session, tx: &mpsc::UnboundedSender<Msg>, r: Req) {
+    let (session, tx) = (session.clone(), tx.clone());
     tokio::spawn(async move {
-        let reply = Client::new(cfg)
+        let reply = session
             .request(&r.cmd, r.args)
             .await
             .map_err(|e| e.to_string());
@@ -90,9 +92,11 @@ fn handle(app: &mut App, msg: Msg) -> Vec<Req> {
 pub async fn run(cfg: ClientConfig, readonly: bool) -> ExitCode {
     let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
     let watch_tx = tx.clone();
-    let watch_cfg = cfg.clone();
+    // One command socket for the TUI's whole run: commands, refreshes and the watcher's snapshots.
+    let session = Session::start(cfg);
+    let watch_session = session.clone();
     let watcher = tokio::spawn(async move {
-        let mut w = Watcher::new(watch_cfg);
+        let mut w = Watcher::sharing(watch_session);
         loop {
             let item = w.next().await;
             let msg = match item {
@@ -138,7 +142,7 @@ pub async fn run(cfg: ClientConfig, readonly: bool) -> ExitCode {
     let mut app = App::new(readonly);
     let mut tick = tokio::time::interval(TICK);
     for r in app.refresh() {
-        send(&cfg, &tx, r);
+        send(&session, &tx, r);
     }
     let outcome = loop {
         if let Err(e) = terminal.draw(|f| ui::render(f, &app)) {
@@ -164,7 +168,7 @@ pub async fn run(cfg: ClientConfig, readonly: bool) -> ExitCode {
         for r in reqs {
             if !seen.contains(&r) {
                 seen.push(r.clone());
-                send(&cfg, &tx, r);
+                send(&session, &tx, r);
             }
         }
         if app.quit {

@@ -4,6 +4,7 @@
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::liveness::{pong_frame, PONG_QUEUE};
 use super::{Door, Limits, Refusal, RelayError};
 use batos_protocol::wire::EVENTS_AUTH_PREFIX;
 
@@ -37,6 +38,10 @@ pub(super) struct Checker {
     ready: bool,
     authenticated: bool,
     held: Vec<Vec<u8>>,
+    /// The peer's ZMTP version from its greeting (major, minor).
+    version: (u8, u8),
+    /// PONGs owed to the peer's PINGs, for the relay to write (at most `PONG_QUEUE`).
+    pongs: Vec<Vec<u8>>,
 }
 
 impl Checker {
@@ -52,6 +57,8 @@ impl Checker {
             ready: false,
             authenticated: false,
             held: Vec::new(),
+            version: (0, 0),
+            pongs: Vec::new(),
         }
     }
 
@@ -62,6 +69,16 @@ impl Checker {
     /// Whether the peer completed its handshake (and, on the event door, authenticated).
     pub(super) fn handshaken(&self) -> bool {
         self.ready && (self.authenticated || !self.events())
+    }
+
+    /// Whether the peer's greeting said ZMTP 3.1 or later, which knows PING and PONG.
+    pub(super) fn speaks_heartbeats(&self) -> bool {
+        self.version >= (3, 1)
+    }
+
+    /// The PONGs owed since the last call, oldest first.
+    pub(super) fn take_pongs(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.pongs)
     }
 
     /// Checks `bytes` and forwards what is good to `out`; an error means: drop the peer.
@@ -80,7 +97,14 @@ impl Checker {
                         let ok = match at {
                             0 => *b == 0xFF,
                             9 => *b == 0x7F,
-                            10 => *b >= 3,
+                            10 => {
+                                self.version.0 = *b;
+                                *b >= 3
+                            }
+                            11 => {
+                                self.version.1 = *b;
+                                true
+                            }
                             _ => true,
                         };
                         if !ok {
@@ -197,6 +221,15 @@ impl Checker {
             let data = body.get(1 + name_len..).unwrap_or_default();
             match name {
                 b"READY" => self.ready = true,
+                // Heartbeats are the front's business (liveness.rs): the socket behind knows no command but
+                // READY. A PING is answered (a flood beyond the queue is answered once), a PONG only heard.
+                b"PING" => {
+                    if self.pongs.len() < PONG_QUEUE {
+                        self.pongs.push(pong_frame(data));
+                    }
+                    return Ok(());
+                }
+                b"PONG" => return Ok(()),
                 // ZMTP 3.1 subscription commands: the socket behind greets as 3.0, so a peer that follows the
                 // spec never sends them through this front.
                 b"SUBSCRIBE" | b"CANCEL" if self.events() => {
@@ -292,6 +325,8 @@ mod tests {
             max_connections: 4,
             max_pending: 2,
             max_held: 2,
+            ping: Duration::from_secs(5),
+            silence: Duration::from_secs(15),
         }
     }
 
@@ -350,6 +385,37 @@ mod tests {
             assert!(hs);
             assert_eq!(out, input, "chunk {chunk}");
         }
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_by_the_front_and_never_reach_the_socket() {
+        let mut good = greeting();
+        good[11] = 1;
+        good.extend(command("READY", b""));
+        let mut input = good.clone();
+        input.extend(command("PING", b"\x00\x64ctx"));
+        input.extend(command("PONG", b""));
+        for _ in 0..10 {
+            input.extend(command("PING", b"\x00\x64"));
+        }
+        let mut c = Checker::new(Door::Commands, limits());
+        let mut out = Vec::new();
+        for part in input.chunks(5) {
+            c.feed(part, &mut out).await.unwrap();
+        }
+        assert_eq!(out, good, "heartbeats stay in the front");
+        assert!(c.speaks_heartbeats());
+        let pongs = c.take_pongs();
+        assert_eq!(
+            pongs.len(),
+            PONG_QUEUE,
+            "a flood is answered a bounded number of times"
+        );
+        assert_eq!(pongs[0], pong_frame(b"\x00\x64ctx"));
+        assert!(c.take_pongs().is_empty());
+        let mut old = Checker::new(Door::Commands, limits());
+        old.feed(&greeting(), &mut Vec::new()).await.unwrap();
+        assert!(!old.speaks_heartbeats(), "a ZMTP 3.0 greeting");
     }
 
     #[tokio::test]

@@ -21,8 +21,8 @@
 //! XSalsa20-Poly1305; the MAC first, so 16 bytes longer than its plaintext), the cookie a `crypto_secretbox`
 //! under a key made for this connection; short nonces count from 1 in each direction and must strictly rise;
 //! a data frame is a MESSAGE command carried in a plain frame (outer flags 0 or LONG only) whose first boxed
-//! byte holds MORE (bit 0) and COMMAND (bit 1). PINGs are answered here (PONG, the context echoed), so
-//! libzmq's heartbeats work whatever the socket behind knows of them.
+//! byte holds MORE (bit 0) and COMMAND (bit 1). Heartbeats (PING, PONG) are boxed commands like any other;
+//! the relay behind answers and sends them (liveness.rs), for CURVE and clear-text peers alike.
 //!
 //! Refusals follow the front's rule — drop, never explain — except the one RFC 26 asks a server to explain:
 //! a client key not among the allowed ones gets an ERROR "400" (libzmq reports it as an authentication
@@ -174,10 +174,10 @@ where
     .await?;
     ours += 1;
 
-    // Both directions at once; the writer to the peer owns our nonce, fed by the socket's frames and PONGs.
+    // Both directions at once; the writer to the peer owns our nonce, fed by the frames from behind (the
+    // socket's, and the relay's heartbeats: PING and PONG pass this session as any command does).
     let session = Arc::new(session);
     let (tx, mut rx) = mpsc::channel::<(u8, Vec<u8>)>(64);
-    let pongs = tx.clone();
     let max_in = limits.max_frame.max(limits.max_control) + MESSAGE_OVERHEAD;
     let inbound = {
         let session = session.clone();
@@ -203,18 +203,6 @@ where
                 };
                 if inner & !(BOX_MORE | BOX_COMMAND) != 0 {
                     return Err(Refusal::Flags(inner).into());
-                }
-                if inner & BOX_COMMAND != 0 {
-                    if let Some(ping) = data.strip_prefix(b"\x04PING") {
-                        // TTL (2 bytes), then a context of at most 16 bytes to echo.
-                        let context = ping.get(2..).unwrap_or_default();
-                        let mut pong = b"\x04PONG".to_vec();
-                        pong.extend_from_slice(&context[..context.len().min(16)]);
-                        if pongs.send((BOX_COMMAND, pong)).await.is_err() {
-                            return Ok(());
-                        }
-                        continue;
-                    }
                 }
                 let mut out = 0;
                 if inner & BOX_MORE != 0 {

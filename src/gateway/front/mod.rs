@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinSet;
@@ -36,9 +36,11 @@ use batos_actors::settings::GatewaySettings;
 mod checker;
 pub mod curve;
 pub mod keys;
+mod liveness;
 
 use checker::Checker;
 use keys::ServerKeys;
+use liveness::{ping_frame, Boundaries, Heard, PONG_QUEUE};
 
 /// CurveZMQ on a door (`gateway.curve` on or required): the server's keys, and whether NULL peers are refused.
 #[derive(Clone)]
@@ -84,6 +86,10 @@ pub struct Limits {
     pub max_pending: usize,
     /// Subscriptions held per event peer until it authenticates.
     pub max_held: usize,
+    /// Quiet time after which a ZMTP 3.1 peer is pinged; the TCP keepalive period of every peer.
+    pub ping: Duration,
+    /// Quiet time after which a ZMTP 3.1 peer is dropped; how long any peer may leave a write to it stalled.
+    pub silence: Duration,
 }
 
 impl Limits {
@@ -97,6 +103,8 @@ impl Limits {
             max_connections: g.max_connections,
             max_pending: g.max_pending_connections,
             max_held: g.front_max_held_subscriptions,
+            ping: Duration::from_millis(g.peer_ping_ms),
+            silence: Duration::from_millis(g.peer_timeout_ms),
         }
     }
 }
@@ -139,6 +147,12 @@ pub enum Refusal {
     /// A CURVE rule broken (a box that does not open, a replayed nonce, a command out of place).
     #[error("CURVE: {0}")]
     Curve(&'static str),
+    /// A ZMTP 3.1 peer answered nothing, not even a PING, for its timeout.
+    #[error("silent for {0} ms (no frame, no PONG)")]
+    Silent(u128),
+    /// A write to the peer made no progress for the timeout: it stopped reading.
+    #[error("took no bytes for {0} ms")]
+    Stalled(u128),
     /// A CURVE client whose long-term key is not in the allowed folder.
     #[error("CURVE: the client's key is not among the allowed keys")]
     UnknownClientKey,
@@ -191,6 +205,7 @@ pub async fn serve(
                 Ok((stream, _)) => {
                     backoff = Duration::from_millis(10);
                     let _ = stream.set_nodelay(true);
+                    keep_alive(&stream, &limits);
                     let (id, evicted) = pending.admit(limits.max_pending);
                     let ctx = (backend.clone(), door.clone(), limits.clone());
                     let (pending, established) = (pending.clone(), established.clone());
@@ -213,8 +228,15 @@ pub async fn serve(
                             }
                         };
                         pending.leave(id);
-                        if let Err(e) = r {
-                            tracing::debug!(event = "gateway.peer_refused", reason = %e, "peer dropped by the front");
+                        match r {
+                            Ok(()) => {}
+                            // A peer that went away without closing: worth a line at info.
+                            Err(e @ RelayError::Refused(Refusal::Silent(_) | Refusal::Stalled(_))) => {
+                                tracing::info!(event = "gateway.peer_gone", reason = %e, "peer dropped by the front: no sign of life");
+                            }
+                            Err(e) => {
+                                tracing::debug!(event = "gateway.peer_refused", reason = %e, "peer dropped by the front");
+                            }
                         }
                     });
                 }
@@ -231,7 +253,20 @@ pub async fn serve(
     }
 }
 
-/// One peer: check its bytes on the way in, pass the socket's bytes back unchanged.
+/// TCP keepalive on a peer's connection: after `ping` of quiet, probes every `ping`, three unanswered end it.
+/// What finds a ZMTP 3.0 peer whose host vanished (they cannot be pinged: liveness.rs).
+fn keep_alive(stream: &tokio::net::TcpStream, limits: &Limits) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(limits.ping)
+        .with_interval(limits.ping)
+        .with_retries(3);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!(event = "gateway.keepalive_failed", error = %e, "cannot set TCP keepalive");
+    }
+}
+
+/// One peer: check its bytes on the way in, pass the socket's bytes back unchanged, with heartbeats
+/// (liveness.rs) written between the socket's frames.
 #[allow(clippy::too_many_arguments)]
 async fn relay<R, W>(
     mut from_client: R,
@@ -267,6 +302,8 @@ where
     let upstream = UnixStream::connect(backend).await?;
     let (mut from_socket, to_socket) = upstream.into_split();
     let mut checker = Checker::new(door.clone(), limits.clone());
+    let heard = Heard::new();
+    let (pong_tx, mut pong_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(PONG_QUEUE);
     let inbound = async {
         let mut to_socket = to_socket;
         let mut permit = None;
@@ -300,17 +337,72 @@ where
                 return Ok::<(), RelayError>(());
             }
             checker.feed(&buf[..n], &mut to_socket).await?;
+            if checker.handshaken() {
+                heard.set_pingable(checker.speaks_heartbeats());
+                heard.now();
+            }
+            for pong in checker.take_pongs() {
+                // A full queue means PONGs are owed already; the peer learns we live from those.
+                let _ = pong_tx.try_send(pong);
+            }
         }
     };
     let outbound = async {
-        tokio::io::copy(&mut from_socket, &mut to_client).await?;
-        Ok::<(), RelayError>(())
+        let mut frames = Boundaries::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut tick = tokio::time::interval(limits.ping / 4);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pinged_for = None;
+        loop {
+            tokio::select! {
+                n = from_socket.read(&mut buf) => {
+                    let n = n?;
+                    if n == 0 {
+                        return Ok::<(), RelayError>(());
+                    }
+                    frames.advance(&buf[..n]);
+                    write_or_stall(&mut to_client, &buf[..n], limits.silence).await?;
+                }
+                Some(pong) = pong_rx.recv(), if frames.between_frames() => {
+                    write_or_stall(&mut to_client, &pong, limits.silence).await?;
+                }
+                _ = tick.tick(), if frames.between_frames() => {
+                    let Some((quiet, mark)) = heard.quiet() else { continue };
+                    if quiet >= limits.silence {
+                        return Err(Refusal::Silent(quiet.as_millis()).into());
+                    }
+                    if quiet >= limits.ping && pinged_for != Some(mark) {
+                        pinged_for = Some(mark);
+                        write_or_stall(&mut to_client, &ping_frame(limits.silence), limits.silence).await?;
+                    }
+                }
+            }
+        }
     };
     // Whichever side ends first ends the peer: both halves are dropped here.
     tokio::select! {
         r = inbound => r,
         r = outbound => r,
     }
+}
+
+/// Writes all of `bytes` to the peer, or fails once a write has made no progress for `limit`.
+async fn write_or_stall<W: tokio::io::AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+    limit: Duration,
+) -> Result<(), RelayError> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = tokio::time::timeout(limit, w.write(rest))
+            .await
+            .map_err(|_| Refusal::Stalled(limit.as_millis()))??;
+        if n == 0 {
+            return Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into());
+        }
+        rest = &rest[n..];
+    }
+    Ok(())
 }
 
 /// Why a relay ended abnormally.
@@ -328,77 +420,4 @@ pub enum RelayError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn with_curve_required_a_clear_text_peer_is_dropped_before_the_socket_sees_it() {
-        use tokio::io::AsyncWriteExt;
-        let dir = tempfile::tempdir().unwrap();
-        let keys = Arc::new(ServerKeys::load_or_create(&dir.path().join("curve")).unwrap());
-        let backend = dir.path().join("gw.sock");
-        let behind = tokio::net::UnixListener::bind(&backend).unwrap();
-        let seen = Arc::new(AtomicU64::new(0));
-        let counted = seen.clone();
-        tokio::spawn(async move {
-            while let Ok((_s, _)) = behind.accept().await {
-                counted.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let limits = Limits {
-            max_frame: 1 << 20,
-            max_control: 4096,
-            max_frames: 4,
-            handshake: Duration::from_secs(5),
-            max_connections: 8,
-            max_pending: 8,
-            max_held: 8,
-        };
-        let front = tokio::spawn(serve(
-            listener,
-            backend,
-            Door::Commands,
-            limits,
-            Some(Curve {
-                keys,
-                required: true,
-            }),
-        ));
-        let mut peer = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut start = [0u8; 11];
-        peer.read_exact(&mut start).await.unwrap();
-        assert_eq!(start, [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3]);
-        let mut null = [0u8; 64];
-        null[..11].copy_from_slice(&start);
-        null[11] = 1;
-        null[12..16].copy_from_slice(b"NULL");
-        peer.write_all(&null).await.unwrap();
-        let mut rest = Vec::new();
-        let n = tokio::time::timeout(Duration::from_secs(5), peer.read_to_end(&mut rest))
-            .await
-            .expect("the peer was not dropped")
-            .unwrap_or(0);
-        assert_eq!(n, 0, "nothing more is said to a refused peer");
-        assert_eq!(
-            seen.load(Ordering::SeqCst),
-            0,
-            "the socket behind never saw it"
-        );
-        front.abort();
-    }
-
-    #[test]
-    fn pending_peers_beyond_the_cap_evict_the_oldest() {
-        let p = Pending::default();
-        let (a, mut ra) = p.admit(2);
-        let (_b, mut rb) = p.admit(2);
-        assert!(ra.try_recv().is_err());
-        let (_c, _rc) = p.admit(2);
-        assert!(ra.try_recv().is_ok(), "the oldest was evicted");
-        assert!(rb.try_recv().is_err());
-        p.leave(a);
-        assert_eq!(p.queue.lock().unwrap().len(), 2);
-    }
-}
+mod tests;

@@ -18,6 +18,20 @@
 //!
 //! Cancellation: a request whose caller has gone (its reply channel closed) is dropped before the next step
 //! and its sequence removed at once.
+//!
+//! Batch invariance (`batch_invariant`): a request's tokens are those it gets decoded alone, whatever runs
+//! beside it and whenever it arrives. Two things are needed. The kernels: an 8-bit KV cache and padded decodes
+//! (see [`Decoder::pad`]), so every decode takes the same code path. And the cells: flash attention sums a
+//! sequence's cells in *cache* order, so its cells must lie in position order, as they do alone. llama.cpp
+//! puts new tokens in the first free cells from its head, and goes back to the start of the cache when there
+//! are enough free cells before the head — so any hole (an ended request's cells removed, an evicted or trimmed
+//! prefix entry) lets a later token land before its own sequence's earlier cells, and which holes there are
+//! depends on timing. So in this mode no cell is freed while the decoder lives: what would be removed is handed
+//! to a *plug* sequence that keeps the cells occupied (masked out of everyone's attention) and no hole opens;
+//! the plug's cells are let go only all at once, with everything else, while nothing is served
+//! ([`Decoder::take_id`]), which leaves no hole either. Its room is the extra `n_ctx × parallel` cells this mode
+//! reserves; should it run out mid-run, cells are removed as usual (a request running then may differ in its
+//! last bits) and `llm.cells_freed` says so.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -92,8 +106,13 @@ pub(super) struct Decoder<'m> {
     slots: Vec<Option<Seq>>,
     /// Request sequence ids nobody holds and whose cells are gone.
     ids: Vec<i32>,
-    /// Request sequence ids whose request has ended but whose cells are still there (see [`Self::retire`]).
-    retired: Vec<i32>,
+    /// Batch-invariant mode: the sequence that keeps freed cells occupied (see the module docs).
+    plug: Option<i32>,
+    /// Cells the plug holds, at most (cells it shares with the prefix cache are counted too).
+    plugged: usize,
+    /// Most cells the plug may hold: the `n_ctx × parallel` cells batch-invariant mode reserves beyond the
+    /// running requests' own.
+    plug_budget: usize,
     cache: Option<PrefixCache>,
     dry: DrySamplers,
     batch: LlamaBatch<'static>,
@@ -104,8 +123,9 @@ pub(super) struct Decoder<'m> {
 }
 
 /// The context a decoder needs: room for a full request per request sequence id (`parallel`, twice that in
-/// batch-invariant mode for the ended requests not yet removed, see [`Decoder::retire`]) plus the prefix
-/// cache's cells, a sequence id for each, and one unified KV cache (so a prefix copy shares cells).
+/// batch-invariant mode for the cells the plug keeps, see the module docs) plus the prefix cache's cells, a
+/// sequence id for each (and the padding and plug sequences), and one unified KV cache (so a prefix copy
+/// shares cells).
 pub(super) fn context_params(shared: &Shared) -> LlamaContextParams {
     let cache_tokens = if shared.prefix_cache {
         shared.prefix_cache_tokens
@@ -133,7 +153,8 @@ pub(super) fn context_params(shared: &Shared) -> LlamaContextParams {
         // One more than a step's tokens, for the padding token; one ubatch per decode.
         .with_n_batch(shared.n_batch + 1)
         .with_n_ubatch(shared.n_batch + 1)
-        .with_n_seq_max(shared.seq_ids() + 1)
+        // The padding token's sequence, then the plug's.
+        .with_n_seq_max(shared.seq_ids() + 2)
         .with_kv_unified(true)
         .with_n_threads(shared.threads)
         .with_n_threads_batch(shared.threads)
@@ -157,7 +178,11 @@ impl<'m> Decoder<'m> {
             model,
             slots: (0..parallel).map(|_| None).collect(),
             ids: (0..request_ids).rev().collect(),
-            retired: Vec::new(),
+            plug: shared
+                .batch_invariant
+                .then_some(shared.seq_ids() as i32 + 1),
+            plugged: 0,
+            plug_budget: shared.n_ctx as usize * (request_ids as usize).saturating_sub(parallel),
             cache,
             dry: DrySamplers::default(),
             batch: LlamaBatch::new(shared.n_batch as usize + 1, 1),
@@ -172,30 +197,29 @@ impl<'m> Decoder<'m> {
         self.slots.iter().any(Option::is_none)
     }
 
-    /// A sequence id with no cells, for a new request or a whole job. Ended requests' cells are removed
-    /// here, when no request is being served (or no id is left).
+    /// A sequence id with no cells, for a new request or a whole job. In batch-invariant mode, while nothing
+    /// is served and the plug holds half its room or more, every cell goes at once (the prefix cache too):
+    /// the cache starts again with no hole in it.
     pub(super) fn take_id(&mut self) -> Option<i32> {
-        if self.idle() || self.ids.is_empty() {
-            for id in std::mem::take(&mut self.retired) {
-                self.remove_cells(id);
-                self.ids.push(id);
+        if self.plug.is_some() && self.idle() && self.plugged * 2 >= self.plug_budget.max(1) {
+            if let Some(c) = self.cache.as_mut() {
+                c.forget_all();
             }
+            self.ctx.clear_kv_cache();
+            tracing::debug!(
+                event = "llm.cells_reset",
+                plugged = self.plugged,
+                "idle: every cell let go at once"
+            );
+            self.plugged = 0;
         }
         self.ids.pop()
     }
 
-    /// Gives back the id of an ended request or job, removing its cells at once — except in batch-invariant
-    /// mode, where they stay until [`Self::take_id`] removes them while nothing is served: removing cells
-    /// lets llama.cpp reuse them for the next tokens of requests still running, which would then sit out of
-    /// order in the cache, and flash attention sums a sequence's cells in cache order, so its answer could
-    /// change in the last bits (and, greedy, in its tokens).
+    /// Gives back the id of an ended request or job, its cells freed ([`Self::free_cells`]).
     pub(super) fn retire(&mut self, id: i32) {
-        if self.scratch.is_some() {
-            self.retired.push(id);
-        } else {
-            self.remove_cells(id);
-            self.ids.push(id);
-        }
+        self.free_cells(id, None);
+        self.ids.push(id);
     }
 
     /// Whether no request is being served.
@@ -456,11 +480,11 @@ impl<'m> Decoder<'m> {
         };
         // Evicted entries go at once (their ids are reused right away); cells a request still shares stay.
         for d in plan.drop {
-            self.remove_cells(d);
+            self.free_cells(d, None);
         }
         for (seq, from) in plan.trim {
-            if let (Ok(seq), Ok(from)) = (u32::try_from(seq), u32::try_from(from)) {
-                let _ = self.ctx.clear_kv_cache_seq(Some(seq), Some(from), None);
+            if let Ok(from) = u32::try_from(from) {
+                self.free_cells(seq, Some(from));
             }
         }
         if let Err(e) = self
@@ -564,6 +588,30 @@ impl<'m> Decoder<'m> {
                 let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
             }
         }
+    }
+
+    /// Frees sequence `id`'s cells from position `from` on (all: `None`). In batch-invariant mode they are
+    /// handed to the plug instead of removed, so no hole opens (see the module docs), while its room lasts.
+    fn free_cells(&mut self, id: i32, from: Option<u32>) {
+        let Ok(seq) = u32::try_from(id) else { return };
+        if let Some(plug) = self.plug {
+            let max = self.ctx.kv_cache_seq_pos_max(id);
+            let start = from.map_or(self.ctx.kv_cache_seq_pos_min(id), |f| {
+                i32::try_from(f).unwrap_or(i32::MAX)
+            });
+            let n = usize::try_from(max - start.max(0) + 1).unwrap_or(0);
+            if n == 0 || max < 0 {
+                return;
+            }
+            if self.plugged + n <= self.plug_budget
+                && self.ctx.copy_kv_cache_seq(id, plug, from, None).is_ok()
+            {
+                self.plugged += n;
+            } else {
+                tracing::debug!(event = "llm.cells_freed", seq = id, cells = n, plugged = self.plugged, "the plug is full: cells removed mid-run (batch invariance may not hold for a request running now)");
+            }
+        }
+        let _ = self.ctx.clear_kv_cache_seq(Some(seq), from, None);
     }
 
     /// Removes a sequence's cells (cells another sequence shares stay).

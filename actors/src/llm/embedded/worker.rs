@@ -87,8 +87,8 @@ impl Shared {
         self.request_ids().saturating_add(cache)
     }
 
-    /// Sequence ids for requests: `parallel`, or twice that in batch-invariant mode, where ended requests
-    /// keep their cells a while.
+    /// Sequence ids for requests: `parallel`, or twice that in batch-invariant mode, whose context is sized by
+    /// it: the extra `n_ctx × parallel` cells are the plug's room (see `decoder.rs`).
     pub(super) fn request_ids(&self) -> u32 {
         let parallel = self.parallel.max(1) as u32;
         if self.batch_invariant {

@@ -245,7 +245,7 @@ fn shots(contract: &Contract, notes: bool) -> &'static [(&'static str, &'static 
     match (contract, notes) {
         (Contract::Free, false) => &[],
         (Contract::Free, true) => &[(
-            "Notes:\nThe person said earlier: My dog is called Rex.\n\nWhat is my dog called?",
+            "Notes:\nThe person said earlier: \"My dog is called Rex.\"\n\nWhat is my dog called?",
             "Your dog is called Rex.",
         )],
         (Contract::YesNo, _) => &[
@@ -257,7 +257,7 @@ fn shots(contract: &Contract, notes: bool) -> &'static [(&'static str, &'static 
             "2",
         )],
         (Contract::Number, true) => &[(
-            "Notes:\nThe person said earlier: I have 3 brothers.\n\nHow many brothers do I have?",
+            "Notes:\nThe person said earlier: \"I have 3 brothers.\"\n\nHow many brothers do I have?",
             "3",
         )],
         (Contract::Words { .. }, _) => &[("Answer with one word: what colour is snow?", "\"white\"")],
@@ -318,7 +318,8 @@ fn ignores(answer: &str, note: &str, question: &str) -> bool {
     added.is_disjoint(&said)
 }
 
-/// A note given as the answer: a person's words quoted as theirs, anything else as it stands.
+/// A note given as the answer: a person's words quoted as theirs (still in the note's quotation marks), anything
+/// else as it stands.
 fn quoted(note: &str) -> String {
     let note = note.trim();
     match note.strip_prefix("The person said earlier:") {
@@ -333,23 +334,23 @@ mod tests {
 
     #[test]
     fn an_answer_that_ignores_the_note_it_was_given_quotes_the_note() {
-        let note = "The person said earlier: Remember that my car is painted turquoise.";
+        let note = "The person said earlier: \"Remember that my car is painted turquoise.\"";
         let q = "What colour is my car?";
         assert!(ignores("Your car is a red car.", note, q));
         assert!(!ignores("Your car is turquoise.", note, q));
         assert_eq!(
             quoted(note),
-            "You told me earlier: Remember that my car is painted turquoise."
+            "You told me earlier: \"Remember that my car is painted turquoise.\""
         );
         let gate =
-            "The person said earlier: Note for later: my flight to Lisbon leaves from gate 42.";
+            "The person said earlier: \"Note for later: my flight to Lisbon leaves from gate 42.\"";
         let q = "Which gate does my flight to Lisbon leave from?";
         assert!(ignores("It leaves from gate 7.", gate, q));
         assert!(!ignores("Gate 42.", gate, q));
         // A note that adds nothing to the question is never "ignored".
         assert!(!ignores(
             "Anything.",
-            "The person said earlier: my car",
+            "The person said earlier: \"my car\"",
             "What is my car?"
         ));
         let rule = "The household's principles (its codex) change only when the Architect, a human, approves.";

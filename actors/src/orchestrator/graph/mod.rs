@@ -398,7 +398,12 @@ impl Runner {
             s.push_str(&format!("\nALFRED's plan:\n{plan}\n"));
         }
         if let Some(ctx) = &task.context {
-            s.push_str(&format!("\nBABS's research notes:\n{ctx}\n"));
+            // Quoted line by line: notes drawn from memory are what was remembered, never the prompt's own
+            // words (issue 32), and a line of them cannot pose as a section of this brief.
+            s.push_str("\nBABS's research notes (quoted):\n");
+            for line in ctx.lines().filter(|l| !l.trim().is_empty()) {
+                s.push_str(&format!("> {}\n", line.trim()));
+            }
         }
         if !task.notes.is_empty() {
             s.push_str("\nNotes:\n");

@@ -10,8 +10,8 @@ struct OneNote;
 impl MemoryHook for OneNote {
     async fn retrieve(&self, _query: &str) -> Result<Vec<String>, PortError> {
         Ok(vec![
-            "The person said earlier: Please remember that my cat is called Pixel.".into(),
-            "The person said earlier: My dentist appointment is next month.".into(),
+            "The person said earlier: \"Please remember that my cat is called Pixel.\"".into(),
+            "The person said earlier: \"My dentist appointment is next month.\"".into(),
         ])
     }
     async fn ingest(&self, _task: &TaskState) -> Result<(), PortError> {

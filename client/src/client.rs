@@ -33,6 +33,27 @@ pub struct ClientConfig {
     pub poll: Duration,
     /// Heartbeat period (liveness: 3 missed = disconnected).
     pub heartbeat: Duration,
+    /// With `gateway.curve` on: the CURVE tunnel `endpoint` and `events` lead through (local `ipc://`
+    /// endpoints), kept alive as long as any clone of this configuration is.
+    pub tunnel: Option<std::sync::Arc<batos_curve::Tunnel>>,
+}
+
+impl ClientConfig {
+    /// Where a command socket connects: `endpoint`, or the local end of its CURVE tunnel.
+    pub fn command_route(&self) -> &str {
+        self.tunnel
+            .as_ref()
+            .and_then(|t| t.local(0))
+            .unwrap_or(&self.endpoint)
+    }
+
+    /// Where an event subscriber connects: `events`, or the local end of its CURVE tunnel.
+    pub fn event_route(&self) -> &str {
+        self.tunnel
+            .as_ref()
+            .and_then(|t| t.local(1))
+            .unwrap_or(&self.events)
+    }
 }
 
 /// A subscriber to the event channel for `topics` (prefixes; `""` is every event), authenticated with the
@@ -55,7 +76,7 @@ pub async fn subscriber(cfg: &ClientConfig, topics: &[&str]) -> Result<SubSocket
     for t in topics {
         s.subscribe(t).await.map_err(subscribe_failed)?;
     }
-    match tokio::time::timeout(cfg.timeout, s.connect(&cfg.events)).await {
+    match tokio::time::timeout(cfg.timeout, s.connect(cfg.event_route())).await {
         Ok(Ok(())) => Ok(s),
         Ok(Err(e)) => Err(ClientError::Protocol(format!(
             "cannot connect to {}: {e}",
@@ -140,7 +161,7 @@ impl Client {
         let mut opts = SocketOptions::default();
         opts.connect_timeout(self.cfg.timeout);
         let mut s = ReqSocket::with_options(opts);
-        match tokio::time::timeout(self.cfg.timeout, s.connect(&self.cfg.endpoint)).await {
+        match tokio::time::timeout(self.cfg.timeout, s.connect(self.cfg.command_route())).await {
             Ok(Ok(())) => Some(s),
             _ => None,
         }

@@ -53,9 +53,25 @@ impl Conn {
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty())
         });
+        let endpoint = self.endpoint.clone().unwrap_or(s.gateway.command_endpoint);
+        let events = self.events.clone().unwrap_or(s.gateway.event_endpoint);
+        let mut tunnel = None;
+        if s.gateway.curve != "off" {
+            let config_dir = std::path::absolute(&self.config)
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+                .unwrap_or_default();
+            let (t, _) =
+                curve_tunnel(&config_dir, &s.data_dir, &[&endpoint, &events]).map_err(|e| {
+                    eprintln!("batos: {e}");
+                    ExitCode::from(2)
+                })?;
+            tunnel = Some(std::sync::Arc::new(t));
+        }
         Ok(ClientConfig {
-            endpoint: self.endpoint.clone().unwrap_or(s.gateway.command_endpoint),
-            events: self.events.clone().unwrap_or(s.gateway.event_endpoint),
+            endpoint,
+            events,
+            tunnel,
             token,
             timeout: Duration::from_millis(s.client.timeout_ms),
             retries: s.client.retries,
@@ -63,6 +79,56 @@ impl Conn {
             heartbeat: Duration::from_millis(s.gateway.heartbeat_ms),
         })
     }
+}
+
+/// Starts the CURVE tunnel to `remotes`: the client's key pair from `config_dir/curve/client.key_secret`
+/// (made there at the first use), the daemon's public key from `config_dir/curve/server.key` or else the local
+/// daemon's `data_dir/curve/server.key`. When the local daemon's allowed-keys folder is there (same machine, and
+/// this user can write it), the client's public key is put in it too, so a local CLI needs no setup.
+fn curve_tunnel(
+    config_dir: &Path,
+    data_dir: &Path,
+    remotes: &[&str],
+) -> Result<(batos_curve::Tunnel, Vec<String>), String> {
+    let keys_dir = config_dir.join("curve");
+    let (keys, _) = batos_curve::KeyPair::load_or_create(&keys_dir, "client")
+        .map_err(|e| format!("CURVE: the client's keys: {e}"))?;
+    let server_file = [
+        keys_dir.join("server.key"),
+        data_dir.join("curve/server.key"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .ok_or_else(|| {
+        format!(
+            "CURVE is on (gateway.curve) but the daemon's public key is in neither {} nor {}",
+            keys_dir.join("server.key").display(),
+            data_dir.join("curve/server.key").display()
+        )
+    })?;
+    let server = batos_curve::read_small(&server_file)
+        .ok()
+        .and_then(|t| batos_curve::field(&t, "public-key"))
+        .ok_or_else(|| format!("{}: no valid public-key", server_file.display()))?;
+    let allowed = data_dir.join("curve/clients");
+    if allowed.is_dir() {
+        let public = batos_curve::encode(keys.public.as_bytes());
+        let name: String = keys.public.as_bytes()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mine = allowed.join(format!("batos-client-{name}.key"));
+        if !mine.exists() {
+            // Best effort: a daemon on another machine, or a folder this user cannot write, needs the key
+            // copied by hand (the error at the handshake says so).
+            let _ = std::fs::write(&mine, batos_curve::certificate(&public, None));
+        }
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err("CURVE: the tunnel needs a running tokio runtime".into());
+    }
+    batos_curve::Tunnel::start(remotes, std::sync::Arc::new(keys), server)
+        .map_err(|e| e.to_string())
 }
 
 /// Why the settings file could not give a client its settings.
@@ -116,6 +182,13 @@ pub struct GatewayKeys {
     pub event_endpoint: String,
     /// The daemon's heartbeat period, ms; a watcher calls the daemon gone after three missed.
     pub heartbeat_ms: u64,
+    /// `off`, `on` or `required`: anything but `off` and the client speaks CURVE (through its tunnel).
+    #[serde(default = "curve_off")]
+    pub curve: String,
+}
+
+fn curve_off() -> String {
+    "off".into()
 }
 
 /// The `[client]` keys.
@@ -198,6 +271,29 @@ mod tests {
             e.contains("client.timeout_ms") && e.contains("positive"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn with_curve_on_and_no_server_key_the_client_says_where_it_looked() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = curve_tunnel(
+            &dir.path().join("config"),
+            &dir.path().join("data"),
+            &["tcp://127.0.0.1:1"],
+        )
+        .err()
+        .unwrap();
+        assert!(
+            e.contains("gateway.curve") && e.contains("server.key"),
+            "{e}"
+        );
+        // Its own key pair was made on the way, private.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("config/curve/client.key_secret"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -88,7 +88,7 @@ async fn connect(cfg: &ClientConfig) -> Option<DealerSocket> {
     let mut opts = SocketOptions::default();
     opts.connect_timeout(cfg.timeout);
     let mut s = DealerSocket::with_options(opts);
-    match tokio::time::timeout(cfg.timeout, s.connect(&cfg.endpoint)).await {
+    match tokio::time::timeout(cfg.timeout, s.connect(cfg.command_route())).await {
         Ok(Ok(())) => Some(s),
         _ => None,
     }
@@ -199,6 +199,7 @@ mod tests {
             retries: 2,
             poll: Duration::from_millis(100),
             heartbeat: Duration::from_millis(100),
+            tunnel: None,
         };
         (r, cfg)
     }

@@ -460,3 +460,128 @@ async fn heartbeating_pyzmq_clients_stay_and_a_stopped_one_is_dropped_within_its
         d.log_text()
     );
 }
+
+/// A TCP proxy on a free loopback port that forwards to `target` (`tcp://HOST:PORT`) and keeps every byte
+/// either way: what crossed the wire.
+struct Recorder {
+    endpoint: String,
+    bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Recorder {
+    async fn start(target: &str) -> Self {
+        let target = target.trim_start_matches("tcp://").to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("tcp://{}", listener.local_addr().unwrap());
+        let bytes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = bytes.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&target).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    ),
+                    (Box::new(sr), Box::new(cw)),
+                ] {
+                    let kept = kept.clone();
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let mut buf = vec![0u8; 65536];
+                        while let Ok(n) = from.read(&mut buf).await {
+                            if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            kept.lock().unwrap().extend_from_slice(&buf[..n]);
+                        }
+                    });
+                }
+            }
+        });
+        Recorder { endpoint, bytes }
+    }
+
+    fn wire(&self) -> Vec<u8> {
+        self.bytes.lock().unwrap().clone()
+    }
+}
+
+fn holds(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Issue 32: the CLI speaks CURVE when `gateway.curve` is on — its key pair made in the config folder at the
+/// first use and put among the local daemon's allowed keys, its command and event sockets through a tunnel —
+/// and a recording proxy between it and the daemon finds neither the token nor the task's text on the wire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_speaks_curve_through_its_tunnel_and_nothing_readable_crosses_the_wire() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::start(
+        &ollama.url,
+        vec![Box::new(|doc| {
+            doc["gateway"]["curve"] = toml_edit::value("on");
+        })],
+    )
+    .await;
+    let s = d.settings();
+    let commands = Recorder::start(&s.gateway.command_endpoint).await;
+    let events = Recorder::start(&s.gateway.event_endpoint).await;
+    let secret = format!("a task only the household may read {}", free_port());
+    let mut cmd = batos_cmd(&d);
+    cmd.args(["send", "--config"])
+        .arg(&d.config)
+        .args([
+            "--endpoint",
+            &commands.endpoint,
+            "--events",
+            &events.endpoint,
+        ])
+        .arg(&secret);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Final answer from ALFRED"));
+    let keys = d.config.parent().unwrap().join("curve");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(keys.join("client.key_secret"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let allowed: Vec<_> = std::fs::read_dir(s.data_dir.join("curve/clients"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        allowed.iter().any(|n| n.starts_with("batos-client-")),
+        "{allowed:?}"
+    );
+    let (cw, ew) = (commands.wire(), events.wire());
+    for wire in [&cw, &ew] {
+        assert!(
+            holds(wire, b"CURVE") && holds(wire, b"\x07MESSAGE"),
+            "not CURVE"
+        );
+    }
+    let token = std::fs::read_to_string(s.data_dir.join("gateway.token")).unwrap();
+    for needle in [token.trim().as_bytes(), secret.as_bytes(), b"submit_task"] {
+        assert!(
+            !holds(&cw, needle) && !holds(&ew, needle),
+            "clear text on the wire: {}",
+            String::from_utf8_lossy(needle)
+        );
+    }
+}

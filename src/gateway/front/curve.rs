@@ -31,54 +31,24 @@
 use std::sync::Arc;
 
 use crypto_box::aead::generic_array::GenericArray;
-use crypto_box::aead::{Aead, AeadCore, OsRng};
+use crypto_box::aead::{Aead, OsRng};
 use crypto_box::{PublicKey, SalsaBox, SecretKey};
 use crypto_secretbox::{KeyInit, XSalsa20Poly1305};
 use rand_core::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-use super::keys::{ServerKeys, KEY_BYTES};
+use batos_curve::{
+    array, mechanism, nonce, read_frame, write_frame, AS_SERVER, BOX_COMMAND, BOX_MORE, COMMAND,
+    GREETING, KEY_BYTES, LONG, MAC, MECHANISM, MESSAGE_OVERHEAD, MORE, SIGNATURE_AND_MAJOR,
+};
+
+use super::keys::ServerKeys;
 use super::{Limits, Refusal, RelayError};
 
-/// ZMTP 3 greeting length, in bytes.
-const GREETING: usize = 64;
-/// What is sent before the peer's mechanism is known: the signature (libzmq's padding) and major version 3.
-const SIGNATURE_AND_MAJOR: [u8; 11] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3];
-/// Where the greeting names its mechanism (20 bytes, NUL-padded), and the as-server byte after it.
-const MECHANISM: std::ops::Range<usize> = 12..32;
-const AS_SERVER: usize = 32;
-/// ZMTP frame flags.
-const MORE: u8 = 0x01;
-const LONG: u8 = 0x02;
-const COMMAND: u8 = 0x04;
-/// Flags inside a MESSAGE box.
-const BOX_MORE: u8 = 0x01;
-const BOX_COMMAND: u8 = 0x02;
 /// Fixed sizes of RFC 26's commands, in bytes.
 const HELLO_BYTES: usize = 200;
 const INITIATE_MIN_BYTES: usize = 257;
-/// A MESSAGE's bytes beyond its data: name (8), short nonce (8), MAC (16), flags (1).
-const MESSAGE_OVERHEAD: u64 = 33;
-/// A box's MAC, in bytes.
-const MAC: usize = 16;
-
-type Nonce = GenericArray<u8, <SalsaBox as AeadCore>::NonceSize>;
-
-/// A 24-byte nonce: RFC 26's prefix for the command, then the counter or random tail.
-fn nonce(prefix: &[u8], tail: &[u8]) -> Nonce {
-    let mut n = [0u8; 24];
-    n[..prefix.len()].copy_from_slice(prefix);
-    n[prefix.len()..].copy_from_slice(tail);
-    GenericArray::clone_from_slice(&n)
-}
-
-/// A mechanism name as the greeting carries it.
-fn mechanism(name: &[u8]) -> [u8; 20] {
-    let mut m = [0u8; 20];
-    m[..name.len()].copy_from_slice(name);
-    m
-}
 
 fn broken(why: &'static str) -> RelayError {
     Refusal::Curve(why).into()
@@ -285,8 +255,8 @@ where
     {
         return Err(broken("not a HELLO"));
     }
-    let client_transient = PublicKey::from(key(&hello[80..112]));
-    let hello_nonce = u64::from_be_bytes(key8(&hello[112..120]));
+    let client_transient = PublicKey::from(array::<KEY_BYTES>(&hello[80..112]));
+    let hello_nonce = u64::from_be_bytes(array::<8>(&hello[112..120]));
     let zeros = SalsaBox::new(&client_transient, &keys.secret)
         .decrypt(&nonce(b"CurveZMQHELLO---", &hello[112..120]), &hello[120..])
         .map_err(|_| broken("a HELLO box that does not open"))?;
@@ -329,7 +299,7 @@ where
     if initiate[9..105] != cookie[..] {
         return Err(broken("an INITIATE with another connection's cookie"));
     }
-    let initiate_nonce = u64::from_be_bytes(key8(&initiate[105..113]));
+    let initiate_nonce = u64::from_be_bytes(array::<8>(&initiate[105..113]));
     if initiate_nonce <= hello_nonce {
         return Err(broken("an INITIATE nonce that does not rise"));
     }
@@ -345,7 +315,7 @@ where
     if body.len() < vouch_end {
         return Err(broken("an INITIATE too short for its vouch"));
     }
-    let client_key = key(&body[..KEY_BYTES]);
+    let client_key = array::<KEY_BYTES>(&body[..KEY_BYTES]);
     let vouch = SalsaBox::new(&PublicKey::from(client_key), &transient)
         .decrypt(
             &nonce(b"VOUCH---", &body[KEY_BYTES..KEY_BYTES + 16]),
@@ -380,7 +350,7 @@ fn check_metadata(mut m: &[u8]) -> Result<(), RelayError> {
         let (Some(name), Some(size)) = (rest.get(..len), rest.get(len..len + 4)) else {
             return Err(broken("malformed metadata"));
         };
-        let size = u32::from_be_bytes(key4(size)) as usize;
+        let size = u32::from_be_bytes(array::<4>(size)) as usize;
         let Some(next) = rest.get(len + 4 + size..) else {
             return Err(broken("malformed metadata"));
         };
@@ -390,83 +360,6 @@ fn check_metadata(mut m: &[u8]) -> Result<(), RelayError> {
     if !socket_type {
         return Err(broken("metadata without a Socket-Type"));
     }
-    Ok(())
-}
-
-fn key(b: &[u8]) -> [u8; KEY_BYTES] {
-    let mut k = [0u8; KEY_BYTES];
-    k.copy_from_slice(&b[..KEY_BYTES]);
-    k
-}
-
-fn key8(b: &[u8]) -> [u8; 8] {
-    let mut k = [0u8; 8];
-    k.copy_from_slice(&b[..8]);
-    k
-}
-
-fn key4(b: &[u8]) -> [u8; 4] {
-    let mut k = [0u8; 4];
-    k.copy_from_slice(&b[..4]);
-    k
-}
-
-/// One ZMTP frame: its flags and body; `None` at a clean end of stream before a frame. A frame announcing
-/// more than `max` bytes is refused unread.
-async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max: Option<u64>,
-) -> Result<Option<(u8, Vec<u8>)>, RelayError> {
-    let mut flags = [0u8; 1];
-    match r.read_exact(&mut flags).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e.into()),
-    }
-    let flags = flags[0];
-    if flags & !(MORE | LONG | COMMAND) != 0 {
-        return Err(Refusal::Flags(flags).into());
-    }
-    let size = if flags & LONG != 0 {
-        let mut be = [0u8; 8];
-        r.read_exact(&mut be).await?;
-        u64::from_be_bytes(be)
-    } else {
-        let mut b = [0u8; 1];
-        r.read_exact(&mut b).await?;
-        u64::from(b[0])
-    };
-    if let Some(limit) = max.filter(|m| size > *m) {
-        return Err(Refusal::FrameTooLarge { size, limit }.into());
-    }
-    let size = usize::try_from(size).map_err(|_| Refusal::FrameTooLarge {
-        size,
-        limit: usize::MAX as u64,
-    })?;
-    let mut body = vec![0u8; size];
-    r.read_exact(&mut body).await?;
-    Ok(Some((flags, body)))
-}
-
-/// Writes one frame of `parts` joined, with `flags` (LONG added when the body needs it).
-async fn write_frame<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    flags: u8,
-    parts: &[&[u8]],
-) -> Result<(), RelayError> {
-    let len: usize = parts.iter().map(|p| p.len()).sum();
-    let mut out = Vec::with_capacity(len + 9);
-    if len > usize::from(u8::MAX) {
-        out.push(flags | LONG);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    } else {
-        out.push(flags);
-        out.push(len as u8);
-    }
-    for p in parts {
-        out.extend_from_slice(p);
-    }
-    w.write_all(&out).await?;
     Ok(())
 }
 
@@ -489,12 +382,5 @@ mod tests {
         let mut lying = m.clone();
         lying[12..16].copy_from_slice(&u32::MAX.to_be_bytes());
         assert!(check_metadata(&lying).is_err(), "a length past the end");
-    }
-
-    #[test]
-    fn nonces_carry_their_prefix_and_tail() {
-        let n = nonce(b"CurveZMQMESSAGES", &7u64.to_be_bytes());
-        assert_eq!(&n[..16], b"CurveZMQMESSAGES");
-        assert_eq!(&n[16..], &7u64.to_be_bytes());
     }
 }

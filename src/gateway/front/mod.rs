@@ -419,5 +419,17 @@ pub enum RelayError {
     Full,
 }
 
+impl From<batos_curve::FrameError> for RelayError {
+    fn from(e: batos_curve::FrameError) -> Self {
+        match e {
+            batos_curve::FrameError::Flags(f) => Refusal::Flags(f).into(),
+            batos_curve::FrameError::TooLarge { size, limit } => {
+                Refusal::FrameTooLarge { size, limit }.into()
+            }
+            batos_curve::FrameError::Io(e) => e.into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

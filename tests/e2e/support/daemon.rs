@@ -250,6 +250,7 @@ impl Daemon {
             retries: s.client.retries,
             poll: Duration::from_millis(s.client.poll_ms),
             heartbeat: Duration::from_millis(s.gateway.heartbeat_ms),
+            tunnel: None,
         }
     }
 

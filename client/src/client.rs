@@ -39,6 +39,18 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
+    /// A wire v1 request body (MessagePack) for `cmd` with `args`, id `id` and this configuration's token.
+    pub fn encode(&self, id: &str, cmd: &str, args: Value) -> Result<Vec<u8>, ClientError> {
+        let req = Request {
+            v: PROTOCOL_VERSION,
+            id: id.to_string(),
+            token: self.token.clone(),
+            cmd: cmd.to_string(),
+            args: Some(args),
+        };
+        rmp_serde::to_vec_named(&req).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
     /// Where a command socket connects: `endpoint`, or the local end of its CURVE tunnel.
     pub fn command_route(&self) -> &str {
         self.tunnel
@@ -180,15 +192,7 @@ impl Client {
         cmd: &str,
         args: Value,
     ) -> Result<Value, ClientError> {
-        let req = Request {
-            v: PROTOCOL_VERSION,
-            id: id.to_string(),
-            token: self.cfg.token.clone(),
-            cmd: cmd.to_string(),
-            args: Some(args),
-        };
-        let body =
-            rmp_serde::to_vec_named(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let body = self.cfg.encode(id, cmd, args)?;
         let attempts = self.cfg.retries + 1;
         for _ in 0..attempts {
             let started = Instant::now();

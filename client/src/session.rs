@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use zeromq::prelude::*;
 use zeromq::{DealerSocket, SocketOptions, ZmqMessage};
 
-use batos_protocol::{Reply, Request, PROTOCOL_VERSION};
+use batos_protocol::Reply;
 
 use crate::client::{ClientConfig, ClientError};
 
@@ -66,15 +66,7 @@ impl Session {
     /// Sends one command and returns its result; requests from any number of tasks may wait at once.
     pub async fn request(&self, cmd: &str, args: Value) -> Result<Value, ClientError> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let req = Request {
-            v: PROTOCOL_VERSION,
-            id: id.clone(),
-            token: self.cfg.token.clone(),
-            cmd: cmd.to_string(),
-            args: Some(args),
-        };
-        let body =
-            rmp_serde::to_vec_named(&req).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let body = self.cfg.encode(&id, cmd, args)?;
         let (reply, answer) = oneshot::channel();
         let closed = || ClientError::Protocol("the command session has ended".into());
         self.jobs
@@ -182,6 +174,7 @@ async fn run(cfg: ClientConfig, mut jobs: mpsc::UnboundedReceiver<Job>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use batos_protocol::Request;
     use serde_json::json;
     use std::time::Duration;
     use zeromq::RouterSocket;

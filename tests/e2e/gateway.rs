@@ -386,19 +386,18 @@ async fn an_unmodified_pyzmq_client_speaks_the_protocol() {
     );
 }
 
+/// `gateway.curve = "on"`: CURVE for the clients that ask, clear text (the harness's own client) on loopback.
+fn curve_on() -> Edit {
+    Box::new(|doc| doc["gateway"]["curve"] = toml_edit::value("on"))
+}
+
 /// CurveZMQ (issue 32): unmodified pyzmq clients with CURVE keys — REQ, DEALER with libzmq's heartbeats, SUB —
 /// talk to a daemon with `gateway.curve = "on"`; a key not in the allowed folder and a replayed handshake are
 /// refused and the daemon lives; the bytes on the wire (a recording proxy) hold no token or task text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyzmq_clients_with_curve_keys_are_encrypted_and_strangers_are_refused() {
     let ollama = ScriptedOllama::start();
-    let d = Daemon::start(
-        &ollama.url,
-        vec![Box::new(|doc| {
-            doc["gateway"]["curve"] = toml_edit::value("on");
-        })],
-    )
-    .await;
+    let d = Daemon::start(&ollama.url, vec![curve_on()]).await;
     let data_dir = d.settings().data_dir;
     assert!(data_dir.join("curve/server.key").exists());
     let seen = python_client(&d, "curve.py", &[&data_dir]).await;
@@ -521,13 +520,7 @@ fn holds(haystack: &[u8], needle: &[u8]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_speaks_curve_through_its_tunnel_and_nothing_readable_crosses_the_wire() {
     let ollama = ScriptedOllama::start();
-    let d = Daemon::start(
-        &ollama.url,
-        vec![Box::new(|doc| {
-            doc["gateway"]["curve"] = toml_edit::value("on");
-        })],
-    )
-    .await;
+    let d = Daemon::start(&ollama.url, vec![curve_on()]).await;
     let s = d.settings();
     let commands = Recorder::start(&s.gateway.command_endpoint).await;
     let events = Recorder::start(&s.gateway.event_endpoint).await;

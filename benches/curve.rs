@@ -1,7 +1,7 @@
 //! CurveZMQ's cost on the gateway (issue 32): the ping round trip of a CURVE client against a clear-text one,
 //! both pyzmq (libzmq) REQ sockets on one daemon with `gateway.curve = "on"`, measured in alternating blocks in
-//! one run (`tests/py/curve_ping.py`), so both meet the same weather. The `batos` client has no CURVE, hence
-//! libzmq on both sides of the comparison.
+//! one run (`tests/py/curve_ping.py`), so both meet the same weather. libzmq on both sides, so the comparison
+//! is the daemon's cost alone (`batos`'s own CURVE goes through its tunnel, one more hop).
 //!
 //! `cargo bench --bench curve` (`BATOS_BENCH_CURVE_PINGS` pings each, default 2000); under `cargo test` 40
 //! each, a smoke test of the same code.

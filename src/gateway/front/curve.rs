@@ -36,7 +36,6 @@ use crypto_box::{PublicKey, SalsaBox, SecretKey};
 use crypto_secretbox::{KeyInit, XSalsa20Poly1305};
 use rand_core::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
 
 use batos_curve::{
     array, mechanism, nonce, read_frame, write_frame, AS_SERVER, BOX_COMMAND, BOX_MORE, COMMAND,
@@ -144,68 +143,52 @@ where
     .await?;
     ours += 1;
 
-    // Both directions at once; the writer to the peer owns our nonce, fed by the frames from behind (the
-    // socket's, and the relay's heartbeats: PING and PONG pass this session as any command does).
-    let session = Arc::new(session);
-    let (tx, mut rx) = mpsc::channel::<(u8, Vec<u8>)>(64);
+    // Both directions at once, in this task: frames from behind (the socket's, and the relay's heartbeats: PING
+    // and PONG pass this session as any command does) are boxed with our nonce as they come.
     let max_in = limits.max_frame.max(limits.max_control) + MESSAGE_OVERHEAD;
-    let inbound = {
-        let session = session.clone();
-        async move {
-            let mut peer_nonce = peer_nonce;
-            while let Some((flags, m)) = read_frame(&mut cr, Some(max_in)).await? {
-                if flags & !LONG != 0 {
-                    return Err(Refusal::Flags(flags).into());
-                }
-                if m.len() < MESSAGE_OVERHEAD as usize || &m[..8] != b"\x07MESSAGE" {
-                    return Err(broken("a frame that is not a MESSAGE"));
-                }
-                let n = u64::from_be_bytes(m[8..16].try_into().unwrap_or_default());
-                if n <= peer_nonce {
-                    return Err(broken("a MESSAGE nonce that does not rise (a replay)"));
-                }
-                peer_nonce = n;
-                let p = session
-                    .decrypt(&nonce(b"CurveZMQMESSAGEC", &m[8..16]), &m[16..])
-                    .map_err(|_| broken("a MESSAGE box that does not open"))?;
-                let Some((&inner, data)) = p.split_first() else {
-                    return Err(broken("an empty MESSAGE box"));
-                };
-                if inner & !(BOX_MORE | BOX_COMMAND) != 0 {
-                    return Err(Refusal::Flags(inner).into());
-                }
-                let mut out = 0;
-                if inner & BOX_MORE != 0 {
-                    out |= MORE;
-                }
-                if inner & BOX_COMMAND != 0 {
-                    out |= COMMAND;
-                }
-                write_frame(&mut pw, out, &[data]).await?;
+    let session = &session;
+    let inbound = async move {
+        let mut peer_nonce = peer_nonce;
+        while let Some((flags, m)) = read_frame(&mut cr, Some(max_in)).await? {
+            if flags & !LONG != 0 {
+                return Err(Refusal::Flags(flags).into());
             }
-            Ok::<(), RelayError>(())
-        }
-    };
-    let from_socket = async move {
-        while let Some((flags, body)) = read_frame(&mut pr, None).await? {
-            let mut inner = 0;
-            if flags & MORE != 0 {
-                inner |= BOX_MORE;
+            if m.len() < MESSAGE_OVERHEAD as usize || &m[..8] != b"\x07MESSAGE" {
+                return Err(broken("a frame that is not a MESSAGE"));
             }
-            if flags & COMMAND != 0 {
-                inner |= BOX_COMMAND;
+            let n = u64::from_be_bytes(m[8..16].try_into().unwrap_or_default());
+            if n <= peer_nonce {
+                return Err(broken("a MESSAGE nonce that does not rise (a replay)"));
             }
-            if tx.send((inner, body)).await.is_err() {
-                break;
+            peer_nonce = n;
+            let p = session
+                .decrypt(&nonce(b"CurveZMQMESSAGEC", &m[8..16]), &m[16..])
+                .map_err(|_| broken("a MESSAGE box that does not open"))?;
+            let Some((&inner, data)) = p.split_first() else {
+                return Err(broken("an empty MESSAGE box"));
+            };
+            if inner & !(BOX_MORE | BOX_COMMAND) != 0 {
+                return Err(Refusal::Flags(inner).into());
             }
+            let mut out = 0;
+            if inner & BOX_MORE != 0 {
+                out |= MORE;
+            }
+            if inner & BOX_COMMAND != 0 {
+                out |= COMMAND;
+            }
+            write_frame(&mut pw, out, &[data]).await?;
         }
         Ok::<(), RelayError>(())
     };
-    let to_peer = async move {
+    let outbound = async move {
         let mut plain = Vec::new();
-        while let Some((inner, body)) = rx.recv().await {
+        while let Some((flags, body)) = read_frame(&mut pr, None).await? {
             plain.clear();
-            plain.push(inner);
+            plain.push(
+                if flags & MORE != 0 { BOX_MORE } else { 0 }
+                    | if flags & COMMAND != 0 { BOX_COMMAND } else { 0 },
+            );
             plain.extend_from_slice(&body);
             let boxed = session
                 .encrypt(
@@ -221,8 +204,7 @@ where
     // Whichever direction ends first ends the peer.
     tokio::select! {
         r = inbound => r,
-        r = from_socket => r,
-        r = to_peer => r,
+        r = outbound => r,
     }
 }
 

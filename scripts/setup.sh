@@ -10,9 +10,10 @@ mkdir -p "$CACHE"
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 # 1. System packages: protoc (lance), cmake + clang (llama.cpp, bindgen), runsc (gVisor sandbox),
-#    docker.io (second sandbox backend), tmux (the TUI's end-to-end test drives `batos tui` in it).
+#    docker.io (second sandbox backend), tmux (the TUI's end-to-end test drives `batos tui` in it), chromium and
+#    chromium-driver (the page's end-to-end test drives it headless).
 missing=()
-for pkg in protobuf-compiler cmake clang libclang-dev runsc docker.io curl unzip tmux; do
+for pkg in protobuf-compiler cmake clang libclang-dev runsc docker.io curl unzip tmux chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -38,16 +39,17 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   fi
 fi
 
-# 3. Python venv for the tests (pyzmq + msgpack interop, gguf to write test LoRA adapters).
+# 3. Python venv for the tests (pyzmq + msgpack interop, gguf to write test LoRA adapters, the official OpenAI
+#    client and selenium for the HTTP door's tests).
 VENV="$CACHE/venv"
-if ! "$VENV/bin/python" -c 'import zmq, msgpack, gguf, numpy' 2>/dev/null; then
+if ! "$VENV/bin/python" -c 'import zmq, msgpack, gguf, numpy, openai, selenium' 2>/dev/null; then
   # A venv cut off while it was being created has python but no pip: make it again.
   if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
     say "creating Python venv at $VENV"
     python3 -m venv --clear "$VENV"
   fi
-  say "installing pyzmq, msgpack, gguf, numpy into $VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check pyzmq msgpack gguf numpy
+  say "installing pyzmq, msgpack, gguf, numpy, openai, selenium into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check pyzmq msgpack gguf numpy openai selenium
 fi
 
 # 4. The default model (SmolLM2-135M-Instruct, Q4_1 GGUF) into data/models/.

@@ -87,7 +87,7 @@ fn reply_for(id: &str, r: CmdResult) -> Vec<u8> {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }

@@ -4,6 +4,7 @@
 mod commands;
 pub mod dedupe;
 pub mod front;
+pub mod http;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -123,6 +124,8 @@ impl Drop for Loop {
 /// Gateway state: its two socket loops.
 pub struct GatewayState {
     _loops: Vec<Loop>,
+    /// The HTTP door's closer: dropped with the state, it ends the door's streams and waiting completions.
+    _http: Option<http::Opened>,
 }
 
 /// The private sockets behind the front door, in data_dir, named per gateway incarnation: a restarted
@@ -220,7 +223,15 @@ impl Actor for Gateway {
         };
         tracing::info!(event = "gateway.listening", command = %s.gateway.command_endpoint, events = %s.gateway.event_endpoint, "gateway listening");
         let token: Arc<str> = Arc::from(organs.token.as_str());
-        let loops = vec![
+        // The HTTP door, when asked for: bound here, so a port in use fails the gateway's start as loudly as
+        // the ZeroMQ endpoints do.
+        let mut http_door = None;
+        if s.http.enabled {
+            let addr = s.http.addr()?;
+            let listener = bind_public(&format!("tcp://{addr}"), patience).await?;
+            http_door = Some(http::open(listener, organs.clone()));
+        }
+        let mut loops = vec![
             Loop(tokio::spawn(front::serve(
                 commands_front,
                 cmd_path,
@@ -238,7 +249,15 @@ impl Actor for Gateway {
             Loop(tokio::spawn(command_loop(router, organs.clone()))),
             Loop(tokio::spawn(event_loop(publisher, organs))),
         ];
-        Ok(GatewayState { _loops: loops })
+        let mut opened = None;
+        if let Some((door, serve)) = http_door {
+            loops.push(Loop(tokio::spawn(serve)));
+            opened = Some(door);
+        }
+        Ok(GatewayState {
+            _loops: loops,
+            _http: opened,
+        })
     }
 
     async fn handle(

@@ -17,6 +17,7 @@ mod forge;
 mod forge_ollama;
 mod gateway;
 mod hostile;
+mod http;
 mod image;
 mod life;
 mod memory;

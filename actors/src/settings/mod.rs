@@ -17,6 +17,7 @@
 mod edit;
 mod exam;
 mod goals;
+mod http;
 mod life;
 mod orchestrator;
 mod sampling;
@@ -24,6 +25,7 @@ mod schema;
 mod validate;
 
 pub use exam::ExamSettings;
+pub use http::HttpSettings;
 pub use life::LifeSettings;
 pub use orchestrator::{OrchestratorSettings, RouteMode};
 pub use sampling::{Sampling, SamplingOverrides};

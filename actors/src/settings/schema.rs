@@ -57,6 +57,9 @@ pub struct Settings {
     /// when absent.
     #[serde(default)]
     pub life: super::life::LifeSettings,
+    /// `[http]`: the gateway's HTTP door (commands, events, the OpenAI API, the page); off when absent.
+    #[serde(default)]
+    pub http: super::http::HttpSettings,
     /// Fault injection and other debugging switches.
     pub debug: DebugSettings,
 }

@@ -166,7 +166,29 @@ impl Settings {
             life.min_new_examples,
             life.keep,
             trainer.exam_gate_wait_ms,
+            http.login_link_ttl_ms,
+            http.session_max_age_s,
+            http.chat_timeout_ms,
+            http.max_event_streams,
         );
+        match self.http.addr() {
+            Err(why) => return Err(bad("http.bind", &why)),
+            // The HTTP door speaks no TLS: off the loopback only when someone said so, knowing it.
+            Ok(addr) if !addr.ip().is_loopback() && !self.http.allow_non_loopback => {
+                return Err(bad(
+                    "http.bind",
+                    &format!(
+                        "binds {} (not a loopback address) and this door speaks plain HTTP: put a \
+                         TLS-terminating proxy in front and set http.allow_non_loopback = true",
+                        addr.ip()
+                    ),
+                ));
+            }
+            Ok(_) => {}
+        }
+        if self.http.model_name.trim().is_empty() {
+            return Err(bad("http.model_name", "must not be empty"));
+        }
         for (key, v) in [
             ("trainer.exam_tolerance", self.trainer.exam_tolerance),
             ("life.rollback_points", self.life.rollback_points),
@@ -429,6 +451,24 @@ mod tests {
         let text = open.replace("curve = \"off\"", "curve = \"required\"");
         let s = Settings::parse(&text, Path::new("/x/s.toml")).unwrap();
         assert_eq!(s.gateway.curve, crate::settings::CurveMode::Required);
+    }
+
+    #[test]
+    fn the_http_door_stays_on_the_loopback_unless_told_it_is_plain_http() {
+        let open = shipped().replace("bind = \"127.0.0.1:5580\"", "bind = \"0.0.0.0:5580\"");
+        assert_ne!(open, shipped());
+        let e = Settings::parse(&open, Path::new("/x/s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.bind") && e.contains("plain HTTP"), "{e}");
+        let told = open.replace("allow_non_loopback = false", "allow_non_loopback = true");
+        let s = Settings::parse(&told, Path::new("/x/s.toml")).unwrap();
+        assert!(s.http.allow_non_loopback);
+        let nonsense = shipped().replace("bind = \"127.0.0.1:5580\"", "bind = \"my-host\"");
+        let e = Settings::parse(&nonsense, Path::new("/x/s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.bind") && e.contains("IP:PORT"), "{e}");
     }
 
     #[test]

@@ -207,6 +207,9 @@ impl Daemon {
         for key in ["command_endpoint", "event_endpoint"] {
             doc["gateway"][key] = toml_edit::value(format!("tcp://127.0.0.1:{}", free_port()));
         }
+        if doc.get("http").is_some() {
+            doc["http"]["bind"] = toml_edit::value(format!("127.0.0.1:{}", free_port()));
+        }
         fs::write(&self.config, doc.to_string()).unwrap();
     }
 

@@ -62,7 +62,6 @@ use axum::{Form, Router};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-
 use super::Organs;
 
 /// The content-security policy of every response: nothing from anywhere but this origin, no inline script or

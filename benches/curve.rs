@@ -40,12 +40,7 @@ fn main() {
         ],
     ));
     let cfg = d.client_config();
-    let python = std::env::var("BATOS_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/batos/venv/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
+    let python = daemon::python();
     let out = Command::new("timeout")
         .args(["600", &python])
         .arg(repo().join("tests/py/curve_ping.py"))

@@ -45,12 +45,7 @@ fn main() {
         ],
     ));
     let s = d.settings();
-    let python = std::env::var("BATOS_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/batos/venv/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
+    let python = daemon::python();
     let out = Command::new("timeout")
         .args(["900", &python])
         .arg(repo().join("tests/py/event_latency.py"))

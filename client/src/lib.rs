@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod config;
 pub mod conn;
 pub mod exam_cli;
 pub mod exam_plot;

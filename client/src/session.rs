@@ -1,6 +1,6 @@
 //! One command socket for as long as a client runs, shared by every request it makes at once.
 //!
-//! A [`crate::client::Client`] is one REQ socket: one request at a time, strictly. The TUI has many in flight
+//! A `Client` (the REQ client) is one REQ socket: one request at a time, strictly. The TUI has many in flight
 //! (each screen's refresh, the person's commands, the watcher's snapshots); one REQ socket each would mean a
 //! TCP connection, a handshake and a daemon-side peer per request. A [`Session`] holds one DEALER socket in a
 //! task of its own and matches replies to requests by id (every wire v1 reply carries its request's id):
@@ -24,7 +24,7 @@ use zeromq::{DealerSocket, SocketOptions, ZmqMessage};
 
 use batos_protocol::Reply;
 
-use crate::client::{ClientConfig, ClientError};
+use crate::config::{ClientConfig, ClientError};
 
 /// One request handed to the session task.
 struct Job {

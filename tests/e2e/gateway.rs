@@ -337,15 +337,6 @@ async fn the_client_binary_without_the_engine_drives_the_daemon_as_batos_does() 
 }
 
 /// The Python interpreter with pyzmq and msgpack (set up by scripts/setup.sh).
-fn python() -> String {
-    std::env::var("BATOS_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/batos/venv/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    })
-}
-
 /// Runs `tests/py/<script>` against `d` with its command and event endpoints, its token and `extra` arguments,
 /// at most 120 s (a libzmq client that hangs fails the test instead of holding the suite); its last stdout line
 /// is the JSON it saw.

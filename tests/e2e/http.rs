@@ -9,15 +9,6 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-fn python() -> String {
-    std::env::var("BATOS_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/batos/venv/bin/python",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    })
-}
-
 /// Edit: the HTTP door open on a free loopback port.
 fn http_on() -> Edit {
     Box::new(|doc| {
@@ -208,5 +199,91 @@ async fn the_page_in_a_real_browser_logs_in_asks_approves_counts_restarts_and_sh
     assert!(
         codex_after.contains("weigh every deduction against the harm"),
         "{codex_after}"
+    );
+}
+
+/// A raw HTTP exchange: writes `request`, reads until the server closes or `secs` pass; `None` when the server
+/// closed without a byte.
+fn raw(stream: &mut std::net::TcpStream, request: &[u8], secs: u64) -> Option<String> {
+    use std::io::{Read, Write};
+    stream
+        .set_read_timeout(Some(Duration::from_secs(secs)))
+        .unwrap();
+    let _ = stream.write_all(request);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    (!out.is_empty()).then(|| String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The ZeroMQ door's limits hold at this one too: past `gateway.max_connections` a newcomer is closed at once;
+/// a client that connects and says nothing, or trickles its head, is dropped within
+/// `gateway.handshake_timeout_ms` and its slot freed; a body that trickles is answered 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_trickling_http_clients_lose_their_slots_and_the_cap_holds() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::start(
+        &ollama.url,
+        vec![
+            http_on(),
+            Box::new(|doc| {
+                doc["gateway"]["max_connections"] = toml_edit::value(8);
+                doc["gateway"]["handshake_timeout_ms"] = toml_edit::value(700);
+            }),
+        ],
+    )
+    .await;
+    let addr = d.settings().http.bind;
+    let session = b"GET /api/v1/session HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut hogs: Vec<std::net::TcpStream> = (0..8)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            if i % 2 == 0 {
+                use std::io::Write;
+                s.write_all(b"GET / HTTP/1.1\r\nHo").unwrap(); // a head that never ends
+            }
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // Over the cap: closed at accept, not a byte answered.
+    let mut late = std::net::TcpStream::connect(&addr).unwrap();
+    assert_eq!(
+        raw(&mut late, session, 2),
+        None,
+        "a connection over the cap was served"
+    );
+    // Past the head timeout the hogs are gone (the server closed them) and their slots are free.
+    let started = Instant::now();
+    for h in &mut hogs {
+        let _ = raw(h, b"", 5);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "idle connections were kept"
+    );
+    let mut fresh = std::net::TcpStream::connect(&addr).unwrap();
+    let answer = raw(&mut fresh, session, 5).expect("no answer after the slots were freed");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.contains("\"logged_in\":false"),
+        "{answer}"
+    );
+    // A body that trickles: 408, not a held task.
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    let head = format!(
+        "POST /api/v1/commands/status HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"a\":",
+        token(&d)
+    );
+    let answer = raw(&mut slow, head.as_bytes(), 5).expect("no answer to a trickled body");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        d.log_text().contains("http.refused"),
+        "the refusal was not logged"
     );
 }

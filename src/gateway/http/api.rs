@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::sse::{Event as Sse, KeepAlive};
@@ -64,11 +64,18 @@ pub(super) async fn command(
     Path(cmd): Path<String>,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     if let Err(r) = door.check(&headers, &method) {
         return refused(r);
     }
+    let body = match door.body(body).await {
+        Ok(b) => b,
+        Err((status, why)) => {
+            let e = ErrorBody::new(ErrorCode::BadRequest, why);
+            return (status, Json(Reply::err("", e))).into_response();
+        }
+    };
     let id = match headers.get("idempotency-key") {
         None => uuid::Uuid::new_v4().simple().to_string(),
         Some(v) => match v.to_str() {

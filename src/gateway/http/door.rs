@@ -33,6 +33,10 @@ pub struct Door {
     pub(super) streams: Arc<Semaphore>,
     /// Changes (closes) when the gateway goes away: streams and waiting chat completions end.
     pub(super) closed: watch::Receiver<()>,
+    /// `gateway.max_request_bytes`: the largest body read.
+    pub(super) max_body: usize,
+    /// `gateway.handshake_timeout_ms`: the time a body may take to arrive whole.
+    pub(super) body_timeout: std::time::Duration,
 }
 
 /// How a request was authorised.
@@ -148,6 +152,30 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 }
 
 impl Door {
+    /// Reads a request's body whole, within the door's limits: over `max_body` bytes is `413`, not all there
+    /// within `body_timeout` is `408` (a client trickling its body cannot hold a connection and a task).
+    pub(super) async fn body(
+        &self,
+        body: axum::body::Body,
+    ) -> Result<axum::body::Bytes, (StatusCode, String)> {
+        match tokio::time::timeout(self.body_timeout, axum::body::to_bytes(body, self.max_body))
+            .await
+        {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the body is over gateway.max_request_bytes ({} bytes) or broke off: {e}",
+                    self.max_body
+                ),
+            )),
+            Err(_) => Err((
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive within gateway.handshake_timeout_ms".to_string(),
+            )),
+        }
+    }
+
     /// Authorises a request or answers why not (as the protocol's reply shape, so every client of the door
     /// reads one error format; the OpenAI routes wrap it in theirs).
     pub(super) fn check(&self, headers: &HeaderMap, method: &Method) -> Result<Via, Refusal> {

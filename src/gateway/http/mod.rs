@@ -33,12 +33,15 @@
 //! this origin, no inline script, no framing), `nosniff` and `no-referrer`; the page writes every text from a
 //! model with `textContent`, never as markup.
 //!
-//! **Limits.** The same as the ZeroMQ door's: `gateway.max_request_bytes` per body, `max_inflight_commands`
-//! commands at once (a semaphore of its own), `http.max_event_streams` event streams. The door is a task
+//! **Limits.** The same as the ZeroMQ door's: `gateway.max_connections` connections (one more is closed at
+//! accept), `gateway.handshake_timeout_ms` to send a request's head (a client that connects and says nothing, or
+//! trickles its headers, is dropped and its slot freed), `gateway.max_request_bytes` per body,
+//! `max_inflight_commands` commands at once (a semaphore of its own), `http.max_event_streams` event streams. The door is a task
 //! of the gateway actor: when the gateway restarts it closes — its listener, its streams and its waiting chat
 //! completions end (clients reconnect) — and the new gateway opens it again.
 
 mod api;
+pub mod chat;
 mod door;
 pub mod openai;
 mod page;
@@ -58,7 +61,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -104,15 +107,61 @@ pub fn open(
         streams: Arc::new(Semaphore::new(s.http.max_event_streams)),
         http: s.http.clone(),
         closed,
+        max_body: s.gateway.max_request_bytes,
+        body_timeout: Duration::from_millis(s.gateway.handshake_timeout_ms),
         organs,
     });
     let app = router(door, s.gateway.max_request_bytes);
-    let serve = async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::warn!(event = "http.failed", error = %e, "the HTTP door stopped serving");
-        }
+    let limits = ConnLimits {
+        max: s.gateway.max_connections,
+        head_timeout: Duration::from_millis(s.gateway.handshake_timeout_ms),
     };
-    (Opened { _closer: closer }, serve)
+    (Opened { _closer: closer }, serve(listener, app, limits))
+}
+
+/// The ZeroMQ door's connection limits, applied to this one.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    /// `gateway.max_connections`: connections open at once; one more is closed at accept.
+    max: usize,
+    /// `gateway.handshake_timeout_ms`: from accept (or from the end of the previous request) to a request's
+    /// whole head; a slower client is dropped, so idle or trickling connections cannot hold the slots.
+    head_timeout: Duration,
+}
+
+/// Accepts and serves connections, HTTP/1.1, each in its own task, within `limits`.
+async fn serve(listener: TcpListener, app: Router, limits: ConnLimits) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(Semaphore::new(limits.max));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of descriptors, most likely: wait instead of spinning.
+                tracing::warn!(event = "http.accept_failed", error = %e, "the HTTP door could not accept");
+                tokio::time::sleep(limits.head_timeout / 10).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(event = "http.refused", peer = %peer, reason = "gateway.max_connections", "an HTTP connection over the limit was closed");
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            // One request per connection: an idle keep-alive connection would hold its slot with no timer on
+            // it (the head timeout runs only while a head is awaited). An event stream is one long request.
+            http.timer(TokioTimer::new())
+                .header_read_timeout(limits.head_timeout)
+                .keep_alive(false);
+            if let Err(e) = http.serve_connection(TokioIo::new(stream), service).await {
+                tracing::debug!(event = "http.connection_ended", peer = %peer, error = %e, "an HTTP connection ended with an error");
+            }
+        });
+    }
 }
 
 fn router(door: Arc<Door>, max_body: usize) -> Router {
@@ -210,7 +259,21 @@ struct LoginForm {
     token: String,
 }
 
-async fn login_form(State(door): State<Arc<Door>>, Form(f): Form<LoginForm>) -> Response {
+async fn login_form(State(door): State<Arc<Door>>, body: axum::body::Body) -> Response {
+    let bytes = match door.body(body).await {
+        Ok(b) => b,
+        Err((status, why)) => return (status, why).into_response(),
+    };
+    let f: LoginForm = match serde_urlencoded::from_bytes(&bytes) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("the login form is malformed: {e}\n"),
+            )
+                .into_response()
+        }
+    };
     if super::commands::constant_time_eq(f.token.trim().as_bytes(), door.organs.token.as_bytes()) {
         tracing::info!(
             event = "http.login",

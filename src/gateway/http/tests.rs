@@ -3,10 +3,8 @@
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::json;
 
-use super::openai::{
-    admissible, chunk, completion, progress_of, remainder, task_text, ChatRequest, Outcome,
-    Progress,
-};
+use super::chat::{admissible, task_text, ChatRequest};
+use super::openai::{chunk, completion, progress_of, remainder, Outcome, Progress};
 use super::*;
 use batos_actors::events::Event;
 
@@ -196,7 +194,7 @@ fn the_household_answers_as_one_model_once_and_without_client_tools() {
     assert!(admissible(&with("tools", json!([])), "batos").is_ok());
 }
 
-fn msgs(v: serde_json::Value) -> Vec<super::openai::ChatMessage> {
+fn msgs(v: serde_json::Value) -> Vec<super::chat::ChatMessage> {
     serde_json::from_value(v).unwrap()
 }
 

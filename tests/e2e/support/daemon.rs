@@ -16,6 +16,16 @@ pub fn repo() -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1.
+/// The Python of the tests' venv (made by scripts/setup.sh): `BATOS_PYTHON`, else `~/.cache/batos/venv`.
+pub fn python() -> String {
+    std::env::var("BATOS_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/batos/venv/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    })
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

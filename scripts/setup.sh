@@ -10,10 +10,14 @@ mkdir -p "$CACHE"
 say() { printf 'setup: %s\n' "$*" >&2; }
 
 # 1. System packages: protoc (lance), cmake + clang (llama.cpp, bindgen), runsc (gVisor sandbox),
-#    docker.io (second sandbox backend), tmux (the TUI's end-to-end test drives `batos tui` in it), chromium and
-#    chromium-driver (the page's end-to-end test drives it headless).
+#    docker.io (second sandbox backend), tmux (the TUI's end-to-end test drives `batos tui` in it); for the test
+#    suite only (--with-docker), chromium and chromium-driver (the page's end-to-end test drives it headless).
+packages=(protobuf-compiler cmake clang libclang-dev runsc docker.io curl unzip tmux)
+if [ "${1:-}" = "--with-docker" ]; then
+  packages+=(chromium chromium-driver)
+fi
 missing=()
-for pkg in protobuf-compiler cmake clang libclang-dev runsc docker.io curl unzip tmux chromium chromium-driver; do
+for pkg in "${packages[@]}"; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then

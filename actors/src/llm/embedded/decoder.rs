@@ -33,10 +33,8 @@
 //! reserves; should it run out mid-run, cells are removed as usual (a request running then may differ in its
 //! last bits) and `llm.cells_freed` says so.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::LlamaModel;
@@ -49,9 +47,6 @@ use super::prefix::{AdapterKey, PrefixCache};
 use super::sampler::{sampler_chain, DrySamplers};
 use super::worker::{backend_err, set_adapter, Active, Generated, Shared};
 use crate::llm::{Finish, LlmError, Sampling, TokenSink};
-
-/// `LLAMA_FLASH_ATTN_TYPE_ENABLED` (llama-cpp-2 takes the raw C enum).
-const FLASH_ATTN_ENABLED: std::os::raw::c_int = 1;
 
 /// A chat request as the decoder takes it.
 pub(super) struct ChatJob {
@@ -122,46 +117,8 @@ pub(super) struct Decoder<'m> {
     scratch: Option<i32>,
 }
 
-/// The context a decoder needs: room for a full request per request sequence id (`parallel`, twice that in
-/// batch-invariant mode for the cells the plug keeps, see the module docs) plus the prefix cache's cells, a
-/// sequence id for each (and the padding and plug sequences), and one unified KV cache (so a prefix copy
-/// shares cells).
-pub(super) fn context_params(shared: &Shared) -> LlamaContextParams {
-    let cache_tokens = if shared.prefix_cache {
-        shared.prefix_cache_tokens
-    } else {
-        0
-    };
-    let cells = shared
-        .n_ctx
-        .saturating_mul(shared.request_ids())
-        .saturating_add(cache_tokens);
-    // llama.cpp's CPU flash attention has three kernels (one query row over 512 cells or more: split
-    // across threads; 64 rows or more: tiled; else one row at a time, in cache order) and takes the last
-    // for every shape when the cache is quantized.
-    let kv = if shared.batch_invariant {
-        KvCacheType::Q8_0
-    } else {
-        KvCacheType::F16
-    };
-    LlamaContextParams::default()
-        // A quantized cache needs flash attention.
-        .with_flash_attention_policy(FLASH_ATTN_ENABLED)
-        .with_type_k(kv)
-        .with_type_v(kv)
-        .with_n_ctx(NonZeroU32::new(cells))
-        // One more than a step's tokens, for the padding token; one ubatch per decode.
-        .with_n_batch(shared.n_batch + 1)
-        .with_n_ubatch(shared.n_batch + 1)
-        // The padding token's sequence, then the plug's.
-        .with_n_seq_max(shared.seq_ids() + 2)
-        .with_kv_unified(true)
-        .with_n_threads(shared.threads)
-        .with_n_threads_batch(shared.threads)
-}
-
 impl<'m> Decoder<'m> {
-    /// A decoder over a fresh context (made by the caller with [`context_params`]).
+    /// A decoder over a fresh context (made by the worker for this decoder's needs: its `context_params`).
     pub(super) fn new(shared: &Shared, model: &'m LlamaModel, ctx: LlamaContext<'m>) -> Self {
         let parallel = shared.parallel.max(1);
         let request_ids = shared.request_ids() as i32;

@@ -9,14 +9,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use llama_cpp_2::context::params::{LlamaContextParams, LlamaPoolingType};
+use llama_cpp_2::context::params::{KvCacheType, LlamaContextParams, LlamaPoolingType};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::{LlamaLoraAdapter, LlamaModel};
 use tokio::sync::oneshot;
 
 use super::backend;
-use super::decoder::{self, ChatJob, Decoder};
+use super::decoder::{ChatJob, Decoder};
 use crate::llm::{Finish, LlmError};
 
 /// How often an idle inference thread checks whether an adapter load is waiting for the model.
@@ -199,7 +199,7 @@ fn decoder<'a, 'm>(
     slot: &'a mut Option<Decoder<'m>>,
 ) -> Result<&'a mut Decoder<'m>, LlmError> {
     if slot.is_none() {
-        let ctx = new_context(model, decoder::context_params(shared))?;
+        let ctx = new_context(model, context_params(shared))?;
         *slot = Some(Decoder::new(shared, model, ctx));
     }
     slot.as_mut()
@@ -466,4 +466,45 @@ fn next_logits(
     }
     let batch = prefill(shared, &mut d.ctx, seq, &tokens)?;
     Ok(d.ctx.get_logits_ith(batch.n_tokens() - 1).to_vec())
+}
+
+/// `LLAMA_FLASH_ATTN_TYPE_ENABLED` (llama-cpp-2 takes the raw C enum).
+const FLASH_ATTN_ENABLED: std::os::raw::c_int = 1;
+
+/// The context a decoder needs: room for a full request per request sequence id (`parallel`, twice that in
+/// batch-invariant mode for the cells the plug keeps, see the module docs) plus the prefix cache's cells, a
+/// sequence id for each (and the padding and plug sequences), and one unified KV cache (so a prefix copy
+/// shares cells).
+fn context_params(shared: &Shared) -> LlamaContextParams {
+    let cache_tokens = if shared.prefix_cache {
+        shared.prefix_cache_tokens
+    } else {
+        0
+    };
+    let cells = shared
+        .n_ctx
+        .saturating_mul(shared.request_ids())
+        .saturating_add(cache_tokens);
+    // llama.cpp's CPU flash attention has three kernels (one query row over 512 cells or more: split
+    // across threads; 64 rows or more: tiled; else one row at a time, in cache order) and takes the last
+    // for every shape when the cache is quantized.
+    let kv = if shared.batch_invariant {
+        KvCacheType::Q8_0
+    } else {
+        KvCacheType::F16
+    };
+    LlamaContextParams::default()
+        // A quantized cache needs flash attention.
+        .with_flash_attention_policy(FLASH_ATTN_ENABLED)
+        .with_type_k(kv)
+        .with_type_v(kv)
+        .with_n_ctx(NonZeroU32::new(cells))
+        // One more than a step's tokens, for the padding token; one ubatch per decode.
+        .with_n_batch(shared.n_batch + 1)
+        .with_n_ubatch(shared.n_batch + 1)
+        // The padding token's sequence, then the plug's.
+        .with_n_seq_max(shared.seq_ids() + 2)
+        .with_kv_unified(true)
+        .with_n_threads(shared.threads)
+        .with_n_threads_batch(shared.threads)
 }

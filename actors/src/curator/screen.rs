@@ -178,7 +178,7 @@ impl Candidate {
                 .task
                 .grounding
                 .as_ref()
-                .is_some_and(|g| g.holds(&self.answer))
+                .is_some_and(|g| g.holds(&self.answer, s.grounded_max_new_words))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use batos_protocol::exam::{parse_set, ExamAnswer, ExamResult, QuestionResult};
+use batos_protocol::exam::{parse_set, ExamAnswer, ExamQuestion, ExamResult, QuestionResult};
 
 use super::run::{blamed_tools, check_ids};
 use super::switches;
@@ -40,6 +40,37 @@ fn the_held_out_subset_spreads_over_every_category_and_keeps_the_set_order() {
     assert_eq!(check_ids(&qs, 0).len(), 10, "0: the whole set");
     assert_eq!(check_ids(&qs, 50).len(), 10);
     assert_eq!(check_ids(&qs, 5), ids, "the same set gives the same subset");
+    // In proportion: 6 of 10 are fact, so 3 of the 5 picks; the others one each.
+    assert_eq!(
+        ids.iter().filter(|i| i.starts_with("fact")).count(),
+        3,
+        "{ids:?}"
+    );
+    assert_eq!(check_ids(&qs, 2).len(), 2, "fewer picks than categories");
+}
+
+#[test]
+fn the_shipped_life_exam_checks_recall_in_its_share_of_the_set() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config");
+    let text = std::fs::read_to_string(root.join("life/exam.jsonl")).unwrap();
+    let qs = parse_set(&text).unwrap();
+    let shipped = crate::settings::LoadedSettings::load(&root.join("settings.toml")).unwrap();
+    let n = shipped.settings.life.check_questions;
+    let ids = check_ids(&qs, n);
+    assert_eq!(ids.len(), n);
+    let count =
+        |cat: &str, among: &[&ExamQuestion]| among.iter().filter(|q| q.category == cat).count();
+    let all: Vec<&ExamQuestion> = qs.iter().collect();
+    let picked: Vec<&ExamQuestion> = qs.iter().filter(|q| ids.contains(&q.id)).collect();
+    let cats: std::collections::BTreeSet<&str> = qs.iter().map(|q| q.category.as_str()).collect();
+    for cat in cats {
+        let want = n as f64 * count(cat, &all) as f64 / qs.len() as f64;
+        let got = count(cat, &picked) as f64;
+        assert!(
+            got >= 1.0 && (got - want).abs() < 1.0,
+            "{cat}: {got} picks, share {want:.2}"
+        );
+    }
 }
 
 fn answered(id: &str, pass: bool, tools: &[&str]) -> QuestionResult {

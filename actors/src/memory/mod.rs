@@ -250,7 +250,7 @@ pub fn note(hit: &Hit) -> Option<String> {
     }
     let text = quote(&hit.text);
     let said = if hit.persona == SOURCE_PERSON {
-        format!("The person said earlier: {text}")
+        format!("{} {text}", crate::ports::grounding::SAID_EARLIER)
     } else if let Some(tool) = hit.persona.strip_prefix(SOURCE_TOOL) {
         format!("The {tool} tool computed earlier: {text}")
     } else {

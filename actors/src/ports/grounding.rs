@@ -22,14 +22,118 @@ pub struct Grounding {
     pub question: String,
 }
 
+/// How the direct path's prompt frames a note block, a tool's exact result and a person's remembered words. An
+/// answer that repeats any of them copied its prompt instead of answering the person.
+pub const NOTES_HEADER: &str = "Notes:";
+/// See [`NOTES_HEADER`].
+pub const EXACT_RESULT: &str = "The exact result, computed by a tool:";
+/// See [`NOTES_HEADER`].
+pub const SAID_EARLIER: &str = "The person said earlier:";
+
 impl Grounding {
-    /// Whether `answer` states the exact result, or takes at least one of the words the note adds.
-    pub fn holds(&self, answer: &str) -> bool {
-        match &self.exact {
+    /// Whether `answer` holds its grounding and claims nothing the grounding cannot confirm: it states the
+    /// exact result (or takes a word the note adds), repeats none of the prompt's framing, states no number
+    /// that neither the question nor the grounding holds (a wrong result, made-up working), and adds at most
+    /// `max_new_words` content words that neither holds (an invented detail). STaR's filter keeps what a
+    /// checker can confirm; the rest of an answer is not confirmed by its number. Lived answers that stated
+    /// the result and then went on ("144 divided by 12 equals 9", "…17954, which cannot be determined by the
+    /// given information. In mathematics…") were being kept as golden.
+    pub fn holds(&self, answer: &str, max_new_words: usize) -> bool {
+        let takes = match &self.exact {
             Some(x) => states(answer, x),
             None => !self.words.is_disjoint(&added_words(answer, &self.question)),
+        };
+        takes
+            && !echoes_framing(answer)
+            && self.foreign_numbers(answer).is_empty()
+            && self.new_words(answer).len() <= max_new_words
+    }
+
+    /// What the model was shown besides the question: the note, or the exact result with its framing.
+    fn shown(&self) -> String {
+        match &self.exact {
+            Some(x) => format!("{EXACT_RESULT} {x}"),
+            None => self.source.clone(),
         }
     }
+
+    /// The numbers `answer` states that neither the question nor what the model was shown holds (compared by
+    /// value: `03` is `3`, `9,876` is `9876`).
+    pub fn foreign_numbers(&self, answer: &str) -> Vec<String> {
+        let known: Vec<f64> = numbers(&self.question)
+            .into_iter()
+            .chain(numbers(&self.shown()))
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        numbers(answer)
+            .into_iter()
+            .filter(|n| {
+                n.parse::<f64>().map_or(true, |v| {
+                    !known
+                        .iter()
+                        .any(|k| (k - v).abs() <= 1e-9 * v.abs().max(1.0))
+                })
+            })
+            .collect()
+    }
+
+    /// The content words of `answer` (numbers aside) that neither the question nor what the model was shown
+    /// holds.
+    pub fn new_words(&self, answer: &str) -> std::collections::BTreeSet<String> {
+        let known =
+            crate::ports::words::content_words(&format!("{} {}", self.question, self.shown()));
+        crate::ports::words::content_words(answer)
+            .into_iter()
+            .filter(|w| !known.contains(w) && !w.chars().all(|c| c.is_ascii_digit()))
+            .collect()
+    }
+}
+
+/// Whether `answer` repeats the framing of the direct path's prompt, compared word by word (case and
+/// punctuation aside: "the exact result computed by a tool" is the framing too).
+pub fn echoes_framing(answer: &str) -> bool {
+    let words = |t: &str| {
+        let spaced: String = t
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+            .collect();
+        format!(
+            " {} ",
+            spaced.split_whitespace().collect::<Vec<_>>().join(" ")
+        )
+    };
+    let said = words(answer);
+    [NOTES_HEADER, EXACT_RESULT, SAID_EARLIER]
+        .iter()
+        .any(|f| said.contains(&words(f)))
+}
+
+/// The numbers in `text`, thousands separators removed: runs of digits, with a `,` or `.` inside when a digit
+/// follows it (`9,876` → `9876`, `10.86`; the full stop ending "is 36." is not part of the number).
+pub fn numbers(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let (mut out, mut i) = (Vec::new(), 0);
+    while i < chars.len() {
+        if !chars[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let mut n = String::new();
+        while i < chars.len() {
+            let c = chars[i];
+            let joins =
+                (c == ',' || c == '.') && chars.get(i + 1).is_some_and(|d| d.is_ascii_digit());
+            if c.is_ascii_digit() || (joins && c == '.') {
+                n.push(c);
+            } else if !joins {
+                break;
+            }
+            i += 1;
+        }
+        out.push(n);
+    }
+    out
 }
 
 /// The grounding of a finished direct task (`None` for the full path, or with neither a computed result nor a
@@ -138,6 +242,110 @@ mod tests {
             Some("3")
         );
         assert_eq!(exact_text("tool error: x"), None);
+    }
+
+    fn exact(question: &str, x: &str) -> Grounding {
+        Grounding {
+            source: "the exact result of calculate".into(),
+            exact: Some(x.into()),
+            words: Default::default(),
+            question: question.into(),
+        }
+    }
+
+    fn note(question: &str, note: &str) -> Grounding {
+        Grounding {
+            source: note.into(),
+            exact: None,
+            words: added_words(note, question),
+            question: question.into(),
+        }
+    }
+
+    #[test]
+    fn numbers_are_read_whole_with_their_separators_and_decimals() {
+        assert_eq!(
+            numbers("9,876 minus 1,234 is 8642."),
+            ["9876", "1234", "8642"]
+        );
+        assert_eq!(numbers("It is 10.86, or 36."), ["10.86", "36"]);
+        assert_eq!(
+            numbers("from 2024-03-03, the 19th"),
+            ["2024", "03", "03", "19"]
+        );
+        assert!(numbers("no digits").is_empty());
+    }
+
+    #[test]
+    fn a_lived_answer_that_states_its_result_and_claims_more_is_not_grounded() {
+        // Answers the Curator kept as golden in a life before this rule (BENCHMARKS.md "Learning curve").
+        let g = exact("What is 144 divided by 12?", "12");
+        assert!(
+            !g.holds("144 divided by 12 equals 9", 3),
+            "9 is a wrong result"
+        );
+        assert_eq!(g.foreign_numbers("144 divided by 12 equals 9"), ["9"]);
+        let g = exact("What is 382 times 47?", "17954");
+        assert!(!g.holds(
+            "To find 382 times 47, you would multiply 17954 by itself four times: (1 + 1 + 0) * 4 = 24",
+            3
+        ));
+        assert!(!g.holds(
+            "The answer to this question is 17954, which cannot be determined by the given information. \
+             In mathematics, any mathematical",
+            3
+        ));
+        let g = exact("What is 9,876 minus 1,234?", "8642");
+        assert!(!g.holds("The exact result, computed by a tool: 8642\nTo clarify the answer, you can provide an example.", 3));
+        assert!(
+            !g.holds("the exact result computed by a tool is 8642", 3),
+            "framing, any case"
+        );
+        let g = note(
+            "What is my dentist called?",
+            "The person said earlier: \"Please remember that my dentist is Dr. Okafor.\"",
+        );
+        assert!(!g.holds(
+            "Your dentist is Dr. Okafor, the name of a renowned dental hygienist in Australia.",
+            3
+        ));
+        assert!(!g.holds("The person said earlier: your dentist is Dr. Okafor.", 3));
+    }
+
+    #[test]
+    fn a_plain_grounded_answer_still_holds() {
+        let g = exact("What is 9,876 minus 1,234?", "8642");
+        assert!(
+            g.holds("9876 - 1234 = 8642", 3),
+            "the question's numbers, however written"
+        );
+        assert!(g.holds("8642", 3));
+        let g = exact("What is 1000 divided by 8?", "125");
+        assert!(g.holds(
+            "1000 divided by 8 equals 125, which is the exact result of the calculation.",
+            3
+        ));
+        let g = exact("What is 15% of 240?", "36");
+        assert!(g.holds("15% of 240 is 36.", 3));
+        let g = exact("How many days from 2024-03-03 to 2024-07-15?", "134");
+        assert!(
+            g.holds("There are 134 days from March 3 to July 15, 2024.", 3),
+            "03 is 3"
+        );
+        let g = note(
+            "What is my dentist called?",
+            "The person said earlier: \"Please remember that my dentist is Dr. Okafor.\"",
+        );
+        assert!(g.holds("Your dentist is Dr. Okafor.", 3));
+        let g = note(
+            "Where does my sister Mirela live?",
+            "The person said earlier: \"My sister Mirela lives in Lisbon.\"",
+        );
+        assert!(g.holds("Your sister Mirela lives in Lisbon.", 3));
+        assert!(
+            !g.holds("Your sister lives somewhere.", 3),
+            "takes no word of the note"
+        );
     }
 
     #[test]

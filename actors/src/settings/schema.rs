@@ -476,6 +476,11 @@ pub struct CuratorSettings {
     /// same small model and scores almost every answer 0 (BENCHMARKS.md, "Learning curve").
     #[serde(default = "yes")]
     pub admit_grounded: bool,
+    /// Content words a grounded answer may add to its question and grounding (live). More is an invented
+    /// detail the grounding does not confirm, and the answer goes to the judge instead. Absent from a settings
+    /// file written before it: 3.
+    #[serde(default = "default_grounded_max_new_words")]
+    pub grounded_max_new_words: usize,
     /// Bounds on an answer's length in characters, both inclusive.
     pub min_answer_chars: usize,
     /// See `min_answer_chars`.
@@ -526,8 +531,13 @@ pub struct TrainerSettings {
     pub dropout: f32,
     /// Peak learning rate.
     pub lr: f64,
-    /// Optimizer steps per run.
+    /// Optimizer steps per run, at most (see `max_epochs`).
     pub steps: usize,
+    /// Passes over the training set a run may make, at most (0 = no bound): a run makes
+    /// `min(steps, ceil(max_epochs × examples / batch))` steps, so a small set is not learned by heart.
+    /// Absent from a settings file written before it: no bound, as then.
+    #[serde(default)]
+    pub max_epochs: f64,
     /// Sequences per step.
     pub batch: usize,
     /// Steps of linear warm-up.
@@ -576,6 +586,10 @@ pub struct TrainerSettings {
 
 fn yes() -> bool {
     true
+}
+
+fn default_grounded_max_new_words() -> usize {
+    3
 }
 
 fn default_exam_tolerance() -> f64 {

@@ -295,6 +295,12 @@ impl Settings {
         if !(self.trainer.lr > 0.0 && self.trainer.lr.is_finite()) {
             return Err(bad("trainer.lr", "must be greater than 0"));
         }
+        if !(self.trainer.max_epochs >= 0.0 && self.trainer.max_epochs.is_finite()) {
+            return Err(bad(
+                "trainer.max_epochs",
+                "must be 0 (no bound) or a number of passes greater than 0",
+            ));
+        }
         let c = &self.curator;
         if !c.minhash_hashes.is_multiple_of(c.lsh_bands) {
             return Err(bad(
@@ -469,6 +475,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("http.bind") && e.contains("IP:PORT"), "{e}");
+    }
+
+    #[test]
+    fn a_negative_epoch_bound_is_refused_and_an_older_file_has_none() {
+        let text = shipped().replace("max_epochs = 2.0", "max_epochs = -1.0");
+        assert_ne!(text, shipped());
+        let e = Settings::parse(&text, Path::new("/x/s.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("trainer.max_epochs"), "{e}");
+        let older = shipped().replace("max_epochs = 2.0\n", "");
+        let s = Settings::parse(&older, Path::new("/x/s.toml")).unwrap();
+        assert_eq!(
+            s.trainer.max_epochs, 0.0,
+            "a file written before the bound trains as then"
+        );
     }
 
     #[test]

@@ -275,6 +275,8 @@ pub async fn run(
         )
     };
     let (train_set, heldout) = (train_set.seqs, heldout.seqs);
+    let mut cfg = cfg;
+    cfg.steps = super::train::bounded_steps(s.steps, s.max_epochs, train_set.len(), s.batch);
     if train_set.is_empty() || heldout.is_empty() {
         return Err(TrainerError::Invalid(format!(
             "{persona} has {} training and {} held-out examples{too_long}; the trainer needs both",
@@ -309,7 +311,7 @@ pub async fn run(
     if let Some(parent) = ckpt.parent() {
         std::fs::create_dir_all(parent).map_err(|e| TrainerError::Io(e.to_string()))?;
     }
-    tracing::info!(event = "trainer.started", persona = %persona, train = train_set.len(), heldout = heldout.len(), steps = cfg.steps, "training a LoRA adapter");
+    tracing::info!(event = "trainer.started", persona = %persona, train = train_set.len(), heldout = heldout.len(), steps = cfg.steps, max_steps = s.steps, max_epochs = s.max_epochs, "training a LoRA adapter");
     // The training thread outlives this future if the job is killed (the trainer crashed): it must stop too, or
     // the restarted trainer would train the same persona twice over one checkpoint.
     let _stop_on_drop = StopOnDrop(cancel.clone());

@@ -442,3 +442,30 @@ fn the_gate_swaps_only_on_enough_improvement_and_little_regression() {
     // No general set: only the held-out measure decides.
     assert_eq!(gate(&r(2.0, 1.0, 0.0, 0.0), &s), None);
 }
+
+#[test]
+fn a_small_set_gets_at_most_max_epochs_passes_and_a_large_one_all_its_steps() {
+    use super::train::bounded_steps;
+    // A life's first trigger: 9 examples, batch 4, 20 steps asked = 9 passes; two passes are 5 steps.
+    assert_eq!(bounded_steps(20, 2.0, 9, 4), 5);
+    assert_eq!(
+        bounded_steps(20, 1.0, 9, 4),
+        3,
+        "a part-filled last step counts"
+    );
+    // The shipped trigger's 45 training examples: two passes are 23 steps, under 40.
+    assert_eq!(bounded_steps(40, 2.0, 45, 4), 23);
+    assert_eq!(
+        bounded_steps(40, 2.0, 400, 4),
+        40,
+        "steps still bound a large set"
+    );
+    assert_eq!(
+        bounded_steps(20, 0.0, 9, 4),
+        20,
+        "0: no bound, as before the setting"
+    );
+    assert_eq!(bounded_steps(20, 0.01, 1, 4), 1, "one step at least");
+    assert_eq!(bounded_steps(20, f64::NAN, 9, 4), 20);
+    assert_eq!(bounded_steps(20, 2.0, 9, 0), 18, "batch 0 reads as 1");
+}

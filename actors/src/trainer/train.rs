@@ -88,6 +88,16 @@ impl TrainConfig {
     }
 }
 
+/// Steps a run makes: `steps`, or fewer when `max_epochs` passes over `examples` sequences, `batch` per step,
+/// take fewer (`max_epochs` 0 or less: no bound); at least one step while there is an example.
+pub fn bounded_steps(steps: usize, max_epochs: f64, examples: usize, batch: usize) -> usize {
+    if max_epochs <= 0.0 || !max_epochs.is_finite() || examples == 0 {
+        return steps;
+    }
+    let by_epochs = (max_epochs * examples as f64 / batch.max(1) as f64).ceil() as usize;
+    steps.min(by_epochs.max(1))
+}
+
 /// What one step reports.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Progress {

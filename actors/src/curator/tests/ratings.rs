@@ -188,8 +188,30 @@ async fn a_direct_answer_that_holds_its_grounding_is_admitted_without_the_judge_
         assert!(last.detail.starts_with("grounded"), "{last:?}");
         assert_eq!(last.score, None, "the judge was not asked: {last:?}");
     }
-    // Not grounded: the answer takes nothing from the note, states another number, or the switch is off.
+    // Not grounded: the answer takes nothing from the note, states another number, states the result and
+    // a wrong one beside it, repeats its prompt's framing, invents details, or the switch is off.
     for t in [
+        direct_task(
+            66,
+            "What is 144 divided by 12?",
+            None,
+            Some("12"),
+            "144 divided by 12 equals 9. POOR",
+        ),
+        direct_task(
+            67,
+            "What is 382 times 47?",
+            None,
+            Some("17954"),
+            "The exact result, computed by a tool: 17954. POOR",
+        ),
+        direct_task(
+            68,
+            "Who is my dentist?",
+            Some(note),
+            None,
+            "Dr. Okafor, a renowned dental hygienist in Australia. POOR",
+        ),
         direct_task(
             63,
             "Who is my dentist?",

@@ -13,7 +13,9 @@ use crate::llm::ToolCall;
 use crate::llm::{ChatMessage, Role};
 use crate::orchestrator::reading::{narrow, relevant, without_task, Contract, Household, Path};
 use crate::orchestrator::{Node, TaskState};
-use crate::ports::grounding::{added_words, exact_text, states};
+use crate::ports::grounding::{
+    added_words, exact_text, states, EXACT_RESULT, NOTES_HEADER, SAID_EARLIER,
+};
 
 /// The one sentence of self-knowledge that no registry holds: how principles change (the codex governor's
 /// rule, enforced in `codex/`).
@@ -171,10 +173,10 @@ impl Runner {
             .and_then(|t| exact_text(&t.result));
         let mut prompt = String::new();
         if let Some(ctx) = &task.context {
-            prompt.push_str(&format!("Notes:\n{ctx}\n\n"));
+            prompt.push_str(&format!("{NOTES_HEADER}\n{ctx}\n\n"));
         }
         if let Some(x) = &exact {
-            prompt.push_str(&format!("The exact result, computed by a tool: {x}\n\n"));
+            prompt.push_str(&format!("{EXACT_RESULT} {x}\n\n"));
         }
         prompt.push_str(task.text.trim());
         let schema = reading.contract.schema();
@@ -322,7 +324,7 @@ fn ignores(answer: &str, note: &str, question: &str) -> bool {
 /// else as it stands.
 fn quoted(note: &str) -> String {
     let note = note.trim();
-    match note.strip_prefix("The person said earlier:") {
+    match note.strip_prefix(SAID_EARLIER) {
         Some(words) => format!("You told me earlier: {}", words.trim()),
         None => note.to_string(),
     }

@@ -387,7 +387,9 @@ async fn a_set_built_to_fail_the_gate_is_rejected_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_forge_stops_its_training_thread() {
     let ollama = ScriptedOllama::start();
-    let d = Daemon::prepare(&ollama.url, vec![forge_settings(200, 0.05)]);
+    // 200 steps over two examples: no bound on passes, so the run is still training when the trainer crashes.
+    let unbounded: Edit = Box::new(|doc| doc["trainer"]["max_epochs"] = toml_edit::value(0.0));
+    let d = Daemon::prepare(&ollama.url, vec![forge_settings(200, 0.05), unbounded]);
     seed(
         &d.data_dir(),
         &habit(&["Name a colour.", "Give me a number."]),
@@ -416,6 +418,53 @@ async fn a_crashed_forge_stops_its_training_thread() {
         async move { c.request("trainer_cancel", json!({})).await.ok() }
     })
     .await;
+}
+
+/// `trainer.max_epochs` (shipped 2) bounds a run: 200 steps asked, but two examples in batches of two make two
+/// passes in two steps, and the run ends there (a life's first trigger has about nine examples; twenty steps
+/// over them learned them by heart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_golden_set_gets_at_most_max_epochs_passes() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::prepare(&ollama.url, vec![forge_settings(200, 0.05)]);
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    assert!(text.contains("max_epochs = 2.0"), "the shipped bound");
+    seed(
+        &d.data_dir(),
+        &habit(&["Name a colour.", "Give me a number."]),
+        &habit(&["What is rain?"]),
+        &json!([]),
+    );
+    let d = d.spawn_and_wait().await;
+    let mut c = d.client();
+    let mut sub = forge_events(&d).await;
+    c.request("trainer_run", json!({"persona": "BRICK", "force": true}))
+        .await
+        .unwrap();
+    let mut progress = Vec::new();
+    let end = wait_event(&mut sub, 300, |e| {
+        if e.kind == "trainer.progress" {
+            progress.push((e.data["step"].as_u64(), e.data["steps"].as_u64()));
+        }
+        is_end(e)
+    })
+    .await;
+    assert_eq!(
+        progress,
+        [(Some(1), Some(2)), (Some(2), Some(2))],
+        "two steps of two, then the gate: {:?}",
+        end.data
+    );
+    let started = d
+        .log_json()
+        .into_iter()
+        .find(|l| l["event"] == "trainer.started")
+        .unwrap();
+    assert_eq!(
+        (started["steps"].as_u64(), started["max_steps"].as_u64()),
+        (Some(2), Some(200)),
+        "{started}"
+    );
 }
 
 /// The trainer's names before issue 29 still work for one release, each use logged as deprecated: a settings

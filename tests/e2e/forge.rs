@@ -382,14 +382,10 @@ async fn a_set_built_to_fail_the_gate_is_rejected_and_changes_nothing() {
     );
 }
 
-/// A crash of the forge kills its run's job at an `await`, but the training thread it started is not a future: it
-/// must see the run's cancel flag and stop, or the restarted forge would train the same persona twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crashed_forge_stops_its_training_thread() {
-    let ollama = ScriptedOllama::start();
-    // 200 steps over two examples: no bound on passes, so the run is still training when the trainer crashes.
-    let unbounded: Edit = Box::new(|doc| doc["trainer"]["max_epochs"] = toml_edit::value(0.0));
-    let d = Daemon::prepare(&ollama.url, vec![forge_settings(200, 0.05), unbounded]);
+/// A daemon whose BRICK has two training examples and one held out, running a forced 200-step training run
+/// (`edit` applied after the forge settings); its event subscription, taken before the run was asked for.
+async fn two_example_run(ollama: &ScriptedOllama, edit: Edit) -> (Daemon, SubSocket) {
+    let d = Daemon::prepare(&ollama.url, vec![forge_settings(200, 0.05), edit]);
     seed(
         &d.data_dir(),
         &habit(&["Name a colour.", "Give me a number."]),
@@ -397,11 +393,23 @@ async fn a_crashed_forge_stops_its_training_thread() {
         &json!([]),
     );
     let d = d.spawn_and_wait().await;
-    let mut c = d.client();
-    let mut sub = forge_events(&d).await;
-    c.request("trainer_run", json!({"persona": "BRICK", "force": true}))
+    let sub = forge_events(&d).await;
+    d.client()
+        .request("trainer_run", json!({"persona": "BRICK", "force": true}))
         .await
         .unwrap();
+    (d, sub)
+}
+
+/// A crash of the forge kills its run's job at an `await`, but the training thread it started is not a future: it
+/// must see the run's cancel flag and stop, or the restarted forge would train the same persona twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_forge_stops_its_training_thread() {
+    let ollama = ScriptedOllama::start();
+    // 200 steps over two examples: no bound on passes, so the run is still training when the trainer crashes.
+    let unbounded: Edit = Box::new(|doc| doc["trainer"]["max_epochs"] = toml_edit::value(0.0));
+    let (d, mut sub) = two_example_run(&ollama, unbounded).await;
+    let mut c = d.client();
     wait_event(&mut sub, 300, |e| e.kind == "trainer.progress").await;
     c.request("debug_crash", json!({"actor": "trainer"}))
         .await
@@ -426,21 +434,9 @@ async fn a_crashed_forge_stops_its_training_thread() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_golden_set_gets_at_most_max_epochs_passes() {
     let ollama = ScriptedOllama::start();
-    let d = Daemon::prepare(&ollama.url, vec![forge_settings(200, 0.05)]);
+    let (d, mut sub) = two_example_run(&ollama, Box::new(|_| {})).await;
     let text = std::fs::read_to_string(&d.config).unwrap();
     assert!(text.contains("max_epochs = 2.0"), "the shipped bound");
-    seed(
-        &d.data_dir(),
-        &habit(&["Name a colour.", "Give me a number."]),
-        &habit(&["What is rain?"]),
-        &json!([]),
-    );
-    let d = d.spawn_and_wait().await;
-    let mut c = d.client();
-    let mut sub = forge_events(&d).await;
-    c.request("trainer_run", json!({"persona": "BRICK", "force": true}))
-        .await
-        .unwrap();
     let mut progress = Vec::new();
     let end = wait_event(&mut sub, 300, |e| {
         if e.kind == "trainer.progress" {

@@ -22,6 +22,7 @@ mod life;
 mod orchestrator;
 mod sampling;
 mod schema;
+mod trainer;
 mod validate;
 
 pub use exam::ExamSettings;

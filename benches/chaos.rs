@@ -15,6 +15,10 @@
 //!   byte; every command answers (a clear error or a result), every acknowledged task ends, the daemon stays
 //!   up; then a kill -9 while full, space freed, a restart: no corrupt file, and a new task completes.
 //!
+//! - (g) part (c) again on a home node with one worker node serving the personas' model calls
+//!   (`batos node run`, its own scripted Ollama), the cluster organ among the organs crashed: every
+//!   acknowledged task ends exactly once, none fails, and the worker served calls.
+//!
 //! `BATOS_CHAOS_CURVE=on` runs it all with `gateway.curve = "on"`.
 //!
 //! `cargo bench --bench chaos` runs the long form (100,000 frames, 10,000 idle connections, 1,000 crashes,
@@ -33,6 +37,10 @@ mod ollama;
 
 #[path = "../tests/e2e/support/zmtp.rs"]
 mod zmtp;
+
+#[allow(dead_code)]
+#[path = "../tests/e2e/support/node.rs"]
+mod node;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -271,7 +279,28 @@ async fn wait_final(cfg: &ClientConfig, ids: &[String], secs: u64) -> usize {
 
 /// (c) `crashes` debug_crash requests across every organ while 4 clients submit `per_client` tasks each,
 /// spread over the crashes.
-async fn crashes_under_load(d: &Daemon, crashes: usize, per_client: usize) -> String {
+/// The organs part (c) crashes; a home node's cluster organ besides them in part (g).
+const CRASHABLE: &[&str] = &[
+    "ALFRED",
+    "BABS",
+    "BRICK",
+    "ROBIN",
+    "orchestrator",
+    "codex",
+    "memory",
+    "toolforge",
+    "motivator",
+    "image",
+    "gateway",
+];
+
+async fn crashes_under_load(
+    d: &Daemon,
+    crashes: usize,
+    per_client: usize,
+    organs: &[&str],
+    part: &str,
+) -> String {
     let cfg = d.client_config();
     let stop = Arc::new(AtomicBool::new(false));
     let submitters: Vec<_> = (0..4)
@@ -300,19 +329,6 @@ async fn crashes_under_load(d: &Daemon, crashes: usize, per_client: usize) -> St
             })
         })
         .collect();
-    let organs = [
-        "ALFRED",
-        "BABS",
-        "BRICK",
-        "ROBIN",
-        "orchestrator",
-        "codex",
-        "memory",
-        "toolforge",
-        "motivator",
-        "image",
-        "gateway",
-    ];
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let mut c = Client::new(patient(&cfg));
     let mut injected = 0;
@@ -401,7 +417,7 @@ async fn crashes_under_load(d: &Daemon, crashes: usize, per_client: usize) -> St
         "a goal ran more than one task: {per_goal:?}"
     );
     format!(
-        "(c) {injected} crashes across {} organs in {:.1} s under 4 submitting clients: {} tasks acknowledged, \
+        "({part}) {injected} crashes across {} organs in {:.1} s under 4 submitting clients: {} tasks acknowledged, \
          each ended exactly once, none failed",
         organs.len(),
         started.elapsed().as_secs_f64(),
@@ -699,6 +715,55 @@ async fn stalled_subscriber(d: &Daemon, tasks: usize) -> String {
     )
 }
 
+/// (g): the crash storm of (c) on a home node with one worker node.
+async fn crashes_with_a_worker(llm_url: &str, crashes: usize, tasks: usize, curve: &str) -> String {
+    let worker_model = ollama::ScriptedOllama::start();
+    let curve = curve.to_string();
+    let d = Daemon::start(
+        llm_url,
+        vec![
+            log_level("info"),
+            Box::new(move |doc| {
+                doc["supervision"]["intensity"] = toml_edit::value(1_000_000);
+                doc["orchestrator"]["max_concurrent_tasks"] = toml_edit::value(16);
+                doc["gateway"]["curve"] = toml_edit::value(curve.clone());
+            }),
+            // While the cluster organ restarts and the worker reconnects, calls run at home.
+            node::home_edits("local"),
+        ],
+    )
+    .await;
+    let mut w = node::Worker::prepare(
+        &d,
+        "w1",
+        &worker_model.url,
+        &d.data_dir().join("cluster.cookie"),
+    );
+    w.spawn();
+    let mut c = Client::new(patient(&d.client_config()));
+    let started = Instant::now();
+    loop {
+        let s = c.request("status", json!({})).await.unwrap();
+        if s["cluster"]["nodes"]
+            .as_array()
+            .is_some_and(|n| n.len() == 1)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the worker did not join: {}",
+            w.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let organs: Vec<&str> = CRASHABLE.iter().copied().chain(["cluster"]).collect();
+    let line = crashes_under_load(&d, crashes, tasks, &organs, "g").await;
+    let served = worker_model.chats().len();
+    assert!(served > 0, "the worker node served no call");
+    format!("{line}; the worker node served {served} model calls")
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; under `cargo test` a short form of the same code runs.
     let full = std::env::args().any(|a| a == "--bench");
@@ -708,8 +773,8 @@ fn main() {
     let kills = env("BATOS_CHAOS_KILLS", if full { 20 } else { 2 });
     let tasks = env("BATOS_CHAOS_TASKS", if full { 50 } else { 5 });
     let disk_mb = env("BATOS_CHAOS_DISK_MB", 64);
-    // Which parts to run (letters a–f), all by default.
-    let parts = std::env::var("BATOS_CHAOS_PARTS").unwrap_or_else(|_| "abcdef".into());
+    // Which parts to run (letters a–g), all by default.
+    let parts = std::env::var("BATOS_CHAOS_PARTS").unwrap_or_else(|_| "abcdefg".into());
     // `gateway.curve` for the whole run ("off" by default): with "on", every peer — the clear-text clients and
     // the hostile bytes of (a) and (b) — passes the CURVE session's greeting first.
     let curve = std::env::var("BATOS_CHAOS_CURVE").unwrap_or_else(|_| "off".into());
@@ -720,6 +785,7 @@ fn main() {
         .expect("runtime");
     let llm = ollama::ScriptedOllama::start();
     let mut lines = Vec::new();
+    let curve_g = curve.clone();
     rt.block_on(async {
         let mut d = Daemon::start(
             &llm.url,
@@ -752,13 +818,16 @@ fn main() {
             report(stalled_subscriber(&d, if full { 200 } else { 10 }).await);
         }
         if parts.contains('c') {
-            report(crashes_under_load(&d, crashes, tasks).await);
+            report(crashes_under_load(&d, crashes, tasks, CRASHABLE, "c").await);
         }
         if parts.contains('d') {
             report(kills_under_load(&mut d, kills, tasks).await);
         }
         if parts.contains('f') {
             report(full_disk(&llm.url, tasks, disk_mb).await);
+        }
+        if parts.contains('g') {
+            report(crashes_with_a_worker(&llm.url, crashes, tasks, &curve_g).await);
         }
     });
     println!("chaos: {} passed, 0 failed", lines.len());

@@ -9,6 +9,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use ractor::Actor;
 
+use batos_actors::cluster::{ClusterArgs, ClusterHandle, RemoteBackend};
 use batos_actors::codex::inquiry::CodexLink;
 use batos_actors::codex::{Codex, CodexArgs, CodexHandle};
 use batos_actors::curator::{CuratorArgs, CuratorHandle};
@@ -222,6 +223,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         image: ImageHandle::new(live.clone()),
         exam: ExamHandle::new(live.clone()),
         life: LifeHandle::new(live.clone()),
+        cluster: handles_cluster(&settings, &live),
         root: SupervisorHandle::named("root supervisor", ROOT_NAME),
     };
     let personas = Personas::new(
@@ -235,6 +237,29 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         Duration::from_millis(settings.llm.request_timeout_ms),
     )
     .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
+    // Worker nodes (issue 30): the listed personas think through the cluster organ; the rest stay local.
+    let cluster_args = match &handles_cluster(&settings, &live) {
+        Some(cluster) => {
+            let path = settings.cluster.cookie_path(&data_dir);
+            let cookie = batos_actors::cluster::ensure_cookie(&path)
+                .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
+            let remote: Vec<String> = batos_actors::PERSONAS
+                .iter()
+                .filter(|p| settings.cluster.is_remote(p))
+                .map(|p| p.to_string())
+                .collect();
+            tracing::info!(event = "cluster.routing", personas = ?remote, when_no_node = ?settings.cluster.when_no_node, "persona model calls go to worker nodes");
+            let backend = RemoteBackend::new(cluster.clone(), selection.backend.clone());
+            personas.route_remote(Arc::new(backend), remote);
+            Some(ClusterArgs {
+                settings: live.clone(),
+                hub: hub.clone(),
+                local: selection.backend.clone(),
+                cookie,
+            })
+        }
+        None => None,
+    };
     personas
         .keep_overrides(&data_dir.join("personas/overrides.json"))
         .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
@@ -381,6 +406,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
     let children = crate::tree::children(crate::tree::Organs {
         settings: &settings,
         hub: &hub,
+        cluster: cluster_args,
         codex: codex_args,
         personas: personas.clone(),
         sandbox: pool_args,
@@ -430,4 +456,15 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
     }
     tracing::info!(event = "daemon.stopped", "batos stopped");
     Ok(())
+}
+
+/// The cluster organ's handle when this daemon is a home node (`[cluster] enabled`).
+fn handles_cluster(
+    settings: &batos_actors::settings::Settings,
+    live: &Arc<ArcSwap<batos_actors::settings::Settings>>,
+) -> Option<ClusterHandle> {
+    settings
+        .cluster
+        .enabled
+        .then(|| ClusterHandle::new(live.clone()))
 }

@@ -45,6 +45,18 @@ enum ImageCmd {
     },
 }
 
+/// What `batos node` does.
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Join the home at `[cluster] home` and serve `[cluster] roles` until SIGINT/SIGTERM (exit 0); exit 2
+    /// when the settings or the cookie are wrong or the home refuses the node.
+    Run {
+        /// The worker's settings file: its own `[llm]` backend, and `[cluster]` naming the home and the cookie.
+        #[arg(long, env = "BATOS_CONFIG", default_value = "config/settings.toml")]
+        config: PathBuf,
+    },
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the daemon in the foreground until SIGINT/SIGTERM (exit 0) or the root supervisor gives up.
@@ -52,6 +64,11 @@ enum Cmd {
         /// Settings file (or `BATOS_CONFIG`, which scripts/batos sets).
         #[arg(long, env = "BATOS_CONFIG", default_value = "config/settings.toml")]
         config: PathBuf,
+    },
+    /// A worker node: serves persona model calls for a home daemon (`[cluster]` in its settings file).
+    Node {
+        #[command(subcommand)]
+        action: NodeCmd,
     },
     /// The living image: save a generation, export one self-contained file, import one into a new mind.
     Image {
@@ -67,6 +84,9 @@ fn main() -> ExitCode {
     batos_client::cli::block_on("batos", async move {
         match cli.command {
             Cmd::Run { config } => run_daemon(config, cli.log_format).await,
+            Cmd::Node {
+                action: NodeCmd::Run { config },
+            } => run_node(config, cli.log_format).await,
             Cmd::Image { action } => match action {
                 ImageCmd::Remote(remote) => batos_client::image_cli::image(remote).await,
                 ImageCmd::Import {
@@ -80,20 +100,44 @@ fn main() -> ExitCode {
     })
 }
 
-async fn run_daemon(config: PathBuf, format: Option<LogFormatArg>) -> ExitCode {
-    let loaded = match LoadedSettings::load(&config) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("batos: {e}");
-            return ExitCode::from(2);
-        }
-    };
+/// Loads the settings file and starts logging as it (or `--log-format`) says; `Err` is the exit code.
+fn load(
+    config: &std::path::Path,
+    format: Option<LogFormatArg>,
+) -> Result<(LoadedSettings, batos::logging::LogHandle), ExitCode> {
+    let loaded = LoadedSettings::load(config).map_err(|e| {
+        eprintln!("batos: {e}");
+        ExitCode::from(2)
+    })?;
     let format = match format {
         Some(LogFormatArg::Json) => LogFormat::Json,
         Some(LogFormatArg::Pretty) => LogFormat::Pretty,
         None => loaded.settings.log.format,
     };
     let log = batos::logging::init(format, &loaded.settings.log.level);
+    Ok((loaded, log))
+}
+
+async fn run_node(config: PathBuf, format: Option<LogFormatArg>) -> ExitCode {
+    let (loaded, _log) = match load(&config, format) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match batos_actors::cluster::run_worker(&loaded.settings).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(event = "node.failed", error = %e, "the worker node stopped");
+            eprintln!("batos: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_daemon(config: PathBuf, format: Option<LogFormatArg>) -> ExitCode {
+    let (loaded, log) = match load(&config, format) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     match boot::run(loaded, log).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(BootError::Config(e)) => {

@@ -28,6 +28,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use batos_actors::cluster::{ClusterActor, ClusterArgs, CLUSTER_NAME};
 use batos_actors::codex::{CodexActor, CodexArgs, CODEX_NAME};
 use batos_actors::curator::{CuratorActor, CuratorArgs, CURATOR_NAME};
 use batos_actors::events::EventHub;
@@ -55,6 +56,8 @@ pub struct Organs<'a> {
     pub settings: &'a Settings,
     /// Where `actor.*` events go.
     pub hub: &'a Arc<EventHub>,
+    /// The cluster organ's arguments; `None` unless this daemon is a home node (`[cluster] enabled`).
+    pub cluster: Option<ClusterArgs>,
     /// The codex governor's arguments.
     pub codex: CodexArgs,
     /// The persona machinery (its supervisor's children come from it).
@@ -116,7 +119,17 @@ pub fn children(o: Organs<'_>) -> Vec<ChildSpec> {
             move || (CuratorActor, args.clone()),
         )
     });
-    let mut specs = vec![
+    // First: a node that joins early is ready before the first persona call asks for it.
+    let cluster = o.cluster.map(|args| {
+        ChildSpec::worker(
+            "cluster",
+            Restart::Permanent,
+            Some(CLUSTER_NAME.into()),
+            move || (ClusterActor, args.clone()),
+        )
+    });
+    let mut specs: Vec<ChildSpec> = cluster.into_iter().collect();
+    specs.extend([
         ChildSpec::worker(
             "codex",
             Restart::Permanent,
@@ -160,7 +173,7 @@ pub fn children(o: Organs<'_>) -> Vec<ChildSpec> {
             Some(MEMORY_NAME.into()),
             move || (MemoryActor, memory.clone()),
         ),
-    ];
+    ]);
     // Before the orchestrator: it hands finished tasks to the Curator as soon as it starts.
     specs.extend(curator);
     specs.extend(o.trainer.map(|args| {

@@ -273,6 +273,7 @@ mod tests {
 
     struct Echo;
 
+    #[derive(ractor_cluster::RactorMessage)]
     enum EchoMsg {
         Echo(u32, RpcReplyPort<u32>),
         Ignore(RpcReplyPort<u32>),

@@ -34,7 +34,7 @@ pub struct Job;
 
 /// A job's only message: run the work (sent to itself once it is up, so the work runs inside `handle`,
 /// where ractor catches a panic and reports it to the parent).
-#[derive(Debug)]
+#[derive(Debug, ractor_cluster::RactorMessage)]
 pub struct Run;
 
 impl Actor for Job {
@@ -189,6 +189,7 @@ mod tests {
     /// An owner that runs jobs on request and reports how each ended.
     struct Owner;
 
+    #[derive(ractor_cluster::RactorMessage)]
     enum OwnerMsg {
         Start(&'static str, bool),
     }

@@ -6,6 +6,7 @@
 //! the outside world.
 
 pub mod ask;
+pub mod cluster;
 pub mod codex;
 pub mod curator;
 pub mod events;

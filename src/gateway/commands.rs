@@ -302,6 +302,14 @@ async fn status(organs: &Organs) -> CmdResult {
             Ok(m) => to_value(&m)?,
             Err(_) => Value::Null,
         },
+        // Worker nodes up now; `null` on a single machine (`[cluster] enabled = false`) or while restarting.
+        "cluster": match &organs.handles.cluster {
+            Some(c) => match c.nodes().await {
+                Ok(n) => json!({"nodes": n}),
+                Err(_) => Value::Null,
+            },
+            None => Value::Null,
+        },
         // `null` while the image organ restarts.
         "image": match organs.handles.image.status().await {
             Ok(i) => to_value(&i)?,
@@ -337,6 +345,13 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
             "image" => h.image.crash().map_err(wire),
             "exam" => h.exam.crash().map_err(wire),
             "life" => h.life.crash().map_err(wire),
+            "cluster" => match &h.cluster {
+                Some(c) => c.crash().map_err(wire),
+                None => Err(err(
+                    ErrorCode::NotFound,
+                    "no cluster organ runs: this daemon is not a home node ([cluster] enabled = false)",
+                )),
+            },
             GATEWAY_NAME => {
                 // Let this reply leave before the gateway dies.
                 tokio::spawn(async move {
@@ -349,7 +364,7 @@ async fn debug_crash(organs: &Organs, actor: &str) -> CmdResult {
                 return Err(err(
                     ErrorCode::NotFound,
                     format!(
-                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge, curator, trainer, motivator, image, exam, life or gateway",
+                        "no crashable actor `{}`; try ALFRED, BABS, BRICK, ROBIN, orchestrator, codex, memory, toolforge, curator, trainer, motivator, image, exam, life, cluster or gateway",
                         batos_protocol::truncate(other, 64)
                     ),
                 ))

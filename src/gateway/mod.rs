@@ -98,6 +98,8 @@ pub struct Handles {
     pub exam: ExamHandle,
     /// A life: `life_run`, `life_get`, `life_list`, `life_cancel`, `debug_crash life`.
     pub life: LifeHandle,
+    /// Worker nodes (`status`): `None` unless this daemon is a home node (`[cluster] enabled`).
+    pub cluster: Option<batos_actors::cluster::ClusterHandle>,
     /// The root of the supervision tree (for `status`).
     pub root: SupervisorHandle,
 }
@@ -107,6 +109,7 @@ pub struct Handles {
 pub struct Gateway;
 
 /// Messages the gateway handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum GatewayMsg {
     /// Fault injection: panic.
     Crash,

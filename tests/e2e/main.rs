@@ -6,6 +6,7 @@
 mod support;
 
 mod batching;
+mod cluster;
 mod codex;
 mod cognition;
 mod curator;

@@ -38,6 +38,7 @@ pub struct CodexArgs {
 }
 
 /// Messages the codex actor handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum CodexMsg {
     /// The codex currently in force.
     Get(RpcReplyPort<Arc<Codex>>),

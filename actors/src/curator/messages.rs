@@ -31,6 +31,7 @@ pub struct CuratorArgs {
 pub type JudgeReply = Result<(String, String, u64, String), String>;
 
 /// Messages the Curator handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum CuratorMsg {
     /// A finished task; answered once it is durably in the inbox.
     Curate(Box<TaskState>, RpcReplyPort<Result<(), CuratorError>>),

@@ -41,6 +41,7 @@ pub struct ExamArgs {
 }
 
 /// Messages the exam organ handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum ExamMsg {
     /// Start a run.
     Run(

@@ -32,6 +32,7 @@ pub struct ImageArgs {
 }
 
 /// Messages the image organ handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum ImageMsg {
     /// Save a new generation (`reason`: `interval` or `command`); `None` when nothing changed since the last
     /// (periodic saves only).

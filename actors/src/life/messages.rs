@@ -44,6 +44,7 @@ pub struct LifeArgs {
 }
 
 /// Messages the life organ handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum LifeMsg {
     /// Start a life.
     Run(

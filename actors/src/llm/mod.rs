@@ -142,6 +142,10 @@ pub struct ChatResponse {
     /// Why the generation ended.
     #[serde(default)]
     pub finish: Finish,
+    /// Where a worker node served the call: `<its backend>@<its node name>` (for example `ollama@gpu-1`);
+    /// `None` when this machine's own backend did (README, "Beyond one machine").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 /// Why a generation ended.

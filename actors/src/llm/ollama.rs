@@ -215,6 +215,7 @@ impl LlmBackend for OllamaBackend {
                 cached_tokens: 0,
                 completion_tokens: c,
                 finish: finish_of(c, &req.sampling),
+                host: None,
             });
         };
         let mut stream = self

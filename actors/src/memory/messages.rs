@@ -28,6 +28,7 @@ pub struct MemoryArgs {
 }
 
 /// Messages the memory actor handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum MemoryMsg {
     /// Store items; answers the number of rows written, once they are committed.
     Ingest(Vec<IngestItem>, RpcReplyPort<Result<usize, MemError>>),

@@ -31,6 +31,7 @@ pub struct MotivatorArgs {
 pub type PhraseReply = Result<(String, String, u64), String>;
 
 /// Messages the Motivator handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum MotivatorMsg {
     /// An event from the hub (sent by the forwarder job).
     Event(Arc<Published>),

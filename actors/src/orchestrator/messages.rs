@@ -15,6 +15,7 @@ pub struct OrchestratorArgs {
 }
 
 /// Messages the orchestrator handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum OrchestratorMsg {
     /// Accept a new task.
     /// `(text, request id)`: a request id already recorded on a task (within the dedupe window) answers that

@@ -54,6 +54,9 @@ pub struct Personas {
     configs: Mutex<BTreeMap<String, PersonaConfig>>,
     generation: AtomicU64,
     backend: Arc<dyn LlmBackend>,
+    /// Personas whose model calls go to worker nodes, and the backend that carries them there (set once at
+    /// boot when `[cluster]` routes any persona; README, "Beyond one machine").
+    remote: std::sync::OnceLock<(Arc<dyn LlmBackend>, Vec<String>)>,
     sampling: Mutex<SamplingTable>,
     hub: Arc<EventHub>,
     recorder: Option<Arc<dyn ModelRecorder>>,
@@ -108,6 +111,7 @@ impl Personas {
             configs: Mutex::new(configs),
             generation: AtomicU64::new(0),
             backend,
+            remote: std::sync::OnceLock::new(),
             sampling: Mutex::new(sampling),
             hub,
             recorder,
@@ -120,6 +124,20 @@ impl Personas {
     /// The backend personas think through.
     pub fn backend(&self) -> Arc<dyn LlmBackend> {
         self.backend.clone()
+    }
+
+    /// Sends the model calls of `personas` through `backend` (worker nodes) from their next start on; set
+    /// once, before the tree starts. `false` when it was already set.
+    pub fn route_remote(&self, backend: Arc<dyn LlmBackend>, personas: Vec<String>) -> bool {
+        self.remote.set((backend, personas)).is_ok()
+    }
+
+    /// The backend `persona` thinks through: a worker node's for a remote persona, else the daemon's own.
+    fn backend_for(&self, persona: &str) -> Arc<dyn LlmBackend> {
+        match self.remote.get() {
+            Some((remote, names)) if names.iter().any(|n| n == persona) => remote.clone(),
+            _ => self.backend.clone(),
+        }
     }
 
     /// Timeout for one persona call (the model request plus queueing).
@@ -204,7 +222,7 @@ impl Personas {
         let args = ProtoArgs {
             config: config.clone(),
             generation,
-            backend: self.backend.clone(),
+            backend: self.backend_for(name),
             sampling: self.sampling(name),
             hub: self.hub.clone(),
         };

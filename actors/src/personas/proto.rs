@@ -123,6 +123,7 @@ pub struct ProtoArgs {
 }
 
 /// Messages a Proto actor handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum ProtoMsg {
     /// Make one model call.
     Think(Box<ThinkRequest>, RpcReplyPort<Result<Thought, LlmError>>),

@@ -82,7 +82,8 @@ pub struct StepRecord {
     pub persona: String,
     /// Model it used ("" when no model was called).
     pub model: String,
-    /// `"ollama"` or `"embedded"` (the persona's backend even when no model was called).
+    /// `"ollama"` or `"embedded"` (the persona's backend even when no model was called); `"<backend>@<node>"`
+    /// when a worker node served the step's model call (README, "Beyond one machine").
     pub backend: String,
     /// Dissonance in 0..=1 (higher = more discord): ROBIN's score on `critique`, the task's on `inquiry`
     /// or on a `draft` a tool Command rerouted; `None` otherwise.

@@ -14,6 +14,7 @@
 //! - `edit`: changing one value in place ([`set_string_value`], [`set_string_value_then`]) under the file
 //!   lock that [`with_settings_lock`] also takes.
 
+mod cluster;
 mod edit;
 mod exam;
 mod goals;
@@ -25,6 +26,7 @@ mod schema;
 mod trainer;
 mod validate;
 
+pub use cluster::{ClusterSettings, WhenNoNode, ROLES as CLUSTER_ROLES};
 pub use exam::ExamSettings;
 pub use http::HttpSettings;
 pub use life::LifeSettings;
@@ -209,6 +211,9 @@ impl Settings {
         s.tools.rootfs = resolve(dir, &s.tools.rootfs);
         s.tools.state_dir = resolve(dir, &s.tools.state_dir);
         s.trainer.general_set = resolve(dir, &s.trainer.general_set);
+        if !s.cluster.cookie_file.as_os_str().is_empty() {
+            s.cluster.cookie_file = resolve(dir, &s.cluster.cookie_file);
+        }
         if !s.trainer.exam_gate.as_os_str().is_empty() {
             s.trainer.exam_gate = resolve(dir, &s.trainer.exam_gate);
         }

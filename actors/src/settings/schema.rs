@@ -61,6 +61,9 @@ pub struct Settings {
     /// `[http]`: the gateway's HTTP door (commands, events, the OpenAI API, the page); off when absent.
     #[serde(default)]
     pub http: super::http::HttpSettings,
+    /// `[cluster]`: worker nodes (home: listen for them; worker: where home is); one machine when absent.
+    #[serde(default)]
+    pub cluster: super::cluster::ClusterSettings,
     /// Fault injection and other debugging switches.
     pub debug: DebugSettings,
 }

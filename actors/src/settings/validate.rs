@@ -171,6 +171,9 @@ impl Settings {
             http.chat_timeout_ms,
             http.max_event_streams,
         );
+        if let Err((key, why)) = self.cluster.check() {
+            return Err(bad(key, &why));
+        }
         match self.http.addr() {
             Err(why) => return Err(bad("http.bind", &why)),
             // The HTTP door speaks no TLS: off the loopback only when someone said so, knowing it.

@@ -23,6 +23,7 @@ pub struct SupervisorArgs {
 }
 
 /// Messages a supervisor handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum SupervisorMsg {
     /// The children, in start order.
     Children(RpcReplyPort<Vec<ChildInfo>>),

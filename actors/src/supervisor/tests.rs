@@ -12,6 +12,7 @@ struct Probe {
     log: Arc<Mutex<Vec<String>>>,
 }
 
+#[derive(ractor_cluster::RactorMessage)]
 enum ProbeMsg {
     Panic,
     Stop,

@@ -27,6 +27,7 @@ pub struct TrainerStatus {
 }
 
 /// Messages the trainer handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum TrainerMsg {
     /// Queue `persona` for training; answers its place in line (1 = next or running).
     Train {

@@ -3,15 +3,15 @@
 //! The event channel is a PUB socket; frame 1 is the topic (equal to the event's `kind`), frame 2 the
 //! msgpack [`EventBody`]. Sequence numbers are assigned by the daemon's event hub, never here.
 
+mod body;
 mod kind;
 
-use std::time::{SystemTime, UNIX_EPOCH};
+pub use body::{encode_body, unix_now};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::types::TaskStatus;
-use crate::wire::PROTOCOL_VERSION;
 
 /// Bytes of free text (a tool's error, a question) an event quotes at most; the rest is cut on a char
 /// boundary. Events are broadcast to every subscriber: a long text belongs in the record it comes from.
@@ -20,7 +20,7 @@ pub const EVENT_TEXT_BYTES: usize = 500;
 /// An event body on the event channel (frame 2; frame 1 is the topic, equal to `kind`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EventBody {
-    /// Protocol version: always [`PROTOCOL_VERSION`] (1) as this crate encodes it.
+    /// Protocol version: always [`crate::wire::PROTOCOL_VERSION`] (1) as this crate encodes it.
     pub v: u32,
     /// Sequence number: +1 per event; heartbeats carry the current value without incrementing it.
     pub seq: u64,
@@ -181,6 +181,22 @@ pub enum Event {
         backend: String,
         /// Editable fields and their values.
         state: Value,
+    },
+    /// A worker node authenticated with the cookie and joined the home (issue 30).
+    #[serde(rename = "node.joined")]
+    NodeJoined {
+        /// The node's name (`[cluster] node_name` on the worker).
+        node: String,
+        /// Its address as the home saw the connection.
+        addr: String,
+    },
+    /// A worker node's link closed (killed, stopped, or the network); its calls in flight are retried.
+    #[serde(rename = "node.lost")]
+    NodeLost {
+        /// The node's name.
+        node: String,
+        /// Its address.
+        addr: String,
     },
     /// A cognitive atomic swap completed.
     #[serde(rename = "model.swapped")]
@@ -552,27 +568,6 @@ impl Event {
     pub fn from_body(body: &EventBody) -> Option<Event> {
         serde_json::from_value(serde_json::json!({"kind": body.kind, "data": body.data})).ok()
     }
-}
-
-/// Current Unix time in seconds, to the microsecond. Whole microseconds keep every timestamp exact through
-/// serde_json's default (best-effort) float parsing, so checkpoints and task lists read back what was written.
-pub fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as f64 / 1e6)
-        .unwrap_or(0.0)
-}
-
-/// Encodes an event body (also used for heartbeats, which carry the current seq).
-pub fn encode_body(seq: u64, kind: &str, data: Value) -> Vec<u8> {
-    let body = EventBody {
-        v: PROTOCOL_VERSION,
-        seq,
-        ts: unix_now(),
-        kind: kind.to_string(),
-        data,
-    };
-    rmp_serde::to_vec_named(&body).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -84,6 +84,9 @@ struct Inner {
     scripts: HashMap<String, VecDeque<Scripted>>,
     received: Vec<Received>,
     default_delay: Duration,
+    /// When set, chat answers are made one at a time (a model host with one slot, as a GPU serving one
+    /// request is): the delay of each is spent holding this.
+    one_slot: Option<Arc<tokio::sync::Mutex<()>>>,
     embed_dim: usize,
     /// Models this server does not have (`/api/show` answers 404, as Ollama does); every other name exists.
     absent: std::collections::HashSet<String>,
@@ -202,6 +205,12 @@ impl ScriptedOllama {
     /// Delay every unscripted answer.
     pub fn set_default_delay(&self, d: Duration) {
         self.inner.lock().unwrap().default_delay = d;
+    }
+
+    /// Makes chat answers one at a time, each taking its delay: a model host with one slot (the stand-in for
+    /// a GPU host in the scaling bench).
+    pub fn one_slot(&self) {
+        self.inner.lock().unwrap().one_slot = Some(Arc::new(tokio::sync::Mutex::new(())));
     }
 
     /// Every request received so far.
@@ -330,6 +339,7 @@ fn message_json(model: &str, content: &str, calls: &[(String, Value)], done: boo
 async fn chat(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -> Response {
     let persona = persona_of(&body);
     let model = body["model"].as_str().unwrap_or_default().to_string();
+    let slot = inner.lock().unwrap().one_slot.clone();
     let answer = {
         let mut g = inner.lock().unwrap();
         g.received.push(Received {
@@ -354,6 +364,10 @@ async fn chat(State(inner): State<Arc<Mutex<Inner>>>, Json(body): Json<Value>) -
         }
     };
     if !answer.delay.is_zero() {
+        let _held = match &slot {
+            Some(m) => Some(m.lock().await),
+            None => None,
+        };
         tokio::time::sleep(answer.delay).await;
     }
     if let Some((code, msg)) = answer.error {

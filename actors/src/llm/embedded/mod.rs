@@ -484,6 +484,7 @@ impl LlmBackend for EmbeddedBackend {
             cached_tokens: g.cached_tokens,
             completion_tokens: g.completion_tokens,
             finish: g.finish,
+            host: None,
         };
         if let Some(schema) = &schema {
             let mut v: Value = serde_json::from_str(&out.content).map_err(|e| {

@@ -62,7 +62,12 @@ impl StepOut {
         StepOut {
             persona: t.persona.clone(),
             model: t.model.clone(),
-            backend: t.backend.to_string(),
+            // A worker node's call says where it ran (`ollama@gpu-1`), so the step record shows it.
+            backend: t
+                .response
+                .host
+                .clone()
+                .unwrap_or_else(|| t.backend.to_string()),
             dissonance: None,
             summary: truncate(summary.trim(), SUMMARY_BYTES).to_string(),
             next,

@@ -28,6 +28,7 @@ pub struct ForgeArgs {
 }
 
 /// Messages the ToolForge handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum ForgeMsg {
     /// Create a tool for a capability; answers the registered tool's name.
     Forge {

@@ -28,6 +28,7 @@ pub struct PoolArgs {
 }
 
 /// Messages the pool handles.
+#[derive(ractor_cluster::RactorMessage)]
 pub enum PoolMsg {
     /// Run one request in a fresh sandbox.
     Run(Box<Value>, RpcReplyPort<Result<Output, SandboxError>>),

@@ -1,0 +1,196 @@
+//! Beyond one machine: worker nodes that serve a role for the home (issue 30; README, "Beyond one machine").
+//!
+//! The home node is the daemon as it always was — gateway, orchestrator, codex, memory, Curator, Motivator,
+//! image — plus this organ. A worker node (`batos node run --config worker.toml`) is a second process, on this
+//! machine or another, with its own settings and its own model backend (a larger model, its own Ollama or
+//! GPU). It serves a role: in this build `think`, persona model calls.
+//!
+//! ```text
+//!   persona actor ──backend.chat──▶ RemoteBackend ──ClusterHandle::think──▶ ClusterActor (home, supervised)
+//!                                                                              │ pg "batos.role.think"
+//!                                   ractor_cluster node link (cookie) ◀────────┘ call id, timeout, retries
+//!                                        │
+//!                                        ▼
+//!                         RoleServer (worker) ──▶ the worker's backend ──▶ reply (bounded, schema-checked)
+//! ```
+//!
+//! Why it is shaped so:
+//!
+//! - **Handles do not change.** A persona still thinks through its `LlmBackend`; for a persona listed in
+//!   `[cluster] remote_personas` that backend is a [`RemoteBackend`], which asks this organ. No organ can tell
+//!   a remote role from a local one, and a step record says where its call ran (`ollama@w1`).
+//! - **ractor_cluster carries the calls, batos carries the guarantees.** The node link (`ractor_cluster`:
+//!   a magic-cookie handshake, process groups kept in step across nodes) supervises nothing across nodes
+//!   and loses a call in flight when a link drops. So the home's organ — supervised like any other — gives
+//!   every call an id, a timeout (`call_timeout_ms`) and up to `retries` more attempts: the same node again
+//!   while it is up (it answers a repeated id from its record, [`worker`]), another node when it is lost.
+//!   A call is therefore run at most once per node for one request.
+//! - **Nothing from a worker is trusted beyond its reply.** Frames over `max_frame_bytes` are cut off by the
+//!   node server; a reply is read with serde (`deny_unknown_fields`), must answer the call asked, and names
+//!   its node within 64 bytes ([`wire`]). Only `Vec<u8>` crosses the link as a message field, whose
+//!   conversion cannot panic on a peer's bytes.
+//! - **The cookie is a private file.** A home creates `<data_dir>/cluster.cookie` (mode 0600) on its first
+//!   start; a node refuses to start on a cookie file others can read ([`cookie`]). A node with the wrong
+//!   cookie is refused by the home with a `cluster.refused` log line, and the worker exits with an error.
+//!   The link has no TLS in this build, so both ends are held to loopback addresses by the settings check.
+//! - **No node, no hang.** With no node serving `think`, a call runs on the home's own backend
+//!   (`when_no_node = "local"`) or fails at once naming the role (`"unavailable"`).
+//!
+//! Events: `node.joined` when a worker's session is ready, `node.lost` when it closes; `status` lists the
+//! nodes with their calls in flight and answered.
+
+mod cookie;
+mod home;
+mod node;
+mod wire;
+mod worker;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use batos_protocol::ErrorCode;
+
+pub use cookie::{ensure as ensure_cookie, read as read_cookie};
+pub use home::{ClusterActor, ClusterArgs, ClusterMsg, NodeInfo};
+pub use node::run_worker;
+pub use wire::THINK_GROUP;
+
+use crate::ask::{AskError, Handle, Organ, WireError};
+use crate::llm::{
+    BackendKind, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, TokenSink,
+};
+use crate::settings::Settings;
+
+/// The name the cluster organ registers under.
+pub const CLUSTER_NAME: &str = "cluster";
+
+/// Why a node could not start or join.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ClusterError {
+    /// The cookie file is missing, unreadable, empty or not private.
+    #[error("cluster cookie {0}")]
+    Cookie(String),
+    /// The settings or the node's own parts did not let it start.
+    #[error("{0}")]
+    Config(String),
+    /// The home refused this node.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl WireError for ClusterError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::Unavailable
+    }
+}
+
+impl Organ for ClusterActor {
+    type Msg = ClusterMsg;
+    type Error = ClusterError;
+    const LABEL: &'static str = "cluster";
+    const NAME: &'static str = CLUSTER_NAME;
+
+    /// Every attempt of a call (a retry may first wait one call timeout for a node to serve), and the pauses
+    /// between them.
+    fn timeout_ms(s: &Settings) -> u64 {
+        let c = &s.cluster;
+        let first = c.call_timeout_ms;
+        let retry = 2 * c.call_timeout_ms + c.retry_backoff_ms;
+        first + retry * u64::from(c.retries) + s.gateway.actor_call_timeout_ms
+    }
+
+    fn crash() -> ClusterMsg {
+        ClusterMsg::Crash
+    }
+}
+
+/// The cluster organ's handle.
+pub type ClusterHandle = Handle<ClusterActor>;
+
+impl Handle<ClusterActor> {
+    /// A persona's model call, carried to a worker node (or as `when_no_node` says). It outwaits a restart
+    /// of the organ (up to one `call_timeout_ms`, asking again every `retry_backoff_ms`): the organ's crash
+    /// is weather a task must not fail for. A call already taken is answered by its own task, crash or not.
+    pub async fn think(&self, req: ChatRequest) -> Result<ChatResponse, LlmError> {
+        let c = self.settings().load().cluster.clone();
+        let deadline = std::time::Instant::now() + Duration::from_millis(c.call_timeout_ms);
+        loop {
+            let again = req.clone();
+            match self.ask(|p| ClusterMsg::Think(again, p)).await {
+                Ok(result) => return result,
+                Err(AskError::Restarting { .. } | AskError::Stopped { .. })
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(c.retry_backoff_ms.max(1))).await;
+                }
+                Err(e) => {
+                    return Err(LlmError::Unreachable {
+                        url: "cluster organ".into(),
+                        detail: e.to_string(),
+                    })
+                }
+            }
+        }
+    }
+
+    /// The worker nodes up now.
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, AskError> {
+        self.ask_within(
+            Duration::from_millis(self.settings().load().gateway.actor_call_timeout_ms),
+            ClusterMsg::Nodes,
+        )
+        .await
+    }
+}
+
+/// The backend of a persona whose calls go to worker nodes: `chat` through the cluster organ; embeddings,
+/// models and health from this machine's own backend (memory and the trainer stay home).
+#[derive(Debug)]
+pub struct RemoteBackend {
+    cluster: ClusterHandle,
+    local: Arc<dyn LlmBackend>,
+}
+
+impl RemoteBackend {
+    /// Calls through `cluster`, falling back on `local` for everything but chat.
+    pub fn new(cluster: ClusterHandle, local: Arc<dyn LlmBackend>) -> Self {
+        Self { cluster, local }
+    }
+}
+
+#[async_trait]
+impl LlmBackend for RemoteBackend {
+    fn kind(&self) -> BackendKind {
+        self.local.kind()
+    }
+    fn location(&self) -> String {
+        format!(
+            "worker nodes serving think (else {})",
+            self.local.location()
+        )
+    }
+    /// Answers arrive whole: a worker's tokens are not streamed back over the link.
+    async fn chat(
+        &self,
+        req: ChatRequest,
+        _tokens: Option<TokenSink>,
+    ) -> Result<ChatResponse, LlmError> {
+        self.cluster.think(req).await
+    }
+    async fn embed(&self, model: &str, inputs: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        self.local.embed(model, inputs).await
+    }
+    async fn create_model(&self, spec: &ModelSpec) -> Result<(), LlmError> {
+        self.local.create_model(spec).await
+    }
+    async fn health(&self) -> Result<(), LlmError> {
+        self.local.health().await
+    }
+    async fn check_model(&self, model: &str) -> Result<(), LlmError> {
+        self.local.check_model(model).await
+    }
+}

@@ -1,0 +1,161 @@
+//! Unit tests of the cluster organ's parts that need no second process: the wire's bounds and checks, and a
+//! role server's one-run-per-call-id promise. The node link itself is tested end to end (tests/e2e/cluster.rs).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ractor::rpc::CallResult;
+use ractor::Actor;
+
+use super::wire::{self, Outcome, RoleMsg, ThinkCall, ThinkReply};
+use super::worker::{RoleArgs, RoleServer};
+use crate::llm::{
+    BackendKind, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Sampling, TokenSink,
+};
+
+/// Test double of a model service: counts its calls, each taking `delay`.
+#[derive(Debug, Default)]
+struct Counting {
+    calls: AtomicUsize,
+    delay: Duration,
+}
+
+#[async_trait]
+impl LlmBackend for Counting {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Ollama
+    }
+    fn location(&self) -> String {
+        "counting".into()
+    }
+    async fn chat(&self, req: ChatRequest, _: Option<TokenSink>) -> Result<ChatResponse, LlmError> {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::time::sleep(self.delay).await;
+        Ok(ChatResponse {
+            content: format!("run {n} of {}", req.model),
+            ..Default::default()
+        })
+    }
+    async fn embed(&self, _: &str, _: &[String]) -> Result<Vec<Vec<f32>>, LlmError> {
+        Ok(Vec::new())
+    }
+    async fn create_model(&self, _: &ModelSpec) -> Result<(), LlmError> {
+        Ok(())
+    }
+    async fn health(&self) -> Result<(), LlmError> {
+        Ok(())
+    }
+    async fn check_model(&self, _: &str) -> Result<(), LlmError> {
+        Ok(())
+    }
+}
+
+fn request() -> ChatRequest {
+    ChatRequest {
+        model: "m".into(),
+        messages: Vec::new(),
+        tools: Vec::new(),
+        format: None,
+        sampling: Sampling::plain(0.0, 1.0, 1, 32),
+    }
+}
+
+fn call(id: &str) -> Vec<u8> {
+    wire::encode(&ThinkCall {
+        call_id: id.into(),
+        request: request(),
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_retried_call_id_runs_once_whether_it_is_still_running_or_has_ended() {
+    let backend = Arc::new(Counting {
+        delay: Duration::from_millis(200),
+        ..Default::default()
+    });
+    let (server, _) = Actor::spawn(
+        None,
+        RoleServer,
+        RoleArgs {
+            backend: backend.clone(),
+            node: "w1".into(),
+            max_bytes: 1 << 20,
+            dedupe_capacity: 2,
+        },
+    )
+    .await
+    .unwrap();
+    let ask = |bytes: Vec<u8>| {
+        let server = server.clone();
+        async move {
+            match server
+                .call(|p| RoleMsg::Think(bytes, p), Some(Duration::from_secs(5)))
+                .await
+                .unwrap()
+            {
+                CallResult::Success(r) => r,
+                _ => panic!("no answer"),
+            }
+        }
+    };
+    // The first attempt and a retry while it runs: one run, one answer for both.
+    let (a, b) = tokio::join!(ask(call("c1")), ask(call("c1")));
+    assert_eq!(a, b);
+    // A retry after it ended: answered from the record.
+    let c = ask(call("c1")).await;
+    assert_eq!(a, c);
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
+    let reply = wire::decode_reply(&a, 1 << 20, "c1").unwrap();
+    let answer = reply.into_result().unwrap();
+    assert_eq!(answer.content, "run 1 of m");
+    assert_eq!(answer.host.as_deref(), Some("ollama@w1"));
+    // Two more calls push c1 out of a record of two: asked again, it runs again.
+    ask(call("c2")).await;
+    ask(call("c3")).await;
+    ask(call("c1")).await;
+    assert_eq!(backend.calls.load(Ordering::SeqCst), 4);
+    // A malformed call is answered with a failure, not a crash.
+    let bad = ask(b"not msgpack".to_vec()).await;
+    let reply = wire::decode_reply(&bad, 1 << 20, "").unwrap();
+    assert!(matches!(reply.outcome, Outcome::Failed { .. }));
+    server.stop(None);
+}
+
+#[test]
+fn a_reply_over_the_bound_for_another_call_or_with_unknown_fields_is_refused() {
+    let reply = ThinkReply {
+        call_id: "c1".into(),
+        node: "w1".into(),
+        backend: "ollama".into(),
+        outcome: Outcome::Answer(ChatResponse {
+            content: "x".repeat(1000),
+            ..Default::default()
+        }),
+    };
+    let bytes = wire::encode(&reply).unwrap();
+    assert!(wire::decode_reply(&bytes, 1 << 20, "c1").is_ok());
+    let e = wire::decode_reply(&bytes, 100, "c1").unwrap_err();
+    assert!(
+        e.to_string().contains("over cluster.max_frame_bytes"),
+        "{e}"
+    );
+    let e = wire::decode_reply(&bytes, 1 << 20, "c2").unwrap_err();
+    assert!(
+        e.to_string().contains("answered call `c1` to call `c2`"),
+        "{e}"
+    );
+    let mut extra = serde_json::to_value(&reply).unwrap();
+    extra["trust_me"] = serde_json::json!(true);
+    let bytes = rmp_serde::to_vec_named(&extra).unwrap();
+    assert!(wire::decode_reply(&bytes, 1 << 20, "c1").is_err());
+    let nameless = ThinkReply {
+        node: String::new(),
+        ..reply
+    };
+    let bytes = wire::encode(&nameless).unwrap();
+    assert!(wire::decode_reply(&bytes, 1 << 20, "c1").is_err());
+    assert!(wire::decode_call(&[0u8; 200], 100).is_err());
+}

@@ -1,0 +1,203 @@
+//! The `[cluster]` table: worker nodes (README, "Beyond one machine"). A home node (the daemon with `enabled =
+//! true`) listens for workers; a worker (`batos node run`) reads the same table to find its home.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// What a persona's model call does when no worker node serves it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenNoNode {
+    /// Run it on this machine's own backend.
+    Local,
+    /// Fail at once with `unavailable`, naming the role.
+    Unavailable,
+}
+
+/// `[cluster]` (read at start). A settings file written before it loads with these defaults, which are the
+/// shipped values: one machine, no node server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSettings {
+    /// Home only: whether this daemon listens for worker nodes.
+    pub enabled: bool,
+    /// Home only: `IP:PORT` its node server listens on. Loopback only in this build: the link has no TLS yet.
+    pub listen: String,
+    /// This node's name, unique in the cluster (`home` for the home node).
+    pub node_name: String,
+    /// Worker only: the home's `IP:PORT` (loopback only in this build).
+    pub home: String,
+    /// The shared secret every node must present (the magic cookie of the node handshake). The file must be
+    /// private (no group or other permission bits). Empty: `<data_dir>/cluster.cookie`, which a home creates
+    /// on its first start; relative paths resolve from the settings file's folder.
+    pub cookie_file: PathBuf,
+    /// Worker only: the roles it serves. `think`: persona model calls (the only role of this build).
+    pub roles: Vec<String>,
+    /// Home only: personas whose model calls go to worker nodes; `"*"` is every persona.
+    pub remote_personas: Vec<String>,
+    /// Home only: what a remote persona's call does when no node serves `think`.
+    pub when_no_node: WhenNoNode,
+    /// Milliseconds one attempt of a remote model call may take (the model's own time included).
+    pub call_timeout_ms: u64,
+    /// Attempts after the first when a node is lost or silent; each retry keeps the call's id, so a node that
+    /// already ran it answers from its record instead of running it again.
+    pub retries: u32,
+    /// Milliseconds between attempts (time for a lost node's return, or for the next node to be picked).
+    pub retry_backoff_ms: u64,
+    /// Bytes: the largest frame a node accepts from a peer, and the largest reply the home reads.
+    pub max_frame_bytes: u64,
+    /// Worker only: finished calls remembered by id, so a retried call is answered without running again.
+    pub dedupe_capacity: usize,
+    /// Worker only: milliseconds between attempts to reach a home that is down or was lost.
+    pub reconnect_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: "127.0.0.1:5590".into(),
+            node_name: "home".into(),
+            home: "127.0.0.1:5590".into(),
+            cookie_file: PathBuf::new(),
+            roles: vec!["think".into()],
+            remote_personas: vec!["*".into()],
+            when_no_node: WhenNoNode::Local,
+            call_timeout_ms: 120_000,
+            retries: 2,
+            retry_backoff_ms: 500,
+            max_frame_bytes: 4 * 1024 * 1024,
+            dedupe_capacity: 1024,
+            reconnect_ms: 1000,
+        }
+    }
+}
+
+/// The roles a worker may serve in this build.
+pub const ROLES: &[&str] = &["think"];
+
+impl ClusterSettings {
+    /// Whether `persona`'s model calls go to worker nodes (on a home with the cluster enabled).
+    pub fn is_remote(&self, persona: &str) -> bool {
+        self.enabled
+            && self
+                .remote_personas
+                .iter()
+                .any(|p| p == "*" || p.eq_ignore_ascii_case(persona))
+    }
+
+    /// The cookie file: `cookie_file`, or `<data_dir>/cluster.cookie` when it is empty.
+    pub fn cookie_path(&self, data_dir: &std::path::Path) -> PathBuf {
+        if self.cookie_file.as_os_str().is_empty() {
+            data_dir.join("cluster.cookie")
+        } else {
+            self.cookie_file.clone()
+        }
+    }
+
+    /// Checks the table; `Err((key, why))` names the first bad key.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        for (key, addr) in [
+            ("cluster.listen", &self.listen),
+            ("cluster.home", &self.home),
+        ] {
+            let parsed: std::net::SocketAddr = addr
+                .replacen("localhost:", "127.0.0.1:", 1)
+                .parse()
+                .map_err(|_| {
+                    (
+                        key,
+                        format!("`{addr}` is not IP:PORT (for example 127.0.0.1:5590)"),
+                    )
+                })?;
+            if !parsed.ip().is_loopback() {
+                return Err((
+                    key,
+                    format!(
+                        "`{addr}` is not a loopback address: this build's node link has no TLS, and cookies, \
+                         prompts and answers would cross the network readable"
+                    ),
+                ));
+            }
+        }
+        let name_ok = !self.node_name.is_empty()
+            && self.node_name.len() <= 64
+            && self
+                .node_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_ok {
+            return Err((
+                "cluster.node_name",
+                "must be 1 to 64 ASCII letters, digits, '-' or '_'".into(),
+            ));
+        }
+        if let Some(r) = self.roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
+            return Err((
+                "cluster.roles",
+                format!(
+                    "unknown role `{r}` (this build serves: {})",
+                    ROLES.join(", ")
+                ),
+            ));
+        }
+        if self.call_timeout_ms == 0 || self.reconnect_ms == 0 {
+            return Err((
+                "cluster.call_timeout_ms",
+                "call_timeout_ms and reconnect_ms must be positive".into(),
+            ));
+        }
+        if self.max_frame_bytes < 64 * 1024 {
+            return Err((
+                "cluster.max_frame_bytes",
+                "must be at least 65536 (a model's answer and its envelope)".into(),
+            ));
+        }
+        if self.dedupe_capacity == 0 {
+            return Err(("cluster.dedupe_capacity", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_defaults_pass_and_a_public_address_or_unknown_role_is_refused() {
+        assert!(ClusterSettings::default().check().is_ok());
+        let public = ClusterSettings {
+            listen: "0.0.0.0:5590".into(),
+            ..Default::default()
+        };
+        let (key, why) = public.check().unwrap_err();
+        assert_eq!(key, "cluster.listen");
+        assert!(why.contains("TLS"), "{why}");
+        let role = ClusterSettings {
+            roles: vec!["think".into(), "train".into()],
+            ..Default::default()
+        };
+        assert_eq!(role.check().unwrap_err().0, "cluster.roles");
+        let name = ClusterSettings {
+            node_name: "w 1".into(),
+            ..Default::default()
+        };
+        assert_eq!(name.check().unwrap_err().0, "cluster.node_name");
+    }
+
+    #[test]
+    fn remote_personas_are_matched_by_name_or_star_only_when_enabled() {
+        let mut c = ClusterSettings {
+            remote_personas: vec!["brick".into()],
+            ..Default::default()
+        };
+        assert!(!c.is_remote("BRICK"), "a disabled cluster routes nothing");
+        c.enabled = true;
+        assert!(c.is_remote("BRICK"));
+        assert!(!c.is_remote("ROBIN"));
+        c.remote_personas = vec!["*".into()];
+        assert!(c.is_remote("ROBIN"));
+    }
+}

@@ -1,0 +1,176 @@
+//! Beyond one machine (issue 30): a home daemon and worker nodes (`batos node run`) as real processes on
+//! loopback, each worker thinking through its own scripted Ollama (a named test double of a model host).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::*;
+
+/// Subscribes to task and node events.
+async fn node_events(d: &Daemon) -> zeromq::SubSocket {
+    let sub = batos_client::client::subscriber(&d.client_config(), &["task.", "node."])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sub
+}
+
+async fn submit(c: &mut batos_client::client::Client, n: usize, tag: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let r = c
+            .request(
+                "submit_task",
+                json!({"text": format!("{tag} question {i}")}),
+            )
+            .await
+            .unwrap();
+        ids.push(r["id"].as_str().unwrap().to_string());
+    }
+    ids
+}
+
+/// The backends the task's steps record (`ollama@w1`, ...).
+fn hosts(task: &Value) -> Vec<String> {
+    task["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["backend"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persona_calls_run_on_two_workers_and_every_task_ends_once_when_one_is_killed() {
+    let home_model = ScriptedOllama::start();
+    let (o1, o2) = (ScriptedOllama::start(), ScriptedOllama::start());
+    for o in [&o1, &o2] {
+        o.set_default_delay(Duration::from_millis(150));
+    }
+    let home = Daemon::start(&home_model.url, vec![home_edits("unavailable")]).await;
+    let mut sub = node_events(&home).await;
+    let cookie = home.data_dir().join("cluster.cookie");
+    let mut w1 = Worker::prepare(&home, "w1", &o1.url, &cookie);
+    let mut w2 = Worker::prepare(&home, "w2", &o2.url, &cookie);
+    w1.spawn();
+    w2.spawn();
+    let mut joined = Vec::new();
+    while joined.len() < 2 {
+        let ev = wait_event(&mut sub, 60, |e| e.kind == "node.joined").await;
+        joined.push(ev.data["node"].as_str().unwrap().to_string());
+    }
+    joined.sort();
+    assert_eq!(joined, ["w1", "w2"]);
+    let mut c = home.client();
+    let status = c.request("status", json!({})).await.unwrap();
+    assert_eq!(
+        status["cluster"]["nodes"].as_array().unwrap().len(),
+        2,
+        "{status}"
+    );
+
+    // Tasks: every persona call runs on a worker, and both workers get calls.
+    let first = submit(&mut c, 4, "first").await;
+    for id in &first {
+        let t = wait_task(&mut c, id, 120).await;
+        assert_eq!(t["status"], "done", "{t}");
+        for h in hosts(&t) {
+            assert!(h == "ollama@w1" || h == "ollama@w2", "a step ran at {h}");
+        }
+    }
+    assert!(!o1.chats().is_empty() && !o2.chats().is_empty());
+
+    // kill -9 of w1 while calls are in flight: every task still ends, once, on w2.
+    let before = o1.chats().len();
+    let second = submit(&mut c, 6, "second").await;
+    eventually(60, "w1 busy with the second batch", || {
+        let n = o1.chats().len();
+        async move { (n > before).then_some(()) }
+    })
+    .await;
+    w1.kill9();
+    let mut done: BTreeMap<String, usize> = BTreeMap::new();
+    let mut lost = false;
+    while done.len() < second.len() || !lost {
+        let ev = wait_event(&mut sub, 180, |e| {
+            e.kind == "node.lost"
+                || (e.kind == "task.done" && second.iter().any(|i| e.data["id"] == i.as_str()))
+        })
+        .await;
+        if ev.kind == "node.lost" {
+            assert_eq!(ev.data["node"], "w1");
+            lost = true;
+        } else {
+            *done
+                .entry(ev.data["id"].as_str().unwrap().to_string())
+                .or_default() += 1;
+        }
+    }
+    for id in &second {
+        let t = wait_task(&mut c, id, 60).await;
+        assert_eq!(t["status"], "done", "task {id} after the kill: {t}");
+        assert_eq!(done[id], 1, "task {id} ended {} times", done[id]);
+    }
+    // No more task.done for them.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = home.log_text();
+    assert!(
+        log.contains("cluster.call_lost"),
+        "the in-flight call was retried"
+    );
+
+    // w1 comes back: it rejoins and gets calls again.
+    w1.spawn();
+    let ev = wait_event(&mut sub, 60, |e| e.kind == "node.joined").await;
+    assert_eq!(ev.data["node"], "w1");
+    let before = o1.chats().len();
+    let third = submit(&mut c, 4, "third").await;
+    for id in &third {
+        let t = wait_task(&mut c, id, 120).await;
+        assert_eq!(t["status"], "done", "{t}");
+    }
+    assert!(
+        o1.chats().len() > before,
+        "the returned worker got calls again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_with_the_wrong_cookie_is_refused_and_without_nodes_a_call_is_unavailable() {
+    let home_model = ScriptedOllama::start();
+    let worker_model = ScriptedOllama::start();
+    let home = Daemon::start(&home_model.url, vec![home_edits("unavailable")]).await;
+    let wrong = home.dir.path().join("wrong.cookie");
+    std::fs::write(&wrong, "not-the-cookie").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut w = Worker::prepare(&home, "intruder", &worker_model.url, &wrong);
+    w.spawn();
+    let status = w.exited_within(30).expect("the refused worker exits");
+    assert_eq!(status.code(), Some(2), "{}", w.log_text());
+    assert!(w.log_text().contains("node.refused"), "{}", w.log_text());
+    eventually(10, "the home's refusal in its log", || {
+        let log = home.log_text();
+        async move { log.contains("cluster.refused").then_some(()) }
+    })
+    .await;
+    // A cookie file others can read is refused before any connection.
+    std::fs::set_permissions(&wrong, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut loose = Worker::prepare(&home, "loose", &worker_model.url, &wrong);
+    loose.spawn();
+    assert_eq!(loose.exited_within(30).and_then(|s| s.code()), Some(2));
+    assert!(
+        loose.log_text().contains("chmod 600"),
+        "{}",
+        loose.log_text()
+    );
+    // No node serves think and when_no_node = "unavailable": the task fails at once, naming the role.
+    let mut c = home.client();
+    let id = submit(&mut c, 1, "lonely").await.remove(0);
+    let t = wait_task(&mut c, &id, 60).await;
+    assert_eq!(t["status"], "failed", "{t}");
+    assert!(t.to_string().contains("no worker node serves think"), "{t}");
+    assert!(worker_model.chats().is_empty() && home_model.chats().is_empty());
+}

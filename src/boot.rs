@@ -1,6 +1,7 @@
 //! Daemon start-up: settings, data directory, token, backends, the supervision tree; then wait for a
 //! signal or for the root supervisor to give up.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -237,20 +238,37 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         Duration::from_millis(settings.llm.request_timeout_ms),
     )
     .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
-    // Worker nodes (issue 30): the listed personas think through the cluster organ; the rest stay local.
+    // Each persona's own route (issue 30): a worker node through the cluster organ when `[cluster]` lists it,
+    // else its own Ollama host when `[personas.<NAME>] ollama_url` names one, else the daemon's backend.
+    let mut routes: HashMap<String, Arc<dyn llm::LlmBackend>> = HashMap::new();
+    for (name, p) in &settings.personas {
+        if let Some(url) = &p.ollama_url {
+            let timeout = Duration::from_millis(settings.llm.request_timeout_ms);
+            let host = llm::ollama::OllamaBackend::new(url, timeout).map_err(|e| {
+                BootError::Config(anyhow::anyhow!("personas.{name}.ollama_url: {e}"))
+            })?;
+            tracing::info!(event = "persona.host", persona = %name, url = %url, "persona thinks on its own Ollama host");
+            routes.insert(name.clone(), Arc::new(host));
+        }
+    }
     let cluster_args = match &handles_cluster(&settings, &live) {
         Some(cluster) => {
             let path = settings.cluster.cookie_path(&data_dir);
             let cookie = batos_actors::cluster::ensure_cookie(&path)
                 .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;
+            let backend: Arc<dyn llm::LlmBackend> = Arc::new(RemoteBackend::new(
+                cluster.clone(),
+                selection.backend.clone(),
+            ));
             let remote: Vec<String> = batos_actors::PERSONAS
                 .iter()
                 .filter(|p| settings.cluster.is_remote(p))
                 .map(|p| p.to_string())
                 .collect();
             tracing::info!(event = "cluster.routing", personas = ?remote, when_no_node = ?settings.cluster.when_no_node, "persona model calls go to worker nodes");
-            let backend = RemoteBackend::new(cluster.clone(), selection.backend.clone());
-            personas.route_remote(Arc::new(backend), remote);
+            for p in remote {
+                routes.insert(p, backend.clone());
+            }
             Some(ClusterArgs {
                 settings: live.clone(),
                 hub: hub.clone(),
@@ -260,6 +278,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
         }
         None => None,
     };
+    personas.route(routes);
     personas
         .keep_overrides(&data_dir.join("personas/overrides.json"))
         .map_err(|e| BootError::Config(anyhow::anyhow!(e)))?;

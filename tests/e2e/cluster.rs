@@ -174,3 +174,32 @@ async fn a_worker_with_the_wrong_cookie_is_refused_and_without_nodes_a_call_is_u
     assert!(t.to_string().contains("no worker node serves think"), "{t}");
     assert!(worker_model.chats().is_empty() && home_model.chats().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persona_with_its_own_ollama_url_thinks_on_that_host_and_the_rest_stay_home() {
+    let home_model = ScriptedOllama::start();
+    let gpu = ScriptedOllama::start();
+    let url = gpu.url.clone();
+    let d = Daemon::start(
+        &home_model.url,
+        vec![Box::new(move |doc| {
+            doc["personas"]["BRICK"]["ollama_url"] = toml_edit::value(url.as_str());
+        })],
+    )
+    .await;
+    let mut c = d.client();
+    let id = submit(&mut c, 1, "hosted").await.remove(0);
+    let t = wait_task(&mut c, &id, 60).await;
+    assert_eq!(t["status"], "done", "{t}");
+    let on_gpu: Vec<_> = gpu.chats().into_iter().map(|r| r.persona).collect();
+    assert!(!on_gpu.is_empty(), "BRICK drafted on its host");
+    assert!(
+        on_gpu.iter().all(|p| p.as_deref() == Some("BRICK")),
+        "{on_gpu:?}"
+    );
+    assert!(home_model.chats_by("BRICK").is_empty());
+    assert!(
+        !home_model.chats_by("ALFRED").is_empty(),
+        "the others stay home"
+    );
+}

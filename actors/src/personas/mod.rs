@@ -54,9 +54,9 @@ pub struct Personas {
     configs: Mutex<BTreeMap<String, PersonaConfig>>,
     generation: AtomicU64,
     backend: Arc<dyn LlmBackend>,
-    /// Personas whose model calls go to worker nodes, and the backend that carries them there (set once at
-    /// boot when `[cluster]` routes any persona; README, "Beyond one machine").
-    remote: std::sync::OnceLock<(Arc<dyn LlmBackend>, Vec<String>)>,
+    /// Personas that think through a backend of their own (set once at boot): a worker node's when `[cluster]`
+    /// routes them, or their own Ollama host (`[personas.<NAME>] ollama_url`; README, "Beyond one machine").
+    routes: std::sync::OnceLock<HashMap<String, Arc<dyn LlmBackend>>>,
     sampling: Mutex<SamplingTable>,
     hub: Arc<EventHub>,
     recorder: Option<Arc<dyn ModelRecorder>>,
@@ -111,7 +111,7 @@ impl Personas {
             configs: Mutex::new(configs),
             generation: AtomicU64::new(0),
             backend,
-            remote: std::sync::OnceLock::new(),
+            routes: std::sync::OnceLock::new(),
             sampling: Mutex::new(sampling),
             hub,
             recorder,
@@ -126,18 +126,19 @@ impl Personas {
         self.backend.clone()
     }
 
-    /// Sends the model calls of `personas` through `backend` (worker nodes) from their next start on; set
-    /// once, before the tree starts. `false` when it was already set.
-    pub fn route_remote(&self, backend: Arc<dyn LlmBackend>, personas: Vec<String>) -> bool {
-        self.remote.set((backend, personas)).is_ok()
+    /// Sends each named persona's model calls through its own backend from its next start on (the others keep
+    /// the daemon's); set once, before the tree starts. `false` when it was already set.
+    pub fn route(&self, routes: HashMap<String, Arc<dyn LlmBackend>>) -> bool {
+        self.routes.set(routes).is_ok()
     }
 
-    /// The backend `persona` thinks through: a worker node's for a remote persona, else the daemon's own.
-    fn backend_for(&self, persona: &str) -> Arc<dyn LlmBackend> {
-        match self.remote.get() {
-            Some((remote, names)) if names.iter().any(|n| n == persona) => remote.clone(),
-            _ => self.backend.clone(),
-        }
+    /// The backend `persona` thinks through: its own route, else the daemon's backend.
+    pub fn backend_for(&self, persona: &str) -> Arc<dyn LlmBackend> {
+        self.routes
+            .get()
+            .and_then(|r| r.get(persona))
+            .cloned()
+            .unwrap_or_else(|| self.backend.clone())
     }
 
     /// Timeout for one persona call (the model request plus queueing).
@@ -231,7 +232,7 @@ impl Personas {
             name: name.to_string(),
             model: config.model.clone(),
             generation,
-            backend: self.backend.kind(),
+            backend: self.backend_for(name).kind(),
             actor: actor.clone(),
             _guard: RetireGuard(actor.clone()),
         });
@@ -244,7 +245,7 @@ impl Personas {
         self.hub.publish(Event::PersonaState {
             persona: name.to_string(),
             model: config.model.clone(),
-            backend: self.backend.kind().to_string(),
+            backend: self.backend_for(name).kind().to_string(),
             state: config.editable.to_value(generation),
         });
         Ok(actor.get_cell())
@@ -266,7 +267,7 @@ impl Personas {
         let _serial = self.swap_lock.lock().await;
         let from = self.current(persona)?.model.clone();
         // Refused before anything changes: a model the backend cannot serve would break every later task.
-        if let Err(e) = self.backend.check_model(model).await {
+        if let Err(e) = self.backend_for(persona).check_model(model).await {
             return Err(match e {
                 LlmError::ModelNotFound { .. } => PersonaError::Invalid(e.to_string()),
                 other => PersonaError::Swap(format!("cannot check model `{model}`: {other}")),

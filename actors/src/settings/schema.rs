@@ -455,6 +455,11 @@ pub struct EmbeddedSettings {
 pub struct PersonaSettings {
     /// The model tag (Ollama) or model spec (embedded) this persona thinks with.
     pub model: String,
+    /// This persona's own Ollama host (a GPU box), when it is not the daemon's backend: its model calls go
+    /// there, `model` naming a tag on that host (read at start). Absent: the daemon's backend. A persona routed
+    /// to worker nodes (`[cluster] remote_personas`) thinks on the worker instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ollama_url: Option<String>,
     /// This persona's sampling where it differs from `[llm]` (`temperature`, `top_p`, `top_k`, `min_p`,
     /// `repeat_penalty`, `max_tokens`, each optional, in this same table).
     #[serde(flatten)]

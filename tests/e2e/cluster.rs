@@ -203,3 +203,68 @@ async fn a_persona_with_its_own_ollama_url_thinks_on_that_host_and_the_rest_stay
         "the others stay home"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_mutual_tls_a_worker_serves_and_one_in_clear_text_or_from_another_ca_is_refused() {
+    let home_model = ScriptedOllama::start();
+    let worker_model = ScriptedOllama::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let certs = Certs::make(&scratch.path().join("cluster"));
+    let strangers = Certs::make(&scratch.path().join("other"));
+    let home = Daemon::start(
+        &home_model.url,
+        vec![home_edits("unavailable"), certs.edit()],
+    )
+    .await;
+    let mut sub = node_events(&home).await;
+    let cookie = home.data_dir().join("cluster.cookie");
+    let mut w = Worker::prepare_with(&home, "w1", &worker_model.url, &cookie, vec![certs.edit()]);
+    w.spawn();
+    let ev = wait_event(&mut sub, 60, |e| e.kind == "node.joined").await;
+    assert_eq!(ev.data["node"], "w1");
+    let mut c = home.client();
+    let id = submit(&mut c, 1, "tls").await.remove(0);
+    let t = wait_task(&mut c, &id, 60).await;
+    assert_eq!(t["status"], "done", "{t}");
+    assert!(hosts(&t).iter().all(|h| h == "ollama@w1"), "{t}");
+    // The right cookie in clear text: refused.
+    let mut clear = Worker::prepare(&home, "clear", &worker_model.url, &cookie);
+    clear.spawn();
+    assert_eq!(
+        clear.exited_within(30).and_then(|s| s.code()),
+        Some(2),
+        "{}",
+        clear.log_text()
+    );
+    assert!(
+        clear.log_text().contains("node.refused"),
+        "{}",
+        clear.log_text()
+    );
+    // The right cookie, TLS, a certificate from another CA: refused at the handshake.
+    let mut stranger = Worker::prepare_with(
+        &home,
+        "stranger",
+        &worker_model.url,
+        &cookie,
+        vec![strangers.edit()],
+    );
+    stranger.spawn();
+    assert_eq!(
+        stranger.exited_within(30).and_then(|s| s.code()),
+        Some(2),
+        "{}",
+        stranger.log_text()
+    );
+    assert!(
+        stranger.log_text().contains("TLS handshake"),
+        "{}",
+        stranger.log_text()
+    );
+    let status = c.request("status", json!({})).await.unwrap();
+    assert_eq!(
+        status["cluster"]["nodes"].as_array().unwrap().len(),
+        1,
+        "{status}"
+    );
+}

@@ -118,12 +118,19 @@ impl Actor for ClusterActor {
     ) -> Result<ClusterState, ActorProcessingErr> {
         let c = args.settings.load().cluster.clone();
         let addr: SocketAddr = c.listen.replacen("localhost:", "127.0.0.1:", 1).parse()?;
+        let encryption = if c.tls {
+            Some(ractor_cluster::IncomingEncryptionMode::Tls(
+                super::tls::acceptor(&c)?,
+            ))
+        } else {
+            None
+        };
         let server = NodeServer::new(
             addr.port(),
             args.cookie.clone(),
             c.node_name.clone(),
             addr.ip().to_string(),
-            None,
+            encryption,
             Some(ractor_cluster::node::NodeConnectionMode::Isolated),
         )
         .with_listen_addr(addr.ip())
@@ -133,7 +140,7 @@ impl Actor for ClusterActor {
             id: "batos.cluster".into(),
             subscription: Box::new(Sessions(myself.clone())),
         })?;
-        tracing::info!(event = "cluster.listening", listen = %addr, node = %c.node_name, "home node listening for worker nodes");
+        tracing::info!(event = "cluster.listening", listen = %addr, node = %c.node_name, tls = c.tls, "home node listening for worker nodes");
         Ok(ClusterState {
             args,
             server,
@@ -228,7 +235,7 @@ impl ClusterState {
             tracing::warn!(event = "node.lost", node = %node, addr = %addr, "a worker node was lost; its calls in flight are retried");
             self.args.hub.publish(Event::NodeLost { node, addr });
         } else if !self.authenticated.remove(&id) {
-            tracing::warn!(event = "cluster.refused", addr = %addr, name = %name, "a node connected and did not authenticate: wrong cookie, or its name is already in use");
+            tracing::warn!(event = "cluster.refused", addr = %addr, name = %name, "a node connected and did not authenticate: wrong cookie, or its name is already in use (a node without TLS, or with a certificate the CA did not sign, is refused before this, in ractor_cluster's own log)");
         }
     }
 

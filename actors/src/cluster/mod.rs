@@ -32,7 +32,8 @@
 //! - **The cookie is a private file.** A home creates `<data_dir>/cluster.cookie` (mode 0600) on its first
 //!   start; a node refuses to start on a cookie file others can read ([`cookie`]). A node with the wrong
 //!   cookie is refused by the home with a `cluster.refused` log line, and the worker exits with an error.
-//!   The link has no TLS in this build, so both ends are held to loopback addresses by the settings check.
+//!   With `tls = true` the link is mutual TLS ([`tls`]): each node presents a certificate the cluster's CA
+//!   signed; without it both ends are held to loopback addresses by the settings check.
 //! - **No node, no hang.** With no node serving `think`, a call runs on the home's own backend
 //!   (`when_no_node = "local"`) or fails at once naming the role (`"unavailable"`).
 //!
@@ -42,6 +43,7 @@
 mod cookie;
 mod home;
 mod node;
+mod tls;
 mod wire;
 mod worker;
 

@@ -107,8 +107,28 @@ async fn keep_linked(
     rx: &mut mpsc::UnboundedReceiver<Link>,
 ) -> Result<(), ClusterError> {
     let pause = Duration::from_millis(c.reconnect_ms);
+    let tls = if c.tls {
+        Some(super::tls::connector(c, home)?)
+    } else {
+        None
+    };
     loop {
-        if let Err(e) = ractor_cluster::client_connect(server, home).await {
+        let linked = match &tls {
+            Some((connector, name)) => {
+                ractor_cluster::client_connect_enc(server, home, connector.clone(), name.clone())
+                    .await
+            }
+            None => ractor_cluster::client_connect(server, home).await,
+        };
+        if let Err(ractor_cluster::ClientConnectErr::Encryption(e)) = &linked {
+            tracing::error!(event = "node.refused", home = %home, node = %c.node_name, error = %e, "the TLS handshake with the home failed");
+            return Err(ClusterError::Refused(format!(
+                "the TLS handshake with the home at {home} failed ({e}): is cluster.tls on at the home, and are both \
+                 certificates signed by cluster.tls_ca, the home's naming {}?",
+                home.ip()
+            )));
+        }
+        if let Err(e) = linked {
             tracing::warn!(event = "node.home_unreachable", home = %home, error = %e, retry_ms = c.reconnect_ms, "cannot reach the home node; trying again");
             tokio::time::sleep(pause).await;
             continue;
@@ -118,9 +138,9 @@ async fn keep_linked(
                 tracing::info!(event = "node.joined_home", home = %home, node = %c.node_name, "joined the home node");
             }
             Some(Link::Closed) => {
-                tracing::error!(event = "node.refused", home = %home, node = %c.node_name, "the home refused this node: wrong cookie, or a node named `{}` is already there", c.node_name);
+                tracing::error!(event = "node.refused", home = %home, node = %c.node_name, "the home refused this node: wrong cookie, TLS on one side only, or a node named `{}` is already there", c.node_name);
                 return Err(ClusterError::Refused(format!(
-                    "the home at {home} refused node `{}`: wrong cookie (cluster.cookie_file), or that name is already in use",
+                    "the home at {home} refused node `{}`: wrong cookie (cluster.cookie_file), cluster.tls on one side only, or that name already in use",
                     c.node_name
                 )));
             }

@@ -22,11 +22,11 @@ pub enum WhenNoNode {
 pub struct ClusterSettings {
     /// Home only: whether this daemon listens for worker nodes.
     pub enabled: bool,
-    /// Home only: `IP:PORT` its node server listens on. Loopback only in this build: the link has no TLS yet.
+    /// Home only: `IP:PORT` its node server listens on. A non-loopback address needs `tls = true`.
     pub listen: String,
     /// This node's name, unique in the cluster (`home` for the home node).
     pub node_name: String,
-    /// Worker only: the home's `IP:PORT` (loopback only in this build).
+    /// Worker only: the home's `IP:PORT`. A non-loopback address needs `tls = true`.
     pub home: String,
     /// The shared secret every node must present (the magic cookie of the node handshake). The file must be
     /// private (no group or other permission bits). Empty: `<data_dir>/cluster.cookie`, which a home creates
@@ -51,6 +51,16 @@ pub struct ClusterSettings {
     pub dedupe_capacity: usize,
     /// Worker only: milliseconds between attempts to reach a home that is down or was lost.
     pub reconnect_ms: u64,
+    /// TLS on the node link, both ways (mutual): every node presents `tls_cert`, signed by `tls_ca`, and checks
+    /// the other's against it. A home with it on refuses clear-text nodes; a worker with it on refuses a home
+    /// without it.
+    pub tls: bool,
+    /// This node's certificate chain (PEM). The home's must name its `listen` IP as a subject alternative name.
+    pub tls_cert: PathBuf,
+    /// This node's private key (PEM; keep it mode 0600).
+    pub tls_key: PathBuf,
+    /// The cluster's CA certificate(s) (PEM): the only signer a peer's certificate is accepted from.
+    pub tls_ca: PathBuf,
 }
 
 impl Default for ClusterSettings {
@@ -70,6 +80,10 @@ impl Default for ClusterSettings {
             max_frame_bytes: 4 * 1024 * 1024,
             dedupe_capacity: 1024,
             reconnect_ms: 1000,
+            tls: false,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            tls_ca: PathBuf::new(),
         }
     }
 }
@@ -111,14 +125,25 @@ impl ClusterSettings {
                         format!("`{addr}` is not IP:PORT (for example 127.0.0.1:5590)"),
                     )
                 })?;
-            if !parsed.ip().is_loopback() {
+            if !parsed.ip().is_loopback() && !self.tls {
                 return Err((
                     key,
                     format!(
-                        "`{addr}` is not a loopback address: this build's node link has no TLS, and cookies, \
-                         prompts and answers would cross the network readable"
+                        "`{addr}` is not a loopback address: set cluster.tls = true (with tls_cert, tls_key and \
+                         tls_ca), or cookies, prompts and answers cross the network readable"
                     ),
                 ));
+            }
+        }
+        if self.tls {
+            for (key, p) in [
+                ("cluster.tls_cert", &self.tls_cert),
+                ("cluster.tls_key", &self.tls_key),
+                ("cluster.tls_ca", &self.tls_ca),
+            ] {
+                if p.as_os_str().is_empty() {
+                    return Err((key, "must name a PEM file when cluster.tls = true".into()));
+                }
             }
         }
         let name_ok = !self.node_name.is_empty()
@@ -174,7 +199,20 @@ mod tests {
         };
         let (key, why) = public.check().unwrap_err();
         assert_eq!(key, "cluster.listen");
-        assert!(why.contains("TLS"), "{why}");
+        assert!(why.contains("tls"), "{why}");
+        let no_files = ClusterSettings {
+            listen: "0.0.0.0:5590".into(),
+            tls: true,
+            ..Default::default()
+        };
+        assert_eq!(no_files.check().unwrap_err().0, "cluster.tls_cert");
+        let tls = ClusterSettings {
+            tls_cert: "c.pem".into(),
+            tls_key: "k.pem".into(),
+            tls_ca: "ca.pem".into(),
+            ..no_files
+        };
+        assert!(tls.check().is_ok(), "with TLS a public address is allowed");
         let role = ClusterSettings {
             roles: vec!["think".into(), "train".into()],
             ..Default::default()

@@ -211,8 +211,15 @@ impl Settings {
         s.tools.rootfs = resolve(dir, &s.tools.rootfs);
         s.tools.state_dir = resolve(dir, &s.tools.state_dir);
         s.trainer.general_set = resolve(dir, &s.trainer.general_set);
-        if !s.cluster.cookie_file.as_os_str().is_empty() {
-            s.cluster.cookie_file = resolve(dir, &s.cluster.cookie_file);
+        for p in [
+            &mut s.cluster.cookie_file,
+            &mut s.cluster.tls_cert,
+            &mut s.cluster.tls_key,
+            &mut s.cluster.tls_ca,
+        ] {
+            if !p.as_os_str().is_empty() {
+                *p = resolve(dir, p);
+            }
         }
         if !s.trainer.exam_gate.as_os_str().is_empty() {
             s.trainer.exam_gate = resolve(dir, &s.trainer.exam_gate);

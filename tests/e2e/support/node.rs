@@ -29,17 +29,27 @@ pub struct Worker {
 impl Worker {
     /// A worker named `name` for `home`, thinking through the Ollama at `ollama_url`, with the cookie at `cookie`.
     pub fn prepare(home: &Daemon, name: &str, ollama_url: &str, cookie: &Path) -> Self {
+        Self::prepare_with(home, name, ollama_url, cookie, Vec::new())
+    }
+
+    /// Likewise, with more settings edits.
+    pub fn prepare_with(
+        home: &Daemon,
+        name: &str,
+        ollama_url: &str,
+        cookie: &Path,
+        mut more: Vec<Edit>,
+    ) -> Self {
         let listen = home.settings().cluster.listen;
         let (name, cookie) = (name.to_string(), cookie.display().to_string());
-        let files = Daemon::prepare(
-            ollama_url,
-            vec![Box::new(move |doc| {
-                doc["cluster"]["home"] = toml_edit::value(listen.as_str());
-                doc["cluster"]["node_name"] = toml_edit::value(name.as_str());
-                doc["cluster"]["cookie_file"] = toml_edit::value(cookie.as_str());
-                doc["cluster"]["reconnect_ms"] = toml_edit::value(200);
-            })],
-        );
+        let mut edits: Vec<Edit> = vec![Box::new(move |doc| {
+            doc["cluster"]["home"] = toml_edit::value(listen.as_str());
+            doc["cluster"]["node_name"] = toml_edit::value(name.as_str());
+            doc["cluster"]["cookie_file"] = toml_edit::value(cookie.as_str());
+            doc["cluster"]["reconnect_ms"] = toml_edit::value(200);
+        })];
+        edits.append(&mut more);
+        let files = Daemon::prepare(ollama_url, edits);
         Worker { files, child: None }
     }
 
@@ -95,5 +105,110 @@ impl Worker {
 impl Drop for Worker {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// A test CA and one node certificate it signed (for 127.0.0.1, server and client use), made with openssl.
+pub struct Certs {
+    /// The CA certificate (PEM).
+    pub ca: PathBuf,
+    /// The node certificate (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM, PKCS#8).
+    pub key: PathBuf,
+}
+
+impl Certs {
+    /// Makes them under `dir`.
+    pub fn make(dir: &Path) -> Self {
+        fs::create_dir_all(dir).unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=batos-test-ca",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ][..],
+        ]
+        .concat());
+        run(&[
+            &["req"][..],
+            &ec[..],
+            &[
+                "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=node",
+            ][..],
+        ]
+        .concat());
+        fs::write(
+            dir.join("ext.cnf"),
+            "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "node.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "node.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        Certs {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("node.pem"),
+            key: dir.join("node.key"),
+        }
+    }
+
+    /// Edit: `cluster.tls` on with these files.
+    pub fn edit(&self) -> Edit {
+        let (ca, cert, key) = (
+            self.ca.display().to_string(),
+            self.cert.display().to_string(),
+            self.key.display().to_string(),
+        );
+        Box::new(move |doc| {
+            doc["cluster"]["tls"] = toml_edit::value(true);
+            doc["cluster"]["tls_ca"] = toml_edit::value(ca.as_str());
+            doc["cluster"]["tls_cert"] = toml_edit::value(cert.as_str());
+            doc["cluster"]["tls_key"] = toml_edit::value(key.as_str());
+        })
     }
 }

@@ -241,6 +241,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
     // Each persona's own route (issue 30): a worker node through the cluster organ when `[cluster]` lists it,
     // else its own Ollama host when `[personas.<NAME>] ollama_url` names one, else the daemon's backend.
     let mut routes: HashMap<String, Arc<dyn llm::LlmBackend>> = HashMap::new();
+    let mut hosts = HashMap::new();
     for (name, p) in &settings.personas {
         if let Some(url) = &p.ollama_url {
             let timeout = Duration::from_millis(settings.llm.request_timeout_ms);
@@ -248,7 +249,9 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
                 BootError::Config(anyhow::anyhow!("personas.{name}.ollama_url: {e}"))
             })?;
             tracing::info!(event = "persona.host", persona = %name, url = %url, "persona thinks on its own Ollama host");
-            routes.insert(name.clone(), Arc::new(host));
+            let host = Arc::new(host);
+            routes.insert(name.clone(), host.clone());
+            hosts.insert(name.clone(), host);
         }
     }
     let cluster_args = match &handles_cluster(&settings, &live) {
@@ -362,6 +365,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             curator: organs.handles.curator.clone(),
             engine: selection.embedded.clone(),
             ollama: selection.ollama.clone(),
+            hosts: hosts.clone(),
             dir: data_dir.join("forge"),
             adapters: data_dir.join("adapters"),
             exam: Some(Arc::new(organs.handles.exam.clone()) as Arc<dyn ExamGate>),

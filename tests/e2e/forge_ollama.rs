@@ -352,3 +352,59 @@ async fn an_adapter_that_lowers_the_exam_gate_score_is_swapped_back_and_refused_
         .collect();
     assert_eq!(names, ["gate ALFRED before", "gate ALFRED after"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persona_on_its_own_ollama_host_gets_its_tuned_model_built_there() {
+    let home = ScriptedOllama::start();
+    let gpu = ScriptedOllama::start();
+    let url = gpu.url.clone();
+    let d = Daemon::prepare(
+        &home.url,
+        vec![
+            forge_settings(6, 0.05),
+            on_ollama(),
+            Box::new(move |doc| {
+                doc["personas"]["BRICK"]["ollama_url"] = toml_edit::value(url.as_str());
+            }),
+        ],
+    );
+    seed(
+        &d.data_dir(),
+        &habit(&[
+            "Name a colour.",
+            "What is the sky made of?",
+            "Give me a number.",
+            "Where do fish live?",
+        ]),
+        &habit(&["Who wrote Hamlet?", "What is rain?"]),
+        &json!([]),
+    );
+    let d = d.spawn_and_wait().await;
+    let events = train(&d).await;
+    let end = events.last().unwrap();
+    assert_eq!(end.kind, "model.tuned", "{:?}", end.data);
+    let tuned = end.data["model"].as_str().unwrap();
+    let created = |o: &ScriptedOllama| {
+        o.received()
+            .into_iter()
+            .filter(|r| r.path == "/api/create")
+            .count()
+    };
+    assert_eq!(created(&gpu), 1, "built on BRICK's host");
+    assert_eq!(created(&home), 0, "not on the daemon's");
+    assert_eq!(gpu.blobs().len(), 1);
+    // BRICK's next call goes to its host, with the tuned model.
+    let mut c = d.client();
+    let id = c
+        .request("submit_task", json!({"text": "Where do birds live?"}))
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_task(&mut c, &id, 120).await;
+    assert!(
+        gpu.chats_by("BRICK").iter().any(|r| r.model == tuned),
+        "BRICK thinks with {tuned} on its host"
+    );
+}

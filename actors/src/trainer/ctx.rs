@@ -30,6 +30,9 @@ pub struct TrainerCtx {
     pub engine: Option<Arc<EmbeddedBackend>>,
     /// The Ollama server when it serves the personas: tuned models are built on it (`serving`).
     pub ollama: Option<Arc<OllamaBackend>>,
+    /// Personas that think on an Ollama host of their own (`[personas.<NAME>] ollama_url`): their tuned models
+    /// are built there, whatever the daemon's backend.
+    pub hosts: std::collections::HashMap<String, Arc<OllamaBackend>>,
     /// `data_dir/forge`: checkpoints and each persona's model history.
     pub dir: PathBuf,
     /// `data_dir/adapters`: adapters by content hash, with their manifests.

@@ -254,7 +254,7 @@ pub async fn run(
     if !force && !wait_idle(&ctx.hub, &cancel, Duration::from_millis(s.idle_poll_ms)).await {
         return Ok(report);
     }
-    let served = super::serving::engine(&ctx, &settings, &current).await?;
+    let served = super::serving::engine(&ctx, &settings, &persona, &current).await?;
     let engine = served.llama.clone();
     let export = ctx
         .curator

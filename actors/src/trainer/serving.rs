@@ -35,22 +35,28 @@ pub struct Engine {
     pub current: String,
     /// On Ollama: the base model new models are built from.
     pub ollama_base: Option<String>,
+    /// On Ollama: the server the persona thinks on (its own host, or the daemon's), where the tuned model is built.
+    pub ollama: Option<Arc<OllamaBackend>>,
 }
 
-/// The engine for a run of a persona whose model is `current`.
+/// The engine for a run of `persona`, whose model is `current`: the embedded engine when it serves the
+/// persona, else the Ollama server the persona thinks on (`[personas.<NAME>] ollama_url`, or the daemon's).
 pub async fn engine(
     ctx: &TrainerCtx,
     settings: &Settings,
+    persona: &str,
     current: &str,
 ) -> Result<Engine, TrainerError> {
-    if let Some(llama) = &ctx.engine {
+    let host = ctx.hosts.get(persona).cloned();
+    if let (Some(llama), None) = (&ctx.engine, &host) {
         return Ok(Engine {
             llama: llama.clone(),
             current: current.to_string(),
             ollama_base: None,
+            ollama: None,
         });
     }
-    let Some(ollama) = &ctx.ollama else {
+    let Some(ollama) = host.or_else(|| ctx.ollama.clone()) else {
         return Err(TrainerError::Unavailable(
             "no backend the trainer can serve an adapter on".into(),
         ));
@@ -74,7 +80,7 @@ pub async fn engine(
         .await
         .map_err(|e| TrainerError::Model(format!("loading the base model died: {e}")))?
         .map_err(|e| TrainerError::Model(format!("the base model for the gate: {e}")))?;
-    same_weights(ollama, &base, &llama).await?;
+    same_weights(&ollama, &base, &llama).await?;
     let current = match adapter {
         Some(file) => format!("{LORA_PREFIX}{}", file.display()),
         None => base.clone(),
@@ -83,6 +89,7 @@ pub async fn engine(
         llama: Arc::new(llama),
         current,
         ollama_base: Some(base),
+        ollama: Some(ollama),
     })
 }
 
@@ -146,7 +153,7 @@ pub async fn publish(
     file: &Path,
     digest: &str,
 ) -> Result<String, TrainerError> {
-    let (Some(base), Some(ollama)) = (&engine.ollama_base, &ctx.ollama) else {
+    let (Some(base), Some(ollama)) = (&engine.ollama_base, &engine.ollama) else {
         return Ok(format!("{LORA_PREFIX}{}", file.display()));
     };
     let name = format!(

@@ -43,10 +43,8 @@ async fn train(d: &Daemon) -> Vec<EventBody> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_ollama_an_accepted_adapter_becomes_a_model_built_from_the_base_and_rolls_back() {
-    let ollama = ScriptedOllama::start();
-    let d = Daemon::prepare(&ollama.url, vec![forge_settings(6, 0.05), on_ollama()]);
+/// BRICK's golden set: four short habits to train on, two held out.
+fn seed_brick(d: &Daemon) {
     seed(
         &d.data_dir(),
         &habit(&[
@@ -58,6 +56,13 @@ async fn on_ollama_an_accepted_adapter_becomes_a_model_built_from_the_base_and_r
         &habit(&["Who wrote Hamlet?", "What is rain?"]),
         &json!([]),
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_ollama_an_accepted_adapter_becomes_a_model_built_from_the_base_and_rolls_back() {
+    let ollama = ScriptedOllama::start();
+    let d = Daemon::prepare(&ollama.url, vec![forge_settings(6, 0.05), on_ollama()]);
+    seed_brick(&d);
     let d = d.spawn_and_wait().await;
     let mut c = d.client();
     let events = train(&d).await;
@@ -368,17 +373,7 @@ async fn a_persona_on_its_own_ollama_host_gets_its_tuned_model_built_there() {
             }),
         ],
     );
-    seed(
-        &d.data_dir(),
-        &habit(&[
-            "Name a colour.",
-            "What is the sky made of?",
-            "Give me a number.",
-            "Where do fish live?",
-        ]),
-        &habit(&["Who wrote Hamlet?", "What is rain?"]),
-        &json!([]),
-    );
+    seed_brick(&d);
     let d = d.spawn_and_wait().await;
     let events = train(&d).await;
     let end = events.last().unwrap();

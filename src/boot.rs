@@ -27,7 +27,7 @@ use batos_actors::ports::{CuratorHook, ExamGate, ExamTasks, GoalRunner, LifeTask
 use batos_actors::settings::LoadedSettings;
 use batos_actors::supervisor::{Strategy, Supervisor, SupervisorArgs, SupervisorHandle};
 use batos_actors::tools::forge::{ForgeArgs, ForgeHandle};
-use batos_actors::tools::sandbox::pool::PoolArgs;
+use batos_actors::tools::sandbox::pool::{PoolArgs, RemoteSandbox};
 use batos_actors::tools::store::ToolStore;
 use batos_actors::tools::ToolRegistry;
 use batos_actors::trainer::{TrainerArgs, TrainerCtx, TrainerHandle};
@@ -342,6 +342,10 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
     };
     let pool_args = PoolArgs {
         settings: settings.tools.clone(),
+        // Sandbox runs go to worker nodes serving `tools` first (issue 30), on a home that says so.
+        remote: handles_cluster(&settings, &live)
+            .filter(|_| settings.cluster.remote_tools)
+            .map(|c| Arc::new(c) as Arc<dyn RemoteSandbox>),
     };
     let forge_args = ForgeArgs {
         registry: tools.clone(),

@@ -160,6 +160,7 @@ fn main() {
             SandboxPool,
             PoolArgs {
                 settings: pool_settings.clone(),
+                remote: None,
             },
         )
         .await

@@ -268,3 +268,113 @@ async fn over_mutual_tls_a_worker_serves_and_one_in_clear_text_or_from_another_c
         "{status}"
     );
 }
+
+const FIB: &str = "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n";
+const FIB_TESTS: &str = "def test_small():\n    assert fibonacci(10) == 55\n";
+
+/// `call_tool fibonacci {n}` through the home, with room for a sandbox.
+async fn fib(c: &mut batos_client::client::Client, n: u64) -> Value {
+    c.request("call_tool", json!({"name": "fibonacci", "args": {"n": n}}))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandboxed_tool_runs_go_to_a_worker_serving_tools_and_a_second_worker_of_its_name_is_refused(
+) {
+    let model = ScriptedOllama::start();
+    model.script(
+        "BRICK",
+        vec![Scripted::json(json!({
+            "name": "fibonacci",
+            "description": "the n-th Fibonacci number",
+            "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+            "source": FIB,
+            "tests": FIB_TESTS
+        }))],
+    );
+    // The home cannot sandbox at all (no runsc at that path): every run it answers ran on the worker.
+    let home = Daemon::start(
+        &model.url,
+        vec![
+            home_edits("unavailable"),
+            Box::new(|doc| {
+                doc["cluster"]["remote_tools"] = toml_edit::value(true);
+                doc["cluster"]["remote_personas"] = toml_edit::Array::new().into();
+                doc["tools"]["runsc_path"] = toml_edit::value("/nonexistent/runsc");
+            }),
+        ],
+    )
+    .await;
+    let mut sub = node_events(&home).await;
+    let cookie = home.data_dir().join("cluster.cookie");
+    let tools_only: fn() -> Edit = || {
+        Box::new(|doc| {
+            let mut roles = toml_edit::Array::new();
+            roles.push("tools");
+            doc["cluster"]["roles"] = toml_edit::value(roles);
+            doc["tools"]["pool_size"] = toml_edit::value(1);
+        })
+    };
+    let mut w1 = Worker::prepare_with(&home, "w1", &model.url, &cookie, vec![tools_only()]);
+    w1.spawn();
+    let ev = wait_event(&mut sub, 60, |e| e.kind == "node.joined").await;
+    assert_eq!(ev.data["node"], "w1");
+    let mut c = batos_client::client::Client::new(batos_client::client::ClientConfig {
+        timeout: Duration::from_secs(60),
+        ..home.client_config()
+    });
+    let nodes = c.request("status", json!({})).await.unwrap()["cluster"]["nodes"].clone();
+    assert_eq!(nodes[0]["roles"], json!(["tools"]), "{nodes}");
+
+    // The ToolForge's test run and the tool's call both ran in the worker's sandbox.
+    let forged = c
+        .request("forge_tool", json!({"capability": "Fibonacci numbers"}))
+        .await
+        .unwrap();
+    assert_eq!(forged["name"], "fibonacci", "{forged}\n{}", home.log_text());
+    assert_eq!(fib(&mut c, 12).await, json!({"ok": true, "value": 144}));
+    let nodes = c.request("status", json!({})).await.unwrap()["cluster"]["nodes"].clone();
+    assert!(nodes[0]["answered"].as_u64().unwrap() >= 2, "{nodes}");
+    let log = w1.log_text();
+    assert!(
+        log.contains("sandbox.ready") && log.contains("\"role\":\"tools\""),
+        "{log}"
+    );
+    assert!(home.log_text().contains("sandbox.unavailable"));
+
+    // A second process named w1 is refused: it exits 2 saying why; the first keeps serving.
+    let mut twin = Worker::prepare_with(&home, "w1", &model.url, &cookie, vec![tools_only()]);
+    twin.spawn();
+    let status = twin.exited_within(30).expect("the twin exits");
+    assert_eq!(status.code(), Some(2), "{}", twin.log_text());
+    assert!(
+        twin.log_text().contains("already joined"),
+        "{}",
+        twin.log_text()
+    );
+    assert!(home.log_text().contains("its name is already in use"));
+    let nodes = c.request("status", json!({})).await.unwrap()["cluster"]["nodes"].clone();
+    assert_eq!(nodes.as_array().unwrap().len(), 1, "{nodes}");
+    assert_eq!(fib(&mut c, 10).await, json!({"ok": true, "value": 55}));
+
+    // No node serves tools and when_no_node = "unavailable": the call fails at once, naming the role.
+    w1.kill9();
+    let ev = wait_event(&mut sub, 60, |e| e.kind == "node.lost").await;
+    assert_eq!(ev.data["node"], "w1");
+    let r = fib(&mut c, 5).await;
+    assert_eq!(r["ok"], false, "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .contains("no worker node serves tools"),
+        "{r}"
+    );
+
+    // w1 restarted rejoins and runs tools again.
+    w1.spawn();
+    let ev = wait_event(&mut sub, 60, |e| e.kind == "node.joined").await;
+    assert_eq!(ev.data["node"], "w1");
+    assert_eq!(fib(&mut c, 7).await, json!({"ok": true, "value": 13}));
+}

@@ -1,6 +1,7 @@
-//! The home's side: [`ClusterActor`], the organ that owns the node server, knows which worker nodes are up,
-//! and carries persona model calls to them ([`ClusterMsg::Think`]) with a timeout, retries under one call id,
-//! and the fallback `[cluster] when_no_node` names.
+//! The home's side: [`ClusterActor`], the organ that owns the node server, knows which worker nodes are up
+//! (and refuses a second node of a name in use), and carries calls to them — persona model calls
+//! ([`ClusterMsg::Think`]) and sandbox runs ([`ClusterMsg::Sandbox`]) — with a timeout, retries under one
+//! call id ([`super::call`]), and the fallback `[cluster] when_no_node` names.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -8,18 +9,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use ractor::rpc::CallResult;
-use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
-};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::node::NodeServerSessionInformation;
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage};
 use serde::Serialize;
+use serde_json::Value;
 
-use super::wire::{self, RoleMsg, ThinkCall};
+use super::call::{self, Admitted};
+use super::wire::{Role, RoleMsg, Work};
 use crate::events::{Event, EventHub};
 use crate::llm::{ChatRequest, ChatResponse, LlmBackend, LlmError};
-use crate::settings::{ClusterSettings, Settings, WhenNoNode};
+use crate::settings::{Settings, WhenNoNode};
+use crate::tools::sandbox::{Output, SandboxError};
 
 /// The cluster organ's actor.
 pub struct ClusterActor;
@@ -44,10 +45,15 @@ pub struct NodeInfo {
     pub node: String,
     /// Its address.
     pub addr: String,
-    /// Model calls sent to it and not yet answered.
+    /// The roles it serves (`think`, `tools`), as its role servers registered them.
+    pub roles: Vec<String>,
+    /// Calls sent to it and not yet answered.
     pub in_flight: u64,
-    /// Model calls it has answered since it joined.
+    /// Calls it has answered since it joined.
     pub answered: u64,
+    /// The worker process's instance (a fresh one per start): the same name from another process is refused.
+    #[serde(skip)]
+    pub instance: String,
 }
 
 /// The cluster organ's messages.
@@ -55,6 +61,12 @@ pub struct NodeInfo {
 pub enum ClusterMsg {
     /// A persona's model call for a worker node.
     Think(ChatRequest, RpcReplyPort<Result<ChatResponse, LlmError>>),
+    /// A sandbox run for a worker node serving `tools`: `None` when none does and the run belongs to the
+    /// home's own pool.
+    Sandbox(
+        Box<Value>,
+        RpcReplyPort<Option<Result<Output, SandboxError>>>,
+    ),
     /// The worker nodes up now.
     Nodes(RpcReplyPort<Vec<NodeInfo>>),
     /// From the node server: a node's session (its ractor node id, its `name@host`, its address) changed.
@@ -67,6 +79,8 @@ pub enum ClusterMsg {
         addr: String,
         /// What happened.
         change: SessionChange,
+        /// The session's actor (stopping it closes the link).
+        session: ActorRef<NodeSessionMessage>,
     },
     /// A call went to the node with this id.
     Sent {
@@ -100,8 +114,12 @@ pub struct ClusterState {
     args: ClusterArgs,
     server: ActorRef<NodeServerMessage>,
     nodes: BTreeMap<u64, NodeInfo>,
+    /// The nodes calls may go to (those in `nodes`), for the calls' own tasks.
+    admitted: Admitted,
     /// Sessions that presented the right cookie (a session closed before that was refused).
     authenticated: std::collections::BTreeSet<u64>,
+    /// Sessions refused for a name in use, until they close.
+    refused: std::collections::BTreeSet<u64>,
     /// Round-robin position over the serving nodes.
     next: usize,
 }
@@ -145,7 +163,9 @@ impl Actor for ClusterActor {
             args,
             server,
             nodes: BTreeMap::new(),
+            admitted: Admitted::default(),
             authenticated: Default::default(),
+            refused: Default::default(),
             next: 0,
         })
     }
@@ -168,15 +188,25 @@ impl Actor for ClusterActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             ClusterMsg::Think(req, port) => state.think(&myself, req, port),
+            ClusterMsg::Sandbox(req, port) => state.sandbox(&myself, *req, port),
             ClusterMsg::Nodes(port) => {
-                let _ = port.send(state.nodes.values().cloned().collect());
+                let nodes = state
+                    .nodes
+                    .iter()
+                    .map(|(id, n)| NodeInfo {
+                        roles: call::roles_of(*id),
+                        ..n.clone()
+                    })
+                    .collect();
+                let _ = port.send(nodes);
             }
             ClusterMsg::Session {
                 id,
                 name,
                 addr,
                 change,
-            } => state.session(id, name, addr, change),
+                session,
+            } => state.session(id, name, addr, change, session),
             ClusterMsg::Sent { node } => {
                 if let Some(n) = node.and_then(|id| state.nodes.get_mut(&id)) {
                     n.in_flight += 1;
@@ -213,30 +243,95 @@ impl Actor for ClusterActor {
 }
 
 impl ClusterState {
-    fn session(&mut self, id: u64, name: String, addr: String, change: SessionChange) {
-        // `name@host` as the handshake carries it: the node's own name is the part before the `@`.
-        let node = name.split('@').next().unwrap_or_default().to_string();
+    fn session(
+        &mut self,
+        id: u64,
+        name: String,
+        addr: String,
+        change: SessionChange,
+        session: ActorRef<NodeSessionMessage>,
+    ) {
+        let (node, instance) = split_name(&name);
         if change == SessionChange::Authenticated {
             self.authenticated.insert(id);
         } else if change == SessionChange::Ready {
+            if let Some(held) = self
+                .nodes
+                .values()
+                .find(|n| n.node == node && n.instance != instance)
+            {
+                self.refuse(id, &node, &addr, &held.addr.clone(), session);
+                return;
+            }
             self.nodes.insert(
                 id,
                 NodeInfo {
                     node: node.clone(),
                     addr: addr.clone(),
+                    roles: Vec::new(),
                     in_flight: 0,
                     answered: 0,
+                    instance,
                 },
             );
+            self.admit();
             tracing::info!(event = "node.joined", node = %node, addr = %addr, "a worker node joined");
             self.args.hub.publish(Event::NodeJoined { node, addr });
         } else if self.nodes.remove(&id).is_some() {
             self.authenticated.remove(&id);
+            self.admit();
             tracing::warn!(event = "node.lost", node = %node, addr = %addr, "a worker node was lost; its calls in flight are retried");
             self.args.hub.publish(Event::NodeLost { node, addr });
+        } else if self.refused.remove(&id) {
+            self.authenticated.remove(&id);
         } else if !self.authenticated.remove(&id) {
-            tracing::warn!(event = "cluster.refused", addr = %addr, name = %name, "a node connected and did not authenticate: wrong cookie, or its name is already in use (a node without TLS, or with a certificate the CA did not sign, is refused before this, in ractor_cluster's own log)");
+            tracing::warn!(event = "cluster.refused", addr = %addr, name = %name, "a node connected and did not authenticate: wrong cookie (a node without TLS, or with a certificate the CA did not sign, is refused before this, in ractor_cluster's own log)");
         }
+    }
+
+    /// Refuses a node whose name another process holds: it is told why (its role servers hear it and the
+    /// worker stops), then its link is closed. Calls never go to it meanwhile (it is not admitted).
+    fn refuse(
+        &mut self,
+        id: u64,
+        node: &str,
+        addr: &str,
+        held_by: &str,
+        session: ActorRef<NodeSessionMessage>,
+    ) {
+        self.refused.insert(id);
+        let why = format!(
+            "the home refused this node: a node named `{node}` is already joined (from {held_by}); give each worker its own cluster.node_name"
+        );
+        tracing::warn!(event = "cluster.refused", node = %node, addr = %addr, held_by = %held_by, "refused a worker node: its name is already in use");
+        let grace = Duration::from_millis(self.args.settings.load().cluster.retry_backoff_ms);
+        tokio::spawn(async move {
+            // Its role servers appear in the process groups as its state is exchanged: tell each, then close.
+            let deadline = tokio::time::Instant::now() + grace;
+            loop {
+                let told: Vec<ActorRef<RoleMsg>> = Role::ALL
+                    .into_iter()
+                    .flat_map(|r| ractor::pg::get_members(&r.group()))
+                    .filter(|c| call::node_of(c.get_id()) == Some(id))
+                    .map(Into::into)
+                    .collect();
+                for server in &told {
+                    let _ = server.cast(RoleMsg::Refused(why.clone().into_bytes()));
+                }
+                if !told.is_empty() || tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            tokio::time::sleep(grace).await;
+            session.stop(Some("node name in use".into()));
+        });
+    }
+
+    /// Publishes the admitted node ids to the calls.
+    fn admit(&self) {
+        self.admitted
+            .store(Arc::new(self.nodes.keys().copied().collect()));
     }
 
     fn think(
@@ -247,122 +342,74 @@ impl ClusterState {
     ) {
         let c = self.args.settings.load().cluster.clone();
         let local = self.args.local.clone();
-        let me = myself.clone();
-        let start = self.next;
-        self.next = self.next.wrapping_add(1);
+        let (me, admitted, start) = (myself.clone(), self.admitted.clone(), self.turn());
         // The call waits in its own task: the organ keeps taking calls and node events meanwhile.
         tokio::spawn(async move {
-            let result = remote_call(&me, req, &c, start, local).await;
+            let result = match call::remote_call(
+                &me,
+                Work::Think(req.clone()),
+                &c,
+                start,
+                &admitted,
+            )
+            .await
+            {
+                Ok(Some(reply)) => reply.into_chat(),
+                Ok(None) => match c.when_no_node {
+                    WhenNoNode::Local => local.chat(req, None).await,
+                    WhenNoNode::Unavailable => Err(LlmError::Unreachable {
+                        url: "cluster role think".into(),
+                        detail: call::no_node(Role::Think),
+                    }),
+                },
+                Err(e) => Err(e),
+            };
             let _ = port.send(result);
         });
     }
-}
 
-/// The serving members of the `think` group on other nodes, in a stable order.
-fn serving() -> Vec<ActorCell> {
-    let mut cells: Vec<ActorCell> = ractor::pg::get_members(&wire::THINK_GROUP.to_string())
-        .into_iter()
-        .filter(|c| !c.get_id().is_local())
-        .collect();
-    cells.sort_by_key(|c| c.get_id().to_string());
-    cells
-}
+    fn sandbox(
+        &mut self,
+        myself: &ActorRef<ClusterMsg>,
+        req: Value,
+        port: RpcReplyPort<Option<Result<Output, SandboxError>>>,
+    ) {
+        let c = self.args.settings.load().cluster.clone();
+        let (me, admitted, start) = (myself.clone(), self.admitted.clone(), self.turn());
+        tokio::spawn(async move {
+            let result =
+                match call::remote_call(&me, Work::Sandbox(req), &c, start, &admitted).await {
+                    Ok(Some(reply)) => Some(
+                        reply
+                            .into_run()
+                            .map_err(|e| SandboxError::Failed(e.to_string())),
+                    ),
+                    Ok(None) => match c.when_no_node {
+                        WhenNoNode::Local => None,
+                        WhenNoNode::Unavailable => {
+                            Some(Err(SandboxError::Unavailable(call::no_node(Role::Tools))))
+                        }
+                    },
+                    Err(e) => Some(Err(SandboxError::Failed(e.to_string()))),
+                };
+            let _ = port.send(result);
+        });
+    }
 
-/// The serving members, once there is at least one, polling every `poll` for at most `wait`.
-async fn serving_within(wait: Duration, poll: Duration) -> Vec<ActorCell> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let members = serving();
-        if !members.is_empty() || tokio::time::Instant::now() >= deadline {
-            return members;
-        }
-        tokio::time::sleep(poll).await;
+    /// The next round-robin position.
+    fn turn(&mut self) -> usize {
+        let start = self.next;
+        self.next = self.next.wrapping_add(1);
+        start
     }
 }
 
-fn node_of(id: ActorId) -> Option<u64> {
-    match id {
-        ActorId::Remote { node_id, .. } => Some(node_id),
-        ActorId::Local(_) => None,
-    }
-}
-
-/// One persona call: to a serving node (the same node again while it is up, another when it is lost), at
-/// most `1 + retries` attempts, one call id throughout; with no node, what `when_no_node` says.
-async fn remote_call(
-    me: &ActorRef<ClusterMsg>,
-    req: ChatRequest,
-    c: &ClusterSettings,
-    start: usize,
-    local: Arc<dyn LlmBackend>,
-) -> Result<ChatResponse, LlmError> {
-    let call_id = uuid::Uuid::new_v4().simple().to_string();
-    let bytes = wire::encode(&ThinkCall {
-        call_id: call_id.clone(),
-        request: req.clone(),
-    })?;
-    let timeout = Duration::from_millis(c.call_timeout_ms);
-    let mut preferred: Option<ActorId> = None;
-    let mut last: Option<LlmError> = None;
-    for attempt in 0..=c.retries {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(c.retry_backoff_ms)).await;
-        }
-        // A retry waits (up to one call's timeout) for a node to serve: a lost link is usually back within a
-        // reconnect; the first attempt does not wait, so a home without nodes answers at once.
-        let members = if attempt == 0 {
-            serving()
-        } else {
-            serving_within(timeout, Duration::from_millis(c.retry_backoff_ms.max(1))).await
-        };
-        let Some(target) = preferred
-            .and_then(|p| members.iter().find(|m| m.get_id() == p).cloned())
-            .or_else(|| {
-                members
-                    .get((start + attempt as usize) % members.len().max(1))
-                    .cloned()
-            })
-        else {
-            if attempt == 0 {
-                break;
-            }
-            continue;
-        };
-        preferred = Some(target.get_id());
-        let node = node_of(target.get_id());
-        let actor: ActorRef<RoleMsg> = target.into();
-        let payload = bytes.clone();
-        let _ = me.cast(ClusterMsg::Sent { node });
-        let sent = actor
-            .call(|p| RoleMsg::Think(payload, p), Some(timeout))
-            .await;
-        let answered = matches!(sent, Ok(CallResult::Success(_)));
-        let _ = me.cast(ClusterMsg::Ended { node, answered });
-        match sent {
-            Ok(CallResult::Success(reply)) => {
-                return wire::decode_reply(&reply, c.max_frame_bytes, &call_id)?.into_result();
-            }
-            Ok(CallResult::Timeout) => {
-                tracing::warn!(event = "cluster.call_timeout", call_id = %call_id, attempt, ms = c.call_timeout_ms, "a worker node did not answer in time; asking again under the same id");
-                last = Some(LlmError::Timeout(c.call_timeout_ms));
-            }
-            Ok(CallResult::SenderError) | Err(_) => {
-                tracing::warn!(event = "cluster.call_lost", call_id = %call_id, attempt, "a worker node was lost during a call; trying again");
-                preferred = None;
-                last = Some(LlmError::Unreachable {
-                    url: "cluster role think".into(),
-                    detail: "the worker node was lost during the call".into(),
-                });
-            }
-        }
-    }
-    match (last, c.when_no_node) {
-        (Some(e), _) => Err(e),
-        (None, WhenNoNode::Local) => local.chat(req, None).await,
-        (None, WhenNoNode::Unavailable) => Err(LlmError::Unreachable {
-            url: "cluster role think".into(),
-            detail: "no worker node serves think (cluster.when_no_node = \"unavailable\")".into(),
-        }),
+/// A node's handshake name, `name.instance@host`, as its batos name and its process's instance.
+pub(super) fn split_name(full: &str) -> (String, String) {
+    let name = full.split('@').next().unwrap_or_default();
+    match name.split_once('.') {
+        Some((node, instance)) => (node.to_string(), instance.to_string()),
+        None => (name.to_string(), String::new()),
     }
 }
 
@@ -381,6 +428,7 @@ impl Sessions {
             name,
             addr: ses.peer_addr.clone(),
             change,
+            session: ses.actor.clone(),
         });
     }
 }

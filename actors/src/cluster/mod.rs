@@ -2,29 +2,38 @@
 //!
 //! The home node is the daemon as it always was — gateway, orchestrator, codex, memory, Curator, Motivator,
 //! image — plus this organ. A worker node (`batos node run --config worker.toml`) is a second process, on this
-//! machine or another, with its own settings and its own model backend (a larger model, its own Ollama or
-//! GPU). It serves a role: in this build `think`, persona model calls.
+//! machine or another, with its own settings and its own parts. It serves one or more roles (`[cluster]
+//! roles`): `think`, persona model calls on its own model backend (a larger model, its own Ollama or GPU), and
+//! `tools`, sandboxed tool runs in its own sandbox pool (its own runsc or Docker, its own `[tools]` limits).
 //!
 //! ```text
-//!   persona actor ──backend.chat──▶ RemoteBackend ──ClusterHandle::think──▶ ClusterActor (home, supervised)
-//!                                                                              │ pg "batos.role.think"
-//!                                   ractor_cluster node link (cookie) ◀────────┘ call id, timeout, retries
+//!   persona actor ──backend.chat──▶ RemoteBackend ──ClusterHandle::think──┐
+//!   tool call / forge test ──SandboxHandle──▶ pool ──RemoteSandbox::run───┤
+//!                                                                         ▼
+//!                                   ClusterActor (home, supervised) ── pg "batos.role.<role>"
+//!                                   ractor_cluster node link (cookie) ◀──┘ call id, timeout, retries
 //!                                        │
 //!                                        ▼
-//!                         RoleServer (worker) ──▶ the worker's backend ──▶ reply (bounded, schema-checked)
+//!                RoleServer (worker, one per role) ──▶ its backend or its sandbox pool ──▶ reply (bounded, checked)
 //! ```
 //!
 //! Why it is shaped so:
 //!
 //! - **Handles do not change.** A persona still thinks through its `LlmBackend`; for a persona listed in
-//!   `[cluster] remote_personas` that backend is a [`RemoteBackend`], which asks this organ. No organ can tell
-//!   a remote role from a local one, and a step record says where its call ran (`ollama@w1`).
+//!   `[cluster] remote_personas` that backend is a [`RemoteBackend`], which asks this organ. A tool still runs
+//!   through `SandboxHandle`; with `remote_tools` the home's pool asks this organ first (its
+//!   `RemoteSandbox` port) and runs a call itself only when no node serves `tools`. No organ can tell a remote
+//!   role from a local one, and a step record says where its model call ran (`ollama@w1`).
 //! - **ractor_cluster carries the calls, batos carries the guarantees.** The node link (`ractor_cluster`:
 //!   a magic-cookie handshake, process groups kept in step across nodes) supervises nothing across nodes
 //!   and loses a call in flight when a link drops. So the home's organ — supervised like any other — gives
 //!   every call an id, a timeout (`call_timeout_ms`) and up to `retries` more attempts: the same node again
 //!   while it is up (it answers a repeated id from its record, [`worker`]), another node when it is lost.
-//!   A call is therefore run at most once per node for one request.
+//!   A call is therefore run at most once per node for one request ([`call`]).
+//! - **One name, one process.** A worker's handshake name carries a fresh instance id per process
+//!   (`w1.3f09c2ab@…`), so ractor_cluster never merges two processes; the home refuses a second process of a
+//!   name already joined, tells its role servers why (the worker exits 2 with `node.refused`), and closes
+//!   its link. A restarted worker (a new instance) is admitted once the old one's link has closed.
 //! - **Nothing from a worker is trusted beyond its reply.** Frames over `max_frame_bytes` are cut off by the
 //!   node server; a reply is read with serde (`deny_unknown_fields`), must answer the call asked, and names
 //!   its node within 64 bytes ([`wire`]). Only `Vec<u8>` crosses the link as a message field, whose
@@ -34,12 +43,13 @@
 //!   cookie is refused by the home with a `cluster.refused` log line, and the worker exits with an error.
 //!   With `tls = true` the link is mutual TLS ([`tls`]): each node presents a certificate the cluster's CA
 //!   signed; without it both ends are held to loopback addresses by the settings check.
-//! - **No node, no hang.** With no node serving `think`, a call runs on the home's own backend
-//!   (`when_no_node = "local"`) or fails at once naming the role (`"unavailable"`).
+//! - **No node, no hang.** With no node serving a call's role, it runs on the home (its own backend, its own
+//!   sandbox pool: `when_no_node = "local"`) or fails at once naming the role (`"unavailable"`).
 //!
 //! Events: `node.joined` when a worker's session is ready, `node.lost` when it closes; `status` lists the
-//! nodes with their calls in flight and answered.
+//! nodes with their roles and calls in flight and answered.
 
+mod call;
 mod cookie;
 mod home;
 mod node;
@@ -55,17 +65,21 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use batos_protocol::ErrorCode;
+use ractor::RpcReplyPort;
+use serde_json::Value;
 
 pub use cookie::{ensure as ensure_cookie, read as read_cookie};
 pub use home::{ClusterActor, ClusterArgs, ClusterMsg, NodeInfo};
 pub use node::run_worker;
-pub use wire::THINK_GROUP;
+pub use wire::Role;
 
 use crate::ask::{AskError, Handle, Organ, WireError};
 use crate::llm::{
     BackendKind, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, TokenSink,
 };
 use crate::settings::Settings;
+use crate::tools::sandbox::pool::RemoteSandbox;
+use crate::tools::sandbox::{Output, SandboxError};
 
 /// The name the cluster organ registers under.
 pub const CLUSTER_NAME: &str = "cluster";
@@ -114,27 +128,44 @@ impl Organ for ClusterActor {
 pub type ClusterHandle = Handle<ClusterActor>;
 
 impl Handle<ClusterActor> {
-    /// A persona's model call, carried to a worker node (or as `when_no_node` says). It outwaits a restart
-    /// of the organ (up to one `call_timeout_ms`, asking again every `retry_backoff_ms`): the organ's crash
-    /// is weather a task must not fail for. A call already taken is answered by its own task, crash or not.
+    /// A persona's model call, carried to a worker node (or as `when_no_node` says).
     pub async fn think(&self, req: ChatRequest) -> Result<ChatResponse, LlmError> {
+        match self
+            .outwaiting_restarts(|p| ClusterMsg::Think(req.clone(), p))
+            .await
+        {
+            Ok(result) => result,
+            Err(e) => Err(LlmError::Unreachable {
+                url: "cluster organ".into(),
+                detail: e.to_string(),
+            }),
+        }
+    }
+
+    /// A sandbox run, carried to a worker node serving `tools`; `None` when it belongs to this machine's pool.
+    pub async fn sandbox(&self, request: Value) -> Option<Result<Output, SandboxError>> {
+        self.outwaiting_restarts(|p| ClusterMsg::Sandbox(Box::new(request.clone()), p))
+            .await
+            .unwrap_or_else(|e| Some(Err(SandboxError::Unreachable(e))))
+    }
+
+    /// Asks the organ, outwaiting a restart of it (up to one `call_timeout_ms`, asking again every
+    /// `retry_backoff_ms`): the organ's crash is weather a task must not fail for. A call already taken is
+    /// answered by its own task, crash or not.
+    async fn outwaiting_restarts<T: Send + 'static>(
+        &self,
+        msg: impl Fn(RpcReplyPort<T>) -> ClusterMsg,
+    ) -> Result<T, AskError> {
         let c = self.settings().load().cluster.clone();
         let deadline = std::time::Instant::now() + Duration::from_millis(c.call_timeout_ms);
         loop {
-            let again = req.clone();
-            match self.ask(|p| ClusterMsg::Think(again, p)).await {
-                Ok(result) => return result,
+            match self.ask(&msg).await {
                 Err(AskError::Restarting { .. } | AskError::Stopped { .. })
                     if std::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(Duration::from_millis(c.retry_backoff_ms.max(1))).await;
                 }
-                Err(e) => {
-                    return Err(LlmError::Unreachable {
-                        url: "cluster organ".into(),
-                        detail: e.to_string(),
-                    })
-                }
+                other => return other,
             }
         }
     }
@@ -146,6 +177,13 @@ impl Handle<ClusterActor> {
             ClusterMsg::Nodes,
         )
         .await
+    }
+}
+
+#[async_trait]
+impl RemoteSandbox for Handle<ClusterActor> {
+    async fn run(&self, request: Value) -> Option<Result<Output, SandboxError>> {
+        self.sandbox(request).await
     }
 }
 

@@ -1,7 +1,7 @@
-//! A worker node's life (`batos node run`): its backend, its node server, its role server, and the link to
-//! its home, kept up until the process is told to stop. A home that refuses the node (wrong cookie, or its
-//! name in use) ends the process with a clear error; a home that is down or lost is tried again every
-//! `reconnect_ms`.
+//! A worker node's life (`batos node run`): the parts its roles need (a model backend for `think`, a sandbox
+//! pool for `tools`), its node server, one role server per role, and the link to its home, kept up until the
+//! process is told to stop. A home that refuses the node (wrong cookie, or its name in use) ends the process
+//! with a clear error; a home that is down or lost is tried again every `reconnect_ms`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,9 +11,11 @@ use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
 use tokio::sync::mpsc;
 
-use super::worker::{RoleArgs, RoleServer};
+use super::wire::Role;
+use super::worker::{RoleArgs, RoleServer, Serves};
 use super::ClusterError;
 use crate::settings::Settings;
+use crate::tools::sandbox::pool::{PoolArgs, SandboxPool, SANDBOX_NAME};
 
 /// A session step as the worker sees it.
 #[derive(Debug)]
@@ -43,14 +45,15 @@ pub async fn run_worker(settings: &Settings) -> Result<(), ClusterError> {
         .replacen("localhost:", "127.0.0.1:", 1)
         .parse()
         .map_err(|_| ClusterError::Config(format!("cluster.home `{}` is not IP:PORT", c.home)))?;
-    let selection = crate::llm::select::select(&settings.llm)
-        .await
-        .map_err(ClusterError::Config)?;
-    tracing::info!(event = "llm.backend_selected", backend = %selection.backend.kind(), location = %selection.backend.location(), reason = %selection.reason, "LLM backend selected");
+    let roles: Vec<Role> = c.roles.iter().filter_map(|r| Role::parse(r)).collect();
+    // A fresh instance per process in the handshake name: the home tells a restart of this node from a second
+    // process of the same name, and refuses the second.
+    let instance = uuid::Uuid::new_v4().simple().to_string();
+    let full_name = format!("{}.{}", c.node_name, &instance[..8]);
     let server = NodeServer::new(
         0,
         cookie,
-        c.node_name.clone(),
+        full_name,
         home.ip().to_string(),
         None,
         Some(ractor_cluster::node::NodeConnectionMode::Isolated),
@@ -67,18 +70,59 @@ pub async fn run_worker(settings: &Settings) -> Result<(), ClusterError> {
             subscription: Box::new(Watch(tx)),
         })
         .map_err(|e| ClusterError::Config(e.to_string()))?;
-    let (_role, role_handle) = Actor::spawn(
-        None,
-        RoleServer,
-        RoleArgs {
-            backend: selection.backend.clone(),
-            node: c.node_name.clone(),
-            max_bytes: c.max_frame_bytes,
-            dedupe_capacity: c.dedupe_capacity,
-        },
-    )
-    .await
-    .map_err(|e| ClusterError::Config(format!("the role server did not start: {e}")))?;
+    let (refused_tx, mut refused_rx) = mpsc::unbounded_channel::<String>();
+    let mut parts = Vec::new();
+    for role in roles {
+        let serves = match role {
+            Role::Think => {
+                let selection = crate::llm::select::select(&settings.llm)
+                    .await
+                    .map_err(ClusterError::Config)?;
+                tracing::info!(event = "llm.backend_selected", backend = %selection.backend.kind(), location = %selection.backend.location(), reason = %selection.reason, "LLM backend selected");
+                Serves::Think(selection.backend)
+            }
+            Role::Tools => {
+                // The worker's own pool, registered under the name `SandboxHandle` finds (as on a home).
+                let (pool, pool_handle) = Actor::spawn(
+                    Some(SANDBOX_NAME.into()),
+                    SandboxPool,
+                    PoolArgs {
+                        settings: settings.tools.clone(),
+                        remote: None,
+                    },
+                )
+                .await
+                .map_err(|e| {
+                    ClusterError::Config(format!("the sandbox pool did not start: {e}"))
+                })?;
+                parts.push((pool.get_cell(), pool_handle));
+                let t = &settings.tools;
+                Serves::Tools {
+                    backend: crate::tools::sandbox::backend(t).name().to_string(),
+                    timeout: Duration::from_millis(t.timeout_ms) * 2 + Duration::from_secs(5),
+                }
+            }
+        };
+        let (role_server, role_handle) = Actor::spawn(
+            None,
+            RoleServer,
+            RoleArgs {
+                serves,
+                node: c.node_name.clone(),
+                max_bytes: c.max_frame_bytes,
+                dedupe_capacity: c.dedupe_capacity,
+                refused: Some(refused_tx.clone()),
+            },
+        )
+        .await
+        .map_err(|e| ClusterError::Config(format!("the role server did not start: {e}")))?;
+        parts.push((role_server.get_cell(), role_handle));
+    }
+    if parts.is_empty() {
+        return Err(ClusterError::Config(
+            "cluster.roles names no role this build serves".into(),
+        ));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| ClusterError::Config(e.to_string()))?;
     let stop = async move {
@@ -88,12 +132,21 @@ pub async fn run_worker(settings: &Settings) -> Result<(), ClusterError> {
         }
     };
     let link = keep_linked(&server, home, &c, &mut rx);
+    let handles: Vec<_> = parts.iter_mut().map(|(_, h)| h).collect();
+    let part_ended = futures::future::select_all(handles);
     let ended = tokio::select! {
         _ = stop => Ok(()),
         r = link => r,
-        _ = role_handle => Err(ClusterError::Config("the role server stopped".into())),
+        Some(why) = refused_rx.recv() => {
+            tracing::error!(event = "node.refused", node = %c.node_name, reason = %why, "the home refused this node");
+            Err(ClusterError::Refused(why))
+        }
+        _ = part_ended => Err(ClusterError::Config("a role server or the sandbox pool stopped".into())),
         _ = server_handle => Err(ClusterError::Config("the node server stopped".into())),
     };
+    for (cell, _) in &parts {
+        cell.stop(Some("worker stopping".into()));
+    }
     server.stop(Some("worker stopping".into()));
     tracing::info!(event = "node.stopped", node = %c.node_name, "worker node stopped");
     ended
@@ -138,9 +191,9 @@ async fn keep_linked(
                 tracing::info!(event = "node.joined_home", home = %home, node = %c.node_name, "joined the home node");
             }
             Some(Link::Closed) => {
-                tracing::error!(event = "node.refused", home = %home, node = %c.node_name, "the home refused this node: wrong cookie, TLS on one side only, or a node named `{}` is already there", c.node_name);
+                tracing::error!(event = "node.refused", home = %home, node = %c.node_name, "the home refused this node: wrong cookie, or TLS on one side only");
                 return Err(ClusterError::Refused(format!(
-                    "the home at {home} refused node `{}`: wrong cookie (cluster.cookie_file), cluster.tls on one side only, or that name already in use",
+                    "the home at {home} refused node `{}`: wrong cookie (cluster.cookie_file), or cluster.tls on one side only",
                     c.node_name
                 )));
             }

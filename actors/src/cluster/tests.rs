@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use ractor::rpc::CallResult;
 use ractor::Actor;
 
-use super::wire::{self, Outcome, RoleMsg, ThinkCall, ThinkReply};
-use super::worker::{RoleArgs, RoleServer};
+use super::wire::{self, Outcome, RoleCall, RoleMsg, RoleReply, Work};
+use super::worker::{RoleArgs, RoleServer, Serves};
 use crate::llm::{
     BackendKind, ChatRequest, ChatResponse, LlmBackend, LlmError, ModelSpec, Sampling, TokenSink,
 };
@@ -63,9 +63,9 @@ fn request() -> ChatRequest {
 }
 
 fn call(id: &str) -> Vec<u8> {
-    wire::encode(&ThinkCall {
+    wire::encode(&RoleCall {
         call_id: id.into(),
-        request: request(),
+        work: Work::Think(request()),
     })
     .unwrap()
 }
@@ -80,10 +80,11 @@ async fn a_retried_call_id_runs_once_whether_it_is_still_running_or_has_ended() 
         None,
         RoleServer,
         RoleArgs {
-            backend: backend.clone(),
+            serves: Serves::Think(backend.clone()),
             node: "w1".into(),
             max_bytes: 1 << 20,
             dedupe_capacity: 2,
+            refused: None,
         },
     )
     .await
@@ -92,7 +93,7 @@ async fn a_retried_call_id_runs_once_whether_it_is_still_running_or_has_ended() 
         let server = server.clone();
         async move {
             match server
-                .call(|p| RoleMsg::Think(bytes, p), Some(Duration::from_secs(5)))
+                .call(|p| RoleMsg::Call(bytes, p), Some(Duration::from_secs(5)))
                 .await
                 .unwrap()
             {
@@ -109,7 +110,7 @@ async fn a_retried_call_id_runs_once_whether_it_is_still_running_or_has_ended() 
     assert_eq!(a, c);
     assert_eq!(backend.calls.load(Ordering::SeqCst), 1);
     let reply = wire::decode_reply(&a, 1 << 20, "c1").unwrap();
-    let answer = reply.into_result().unwrap();
+    let answer = reply.into_chat().unwrap();
     assert_eq!(answer.content, "run 1 of m");
     assert_eq!(answer.host.as_deref(), Some("ollama@w1"));
     // Two more calls push c1 out of a record of two: asked again, it runs again.
@@ -126,7 +127,7 @@ async fn a_retried_call_id_runs_once_whether_it_is_still_running_or_has_ended() 
 
 #[test]
 fn a_reply_over_the_bound_for_another_call_or_with_unknown_fields_is_refused() {
-    let reply = ThinkReply {
+    let reply = RoleReply {
         call_id: "c1".into(),
         node: "w1".into(),
         backend: "ollama".into(),
@@ -151,11 +152,70 @@ fn a_reply_over_the_bound_for_another_call_or_with_unknown_fields_is_refused() {
     extra["trust_me"] = serde_json::json!(true);
     let bytes = rmp_serde::to_vec_named(&extra).unwrap();
     assert!(wire::decode_reply(&bytes, 1 << 20, "c1").is_err());
-    let nameless = ThinkReply {
+    let nameless = RoleReply {
         node: String::new(),
         ..reply
     };
     let bytes = wire::encode(&nameless).unwrap();
     assert!(wire::decode_reply(&bytes, 1 << 20, "c1").is_err());
     assert!(wire::decode_call(&[0u8; 200], 100).is_err());
+}
+
+#[tokio::test]
+async fn a_role_server_refuses_work_of_another_role_and_hands_a_refusal_to_its_node() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let (server, _) = Actor::spawn(
+        None,
+        RoleServer,
+        RoleArgs {
+            serves: Serves::Tools {
+                backend: "runsc".into(),
+                timeout: Duration::from_secs(5),
+            },
+            node: "w1".into(),
+            max_bytes: 1 << 20,
+            dedupe_capacity: 4,
+            refused: Some(tx),
+        },
+    )
+    .await
+    .unwrap();
+    let bytes = call("c1");
+    let reply = match server
+        .call(|p| RoleMsg::Call(bytes, p), Some(Duration::from_secs(5)))
+        .await
+        .unwrap()
+    {
+        CallResult::Success(r) => r,
+        _ => panic!("no answer"),
+    };
+    let reply = wire::decode_reply(&reply, 1 << 20, "c1").unwrap();
+    assert_eq!(reply.backend, "runsc");
+    let e = reply.into_run().unwrap_err().to_string();
+    assert!(e.contains("serves tools, not think"), "{e}");
+    server
+        .cast(RoleMsg::Refused(
+            b"a node named `w1` is already joined".to_vec(),
+        ))
+        .unwrap();
+    let why = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(why.contains("already joined"), "{why}");
+    server.stop(None);
+}
+
+#[test]
+fn a_handshake_name_splits_into_the_node_and_its_process_instance() {
+    use super::home::split_name;
+    assert_eq!(
+        split_name("w1.3f09c2ab@127.0.0.1"),
+        ("w1".to_string(), "3f09c2ab".to_string())
+    );
+    assert_eq!(
+        split_name("home@127.0.0.1"),
+        ("home".to_string(), String::new())
+    );
+    assert_eq!(split_name(""), (String::new(), String::new()));
 }

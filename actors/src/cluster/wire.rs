@@ -7,45 +7,100 @@
 
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::llm::{ChatRequest, ChatResponse, LlmError};
-
-/// The process group a `think` server joins on its node; the home finds the servers there.
-pub const THINK_GROUP: &str = "batos.role.think";
+use crate::tools::sandbox::Output;
 
 /// Longest node name a reply may carry (settings allow 64).
 const MAX_NODE_NAME: usize = 64;
 
+/// A role a worker node serves (`[cluster] roles`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Persona model calls, on the worker's own backend.
+    Think,
+    /// Sandboxed tool runs (a forged tool's call, the ToolForge's test run), in the worker's own sandbox pool.
+    Tools,
+}
+
+impl Role {
+    /// Every role, in the order `status` lists them.
+    pub const ALL: [Role; 2] = [Role::Think, Role::Tools];
+
+    /// Its name in settings and in `status`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Think => "think",
+            Role::Tools => "tools",
+        }
+    }
+
+    /// The role named `s`, if this build has it.
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.name() == s)
+    }
+
+    /// The process group its servers join on their node; the home finds them there.
+    pub fn group(self) -> String {
+        format!("batos.role.{}", self.name())
+    }
+}
+
 /// The messages a role server takes, local or from the home over the node link.
 #[derive(ractor_cluster::RactorClusterMessage)]
 pub enum RoleMsg {
-    /// One model call: a [`ThinkCall`]'s bytes in, a [`ThinkReply`]'s bytes out.
+    /// One call: a [`RoleCall`]'s bytes in, a [`RoleReply`]'s bytes out.
     #[rpc]
-    Think(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    Call(Vec<u8>, RpcReplyPort<Vec<u8>>),
     /// A call this server ran has ended: its id, and the reply's bytes for every caller waiting on it (sent by
     /// the server to itself, so its record of calls changes in one place).
     Done(String, Vec<u8>),
+    /// From the home: this node is refused (its name is in use); the text says why. The worker stops.
+    Refused(Vec<u8>),
 }
 
-/// A model call as the home sends it.
+/// A call as the home sends it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ThinkCall {
+pub struct RoleCall {
     /// The call's id: the same on every retry of one request, so a node runs it at most once.
     pub call_id: String,
-    /// The request, as the persona built it.
-    pub request: ChatRequest,
+    /// What to do.
+    pub work: Work,
+}
+
+/// The work of one call, one kind per role.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Work {
+    /// `think`: a model call, as the persona built it.
+    Think(ChatRequest),
+    /// `tools`: one sandbox run — the runner's request (mode, source, arguments) as the home built it; the
+    /// worker's own `[tools]` limits apply.
+    Sandbox(Value),
+}
+
+impl Work {
+    /// The role that serves it.
+    pub fn role(&self) -> Role {
+        match self {
+            Work::Think(_) => Role::Think,
+            Work::Sandbox(_) => Role::Tools,
+        }
+    }
 }
 
 /// What a worker answers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct ThinkReply {
+pub struct RoleReply {
     /// The id of the call this answers.
     pub call_id: String,
     /// The worker's node name.
     pub node: String,
-    /// The worker's backend (`ollama` or `embedded`).
+    /// What ran it: the worker's model backend (`ollama`, `embedded`) or sandbox backend (`runsc`, `docker`).
     pub backend: String,
     /// The answer or why there is none.
     pub outcome: Outcome,
@@ -57,7 +112,9 @@ pub struct ThinkReply {
 pub enum Outcome {
     /// The model answered.
     Answer(ChatResponse),
-    /// The worker's backend failed: its error as text, and whether it was a timeout.
+    /// The sandbox ran (the tool may still have failed inside it: the output says).
+    Ran(Output),
+    /// The worker could not do the work: its error as text, and whether it was a timeout.
     Failed {
         /// The error's message.
         message: String,
@@ -72,25 +129,25 @@ pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, LlmError> {
 }
 
 /// Reads a call on the worker; `max` bytes at most.
-pub fn decode_call(bytes: &[u8], max: u64) -> Result<ThinkCall, String> {
+pub fn decode_call(bytes: &[u8], max: u64) -> Result<RoleCall, String> {
     if bytes.len() as u64 > max {
         return Err(format!(
             "a call of {} bytes is over the {max}-byte bound",
             bytes.len()
         ));
     }
-    rmp_serde::from_slice(bytes).map_err(|e| format!("not a think call: {e}"))
+    rmp_serde::from_slice(bytes).map_err(|e| format!("not a role call: {e}"))
 }
 
 /// Reads a worker's reply on the home: at most `max` bytes, the right shape, for the call `call_id`.
-pub fn decode_reply(bytes: &[u8], max: u64, call_id: &str) -> Result<ThinkReply, LlmError> {
+pub fn decode_reply(bytes: &[u8], max: u64, call_id: &str) -> Result<RoleReply, LlmError> {
     if bytes.len() as u64 > max {
         return Err(LlmError::BadResponse(format!(
             "a worker's reply of {} bytes is over cluster.max_frame_bytes ({max})",
             bytes.len()
         )));
     }
-    let reply: ThinkReply = rmp_serde::from_slice(bytes)
+    let reply: RoleReply = rmp_serde::from_slice(bytes)
         .map_err(|e| LlmError::BadResponse(format!("a worker's reply is malformed: {e}")))?;
     if reply.call_id != call_id {
         return Err(LlmError::BadResponse(format!(
@@ -109,27 +166,47 @@ pub fn decode_reply(bytes: &[u8], max: u64, call_id: &str) -> Result<ThinkReply,
     Ok(reply)
 }
 
-impl ThinkReply {
-    /// The reply as the persona's call result; an answer says where it ran (`ollama@w1`).
-    pub fn into_result(self) -> Result<ChatResponse, LlmError> {
+impl RoleReply {
+    /// The reply to a `think` call as the persona's call result; an answer says where it ran (`ollama@w1`).
+    pub fn into_chat(self) -> Result<ChatResponse, LlmError> {
         match self.outcome {
             Outcome::Answer(mut r) => {
                 r.host = Some(format!("{}@{}", self.backend, self.node));
                 Ok(r)
             }
-            Outcome::Failed { message, timeout } => Err(if timeout {
-                LlmError::Backend(format!("node {} timed out: {message}", self.node))
-            } else {
-                LlmError::Backend(format!("node {}: {message}", self.node))
-            }),
+            Outcome::Ran(_) => Err(LlmError::BadResponse(format!(
+                "node {} answered a model call with a sandbox run",
+                self.node
+            ))),
+            Outcome::Failed { message, timeout } => Err(failed(&self.node, message, timeout)),
+        }
+    }
+
+    /// The reply to a `tools` call as the sandbox run's output; `Err` says why the worker ran nothing.
+    pub fn into_run(self) -> Result<Output, LlmError> {
+        match self.outcome {
+            Outcome::Ran(out) => Ok(out),
+            Outcome::Answer(_) => Err(LlmError::BadResponse(format!(
+                "node {} answered a sandbox run with a model answer",
+                self.node
+            ))),
+            Outcome::Failed { message, timeout } => Err(failed(&self.node, message, timeout)),
         }
     }
 }
 
+fn failed(node: &str, message: String, timeout: bool) -> LlmError {
+    if timeout {
+        LlmError::Backend(format!("node {node} timed out: {message}"))
+    } else {
+        LlmError::Backend(format!("node {node}: {message}"))
+    }
+}
+
 /// A worker's outcome for its backend's result.
-pub fn outcome(result: Result<ChatResponse, LlmError>) -> Outcome {
+pub fn outcome(result: Result<Outcome, LlmError>) -> Outcome {
     match result {
-        Ok(r) => Outcome::Answer(r),
+        Ok(r) => r,
         Err(e) => Outcome::Failed {
             timeout: matches!(e, LlmError::Timeout(_)),
             message: e.to_string(),

@@ -1,30 +1,83 @@
-//! The worker's side of a role: [`RoleServer`], the actor a worker node puts in [`THINK_GROUP`] for the home
-//! to call. It runs each model call on the worker's own backend, once per call id: a retry of a call still
+//! The worker's side of a role: [`RoleServer`], the actor a worker node puts in its role's process group
+//! ([`Role::group`]) for the home to call, one per role served. It runs each call on the worker's own parts —
+//! a model call on its backend, a sandbox run in its own pool — once per call id: a retry of a call still
 //! running joins it, a retry of a call that ended gets the same reply again (the last `dedupe_capacity`
 //! ended calls are remembered, oldest forgotten first).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc::UnboundedSender;
 
-use super::wire::{self, Outcome, RoleMsg, ThinkReply};
+use super::wire::{self, Outcome, Role, RoleMsg, RoleReply, Work};
 use crate::llm::{LlmBackend, LlmError};
+use crate::tools::sandbox::pool::SandboxHandle;
 
 /// The role server actor.
 pub struct RoleServer;
 
+/// What a role server runs its calls on.
+#[derive(Debug, Clone)]
+pub enum Serves {
+    /// `think`: the worker's model backend.
+    Think(Arc<dyn LlmBackend>),
+    /// `tools`: the worker's own sandbox pool (registered on the worker as the home's is).
+    Tools {
+        /// The sandbox backend's name (`runsc`, `docker`), for the reply.
+        backend: String,
+        /// How long one run may take, waiting for a sandbox included.
+        timeout: Duration,
+    },
+}
+
+impl Serves {
+    /// The role it serves.
+    pub fn role(&self) -> Role {
+        match self {
+            Serves::Think(_) => Role::Think,
+            Serves::Tools { .. } => Role::Tools,
+        }
+    }
+
+    fn backend(&self) -> String {
+        match self {
+            Serves::Think(b) => b.kind().to_string(),
+            Serves::Tools { backend, .. } => backend.clone(),
+        }
+    }
+
+    async fn run(self, work: Work) -> Result<Outcome, LlmError> {
+        match (self, work) {
+            (Serves::Think(b), Work::Think(req)) => b.chat(req, None).await.map(Outcome::Answer),
+            (Serves::Tools { timeout, .. }, Work::Sandbox(req)) => SandboxHandle
+                .run(req, timeout)
+                .await
+                .map(Outcome::Ran)
+                .map_err(|e| LlmError::Backend(e.to_string())),
+            (serves, work) => Err(LlmError::InvalidRequest(format!(
+                "this server serves {}, not {}",
+                serves.role().name(),
+                work.role().name()
+            ))),
+        }
+    }
+}
+
 /// What a role server starts from.
 #[derive(Debug, Clone)]
 pub struct RoleArgs {
-    /// The worker's backend.
-    pub backend: Arc<dyn LlmBackend>,
+    /// What it runs calls on (and so its role).
+    pub serves: Serves,
     /// The worker's node name (every reply carries it).
     pub node: String,
     /// Largest call accepted, in bytes.
     pub max_bytes: u64,
     /// Ended calls remembered by id.
     pub dedupe_capacity: usize,
+    /// Where a refusal from the home goes (the worker's run loop, which stops the node).
+    pub refused: Option<UnboundedSender<String>>,
 }
 
 /// A call the server knows.
@@ -52,8 +105,9 @@ impl Actor for RoleServer {
         myself: ActorRef<RoleMsg>,
         args: RoleArgs,
     ) -> Result<RoleState, ActorProcessingErr> {
-        ractor::pg::join(wire::THINK_GROUP.to_string(), vec![myself.get_cell()]);
-        tracing::info!(event = "node.role_serving", role = "think", node = %args.node, "serving persona model calls");
+        let role = args.serves.role();
+        ractor::pg::join(role.group(), vec![myself.get_cell()]);
+        tracing::info!(event = "node.role_serving", role = role.name(), node = %args.node, backend = %args.serves.backend(), "serving the home's calls for this role");
         Ok(RoleState {
             args,
             calls: HashMap::new(),
@@ -68,15 +122,21 @@ impl Actor for RoleServer {
         state: &mut RoleState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RoleMsg::Think(bytes, port) => state.think(&myself, &bytes, port),
+            RoleMsg::Call(bytes, port) => state.call(&myself, &bytes, port),
             RoleMsg::Done(id, reply) => state.done(id, reply),
+            RoleMsg::Refused(why) => {
+                let why = batos_protocol::truncate(&String::from_utf8_lossy(&why), 512).to_string();
+                if let Some(tx) = &state.args.refused {
+                    let _ = tx.send(why);
+                }
+            }
         }
         Ok(())
     }
 }
 
 impl RoleState {
-    fn think(&mut self, myself: &ActorRef<RoleMsg>, bytes: &[u8], port: RpcReplyPort<Vec<u8>>) {
+    fn call(&mut self, myself: &ActorRef<RoleMsg>, bytes: &[u8], port: RpcReplyPort<Vec<u8>>) {
         let call = match wire::decode_call(bytes, self.args.max_bytes) {
             Ok(c) => c,
             Err(why) => {
@@ -95,21 +155,16 @@ impl RoleState {
             None => {
                 self.calls
                     .insert(call.call_id.clone(), Call::Running(vec![port]));
-                let backend = self.args.backend.clone();
+                let serves = self.args.serves.clone();
                 let me = myself.clone();
-                let (node, kind) = (self.args.node.clone(), backend.kind().to_string());
+                let (node, kind) = (self.args.node.clone(), serves.backend());
                 tokio::spawn(async move {
                     let id = call.call_id.clone();
                     // The call runs in its own task so a panic in the backend is an answer, not a hang.
-                    let result =
-                        match tokio::spawn(async move { backend.chat(call.request, None).await })
-                            .await
-                        {
-                            Ok(r) => r,
-                            Err(e) => {
-                                Err(LlmError::Backend(format!("the model call panicked: {e}")))
-                            }
-                        };
+                    let result = match tokio::spawn(serves.run(call.work)).await {
+                        Ok(r) => r,
+                        Err(e) => Err(LlmError::Backend(format!("the call panicked: {e}"))),
+                    };
                     let reply = encode_reply(&id, &node, &kind, result);
                     let _ = me.cast(RoleMsg::Done(id, reply));
                 });
@@ -132,23 +187,13 @@ impl RoleState {
         }
     }
 
-    fn reply(&self, id: &str, result: Result<crate::llm::ChatResponse, LlmError>) -> Vec<u8> {
-        encode_reply(
-            id,
-            &self.args.node,
-            &self.args.backend.kind().to_string(),
-            result,
-        )
+    fn reply(&self, id: &str, result: Result<Outcome, LlmError>) -> Vec<u8> {
+        encode_reply(id, &self.args.node, &self.args.serves.backend(), result)
     }
 }
 
-fn encode_reply(
-    id: &str,
-    node: &str,
-    backend: &str,
-    result: Result<crate::llm::ChatResponse, LlmError>,
-) -> Vec<u8> {
-    let reply = ThinkReply {
+fn encode_reply(id: &str, node: &str, backend: &str, result: Result<Outcome, LlmError>) -> Vec<u8> {
+    let reply = RoleReply {
         call_id: id.to_string(),
         node: node.to_string(),
         backend: backend.to_string(),
@@ -156,7 +201,7 @@ fn encode_reply(
     };
     wire::encode(&reply).unwrap_or_else(|e| {
         // An answer that cannot be encoded is a failure the home can read.
-        let failed = ThinkReply {
+        let failed = RoleReply {
             outcome: Outcome::Failed {
                 message: e.to_string(),
                 timeout: false,

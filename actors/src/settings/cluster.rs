@@ -32,11 +32,16 @@ pub struct ClusterSettings {
     /// private (no group or other permission bits). Empty: `<data_dir>/cluster.cookie`, which a home creates
     /// on its first start; relative paths resolve from the settings file's folder.
     pub cookie_file: PathBuf,
-    /// Worker only: the roles it serves. `think`: persona model calls (the only role of this build).
+    /// Worker only: the roles it serves (at least one). `think`: persona model calls, on the worker's `[llm]`
+    /// backend. `tools`: sandboxed tool runs, in the worker's own sandbox pool under its own `[tools]` policy.
     pub roles: Vec<String>,
     /// Home only: personas whose model calls go to worker nodes; `"*"` is every persona.
     pub remote_personas: Vec<String>,
-    /// Home only: what a remote persona's call does when no node serves `think`.
+    /// Home only: whether sandboxed tool runs (forged tools' calls, the ToolForge's tests) go to worker nodes
+    /// serving `tools`.
+    pub remote_tools: bool,
+    /// Home only: what a remote call (a remote persona's, or a tool run with `remote_tools`) does when no
+    /// node serves its role: run here, or fail at once naming the role.
     pub when_no_node: WhenNoNode,
     /// Milliseconds one attempt of a remote model call may take (the model's own time included).
     pub call_timeout_ms: u64,
@@ -73,6 +78,7 @@ impl Default for ClusterSettings {
             cookie_file: PathBuf::new(),
             roles: vec!["think".into()],
             remote_personas: vec!["*".into()],
+            remote_tools: false,
             when_no_node: WhenNoNode::Local,
             call_timeout_ms: 120_000,
             retries: 2,
@@ -89,7 +95,7 @@ impl Default for ClusterSettings {
 }
 
 /// The roles a worker may serve in this build.
-pub const ROLES: &[&str] = &["think"];
+pub const ROLES: &[&str] = &["think", "tools"];
 
 impl ClusterSettings {
     /// Whether `persona`'s model calls go to worker nodes (on a home with the cluster enabled).
@@ -158,6 +164,12 @@ impl ClusterSettings {
                 "must be 1 to 64 ASCII letters, digits, '-' or '_'".into(),
             ));
         }
+        if self.roles.is_empty() {
+            return Err((
+                "cluster.roles",
+                format!("a worker serves at least one role ({})", ROLES.join(", ")),
+            ));
+        }
         if let Some(r) = self.roles.iter().find(|r| !ROLES.contains(&r.as_str())) {
             return Err((
                 "cluster.roles",
@@ -218,6 +230,16 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(role.check().unwrap_err().0, "cluster.roles");
+        let none = ClusterSettings {
+            roles: Vec::new(),
+            ..Default::default()
+        };
+        assert_eq!(none.check().unwrap_err().0, "cluster.roles");
+        let both = ClusterSettings {
+            roles: vec!["think".into(), "tools".into()],
+            ..Default::default()
+        };
+        assert!(both.check().is_ok());
         let name = ClusterSettings {
             node_name: "w 1".into(),
             ..Default::default()

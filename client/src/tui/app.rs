@@ -386,6 +386,10 @@ impl App {
                 self.flash.insert(format!("actor:{actor}"), FLASH_TICKS);
                 refresh.push(req("status", json!({}), Then::Status));
             }
+            Some(Event::NodeJoined { node, .. } | Event::NodeLost { node, .. }) => {
+                self.flash.insert(format!("node:{node}"), FLASH_TICKS);
+                refresh.push(req("status", json!({}), Then::Status));
+            }
             Some(
                 Event::AmendmentProposed { .. }
                 | Event::AmendmentCommitted { .. }

@@ -352,10 +352,63 @@ pub fn supervision(f: &mut Frame, area: Rect, app: &App) {
         _ => lines.push(Line::from("asking for the tree…").dim()),
     }
     let esc = app.state.escalations;
-    f.render_widget(
-        Paragraph::new(lines).block(titled(&format!("supervision tree · {esc} escalations"))),
-        area,
-    );
+    let tree =
+        Paragraph::new(lines).block(titled(&format!("supervision tree · {esc} escalations")));
+    // A home node's workers (`status.cluster`, issue 30) under the tree; a single machine shows the tree only.
+    let nodes = app
+        .replies
+        .get("status")
+        .and_then(|s| s["cluster"]["nodes"].as_array());
+    let Some(nodes) = nodes else {
+        f.render_widget(tree, area);
+        return;
+    };
+    let height = (nodes.len().max(1) as u16 + 3).min(area.height / 2);
+    let [top, bottom] =
+        Layout::vertical([Constraint::Min(0), Constraint::Length(height)]).areas(area);
+    f.render_widget(tree, top);
+    f.render_widget(node_table(app, nodes), bottom);
+}
+
+/// The worker nodes: name, roles, calls in flight and answered, address; a node that just joined or was
+/// lost flashes.
+fn node_table<'a>(app: &App, nodes: &[Value]) -> Table<'a> {
+    let rows: Vec<Row> = nodes
+        .iter()
+        .map(|n| {
+            let name = s(&n["node"]);
+            let roles = n["roles"]
+                .as_array()
+                .map(|r| r.iter().map(s).collect::<Vec<_>>().join(","))
+                .unwrap_or_default();
+            let row = Row::new([
+                name.clone(),
+                roles,
+                n["in_flight"].as_u64().unwrap_or(0).to_string(),
+                n["answered"].as_u64().unwrap_or(0).to_string(),
+                s(&n["addr"]),
+            ]);
+            if app.flash.contains_key(&format!("node:{name}")) {
+                row.style(Style::new().fg(Color::Red))
+            } else {
+                row.style(Style::new().fg(Color::Green))
+            }
+        })
+        .collect();
+    let widths = [
+        Constraint::Length(12),
+        Constraint::Length(12),
+        Constraint::Length(9),
+        Constraint::Length(9),
+        Constraint::Min(10),
+    ];
+    let title = match nodes.len() {
+        0 => "worker nodes · none joined".to_string(),
+        n => format!("worker nodes · {n} joined"),
+    };
+    Table::new(rows, widths)
+        .header(Row::new(["node", "roles", "in flight", "answered", "address"]).bold())
+        .block(titled(&title))
 }
 
 /// Trainer and Curator: training progress, the last verdict, the datasets.

@@ -251,6 +251,30 @@ fn the_exam_screen_follows_a_run_and_cancels_it_after_confirmation() {
 }
 
 #[test]
+fn the_supervision_screen_lists_worker_nodes_and_flashes_one_that_joined() {
+    let mut app = living();
+    app.show(Screen::Supervision);
+    let mut status = app.replies["status"].clone();
+    status["cluster"] = json!({"nodes": [
+        {"node": "gpu1", "addr": "10.0.0.7:41822", "roles": ["think"], "in_flight": 2, "answered": 517},
+        {"node": "box2", "addr": "10.0.0.9:50110", "roles": ["think", "tools"], "in_flight": 0, "answered": 88}]});
+    app.reply(&Then::Status, Ok(status));
+    let refresh = app.event(&ev(
+        100,
+        Event::NodeJoined {
+            node: "box2".into(),
+            addr: "10.0.0.9:50110".into(),
+        },
+    ));
+    assert!(
+        refresh.iter().any(|r| r.cmd == "status"),
+        "a node event asks for the nodes again"
+    );
+    assert!(app.flash.contains_key("node:box2"));
+    insta::assert_snapshot!(draw(&app, 80, 24));
+}
+
+#[test]
 fn disconnected_overlay() {
     let mut app = living();
     app.disconnected();

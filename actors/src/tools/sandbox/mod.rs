@@ -71,8 +71,10 @@ impl Limits {
     }
 }
 
-/// What came back from one run.
-#[derive(Debug, Clone, PartialEq)]
+/// What came back from one run. It crosses the node link when a worker node ran it (`[cluster]`, role
+/// `tools`), read there with serde like every reply from a worker.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Output {
     /// The runner's reply: the last non-empty stdout line, parsed.
     pub reply: Option<Value>,

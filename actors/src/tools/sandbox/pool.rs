@@ -1,5 +1,10 @@
 //! The sandbox pool actor: keeps `pool_size` sandboxes pre-started so a call pays only for its own work.
 //! Each sandbox serves exactly one call and is destroyed; the pool refills in the background.
+//!
+//! On a home node with `[cluster] remote_tools`, a run goes first to a worker node serving `tools` through
+//! the [`RemoteSandbox`] port (the cluster organ plugs in at boot; the port lives here, with the one organ
+//! that asks it, so the tools organ imports nothing above it): the worker runs it in its own pool, and only
+//! when no node serves the role does the run come back here.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,18 +25,31 @@ pub const SANDBOX_NAME: &str = "sandbox";
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SandboxPool;
 
+/// Sandbox runs on other machines, as the pool sees them (implemented by the cluster organ's handle).
+#[async_trait::async_trait]
+pub trait RemoteSandbox: Send + Sync {
+    /// Runs `request` on a worker node serving `tools`: `Some` with its result (a worker's failure, or no node
+    /// with `when_no_node = "unavailable"`, is an `Err`), `None` when no node serves the role and the run
+    /// belongs here.
+    async fn run(&self, request: Value) -> Option<Result<Output, SandboxError>>;
+}
+
 /// Start-up arguments.
 #[derive(Clone)]
 pub struct PoolArgs {
     /// Tool settings (backend, limits, pool size).
     pub settings: ToolsSettings,
+    /// Where runs go first, on a home node with `[cluster] remote_tools`; `None` runs everything here.
+    pub remote: Option<Arc<dyn RemoteSandbox>>,
 }
 
 /// Messages the pool handles.
 #[derive(ractor_cluster::RactorMessage)]
 pub enum PoolMsg {
-    /// Run one request in a fresh sandbox.
+    /// Run one request in a fresh sandbox (on a worker node first, with a remote set).
     Run(Box<Value>, RpcReplyPort<Result<Output, SandboxError>>),
+    /// Run one request here: no worker node serves `tools` (sent by the pool to itself).
+    RunHere(Box<Value>, RpcReplyPort<Result<Output, SandboxError>>),
     /// From a refill task.
     Refilled(Result<Box<dyn Prepared>, SandboxError>),
     /// Whether sandboxes can run here, and why not.
@@ -52,6 +70,8 @@ pub struct PoolState {
     backoff: Duration,
     /// One permit per sandbox allowed to run a call at once (`tools.max_sandboxes`).
     running: Arc<Semaphore>,
+    /// Worker nodes serving `tools`, tried first.
+    remote: Option<Arc<dyn RemoteSandbox>>,
 }
 
 impl PoolState {
@@ -104,6 +124,7 @@ impl Actor for SandboxPool {
             unavailable,
             backoff: Duration::from_millis(args.settings.pool_backoff_ms),
             running: Arc::new(Semaphore::new(args.settings.max_sandboxes.max(1))),
+            remote: args.remote.clone(),
         };
         if state.unavailable.is_none() {
             state.refill(&myself);
@@ -118,7 +139,24 @@ impl Actor for SandboxPool {
         state: &mut PoolState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            PoolMsg::Run(request, reply) => {
+            PoolMsg::Run(request, reply) if state.remote.is_some() => {
+                let (remote, me) = (state.remote.clone(), myself.clone());
+                // Its own task: a remote run waits on the node link while the pool keeps serving.
+                tokio::spawn(async move {
+                    let Some(remote) = remote else { return };
+                    match remote.run((*request).clone()).await {
+                        Some(r) => {
+                            let _ = reply.send(r);
+                        }
+                        None => {
+                            if let Err(e) = me.cast(PoolMsg::RunHere(request, reply)) {
+                                tracing::warn!(event = "sandbox.lost_run", error = %e, "the pool stopped before a run could come back to it");
+                            }
+                        }
+                    }
+                });
+            }
+            PoolMsg::Run(request, reply) | PoolMsg::RunHere(request, reply) => {
                 if let Some(e) = &state.unavailable {
                     let _ = reply.send(Err(e.clone()));
                     return Ok(());
@@ -222,7 +260,10 @@ mod tests {
         let (pool, _h) = SandboxPool::spawn(
             Some(SANDBOX_NAME.into()),
             SandboxPool,
-            PoolArgs { settings },
+            PoolArgs {
+                settings,
+                remote: None,
+            },
         )
         .await
         .unwrap();

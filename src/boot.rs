@@ -373,6 +373,10 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             dir: data_dir.join("forge"),
             adapters: data_dir.join("adapters"),
             exam: Some(Arc::new(organs.handles.exam.clone()) as Arc<dyn ExamGate>),
+            // Training runs go to worker nodes serving `train` first (issue 30), on a home that says so.
+            remote: handles_cluster(&settings, &live)
+                .filter(|_| settings.cluster.remote_training)
+                .map(|c| Arc::new(c) as Arc<dyn batos_actors::trainer::RemoteTrainer>),
         },
     });
     let curator_args = settings.curator.enabled.then(|| CuratorArgs {

@@ -378,3 +378,117 @@ async fn sandboxed_tool_runs_go_to_a_worker_serving_tools_and_a_second_worker_of
     assert_eq!(ev.data["node"], "w1");
     assert_eq!(fib(&mut c, 7).await, json!({"ok": true, "value": 13}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_run_trains_on_a_worker_serving_train_and_resumes_there_after_kill_9() {
+    use crate::forge::{forge_events, forge_settings, habit, is_end, seed};
+    let ollama = ScriptedOllama::start();
+    // Six steps over two examples (no bound on passes), a checkpoint every three.
+    let unbounded =
+        || -> Edit { Box::new(|doc| doc["trainer"]["max_epochs"] = toml_edit::value(0.0)) };
+    let home = Daemon::prepare(
+        &ollama.url,
+        vec![
+            forge_settings(6, 0.05),
+            unbounded(),
+            home_edits("unavailable"),
+            Box::new(|doc| {
+                doc["cluster"]["remote_training"] = toml_edit::value(true);
+                doc["cluster"]["remote_personas"] = toml_edit::Array::new().into();
+                doc["cluster"]["progress_poll_ms"] = toml_edit::value(200);
+            }),
+        ],
+    );
+    seed(
+        &home.data_dir(),
+        &habit(&["Name a colour.", "Give me a number."]),
+        &habit(&["What is rain?"]),
+        &json!([]),
+    );
+    let home = home.spawn_and_wait().await;
+    let mut nodes = node_events(&home).await;
+    let mut sub = forge_events(&home).await;
+    let cookie = home.data_dir().join("cluster.cookie");
+    let train_only = || -> Edit {
+        Box::new(|doc| {
+            let mut roles = toml_edit::Array::new();
+            roles.push("train");
+            doc["cluster"]["roles"] = toml_edit::value(roles);
+        })
+    };
+    let mut w = Worker::prepare_with(
+        &home,
+        "t1",
+        &ollama.url,
+        &cookie,
+        vec![forge_settings(6, 0.05), train_only()],
+    );
+    w.spawn();
+    wait_event(&mut nodes, 60, |e| e.kind == "node.joined").await;
+    let mut c = home.client();
+    let status = c.request("status", json!({})).await.unwrap();
+    assert_eq!(
+        status["cluster"]["nodes"][0]["roles"],
+        json!(["train"]),
+        "{status}"
+    );
+    c.request("trainer_run", json!({"persona": "BRICK", "force": true}))
+        .await
+        .unwrap();
+    // The worker's progress reaches the home's events; killed after step 4, its checkpoint of step 3 is kept.
+    let ev = wait_event(&mut sub, 300, |e| {
+        e.kind == "trainer.progress" && e.data["step"].as_u64() >= Some(4) || is_end(e)
+    })
+    .await;
+    assert_eq!(ev.kind, "trainer.progress", "{:?}", ev.data);
+    w.kill9();
+    let ckpts: Vec<_> = std::fs::read_dir(w.files.data_dir().join("node/train"))
+        .unwrap()
+        .collect();
+    assert_eq!(ckpts.len(), 1, "the worker's checkpoint");
+    w.spawn();
+    let resumed = wait_event(&mut sub, 300, |e| e.kind == "trainer.progress" || is_end(e)).await;
+    assert_eq!(resumed.kind, "trainer.progress", "{:?}", resumed.data);
+    assert_eq!(
+        resumed.data["step"], 4,
+        "resumed after the checkpoint of step 3"
+    );
+    let end = wait_event(&mut sub, 600, is_end).await;
+    assert_ne!(
+        end.kind,
+        "trainer.failed",
+        "{:?}\n{}",
+        end.data,
+        home.log_text()
+    );
+    // The training ran on the worker (both lives), the gate and the adapter at home.
+    let log = w.log_text();
+    assert_eq!(log.matches("\"node.training\"").count(), 2, "{log}");
+    assert!(log.contains("\"trainer.resumed\""), "{log}");
+    let home_log = home.log_text();
+    assert!(home_log.contains("\"trainer.remote\"") && !home_log.contains("\"trainer.local\""));
+    assert!(
+        !home_log.contains("\"trainer.resumed\""),
+        "the home trained nothing itself"
+    );
+    assert!(
+        home_log.contains("cluster.call_lost"),
+        "the run was asked again after the kill"
+    );
+    let adapters = std::fs::read_dir(home.data_dir().join("adapters"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "gguf"))
+        })
+        .count();
+    assert_eq!(adapters, 1, "the adapter came home");
+    let s = c.request("trainer_status", json!({})).await.unwrap();
+    assert_eq!(s["last"][0]["resumed_from"], 3, "{s}");
+    assert_eq!(s["last"][0]["steps"], 6, "{s}");
+    // The run is over: the worker's checkpoint is gone.
+    let left = std::fs::read_dir(w.files.data_dir().join("node/train"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0);
+}

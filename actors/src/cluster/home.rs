@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use ractor_cluster::node::NodeServerSessionInformation;
 use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, NodeSessionMessage};
 use serde::Serialize;
 use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::call::{self, Admitted};
 use super::wire::{Role, RoleMsg, Work};
@@ -21,6 +23,7 @@ use crate::events::{Event, EventHub};
 use crate::llm::{ChatRequest, ChatResponse, LlmBackend, LlmError};
 use crate::settings::{Settings, WhenNoNode};
 use crate::tools::sandbox::{Output, SandboxError};
+use crate::trainer::{Progress, TrainJob, Trained, TrainerError};
 
 /// The cluster organ's actor.
 pub struct ClusterActor;
@@ -66,6 +69,14 @@ pub enum ClusterMsg {
     Sandbox(
         Box<Value>,
         RpcReplyPort<Option<Result<Output, SandboxError>>>,
+    ),
+    /// The training part of a trainer run for a worker node serving `train`, its progress into the sender,
+    /// stopped once the flag is set: `None` when no node serves it and it belongs to this machine.
+    Train(
+        Box<TrainJob>,
+        UnboundedSender<Progress>,
+        Arc<AtomicBool>,
+        RpcReplyPort<Option<Result<Trained, TrainerError>>>,
     ),
     /// The worker nodes up now.
     Nodes(RpcReplyPort<Vec<NodeInfo>>),
@@ -189,6 +200,9 @@ impl Actor for ClusterActor {
         match msg {
             ClusterMsg::Think(req, port) => state.think(&myself, req, port),
             ClusterMsg::Sandbox(req, port) => state.sandbox(&myself, *req, port),
+            ClusterMsg::Train(job, progress, cancel, port) => {
+                state.train(&myself, *job, progress, cancel, port)
+            }
             ClusterMsg::Nodes(port) => {
                 let nodes = state
                     .nodes
@@ -351,6 +365,8 @@ impl ClusterState {
                 &c,
                 start,
                 &admitted,
+                None,
+                None,
             )
             .await
             {
@@ -378,7 +394,9 @@ impl ClusterState {
         let (me, admitted, start) = (myself.clone(), self.admitted.clone(), self.turn());
         tokio::spawn(async move {
             let result =
-                match call::remote_call(&me, Work::Sandbox(req), &c, start, &admitted).await {
+                match call::remote_call(&me, Work::Sandbox(req), &c, start, &admitted, None, None)
+                    .await
+                {
                     Ok(Some(reply)) => Some(
                         reply
                             .into_run()
@@ -391,6 +409,47 @@ impl ClusterState {
                         }
                     },
                     Err(e) => Some(Err(SandboxError::Failed(e.to_string()))),
+                };
+            let _ = port.send(result);
+        });
+    }
+
+    fn train(
+        &mut self,
+        myself: &ActorRef<ClusterMsg>,
+        job: TrainJob,
+        progress: UnboundedSender<Progress>,
+        cancel: Arc<AtomicBool>,
+        port: RpcReplyPort<Option<Result<Trained, TrainerError>>>,
+    ) {
+        let c = self.args.settings.load().cluster.clone();
+        let (me, admitted, start) = (myself.clone(), self.admitted.clone(), self.turn());
+        // One id per fingerprint: a run retried, or taken up again after a restart of the home, joins the run in
+        // flight on its node or resumes from that node's checkpoint.
+        let id = format!("train-{}", job.fingerprint);
+        let watch = call::Watch {
+            progress,
+            cancel,
+            poll: Duration::from_millis(c.progress_poll_ms),
+        };
+        tokio::spawn(async move {
+            let work = Work::Train(Box::new(job));
+            let result =
+                match call::remote_call(&me, work, &c, start, &admitted, Some(id), Some(&watch))
+                    .await
+                {
+                    Ok(Some(reply)) => Some(reply.into_trained().map_err(|e| {
+                        TrainerError::Unavailable(format!("training on a worker node: {e}"))
+                    })),
+                    Ok(None) => match c.when_no_node {
+                        WhenNoNode::Local => None,
+                        WhenNoNode::Unavailable => {
+                            Some(Err(TrainerError::Unavailable(call::no_node(Role::Train))))
+                        }
+                    },
+                    Err(e) => Some(Err(TrainerError::Unavailable(format!(
+                        "training on a worker node: {e}"
+                    )))),
                 };
             let _ = port.send(result);
         });

@@ -60,6 +60,7 @@ mod worker;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +68,7 @@ use async_trait::async_trait;
 use batos_protocol::ErrorCode;
 use ractor::RpcReplyPort;
 use serde_json::Value;
+use tokio::sync::mpsc::UnboundedSender;
 
 pub use cookie::{ensure as ensure_cookie, read as read_cookie};
 pub use home::{ClusterActor, ClusterArgs, ClusterMsg, NodeInfo};
@@ -80,6 +82,7 @@ use crate::llm::{
 use crate::settings::Settings;
 use crate::tools::sandbox::pool::RemoteSandbox;
 use crate::tools::sandbox::{Output, SandboxError};
+use crate::trainer::{Progress, RemoteTrainer, TrainJob, Trained, TrainerError};
 
 /// The name the cluster organ registers under.
 pub const CLUSTER_NAME: &str = "cluster";
@@ -131,7 +134,7 @@ impl Handle<ClusterActor> {
     /// A persona's model call, carried to a worker node (or as `when_no_node` says).
     pub async fn think(&self, req: ChatRequest) -> Result<ChatResponse, LlmError> {
         match self
-            .outwaiting_restarts(|p| ClusterMsg::Think(req.clone(), p))
+            .outwaiting_restarts(self.timeout(), |p| ClusterMsg::Think(req.clone(), p))
             .await
         {
             Ok(result) => result,
@@ -144,9 +147,32 @@ impl Handle<ClusterActor> {
 
     /// A sandbox run, carried to a worker node serving `tools`; `None` when it belongs to this machine's pool.
     pub async fn sandbox(&self, request: Value) -> Option<Result<Output, SandboxError>> {
-        self.outwaiting_restarts(|p| ClusterMsg::Sandbox(Box::new(request.clone()), p))
-            .await
-            .unwrap_or_else(|e| Some(Err(SandboxError::Unreachable(e))))
+        self.outwaiting_restarts(self.timeout(), |p| {
+            ClusterMsg::Sandbox(Box::new(request.clone()), p)
+        })
+        .await
+        .unwrap_or_else(|e| Some(Err(SandboxError::Unreachable(e))))
+    }
+
+    /// The training part of a run, carried to a worker node serving `train`; `None` when it belongs here.
+    pub async fn train(
+        &self,
+        job: TrainJob,
+        progress: UnboundedSender<Progress>,
+        cancel: Arc<AtomicBool>,
+    ) -> Option<Result<Trained, TrainerError>> {
+        let c = self.settings().load().cluster.clone();
+        // Every attempt may run its whole time, and a retry may first wait a call timeout for a node.
+        let attempts = u64::from(c.retries) + 1;
+        let within = Duration::from_millis(
+            (c.train_timeout_ms + c.call_timeout_ms + c.retry_backoff_ms) * attempts,
+        );
+        let job = Box::new(job);
+        self.outwaiting_restarts(within, |p| {
+            ClusterMsg::Train(job.clone(), progress.clone(), cancel.clone(), p)
+        })
+        .await
+        .unwrap_or_else(|e| Some(Err(TrainerError::Unavailable(e.to_string()))))
     }
 
     /// Asks the organ, outwaiting a restart of it (up to one `call_timeout_ms`, asking again every
@@ -154,12 +180,13 @@ impl Handle<ClusterActor> {
     /// answered by its own task, crash or not.
     async fn outwaiting_restarts<T: Send + 'static>(
         &self,
+        within: Duration,
         msg: impl Fn(RpcReplyPort<T>) -> ClusterMsg,
     ) -> Result<T, AskError> {
         let c = self.settings().load().cluster.clone();
         let deadline = std::time::Instant::now() + Duration::from_millis(c.call_timeout_ms);
         loop {
-            match self.ask(&msg).await {
+            match self.ask_within(within, &msg).await {
                 Err(AskError::Restarting { .. } | AskError::Stopped { .. })
                     if std::time::Instant::now() < deadline =>
                 {
@@ -177,6 +204,18 @@ impl Handle<ClusterActor> {
             ClusterMsg::Nodes,
         )
         .await
+    }
+}
+
+#[async_trait]
+impl RemoteTrainer for Handle<ClusterActor> {
+    async fn train(
+        &self,
+        job: TrainJob,
+        progress: UnboundedSender<Progress>,
+        cancel: Arc<AtomicBool>,
+    ) -> Option<Result<Trained, TrainerError>> {
+        Handle::<ClusterActor>::train(self, job, progress, cancel).await
     }
 }
 

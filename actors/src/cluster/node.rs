@@ -102,6 +102,11 @@ pub async fn run_worker(settings: &Settings) -> Result<(), ClusterError> {
                     timeout: Duration::from_millis(t.timeout_ms) * 2 + Duration::from_secs(5),
                 }
             }
+            Role::Train => Serves::Train {
+                embedded: settings.llm.embedded.clone(),
+                dir: settings.data_dir.join("node/train"),
+                threads: settings.trainer.threads.max(1),
+            },
         };
         let (role_server, role_handle) = Actor::spawn(
             None,

@@ -219,3 +219,55 @@ fn a_handshake_name_splits_into_the_node_and_its_process_instance() {
     );
     assert_eq!(split_name(""), (String::new(), String::new()));
 }
+
+#[test]
+fn a_trained_adapter_crosses_as_bytes_and_a_progress_answer_is_bounded() {
+    use crate::trainer::{Outcome as RunOutcome, Progress, Trained};
+    let adapter: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    let reply = RoleReply {
+        call_id: "train-ab".into(),
+        node: "t1".into(),
+        backend: "candle".into(),
+        outcome: Outcome::Trained(Trained {
+            outcome: RunOutcome {
+                steps: 6,
+                resumed_from: 3,
+                cancelled: false,
+                last_loss: 0.5,
+            },
+            adapter: Some(adapter.clone()),
+        }),
+    };
+    let bytes = wire::encode(&reply).unwrap();
+    // MessagePack `bin`, not an array of small integers (which would take up to twice the size).
+    assert!(bytes.len() < adapter.len() + 1024, "{} bytes", bytes.len());
+    let back = wire::decode_reply(&bytes, 16 << 20, "train-ab")
+        .unwrap()
+        .into_trained()
+        .unwrap();
+    assert_eq!(back.adapter.as_deref(), Some(&adapter[..]));
+    assert_eq!(back.outcome.resumed_from, 3);
+    // The same reply asked as a model call is refused, not misread.
+    let e = wire::decode_reply(&bytes, 16 << 20, "train-ab")
+        .unwrap()
+        .into_chat()
+        .unwrap_err();
+    assert!(e.to_string().contains("another role"), "{e}");
+    let p = Progress {
+        step: 4,
+        steps: 6,
+        epoch: 2,
+        loss: 1.5,
+        tokens_per_s: 90.0,
+        eta_s: 12.0,
+    };
+    assert_eq!(
+        wire::decode_progress(&wire::encode(&Some(p.clone())).unwrap()),
+        Some(p)
+    );
+    assert_eq!(
+        wire::decode_progress(&wire::encode(&None::<Progress>).unwrap()),
+        None
+    );
+    assert_eq!(wire::decode_progress(&[0x90; 2048]), None);
+}

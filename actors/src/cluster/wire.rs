@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::llm::{ChatRequest, ChatResponse, LlmError};
 use crate::tools::sandbox::Output;
+use crate::trainer::{Progress, TrainJob, Trained};
 
 /// Longest node name a reply may carry (settings allow 64).
 const MAX_NODE_NAME: usize = 64;
@@ -23,17 +24,20 @@ pub enum Role {
     Think,
     /// Sandboxed tool runs (a forged tool's call, the ToolForge's test run), in the worker's own sandbox pool.
     Tools,
+    /// The training part of a trainer run, on the worker's CPU.
+    Train,
 }
 
 impl Role {
     /// Every role, in the order `status` lists them.
-    pub const ALL: [Role; 2] = [Role::Think, Role::Tools];
+    pub const ALL: [Role; 3] = [Role::Think, Role::Tools, Role::Train];
 
     /// Its name in settings and in `status`.
     pub fn name(self) -> &'static str {
         match self {
             Role::Think => "think",
             Role::Tools => "tools",
+            Role::Train => "train",
         }
     }
 
@@ -59,6 +63,15 @@ pub enum RoleMsg {
     Done(String, Vec<u8>),
     /// From the home: this node is refused (its name is in use); the text says why. The worker stops.
     Refused(Vec<u8>),
+    /// From the home: how far is the running call of this id (its bytes)? A [`Progress`] or nil, MessagePack.
+    #[rpc]
+    Progress(Vec<u8>, RpcReplyPort<Vec<u8>>),
+    /// From the home: stop the running call of this id (its bytes) — a training run stops at its next step,
+    /// checkpoint written, and answers as cancelled.
+    Cancel(Vec<u8>),
+    /// A call this server ran has ended and must not be remembered: a cancelled training run, which the next
+    /// call of its id resumes from its checkpoint rather than be answered "cancelled" again.
+    Forget(String, Vec<u8>),
 }
 
 /// A call as the home sends it.
@@ -80,6 +93,8 @@ pub enum Work {
     /// `tools`: one sandbox run — the runner's request (mode, source, arguments) as the home built it; the
     /// worker's own `[tools]` limits apply.
     Sandbox(Value),
+    /// `train`: the training part of a trainer run.
+    Train(Box<TrainJob>),
 }
 
 impl Work {
@@ -88,6 +103,7 @@ impl Work {
         match self {
             Work::Think(_) => Role::Think,
             Work::Sandbox(_) => Role::Tools,
+            Work::Train(_) => Role::Train,
         }
     }
 }
@@ -114,6 +130,8 @@ pub enum Outcome {
     Answer(ChatResponse),
     /// The sandbox ran (the tool may still have failed inside it: the output says).
     Ran(Output),
+    /// The training run ended (or was cancelled, checkpoint kept).
+    Trained(Trained),
     /// The worker could not do the work: its error as text, and whether it was a timeout.
     Failed {
         /// The error's message.
@@ -174,10 +192,7 @@ impl RoleReply {
                 r.host = Some(format!("{}@{}", self.backend, self.node));
                 Ok(r)
             }
-            Outcome::Ran(_) => Err(LlmError::BadResponse(format!(
-                "node {} answered a model call with a sandbox run",
-                self.node
-            ))),
+            Outcome::Ran(_) | Outcome::Trained(_) => Err(mismatch(&self.node, "a model call")),
             Outcome::Failed { message, timeout } => Err(failed(&self.node, message, timeout)),
         }
     }
@@ -186,13 +201,36 @@ impl RoleReply {
     pub fn into_run(self) -> Result<Output, LlmError> {
         match self.outcome {
             Outcome::Ran(out) => Ok(out),
-            Outcome::Answer(_) => Err(LlmError::BadResponse(format!(
-                "node {} answered a sandbox run with a model answer",
-                self.node
-            ))),
+            Outcome::Answer(_) | Outcome::Trained(_) => Err(mismatch(&self.node, "a sandbox run")),
             Outcome::Failed { message, timeout } => Err(failed(&self.node, message, timeout)),
         }
     }
+
+    /// The reply to a `train` call as the run's training result.
+    pub fn into_trained(self) -> Result<Trained, LlmError> {
+        match self.outcome {
+            Outcome::Trained(t) => Ok(t),
+            Outcome::Answer(_) | Outcome::Ran(_) => Err(mismatch(&self.node, "a training run")),
+            Outcome::Failed { message, timeout } => Err(failed(&self.node, message, timeout)),
+        }
+    }
+}
+
+fn mismatch(node: &str, asked: &str) -> LlmError {
+    LlmError::BadResponse(format!(
+        "node {node} answered {asked} with the result of another role"
+    ))
+}
+
+/// Reads a worker's answer to a progress question: a training run's last step, or nothing yet.
+pub fn decode_progress(bytes: &[u8]) -> Option<Progress> {
+    // A progress report is a few numbers: anything larger is not one.
+    if bytes.len() > 1024 {
+        return None;
+    }
+    rmp_serde::from_slice::<Option<Progress>>(bytes)
+        .ok()
+        .flatten()
 }
 
 fn failed(node: &str, message: String, timeout: bool) -> LlmError {

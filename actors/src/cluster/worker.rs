@@ -5,15 +5,20 @@
 //! ended calls are remembered, oldest forgotten first).
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
 
 use super::wire::{self, Outcome, Role, RoleMsg, RoleReply, Work};
 use crate::llm::{LlmBackend, LlmError};
+use crate::settings::EmbeddedSettings;
 use crate::tools::sandbox::pool::SandboxHandle;
+use crate::trainer::{train_here, Progress, TrainJob, Trained};
 
 /// The role server actor.
 pub struct RoleServer;
@@ -30,6 +35,22 @@ pub enum Serves {
         /// How long one run may take, waiting for a sandbox included.
         timeout: Duration,
     },
+    /// `train`: this machine's CPU over its own copy of the base model.
+    Train {
+        /// The worker's `[llm.embedded]`: where its copy of the base model is (the job says which it must be).
+        embedded: EmbeddedSettings,
+        /// Where runs' checkpoints live, by fingerprint.
+        dir: PathBuf,
+        /// Training threads (`[trainer] threads`).
+        threads: usize,
+    },
+}
+
+/// What a running call shares with the server: its cancel flag and its last progress.
+#[derive(Debug, Clone)]
+pub struct Live {
+    cancel: Arc<AtomicBool>,
+    progress: watch::Sender<Option<Progress>>,
 }
 
 impl Serves {
@@ -38,6 +59,7 @@ impl Serves {
         match self {
             Serves::Think(_) => Role::Think,
             Serves::Tools { .. } => Role::Tools,
+            Serves::Train { .. } => Role::Train,
         }
     }
 
@@ -45,10 +67,11 @@ impl Serves {
         match self {
             Serves::Think(b) => b.kind().to_string(),
             Serves::Tools { backend, .. } => backend.clone(),
+            Serves::Train { .. } => "candle".into(),
         }
     }
 
-    async fn run(self, work: Work) -> Result<Outcome, LlmError> {
+    async fn run(self, work: Work, live: Live) -> Result<Outcome, LlmError> {
         match (self, work) {
             (Serves::Think(b), Work::Think(req)) => b.chat(req, None).await.map(Outcome::Answer),
             (Serves::Tools { timeout, .. }, Work::Sandbox(req)) => SandboxHandle
@@ -56,6 +79,17 @@ impl Serves {
                 .await
                 .map(Outcome::Ran)
                 .map_err(|e| LlmError::Backend(e.to_string())),
+            (
+                Serves::Train {
+                    embedded,
+                    dir,
+                    threads,
+                },
+                Work::Train(job),
+            ) => tokio::task::spawn_blocking(move || train(*job, embedded, dir, threads, live))
+                .await
+                .map_err(|e| LlmError::Backend(format!("the training thread died: {e}")))?
+                .map(Outcome::Trained),
             (serves, work) => Err(LlmError::InvalidRequest(format!(
                 "this server serves {}, not {}",
                 serves.role().name(),
@@ -63,6 +97,46 @@ impl Serves {
             ))),
         }
     }
+}
+
+/// A training job on this worker, blocking: its weights checked against the job's, its checkpoint under its
+/// fingerprint (kept on cancel, removed once it ends), its progress into `live`.
+fn train(
+    job: TrainJob,
+    embedded: EmbeddedSettings,
+    dir: PathBuf,
+    threads: usize,
+    live: Live,
+) -> Result<Trained, LlmError> {
+    let fp = &job.fingerprint;
+    if fp.is_empty() || fp.len() > 128 || !fp.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(LlmError::InvalidRequest(
+            "a training job's fingerprint must be hex".into(),
+        ));
+    }
+    let mine = EmbeddedSettings {
+        model_sha256: job.base_sha256.clone(),
+        serve_weights: job.serve_weights,
+        ..embedded
+    };
+    let weights = crate::llm::embedded::training_weights(&mine).map_err(|e| {
+        LlmError::InvalidRequest(format!(
+            "this worker has not the home's base model (llm.embedded.model_path must be the file of SHA-256 {}): {e}",
+            job.base_sha256
+        ))
+    })?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| LlmError::Backend(format!("{}: {e}", dir.display())))?;
+    let ckpt = dir.join(format!("{fp}.ckpt"));
+    tracing::info!(event = "node.training", fingerprint = %fp, steps = job.cfg.steps, examples = job.data.len(), threads, "training for the home");
+    let trained = train_here(&weights, &job, &ckpt, threads, &live.cancel, |p| {
+        live.progress.send_replace(Some(p.clone()));
+    })
+    .map_err(|e| LlmError::Backend(e.to_string()))?;
+    if !trained.outcome.cancelled {
+        let _ = std::fs::remove_file(&ckpt);
+    }
+    Ok(trained)
 }
 
 /// What a role server starts from.
@@ -82,8 +156,8 @@ pub struct RoleArgs {
 
 /// A call the server knows.
 enum Call {
-    /// Running: the callers waiting for it (a retry adds one).
-    Running(Vec<RpcReplyPort<Vec<u8>>>),
+    /// Running: the callers waiting for it (a retry adds one), and what it shares.
+    Running(Vec<RpcReplyPort<Vec<u8>>>, Live),
     /// Ended: its reply, for a late retry.
     Ended(Vec<u8>),
 }
@@ -123,7 +197,23 @@ impl Actor for RoleServer {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RoleMsg::Call(bytes, port) => state.call(&myself, &bytes, port),
-            RoleMsg::Done(id, reply) => state.done(id, reply),
+            RoleMsg::Done(id, reply) => state.done(id, reply, true),
+            RoleMsg::Forget(id, reply) => state.done(id, reply, false),
+            RoleMsg::Progress(id, port) => {
+                let id = String::from_utf8_lossy(&id);
+                let last = match state.calls.get(id.as_ref()) {
+                    Some(Call::Running(_, live)) => live.progress.borrow().clone(),
+                    _ => None,
+                };
+                let _ = port.send(wire::encode(&last).unwrap_or_default());
+            }
+            RoleMsg::Cancel(id) => {
+                let id = String::from_utf8_lossy(&id);
+                if let Some(Call::Running(_, live)) = state.calls.get(id.as_ref()) {
+                    tracing::info!(event = "node.call_cancelled", call_id = %id, "the home cancelled a running call");
+                    live.cancel.store(true, Ordering::SeqCst);
+                }
+            }
             RoleMsg::Refused(why) => {
                 let why = batos_protocol::truncate(&String::from_utf8_lossy(&why), 512).to_string();
                 if let Some(tx) = &state.args.refused {
@@ -151,32 +241,52 @@ impl RoleState {
                 tracing::info!(event = "node.call_deduped", call_id = %call.call_id, "answered a retried call from its record");
                 let _ = port.send(reply.clone());
             }
-            Some(Call::Running(waiting)) => waiting.push(port),
+            Some(Call::Running(waiting, live)) => {
+                // Someone wants it again: a cancel not yet acted on is withdrawn.
+                live.cancel.store(false, Ordering::SeqCst);
+                waiting.push(port);
+            }
             None => {
-                self.calls
-                    .insert(call.call_id.clone(), Call::Running(vec![port]));
+                let live = Live {
+                    cancel: Arc::new(AtomicBool::new(false)),
+                    progress: watch::channel(None).0,
+                };
+                self.calls.insert(
+                    call.call_id.clone(),
+                    Call::Running(vec![port], live.clone()),
+                );
                 let serves = self.args.serves.clone();
                 let me = myself.clone();
                 let (node, kind) = (self.args.node.clone(), serves.backend());
                 tokio::spawn(async move {
                     let id = call.call_id.clone();
                     // The call runs in its own task so a panic in the backend is an answer, not a hang.
-                    let result = match tokio::spawn(serves.run(call.work)).await {
+                    let result = match tokio::spawn(serves.run(call.work, live)).await {
                         Ok(r) => r,
                         Err(e) => Err(LlmError::Backend(format!("the call panicked: {e}"))),
                     };
+                    let cancelled =
+                        matches!(&result, Ok(Outcome::Trained(t)) if t.outcome.cancelled);
                     let reply = encode_reply(&id, &node, &kind, result);
-                    let _ = me.cast(RoleMsg::Done(id, reply));
+                    let _ = me.cast(if cancelled {
+                        RoleMsg::Forget(id, reply)
+                    } else {
+                        RoleMsg::Done(id, reply)
+                    });
                 });
             }
         }
     }
 
-    fn done(&mut self, id: String, reply: Vec<u8>) {
-        if let Some(Call::Running(waiting)) = self.calls.remove(&id) {
+    /// A call ended: its waiting callers get `reply`, which is remembered for a retry when `keep`.
+    fn done(&mut self, id: String, reply: Vec<u8>, keep: bool) {
+        if let Some(Call::Running(waiting, _)) = self.calls.remove(&id) {
             for port in waiting {
                 let _ = port.send(reply.clone());
             }
+        }
+        if !keep {
+            return;
         }
         self.calls.insert(id.clone(), Call::Ended(reply));
         self.ended.push_back(id);

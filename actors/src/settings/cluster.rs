@@ -34,23 +34,35 @@ pub struct ClusterSettings {
     pub cookie_file: PathBuf,
     /// Worker only: the roles it serves (at least one). `think`: persona model calls, on the worker's `[llm]`
     /// backend. `tools`: sandboxed tool runs, in the worker's own sandbox pool under its own `[tools]` policy.
+    /// `train`: the training part of trainer runs, on the worker's CPU (`[trainer] threads`) over its own copy
+    /// of the base model (`[llm.embedded] model_path`, checked against the home's SHA-256).
     pub roles: Vec<String>,
     /// Home only: personas whose model calls go to worker nodes; `"*"` is every persona.
     pub remote_personas: Vec<String>,
     /// Home only: whether sandboxed tool runs (forged tools' calls, the ToolForge's tests) go to worker nodes
     /// serving `tools`.
     pub remote_tools: bool,
+    /// Home only: whether trainer runs train on worker nodes serving `train` (the golden set, the gate and the
+    /// swap stay home).
+    pub remote_training: bool,
     /// Home only: what a remote call (a remote persona's, or a tool run with `remote_tools`) does when no
     /// node serves its role: run here, or fail at once naming the role.
     pub when_no_node: WhenNoNode,
-    /// Milliseconds one attempt of a remote model call may take (the model's own time included).
+    /// Milliseconds one attempt of a remote model call or tool run may take (its own time included); also the
+    /// longest a retry waits for a node to serve.
     pub call_timeout_ms: u64,
+    /// Milliseconds one attempt of a remote training run may take.
+    pub train_timeout_ms: u64,
+    /// Milliseconds between the home's questions to a worker about a training run: its progress (for
+    /// `trainer.progress`) and, once the run is cancelled, the cancel.
+    pub progress_poll_ms: u64,
     /// Attempts after the first when a node is lost or silent; each retry keeps the call's id, so a node that
     /// already ran it answers from its record instead of running it again.
     pub retries: u32,
     /// Milliseconds between attempts (time for a lost node's return, or for the next node to be picked).
     pub retry_backoff_ms: u64,
-    /// Bytes: the largest frame a node accepts from a peer, and the largest reply the home reads.
+    /// Bytes: the largest frame a node accepts from a peer, and the largest reply the home reads. A trained
+    /// adapter comes back whole in one reply (about 5 MB with the shipped targets on the 135M model).
     pub max_frame_bytes: u64,
     /// Worker only: finished calls remembered by id, so a retried call is answered without running again.
     pub dedupe_capacity: usize,
@@ -79,11 +91,14 @@ impl Default for ClusterSettings {
             roles: vec!["think".into()],
             remote_personas: vec!["*".into()],
             remote_tools: false,
+            remote_training: false,
             when_no_node: WhenNoNode::Local,
             call_timeout_ms: 120_000,
+            train_timeout_ms: 4 * 3600 * 1000,
+            progress_poll_ms: 1000,
             retries: 2,
             retry_backoff_ms: 500,
-            max_frame_bytes: 4 * 1024 * 1024,
+            max_frame_bytes: 16 * 1024 * 1024,
             dedupe_capacity: 1024,
             reconnect_ms: 1000,
             tls: false,
@@ -95,7 +110,7 @@ impl Default for ClusterSettings {
 }
 
 /// The roles a worker may serve in this build.
-pub const ROLES: &[&str] = &["think", "tools"];
+pub const ROLES: &[&str] = &["think", "tools", "train"];
 
 impl ClusterSettings {
     /// Whether `persona`'s model calls go to worker nodes (on a home with the cluster enabled).
@@ -179,10 +194,14 @@ impl ClusterSettings {
                 ),
             ));
         }
-        if self.call_timeout_ms == 0 || self.reconnect_ms == 0 {
+        if self.call_timeout_ms == 0
+            || self.reconnect_ms == 0
+            || self.train_timeout_ms == 0
+            || self.progress_poll_ms == 0
+        {
             return Err((
                 "cluster.call_timeout_ms",
-                "call_timeout_ms and reconnect_ms must be positive".into(),
+                "call_timeout_ms, train_timeout_ms, progress_poll_ms and reconnect_ms must be positive".into(),
             ));
         }
         if self.max_frame_bytes < 64 * 1024 {
@@ -226,7 +245,7 @@ mod tests {
         };
         assert!(tls.check().is_ok(), "with TLS a public address is allowed");
         let role = ClusterSettings {
-            roles: vec!["think".into(), "train".into()],
+            roles: vec!["think".into(), "dream".into()],
             ..Default::default()
         };
         assert_eq!(role.check().unwrap_err().0, "cluster.roles");

@@ -39,6 +39,8 @@ pub struct TrainerCtx {
     pub adapters: PathBuf,
     /// The exam gate (`trainer.exam_gate`); `None` where no exam organ runs (unit tests).
     pub exam: Option<Arc<dyn crate::ports::ExamGate>>,
+    /// Worker nodes serving `train`, asked first (`[cluster] remote_training` on a home); `None` trains here.
+    pub remote: Option<Arc<dyn super::remote::RemoteTrainer>>,
 }
 
 /// How a run ended.

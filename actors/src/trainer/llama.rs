@@ -125,7 +125,8 @@ pub(super) fn model_err(e: candle_core::Error) -> TrainerError {
 }
 
 /// How LoRA is laid on the model: which projections, rank, alpha (scale = alpha / rank) and input dropout.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LoraSpec {
     /// Names from [`TARGETS`].
     pub targets: Vec<String>,

@@ -51,6 +51,7 @@ mod exam_gate;
 pub mod llama;
 mod messages;
 pub mod pipeline;
+pub mod remote;
 pub mod serving;
 pub mod train;
 
@@ -64,6 +65,7 @@ pub use train::{mean_nll, train, Outcome, Progress, Schedule, Sequence, TrainCon
 pub use actor::{TrainerActor, TRAINER_NAME};
 pub use ctx::{RunReport, TrainerCtx};
 pub use messages::{TrainerArgs, TrainerMsg, TrainerStatus};
+pub use remote::{train_here, RemoteTrainer, TrainJob, Trained};
 
 use async_trait::async_trait;
 use batos_protocol::ErrorCode;

@@ -15,10 +15,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::ctx::{RunReport, TrainerCtx};
-use super::{
-    adapter_bytes, train, LlamaLora, LoraSpec, Outcome, Schedule, Sequence, TrainConfig,
-    TrainerError,
-};
+use super::remote::{train_here, RemoteTrainer, TrainJob, Trained};
+use super::{LoraSpec, Schedule, Sequence, TrainConfig, TrainerError};
 use crate::events::{Event, EventHub};
 use crate::llm::embedded::EmbeddedBackend;
 use crate::llm::{ChatMessage, Role, ToolSpec};
@@ -316,45 +314,46 @@ pub async fn run(
     // the restarted trainer would train the same persona twice over one checkpoint.
     let _stop_on_drop = StopOnDrop(cancel.clone());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<super::Progress>();
-    let threads = s.threads;
-    let stop = cancel.clone();
-    let (fp, ck) = (fingerprint.clone(), ckpt.clone());
-    let work = tokio::task::spawn_blocking(
-        move || -> Result<(Outcome, Option<Vec<u8>>), TrainerError> {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map_err(|e| TrainerError::Model(e.to_string()))?;
-            pool.install(|| {
-                let mut file = std::fs::File::open(&model_path)
-                    .map_err(|e| TrainerError::Io(format!("{}: {e}", model_path.display())))?;
-                let model = LlamaLora::load(&mut file, spec)?;
-                let out = train(&model, &train_set, &cfg, Some(&ck), &fp, &stop, |p| {
-                    let _ = tx.send(p.clone());
-                })?;
-                let bytes = if out.cancelled {
-                    None
-                } else {
-                    Some(adapter_bytes(&model)?)
-                };
-                Ok((out, bytes))
-            })
-        },
+    let base_sha256 = match settings.llm.embedded.model_sha256.clone() {
+        sha if !sha.is_empty() => sha,
+        _ => crate::llm::embedded::file_sha256(&settings.llm.embedded.model_path)
+            .map_err(|e| TrainerError::Io(e.to_string()))?,
+    };
+    let job = TrainJob {
+        base_sha256,
+        serve_weights: settings.llm.embedded.serve_weights,
+        spec,
+        cfg,
+        data: train_set,
+        fingerprint: fingerprint.clone(),
+    };
+    let work = train_somewhere(
+        ctx.remote.clone(),
+        job,
+        model_path,
+        ckpt.clone(),
+        s.threads,
+        cancel.clone(),
+        tx,
     );
-    while let Some(p) = rx.recv().await {
-        ctx.hub.publish(Event::TrainerProgress {
-            persona: persona.clone(),
-            step: p.step,
-            steps: p.steps,
-            epoch: p.epoch,
-            loss: p.loss,
-            tokens_per_s: p.tokens_per_s,
-            eta_s: p.eta_s,
-        });
-    }
-    let (out, bytes) = work
-        .await
-        .map_err(|e| TrainerError::Model(format!("the training thread died: {e}")))??;
+    let progress = async {
+        while let Some(p) = rx.recv().await {
+            ctx.hub.publish(Event::TrainerProgress {
+                persona: persona.clone(),
+                step: p.step,
+                steps: p.steps,
+                epoch: p.epoch,
+                loss: p.loss,
+                tokens_per_s: p.tokens_per_s,
+                eta_s: p.eta_s,
+            });
+        }
+    };
+    let (trained, ()) = tokio::join!(work, progress);
+    let Trained {
+        outcome: out,
+        adapter: bytes,
+    } = trained?;
     report.steps = out.steps;
     report.resumed_from = out.resumed_from;
     let Some(bytes) = bytes else {
@@ -422,6 +421,56 @@ pub async fn run(
         exam_after: report.exam_after,
     });
     Ok(report)
+}
+
+/// How many times a run asks a worker again after its run there stopped for a cancel not its own.
+const REMOTE_ASKS: usize = 3;
+
+/// The training part of a run: on a worker node serving `train` when the home has one (`remote`), else here
+/// on `threads` threads over `weights`. Progress goes to `tx` until it ends.
+async fn train_somewhere(
+    remote: Option<Arc<dyn RemoteTrainer>>,
+    job: TrainJob,
+    weights: PathBuf,
+    ckpt: PathBuf,
+    threads: usize,
+    cancel: Arc<AtomicBool>,
+    tx: tokio::sync::mpsc::UnboundedSender<super::Progress>,
+) -> Result<Trained, TrainerError> {
+    if let Some(remote) = remote {
+        tracing::info!(event = "trainer.remote", fingerprint = %job.fingerprint, "asking a worker node serving train");
+        let mut last = None;
+        // A run stopped by another's cancel (the life before a crash of this trainer, whose run the worker was
+        // still ending when this one joined it) is asked for again: it resumes from its checkpoint there.
+        for _ in 0..REMOTE_ASKS {
+            match remote.train(job.clone(), tx.clone(), cancel.clone()).await {
+                Some(Ok(t)) if t.outcome.cancelled && !cancel.load(Ordering::SeqCst) => {
+                    tracing::info!(
+                        event = "trainer.remote_again",
+                        step = t.outcome.steps,
+                        "the worker's run stopped for an earlier cancel; asking again"
+                    );
+                    last = Some(Ok(t));
+                }
+                Some(r) => return r,
+                None => break,
+            }
+        }
+        if let Some(r) = last {
+            return r;
+        }
+        tracing::info!(
+            event = "trainer.local",
+            "no worker node serves train; training here"
+        );
+    }
+    tokio::task::spawn_blocking(move || {
+        train_here(&weights, &job, &ckpt, threads, &cancel, |p| {
+            let _ = tx.send(p.clone());
+        })
+    })
+    .await
+    .map_err(|e| TrainerError::Model(format!("the training thread died: {e}")))?
 }
 
 /// Ends a run refused by a gate: the report says why, and `trainer.rejected` carries its figures.

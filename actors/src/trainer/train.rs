@@ -22,7 +22,8 @@ use super::TrainerError;
 
 /// One training sequence: its tokens and which of them the loss is taken on (the assistant's answer, not
 /// the prompt that precedes it).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Sequence {
     /// Token ids, as the serving engine tokenizes the rendered chat.
     pub tokens: Vec<u32>,
@@ -38,7 +39,8 @@ impl Sequence {
 }
 
 /// How the learning rate moves after warm-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub enum Schedule {
     /// Cosine decay to zero at the last step.
     Cosine,
@@ -47,7 +49,8 @@ pub enum Schedule {
 }
 
 /// Hyper-parameters of one run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TrainConfig {
     /// Optimizer steps in the run.
     pub steps: usize,
@@ -99,7 +102,8 @@ pub fn bounded_steps(steps: usize, max_epochs: f64, examples: usize, batch: usiz
 }
 
 /// What one step reports.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Progress {
     /// Steps done (1-based after the first).
     pub step: usize,
@@ -116,7 +120,8 @@ pub struct Progress {
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Outcome {
     /// Steps done in all (a resumed run counts the steps before the kill).
     pub steps: usize,

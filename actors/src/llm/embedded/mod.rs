@@ -56,7 +56,7 @@ use grammar::{compile_grammar, tool_preamble};
 use worker::{Job, Shared};
 
 pub use grammar::{bound_strings, clamp_numbers, tool_choice_schema};
-pub use model_file::{verify_model_file, ModelFileError};
+pub use model_file::{file_sha256, verify_model_file, ModelFileError};
 
 /// Prefix of a model spec naming an adapter file directly: `lora:/path/to/adapter.gguf`.
 pub const LORA_PREFIX: &str = "lora:";
@@ -98,6 +98,15 @@ fn serving_file(s: &EmbeddedSettings) -> PathBuf {
             s.model_path.clone()
         }
     }
+}
+
+/// The weights a trainer trains on for `s` without loading llama.cpp (a worker serving `train`): the model
+/// file, verified against `s.model_sha256`, or its 8-bit copy — the same file `EmbeddedBackend::serving_path`
+/// names for the same settings.
+pub fn training_weights(s: &EmbeddedSettings) -> Result<PathBuf, LlmError> {
+    verify_model_file(&s.model_path, &s.model_sha256)
+        .map_err(|e| LlmError::Backend(e.to_string()))?;
+    Ok(serving_file(s))
 }
 
 /// The in-process llama.cpp backend.

@@ -6,12 +6,15 @@
 //!   at N workers over N times the rate at one (aim ≥ 0.8 at 4);
 //! - **the cost of a remote call over a local one**: the same tasks one at a time through a home whose model
 //!   double answers at once, first on its own backend, then through one worker whose double answers at once;
-//!   p50 and p99 of the model steps' durations, and the difference.
+//!   p50 and p99 of the model steps' durations, and the difference;
+//! - **the cost of a remote tool run over a local one**: a stored Python tool called one call at a time
+//!   (`call_tool`, each run in a fresh gVisor sandbox), first on a home's own sandbox pool, then through a home
+//!   that has no sandbox and one worker serving `tools`; p50 and p99 of the round trips, and the difference.
 //!
 //! `cargo bench --profile dev --bench cluster` (BATOS_BENCH_SCALE_TASKS tasks per point, default 32;
 //! BATOS_BENCH_SCALE_LATENCY_MS per call, default 200; BATOS_BENCH_SCALE_NODES, default `1,2,4`;
-//! BATOS_BENCH_SCALE_SERIAL tasks for the call cost, default 30). Under `cargo test`: one worker, two tasks,
-//! a smoke test of the same code.
+//! BATOS_BENCH_SCALE_SERIAL tasks for the call cost and tool calls for the tool cost, default 30). Under
+//! `cargo test`: one worker, two tasks, two tool calls, a smoke test of the same code.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -148,6 +151,105 @@ async fn step_ms(home: &Daemon, tasks: usize, tag: &str) -> Vec<f64> {
     out
 }
 
+/// A Python tool stored in `data_dir` before the daemon starts (the ToolForge loads it at start).
+fn seed_tool(data_dir: &std::path::Path) {
+    let dir = data_dir.join("tools/fibonacci");
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = json!({
+        "name": "fibonacci", "description": "the n-th Fibonacci number",
+        "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+        "source": "def fibonacci(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
+        "tests": "def test_small():\n    assert fibonacci(10) == 55\n",
+        "version": 1,
+        "provenance": {"task_id": null, "capability": "bench", "model": "bench", "attempts": 1, "created_at": 0.0},
+    });
+    std::fs::write(dir.join("tool.json"), record.to_string()).unwrap();
+}
+
+/// The round trips (ms) of `calls` tool calls one at a time, after one warm-up; every answer checked.
+async fn tool_ms(home: &Daemon, calls: usize) -> Vec<f64> {
+    let mut c = Client::new(batos_client::client::ClientConfig {
+        timeout: Duration::from_secs(60),
+        ..home.client_config()
+    });
+    let mut out = Vec::new();
+    for i in 0..calls + 1 {
+        let started = Instant::now();
+        let r = c
+            .request("call_tool", json!({"name": "fibonacci", "args": {"n": 20}}))
+            .await
+            .unwrap();
+        assert_eq!(r, json!({"ok": true, "value": 6765}), "call {i}");
+        if i > 0 {
+            out.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    out.sort_by(|a, b| a.total_cmp(b));
+    out
+}
+
+/// The tool cost: the same calls on a home's own pool, then through one worker serving `tools`.
+async fn tool_cost(home_model: &ScriptedOllama, calls: usize) {
+    let pool: fn() -> Edit = || Box::new(|doc| doc["tools"]["pool_size"] = toml_edit::value(1));
+    let local_home = Daemon::prepare(&home_model.url, vec![log_level("warn"), pool()]);
+    seed_tool(&local_home.data_dir());
+    let local_home = local_home.spawn_and_wait().await;
+    let local = tool_ms(&local_home, calls).await;
+    drop(local_home);
+    let home = Daemon::prepare(
+        &home_model.url,
+        vec![
+            log_level("warn"),
+            node::home_edits("unavailable"),
+            Box::new(|doc| {
+                doc["cluster"]["remote_tools"] = toml_edit::value(true);
+                doc["cluster"]["remote_personas"] = toml_edit::Array::new().into();
+                doc["tools"]["runsc_path"] = toml_edit::value("/nonexistent/runsc");
+            }),
+        ],
+    );
+    seed_tool(&home.data_dir());
+    let home = home.spawn_and_wait().await;
+    let cookie = home.data_dir().join("cluster.cookie");
+    let tools_only: Edit = Box::new(|doc| {
+        let mut roles = toml_edit::Array::new();
+        roles.push("tools");
+        doc["cluster"]["roles"] = toml_edit::value(roles);
+        doc["tools"]["pool_size"] = toml_edit::value(1);
+    });
+    let mut w = node::Worker::prepare_with(
+        &home,
+        "bench-tools",
+        &home_model.url,
+        &cookie,
+        vec![log_level("warn"), tools_only],
+    );
+    w.spawn();
+    let mut c = home.client();
+    for _ in 0..600 {
+        let s = c.request("status", json!({})).await.unwrap();
+        if s["cluster"]["nodes"].as_array().is_some_and(|n| !n.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let remote = tool_ms(&home, calls).await;
+    println!(
+        "tool call (call_tool, a fresh gVisor sandbox each), on the home's pool: p50 {:.1} ms, p99 {:.1} ms; through \
+         a worker serving tools: p50 {:.1} ms, p99 {:.1} ms ({} calls each); a remote run costs {:+.1} ms at p50, \
+         {:+.1} ms at p99",
+        pct(&local, 0.5),
+        pct(&local, 0.99),
+        pct(&remote, 0.5),
+        pct(&remote, 0.99),
+        local.len().min(remote.len()),
+        pct(&remote, 0.5) - pct(&local, 0.5),
+        pct(&remote, 0.99) - pct(&local, 0.99),
+    );
+    drop(w);
+    drop(home);
+}
+
 fn pct(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -192,6 +294,7 @@ fn main() {
             pct(&remote, 0.99) - pct(&local, 0.99),
         );
         assert!(!remote.is_empty(), "no model step went through the worker");
+        tool_cost(&home_model, serial).await;
         // Tasks per minute against 1, 2 and 4 workers.
         let mut one = None;
         for n in &nodes {

@@ -228,7 +228,10 @@ async fn tool_cost(home_model: &ScriptedOllama, calls: usize) {
     let mut c = home.client();
     for _ in 0..600 {
         let s = c.request("status", json!({})).await.unwrap();
-        if s["cluster"]["nodes"].as_array().is_some_and(|n| !n.is_empty()) {
+        if s["cluster"]["nodes"]
+            .as_array()
+            .is_some_and(|n| !n.is_empty())
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

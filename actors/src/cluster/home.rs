@@ -54,6 +54,13 @@ pub struct NodeInfo {
     pub in_flight: u64,
     /// Calls it has answered since it joined.
     pub answered: u64,
+    /// Calls to it that timed out or lost it since it joined (its health: each was asked again).
+    pub failed: u64,
+    /// Seconds since it joined.
+    pub up_s: f64,
+    /// When it joined.
+    #[serde(skip)]
+    pub joined: Option<std::time::Instant>,
     /// The worker process's instance (a fresh one per start): the same name from another process is refused.
     #[serde(skip)]
     pub instance: String,
@@ -209,6 +216,7 @@ impl Actor for ClusterActor {
                     .iter()
                     .map(|(id, n)| NodeInfo {
                         roles: call::roles_of(*id),
+                        up_s: n.joined.map_or(0.0, |t| t.elapsed().as_secs_f64()),
                         ..n.clone()
                     })
                     .collect();
@@ -230,6 +238,7 @@ impl Actor for ClusterActor {
                 if let Some(n) = node.and_then(|id| state.nodes.get_mut(&id)) {
                     n.in_flight = n.in_flight.saturating_sub(1);
                     n.answered += u64::from(answered);
+                    n.failed += u64::from(!answered);
                 }
             }
             ClusterMsg::Crash => panic!("fault injection: cluster organ crashed on request"),
@@ -285,6 +294,9 @@ impl ClusterState {
                     roles: Vec::new(),
                     in_flight: 0,
                     answered: 0,
+                    failed: 0,
+                    up_s: 0.0,
+                    joined: Some(std::time::Instant::now()),
                     instance,
                 },
             );

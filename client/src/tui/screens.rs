@@ -370,8 +370,8 @@ pub fn supervision(f: &mut Frame, area: Rect, app: &App) {
     f.render_widget(node_table(app, nodes), bottom);
 }
 
-/// The worker nodes: name, roles, calls in flight and answered, address; a node that just joined or was
-/// lost flashes.
+/// The worker nodes: name, roles, calls in flight, answered and failed (timed out or lost: its health), time
+/// up; a node that just joined or was lost flashes.
 fn node_table<'a>(app: &App, nodes: &[Value]) -> Table<'a> {
     let rows: Vec<Row> = nodes
         .iter()
@@ -381,33 +381,40 @@ fn node_table<'a>(app: &App, nodes: &[Value]) -> Table<'a> {
                 .as_array()
                 .map(|r| r.iter().map(s).collect::<Vec<_>>().join(","))
                 .unwrap_or_default();
+            let failed = n["failed"].as_u64().unwrap_or(0);
+            let up = n["up_s"].as_f64().unwrap_or(0.0);
             let row = Row::new([
                 name.clone(),
                 roles,
                 n["in_flight"].as_u64().unwrap_or(0).to_string(),
                 n["answered"].as_u64().unwrap_or(0).to_string(),
-                s(&n["addr"]),
+                failed.to_string(),
+                format!("{}m", (up / 60.0).floor()),
             ]);
-            if app.flash.contains_key(&format!("node:{name}")) {
-                row.style(Style::new().fg(Color::Red))
+            let color = if app.flash.contains_key(&format!("node:{name}")) {
+                Color::Red
+            } else if failed > 0 {
+                Color::Yellow
             } else {
-                row.style(Style::new().fg(Color::Green))
-            }
+                Color::Green
+            };
+            row.style(Style::new().fg(color))
         })
         .collect();
     let widths = [
         Constraint::Length(12),
-        Constraint::Length(12),
+        Constraint::Length(18),
         Constraint::Length(9),
         Constraint::Length(9),
-        Constraint::Min(10),
+        Constraint::Length(7),
+        Constraint::Min(6),
     ];
     let title = match nodes.len() {
         0 => "worker nodes · none joined".to_string(),
         n => format!("worker nodes · {n} joined"),
     };
     Table::new(rows, widths)
-        .header(Row::new(["node", "roles", "in flight", "answered", "address"]).bold())
+        .header(Row::new(["node", "roles", "in flight", "answered", "failed", "up"]).bold())
         .block(titled(&title))
 }
 

@@ -256,8 +256,9 @@ fn the_supervision_screen_lists_worker_nodes_and_flashes_one_that_joined() {
     app.show(Screen::Supervision);
     let mut status = app.replies["status"].clone();
     status["cluster"] = json!({"nodes": [
-        {"node": "gpu1", "addr": "10.0.0.7:41822", "roles": ["think"], "in_flight": 2, "answered": 517},
-        {"node": "box2", "addr": "10.0.0.9:50110", "roles": ["think", "tools"], "in_flight": 0, "answered": 88}]});
+        {"node": "gpu1", "addr": "10.0.0.7:41822", "roles": ["think"], "in_flight": 2, "answered": 517, "failed": 0, "up_s": 7260.0},
+        {"node": "cpu3", "addr": "10.0.0.8:40002", "roles": ["tools", "train"], "in_flight": 1, "answered": 40, "failed": 2, "up_s": 95.0},
+        {"node": "box2", "addr": "10.0.0.9:50110", "roles": ["think", "tools"], "in_flight": 0, "answered": 88, "failed": 0, "up_s": 1.0}]});
     app.reply(&Then::Status, Ok(status));
     let refresh = app.event(&ev(
         100,

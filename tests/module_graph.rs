@@ -286,7 +286,8 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 }
 
 /// The organs of `batos-actors`: each a folder with its actor, messages, handle and essay.
-const ORGANS: [&str; 11] = [
+const ORGANS: [&str; 12] = [
+    "cluster",
     "codex",
     "curator",
     "exam",
@@ -304,9 +305,12 @@ const ORGANS: [&str; 11] = [
 /// drives another's work (the exam and a life drive the household; the image holds memory's rows; the
 /// orchestrator runs tools; the trainer reads the Curator's datasets) or holds the personas themselves (the
 /// orchestrator's task snapshots, the codex's reloads, the trainer's swaps, the exam's bare model, the image's
-/// editable state). An organ that only asks a persona to think holds the `Think` port instead. Every other
+/// editable state), or does another's work on another machine (a worker node's sandbox pool and training run,
+/// the cluster organ's). An organ that only asks a persona to think holds the `Think` port instead. Every other
 /// conversation between organs goes through a port on the `ports` floor.
 const REAL_ORGAN_EDGES: &[(&str, &str)] = &[
+    ("cluster", "tools"),
+    ("cluster", "trainer"),
     ("codex", "personas"),
     ("exam", "curator"),
     ("exam", "memory"),

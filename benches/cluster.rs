@@ -238,19 +238,33 @@ async fn tool_cost(home_model: &ScriptedOllama, calls: usize) {
     }
     let remote = tool_ms(&home, calls).await;
     println!(
-        "tool call (call_tool, a fresh gVisor sandbox each), on the home's pool: p50 {:.1} ms, p99 {:.1} ms; through \
-         a worker serving tools: p50 {:.1} ms, p99 {:.1} ms ({} calls each); a remote run costs {:+.1} ms at p50, \
-         {:+.1} ms at p99",
-        pct(&local, 0.5),
-        pct(&local, 0.99),
-        pct(&remote, 0.5),
-        pct(&remote, 0.99),
-        local.len().min(remote.len()),
-        pct(&remote, 0.5) - pct(&local, 0.5),
-        pct(&remote, 0.99) - pct(&local, 0.99),
+        "tool call (call_tool, a fresh gVisor sandbox each), {}",
+        compared(
+            "on the home's pool",
+            "through a worker serving tools",
+            &local,
+            &remote
+        )
     );
     drop(w);
     drop(home);
+}
+
+/// Two sorted samples (ms) side by side: p50 and p99 of each, and what the remote side costs at each.
+fn compared(here: &str, there: &str, local: &[f64], remote: &[f64]) -> String {
+    let (l50, l99, r50, r99) = (
+        pct(local, 0.5),
+        pct(local, 0.99),
+        pct(remote, 0.5),
+        pct(remote, 0.99),
+    );
+    format!(
+        "{here}: p50 {l50:.1} ms, p99 {l99:.1} ms; {there}: p50 {r50:.1} ms, p99 {r99:.1} ms ({} each); remote \
+         costs {:+.1} ms at p50, {:+.1} ms at p99",
+        local.len().min(remote.len()),
+        r50 - l50,
+        r99 - l99,
+    )
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -286,15 +300,8 @@ fn main() {
         drop(workers);
         drop(home);
         println!(
-            "model step, local: p50 {:.1} ms, p99 {:.1} ms; through a worker node: p50 {:.1} ms, p99 {:.1} ms \
-             ({} steps each); a remote call costs {:+.1} ms at p50, {:+.1} ms at p99",
-            pct(&local, 0.5),
-            pct(&local, 0.99),
-            pct(&remote, 0.5),
-            pct(&remote, 0.99),
-            local.len().min(remote.len()),
-            pct(&remote, 0.5) - pct(&local, 0.5),
-            pct(&remote, 0.99) - pct(&local, 0.99),
+            "model step, {}",
+            compared("local", "through a worker node", &local, &remote)
         );
         assert!(!remote.is_empty(), "no model step went through the worker");
         tool_cost(&home_model, serial).await;

@@ -120,6 +120,10 @@ pub struct EmbeddedBackend {
     base_name: String,
     /// Adapters by file path.
     adapters: Mutex<HashMap<PathBuf, Arc<Mutex<LlamaLoraAdapter>>>>,
+    /// One adapter load at a time: a load makes the inference thread step aside, dropping its context and the
+    /// prefix cache with it, so a second first use of the same adapter waits for the first rather than load it
+    /// (and drop the cache) again.
+    loading: tokio::sync::Mutex<()>,
     /// Named models made by `create_model`: name → adapter file.
     named: Mutex<HashMap<String, PathBuf>>,
     template: LlamaChatTemplate,
@@ -190,6 +194,7 @@ impl EmbeddedBackend {
             serving,
             base_name: base_name.to_string(),
             adapters: Mutex::new(HashMap::new()),
+            loading: tokio::sync::Mutex::new(()),
             named: Mutex::new(HashMap::new()),
             template,
             n_embd,
@@ -234,13 +239,19 @@ impl EmbeddedBackend {
     /// Loads an adapter once (needs the model exclusively, so the inference thread finishes what it serves and steps aside).
     async fn adapter(&self, path: &Path) -> Result<Arc<Mutex<LlamaLoraAdapter>>, LlmError> {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-        if let Some(a) = self
-            .adapters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&path)
-        {
-            return Ok(a.clone());
+        let loaded = || {
+            self.adapters
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&path)
+                .cloned()
+        };
+        if let Some(a) = loaded() {
+            return Ok(a);
+        }
+        let _one = self.loading.lock().await;
+        if let Some(a) = loaded() {
+            return Ok(a);
         }
         if !path.is_file() {
             return Err(LlmError::ModelNotFound {
@@ -267,8 +278,8 @@ impl EmbeddedBackend {
                 path.display()
             ))
         })?;
-        // Two first uses may race here: the first one stored wins, so an adapter has one identity (the
-        // decoder groups requests and keys cached prefixes by it).
+        // Loads are one at a time (`loading`), so this entry is new; kept as a guard all the same: an adapter has
+        // one identity (the decoder groups requests and keys cached prefixes by it).
         let adapter = self
             .adapters
             .lock()

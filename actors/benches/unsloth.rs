@@ -2,7 +2,9 @@
 //! model against the embedded engine's prompt tokens/s (llama.cpp reading the same sequences with logits, as
 //! the gate does), and peak resident memory. Medians of `BATOS_BENCH_RUNS` runs (default 3).
 //!
-//! `cargo bench --workspace --bench trainer` (needs the model from scripts/setup.sh; `BATOS_MODEL` overrides).
+//! `cargo bench --workspace --bench unsloth` (needs the model from scripts/setup.sh; `BATOS_MODEL` overrides).
+//! `BATOS_BENCH_ANSWER_REPEAT=<k>` says each answer `k` times (longer sequences). With `BATOS_BENCH_DUMP=<file>` it also writes its sequences and settings as JSON for `benches/trainer_torch.py`
+//! (PyTorch + peft on the same data and settings, run after it).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -52,6 +54,13 @@ fn main() {
         ..shipped.settings.llm.embedded
     };
     let b = EmbeddedBackend::load(&es, "smollm2:135m").unwrap();
+    // Longer answers (the answer said `BATOS_BENCH_ANSWER_REPEAT` times, default once: 74 tokens a sequence)
+    // show what grows with a sequence's length: attention's scores.
+    let repeat: usize = std::env::var("BATOS_BENCH_ANSWER_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     // Eight examples shaped like the Curator's: a system prompt, a question, a two-sentence answer.
     let seqs: Vec<Sequence> = (0..if full { 8 } else { 2 })
         .map(|i| {
@@ -59,19 +68,24 @@ fn main() {
                 ChatMessage::new(Role::System, "You are BRICK, a persona of BAT OS. Answer plainly."),
                 ChatMessage::new(Role::User, format!("Question {i}: why do lighthouses turn their lights?")),
             ];
-            let (tokens, prompt) = b
-                .training_tokens(
-                    &msgs,
-                    "A turning beam sweeps the whole horizon, so every ship sees it flash. The rhythm of the \
-                     flashes tells sailors which lighthouse they are looking at.",
-                    &[],
-                )
-                .unwrap();
+            let answer = "A turning beam sweeps the whole horizon, so every ship sees it flash. The rhythm of \
+                          the flashes tells sailors which lighthouse they are looking at. "
+                .repeat(repeat);
+            let (tokens, prompt) = b.training_tokens(&msgs, answer.trim_end(), &[]).unwrap();
             let learn = (0..tokens.len()).map(|k| k >= prompt).collect();
             Sequence { tokens, learn }
         })
         .collect();
     let tokens: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+    let f = &shipped.settings.trainer;
+    if let Ok(dump) = std::env::var("BATOS_BENCH_DUMP") {
+        let data = serde_json::json!({
+            "model": model_path, "sequences": seqs, "targets": f.targets, "rank": f.rank, "alpha": f.alpha,
+            "dropout": f.dropout, "batch": f.batch, "lr": 1e-3, "steps": if full { 4 } else { 1 }, "runs": runs,
+            "threads": f.threads,
+        });
+        std::fs::write(&dump, data.to_string()).unwrap();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -87,7 +101,6 @@ fn main() {
         served.push(tokens as f64 / t.elapsed().as_secs_f64());
     }
     // The shipped [trainer] settings: targets, rank, alpha, dropout, batch, packing.
-    let f = &shipped.settings.trainer;
     let spec = LoraSpec {
         targets: f.targets.clone(),
         rank: f.rank,

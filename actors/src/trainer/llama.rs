@@ -2,8 +2,9 @@
 //!
 //! Weights come from the same GGUF file llama.cpp serves, dequantized to f32 and frozen (plain tensors, not
 //! `Var`s, so autograd never tracks them). Every op on the way from a LoRA matrix to the loss has a backward
-//! pass: `rms_norm_slow`, `rope_i_slow` and a generic softmax instead of candle's fused kernels, which are
-//! built without one (ground facts). The GGUF q/k weights are already permuted for llama.cpp's adjacent-pair
+//! pass: the RMS norms, the frozen projections and the causal softmax are the trainer's own fused ops with
+//! hand-written backward passes that keep only their outputs ([`super::fused`]); RoPE is `rope_i_slow`
+//! (candle's fused kernels have no backward, ground facts). The GGUF q/k weights are already permuted for llama.cpp's adjacent-pair
 //! RoPE, which is what `rope_i` computes, so the trained q/k LoRA matrices need no permutation on export.
 //!
 //! What llama.cpp computes differently, and why parity holds only to a tolerance: it multiplies Q4_1 weights
@@ -13,10 +14,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 
 use candle_core::quantized::gguf_file;
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor, Var, D};
-use candle_nn::ops::{rms_norm_slow, softmax};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::rotary_emb::rope_i_slow;
 
+use super::fused::{causal_softmax, frozen, rms_norm};
 use super::TrainerError;
 
 /// The projections LoRA can adapt, by their GGUF names (`blk.N.<name>.weight`).
@@ -385,10 +386,6 @@ impl LlamaLora {
             cos.index_select(&positions, 0)?,
             sin.index_select(&positions, 0)?,
         );
-        let masks = lengths
-            .iter()
-            .map(|&n| causal_mask(n, &self.device))
-            .collect::<candle_core::Result<Vec<_>>>()?;
         let scale = self.spec.alpha as f64 / self.spec.rank as f64;
         let dropout = if train { self.spec.dropout } else { 0.0 };
         let lin = |l: &Linear, x: &Tensor| linear(l, x, scale, dropout);
@@ -397,7 +394,7 @@ impl LlamaLora {
             .embedding(&tokens.flatten_all()?)?
             .reshape((b, t, cfg.n_embd))?;
         for blk in &self.blocks {
-            let h = rms_norm_slow(&x, &blk.attn_norm, cfg.rms_eps as f32)?;
+            let h = rms_norm(&x, &blk.attn_norm, cfg.rms_eps as f32)?;
             let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
                 y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
             };
@@ -412,14 +409,15 @@ impl LlamaLora {
             // Attention within each packed sequence only.
             let mut parts = Vec::with_capacity(lengths.len());
             let mut start = 0;
-            for (&n, mask) in lengths.iter().zip(&masks) {
+            let scale = 1.0 / (hd as f32).sqrt();
+            for &n in lengths {
                 let (q, k, v) = (
                     q.narrow(2, start, n)?,
                     k.narrow(2, start, n)?,
                     v.narrow(2, start, n)?,
                 );
-                let att = (q.matmul(&k.t()?)? / (hd as f64).sqrt())?.broadcast_add(mask)?;
-                parts.push(softmax(&att, D::Minus1)?.matmul(&v)?);
+                let att = causal_softmax(&q.matmul(&k.t()?)?, scale)?;
+                parts.push(att.matmul(&v)?);
                 start += n;
             }
             let y = if parts.len() == 1 {
@@ -429,12 +427,12 @@ impl LlamaLora {
             };
             let y = y.transpose(1, 2)?.reshape((b, t, cfg.n_embd))?;
             x = (x + lin(&blk.proj[3], &y)?)?;
-            let h = rms_norm_slow(&x, &blk.ffn_norm, cfg.rms_eps as f32)?;
+            let h = rms_norm(&x, &blk.ffn_norm, cfg.rms_eps as f32)?;
             let gate = lin(&blk.proj[4], &h)?.silu()?;
             let up = lin(&blk.proj[5], &h)?;
             x = (x + lin(&blk.proj[6], &(gate * up)?)?)?;
         }
-        rms_norm_slow(&x, &self.out_norm, cfg.rms_eps as f32)
+        rms_norm(&x, &self.out_norm, cfg.rms_eps as f32)
     }
 }
 
@@ -478,60 +476,6 @@ fn gaussian(
     Tensor::from_vec(v, shape, device).map_err(model_err)
 }
 
-/// `x·Wᵀ` for a frozen `W` `(n_out, n_in)` on `x` `(.., n_in)`.
-///
-/// Why not `matmul`: candle's backward of a matmul computes the gradient of both sides, so every frozen
-/// projection would cost a second matmul as large as the forward one, for a weight gradient nobody reads
-/// (measured: backward 2.5–6× the forward). This op's backward is only the input's gradient, `grad·W`.
-fn frozen(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    x.contiguous()?.apply_op1(Frozen(w.clone()))
-}
-
-/// The op behind [`frozen`]; holds `W` (a cheap handle to the shared weight).
-struct Frozen(Tensor);
-
-impl CustomOp1 for Frozen {
-    fn name(&self) -> &'static str {
-        "frozen-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (n_out, n_in) = self.0.dims2()?;
-        let dims = layout.shape().dims();
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("frozen-linear needs a contiguous input");
-        };
-        if dims.last() != Some(&n_in) {
-            candle_core::bail!("frozen-linear: input {dims:?} does not end in {n_in}");
-        }
-        let data = &storage.as_slice::<f32>()?[start..end];
-        let rows = data.len() / n_in;
-        let x = Tensor::from_slice(data, (rows, n_in), &Device::Cpu)?;
-        let y = x.matmul(&self.0.t()?)?.flatten_all()?.to_vec1::<f32>()?;
-        let mut out = dims.to_vec();
-        if let Some(last) = out.last_mut() {
-            *last = n_out;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(out)))
-    }
-
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let (n_out, _) = self.0.dims2()?;
-        let rows = grad.elem_count() / n_out;
-        let g = grad.contiguous()?.reshape((rows, n_out))?.matmul(&self.0)?;
-        Ok(Some(g.reshape(arg.shape())?))
-    }
-}
-
 /// `(batch, kv_heads, seq, hd)` → `(batch, kv_heads·rep, seq, hd)`, each key/value head serving `rep` query
 /// heads in a row (llama.cpp's grouping).
 fn repeat_kv(x: Tensor, rep: usize) -> candle_core::Result<Tensor> {
@@ -560,12 +504,4 @@ fn rope_tables(
         .reshape((t, 1))?;
     let ang = pos.broadcast_mul(&inv)?;
     Ok((ang.cos()?, ang.sin()?))
-}
-
-/// `(seq, seq)`: 0 on and below the diagonal, −∞ above (a token sees only itself and earlier ones).
-fn causal_mask(t: usize, device: &Device) -> candle_core::Result<Tensor> {
-    let m: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    Tensor::from_vec(m, (t, t), device)
 }

@@ -48,6 +48,7 @@ mod actor;
 pub mod adapter;
 mod ctx;
 mod exam_gate;
+pub mod fused;
 pub mod llama;
 mod messages;
 pub mod pipeline;

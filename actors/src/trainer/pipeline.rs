@@ -336,20 +336,29 @@ pub async fn run(
         cancel.clone(),
         tx,
     );
-    let progress = async {
-        while let Some(p) = rx.recv().await {
-            ctx.hub.publish(Event::TrainerProgress {
-                persona: persona.clone(),
-                step: p.step,
-                steps: p.steps,
-                epoch: p.epoch,
-                loss: p.loss,
-                tokens_per_s: p.tokens_per_s,
-                eta_s: p.eta_s,
-            });
+    let publish = |p: super::Progress| {
+        ctx.hub.publish(Event::TrainerProgress {
+            persona: persona.clone(),
+            step: p.step,
+            steps: p.steps,
+            epoch: p.epoch,
+            loss: p.loss,
+            tokens_per_s: p.tokens_per_s,
+            eta_s: p.eta_s,
+        });
+    };
+    // Progress until the work ends — not until every sender is gone: a worker's call task may hold one a while
+    // after its answer came.
+    tokio::pin!(work);
+    let trained = loop {
+        tokio::select! {
+            r = &mut work => break r,
+            Some(p) = rx.recv() => publish(p),
         }
     };
-    let (trained, ()) = tokio::join!(work, progress);
+    while let Ok(p) = rx.try_recv() {
+        publish(p);
+    }
     let Trained {
         outcome: out,
         adapter: bytes,

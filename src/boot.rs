@@ -254,7 +254,7 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             hosts.insert(name.clone(), host);
         }
     }
-    let cluster_args = match &handles_cluster(&settings, &live) {
+    let cluster_args = match &handles.cluster {
         Some(cluster) => {
             let path = settings.cluster.cookie_path(&data_dir);
             let cookie = batos_actors::cluster::ensure_cookie(&path)
@@ -343,7 +343,10 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
     let pool_args = PoolArgs {
         settings: settings.tools.clone(),
         // Sandbox runs go to worker nodes serving `tools` first (issue 30), on a home that says so.
-        remote: handles_cluster(&settings, &live)
+        remote: organs
+            .handles
+            .cluster
+            .clone()
             .filter(|_| settings.cluster.remote_tools)
             .map(|c| Arc::new(c) as Arc<dyn RemoteSandbox>),
     };
@@ -374,7 +377,10 @@ pub async fn run(loaded: LoadedSettings, log: LogHandle) -> Result<(), BootError
             adapters: data_dir.join("adapters"),
             exam: Some(Arc::new(organs.handles.exam.clone()) as Arc<dyn ExamGate>),
             // Training runs go to worker nodes serving `train` first (issue 30), on a home that says so.
-            remote: handles_cluster(&settings, &live)
+            remote: organs
+                .handles
+                .cluster
+                .clone()
                 .filter(|_| settings.cluster.remote_training)
                 .map(|c| Arc::new(c) as Arc<dyn batos_actors::trainer::RemoteTrainer>),
         },

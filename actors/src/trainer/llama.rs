@@ -2,10 +2,11 @@
 //!
 //! Weights come from the same GGUF file llama.cpp serves, dequantized to f32 and frozen (plain tensors, not
 //! `Var`s, so autograd never tracks them). Every op on the way from a LoRA matrix to the loss has a backward
-//! pass: the RMS norms, the frozen projections and the causal softmax are the trainer's own fused ops with
-//! hand-written backward passes that keep only their outputs ([`super::fused`]); RoPE is `rope_i_slow`
-//! (candle's fused kernels have no backward, ground facts). The GGUF q/k weights are already permuted for llama.cpp's adjacent-pair
-//! RoPE, which is what `rope_i` computes, so the trained q/k LoRA matrices need no permutation on export.
+//! pass: the RMS norms, the projections with and without LoRA, RoPE, the causal softmax and the SiLU-gated
+//! product are the trainer's own fused ops with hand-written backward passes that keep only their outputs
+//! ([`super::fused`]; candle's own fused kernels have no backward, ground facts). The GGUF q/k weights are
+//! already permuted for llama.cpp's adjacent-pair RoPE, which is what [`super::fused::rope`] computes (candle's
+//! `rope_i`), so the trained q/k LoRA matrices need no permutation on export.
 //!
 //! What llama.cpp computes differently, and why parity holds only to a tolerance: it multiplies Q4_1 weights
 //! by activations quantized to 8 bits, where this model multiplies the dequantized weights in f32.
@@ -13,12 +14,10 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 
+use super::fused::{causal_softmax, frozen, lora, rms_norm, rope, silu_mul, RopeTables};
+use super::TrainerError;
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::rotary_emb::rope_i_slow;
-
-use super::fused::{causal_softmax, frozen, rms_norm};
-use super::TrainerError;
 
 /// The projections LoRA can adapt, by their GGUF names (`blk.N.<name>.weight`).
 pub const TARGETS: [&str; 7] = [
@@ -382,11 +381,11 @@ impl LlamaLora {
         // Positions restart at 0 with every packed sequence.
         let positions: Vec<u32> = lengths.iter().flat_map(|&n| 0..n as u32).collect();
         let positions = Tensor::from_vec(positions, t, &self.device)?;
-        let (cos, sin) = (
-            cos.index_select(&positions, 0)?,
-            sin.index_select(&positions, 0)?,
-        );
-        let scale = self.spec.alpha as f64 / self.spec.rank as f64;
+        let tables = RopeTables::new(
+            &cos.index_select(&positions, 0)?,
+            &sin.index_select(&positions, 0)?,
+        )?;
+        let scale = self.spec.alpha / self.spec.rank as f32;
         let dropout = if train { self.spec.dropout } else { 0.0 };
         let lin = |l: &Linear, x: &Tensor| linear(l, x, scale, dropout);
         let mut x = self
@@ -401,8 +400,8 @@ impl LlamaLora {
             let q = heads(lin(&blk.proj[0], &h)?, cfg.n_head)?;
             let k = heads(lin(&blk.proj[1], &h)?, cfg.n_head_kv)?;
             let v = heads(lin(&blk.proj[2], &h)?, cfg.n_head_kv)?;
-            let q = rope_i_slow(&q, &cos, &sin)?;
-            let k = rope_i_slow(&k, &cos, &sin)?;
+            let q = rope(&q, &tables)?;
+            let k = rope(&k, &tables)?;
             let rep = cfg.n_head / cfg.n_head_kv;
             let k = repeat_kv(k, rep)?;
             let v = repeat_kv(v, rep)?;
@@ -428,29 +427,19 @@ impl LlamaLora {
             let y = y.transpose(1, 2)?.reshape((b, t, cfg.n_embd))?;
             x = (x + lin(&blk.proj[3], &y)?)?;
             let h = rms_norm(&x, &blk.ffn_norm, cfg.rms_eps as f32)?;
-            let gate = lin(&blk.proj[4], &h)?.silu()?;
-            let up = lin(&blk.proj[5], &h)?;
-            x = (x + lin(&blk.proj[6], &(gate * up)?)?)?;
+            let gated = silu_mul(&lin(&blk.proj[4], &h)?, &lin(&blk.proj[5], &h)?)?;
+            x = (x + lin(&blk.proj[6], &gated)?)?;
         }
         rms_norm(&x, &self.out_norm, cfg.rms_eps as f32)
     }
 }
 
-/// `x·Wᵀ + scale·(x·Aᵀ)·Bᵀ` on `(batch, seq, n_in)`.
-fn linear(l: &Linear, x: &Tensor, scale: f64, dropout: f32) -> candle_core::Result<Tensor> {
-    let y = frozen(x, &l.w)?;
-    let Some(p) = &l.lora else {
-        return Ok(y);
-    };
-    let xin = if dropout > 0.0 {
-        candle_nn::ops::dropout(x, dropout)?
-    } else {
-        x.clone()
-    };
-    let delta = xin
-        .broadcast_matmul(&p.a.as_tensor().t()?)?
-        .broadcast_matmul(&p.b.as_tensor().t()?)?;
-    y + (delta * scale)?
+/// `x·Wᵀ + scale·(drop(x)·Aᵀ)·Bᵀ` on `(batch, seq, n_in)` (only `x·Wᵀ` where the projection has no LoRA pair).
+fn linear(l: &Linear, x: &Tensor, scale: f32, dropout: f32) -> candle_core::Result<Tensor> {
+    match &l.lora {
+        None => frozen(x, &l.w),
+        Some(p) => lora(x, &l.w, p.a.as_tensor(), p.b.as_tensor(), scale, dropout),
+    }
 }
 
 /// A tensor of N(0, std²) values from a seeded generator (Box–Muller over uniform pairs).

@@ -94,21 +94,23 @@ fn kernel<T>(r: Result<T, batos_kernels::ShapeError>) -> candle_core::Result<T> 
     r.map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
-/// RMS norm over the last dimension with a frozen weight `w` (`(d,)`): `x / √(mean(x²) + eps) · w`.
-pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
-    let w = values(w)?;
-    x.contiguous()?.apply_op1(RmsNorm { w, eps })
+/// An op whose output has its one input's shape: its forward and backward as kernels on flat values. One
+/// [`CustomOp1`] (`SameShape`) carries each into candle, so the ops differ only in their loops.
+trait SameShapeOp: Send + Sync + 'static {
+    /// The op's name in candle's errors.
+    const NAME: &'static str;
+    /// The output's values from the input's (`dims`: the input's shape).
+    fn forward(&self, x: &[f32], dims: &[usize]) -> candle_core::Result<Vec<f32>>;
+    /// The input's gradient from the input `x`, the output `y` and the output's gradient `g`.
+    fn backward(&self, x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Vec<f32>>;
 }
 
-/// The op behind [`rms_norm`]: the weight's values and ε.
-struct RmsNorm {
-    w: Vec<f32>,
-    eps: f32,
-}
+/// The one [`CustomOp1`] of every [`SameShapeOp`].
+struct SameShape<K>(K);
 
-impl CustomOp1 for RmsNorm {
+impl<K: SameShapeOp> CustomOp1 for SameShape<K> {
     fn name(&self) -> &'static str {
-        "fused-rms-norm"
+        K::NAME
     }
 
     fn cpu_fwd(
@@ -116,51 +118,8 @@ impl CustomOp1 for RmsNorm {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = data("fused-rms-norm", storage, layout)?;
-        let y = kernel(batos_kernels::rms_norm(x, &self.w, self.eps))?;
-        Ok((CpuStorage::F32(y), layout.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let (x, g) = (values(arg)?, values(grad)?);
-        let dx = kernel(batos_kernels::rms_norm_grad(&x, &self.w, self.eps, &g))?;
-        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
-    }
-}
-
-/// Attention weights: the softmax of `scale · s` over the last dimension of `s` `(.., n, n)`, row `i` over
-/// keys `0..=i` only (the causal mask), zero after.
-pub fn causal_softmax(s: &Tensor, scale: f32) -> candle_core::Result<Tensor> {
-    s.contiguous()?.apply_op1(CausalSoftmax { scale })
-}
-
-/// The op behind [`causal_softmax`].
-struct CausalSoftmax {
-    scale: f32,
-}
-
-impl CustomOp1 for CausalSoftmax {
-    fn name(&self) -> &'static str {
-        "fused-causal-softmax"
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let dims = layout.shape().dims();
-        let n = match dims {
-            [.., a, b] if a == b => *b,
-            _ => candle_core::bail!("fused-causal-softmax: scores {dims:?} are not square"),
-        };
-        let s = data("fused-causal-softmax", storage, layout)?;
-        let y = kernel(batos_kernels::causal_softmax(s, n, self.scale))?;
+        let x = data(K::NAME, storage, layout)?;
+        let y = self.0.forward(x, layout.shape().dims())?;
         Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 
@@ -170,15 +129,65 @@ impl CustomOp1 for CausalSoftmax {
         res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let n = arg.dims().last().copied().unwrap_or(0);
-        let (y, g) = (values(res)?, values(grad)?);
-        let dx = kernel(batos_kernels::causal_softmax_grad(&y, &g, n, self.scale))?;
+        let dx = self.0.backward(arg, res, grad)?;
         Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
     }
 }
 
-#[cfg(test)]
-mod tests;
+/// RMS norm over the last dimension with a frozen weight `w` (`(d,)`): `x / √(mean(x²) + eps) · w`.
+pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
+    let w = values(w)?;
+    x.contiguous()?.apply_op1(SameShape(RmsNorm { w, eps }))
+}
+
+/// The op behind [`rms_norm`]: the weight's values and ε.
+struct RmsNorm {
+    w: Vec<f32>,
+    eps: f32,
+}
+
+impl SameShapeOp for RmsNorm {
+    const NAME: &'static str = "fused-rms-norm";
+
+    fn forward(&self, x: &[f32], _dims: &[usize]) -> candle_core::Result<Vec<f32>> {
+        kernel(batos_kernels::rms_norm(x, &self.w, self.eps))
+    }
+
+    fn backward(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Vec<f32>> {
+        let (x, g) = (values(x)?, values(g)?);
+        kernel(batos_kernels::rms_norm_grad(&x, &self.w, self.eps, &g))
+    }
+}
+
+/// Attention weights: the softmax of `scale · s` over the last dimension of `s` `(.., n, n)`, row `i` over
+/// keys `0..=i` only (the causal mask), zero after.
+pub fn causal_softmax(s: &Tensor, scale: f32) -> candle_core::Result<Tensor> {
+    s.contiguous()?
+        .apply_op1(SameShape(CausalSoftmax { scale }))
+}
+
+/// The op behind [`causal_softmax`].
+struct CausalSoftmax {
+    scale: f32,
+}
+
+impl SameShapeOp for CausalSoftmax {
+    const NAME: &'static str = "fused-causal-softmax";
+
+    fn forward(&self, s: &[f32], dims: &[usize]) -> candle_core::Result<Vec<f32>> {
+        let n = match dims {
+            [.., a, b] if a == b => *b,
+            _ => candle_core::bail!("fused-causal-softmax: scores {dims:?} are not square"),
+        };
+        kernel(batos_kernels::causal_softmax(s, n, self.scale))
+    }
+
+    fn backward(&self, s: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Vec<f32>> {
+        let n = s.dims().last().copied().unwrap_or(0);
+        let (y, g) = (values(y)?, values(g)?);
+        kernel(batos_kernels::causal_softmax_grad(&y, &g, n, self.scale))
+    }
+}
 
 /// RoPE's cosine and sine tables for one pass, `(t, hd/2)` row-major: row `p` holds the angles of the position
 /// the `p`-th row of every head sits at (packed sequences restart at 0). Shared by every layer's q and k.
@@ -214,10 +223,10 @@ pub fn rope(x: &Tensor, tables: &RopeTables) -> candle_core::Result<Tensor> {
     if t != tables.t || tables.cos.len() != t * (hd / 2) {
         candle_core::bail!("rope: tables of {} positions for {:?}", tables.t, x.dims());
     }
-    x.contiguous()?.apply_op1(Rope {
+    x.contiguous()?.apply_op1(SameShape(Rope {
         tables: tables.clone(),
         hd,
-    })
+    }))
 }
 
 /// The op behind [`rope`].
@@ -226,35 +235,24 @@ struct Rope {
     hd: usize,
 }
 
-impl Rope {
-    fn turn(&self, x: &[f32], inverse: bool) -> candle_core::Result<Vec<f32>> {
+impl SameShapeOp for Rope {
+    const NAME: &'static str = "fused-rope";
+
+    fn forward(&self, x: &[f32], _dims: &[usize]) -> candle_core::Result<Vec<f32>> {
         let t = &self.tables;
-        kernel(batos_kernels::rope(x, &t.cos, &t.sin, self.hd, inverse))
-    }
-}
-
-impl CustomOp1 for Rope {
-    fn name(&self) -> &'static str {
-        "fused-rope"
+        kernel(batos_kernels::rope(x, &t.cos, &t.sin, self.hd, false))
     }
 
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let y = self.turn(data("fused-rope", storage, layout)?, false)?;
-        Ok((CpuStorage::F32(y), layout.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let dx = self.turn(&values(grad)?, true)?;
-        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
+    /// A rotation's inverse is its transpose: the gradient turns by the opposite angles.
+    fn backward(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Vec<f32>> {
+        let t = &self.tables;
+        kernel(batos_kernels::rope(
+            &values(g)?,
+            &t.cos,
+            &t.sin,
+            self.hd,
+            true,
+        ))
     }
 }
 
@@ -331,7 +329,12 @@ pub fn lora(
 ) -> candle_core::Result<Tensor> {
     let (n_out, n_in) = w.dims2()?;
     let (r, a_in) = a.dims2()?;
-    if a_in != n_in || b.dims() != [n_out, r] || x.dims().last() != Some(&n_in) {
+    if n_in == 0
+        || n_out == 0
+        || a_in != n_in
+        || b.dims() != [n_out, r]
+        || x.dims().last() != Some(&n_in)
+    {
         candle_core::bail!(
             "lora: x {:?}, W {:?}, A {:?}, B {:?} do not fit",
             x.dims(),
@@ -452,3 +455,6 @@ impl CustomOp3 for Lora {
         Ok((Some(gx.reshape(x.shape())?), Some(ga), Some(gb)))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -14,10 +14,11 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Seek};
 
-use super::fused::{causal_softmax, frozen, lora, rms_norm, rope, silu_mul, RopeTables};
-use super::TrainerError;
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor, Var};
+
+use super::fused::{causal_softmax, frozen, lora, rms_norm, rope, silu_mul, RopeTables};
+use super::TrainerError;
 
 /// The projections LoRA can adapt, by their GGUF names (`blk.N.<name>.weight`).
 pub const TARGETS: [&str; 7] = [

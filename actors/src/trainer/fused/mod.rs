@@ -38,6 +38,15 @@ fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.contiguous()?.flatten_all()?.to_vec1::<f32>()
 }
 
+/// The shape of a projection's output: the input's, its last dimension `n_out` (the frozen and LoRA ops).
+fn projected(input: &Layout, n_out: usize) -> Shape {
+    let mut out = input.shape().dims().to_vec();
+    if let Some(last) = out.last_mut() {
+        *last = n_out;
+    }
+    Shape::from(out)
+}
+
 /// `x·Wᵀ` for a frozen `W` `(n_out, n_in)` on `x` `(.., n_in)`.
 ///
 /// Why not `matmul`: candle's backward of a matmul computes the gradient of both sides, so every frozen
@@ -69,11 +78,7 @@ impl CustomOp1 for Frozen {
         let rows = data.len() / n_in;
         let x = Tensor::from_slice(data, (rows, n_in), &Device::Cpu)?;
         let y = x.matmul(&self.0.t()?)?.flatten_all()?.to_vec1::<f32>()?;
-        let mut out = dims.to_vec();
-        if let Some(last) = out.last_mut() {
-            *last = n_out;
-        }
-        Ok((CpuStorage::F32(y), Shape::from(out)))
+        Ok((CpuStorage::F32(y), projected(layout, n_out)))
     }
 
     fn bwd(
@@ -412,13 +417,9 @@ impl CustomOp3 for Lora {
         let y = x.matmul(&self.w.t()?)?;
         let delta = self.dropped(&x)?.matmul(&a.t()?)?.matmul(&b.t()?)?;
         let y = (y + (delta * f64::from(self.scale))?)?;
-        let mut out = l1.shape().dims().to_vec();
-        if let Some(last) = out.last_mut() {
-            *last = n_out;
-        }
         Ok((
             CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
-            Shape::from(out),
+            projected(l1, n_out),
         ))
     }
 

@@ -1,15 +1,33 @@
 //! The trainer's fused kernels (issue 31), on plain row-major f32 slices: the loops behind the candle ops of
 //! `batos_actors::trainer::fused` (RMS norm, causal softmax, RoPE, the SiLU-gated product, dropout), which keep
-//! only their outputs for the backward pass and recompute the rest.
+//! only their outputs for the backward pass and recompute the rest, and the projections' matrix products
+//! ([`matmul`]).
 //!
 //! They live in a crate of their own for one reason: the dev profile compiles the workspace at opt-level 0
 //! (a short first build) and its hot dependencies at 3 (candle, gemm, llama.cpp). Loops like these lose an order
 //! of magnitude at opt-level 0, so this crate is listed with them (`[profile.dev.package.batos-kernels]`).
 //!
-//! Sums are taken in f64 (rows are hundreds to thousands of values long); every function checks its slices'
-//! lengths and answers `Err` with what was wrong rather than panic.
+//! Every loop runs on the current rayon pool (the trainer's, the one its matrix products run on), in tasks of
+//! whole rows of about [`TASK_VALUES`] values; a row is computed the same way whichever task takes it, so the
+//! results do not depend on the number of threads. Sums are taken in f64 (rows are hundreds to thousands of
+//! values long); every function checks its slices' lengths and answers `Err` with what was wrong rather than
+//! panic.
 
-#![forbid(unsafe_code)]
+// `unsafe` is allowed in one block only, the call into gemm in `matmul` (its comment says why it is sound).
+#![deny(unsafe_code)]
+
+pub mod matmul;
+
+use rayon::prelude::*;
+
+/// Values per parallel task: a rayon task costs microseconds, so a kernel smaller than this stays on one
+/// thread, and a large one is cut into tasks of about this many values (64 KiB of f32).
+pub const TASK_VALUES: usize = 16 * 1024;
+
+/// Whole rows of `width` values per task: about [`TASK_VALUES`] values, at least one row.
+fn task_rows(width: usize) -> usize {
+    (TASK_VALUES / width.max(1)).max(1)
+}
 
 /// Slices whose lengths do not fit the shape asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,11 +70,19 @@ fn inv_rms(row: &[f32], eps: f32) -> f32 {
 /// RMS norm of every row of `x` (rows of `w.len()`), times `w`: `x / √(mean(x²) + eps) · w`.
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Result<Vec<f32>, ShapeError> {
     rows_of("rms_norm", x.len(), w.len())?;
-    let mut y = Vec::with_capacity(x.len());
-    for row in x.chunks_exact(w.len()) {
-        let r = inv_rms(row, eps);
-        y.extend(row.iter().zip(w).map(|(x, w)| x * r * w));
-    }
+    let d = w.len();
+    let per = task_rows(d) * d;
+    let mut y = vec![0f32; x.len()];
+    y.par_chunks_mut(per)
+        .zip(x.par_chunks(per))
+        .for_each(|(yc, xc)| {
+            for (yr, xr) in yc.chunks_exact_mut(d).zip(xc.chunks_exact(d)) {
+                let r = inv_rms(xr, eps);
+                for ((o, x), w) in yr.iter_mut().zip(xr).zip(w) {
+                    *o = x * r * w;
+                }
+            }
+        });
     Ok(y)
 }
 
@@ -66,24 +92,30 @@ pub fn rms_norm_grad(x: &[f32], w: &[f32], eps: f32, g: &[f32]) -> Result<Vec<f3
     rows_of("rms_norm_grad", x.len(), w.len())?;
     same("rms_norm_grad", x.len(), g.len())?;
     let d = w.len();
-    let mut dx = Vec::with_capacity(x.len());
-    for (xr, gr) in x.chunks_exact(d).zip(g.chunks_exact(d)) {
-        let r = inv_rms(xr, eps);
-        let dot = xr
-            .iter()
-            .zip(gr)
-            .zip(w)
-            .map(|((x, g), w)| f64::from(g * w) * f64::from(*x))
-            .sum::<f64>()
-            / d as f64;
-        let k = (dot * f64::from(r).powi(3)) as f32;
-        dx.extend(
-            xr.iter()
-                .zip(gr)
-                .zip(w)
-                .map(|((x, g), w)| r * g * w - x * k),
-        );
-    }
+    let per = task_rows(d) * d;
+    let mut dx = vec![0f32; x.len()];
+    dx.par_chunks_mut(per)
+        .zip(x.par_chunks(per).zip(g.par_chunks(per)))
+        .for_each(|(oc, (xc, gc))| {
+            for ((or, xr), gr) in oc
+                .chunks_exact_mut(d)
+                .zip(xc.chunks_exact(d))
+                .zip(gc.chunks_exact(d))
+            {
+                let r = inv_rms(xr, eps);
+                let dot = xr
+                    .iter()
+                    .zip(gr)
+                    .zip(w)
+                    .map(|((x, g), w)| f64::from(g * w) * f64::from(*x))
+                    .sum::<f64>()
+                    / d as f64;
+                let k = (dot * f64::from(r).powi(3)) as f32;
+                for (((o, x), g), w) in or.iter_mut().zip(xr).zip(gr).zip(w) {
+                    *o = r * g * w - x * k;
+                }
+            }
+        });
     Ok(dx)
 }
 
@@ -91,23 +123,29 @@ pub fn rms_norm_grad(x: &[f32], w: &[f32], eps: f32, g: &[f32]) -> Result<Vec<f3
 /// softmax of `scale · s` over its keys `0..=i`, zero after.
 pub fn causal_softmax(s: &[f32], n: usize, scale: f32) -> Result<Vec<f32>, ShapeError> {
     rows_of("causal_softmax", s.len(), n * n)?;
+    let tr = task_rows(n);
     let mut y = vec![0f32; s.len()];
-    for (k, (row, out)) in s.chunks_exact(n).zip(y.chunks_exact_mut(n)).enumerate() {
-        let seen = k % n + 1;
-        let max = row[..seen]
-            .iter()
-            .fold(f32::NEG_INFINITY, |m, v| m.max(v * scale));
-        let mut sum = 0f64;
-        for (o, v) in out[..seen].iter_mut().zip(&row[..seen]) {
-            let e = (v * scale - max).exp();
-            *o = e;
-            sum += f64::from(e);
-        }
-        let inv = (1.0 / sum) as f32;
-        for o in &mut out[..seen] {
-            *o *= inv;
-        }
-    }
+    y.par_chunks_mut(tr * n)
+        .zip(s.par_chunks(tr * n))
+        .enumerate()
+        .for_each(|(task, (yc, sc))| {
+            for (j, (out, row)) in yc.chunks_exact_mut(n).zip(sc.chunks_exact(n)).enumerate() {
+                let seen = (task * tr + j) % n + 1;
+                let max = row[..seen]
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |m, v| m.max(v * scale));
+                let mut sum = 0f64;
+                for (o, v) in out[..seen].iter_mut().zip(&row[..seen]) {
+                    let e = (v * scale - max).exp();
+                    *o = e;
+                    sum += f64::from(e);
+                }
+                let inv = (1.0 / sum) as f32;
+                for o in &mut out[..seen] {
+                    *o *= inv;
+                }
+            }
+        });
     Ok(y)
 }
 
@@ -121,35 +159,44 @@ pub fn causal_softmax_grad(
 ) -> Result<Vec<f32>, ShapeError> {
     rows_of("causal_softmax_grad", y.len(), n * n)?;
     same("causal_softmax_grad", y.len(), g.len())?;
+    let tr = task_rows(n);
     let mut dx = vec![0f32; y.len()];
-    for (k, ((yr, gr), out)) in y
-        .chunks_exact(n)
-        .zip(g.chunks_exact(n))
-        .zip(dx.chunks_exact_mut(n))
+    dx.par_chunks_mut(tr * n)
+        .zip(y.par_chunks(tr * n).zip(g.par_chunks(tr * n)))
         .enumerate()
-    {
-        let seen = k % n + 1;
-        let dot = yr[..seen]
-            .iter()
-            .zip(&gr[..seen])
-            .map(|(y, g)| f64::from(y * g))
-            .sum::<f64>() as f32;
-        for ((o, y), g) in out[..seen].iter_mut().zip(&yr[..seen]).zip(&gr[..seen]) {
-            *o = scale * y * (g - dot);
-        }
-    }
+        .for_each(|(task, (oc, (yc, gc)))| {
+            for (j, ((out, yr), gr)) in oc
+                .chunks_exact_mut(n)
+                .zip(yc.chunks_exact(n))
+                .zip(gc.chunks_exact(n))
+                .enumerate()
+            {
+                let seen = (task * tr + j) % n + 1;
+                let dot = yr[..seen]
+                    .iter()
+                    .zip(&gr[..seen])
+                    .map(|(y, g)| f64::from(y * g))
+                    .sum::<f64>() as f32;
+                for ((o, y), g) in out[..seen].iter_mut().zip(&yr[..seen]).zip(&gr[..seen]) {
+                    *o = scale * y * (g - dot);
+                }
+            }
+        });
     Ok(dx)
 }
 
-/// RoPE on adjacent pairs (llama.cpp's `rope_i`) of rows of `hd` values laid `(.., t, hd)`: row `r` is at
-/// position `r mod t`, whose angles' cosines and sines are row `r mod t` of `cos` and `sin` (`t × hd/2`). Pair
-/// `(a, b)` at angle θ becomes `(a cos θ − b sin θ, a sin θ + b cos θ)`. With `inverse` the angle is −θ: a
-/// rotation's inverse is its transpose, so that is also RoPE's backward pass.
+/// RoPE on adjacent pairs (llama.cpp's `rope_i`) of rows of `hd` values, `group` consecutive rows to a
+/// position: row `r` is at table row `(r / group) mod t`, whose angles' cosines and sines are that row of `cos`
+/// and `sin` (`t × hd/2`). So `group = 1` turns `(.., t, hd)` (heads outermost) and `group = heads` turns
+/// `(.., t, heads·hd)` (a projection's output, heads innermost). Pair `(a, b)` at angle θ becomes
+/// `(a cos θ − b sin θ, a sin θ + b cos θ)`. With `inverse` the angle is −θ: a rotation's inverse is its
+/// transpose, so that is also RoPE's backward pass.
 pub fn rope(
     x: &[f32],
     cos: &[f32],
     sin: &[f32],
     hd: usize,
+    group: usize,
     inverse: bool,
 ) -> Result<Vec<f32>, ShapeError> {
     if hd == 0 || !hd.is_multiple_of(2) {
@@ -159,18 +206,26 @@ pub fn rope(
     }
     same("rope (cos, sin)", cos.len(), sin.len())?;
     let t = rows_of("rope (tables)", cos.len(), hd / 2)?;
-    rows_of("rope", x.len(), t * hd)?;
+    rows_of("rope", x.len(), t * hd * group)?;
     let sign = if inverse { -1.0 } else { 1.0 };
+    let tr = task_rows(hd);
     let mut y = vec![0f32; x.len()];
-    for (r, (xr, yr)) in x.chunks_exact(hd).zip(y.chunks_exact_mut(hd)).enumerate() {
-        let p = (r % t) * (hd / 2);
-        let (c, s) = (&cos[p..p + hd / 2], &sin[p..p + hd / 2]);
-        for (((xp, yp), c), s) in xr.chunks_exact(2).zip(yr.chunks_exact_mut(2)).zip(c).zip(s) {
-            let s = sign * s;
-            yp[0] = xp[0] * c - xp[1] * s;
-            yp[1] = xp[0] * s + xp[1] * c;
-        }
-    }
+    y.par_chunks_mut(tr * hd)
+        .zip(x.par_chunks(tr * hd))
+        .enumerate()
+        .for_each(|(task, (yc, xc))| {
+            for (j, (yr, xr)) in yc.chunks_exact_mut(hd).zip(xc.chunks_exact(hd)).enumerate() {
+                let p = ((task * tr + j) / group % t) * (hd / 2);
+                let (c, s) = (&cos[p..p + hd / 2], &sin[p..p + hd / 2]);
+                for (((xp, yp), c), s) in
+                    xr.chunks_exact(2).zip(yr.chunks_exact_mut(2)).zip(c).zip(s)
+                {
+                    let s = sign * s;
+                    yp[0] = xp[0] * c - xp[1] * s;
+                    yp[1] = xp[0] * s + xp[1] * c;
+                }
+            }
+        });
     Ok(y)
 }
 
@@ -181,7 +236,15 @@ fn sigmoid(v: f32) -> f32 {
 /// The SiLU-gated product of a llama feed-forward: `silu(g) ∘ u`, `silu(g) = g · σ(g)`.
 pub fn silu_mul(g: &[f32], u: &[f32]) -> Result<Vec<f32>, ShapeError> {
     same("silu_mul", g.len(), u.len())?;
-    Ok(g.iter().zip(u).map(|(g, u)| g * sigmoid(*g) * u).collect())
+    let mut y = vec![0f32; g.len()];
+    y.par_chunks_mut(TASK_VALUES)
+        .zip(g.par_chunks(TASK_VALUES).zip(u.par_chunks(TASK_VALUES)))
+        .for_each(|(yc, (gc, uc))| {
+            for ((o, g), u) in yc.iter_mut().zip(gc).zip(uc) {
+                *o = g * sigmoid(*g) * u;
+            }
+        });
+    Ok(y)
 }
 
 /// The gradients of [`silu_mul`] with respect to `g` and `u`, given the output's gradient `dy`:
@@ -189,13 +252,21 @@ pub fn silu_mul(g: &[f32], u: &[f32]) -> Result<Vec<f32>, ShapeError> {
 pub fn silu_mul_grad(g: &[f32], u: &[f32], dy: &[f32]) -> Result<(Vec<f32>, Vec<f32>), ShapeError> {
     same("silu_mul_grad", g.len(), u.len())?;
     same("silu_mul_grad", g.len(), dy.len())?;
-    let mut dg = Vec::with_capacity(g.len());
-    let mut du = Vec::with_capacity(g.len());
-    for ((g, u), dy) in g.iter().zip(u).zip(dy) {
-        let s = sigmoid(*g);
-        dg.push(dy * u * s * (1.0 + g * (1.0 - s)));
-        du.push(dy * g * s);
-    }
+    let (mut dg, mut du) = (vec![0f32; g.len()], vec![0f32; g.len()]);
+    let ins = g
+        .par_chunks(TASK_VALUES)
+        .zip(u.par_chunks(TASK_VALUES))
+        .zip(dy.par_chunks(TASK_VALUES));
+    dg.par_chunks_mut(TASK_VALUES)
+        .zip(du.par_chunks_mut(TASK_VALUES))
+        .zip(ins)
+        .for_each(|((dgc, duc), ((gc, uc), dyc))| {
+            for ((((dg, du), g), u), dy) in dgc.iter_mut().zip(duc).zip(gc).zip(uc).zip(dyc) {
+                let s = sigmoid(*g);
+                *dg = dy * u * s * (1.0 + g * (1.0 - s));
+                *du = dy * g * s;
+            }
+        });
     Ok((dg, du))
 }
 
@@ -226,13 +297,17 @@ pub fn dropout_in_place(x: &mut [f32], seed: u64, p: f32) -> Result<(), ShapeErr
     }
     let threshold = (f64::from(p) * (1u64 << 32) as f64) as u64;
     let k = 1.0 / (1.0 - p);
-    for (i, v) in x.iter_mut().enumerate() {
-        *v = if kept(seed, i, threshold) {
-            *v * k
-        } else {
-            0.0
-        };
-    }
+    x.par_chunks_mut(TASK_VALUES)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (j, v) in chunk.iter_mut().enumerate() {
+                *v = if kept(seed, task * TASK_VALUES + j, threshold) {
+                    *v * k
+                } else {
+                    0.0
+                };
+            }
+        });
     Ok(())
 }
 
@@ -262,12 +337,33 @@ mod tests {
         // Two positions, a head of 4 (two pairs); position 0 does not turn, position 1 a quarter turn.
         let (cos, sin) = ([1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]);
         let x = [1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0];
-        let y = rope(&x, &cos, &sin, 4, false).unwrap();
+        let y = rope(&x, &cos, &sin, 4, 1, false).unwrap();
         assert_eq!(y, vec![1.0, 2.0, 3.0, 4.0, -2.0, 1.0, 3.0, 4.0]);
-        assert_eq!(rope(&y, &cos, &sin, 4, true).unwrap(), x.to_vec());
-        assert!(rope(&x, &cos, &sin, 3, false).is_err());
-        assert!(rope(&x[..6], &cos, &sin, 4, false).is_err());
-        assert!(rope(&x, &cos, &sin[..3], 4, false).is_err());
+        assert_eq!(rope(&y, &cos, &sin, 4, 1, true).unwrap(), x.to_vec());
+        // Two heads of 2 side by side at each position (group 2): both turn with their position (here a
+        // quarter turn at 0 and none at 1).
+        let z = rope(
+            &[1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0],
+            &cos[..2],
+            &sin[..2],
+            2,
+            2,
+            false,
+        );
+        assert_eq!(z.unwrap(), vec![1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0]);
+        let z = rope(
+            &[1.0, 2.0, 1.0, 2.0, 1.0, 2.0, 1.0, 2.0],
+            &cos[2..],
+            &sin[2..],
+            2,
+            2,
+            false,
+        );
+        assert_eq!(z.unwrap(), vec![-2.0, 1.0, -2.0, 1.0, 1.0, 2.0, 1.0, 2.0]);
+        assert!(rope(&x, &cos, &sin, 3, 1, false).is_err());
+        assert!(rope(&x[..6], &cos, &sin, 4, 1, false).is_err());
+        assert!(rope(&x, &cos, &sin[..3], 4, 1, false).is_err());
+        assert!(rope(&x, &cos, &sin, 4, 3, false).is_err());
     }
 
     #[test]
@@ -303,5 +399,71 @@ mod tests {
         assert_ne!(dropout(&x, 43, 0.25).unwrap(), y);
         assert_eq!(dropout(&x, 42, 0.0).unwrap(), x);
         assert!(dropout(&x, 42, 1.0).is_err() && dropout(&x, 42, -0.1).is_err());
+    }
+
+    #[test]
+    fn large_inputs_cut_into_parallel_tasks_give_what_each_row_gives_alone() {
+        // Several tasks' worth of values in each kernel: every row (or element) must come out as it does on
+        // its own, whichever task and offset it fell in.
+        let val = |i: usize| ((i * 7919) % 211) as f32 / 70.0 - 1.5;
+        let (d, rows) = (576, 3 * TASK_VALUES / 576 + 5);
+        let x: Vec<f32> = (0..d * rows).map(val).collect();
+        let w: Vec<f32> = (0..d).map(|i| val(i + 3)).collect();
+        let y = rms_norm(&x, &w, 1e-5).unwrap();
+        let gx = rms_norm_grad(&x, &w, 1e-5, &y).unwrap();
+        for r in [0, rows / 2, rows - 1] {
+            let row = &x[r * d..(r + 1) * d];
+            assert_eq!(
+                &y[r * d..(r + 1) * d],
+                &rms_norm(row, &w, 1e-5).unwrap()[..]
+            );
+            let g = &y[r * d..(r + 1) * d];
+            assert_eq!(
+                &gx[r * d..(r + 1) * d],
+                &rms_norm_grad(row, &w, 1e-5, g).unwrap()[..]
+            );
+        }
+        // Causal softmax over 5 matrices of 90 × 90 (row k of the stack is row k mod 90 of its matrix).
+        let n = 90;
+        let s: Vec<f32> = (0..5 * n * n).map(val).collect();
+        let p = causal_softmax(&s, n, 0.3).unwrap();
+        let gp = causal_softmax_grad(&p, &s, n, 0.3).unwrap();
+        let m = 3 * n * n..4 * n * n;
+        assert_eq!(
+            &p[m.clone()],
+            &causal_softmax(&s[m.clone()], n, 0.3).unwrap()[..]
+        );
+        let alone = causal_softmax_grad(&p[m.clone()], &s[m.clone()], n, 0.3).unwrap();
+        assert_eq!(&gp[m], &alone[..]);
+        // RoPE on 9 heads of 200 positions: each head as it turns alone.
+        let (t, hd) = (200, 64);
+        let cos: Vec<f32> = (0..t * hd / 2).map(|i| val(i).cos()).collect();
+        let sin: Vec<f32> = (0..t * hd / 2).map(|i| val(i).sin()).collect();
+        let q: Vec<f32> = (0..9 * t * hd).map(val).collect();
+        let rq = rope(&q, &cos, &sin, hd, 1, false).unwrap();
+        let h = 7 * t * hd..8 * t * hd;
+        assert_eq!(
+            &rq[h.clone()],
+            &rope(&q[h], &cos, &sin, hd, 1, false).unwrap()[..]
+        );
+        // The same heads side by side (group 9): head 7 of every position turns as it does alone.
+        let side: Vec<f32> = (0..t)
+            .flat_map(|p| (0..9).flat_map(move |h| (0..hd).map(move |d| (h * t + p) * hd + d)))
+            .map(|i| q[i])
+            .collect();
+        let rs = rope(&side, &cos, &sin, hd, 9, false).unwrap();
+        assert!((0..t).all(|p| rs[(p * 9 + 7) * hd..(p * 9 + 8) * hd]
+            == rq[(7 * t + p) * hd..(7 * t + p + 1) * hd]));
+        // Element-wise kernels: a prefix alone, and dropout's mask by global index (the same seed on the prefix).
+        let sm = silu_mul(&x, &y).unwrap();
+        let (dg, du) = silu_mul_grad(&x, &y, &sm).unwrap();
+        let k = TASK_VALUES + 17;
+        assert_eq!(&sm[..k], &silu_mul(&x[..k], &y[..k]).unwrap()[..]);
+        let (dg1, du1) = silu_mul_grad(&x[..k], &y[..k], &sm[..k]).unwrap();
+        assert_eq!((&dg[..k], &du[..k]), (&dg1[..], &du1[..]));
+        assert_eq!(
+            &dropout(&x, 9, 0.1).unwrap()[..k],
+            &dropout(&x[..k], 9, 0.1).unwrap()[..]
+        );
     }
 }

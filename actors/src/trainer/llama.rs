@@ -2,11 +2,12 @@
 //!
 //! Weights come from the same GGUF file llama.cpp serves, dequantized to f32 and frozen (plain tensors, not
 //! `Var`s, so autograd never tracks them). Every op on the way from a LoRA matrix to the loss has a backward
-//! pass: the RMS norms, the projections with and without LoRA, RoPE, the causal softmax and the SiLU-gated
-//! product are the trainer's own fused ops with hand-written backward passes that keep only their outputs
+//! pass: the RMS norms, the projections with and without LoRA, attention (RoPE, grouped heads, the causal
+//! softmax within each packed sequence), the SiLU-gated product and the loss through the tied vocabulary
+//! projection are the trainer's own fused ops with hand-written backward passes that keep only their outputs
 //! ([`super::fused`]; candle's own fused kernels have no backward, ground facts). The GGUF q/k weights are
-//! already permuted for llama.cpp's adjacent-pair RoPE, which is what [`super::fused::rope`] computes (candle's
-//! `rope_i`), so the trained q/k LoRA matrices need no permutation on export.
+//! already permuted for llama.cpp's adjacent-pair RoPE, which is what [`super::fused::attention`] turns by
+//! (candle's `rope_i`), so the trained q/k LoRA matrices need no permutation on export.
 //!
 //! What llama.cpp computes differently, and why parity holds only to a tolerance: it multiplies Q4_1 weights
 //! by activations quantized to 8 bits, where this model multiplies the dequantized weights in f32.
@@ -17,7 +18,7 @@ use std::io::{Read, Seek};
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::fused::{causal_softmax, frozen, lora, rms_norm, rope, silu_mul, RopeTables};
+use super::fused::{attention, frozen, lora, rms_norm, silu_mul, tied_nll, Heads, RopeTables};
 use super::TrainerError;
 
 /// The projections LoRA can adapt, by their GGUF names (`blk.N.<name>.weight`).
@@ -368,6 +369,18 @@ impl LlamaLora {
             .map_err(model_err)
     }
 
+    /// The NLL `(rows,)` of each row of `hidden` `(rows, n_embd)` (output-normed states) predicting its
+    /// token of `targets`, through the tied vocabulary projection without a `rows × vocab` tensor on the graph
+    /// ([`tied_nll`]). `for_training`: a backward pass will follow (its gradient is prepared in the forward).
+    pub fn nll(
+        &self,
+        hidden: &Tensor,
+        targets: &[u32],
+        for_training: bool,
+    ) -> Result<Tensor, TrainerError> {
+        tied_nll(hidden, &self.embd, targets, for_training).map_err(model_err)
+    }
+
     fn hidden_inner(
         &self,
         tokens: &Tensor,
@@ -393,39 +406,20 @@ impl LlamaLora {
             .embd
             .embedding(&tokens.flatten_all()?)?
             .reshape((b, t, cfg.n_embd))?;
+        let heads = Heads {
+            n_head: cfg.n_head,
+            n_kv: cfg.n_head_kv,
+            hd,
+        };
         for blk in &self.blocks {
             let h = rms_norm(&x, &blk.attn_norm, cfg.rms_eps as f32)?;
-            let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
-                y.reshape((b, t, n, hd))?.transpose(1, 2)?.contiguous()
-            };
-            let q = heads(lin(&blk.proj[0], &h)?, cfg.n_head)?;
-            let k = heads(lin(&blk.proj[1], &h)?, cfg.n_head_kv)?;
-            let v = heads(lin(&blk.proj[2], &h)?, cfg.n_head_kv)?;
-            let q = rope(&q, &tables)?;
-            let k = rope(&k, &tables)?;
-            let rep = cfg.n_head / cfg.n_head_kv;
-            let k = repeat_kv(k, rep)?;
-            let v = repeat_kv(v, rep)?;
-            // Attention within each packed sequence only.
-            let mut parts = Vec::with_capacity(lengths.len());
-            let mut start = 0;
-            let scale = 1.0 / (hd as f32).sqrt();
-            for &n in lengths {
-                let (q, k, v) = (
-                    q.narrow(2, start, n)?,
-                    k.narrow(2, start, n)?,
-                    v.narrow(2, start, n)?,
-                );
-                let att = causal_softmax(&q.matmul(&k.t()?)?, scale)?;
-                parts.push(att.matmul(&v)?);
-                start += n;
-            }
-            let y = if parts.len() == 1 {
-                parts.remove(0)
-            } else {
-                Tensor::cat(&parts, 2)?
-            };
-            let y = y.transpose(1, 2)?.reshape((b, t, cfg.n_embd))?;
+            let (q, k, v) = (
+                lin(&blk.proj[0], &h)?,
+                lin(&blk.proj[1], &h)?,
+                lin(&blk.proj[2], &h)?,
+            );
+            // Each packed sequence attends only to itself.
+            let y = attention(&q, &k, &v, &tables, lengths, heads)?;
             x = (x + lin(&blk.proj[3], &y)?)?;
             let h = rms_norm(&x, &blk.ffn_norm, cfg.rms_eps as f32)?;
             let gated = silu_mul(&lin(&blk.proj[4], &h)?, &lin(&blk.proj[5], &h)?)?;
@@ -464,18 +458,6 @@ fn gaussian(
     }
     v.truncate(n);
     Tensor::from_vec(v, shape, device).map_err(model_err)
-}
-
-/// `(batch, kv_heads, seq, hd)` → `(batch, kv_heads·rep, seq, hd)`, each key/value head serving `rep` query
-/// heads in a row (llama.cpp's grouping).
-fn repeat_kv(x: Tensor, rep: usize) -> candle_core::Result<Tensor> {
-    if rep == 1 {
-        return Ok(x);
-    }
-    let (b, n, t, hd) = x.dims4()?;
-    x.unsqueeze(2)?
-        .broadcast_as((b, n, rep, t, hd))?
-        .reshape((b, n * rep, t, hd))
 }
 
 /// `cos`, `sin` of shape `(seq, hd/2)`: angle `pos · base^(-2i/hd)`.

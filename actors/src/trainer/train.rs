@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use candle_core::{Tensor, Var};
-use candle_nn::ops::log_softmax;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
@@ -252,17 +251,13 @@ pub fn packed_nll(
     let input =
         Tensor::from_vec(input, (1, lengths.iter().sum::<usize>()), &dev).map_err(model_err)?;
     let hidden = model.hidden_packed(&input, &lengths, train)?;
-    let run = || -> candle_core::Result<Tensor> {
-        let idx = Tensor::from_vec(rows, count, &dev)?;
-        let picked = hidden.squeeze(0)?.index_select(&idx, 0)?;
-        let logits = model
-            .logits(&picked)
-            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
-        let logp = log_softmax(&logits, 1)?;
-        let target = Tensor::from_vec(targets, (count, 1), &dev)?;
-        logp.gather(&target, 1)?.sum_all()?.neg()
-    };
-    Ok((run().map_err(model_err)?, count))
+    let idx = Tensor::from_vec(rows, count, &dev).map_err(model_err)?;
+    let picked = hidden
+        .squeeze(0)
+        .and_then(|h| h.index_select(&idx, 0))
+        .map_err(model_err)?;
+    let nll = model.nll(&picked, &targets, train)?;
+    Ok((nll.sum_all().map_err(model_err)?, count))
 }
 
 /// `batch`'s sequences (indices into `data`, those with a target) grouped into passes of at most `budget`

@@ -2,28 +2,43 @@
 //! otherwise compose small differentiable ops that each keep their result for the backward pass.
 //!
 //! Why: in a training pass every intermediate of a differentiable composition lives until the backward pass
-//! reaches it. Attention's scores are the widest of them — `heads × n × n` per layer for a sequence of `n`
-//! tokens — and the composed `softmax(scores / √d + mask)` kept six such tensors (the product, the scaled, the
-//! masked, the max-shifted, the exponentials, the quotient); RMS norm kept four `n × d` ones. Each op here keeps
-//! only its output (the graph holds its input and output anyway) and recomputes the cheap rest in its backward:
+//! reaches it, and candle pays every link's gradient twice more (a zero tensor and a sum). Attention's scores
+//! are the widest per layer — `heads × n × n` for a sequence of `n` tokens — and the loss's logits the widest of
+//! a step (`rows × vocab`). Each op here keeps only its output (the graph holds its input and output anyway)
+//! and recomputes the cheap rest in its backward:
 //!
 //! - [`frozen`]: `x·Wᵀ` whose backward is only the input's gradient (`W` is frozen: no weight gradient);
 //! - [`rms_norm`]: `x / √(mean(x²) + ε) · w`, `w` frozen; backward `r·(g∘w) − x·r³·mean((g∘w)∘x)`;
-//! - [`causal_softmax`]: the softmax of `scale · s` over each row's keys up to its own position, zero after;
-//!   backward `scale · y∘(g − Σ g∘y)` (masked positions have `y = 0`, so their gradient is zero);
-//! - [`rope`]: adjacent-pair rotation by each position's angles; backward the rotation by the opposite angles;
+//! - [`attention`] (attention.rs): RoPE on q and k, each query head against its key/value head (grouped
+//!   heads), the causal softmax within each packed sequence and the weighted values, from the projections'
+//!   `(b, t, heads·hd)` outputs to the output projection's input; backward per (sequence, head) with the
+//!   weights recomputed;
 //! - [`silu_mul`]: `silu(gate) ∘ up`; backward `dy∘up∘σ(1 + gate(1 − σ))` and `dy∘silu(gate)`, `σ` recomputed;
 //! - [`lora`]: `x·Wᵀ + s·(drop(x)·Aᵀ)·Bᵀ`; backward the gradients of `x`, `A` and `B` (not `W`), with the thin
-//!   `drop(x)·Aᵀ` recomputed and the dropout mask redrawn from the seed its forward drew it from.
+//!   `drop(x)·Aᵀ` recomputed and the dropout mask redrawn from the seed its forward drew it from;
+//! - [`tied_nll`] (nll.rs): each scored row's NLL through the tied vocabulary projection, logits one block of
+//!   rows at a time, no gradient for the embedding.
 //!
-//! The loops are in the `batos-kernels` crate, compiled at opt-level 3 even in the dev profile. Checked
-//! against the composed ops by `tests::the_fused_ops_match_the_composed_ones_forward_and_backward` and
-//! `tests::rope_silu_and_lora_match_the_composed_ones_forward_and_backward` (forward and gradients on random
-//! inputs, relative error under 1e-4), and on the shipped model against llama.cpp by `actors/tests/unsloth.rs`.
+//! The loops and the matrix products (`batos_kernels::matmul`, straight from and into the ops' buffers) are in
+//! the `batos-kernels` crate, compiled at opt-level 3 even in the dev profile. Checked against candle's
+//! compositions by `tests::the_fused_ops_match_the_composed_ones_forward_and_backward`,
+//! `tests::silu_and_lora_match_the_composed_ones_forward_and_backward`,
+//! `tests::attention_matches_the_composed_chain_forward_and_backward` and
+//! `tests::the_tied_nll_matches_log_softmax_and_gather_forward_and_backward` (forward and gradients on random
+//! inputs, relative error under 1e-5 forward and 1e-4 backward), and on the shipped model against llama.cpp by
+//! `actors/tests/unsloth.rs`.
 
 use std::sync::Arc;
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Shape, Tensor};
+mod attention;
+mod nll;
+pub use attention::{attention, Heads};
+pub use nll::tied_nll;
+
+use batos_kernels::matmul::{matmul, matmul_into, Mat};
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, Device, Layout, Shape, Storage, StorageRef, Tensor,
+};
 
 /// The contiguous f32 data of `storage` under `layout`, or an error naming `op`.
 fn data<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> candle_core::Result<&'a [f32]> {
@@ -36,6 +51,30 @@ fn data<'a>(op: &str, storage: &'a CpuStorage, layout: &Layout) -> candle_core::
 /// A tensor's values, row-major.
 fn values(t: &Tensor) -> candle_core::Result<Vec<f32>> {
     t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// A contiguous tensor's storage held for reading, so the products read its values where they lie (the
+/// weights and gradients, without the copy [`values`] makes). Make the tensor contiguous first.
+struct Held<'t>(StorageRef<'t>, &'t Layout);
+
+impl<'t> Held<'t> {
+    fn new(t: &'t Tensor) -> Self {
+        let (storage, layout) = t.storage_and_layout();
+        Self(storage, layout)
+    }
+
+    /// The values, row-major; an error naming `op` for a tensor off the CPU or not contiguous.
+    fn values(&self, op: &str) -> candle_core::Result<&[f32]> {
+        match &*self.0 {
+            Storage::Cpu(cpu) => data(op, cpu, self.1),
+            _ => candle_core::bail!("{op}: the trainer's ops run on the CPU only"),
+        }
+    }
+}
+
+/// A row-major `rows × cols` view for the products, or candle's error.
+fn mat(v: &[f32], rows: usize, cols: usize) -> candle_core::Result<Mat<'_>> {
+    kernel(Mat::new(v, rows, cols))
 }
 
 /// The shape of a projection's output: the input's, its last dimension `n_out` (the frozen and LoRA ops).
@@ -74,10 +113,11 @@ impl CustomOp1 for Frozen {
         if dims.last() != Some(&n_in) {
             candle_core::bail!("frozen-linear: input {dims:?} does not end in {n_in}");
         }
-        let data = data("frozen-linear", storage, layout)?;
-        let rows = data.len() / n_in;
-        let x = Tensor::from_slice(data, (rows, n_in), &Device::Cpu)?;
-        let y = x.matmul(&self.0.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+        let x = data("frozen-linear", storage, layout)?;
+        let rows = x.len() / n_in;
+        let w = Held::new(&self.0);
+        let w = mat(w.values("frozen-linear")?, n_out, n_in)?;
+        let y = kernel(matmul(mat(x, rows, n_in)?, w.t(), 1.0))?;
         Ok((CpuStorage::F32(y), projected(layout, n_out)))
     }
 
@@ -87,10 +127,13 @@ impl CustomOp1 for Frozen {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let (n_out, _) = self.0.dims2()?;
+        let (n_out, n_in) = self.0.dims2()?;
         let rows = grad.elem_count() / n_out;
-        let g = grad.contiguous()?.reshape((rows, n_out))?.matmul(&self.0)?;
-        Ok(Some(g.reshape(arg.shape())?))
+        let grad = grad.contiguous()?;
+        let (g, w) = (Held::new(&grad), Held::new(&self.0));
+        let (g, w) = (g.values("frozen-linear")?, w.values("frozen-linear")?);
+        let gx = kernel(matmul(mat(g, rows, n_out)?, mat(w, n_out, n_in)?, 1.0))?;
+        Ok(Some(Tensor::from_vec(gx, arg.shape(), &Device::Cpu)?))
     }
 }
 
@@ -99,50 +142,10 @@ fn kernel<T>(r: Result<T, batos_kernels::ShapeError>) -> candle_core::Result<T> 
     r.map_err(|e| candle_core::Error::Msg(e.to_string()))
 }
 
-/// An op whose output has its one input's shape: its forward and backward as kernels on flat values. One
-/// [`CustomOp1`] (`SameShape`) carries each into candle, so the ops differ only in their loops.
-trait SameShapeOp: Send + Sync + 'static {
-    /// The op's name in candle's errors.
-    const NAME: &'static str;
-    /// The output's values from the input's (`dims`: the input's shape).
-    fn forward(&self, x: &[f32], dims: &[usize]) -> candle_core::Result<Vec<f32>>;
-    /// The input's gradient from the input `x`, the output `y` and the output's gradient `g`.
-    fn backward(&self, x: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Vec<f32>>;
-}
-
-/// The one [`CustomOp1`] of every [`SameShapeOp`].
-struct SameShape<K>(K);
-
-impl<K: SameShapeOp> CustomOp1 for SameShape<K> {
-    fn name(&self) -> &'static str {
-        K::NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        storage: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = data(K::NAME, storage, layout)?;
-        let y = self.0.forward(x, layout.shape().dims())?;
-        Ok((CpuStorage::F32(y), layout.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        arg: &Tensor,
-        res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<Option<Tensor>> {
-        let dx = self.0.backward(arg, res, grad)?;
-        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
-    }
-}
-
 /// RMS norm over the last dimension with a frozen weight `w` (`(d,)`): `x / √(mean(x²) + eps) · w`.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f32) -> candle_core::Result<Tensor> {
     let w = values(w)?;
-    x.contiguous()?.apply_op1(SameShape(RmsNorm { w, eps }))
+    x.contiguous()?.apply_op1(RmsNorm { w, eps })
 }
 
 /// The op behind [`rms_norm`]: the weight's values and ε.
@@ -151,46 +154,32 @@ struct RmsNorm {
     eps: f32,
 }
 
-impl SameShapeOp for RmsNorm {
-    const NAME: &'static str = "fused-rms-norm";
-
-    fn forward(&self, x: &[f32], _dims: &[usize]) -> candle_core::Result<Vec<f32>> {
-        kernel(batos_kernels::rms_norm(x, &self.w, self.eps))
+impl CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "fused-rms-norm"
     }
 
-    fn backward(&self, x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Vec<f32>> {
-        let (x, g) = (values(x)?, values(g)?);
-        kernel(batos_kernels::rms_norm_grad(&x, &self.w, self.eps, &g))
-    }
-}
-
-/// Attention weights: the softmax of `scale · s` over the last dimension of `s` `(.., n, n)`, row `i` over
-/// keys `0..=i` only (the causal mask), zero after.
-pub fn causal_softmax(s: &Tensor, scale: f32) -> candle_core::Result<Tensor> {
-    s.contiguous()?
-        .apply_op1(SameShape(CausalSoftmax { scale }))
-}
-
-/// The op behind [`causal_softmax`].
-struct CausalSoftmax {
-    scale: f32,
-}
-
-impl SameShapeOp for CausalSoftmax {
-    const NAME: &'static str = "fused-causal-softmax";
-
-    fn forward(&self, s: &[f32], dims: &[usize]) -> candle_core::Result<Vec<f32>> {
-        let n = match dims {
-            [.., a, b] if a == b => *b,
-            _ => candle_core::bail!("fused-causal-softmax: scores {dims:?} are not square"),
-        };
-        kernel(batos_kernels::causal_softmax(s, n, self.scale))
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let x = data("fused-rms-norm", storage, layout)?;
+        let y = kernel(batos_kernels::rms_norm(x, &self.w, self.eps))?;
+        Ok((CpuStorage::F32(y), layout.shape().clone()))
     }
 
-    fn backward(&self, s: &Tensor, y: &Tensor, g: &Tensor) -> candle_core::Result<Vec<f32>> {
-        let n = s.dims().last().copied().unwrap_or(0);
-        let (y, g) = (values(y)?, values(g)?);
-        kernel(batos_kernels::causal_softmax_grad(&y, &g, n, self.scale))
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (x, g) = (arg.contiguous()?, grad.contiguous()?);
+        let (hx, hg) = (Held::new(&x), Held::new(&g));
+        let (xv, gv) = (hx.values("fused-rms-norm")?, hg.values("fused-rms-norm")?);
+        let dx = kernel(batos_kernels::rms_norm_grad(xv, &self.w, self.eps, gv))?;
+        Ok(Some(Tensor::from_vec(dx, arg.shape(), arg.device())?))
     }
 }
 
@@ -215,49 +204,6 @@ impl RopeTables {
             sin: values(sin)?.into(),
             t,
         })
-    }
-}
-
-/// RoPE on adjacent pairs (llama.cpp's `rope_i`, candle's `rope_i_slow`) of `x` `(b, heads, t, hd)`.
-///
-/// Why fused: the composition splits every head into its pairs' halves, multiplies each by both tables and
-/// joins them again — seven tensors the size of `x` kept per call, twice a layer. This keeps its output;
-/// its backward is the same rotation by the opposite angles.
-pub fn rope(x: &Tensor, tables: &RopeTables) -> candle_core::Result<Tensor> {
-    let (_, _, t, hd) = x.dims4()?;
-    if t != tables.t || tables.cos.len() != t * (hd / 2) {
-        candle_core::bail!("rope: tables of {} positions for {:?}", tables.t, x.dims());
-    }
-    x.contiguous()?.apply_op1(SameShape(Rope {
-        tables: tables.clone(),
-        hd,
-    }))
-}
-
-/// The op behind [`rope`].
-struct Rope {
-    tables: RopeTables,
-    hd: usize,
-}
-
-impl SameShapeOp for Rope {
-    const NAME: &'static str = "fused-rope";
-
-    fn forward(&self, x: &[f32], _dims: &[usize]) -> candle_core::Result<Vec<f32>> {
-        let t = &self.tables;
-        kernel(batos_kernels::rope(x, &t.cos, &t.sin, self.hd, false))
-    }
-
-    /// A rotation's inverse is its transpose: the gradient turns by the opposite angles.
-    fn backward(&self, _x: &Tensor, _y: &Tensor, g: &Tensor) -> candle_core::Result<Vec<f32>> {
-        let t = &self.tables;
-        kernel(batos_kernels::rope(
-            &values(g)?,
-            &t.cos,
-            &t.sin,
-            self.hd,
-            true,
-        ))
     }
 }
 
@@ -307,8 +253,11 @@ impl CustomOp2 for SiluMul {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (g, u, dy) = (values(gate)?, values(up)?, values(grad)?);
-        let (dg, du) = kernel(batos_kernels::silu_mul_grad(&g, &u, &dy))?;
+        let op = "fused-silu-mul";
+        let grad = grad.contiguous()?;
+        let [hg, hu, hd] = [gate, up, &grad].map(Held::new);
+        let (g, u, dy) = (hg.values(op)?, hu.values(op)?, hd.values(op)?);
+        let (dg, du) = kernel(batos_kernels::silu_mul_grad(g, u, dy))?;
         Ok((
             Some(Tensor::from_vec(dg, gate.shape(), gate.device())?),
             Some(Tensor::from_vec(du, up.shape(), up.device())?),
@@ -384,13 +333,12 @@ struct Lora {
 }
 
 impl Lora {
-    /// `drop(x)` of a contiguous `x`: `x` itself when dropout is off.
-    fn dropped(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// `drop(x)`: `None` when dropout is off (the caller reads `x` itself).
+    fn dropped(&self, x: &[f32]) -> candle_core::Result<Option<Vec<f32>>> {
         if self.dropout == 0.0 {
-            return Ok(x.clone());
+            return Ok(None);
         }
-        let xd = kernel(batos_kernels::dropout(&values(x)?, self.seed, self.dropout))?;
-        Tensor::from_vec(xd, x.shape(), &Device::Cpu)
+        kernel(batos_kernels::dropout(x, self.seed, self.dropout)).map(Some)
     }
 }
 
@@ -399,6 +347,8 @@ impl CustomOp3 for Lora {
         "fused-lora"
     }
 
+    /// `y = x·Wᵀ`, then `u = drop(x)·Aᵀ` (`rows × r`), then `y += s·u·Bᵀ` in place: the output is the only
+    /// buffer as wide as the projection.
     fn cpu_fwd(
         &self,
         s1: &CpuStorage,
@@ -410,19 +360,27 @@ impl CustomOp3 for Lora {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n_out, n_in) = self.w.dims2()?;
         let x = data("fused-lora", s1, l1)?;
+        let (a, b) = (data("fused-lora", s2, l2)?, data("fused-lora", s3, l3)?);
+        let r = a.len() / n_in;
         let rows = x.len() / n_in;
-        let a = Tensor::from_slice(data("fused-lora", s2, l2)?, l2.shape(), &Device::Cpu)?;
-        let b = Tensor::from_slice(data("fused-lora", s3, l3)?, l3.shape(), &Device::Cpu)?;
-        let x = Tensor::from_slice(x, (rows, n_in), &Device::Cpu)?;
-        let y = x.matmul(&self.w.t()?)?;
-        let delta = self.dropped(&x)?.matmul(&a.t()?)?.matmul(&b.t()?)?;
-        let y = (y + (delta * f64::from(self.scale))?)?;
-        Ok((
-            CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?),
-            projected(l1, n_out),
-        ))
+        let w = Held::new(&self.w);
+        let w = mat(w.values("fused-lora")?, n_out, n_in)?;
+        let mut y = kernel(matmul(mat(x, rows, n_in)?, w.t(), 1.0))?;
+        let xd = self.dropped(x)?;
+        let xd = mat(xd.as_deref().unwrap_or(x), rows, n_in)?;
+        let u = kernel(matmul(xd, mat(a, r, n_in)?.t(), 1.0))?;
+        kernel(matmul_into(
+            &mut y,
+            true,
+            mat(&u, rows, r)?,
+            mat(b, n_out, r)?.t(),
+            self.scale,
+        ))?;
+        Ok((CpuStorage::F32(y), projected(l1, n_out)))
     }
 
+    /// With `u = drop(x)·Aᵀ` recomputed: `∂B = s·gᵀ·u`, `∂u = s·g·B`, `∂A = ∂uᵀ·drop(x)`, and
+    /// `∂x = g·W + drop′(∂u·A)` (the LoRA path's share passes the forward's mask again).
     fn bwd(
         &self,
         x: &Tensor,
@@ -431,29 +389,36 @@ impl CustomOp3 for Lora {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n_out, _) = self.w.dims2()?;
+        let (n_out, n_in) = self.w.dims2()?;
+        let r = a.dims2()?.0;
         let rows = grad.elem_count() / n_out;
-        let (a, b) = (a.detach(), b.detach());
-        let gy = grad.detach().contiguous()?.reshape((rows, n_out))?;
-        let xd = self.dropped(&x.detach().contiguous()?.reshape((rows, ()))?)?;
-        let s = f64::from(self.scale);
-        let u = xd.matmul(&a.t()?)?;
-        let gb = (gy.t()?.matmul(&u)? * s)?;
-        let gu = (gy.matmul(&b)? * s)?;
-        let ga = gu.t()?.matmul(&xd)?;
-        // The LoRA path's share of x's gradient passes the forward's mask again.
-        let mut through = gu.matmul(&a)?;
+        let op = "fused-lora";
+        let (x, grad) = (x.contiguous()?, grad.contiguous()?);
+        let [hx, hg, ha, hb, hw] = [&x, &grad, a, b, &self.w].map(Held::new);
+        let (xv, g, av) = (hx.values(op)?, hg.values(op)?, ha.values(op)?);
+        let (bv, w) = (hb.values(op)?, hw.values(op)?);
+        let (g, am, bm) = (mat(g, rows, n_out)?, mat(av, r, n_in)?, mat(bv, n_out, r)?);
+        let xd = self.dropped(xv)?;
+        let xd = mat(xd.as_deref().unwrap_or(xv), rows, n_in)?;
+        let u = kernel(matmul(xd, am.t(), 1.0))?;
+        let gb = kernel(matmul(g.t(), mat(&u, rows, r)?, self.scale))?;
+        let gu = kernel(matmul(g, bm, self.scale))?;
+        let ga = kernel(matmul(mat(&gu, rows, r)?.t(), xd, 1.0))?;
+        let mut gx = kernel(matmul(mat(&gu, rows, r)?, am, 1.0))?;
         if self.dropout > 0.0 {
-            let mut v = values(&through)?;
             kernel(batos_kernels::dropout_in_place(
-                &mut v,
+                &mut gx,
                 self.seed,
                 self.dropout,
             ))?;
-            through = Tensor::from_vec(v, xd.shape(), &Device::Cpu)?;
         }
-        let gx = (gy.matmul(&self.w)? + through)?;
-        Ok((Some(gx.reshape(x.shape())?), Some(ga), Some(gb)))
+        kernel(matmul_into(&mut gx, true, g, mat(w, n_out, n_in)?, 1.0))?;
+        let cpu = &Device::Cpu;
+        Ok((
+            Some(Tensor::from_vec(gx, x.shape(), cpu)?),
+            Some(Tensor::from_vec(ga, a.shape(), cpu)?),
+            Some(Tensor::from_vec(gb, b.shape(), cpu)?),
+        ))
     }
 }
 

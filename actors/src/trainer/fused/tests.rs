@@ -2,6 +2,7 @@
 
 use candle_core::{Tensor, Var, D};
 use candle_nn::ops::{rms_norm_slow, softmax};
+use candle_nn::rotary_emb::rope_i_slow;
 
 use super::*;
 
@@ -53,31 +54,6 @@ fn the_fused_ops_match_the_composed_ones_forward_and_backward() {
     assert!(rel(&yf, &yc) < 1e-5, "rms norm forward {}", rel(&yf, &yc));
     assert!(rel(&gf, &gc) < 1e-4, "rms norm backward {}", rel(&gf, &gc));
 
-    // Causal softmax: scores (2 batches, 3 heads, 7, 7) against scale, mask and a generic softmax.
-    let shape = [2usize, 3, 7, 7];
-    let s = noise(294, 4);
-    let c = Tensor::from_vec(noise(294, 5), &shape[..], &Device::Cpu).unwrap();
-    let scale = 0.125f32;
-    let m: Vec<f32> = (0..7)
-        .flat_map(|i| (0..7).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
-        .collect();
-    let mask = Tensor::from_vec(m, (7, 7), &Device::Cpu).unwrap();
-    let composed = |s: &Tensor| {
-        let att = (s * f64::from(scale))?.broadcast_add(&mask)?;
-        softmax(&att, D::Minus1)
-    };
-    let (yf, gf) = through(|s| causal_softmax(s, scale), &s, &shape, &c);
-    let (yc, gc) = through(composed, &s, &shape, &c);
-    assert!(rel(&yf, &yc) < 1e-5, "softmax forward {}", rel(&yf, &yc));
-    assert!(rel(&gf, &gc) < 1e-4, "softmax backward {}", rel(&gf, &gc));
-    // Each row sums to one over the keys it may see, and nothing after them.
-    let y = values(&yf).unwrap();
-    for (k, row) in y.chunks_exact(7).enumerate() {
-        let i = k % 7;
-        assert!((row[..=i].iter().sum::<f32>() - 1.0).abs() < 1e-5);
-        assert!(row[i + 1..].iter().all(|v| *v == 0.0));
-    }
-
     // The frozen projection: the input's gradient as a matmul's, and no weight gradient asked for.
     let shape = [3usize, 4, 8];
     let x = noise(96, 6);
@@ -106,29 +82,8 @@ fn through_all(
 }
 
 #[test]
-fn rope_silu_and_lora_match_the_composed_ones_forward_and_backward() {
-    use candle_nn::rotary_emb::rope_i_slow;
+fn silu_and_lora_match_the_composed_ones_forward_and_backward() {
     let dev = &Device::Cpu;
-
-    // RoPE: (2 batches, 3 heads, 5 positions, head 8) against candle's composed `rope_i_slow`.
-    let (t, hd) = (5usize, 8usize);
-    let ang: Vec<f32> = (0..t * hd / 2)
-        .map(|k| (k / (hd / 2)) as f32 * 0.7 / (1 + k % (hd / 2)) as f32)
-        .collect();
-    let ang = Tensor::from_vec(ang, (t, hd / 2), dev).unwrap();
-    let (cos, sin) = (ang.cos().unwrap(), ang.sin().unwrap());
-    let tables = RopeTables::new(&cos, &sin).unwrap();
-    let shape = [2usize, 3, t, hd];
-    let x = noise(240, 9);
-    let c = Tensor::from_vec(noise(240, 10), &shape[..], dev).unwrap();
-    let (yf, gf) = through(|x| rope(x, &tables), &x, &shape, &c);
-    let (yc, gc) = through(|x| rope_i_slow(x, &cos, &sin), &x, &shape, &c);
-    assert!(rel(&yf, &yc) < 1e-5, "rope forward {}", rel(&yf, &yc));
-    assert!(rel(&gf, &gc) < 1e-5, "rope backward {}", rel(&gf, &gc));
-    // Tables of another length are refused, not read past.
-    let short =
-        RopeTables::new(&cos.narrow(0, 0, 4).unwrap(), &sin.narrow(0, 0, 4).unwrap()).unwrap();
-    assert!(rope(&yf, &short).is_err());
 
     // SiLU-gated product: both inputs' gradients against `silu(g) * u`.
     let args = [(noise(60, 11), vec![3, 20]), (noise(60, 12), vec![3, 20])];
@@ -179,4 +134,136 @@ fn rope_silu_and_lora_match_the_composed_ones_forward_and_backward() {
         }
     }
     assert!(lora(&yf, &w, &w, &w, 1.0, 0.0).is_err());
+}
+
+/// Attention as the trainer composed it before the fused op: heads split out and copied, q and k turned by
+/// candle's `rope_i_slow`, k and v repeated for grouped heads, then per packed sequence the scaled, masked
+/// softmax of q·kᵀ times v, the sequences joined and the heads put side by side again.
+fn composed_attention(
+    v: &[Tensor],
+    cos: &Tensor,
+    sin: &Tensor,
+    lengths: &[usize],
+    h: Heads,
+) -> candle_core::Result<Tensor> {
+    let (b, t, _) = v[0].dims3()?;
+    let split = |y: &Tensor, n: usize| y.reshape((b, t, n, h.hd))?.transpose(1, 2)?.contiguous();
+    let repeat = |y: Tensor| -> candle_core::Result<Tensor> {
+        let rep = h.n_head / h.n_kv;
+        y.unsqueeze(2)?
+            .broadcast_as((b, h.n_kv, rep, t, h.hd))?
+            .reshape((b, h.n_head, t, h.hd))
+    };
+    let q = rope_i_slow(&split(&v[0], h.n_head)?, cos, sin)?;
+    let k = repeat(rope_i_slow(&split(&v[1], h.n_kv)?, cos, sin)?)?;
+    let val = repeat(split(&v[2], h.n_kv)?)?;
+    let mut parts = Vec::new();
+    let mut start = 0;
+    for &n in lengths {
+        let m: Vec<f32> = (0..n)
+            .flat_map(|i| (0..n).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+            .collect();
+        let mask = Tensor::from_vec(m, (n, n), &Device::Cpu)?;
+        let (qs, ks, vs) = (
+            q.narrow(2, start, n)?,
+            k.narrow(2, start, n)?,
+            val.narrow(2, start, n)?,
+        );
+        let s = (qs.matmul(&ks.t()?)? / (h.hd as f64).sqrt())?.broadcast_add(&mask)?;
+        parts.push(softmax(&s, D::Minus1)?.matmul(&vs)?);
+        start += n;
+    }
+    Tensor::cat(&parts, 2)?
+        .transpose(1, 2)?
+        .reshape((b, t, h.n_head * h.hd))
+}
+
+#[test]
+fn attention_matches_the_composed_chain_forward_and_backward() {
+    let dev = &Device::Cpu;
+    let h = Heads {
+        n_head: 4,
+        n_kv: 2,
+        hd: 8,
+    };
+    // Three packed sequences in one row, and two rows of one sequence each; positions restart per sequence.
+    for (b, lengths) in [(1usize, vec![5usize, 3, 7]), (2, vec![6])] {
+        let t: usize = lengths.iter().sum();
+        let ang: Vec<f32> = lengths
+            .iter()
+            .flat_map(|&n| 0..n)
+            .flat_map(|p| (0..h.hd / 2).map(move |i| p as f32 * 0.7 / (1 + i) as f32))
+            .collect();
+        let ang = Tensor::from_vec(ang, (t, h.hd / 2), dev).unwrap();
+        let (cos, sin) = (ang.cos().unwrap(), ang.sin().unwrap());
+        let tables = RopeTables::new(&cos, &sin).unwrap();
+        let (wq, wkv) = (h.n_head * h.hd, h.n_kv * h.hd);
+        let args = [
+            (noise(b * t * wq, 21), vec![b, t, wq]),
+            (noise(b * t * wkv, 22), vec![b, t, wkv]),
+            (noise(b * t * wkv, 23), vec![b, t, wkv]),
+        ];
+        let c = Tensor::from_vec(noise(b * t * wq, 24), (b, t, wq), dev).unwrap();
+        let fused = |v: &[Tensor]| attention(&v[0], &v[1], &v[2], &tables, &lengths, h);
+        let composed = |v: &[Tensor]| composed_attention(v, &cos, &sin, &lengths, h);
+        let (yf, gf) = through_all(fused, &args, &c);
+        let (yc, gc) = through_all(composed, &args, &c);
+        assert!(rel(&yf, &yc) < 1e-5, "attention forward {}", rel(&yf, &yc));
+        for (k, (f, c)) in gf.iter().zip(&gc).enumerate() {
+            assert!(
+                rel(f, c) < 1e-4,
+                "attention backward ({b}, {lengths:?}), argument {k}: {}",
+                rel(f, c)
+            );
+        }
+    }
+    // Refused, not read past: lengths that do not cover the row, tables of another length, heads that do not
+    // divide.
+    let ang = Tensor::from_vec(noise(5 * 4, 25), (5, 4), dev).unwrap();
+    let tables = RopeTables::new(&ang.cos().unwrap(), &ang.sin().unwrap()).unwrap();
+    let q = Tensor::from_vec(noise(5 * 32, 26), (1, 5, 32), dev).unwrap();
+    let kv = Tensor::from_vec(noise(5 * 16, 27), (1, 5, 16), dev).unwrap();
+    assert!(attention(&q, &kv, &kv, &tables, &[5], h).is_ok());
+    assert!(attention(&q, &kv, &kv, &tables, &[2, 2], h).is_err());
+    assert!(attention(&q, &kv, &kv, &tables, &[5, 0], h).is_err());
+    let short =
+        RopeTables::new(&ang.narrow(0, 0, 4).unwrap(), &ang.narrow(0, 0, 4).unwrap()).unwrap();
+    assert!(attention(&q, &kv, &kv, &short, &[5], h).is_err());
+    let odd = Heads { n_kv: 3, ..h };
+    assert!(attention(&q, &kv, &kv, &tables, &[5], odd).is_err());
+}
+
+#[test]
+fn the_tied_nll_matches_log_softmax_and_gather_forward_and_backward() {
+    use candle_nn::ops::log_softmax;
+    let dev = &Device::Cpu;
+    // More rows than one block of logits, so the blocks' seams are crossed.
+    let (rows, d, vocab) = (130usize, 8usize, 50usize);
+    let embd = Tensor::from_vec(noise(vocab * d, 31), (vocab, d), dev).unwrap();
+    let targets: Vec<u32> = (0..rows as u32).map(|i| (i * 7) % vocab as u32).collect();
+    let args = [(noise(rows * d, 32), vec![rows, d])];
+    let c = Tensor::from_vec(noise(rows, 33), rows, dev).unwrap();
+    let composed = |v: &[Tensor]| {
+        let logp = log_softmax(&v[0].matmul(&embd.t()?)?, 1)?;
+        let t = Tensor::from_vec(targets.clone(), (rows, 1), dev)?;
+        logp.gather(&t, 1)?.squeeze(1)?.neg()
+    };
+    let (yc, gc) = through_all(composed, &args, &c);
+    // The gradient prepared by a training forward, and recomputed in the backward of one that did not.
+    for for_training in [true, false] {
+        let fused = |v: &[Tensor]| tied_nll(&v[0], &embd, &targets, for_training);
+        let (yf, gf) = through_all(fused, &args, &c);
+        assert!(rel(&yf, &yc) < 1e-5, "nll forward {}", rel(&yf, &yc));
+        assert!(
+            rel(&gf[0], &gc[0]) < 1e-4,
+            "nll backward ({for_training}) {}",
+            rel(&gf[0], &gc[0])
+        );
+    }
+    let h = Tensor::from_vec(noise(rows * d, 32), (rows, d), dev).unwrap();
+    let mut bad = targets.clone();
+    bad[3] = vocab as u32;
+    assert!(tied_nll(&h, &embd, &bad, true).is_err());
+    assert!(tied_nll(&h, &embd, &targets[1..], true).is_err());
+    assert!(tied_nll(&h.narrow(1, 0, 4).unwrap(), &embd, &targets, true).is_err());
 }

@@ -110,7 +110,7 @@ impl CustomOp1 for Frozen {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n_out, n_in) = self.0.dims2()?;
         let dims = layout.shape().dims();
-        if dims.last() != Some(&n_in) {
+        if n_in == 0 || dims.last() != Some(&n_in) {
             candle_core::bail!("frozen-linear: input {dims:?} does not end in {n_in}");
         }
         let x = data("frozen-linear", storage, layout)?;
@@ -183,8 +183,8 @@ impl CustomOp1 for RmsNorm {
     }
 }
 
-/// RoPE's cosine and sine tables for one pass, `(t, hd/2)` row-major: row `p` holds the angles of the position
-/// the `p`-th row of every head sits at (packed sequences restart at 0). Shared by every layer's q and k.
+/// RoPE's cosine and sine tables for one pass, `(t, hd/2)` row-major: row `p` holds the angles of token `p`'s
+/// position in its sequence (packed sequences restart at 0). Shared by every layer's attention.
 #[derive(Clone)]
 pub struct RopeTables {
     cos: Arc<[f32]>,

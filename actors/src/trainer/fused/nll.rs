@@ -31,7 +31,7 @@ pub fn tied_nll(
 ) -> candle_core::Result<Tensor> {
     let (rows, d) = hidden.dims2()?;
     let (vocab, e_d) = embd.dims2()?;
-    if e_d != d || targets.len() != rows {
+    if d == 0 || vocab == 0 || e_d != d || targets.len() != rows {
         candle_core::bail!(
             "tied-nll: hidden {:?}, embedding {:?}, {} targets do not fit",
             hidden.dims(),

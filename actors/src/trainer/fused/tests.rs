@@ -266,4 +266,6 @@ fn the_tied_nll_matches_log_softmax_and_gather_forward_and_backward() {
     assert!(tied_nll(&h, &embd, &bad, true).is_err());
     assert!(tied_nll(&h, &embd, &targets[1..], true).is_err());
     assert!(tied_nll(&h.narrow(1, 0, 4).unwrap(), &embd, &targets, true).is_err());
+    let empty = Tensor::zeros((vocab, 0), candle_core::DType::F32, dev).unwrap();
+    assert!(tied_nll(&h.narrow(1, 0, 0).unwrap(), &empty, &targets, true).is_err());
 }

@@ -29,6 +29,21 @@ fn task_rows(width: usize) -> usize {
     (TASK_VALUES / width.max(1)).max(1)
 }
 
+/// A zeroed output of `len` values (whole rows of `width > 0`), filled by `f(r, row)` for every row `r` in
+/// parallel tasks of whole rows; `f` reads its inputs' row `r` itself, so every row kernel shares this one split.
+fn par_rows(len: usize, width: usize, f: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    let tr = task_rows(width);
+    let mut y = vec![0f32; len];
+    y.par_chunks_mut(tr * width)
+        .enumerate()
+        .for_each(|(task, chunk)| {
+            for (j, row) in chunk.chunks_exact_mut(width).enumerate() {
+                f(task * tr + j, row);
+            }
+        });
+    y
+}
+
 /// Slices whose lengths do not fit the shape asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShapeError(pub String);
@@ -71,18 +86,13 @@ fn inv_rms(row: &[f32], eps: f32) -> f32 {
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32) -> Result<Vec<f32>, ShapeError> {
     rows_of("rms_norm", x.len(), w.len())?;
     let d = w.len();
-    let per = task_rows(d) * d;
-    let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(per)
-        .zip(x.par_chunks(per))
-        .for_each(|(yc, xc)| {
-            for (yr, xr) in yc.chunks_exact_mut(d).zip(xc.chunks_exact(d)) {
-                let r = inv_rms(xr, eps);
-                for ((o, x), w) in yr.iter_mut().zip(xr).zip(w) {
-                    *o = x * r * w;
-                }
-            }
-        });
+    let y = par_rows(x.len(), d, |r, out| {
+        let xr = &x[r * d..(r + 1) * d];
+        let k = inv_rms(xr, eps);
+        for ((o, x), w) in out.iter_mut().zip(xr).zip(w) {
+            *o = x * k * w;
+        }
+    });
     Ok(y)
 }
 
@@ -92,30 +102,21 @@ pub fn rms_norm_grad(x: &[f32], w: &[f32], eps: f32, g: &[f32]) -> Result<Vec<f3
     rows_of("rms_norm_grad", x.len(), w.len())?;
     same("rms_norm_grad", x.len(), g.len())?;
     let d = w.len();
-    let per = task_rows(d) * d;
-    let mut dx = vec![0f32; x.len()];
-    dx.par_chunks_mut(per)
-        .zip(x.par_chunks(per).zip(g.par_chunks(per)))
-        .for_each(|(oc, (xc, gc))| {
-            for ((or, xr), gr) in oc
-                .chunks_exact_mut(d)
-                .zip(xc.chunks_exact(d))
-                .zip(gc.chunks_exact(d))
-            {
-                let r = inv_rms(xr, eps);
-                let dot = xr
-                    .iter()
-                    .zip(gr)
-                    .zip(w)
-                    .map(|((x, g), w)| f64::from(g * w) * f64::from(*x))
-                    .sum::<f64>()
-                    / d as f64;
-                let k = (dot * f64::from(r).powi(3)) as f32;
-                for (((o, x), g), w) in or.iter_mut().zip(xr).zip(gr).zip(w) {
-                    *o = r * g * w - x * k;
-                }
-            }
-        });
+    let dx = par_rows(x.len(), d, |row, out| {
+        let (xr, gr) = (&x[row * d..(row + 1) * d], &g[row * d..(row + 1) * d]);
+        let r = inv_rms(xr, eps);
+        let dot = xr
+            .iter()
+            .zip(gr)
+            .zip(w)
+            .map(|((x, g), w)| f64::from(g * w) * f64::from(*x))
+            .sum::<f64>()
+            / d as f64;
+        let k = (dot * f64::from(r).powi(3)) as f32;
+        for (((o, x), g), w) in out.iter_mut().zip(xr).zip(gr).zip(w) {
+            *o = r * g * w - x * k;
+        }
+    });
     Ok(dx)
 }
 
@@ -123,29 +124,22 @@ pub fn rms_norm_grad(x: &[f32], w: &[f32], eps: f32, g: &[f32]) -> Result<Vec<f3
 /// softmax of `scale · s` over its keys `0..=i`, zero after.
 pub fn causal_softmax(s: &[f32], n: usize, scale: f32) -> Result<Vec<f32>, ShapeError> {
     rows_of("causal_softmax", s.len(), n * n)?;
-    let tr = task_rows(n);
-    let mut y = vec![0f32; s.len()];
-    y.par_chunks_mut(tr * n)
-        .zip(s.par_chunks(tr * n))
-        .enumerate()
-        .for_each(|(task, (yc, sc))| {
-            for (j, (out, row)) in yc.chunks_exact_mut(n).zip(sc.chunks_exact(n)).enumerate() {
-                let seen = (task * tr + j) % n + 1;
-                let max = row[..seen]
-                    .iter()
-                    .fold(f32::NEG_INFINITY, |m, v| m.max(v * scale));
-                let mut sum = 0f64;
-                for (o, v) in out[..seen].iter_mut().zip(&row[..seen]) {
-                    let e = (v * scale - max).exp();
-                    *o = e;
-                    sum += f64::from(e);
-                }
-                let inv = (1.0 / sum) as f32;
-                for o in &mut out[..seen] {
-                    *o *= inv;
-                }
-            }
-        });
+    let y = par_rows(s.len(), n, |k, out| {
+        let (seen, row) = (k % n + 1, &s[k * n..(k + 1) * n]);
+        let max = row[..seen]
+            .iter()
+            .fold(f32::NEG_INFINITY, |m, v| m.max(v * scale));
+        let mut sum = 0f64;
+        for (o, v) in out[..seen].iter_mut().zip(&row[..seen]) {
+            let e = (v * scale - max).exp();
+            *o = e;
+            sum += f64::from(e);
+        }
+        let inv = (1.0 / sum) as f32;
+        for o in &mut out[..seen] {
+            *o *= inv;
+        }
+    });
     Ok(y)
 }
 
@@ -159,29 +153,18 @@ pub fn causal_softmax_grad(
 ) -> Result<Vec<f32>, ShapeError> {
     rows_of("causal_softmax_grad", y.len(), n * n)?;
     same("causal_softmax_grad", y.len(), g.len())?;
-    let tr = task_rows(n);
-    let mut dx = vec![0f32; y.len()];
-    dx.par_chunks_mut(tr * n)
-        .zip(y.par_chunks(tr * n).zip(g.par_chunks(tr * n)))
-        .enumerate()
-        .for_each(|(task, (oc, (yc, gc)))| {
-            for (j, ((out, yr), gr)) in oc
-                .chunks_exact_mut(n)
-                .zip(yc.chunks_exact(n))
-                .zip(gc.chunks_exact(n))
-                .enumerate()
-            {
-                let seen = (task * tr + j) % n + 1;
-                let dot = yr[..seen]
-                    .iter()
-                    .zip(&gr[..seen])
-                    .map(|(y, g)| f64::from(y * g))
-                    .sum::<f64>() as f32;
-                for ((o, y), g) in out[..seen].iter_mut().zip(&yr[..seen]).zip(&gr[..seen]) {
-                    *o = scale * y * (g - dot);
-                }
-            }
-        });
+    let dx = par_rows(y.len(), n, |k, out| {
+        let seen = k % n + 1;
+        let (yr, gr) = (&y[k * n..k * n + seen], &g[k * n..k * n + seen]);
+        let dot = yr
+            .iter()
+            .zip(gr)
+            .map(|(y, g)| f64::from(y * g))
+            .sum::<f64>() as f32;
+        for ((o, y), g) in out[..seen].iter_mut().zip(yr).zip(gr) {
+            *o = scale * y * (g - dot);
+        }
+    });
     Ok(dx)
 }
 
@@ -208,24 +191,21 @@ pub fn rope(
     let t = rows_of("rope (tables)", cos.len(), hd / 2)?;
     rows_of("rope", x.len(), t * hd * group)?;
     let sign = if inverse { -1.0 } else { 1.0 };
-    let tr = task_rows(hd);
-    let mut y = vec![0f32; x.len()];
-    y.par_chunks_mut(tr * hd)
-        .zip(x.par_chunks(tr * hd))
-        .enumerate()
-        .for_each(|(task, (yc, xc))| {
-            for (j, (yr, xr)) in yc.chunks_exact_mut(hd).zip(xc.chunks_exact(hd)).enumerate() {
-                let p = ((task * tr + j) / group % t) * (hd / 2);
-                let (c, s) = (&cos[p..p + hd / 2], &sin[p..p + hd / 2]);
-                for (((xp, yp), c), s) in
-                    xr.chunks_exact(2).zip(yr.chunks_exact_mut(2)).zip(c).zip(s)
-                {
-                    let s = sign * s;
-                    yp[0] = xp[0] * c - xp[1] * s;
-                    yp[1] = xp[0] * s + xp[1] * c;
-                }
-            }
-        });
+    let y = par_rows(x.len(), hd, |r, out| {
+        let p = (r / group % t) * (hd / 2);
+        let (c, s) = (&cos[p..p + hd / 2], &sin[p..p + hd / 2]);
+        let xr = &x[r * hd..(r + 1) * hd];
+        for (((xp, yp), c), s) in xr
+            .chunks_exact(2)
+            .zip(out.chunks_exact_mut(2))
+            .zip(c)
+            .zip(s)
+        {
+            let s = sign * s;
+            yp[0] = xp[0] * c - xp[1] * s;
+            yp[1] = xp[0] * s + xp[1] * c;
+        }
+    });
     Ok(y)
 }
 

@@ -6,8 +6,10 @@
 //! The examples are shaped as the Curator records BRICK's drafting calls (BRICK's system message, the
 //! orchestrator's brief, a two-sentence answer) but without a tools preamble, which would make each ~2.3x longer.
 //!
-//! `cargo bench --bench forge` (needs the model from scripts/setup.sh; `BATOS_MODEL` overrides). Under
-//! `cargo test` a set of 8 examples and one step is a smoke test of the same code.
+//! `cargo bench --bench forge` (needs the model from scripts/setup.sh; `BATOS_MODEL` overrides;
+//! `BATOS_BENCH_SHARE_PREFIX=0` computes every sequence whole, for the shared prefix's share). Under
+//! `cargo test` a set of 8 examples and one step is a smoke test of the same code. It prints the phases too:
+//! trigger to the first step's report (set-up), to the last (training), to the verdict (the gate).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -105,6 +107,10 @@ fn main() {
         .expect("runtime");
     let llm = ollama::ScriptedOllama::start();
     let model = model_path();
+    // `BATOS_BENCH_SHARE_PREFIX=<n>` overrides trainer.share_prefix (0: every sequence computed whole).
+    let share: Option<i64> = std::env::var("BATOS_BENCH_SHARE_PREFIX")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let d = Daemon::prepare(
         &llm.url,
         vec![
@@ -115,6 +121,9 @@ fn main() {
                 doc["curator"]["enabled"] = toml_edit::value(true);
                 // The trainer and the NLL gate are measured here; the exam gate is an exam's cost (benches/life.rs).
                 doc["trainer"]["exam_gate"] = toml_edit::value("");
+                if let Some(n) = share {
+                    doc["trainer"]["share_prefix"] = toml_edit::value(n);
+                }
                 if !full {
                     doc["trainer"]["steps"] = toml_edit::value(1);
                     doc["trainer"]["batch"] = toml_edit::value(2);
@@ -125,7 +134,7 @@ fn main() {
     seed(&d.data_dir(), examples);
     let d = rt.block_on(d.spawn_and_wait());
     let settings = d.settings().trainer;
-    let (verdict, secs, rate) = rt.block_on(async {
+    let (verdict, secs, rate, phases) = rt.block_on(async {
         let mut sub =
             batos_client::client::subscriber(&d.client_config(), &["trainer.", "model.tuned"])
                 .await
@@ -137,6 +146,8 @@ fn main() {
             .await
             .expect("trainer_run");
         let mut rate = 0.0;
+        // Seconds from the trigger to the first step's report and to the last one: set-up, training, the gate.
+        let (mut first, mut last) = (None, 0.0);
         loop {
             let m = tokio::time::timeout(Duration::from_secs(7200), sub.recv())
                 .await
@@ -150,12 +161,17 @@ fn main() {
                 continue;
             };
             match ev.kind.as_str() {
-                "trainer.progress" => rate = ev.data["tokens_per_s"].as_f64().unwrap_or(0.0),
+                "trainer.progress" => {
+                    rate = ev.data["tokens_per_s"].as_f64().unwrap_or(0.0);
+                    last = t.elapsed().as_secs_f64();
+                    first.get_or_insert(last);
+                }
                 "model.tuned" | "trainer.rejected" | "trainer.failed" => {
                     break (
                         format!("{} {}", ev.kind, ev.data),
                         t.elapsed().as_secs_f64(),
                         rate,
+                        (first.unwrap_or(0.0), last),
                     )
                 }
                 _ => {}
@@ -165,6 +181,12 @@ fn main() {
     assert!(!verdict.starts_with("trainer.failed"), "{verdict}");
     let rss = d.pid().map(peak_rss_mib).unwrap_or(0);
     println!("verdict: {verdict}");
+    println!(
+        "phases: trigger -> first step reported {:.0} s, -> last step reported {:.0} s, -> verdict {secs:.0} s (the gate and the adapter's writing: {:.0} s)",
+        phases.0,
+        phases.1,
+        secs - phases.1
+    );
     println!(
         "\n| examples (train / held out) | steps × batch | trigger → verdict (and swap) | training tok/s (run's last report) | daemon peak RSS |"
     );

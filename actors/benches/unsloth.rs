@@ -121,6 +121,8 @@ fn main() {
         seed: 1,
         checkpoint_every: 0,
         pack_tokens: f.pack_tokens,
+        // PyTorch's script computes every sequence whole: so does the trainer here, for a like comparison.
+        share_prefix: 0,
     };
     // The same steps with every sequence in a pass of its own (pack_tokens = 1), in the same run: what
     // packing is worth.

@@ -253,3 +253,75 @@ async fn a_cancelled_request_frees_its_sequence_at_once() {
         "the cancelled request kept decoding ({streamed} pieces of 400) before the next could start"
     );
 }
+
+/// The gate's NLL (the trainer's measure, `sequence_nll`) shares the prefix cache with chat: a persona's
+/// examples begin with its principles, so after the first only the rest is decoded. Scores are those of a
+/// backend without the cache, and what the NLL decoded is there for a chat that begins the same way. (The
+/// shipped settings: in batch-invariant mode an idle decoder may let every cell go between calls.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gates_nll_reuses_cached_prompts_and_scores_as_without_them() {
+    let shipped = LoadedSettings::load(&repo().join("config/settings.toml")).unwrap();
+    let with_cache = |prefix_cache: bool| {
+        let s = EmbeddedSettings {
+            model_path: model_path(),
+            prefix_cache,
+            ..shipped.settings.llm.embedded.clone()
+        };
+        EmbeddedBackend::load(&s, "smollm2:135m").expect("model loads (scripts/setup.sh)")
+    };
+    let (cold, warm) = (with_cache(false), with_cache(true));
+    let model = "smollm2:135m";
+    let mut seqs = Vec::new();
+    for topic in ["tides", "bees", "glaciers"] {
+        let msgs = vec![
+            ChatMessage::new(Role::System, principles()),
+            ChatMessage::new(Role::User, format!("How do {topic} work?")),
+        ];
+        let answer = format!("{topic} follow one principle, step by step, and the whole holds.");
+        let (tokens, prompt) = warm.training_tokens(&msgs, &answer, &[]).unwrap();
+        let learn: Vec<bool> = (0..tokens.len()).map(|k| k >= prompt).collect();
+        seqs.push((tokens, learn));
+    }
+    // Twice over: the second pass finds every sequence's own prompt cached, the first the principles.
+    let mut totals = (0.0, 0.0);
+    for pass in 0..2 {
+        for (i, (tokens, learn)) in seqs.iter().enumerate() {
+            let (want, n) = cold
+                .sequence_nll(model, tokens.clone(), learn.clone())
+                .await
+                .unwrap();
+            let (got, m) = warm
+                .sequence_nll(model, tokens.clone(), learn.clone())
+                .await
+                .unwrap();
+            assert_eq!(n, m);
+            assert!(n > 5, "the answer's tokens are scored");
+            // Outside batch-invariant mode llama.cpp's kernels differ with a decode's size, so the rows decoded
+            // after cached cells score a little differently (here up to 0.04 nats a token); wrong cells would
+            // be off by nats a token.
+            assert!(
+                (want - got).abs() / (n as f64) < 0.1,
+                "pass {pass}, sequence {i}: {got} nats with cached cells, {want} without"
+            );
+            totals.0 += want;
+            totals.1 += got;
+        }
+    }
+    assert!(
+        (totals.0 - totals.1).abs() < 0.01 * totals.0,
+        "the sets' NLL: {} without the cache, {} with it",
+        totals.0,
+        totals.1
+    );
+    // The NLL's prompts went into the cache: a chat with the same principles reuses them.
+    let out = warm
+        .chat(request(model, "Why is the sky blue?", None), None)
+        .await
+        .unwrap();
+    assert!(
+        out.cached_tokens + 1 >= out.prompt_tokens / 2,
+        "the principles come from the cache ({} of {})",
+        out.cached_tokens,
+        out.prompt_tokens
+    );
+}

@@ -188,6 +188,7 @@ async fn a_trained_adapter_teaches_llama_cpp_what_it_taught_candle() {
         seed: 1,
         checkpoint_every: 0,
         pack_tokens: 1024,
+        share_prefix: 32,
     };
     let mut last = None;
     train(

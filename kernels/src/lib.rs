@@ -120,12 +120,19 @@ pub fn rms_norm_grad(x: &[f32], w: &[f32], eps: f32, g: &[f32]) -> Result<Vec<f3
     Ok(dx)
 }
 
-/// Causal softmax of square score matrices stacked row-major (`n × n` each): row `i` of a matrix is the
-/// softmax of `scale · s` over its keys `0..=i`, zero after.
-pub fn causal_softmax(s: &[f32], n: usize, scale: f32) -> Result<Vec<f32>, ShapeError> {
-    rows_of("causal_softmax", s.len(), n * n)?;
-    let y = par_rows(s.len(), n, |k, out| {
-        let (seen, row) = (k % n + 1, &s[k * n..(k + 1) * n]);
+/// Causal softmax of score matrices stacked row-major, `rows × cols` each (`cols ≥ rows`): the queries are the
+/// last `rows` of `cols` positions, so row `i` of a matrix is the softmax of `scale · s` over its keys
+/// `0..=cols − rows + i` (a shared context of `cols − rows` keys every query sees, then causal), zero after.
+/// Square matrices are the plain causal mask.
+pub fn causal_softmax(
+    s: &[f32],
+    rows: usize,
+    cols: usize,
+    scale: f32,
+) -> Result<Vec<f32>, ShapeError> {
+    let offset = context("causal_softmax", s.len(), rows, cols)?;
+    let y = par_rows(s.len(), cols, |k, out| {
+        let (seen, row) = (offset + k % rows + 1, &s[k * cols..(k + 1) * cols]);
         let max = row[..seen]
             .iter()
             .fold(f32::NEG_INFINITY, |m, v| m.max(v * scale));
@@ -143,19 +150,31 @@ pub fn causal_softmax(s: &[f32], n: usize, scale: f32) -> Result<Vec<f32>, Shape
     Ok(y)
 }
 
+/// Checks a stack of `rows × cols` score matrices; answers the shared context's width `cols − rows`.
+fn context(what: &str, len: usize, rows: usize, cols: usize) -> Result<usize, ShapeError> {
+    if rows == 0 || cols < rows {
+        return Err(ShapeError(format!(
+            "{what}: {rows} queries over {cols} keys (a query sees itself, so keys ≥ queries ≥ 1)"
+        )));
+    }
+    rows_of(what, len, rows * cols)?;
+    Ok(cols - rows)
+}
+
 /// The gradient of [`causal_softmax`] with respect to the scores, from its output `y` and the output's
 /// gradient `g`: `scale · y∘(g − Σ g∘y)` per row (masked positions have `y = 0`, so they get zero).
 pub fn causal_softmax_grad(
     y: &[f32],
     g: &[f32],
-    n: usize,
+    rows: usize,
+    cols: usize,
     scale: f32,
 ) -> Result<Vec<f32>, ShapeError> {
-    rows_of("causal_softmax_grad", y.len(), n * n)?;
+    let offset = context("causal_softmax_grad", y.len(), rows, cols)?;
     same("causal_softmax_grad", y.len(), g.len())?;
-    let dx = par_rows(y.len(), n, |k, out| {
-        let seen = k % n + 1;
-        let (yr, gr) = (&y[k * n..k * n + seen], &g[k * n..k * n + seen]);
+    let dx = par_rows(y.len(), cols, |k, out| {
+        let (seen, at) = (offset + k % rows + 1, k * cols);
+        let (yr, gr) = (&y[at..at + seen], &g[at..at + seen]);
         let dot = yr
             .iter()
             .zip(gr)
@@ -166,6 +185,15 @@ pub fn causal_softmax_grad(
         }
     });
     Ok(dx)
+}
+
+/// The negative log-likelihood of token `target` under one row of logits, `logsumexp(row) − row[target]`, in
+/// f64; `None` when `target` is outside the row.
+pub fn row_nll(row: &[f32], target: usize) -> Option<f64> {
+    let t = f64::from(*row.get(target)?);
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let sum: f64 = row.iter().map(|v| f64::from((v - max).exp())).sum();
+    Some(f64::from(max) + sum.ln() - t)
 }
 
 /// RoPE on adjacent pairs (llama.cpp's `rope_i`) of rows of `hd` values, `group` consecutive rows to a
@@ -298,18 +326,38 @@ mod tests {
     #[test]
     fn rows_sum_to_one_over_what_they_see_and_bad_shapes_are_refused() {
         let s: Vec<f32> = (0..18).map(|i| i as f32 * 0.3 - 2.0).collect();
-        let y = causal_softmax(&s, 3, 0.5).unwrap();
+        let y = causal_softmax(&s, 3, 3, 0.5).unwrap();
         for (k, row) in y.chunks_exact(3).enumerate() {
             let i = k % 3;
             assert!((row[..=i].iter().sum::<f32>() - 1.0).abs() < 1e-6);
             assert!(row[i + 1..].iter().all(|v| *v == 0.0));
         }
-        assert!(causal_softmax(&s[..17], 3, 0.5).is_err());
+        // Two queries after a context of four keys: query i sees the four and itself and those before it.
+        let w = causal_softmax(&s[..12], 2, 6, 0.5).unwrap();
+        for (i, row) in w.chunks_exact(6).enumerate() {
+            assert!((row[..5 + i].iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            assert!(row[5 + i..].iter().all(|v| *v == 0.0));
+            assert!(row[..5 + i].iter().all(|v| *v > 0.0));
+        }
+        assert!(causal_softmax(&s[..17], 3, 3, 0.5).is_err());
+        assert!(causal_softmax(&s[..12], 6, 2, 0.5).is_err());
+        assert!(causal_softmax(&s[..0], 0, 0, 0.5).is_err());
         assert!(rms_norm(&s, &[1.0; 4], 1e-5).is_err());
         assert!(rms_norm_grad(&s, &[1.0; 3], 1e-5, &s[..9]).is_err());
-        assert!(causal_softmax_grad(&y, &y[..9], 3, 0.5).is_err());
+        assert!(causal_softmax_grad(&y, &y[..9], 3, 3, 0.5).is_err());
         // A row of one value normalises to its weight's sign.
         assert_eq!(rms_norm(&[-3.0], &[2.0], 0.0).unwrap(), vec![-2.0]);
+    }
+
+    #[test]
+    fn a_rows_nll_is_its_log_sum_exp_less_the_targets_logit() {
+        let row = [1.0f32, 2.0, 3.0, 1000.0];
+        // Dominated by the large logit: its NLL is ~0, another's ~997 (no overflow).
+        assert!(row_nll(&row, 3).unwrap().abs() < 1e-9);
+        assert!((row_nll(&row, 2).unwrap() - 997.0).abs() < 1e-9);
+        let even = [0.5f32; 4];
+        assert!((row_nll(&even, 1).unwrap() - 4f64.ln()).abs() < 1e-9);
+        assert_eq!(row_nll(&even, 4), None);
     }
 
     #[test]
@@ -403,17 +451,17 @@ mod tests {
                 &rms_norm_grad(row, &w, 1e-5, g).unwrap()[..]
             );
         }
-        // Causal softmax over 5 matrices of 90 × 90 (row k of the stack is row k mod 90 of its matrix).
-        let n = 90;
-        let s: Vec<f32> = (0..5 * n * n).map(val).collect();
-        let p = causal_softmax(&s, n, 0.3).unwrap();
-        let gp = causal_softmax_grad(&p, &s, n, 0.3).unwrap();
-        let m = 3 * n * n..4 * n * n;
+        // Causal softmax over 5 matrices of 90 × 130 (row k of the stack is row k mod 90 of its matrix).
+        let (n, c) = (90, 130);
+        let s: Vec<f32> = (0..5 * n * c).map(val).collect();
+        let p = causal_softmax(&s, n, c, 0.3).unwrap();
+        let gp = causal_softmax_grad(&p, &s, n, c, 0.3).unwrap();
+        let m = 3 * n * c..4 * n * c;
         assert_eq!(
             &p[m.clone()],
-            &causal_softmax(&s[m.clone()], n, 0.3).unwrap()[..]
+            &causal_softmax(&s[m.clone()], n, c, 0.3).unwrap()[..]
         );
-        let alone = causal_softmax_grad(&p[m.clone()], &s[m.clone()], n, 0.3).unwrap();
+        let alone = causal_softmax_grad(&p[m.clone()], &s[m.clone()], n, c, 0.3).unwrap();
         assert_eq!(&gp[m], &alone[..]);
         // RoPE on 9 heads of 200 positions: each head as it turns alone.
         let (t, hd) = (200, 64);

@@ -43,6 +43,8 @@ pub struct TrainerSettings {
     pub max_tokens: usize,
     /// Most tokens in one forward pass: a step's sequences are packed into passes of at most this many.
     pub pack_tokens: usize,
+    /// Fewest leading tokens a pass's sequences must share for that prefix to be computed once (0: never).
+    pub share_prefix: usize,
     /// Seed of the LoRA initialisation and the data order.
     pub seed: u64,
     /// A checkpoint every this many steps (a killed run resumes from the last one).

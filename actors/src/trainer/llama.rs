@@ -14,11 +14,14 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor, Var};
 
-use super::fused::{attention, frozen, lora, rms_norm, silu_mul, tied_nll, Heads, RopeTables};
+use super::fused::{
+    attention, frozen, lora, positions, rms_norm, silu_mul, tied_nll, Heads, RopeTables, Segment,
+};
 use super::TrainerError;
 
 /// The projections LoRA can adapt, by their GGUF names (`blk.N.<name>.weight`).
@@ -175,6 +178,9 @@ pub struct LlamaLora {
     out_norm: Tensor,
     blocks: Vec<Block>,
     device: Device,
+    /// The current step's dropout seed and how many masks it has drawn ([`LlamaLora::seed_dropout`]).
+    dropout_step: AtomicU64,
+    dropout_draws: AtomicU64,
 }
 
 impl LlamaLora {
@@ -255,7 +261,24 @@ impl LlamaLora {
             out_norm,
             blocks,
             device,
+            dropout_step: AtomicU64::new(0),
+            dropout_draws: AtomicU64::new(0),
         })
+    }
+
+    /// Starts step `step`'s dropout masks: every mask the passes after this draw is a function of `run_seed`,
+    /// `step` and its place in the order of draws (layers and projections in order, pass after pass), so a run
+    /// resumed at a step draws the masks the uninterrupted run drew there — resume is exact with dropout on.
+    pub fn seed_dropout(&self, run_seed: u64, step: usize) {
+        self.dropout_step
+            .store(mix(run_seed, step as u64), Ordering::SeqCst);
+        self.dropout_draws.store(0, Ordering::SeqCst);
+    }
+
+    /// The next mask's seed of the current step.
+    fn next_dropout_seed(&self) -> u64 {
+        let n = self.dropout_draws.fetch_add(1, Ordering::SeqCst);
+        mix(self.dropout_step.load(Ordering::SeqCst), n)
     }
 
     /// Every frozen weight by its GGUF name (tests check that no gradient reaches them).
@@ -350,16 +373,28 @@ impl LlamaLora {
         lengths: &[usize],
         train: bool,
     ) -> Result<Tensor, TrainerError> {
+        self.hidden_segments(tokens, &Segment::independent(lengths), train)
+    }
+
+    /// The same for a row of [`Segment`]s: a segment that continues another (a shared prefix) sees all of it
+    /// and counts its positions on from its length, so its rows are what [`hidden`](Self::hidden) gives the
+    /// prefix and it joined — the prefix computed once for all its continuations.
+    pub fn hidden_segments(
+        &self,
+        tokens: &Tensor,
+        layout: &[Segment],
+        train: bool,
+    ) -> Result<Tensor, TrainerError> {
         let (b, t) = tokens.dims2().map_err(model_err)?;
-        if lengths.iter().sum::<usize>() != t
-            || lengths.contains(&0)
-            || (b != 1 && lengths.len() != 1)
-        {
+        let covers =
+            layout.iter().map(|s| s.len).sum::<usize>() == t && (b == 1 || layout.len() == 1);
+        let Some(positions) = positions(layout).filter(|_| covers) else {
             return Err(TrainerError::Invalid(format!(
-                "packed lengths {lengths:?} do not cover a ({b}, {t}) batch"
+                "packed segments {layout:?} do not cover a ({b}, {t}) batch"
             )));
-        }
-        self.hidden_inner(tokens, lengths, train).map_err(model_err)
+        };
+        self.hidden_inner(tokens, layout, positions, train)
+            .map_err(model_err)
     }
 
     /// Logits `(.., vocab)` of hidden states `(.., n_embd)` (tied embeddings: the projection is `token_embd`).
@@ -384,16 +419,15 @@ impl LlamaLora {
     fn hidden_inner(
         &self,
         tokens: &Tensor,
-        lengths: &[usize],
+        layout: &[Segment],
+        positions: Vec<u32>,
         train: bool,
     ) -> candle_core::Result<Tensor> {
         let (b, t) = tokens.dims2()?;
         let cfg = &self.cfg;
         let hd = cfg.head_dim();
-        let longest = lengths.iter().copied().max().unwrap_or(t);
+        let longest = positions.iter().max().map_or(t, |p| *p as usize + 1);
         let (cos, sin) = rope_tables(cfg, longest, &self.device)?;
-        // Positions restart at 0 with every packed sequence.
-        let positions: Vec<u32> = lengths.iter().flat_map(|&n| 0..n as u32).collect();
         let positions = Tensor::from_vec(positions, t, &self.device)?;
         let tables = RopeTables::new(
             &cos.index_select(&positions, 0)?,
@@ -401,7 +435,7 @@ impl LlamaLora {
         )?;
         let scale = self.spec.alpha / self.spec.rank as f32;
         let dropout = if train { self.spec.dropout } else { 0.0 };
-        let lin = |l: &Linear, x: &Tensor| linear(l, x, scale, dropout);
+        let lin = |l: &Linear, x: &Tensor| linear(l, x, scale, dropout, self.next_dropout_seed());
         let mut x = self
             .embd
             .embedding(&tokens.flatten_all()?)?
@@ -418,8 +452,8 @@ impl LlamaLora {
                 lin(&blk.proj[1], &h)?,
                 lin(&blk.proj[2], &h)?,
             );
-            // Each packed sequence attends only to itself.
-            let y = attention(&q, &k, &v, &tables, lengths, heads)?;
+            // Each packed sequence attends only to itself (and the prefix it continues).
+            let y = attention(&q, &k, &v, &tables, layout, heads)?;
             x = (x + lin(&blk.proj[3], &y)?)?;
             let h = rms_norm(&x, &blk.ffn_norm, cfg.rms_eps as f32)?;
             let gated = silu_mul(&lin(&blk.proj[4], &h)?, &lin(&blk.proj[5], &h)?)?;
@@ -429,12 +463,35 @@ impl LlamaLora {
     }
 }
 
-/// `x·Wᵀ + scale·(drop(x)·Aᵀ)·Bᵀ` on `(batch, seq, n_in)` (only `x·Wᵀ` where the projection has no LoRA pair).
-fn linear(l: &Linear, x: &Tensor, scale: f32, dropout: f32) -> candle_core::Result<Tensor> {
+/// `x·Wᵀ + scale·(drop(x)·Aᵀ)·Bᵀ` on `(batch, seq, n_in)` (only `x·Wᵀ` where the projection has no LoRA pair),
+/// the dropout mask drawn from `seed`.
+fn linear(
+    l: &Linear,
+    x: &Tensor,
+    scale: f32,
+    dropout: f32,
+    seed: u64,
+) -> candle_core::Result<Tensor> {
     match &l.lora {
         None => frozen(x, &l.w),
-        Some(p) => lora(x, &l.w, p.a.as_tensor(), p.b.as_tensor(), scale, dropout),
+        Some(p) => lora(
+            x,
+            &l.w,
+            p.a.as_tensor(),
+            p.b.as_tensor(),
+            scale,
+            dropout,
+            seed,
+        ),
     }
+}
+
+/// SplitMix64 over `a` advanced `b + 1` steps: well-spread, distinct seeds from a seed and a small counter.
+fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a.wrapping_add(b.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE5_E4B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// A tensor of N(0, std²) values from a seeded generator (Box–Muller over uniform pairs).

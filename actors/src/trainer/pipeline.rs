@@ -193,6 +193,7 @@ fn config(s: &TrainerSettings) -> Result<(LoraSpec, TrainConfig), TrainerError> 
             seed: s.seed,
             checkpoint_every: s.checkpoint_every,
             pack_tokens: s.pack_tokens,
+            share_prefix: s.share_prefix,
         },
     ))
 }

@@ -16,6 +16,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::adapter::{checkpoint_bytes, read_checkpoint};
+use super::fused::Segment;
 use super::llama::{model_err, LlamaLora};
 use super::TrainerError;
 
@@ -71,6 +72,11 @@ pub struct TrainConfig {
     /// (one sequence longer than that gets a pass of its own). Larger passes run faster and hold more
     /// activations (~4 MiB per token on the 135M model with the shipped targets).
     pub pack_tokens: usize,
+    /// Fewest leading tokens a pass's sequences must have in common for that prefix to be computed once and
+    /// attended to by each of them ([`Pack`]); 0: never shared. A job from a home that predates the field
+    /// (the cluster's wire) shares nothing.
+    #[serde(default)]
+    pub share_prefix: usize,
 }
 
 impl TrainConfig {
@@ -208,39 +214,114 @@ impl AdamW {
     }
 }
 
+/// Sequences run as one forward pass, and how many leading tokens they all begin with that the pass computes
+/// once: a persona's examples share its system message (and its tools preamble, hundreds of tokens), which
+/// would otherwise be most of every pass. The prefix's rows are what each sequence alone would compute there
+/// (attention is causal), each sequence's own rows see all of it ([`Segment`]), and the prefix's gradient gathers
+/// every sequence's share — the loss and gradients of the pass without sharing, at fewer rows.
+#[derive(Debug, Clone)]
+pub struct Pack<'a> {
+    seqs: Vec<&'a Sequence>,
+    shared: usize,
+}
+
+impl<'a> Pack<'a> {
+    /// `seqs` with the longest prefix they share computed once when it is at least `min` tokens (`min` 0 or
+    /// one sequence: nothing shared). Every sequence keeps at least one row of its own.
+    pub fn new(seqs: Vec<&'a Sequence>, min: usize) -> Self {
+        let shared = match seqs.split_first() {
+            Some((first, rest)) if min > 0 && !rest.is_empty() => {
+                let own = seqs.iter().map(|s| s.tokens.len().saturating_sub(2)).min();
+                let common = rest.iter().fold(own.unwrap_or(0), |l, s| {
+                    let same = first.tokens.iter().zip(&s.tokens);
+                    l.min(same.take_while(|(a, b)| a == b).count())
+                });
+                if common >= min {
+                    common
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        };
+        Self { seqs, shared }
+    }
+
+    /// Leading tokens computed once for every sequence.
+    pub fn shared(&self) -> usize {
+        self.shared
+    }
+
+    /// Sequences in the pass.
+    pub fn len(&self) -> usize {
+        self.seqs.len()
+    }
+
+    /// No sequence (a pass of nothing).
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    /// Tokens the pass holds: the shared prefix once, then what each sequence has past it.
+    fn tokens(&self) -> usize {
+        self.shared
+            + self
+                .seqs
+                .iter()
+                .map(|s| s.tokens.len() - self.shared)
+                .sum::<usize>()
+    }
+}
+
 /// Sum of the NLL of `seq`'s target tokens (a scalar tensor, on the autograd graph) and their count.
 pub fn sequence_nll(
     model: &LlamaLora,
     seq: &Sequence,
     train: bool,
 ) -> Result<(Tensor, usize), TrainerError> {
-    packed_nll(model, &[seq], train)
+    packed_nll(model, &Pack::new(vec![seq], 0), train)
 }
 
-/// The same summed over several sequences run as one packed pass ([`LlamaLora::hidden_packed`]).
+/// The same summed over a pack's sequences run as one pass ([`LlamaLora::hidden_segments`]).
 pub fn packed_nll(
     model: &LlamaLora,
-    seqs: &[&Sequence],
+    pack: &Pack<'_>,
     train: bool,
 ) -> Result<(Tensor, usize), TrainerError> {
-    let (mut input, mut lengths, mut rows, mut targets) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for seq in seqs {
+    let l = pack.shared;
+    let mut input: Vec<u32> = match pack.seqs.first() {
+        Some(first) if l > 0 => first.tokens[..l].to_vec(),
+        _ => Vec::new(),
+    };
+    let mut layout = Vec::with_capacity(pack.seqs.len() + 1);
+    if l > 0 {
+        layout.push(Segment {
+            len: l,
+            context: None,
+        });
+    }
+    let (mut rows, mut targets) = (Vec::new(), Vec::new());
+    for seq in &pack.seqs {
         let n = seq.tokens.len();
-        if n < 2 || seq.learn.len() != n {
+        if n < 2 || seq.learn.len() != n || n - 1 <= l {
             return Err(TrainerError::Invalid(format!(
-                "a sequence needs at least 2 tokens and a learn flag per token ({n} tokens, {} flags)",
+                "a sequence needs at least 2 tokens, a learn flag per token and one past the {l} shared ({n} \
+                 tokens, {} flags)",
                 seq.learn.len()
             )));
         }
-        // Row i of the hidden states predicts token i + 1; only the rows whose next token counts are projected.
+        // Row i of the hidden states predicts token i + 1 (a shared row may predict a token for each sequence);
+        // only the rows whose next token counts are projected.
         let base = input.len();
         for i in (0..n - 1).filter(|&i| seq.learn[i + 1]) {
-            rows.push((base + i) as u32);
+            rows.push(if i < l { i } else { base + i - l } as u32);
             targets.push(seq.tokens[i + 1]);
         }
-        input.extend_from_slice(&seq.tokens[..n - 1]);
-        lengths.push(n - 1);
+        input.extend_from_slice(&seq.tokens[l..n - 1]);
+        layout.push(Segment {
+            len: n - 1 - l,
+            context: (l > 0).then_some(0),
+        });
     }
     let dev = candle_core::Device::Cpu;
     if rows.is_empty() {
@@ -248,9 +329,9 @@ pub fn packed_nll(
         return Ok((zero, 0));
     }
     let count = rows.len();
-    let input =
-        Tensor::from_vec(input, (1, lengths.iter().sum::<usize>()), &dev).map_err(model_err)?;
-    let hidden = model.hidden_packed(&input, &lengths, train)?;
+    let t = input.len();
+    let input = Tensor::from_vec(input, (1, t), &dev).map_err(model_err)?;
+    let hidden = model.hidden_segments(&input, &layout, train)?;
     let idx = Tensor::from_vec(rows, count, &dev).map_err(model_err)?;
     let picked = hidden
         .squeeze(0)
@@ -261,20 +342,25 @@ pub fn packed_nll(
 }
 
 /// `batch`'s sequences (indices into `data`, those with a target) grouped into passes of at most `budget`
-/// tokens, in order.
-fn packs<'a>(data: &'a [Sequence], batch: &[usize], budget: usize) -> Vec<Vec<&'a Sequence>> {
-    let mut out: Vec<Vec<&Sequence>> = Vec::new();
-    let mut used = 0;
+/// tokens, in order, a prefix of at least `share` tokens they all begin with counted (and computed) once.
+pub(super) fn packs<'a>(
+    data: &'a [Sequence],
+    batch: &[usize],
+    budget: usize,
+    share: usize,
+) -> Vec<Pack<'a>> {
+    let mut out: Vec<Pack<'a>> = Vec::new();
     for seq in batch.iter().map(|&i| &data[i]).filter(|s| s.targets() > 0) {
-        let n = seq.tokens.len();
-        match out.last_mut() {
-            Some(p) if used + n <= budget => p.push(seq),
-            _ => {
-                out.push(vec![seq]);
-                used = 0;
+        if let Some(p) = out.last_mut() {
+            let mut seqs = p.seqs.clone();
+            seqs.push(seq);
+            let joined = Pack::new(seqs, share);
+            if joined.tokens() <= budget {
+                *p = joined;
+                continue;
             }
         }
-        used += n;
+        out.push(Pack::new(vec![seq], share));
     }
     out
 }
@@ -393,8 +479,9 @@ pub fn train(
         let total: usize = batch.iter().map(|&i| data[i].targets()).sum();
         let mut grads: Vec<Option<Tensor>> = vec![None; vars.len()];
         let mut loss_sum = 0.0;
+        model.seed_dropout(cfg.seed, s);
         tokens_seen += batch.iter().map(|&i| data[i].tokens.len()).sum::<usize>();
-        for pack in packs(data, &batch, cfg.pack_tokens) {
+        for pack in packs(data, &batch, cfg.pack_tokens, cfg.share_prefix) {
             let (nll, _) = packed_nll(model, &pack, true)?;
             loss_sum += nll.to_scalar::<f32>().map_err(model_err)? as f64;
             let scaled = (nll / total.max(1) as f64).map_err(model_err)?;

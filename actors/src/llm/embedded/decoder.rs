@@ -427,11 +427,42 @@ impl<'m> Decoder<'m> {
         let Some(s) = self.slots[i].as_ref() else {
             return;
         };
-        let (id, key) = (s.id, adapter_key(&s.adapter));
+        let (id, key, head) = (s.id, adapter_key(&s.adapter), s.head);
+        let prompt = s.prompt.clone();
+        self.store_prompt(id, key, &prompt, head);
+    }
+
+    /// Copies into sequence `id` (no cells yet) the cells of the longest cached prefix of `prompt` under the
+    /// active adapter — at most `prompt.len() − 1`, so its last token is decoded — and answers how many; 0 with
+    /// the cache off, nothing shared, or a failed copy. For a whole job on a free sequence (the gate's NLL).
+    pub(super) fn reuse_prefix(&mut self, id: i32, prompt: &[LlamaToken]) -> usize {
+        let key = adapter_key(&self.active);
+        let Some((from, len)) = self.cache.as_mut().and_then(|c| c.lookup(key, prompt)) else {
+            return 0;
+        };
+        match self
+            .ctx
+            .copy_kv_cache_seq(from, id, Some(0), Some(len as u32))
+        {
+            Ok(()) => len,
+            Err(e) => {
+                tracing::warn!(event = "llm.prefix_copy_failed", error = %e, "prefix cache copy failed; decoding in full");
+                0
+            }
+        }
+    }
+
+    /// Keeps `prompt`, decoded into sequence `id` under the active adapter, in the prefix cache.
+    pub(super) fn keep_prefix(&mut self, id: i32, prompt: &[LlamaToken]) {
+        let key = adapter_key(&self.active);
+        self.store_prompt(id, key, prompt, 0);
+    }
+
+    fn store_prompt(&mut self, id: i32, key: AdapterKey, prompt: &[LlamaToken], head: usize) {
         let Some(plan) = self
             .cache
             .as_mut()
-            .and_then(|c| c.insert(key, &s.prompt, s.head))
+            .and_then(|c| c.insert(key, prompt, head))
         else {
             return;
         };

@@ -304,14 +304,25 @@ fn sequence_nll(
         )));
     }
     set_adapter(&mut d.ctx, &mut d.active, adapter)?;
-    let ctx = &mut d.ctx;
+    // The tokens before the first scored one are a prompt like a chat's: their cells may be cached (a gate's
+    // sequences share a persona's system message) and are kept for the next sequence. Only the rows from the
+    // one that predicts the first scored token on need decoding.
+    let first = (1..tokens.len())
+        .find(|&i| learn[i])
+        .unwrap_or(tokens.len());
+    let prompt: Vec<llama_cpp_2::token::LlamaToken> = tokens[..first]
+        .iter()
+        .map(|t| llama_cpp_2::token::LlamaToken(*t as i32))
+        .collect();
+    let reused = d.reuse_prefix(seq, &prompt);
     let n_batch = shared.n_batch as usize;
     let mut batch = LlamaBatch::new(n_batch, 1);
     let (mut sum, mut n) = (0.0f64, 0usize);
-    for (chunk_i, chunk) in tokens.chunks(n_batch).enumerate() {
+    for (chunk_i, chunk) in tokens[reused..].chunks(n_batch).enumerate() {
+        let ctx = &mut d.ctx;
         batch.clear();
         for (j, t) in chunk.iter().enumerate() {
-            let pos = chunk_i * n_batch + j;
+            let pos = reused + chunk_i * n_batch + j;
             // Position `pos` predicts token `pos + 1`.
             let wanted = learn.get(pos + 1).copied().unwrap_or(false);
             batch
@@ -326,31 +337,23 @@ fn sequence_nll(
         ctx.decode(&mut batch)
             .map_err(|e| backend_err("decode")(e.to_string()))?;
         for j in 0..chunk.len() {
-            let pos = chunk_i * n_batch + j;
+            let pos = reused + chunk_i * n_batch + j;
             if !learn.get(pos + 1).copied().unwrap_or(false) {
                 continue;
             }
-            let logits = ctx.get_logits_ith(j as i32);
-            let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = max
-                + logits
-                    .iter()
-                    .map(|l| (*l as f64 - max).exp())
-                    .sum::<f64>()
-                    .ln();
-            let target = logits
-                .get(tokens[pos + 1] as usize)
-                .copied()
-                .ok_or_else(|| {
-                    LlmError::InvalidRequest(format!(
-                        "token {} is not in the vocabulary",
-                        tokens[pos + 1]
-                    ))
-                })?;
-            sum += lse - target as f64;
+            let nll =
+                batos_kernels::row_nll(ctx.get_logits_ith(j as i32), tokens[pos + 1] as usize)
+                    .ok_or_else(|| {
+                        LlmError::InvalidRequest(format!(
+                            "token {} is not in the vocabulary",
+                            tokens[pos + 1]
+                        ))
+                    })?;
+            sum += nll;
             n += 1;
         }
     }
+    d.keep_prefix(seq, &prompt);
     Ok((sum, n))
 }
 

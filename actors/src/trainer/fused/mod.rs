@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 mod attention;
 mod nll;
-pub use attention::{attention, Heads};
+pub use attention::{attention, positions, Heads, Segment};
 pub use nll::tied_nll;
 
 use batos_kernels::matmul::{matmul, matmul_into, Mat};
@@ -267,7 +267,7 @@ impl CustomOp2 for SiluMul {
 
 /// A frozen projection with its LoRA update: `x·Wᵀ + scale · (drop(x)·Aᵀ)·Bᵀ` on `x` `(.., n_in)`, `W`
 /// `(n_out, n_in)` frozen, `A` `(r, n_in)` and `B` `(n_out, r)` trained; `drop` is inverted dropout at rate
-/// `dropout` (0 = off).
+/// `dropout` (0 = off), its mask a pure function of `seed` (the caller's: a resumed run redraws its masks).
 ///
 /// Why fused: composed, the dropout (a uniform draw, a comparison, two products), the two thin products, the
 /// scaling and the sum keep six tensors between them, four of them as wide as the input or the output, for every
@@ -280,6 +280,7 @@ pub fn lora(
     b: &Tensor,
     scale: f32,
     dropout: f32,
+    seed: u64,
 ) -> candle_core::Result<Tensor> {
     let (n_out, n_in) = w.dims2()?;
     let (r, a_in) = a.dims2()?;
@@ -297,20 +298,6 @@ pub fn lora(
             b.dims()
         );
     }
-    let seed = if dropout > 0.0 { rand::random() } else { 0 };
-    lora_seeded(x, w, a, b, scale, dropout, seed)
-}
-
-/// [`lora`] with the dropout mask drawn from `seed` (tests compare it with a composition on the same mask).
-fn lora_seeded(
-    x: &Tensor,
-    w: &Tensor,
-    a: &Tensor,
-    b: &Tensor,
-    scale: f32,
-    dropout: f32,
-    seed: u64,
-) -> candle_core::Result<Tensor> {
     x.contiguous()?.apply_op3(
         &a.contiguous()?,
         &b.contiguous()?,

@@ -110,7 +110,7 @@ fn silu_and_lora_match_the_composed_ones_forward_and_backward() {
         let seed = 77;
         let mask = batos_kernels::dropout(&vec![1.0; rows * n_in], seed, p).unwrap();
         let mask = Tensor::from_vec(mask, (2, 4, n_in), dev).unwrap();
-        let fused = |v: &[Tensor]| lora_seeded(&v[0], &w, &v[1], &v[2], 0.5, p, seed);
+        let fused = |v: &[Tensor]| lora(&v[0], &w, &v[1], &v[2], 0.5, p, seed);
         let composed = |v: &[Tensor]| {
             let y = v[0].broadcast_matmul(&w.t()?)?;
             let d = (&v[0] * &mask)?
@@ -133,7 +133,7 @@ fn silu_and_lora_match_the_composed_ones_forward_and_backward() {
             );
         }
     }
-    assert!(lora(&yf, &w, &w, &w, 1.0, 0.0).is_err());
+    assert!(lora(&yf, &w, &w, &w, 1.0, 0.0, 0).is_err());
 }
 
 /// Attention as the trainer composed it before the fused op: heads split out and copied, q and k turned by
@@ -204,7 +204,8 @@ fn attention_matches_the_composed_chain_forward_and_backward() {
             (noise(b * t * wkv, 23), vec![b, t, wkv]),
         ];
         let c = Tensor::from_vec(noise(b * t * wq, 24), (b, t, wq), dev).unwrap();
-        let fused = |v: &[Tensor]| attention(&v[0], &v[1], &v[2], &tables, &lengths, h);
+        let layout = Segment::independent(&lengths);
+        let fused = |v: &[Tensor]| attention(&v[0], &v[1], &v[2], &tables, &layout, h);
         let composed = |v: &[Tensor]| composed_attention(v, &cos, &sin, &lengths, h);
         let (yf, gf) = through_all(fused, &args, &c);
         let (yc, gc) = through_all(composed, &args, &c);
@@ -223,14 +224,146 @@ fn attention_matches_the_composed_chain_forward_and_backward() {
     let tables = RopeTables::new(&ang.cos().unwrap(), &ang.sin().unwrap()).unwrap();
     let q = Tensor::from_vec(noise(5 * 32, 26), (1, 5, 32), dev).unwrap();
     let kv = Tensor::from_vec(noise(5 * 16, 27), (1, 5, 16), dev).unwrap();
-    assert!(attention(&q, &kv, &kv, &tables, &[5], h).is_ok());
-    assert!(attention(&q, &kv, &kv, &tables, &[2, 2], h).is_err());
-    assert!(attention(&q, &kv, &kv, &tables, &[5, 0], h).is_err());
+    let at = |l: &[usize], tables: &RopeTables, h: Heads| {
+        attention(&q, &kv, &kv, tables, &Segment::independent(l), h)
+    };
+    assert!(at(&[5], &tables, h).is_ok());
+    assert!(at(&[2, 2], &tables, h).is_err());
+    assert!(at(&[5, 0], &tables, h).is_err());
     let short =
         RopeTables::new(&ang.narrow(0, 0, 4).unwrap(), &ang.narrow(0, 0, 4).unwrap()).unwrap();
-    assert!(attention(&q, &kv, &kv, &short, &[5], h).is_err());
+    assert!(at(&[5], &short, h).is_err());
     let odd = Heads { n_kv: 3, ..h };
-    assert!(attention(&q, &kv, &kv, &tables, &[5], odd).is_err());
+    assert!(at(&[5], &tables, odd).is_err());
+}
+
+/// RoPE tables for rows at `positions` (angles as in the tests above).
+fn tables_at(positions: &[u32], hd: usize) -> RopeTables {
+    let ang: Vec<f32> = positions
+        .iter()
+        .flat_map(|&p| (0..hd / 2).map(move |i| p as f32 * 0.7 / (1 + i) as f32))
+        .collect();
+    let ang = Tensor::from_vec(ang, (positions.len(), hd / 2), &Device::Cpu).unwrap();
+    RopeTables::new(&ang.cos().unwrap(), &ang.sin().unwrap()).unwrap()
+}
+
+#[test]
+fn a_shared_prefix_gives_what_each_sequence_gives_whole_forward_and_backward() {
+    let dev = &Device::Cpu;
+    let h = Heads {
+        n_head: 4,
+        n_kv: 2,
+        hd: 8,
+    };
+    // A prefix of 4 rows continued by branches of 3 and 5, against the two sequences whole (the prefix twice).
+    let (p, b1, b2) = (4usize, 3usize, 5usize);
+    let shared = [
+        Segment {
+            len: p,
+            context: None,
+        },
+        Segment {
+            len: b1,
+            context: Some(0),
+        },
+        Segment {
+            len: b2,
+            context: Some(0),
+        },
+    ];
+    let whole = Segment::independent(&[p + b1, p + b2]);
+    assert_eq!(
+        positions(&shared).unwrap(),
+        [0, 1, 2, 3, 4, 5, 6, 4, 5, 6, 7, 8]
+    );
+    // Row i of the whole pass is row map[i] of the shared one.
+    let map: Vec<usize> = (0..p + b1).chain(0..p).chain(p + b1..p + b1 + b2).collect();
+    let (ts, tw) = (p + b1 + b2, map.len());
+    let (wq, wkv) = (h.n_head * h.hd, h.n_kv * h.hd);
+    let spread = |x: &[f32], w: usize| -> Vec<f32> {
+        map.iter()
+            .flat_map(|&r| x[r * w..(r + 1) * w].to_vec())
+            .collect()
+    };
+    let (q, k, v, c) = (
+        noise(ts * wq, 41),
+        noise(ts * wkv, 42),
+        noise(ts * wkv, 43),
+        noise(ts * wq, 44),
+    );
+    // The whole pass's outputs weigh as the shared pass's: the prefix's second copy not at all.
+    let mut cw = spread(&c, wq);
+    cw[(p + b1) * wq..(2 * p + b1) * wq].fill(0.0);
+    let ct = |c: Vec<f32>, t: usize| Tensor::from_vec(c, (1, t, wq), dev).unwrap();
+    let (tables_s, tables_w) = (
+        tables_at(&positions(&shared).unwrap(), h.hd),
+        tables_at(&positions(&whole).unwrap(), h.hd),
+    );
+    let (ys, gs) = through_all(
+        |a| attention(&a[0], &a[1], &a[2], &tables_s, &shared, h),
+        &[
+            (q.clone(), vec![1, ts, wq]),
+            (k.clone(), vec![1, ts, wkv]),
+            (v.clone(), vec![1, ts, wkv]),
+        ],
+        &ct(c, ts),
+    );
+    let (yw, gw) = through_all(
+        |a| attention(&a[0], &a[1], &a[2], &tables_w, &whole, h),
+        &[
+            (spread(&q, wq), vec![1, tw, wq]),
+            (spread(&k, wkv), vec![1, tw, wkv]),
+            (spread(&v, wkv), vec![1, tw, wkv]),
+        ],
+        &ct(cw, tw),
+    );
+    // Forward: every row of the whole pass is its shared row.
+    let ys_spread = Tensor::from_vec(spread(&values(&ys).unwrap(), wq), (1, tw, wq), dev).unwrap();
+    assert!(
+        rel(&ys_spread, &yw) < 1e-5,
+        "forward {}",
+        rel(&ys_spread, &yw)
+    );
+    // Backward: a shared row's gradient is the sum of its copies'.
+    for ((s, w), width) in gs.iter().zip(&gw).zip([wq, wkv, wkv]) {
+        let gw = values(w).unwrap();
+        let mut folded = vec![0f32; ts * width];
+        for (i, &r) in map.iter().enumerate() {
+            for (o, g) in folded[r * width..(r + 1) * width]
+                .iter_mut()
+                .zip(&gw[i * width..(i + 1) * width])
+            {
+                *o += g;
+            }
+        }
+        let folded = Tensor::from_vec(folded, (1, ts, width), dev).unwrap();
+        assert!(rel(s, &folded) < 1e-4, "backward {}", rel(s, &folded));
+    }
+    // A context must be an earlier segment without one of its own.
+    let later = [
+        Segment {
+            len: 3,
+            context: Some(1),
+        },
+        Segment {
+            len: 4,
+            context: None,
+        },
+    ];
+    let chained = [
+        shared[0],
+        shared[1],
+        Segment {
+            len: 5,
+            context: Some(1),
+        },
+    ];
+    assert!(positions(&later).is_none() && positions(&chained).is_none());
+    let (qs, ks) = (
+        Tensor::from_vec(q, (1, ts, wq), dev).unwrap(),
+        Tensor::from_vec(k, (1, ts, wkv), dev).unwrap(),
+    );
+    assert!(attention(&qs, &ks, &ks, &tables_s, &chained, h).is_err());
 }
 
 #[test]

@@ -62,6 +62,18 @@ fn tiny_gguf() -> Vec<u8> {
     out.into_inner()
 }
 
+/// Every LoRA tensor's gradient of loss `a` is within 1e-4 of its gradient of loss `b`.
+fn same_gradients(m: &LlamaLora, a: &Tensor, b: &Tensor) {
+    let (ga, gb) = (a.backward().unwrap(), b.backward().unwrap());
+    for v in m.vars() {
+        let (x, y) = (
+            ga.get(v.as_tensor()).unwrap(),
+            gb.get(v.as_tensor()).unwrap(),
+        );
+        assert!(max_abs_diff(x, y) < 1e-4, "{:?}", v.dims());
+    }
+}
+
 /// The largest element-wise difference of two tensors of one shape.
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
@@ -244,14 +256,7 @@ fn packed_sequences_give_the_same_states_loss_and_gradients_as_one_by_one() {
     assert_eq!(np, na + nb);
     let single = (&la + &lb).unwrap();
     assert!(max_abs_diff(&lp, &single) < 1e-4);
-    let (gs, gp) = (single.backward().unwrap(), lp.backward().unwrap());
-    for v in m.vars() {
-        let (x, y) = (
-            gs.get(v.as_tensor()).unwrap(),
-            gp.get(v.as_tensor()).unwrap(),
-        );
-        assert!(max_abs_diff(x, y) < 1e-4, "{:?}", v.dims());
-    }
+    same_gradients(&m, &single, &lp);
     assert!(
         m.hidden_packed(&joined, &[5, 2], false).is_err(),
         "lengths must cover the row"
@@ -304,14 +309,7 @@ fn a_shared_prefix_gives_the_loss_and_gradients_of_each_sequence_whole() {
     let (lw, nw) = packed_nll(&m, &Pack::new(vec![&a, &b, &c], 0), false).unwrap();
     assert_eq!(ns, nw);
     assert!(max_abs_diff(&ls, &lw) < 1e-4, "{ls} against {lw}");
-    let (gs, gw) = (ls.backward().unwrap(), lw.backward().unwrap());
-    for v in m.vars() {
-        let (x, y) = (
-            gs.get(v.as_tensor()).unwrap(),
-            gw.get(v.as_tensor()).unwrap(),
-        );
-        assert!(max_abs_diff(x, y) < 1e-4, "{:?}", v.dims());
-    }
+    same_gradients(&m, &ls, &lw);
     // A budget of 14 tokens holds a and b whole (8 + 10 = 18) only with their prefix counted once (5 + 3 + 5).
     let data = [a.clone(), b.clone(), c.clone()];
     let sizes = |share| -> Vec<usize> {

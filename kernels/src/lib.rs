@@ -196,6 +196,43 @@ pub fn row_nll(row: &[f32], target: usize) -> Option<f64> {
     Some(f64::from(max) + sum.ln() - t)
 }
 
+/// [`row_nll`] of every row of `logits` (`rows × vocab`, one target per row), as f32; with `grad` each row is
+/// also replaced by the NLL's gradient with respect to it, `softmax(row) − onehot(target)` (the loss's backward
+/// pass then needs no logits). In parallel, a row per task (a vocabulary's row is larger than a task).
+pub fn logits_nll(
+    logits: &mut [f32],
+    vocab: usize,
+    targets: &[u32],
+    grad: bool,
+) -> Result<Vec<f32>, ShapeError> {
+    let rows = rows_of("logits_nll", logits.len(), vocab)?;
+    same("logits_nll", rows, targets.len())?;
+    if let Some(t) = targets.iter().find(|t| **t as usize >= vocab) {
+        return Err(ShapeError(format!(
+            "logits_nll: target {t} is outside a vocabulary of {vocab}"
+        )));
+    }
+    Ok(logits
+        .par_chunks_mut(vocab)
+        .zip(targets.par_iter())
+        .map(|(row, &t)| {
+            let t = t as usize;
+            let (max, target) = (row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v)), row[t]);
+            let mut sum = 0f64;
+            for v in row.iter_mut() {
+                *v = (*v - max).exp();
+                sum += f64::from(*v);
+            }
+            if grad {
+                let inv = (1.0 / sum) as f32;
+                row.iter_mut().for_each(|v| *v *= inv);
+                row[t] -= 1.0;
+            }
+            (f64::from(max) + sum.ln() - f64::from(target)) as f32
+        })
+        .collect())
+}
+
 /// RoPE on adjacent pairs (llama.cpp's `rope_i`) of rows of `hd` values, `group` consecutive rows to a
 /// position: row `r` is at table row `(r / group) mod t`, whose angles' cosines and sines are that row of `cos`
 /// and `sin` (`t × hd/2`). So `group = 1` turns `(.., t, hd)` (heads outermost) and `group = heads` turns
@@ -358,6 +395,19 @@ mod tests {
         let even = [0.5f32; 4];
         assert!((row_nll(&even, 1).unwrap() - 4f64.ln()).abs() < 1e-9);
         assert_eq!(row_nll(&even, 4), None);
+        // Rows at once: the same NLLs, and with the gradient each row becomes softmax − onehot (sums to 0).
+        let mut rows: Vec<f32> = row.iter().chain(&even).copied().collect();
+        let nll = logits_nll(&mut rows.clone(), 4, &[2, 1], false).unwrap();
+        assert!(
+            (f64::from(nll[0]) - 997.0).abs() < 1e-3
+                && (f64::from(nll[1]) - 4f64.ln()).abs() < 1e-6
+        );
+        assert_eq!(logits_nll(&mut rows, 4, &[2, 1], true).unwrap(), nll);
+        assert!((rows[3] - 1.0).abs() < 1e-6 && (rows[2] + 1.0).abs() < 1e-6);
+        assert!((rows[5] + 0.75).abs() < 1e-6 && (rows[4] - 0.25).abs() < 1e-6);
+        assert!(logits_nll(&mut rows, 4, &[2], true).is_err());
+        assert!(logits_nll(&mut rows, 4, &[2, 4], true).is_err());
+        assert!(logits_nll(&mut rows[..7], 4, &[2, 1], true).is_err());
     }
 
     #[test]

@@ -77,25 +77,12 @@ impl TiedNll {
             let hb = mat(&h[start * d..(start + n) * d], n, d)?;
             let mut logits = kernel(matmul(hb, e.t(), 1.0))?;
             let targets = &self.targets[start..start + n];
-            let block: Vec<f32> = logits
-                .par_chunks_mut(vocab)
-                .zip(targets.par_iter())
-                .map(|(row, &t)| {
-                    let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-                    let target = row[t as usize];
-                    let mut sum = 0f64;
-                    for v in row.iter_mut() {
-                        *v = (*v - max).exp();
-                        sum += f64::from(*v);
-                    }
-                    if want_grad {
-                        let inv = (1.0 / sum) as f32;
-                        row.iter_mut().for_each(|v| *v *= inv);
-                        row[t as usize] -= 1.0;
-                    }
-                    (f64::from(max) + sum.ln() - f64::from(target)) as f32
-                })
-                .collect();
+            let block = kernel(batos_kernels::logits_nll(
+                &mut logits,
+                vocab,
+                targets,
+                want_grad,
+            ))?;
             nll.extend(block);
             if want_grad {
                 let out = &mut grad[start * d..(start + n) * d];

@@ -33,6 +33,8 @@
 //! reserves; should it run out mid-run, cells are removed as usual (a request running then may differ in its
 //! last bits) and `llm.cells_freed` says so.
 
+mod cells;
+
 use std::sync::Arc;
 
 use llama_cpp_2::context::LlamaContext;
@@ -422,67 +424,6 @@ impl<'m> Decoder<'m> {
         Ok(Some(scratch))
     }
 
-    /// Keeps a fully prefilled prompt in the prefix cache (a copy of its cells under a cache sequence).
-    fn remember_prompt(&mut self, i: usize) {
-        let Some(s) = self.slots[i].as_ref() else {
-            return;
-        };
-        let (id, key, head) = (s.id, adapter_key(&s.adapter), s.head);
-        let prompt = s.prompt.clone();
-        self.store_prompt(id, key, &prompt, head);
-    }
-
-    /// Copies into sequence `id` (no cells yet) the cells of the longest cached prefix of `prompt` under the
-    /// active adapter — at most `prompt.len() − 1`, so its last token is decoded — and answers how many; 0 with
-    /// the cache off, nothing shared, or a failed copy. For a whole job on a free sequence (the gate's NLL).
-    pub(super) fn reuse_prefix(&mut self, id: i32, prompt: &[LlamaToken]) -> usize {
-        let key = adapter_key(&self.active);
-        let Some((from, len)) = self.cache.as_mut().and_then(|c| c.lookup(key, prompt)) else {
-            return 0;
-        };
-        match self
-            .ctx
-            .copy_kv_cache_seq(from, id, Some(0), Some(len as u32))
-        {
-            Ok(()) => len,
-            Err(e) => {
-                tracing::warn!(event = "llm.prefix_copy_failed", error = %e, "prefix cache copy failed; decoding in full");
-                0
-            }
-        }
-    }
-
-    /// Keeps `prompt`, decoded into sequence `id` under the active adapter, in the prefix cache.
-    pub(super) fn keep_prefix(&mut self, id: i32, prompt: &[LlamaToken]) {
-        let key = adapter_key(&self.active);
-        self.store_prompt(id, key, prompt, 0);
-    }
-
-    fn store_prompt(&mut self, id: i32, key: AdapterKey, prompt: &[LlamaToken], head: usize) {
-        let Some(plan) = self
-            .cache
-            .as_mut()
-            .and_then(|c| c.insert(key, prompt, head))
-        else {
-            return;
-        };
-        // Evicted entries go at once (their ids are reused right away); cells a request still shares stay.
-        for d in plan.drop {
-            self.free_cells(d, None);
-        }
-        for (seq, from) in plan.trim {
-            if let Ok(from) = u32::try_from(from) {
-                self.free_cells(seq, Some(from));
-            }
-        }
-        if let Err(e) = self
-            .ctx
-            .copy_kv_cache_seq(id, plan.store, Some(0), Some(plan.len as u32))
-        {
-            tracing::warn!(event = "llm.prefix_store_failed", error = %e, "prefix cache store failed");
-        }
-    }
-
     /// Takes one sampled token into a request's answer; says how the answer ends if it does.
     fn accept(&self, s: &mut Seq, tok: LlamaToken) -> Option<Finish> {
         let vocab = self.model.vocab();
@@ -575,37 +516,6 @@ impl<'m> Decoder<'m> {
             for seq in c.forget_all() {
                 let _ = self.ctx.clear_kv_cache_seq(Some(seq as u32), None, None);
             }
-        }
-    }
-
-    /// Frees sequence `id`'s cells from position `from` on (all: `None`). In batch-invariant mode they are
-    /// handed to the plug instead of removed, so no hole opens (see the module docs), while its room lasts.
-    fn free_cells(&mut self, id: i32, from: Option<u32>) {
-        let Ok(seq) = u32::try_from(id) else { return };
-        if let Some(plug) = self.plug {
-            let max = self.ctx.kv_cache_seq_pos_max(id);
-            let start = from.map_or(self.ctx.kv_cache_seq_pos_min(id), |f| {
-                i32::try_from(f).unwrap_or(i32::MAX)
-            });
-            let n = usize::try_from(max - start.max(0) + 1).unwrap_or(0);
-            if n == 0 || max < 0 {
-                return;
-            }
-            if self.plugged + n <= self.plug_budget
-                && self.ctx.copy_kv_cache_seq(id, plug, from, None).is_ok()
-            {
-                self.plugged += n;
-            } else {
-                tracing::debug!(event = "llm.cells_freed", seq = id, cells = n, plugged = self.plugged, "the plug is full: cells removed mid-run (batch invariance may not hold for a request running now)");
-            }
-        }
-        let _ = self.ctx.clear_kv_cache_seq(Some(seq), from, None);
-    }
-
-    /// Removes a sequence's cells (cells another sequence shares stay).
-    fn remove_cells(&mut self, id: i32) {
-        if let Ok(id) = u32::try_from(id) {
-            let _ = self.ctx.clear_kv_cache_seq(Some(id), None, None);
         }
     }
 }

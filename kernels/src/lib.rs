@@ -1,7 +1,7 @@
 //! The trainer's fused kernels (issue 31), on plain row-major f32 slices: the loops behind the candle ops of
 //! `batos_actors::trainer::fused` (RMS norm, causal softmax, RoPE, the SiLU-gated product, dropout), which keep
 //! only their outputs for the backward pass and recompute the rest, and the projections' matrix products
-//! ([`matmul`]).
+//! ([`matmul`]); the Curator's near-duplicate loops ([`minhash`]) and the memory's dot products ([`vector`]).
 //!
 //! They live in a crate of their own for one reason: the dev profile compiles the workspace at opt-level 0
 //! (a short first build) and its hot dependencies at 3 (candle, gemm, llama.cpp). Loops like these lose an order
@@ -17,6 +17,8 @@
 #![deny(unsafe_code)]
 
 pub mod matmul;
+pub mod minhash;
+pub mod vector;
 
 use rayon::prelude::*;
 

@@ -13,42 +13,27 @@ use std::collections::{HashMap, HashSet};
 
 use sha2::{Digest, Sha256};
 
-/// Lower case, letters and digits only, words separated by single spaces.
-pub fn normalise(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for word in text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-    {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.extend(word.chars().flat_map(char::to_lowercase));
-    }
-    out
-}
+// The loops (normalising, shingling, signatures, band keys) are in the kernels crate, compiled at opt-level 3
+// in the dev profile too: an index is rebuilt from every kept example at start.
+use batos_kernels::minhash;
+pub use batos_kernels::minhash::normalise;
 
 /// SHA-256 of the normalised text, as 64 lowercase hex chars.
 pub fn content_hash(normalised: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(normalised.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(64);
+    for b in digest {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
 }
 
 /// A stable bucket in `0..100` from a content hash (its first 8 hex digits), for the train/held-out split.
 pub fn percentile(hash: &str) -> u8 {
     let head = hash.get(..8).unwrap_or("0");
     (u32::from_str_radix(head, 16).unwrap_or(0) % 100) as u8
-}
-
-/// FNV-1a, 64 bits: a fast, fixed hash of one shingle (the signatures are rebuilt from the files at every
-/// start, so only speed and spread matter here, not stability across versions).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// splitmix64: the fixed sequence the hash functions' coefficients come from.
@@ -132,39 +117,15 @@ impl DedupeIndex {
     pub fn prepare(&self, text: &str) -> Prepared {
         let norm = normalise(text);
         let hash = content_hash(&norm);
-        let words: Vec<&str> = norm.split(' ').filter(|w| !w.is_empty()).collect();
-        let k = self.params.shingle_words.max(1);
-        let mut shingles: HashSet<u64> = HashSet::new();
-        if words.len() <= k {
-            shingles.insert(fnv1a(norm.as_bytes()));
-        } else {
-            for w in words.windows(k) {
-                shingles.insert(fnv1a(w.join(" ").as_bytes()));
-            }
-        }
-        let sig = self
-            .coeffs
-            .iter()
-            .map(|&(a, b)| {
-                shingles
-                    .iter()
-                    .map(|&x| (a.wrapping_mul(x).wrapping_add(b) >> 32) as u32)
-                    .min()
-                    .unwrap_or(u32::MAX)
-            })
-            .collect();
+        let sig = minhash::signature(
+            &minhash::shingles(&norm, self.params.shingle_words),
+            &self.coeffs,
+        );
         Prepared { hash, sig }
     }
 
     fn band_keys(&self, sig: &[u32]) -> Vec<(usize, u64)> {
-        let rows = (sig.len() / self.params.bands.max(1)).max(1);
-        sig.chunks(rows)
-            .enumerate()
-            .map(|(i, band)| {
-                let bytes: Vec<u8> = band.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (i, fnv1a(&bytes))
-            })
-            .collect()
+        minhash::band_keys(sig, self.params.bands)
     }
 
     /// Whether `p` duplicates a kept example, exactly or nearly.
@@ -180,7 +141,7 @@ impl DedupeIndex {
                     continue;
                 }
                 let (_, other) = &self.sigs[idx as usize];
-                let same = other.iter().zip(&p.sig).filter(|(a, b)| a == b).count();
+                let same = minhash::agreement(other, &p.sig);
                 let j = same as f64 / p.sig.len().max(1) as f64;
                 if best.is_none_or(|(_, b)| j > b) {
                     best = Some((idx, j));
@@ -227,6 +188,24 @@ mod tests {
             content_hash(&normalise("hello -- WORLD."))
         );
         assert!(percentile(&content_hash("x")) < 100);
+    }
+
+    #[test]
+    fn the_content_hash_is_sha256_in_lowercase_hex() {
+        // The published digests of "" and "abc": the hash names examples in their lineage files and picks their
+        // split, so its spelling must not change.
+        assert_eq!(
+            content_hash(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            content_hash("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            percentile(&content_hash("abc")),
+            (0xba78_16bfu32 % 100) as u8
+        );
     }
 
     #[test]

@@ -18,15 +18,15 @@
 
 use lancedb::Table;
 
+// The scan's dot products are in the kernels crate (opt-level 3 in the dev profile too): stage 1 of every
+// search scores every summary.
+use batos_kernels::vector::{dot, dots};
+
 use super::{count, scan, Hit, NewRow};
 use crate::memory::MemError;
 
 /// The rows the tier holds.
 const SUMMARIES: &str = "kind = 'summary'";
-
-/// Floats summed side by side in [`dot`]: independent accumulators let the compiler use SIMD lanes (a single
-/// running sum is a dependency chain it may not reorder).
-const LANES: usize = 8;
 
 /// Summaries and their unit vectors, row-major; see the module essay.
 #[derive(Debug, Clone)]
@@ -129,11 +129,10 @@ impl SummaryTier {
         }
         let norm = dot(q, q).sqrt();
         let scale = if norm > 0.0 { 1.0 / norm } else { 0.0 };
-        let mut scored: Vec<(f32, usize)> = self
-            .unit
-            .chunks_exact(self.dim)
+        let mut scored: Vec<(f32, usize)> = dots(&self.unit, self.dim, q)
+            .into_iter()
             .enumerate()
-            .map(|(i, v)| (dot(v, q) * scale, i))
+            .map(|(i, d)| (d * scale, i))
             .collect();
         let best = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         if scored.len() > k {
@@ -150,26 +149,6 @@ impl SummaryTier {
             })
             .collect()
     }
-}
-
-/// Dot product of two equally long slices (the shorter length wins).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..LANES {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@
 //! noise of norm ≈ 0.6, normalised (cosine to the centre ≈ 0.86; random centres are ≈ 0 apart).
 //!
 //! `BATOS_BENCH_SIZES=100000,1000000 BATOS_BENCH_QUERIES=100 cargo bench --workspace --bench memory`
+//! (`BATOS_BENCH_TABLES=DIR` keeps and reuses each size's indexed table; `BATOS_BENCH_SHIPPED=1` times the
+//! shipped path alone.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,7 +29,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use batos_actors::memory::store::{self, NewRow, SearchKnobs, Stage2, SummaryTier};
+use batos_actors::memory::store::{self, Families, NewRow, SearchKnobs, Stage2, SummaryTier};
 
 const DIM: usize = 384;
 const DETAILS_PER_SUMMARY: usize = 99;
@@ -51,8 +53,12 @@ enum Method {
     Two(SearchKnobs, Stage2),
     /// Stage 1 alone from the summary tier.
     TierStage1,
-    /// `store::two_stage` with the summary tier and exact stage 2 (the shipped path).
+    /// `store::two_stage` with the summary tier and exact stage 2 through LanceDB's planner (the shipped path
+    /// before the families, and theirs when they are off or outgrown).
     TierTwo,
+    /// `store::two_stage` with the summary tier and stage 2 taken by row id through the families (the
+    /// shipped path).
+    FamilyTwo,
 }
 
 impl Method {
@@ -67,7 +73,10 @@ impl Method {
                 format!("two-stage, stage 2 {stage2:?}, {}", k(knobs))
             }
             Method::TierStage1 => "stage 1 alone from the summary tier (nearest found)".into(),
-            Method::TierTwo => "two-stage, stage 1 summary tier, stage 2 Exact".into(),
+            Method::TierTwo => "two-stage, stage 1 summary tier, stage 2 Exact (planned)".into(),
+            Method::FamilyTwo => {
+                "two-stage, stage 1 summary tier, stage 2 by row id (shipped)".into()
+            }
         }
     }
 }
@@ -279,6 +288,17 @@ async fn run(
         t.elapsed().as_secs_f64(),
         rss()
     );
+    // ---- the families (every detail's row id by parent), as the memory actor loads them when the table opens
+    let t = Instant::now();
+    let families = Families::load(&table, u64::MAX)
+        .await?
+        .ok_or("no families")?;
+    println!(
+        "families: {} details by parent, loaded in {:.2} s; {}",
+        families.len(),
+        t.elapsed().as_secs_f64(),
+        rss()
+    );
     // ---- queries (the same for every configuration)
     let qs: Vec<Vec<f32>> = (0..queries)
         .map(|_| {
@@ -306,7 +326,10 @@ async fn run(
         truth_s1.push(store::exact(&table, q, Some("kind = 'summary'"), 1).await?);
     }
     let mut methods = Vec::new();
-    for (nprobes, refine_factor) in CONFIGS {
+    // BATOS_BENCH_SHIPPED=1: the summary tier's methods alone (the shipped path and the planned one) — for a profile
+    // or a quick comparison of two builds.
+    let shipped_only = std::env::var_os("BATOS_BENCH_SHIPPED").is_some_and(|v| v == "1");
+    for (nprobes, refine_factor) in CONFIGS.into_iter().filter(|_| !shipped_only) {
         let knobs = SearchKnobs {
             nprobes,
             refine_factor,
@@ -318,7 +341,7 @@ async fn run(
             Method::Two(knobs, Stage2::Exact),
         ]);
     }
-    methods.extend([Method::TierStage1, Method::TierTwo]);
+    methods.extend([Method::TierStage1, Method::TierTwo, Method::FamilyTwo]);
     let mut lines: Vec<Line> = methods.iter().map(|m| Line::new(m.name())).collect();
     // Interleaved: each query runs every method back to back, in an order that rotates with the query and the
     // pass, so the load drifts of a shared machine fall on all methods alike. Recall is taken in pass 0.
@@ -338,19 +361,21 @@ async fn run(
                     ),
                     Method::Two(knobs, stage2) => {
                         let (_, details, filter) =
-                            store::two_stage(&table, None, q, K_SUMMARIES, K, knobs, stage2)
+                            store::two_stage(&table, None, None, q, K_SUMMARIES, K, knobs, stage2)
                                 .await?;
                         (details, Some(filter))
                     }
                     Method::TierStage1 => (tier.nearest(q, K_SUMMARIES), None),
-                    Method::TierTwo => {
+                    Method::TierTwo | Method::FamilyTwo => {
                         let knobs = SearchKnobs {
                             nprobes: 0,
                             refine_factor: 0,
                         };
+                        let by_id = matches!(methods[m], Method::FamilyTwo).then_some(&families);
                         let (_, details, filter) = store::two_stage(
                             &table,
                             Some(&tier),
+                            by_id,
                             q,
                             K_SUMMARIES,
                             K,
@@ -372,7 +397,7 @@ async fn run(
                         lines[m].recall += r;
                         lines[m].recall_all += r;
                     }
-                    (Method::Two(..) | Method::TierTwo, Some(f)) => {
+                    (Method::Two(..) | Method::TierTwo | Method::FamilyTwo, Some(f)) => {
                         let same = if f.is_empty() {
                             Vec::new()
                         } else {

@@ -111,11 +111,15 @@ impl MemoryState {
             tier_summaries,
             "memory table open"
         );
-        let s = Arc::new(Store {
-            table,
-            dim,
-            tier: arc_swap::ArcSwapOption::new(tier.map(Arc::new)),
-        });
+        let family_bytes = self.ctx.settings().family_map_mib.saturating_mul(1 << 20);
+        let families = store::Families::load(&table, family_bytes).await?;
+        tracing::info!(
+            event = "memory.families_loaded",
+            on = families.is_some(),
+            details = families.as_ref().map_or(0, store::Families::len),
+            "detail row ids by parent"
+        );
+        let s = Arc::new(Store::new(table, dim, tier, families, family_bytes));
         self.store = Some(s.clone());
         Ok(s)
     }
@@ -431,6 +435,8 @@ async fn ingest(ctx: &Ctx, store: &Store, items: Vec<IngestItem>) -> Result<usiz
         })
         .collect();
     store::add(&store.table, &rows, store.dim).await?;
+    // Before answering, so whoever remembered finds it in the next search.
+    store.refresh_families(ctx.family_bytes()).await;
     let tasks: Vec<&str> = items.iter().filter_map(|i| i.task_id.as_deref()).collect();
     tracing::info!(event = "memory.ingested", rows = rows.len(), tasks = ?tasks, "memory rows committed");
     let total = store::count(&store.table, None).await.unwrap_or(0);
@@ -469,17 +475,30 @@ async fn search(
     // The unconsolidated details are few (consolidation keeps up with them) and may sit in IVF partitions
     // a query does not probe, so they are searched exactly too; both queries run at once.
     let tier = store.tier.load_full();
+    let families = store.families.load_full();
+    let recent = async {
+        match families.as_deref() {
+            Some(f) => {
+                store::by_family(f, &q, None, s.k_recent, || {
+                    store::exact(&store.table, &q, Some(UNPARENTED), s.k_recent)
+                })
+                .await
+            }
+            None => store::exact(&store.table, &q, Some(UNPARENTED), s.k_recent).await,
+        }
+    };
     let (two, recent) = tokio::join!(
         store::two_stage(
             &store.table,
             tier.as_deref(),
+            families.as_deref(),
             &q,
             s.k_summaries,
             k,
             knobs,
             STAGE2
         ),
-        store::exact(&store.table, &q, Some(UNPARENTED), s.k_recent),
+        recent,
     );
     let ((summaries, details, filter), recent) = (two?, recent?);
     let plan = if explain && !filter.is_empty() {

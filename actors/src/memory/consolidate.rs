@@ -83,8 +83,38 @@ pub(super) async fn consolidate(
         return Ok(ConsolidateReport::default());
     }
     let mut report = ConsolidateReport::default();
+    let adopted = adopt_groups(ctx, store, &s, rows, &mut report).await;
+    // Once per pass, failed or not: whatever was committed reaches the families.
+    store.refresh_families(ctx.family_bytes()).await;
+    adopted?;
+    let rows = store::count(&store.table, None).await?;
+    tracing::info!(
+        event = "memory.consolidated",
+        summaries = report.summaries,
+        details = report.details,
+        rows,
+        "consolidation pass"
+    );
+    ctx.args.hub.publish(Event::MemoryUpdated {
+        what: format!(
+            "consolidated {} details under {} summaries",
+            report.details, report.summaries
+        ),
+        rows,
+    });
+    Ok(report)
+}
+
+/// Summarises each group of `rows` and commits it under its summary, counting into `report`.
+async fn adopt_groups(
+    ctx: &Ctx,
+    store: &Store,
+    s: &MemorySettings,
+    rows: Vec<store::Scanned>,
+    report: &mut ConsolidateReport,
+) -> Result<(), MemError> {
     for g in group(rows, s.merge_similarity, s.group_max) {
-        let summary = summarise(ctx, &s, &g).await?;
+        let summary = summarise(ctx, s, &g).await?;
         let vector = ctx
             .embed(std::slice::from_ref(&summary))
             .await?
@@ -109,22 +139,7 @@ pub(super) async fn consolidate(
         report.summaries += 1;
         report.details += adopted as usize;
     }
-    let rows = store::count(&store.table, None).await?;
-    tracing::info!(
-        event = "memory.consolidated",
-        summaries = report.summaries,
-        details = report.details,
-        rows,
-        "consolidation pass"
-    );
-    ctx.args.hub.publish(Event::MemoryUpdated {
-        what: format!(
-            "consolidated {} details under {} summaries",
-            report.details, report.summaries
-        ),
-        rows,
-    });
-    Ok(report)
+    Ok(())
 }
 
 /// Asks the summary persona for a summary; if it cannot think right now, the details are joined instead so

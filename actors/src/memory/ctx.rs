@@ -9,7 +9,7 @@ use lancedb::Table;
 use ractor::ActorRef;
 
 use super::messages::{MemoryArgs, MemoryMsg};
-use super::store::{NewRow, SearchKnobs, SummaryTier};
+use super::store::{Families, NewRow, SearchKnobs, SummaryTier};
 use super::{MemError, SearchResult};
 use crate::job::Coalesce;
 use crate::settings::MemorySettings;
@@ -25,9 +25,72 @@ pub(super) struct Store {
     /// `memory.summary_tier_mib` holds: stage 1 uses the index). Searches read a snapshot without a lock;
     /// consolidation, the only writer of summaries, swaps in a copy with its new summaries after each commit.
     pub(super) tier: ArcSwapOption<SummaryTier>,
+    /// Every detail's row id by parent over a pinned snapshot, for stage 2 and the recent details, or `None`
+    /// (off, outgrown, or a refresh failed: both reads go through LanceDB's planner). Searches read it without
+    /// a lock; each writer refreshes it after its commit ([`Store::refresh_families`]).
+    pub(super) families: ArcSwapOption<Families>,
+    /// One refresh at a time, so a newer version is never replaced by an older one.
+    pub(super) refreshing: tokio::sync::Mutex<()>,
+    /// Set when the details outgrew `memory.family_map_mib`: not read again until the table is reopened.
+    pub(super) families_outgrown: AtomicBool,
 }
 
 impl Store {
+    /// An open table with its tier and its families (`None`: off or outgrown at open).
+    pub(super) fn new(
+        table: Table,
+        dim: usize,
+        tier: Option<SummaryTier>,
+        families: Option<Families>,
+        family_max_bytes: u64,
+    ) -> Self {
+        let outgrown = families.is_none() && family_max_bytes > 0;
+        Self {
+            table,
+            dim,
+            tier: ArcSwapOption::new(tier.map(Arc::new)),
+            families: ArcSwapOption::new(families.map(Arc::new)),
+            refreshing: tokio::sync::Mutex::new(()),
+            families_outgrown: AtomicBool::new(outgrown),
+        }
+    }
+
+    /// Moves the families to the table's newest version after a write (read again whole when there were
+    /// none, unless they outgrew `max_bytes`). A failed refresh drops them, with a warning, rather than leave
+    /// searches on a version that misses the write; the next write's refresh reads them again.
+    pub(super) async fn refresh_families(&self, max_bytes: u64) {
+        let _one = self.refreshing.lock().await;
+        if self
+            .families_outgrown
+            .load(std::sync::atomic::Ordering::SeqCst)
+            || max_bytes == 0
+        {
+            self.families.store(None);
+            return;
+        }
+        let next = match self.families.load_full() {
+            Some(cur) => cur.refresh(&self.table).await,
+            None => Families::load(&self.table, max_bytes).await,
+        };
+        match next {
+            Ok(Some(f)) => self.families.store(Some(Arc::new(f))),
+            Ok(None) => {
+                self.families.store(None);
+                self.families_outgrown
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::warn!(
+                    event = "memory.families_dropped",
+                    max_bytes,
+                    "details outgrew memory.family_map_mib: stage 2 and the recent details go through the planner until the table is reopened"
+                );
+            }
+            Err(e) => {
+                self.families.store(None);
+                tracing::warn!(event = "memory.families_refresh_failed", error = %e, "families dropped; the next write reads them again");
+            }
+        }
+    }
+
     /// Adds a summary just committed to the tier. A full tier is dropped (stage 1 goes back to the index)
     /// rather than left missing a summary a search should find.
     pub(super) fn remember_summary(&self, row: &NewRow) {
@@ -90,6 +153,11 @@ impl Ctx {
         });
     }
 
+    /// `memory.family_map_mib` in bytes.
+    pub(super) fn family_bytes(&self) -> u64 {
+        self.settings().family_map_mib.saturating_mul(1 << 20)
+    }
+
     pub(super) fn knobs(&self) -> SearchKnobs {
         let s = self.settings();
         SearchKnobs {
@@ -137,12 +205,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let table = store::open(dir.path(), "t", 4).await.unwrap();
         // Two summaries of four floats fit in 32 bytes.
-        let tier = Some(Arc::new(SummaryTier::new(4, 32)));
-        let s = Store {
-            table,
-            dim: 4,
-            tier: ArcSwapOption::new(tier),
-        };
+        let s = Store::new(table, 4, Some(SummaryTier::new(4, 32)), None, 0);
         let before = s.tier.load_full().unwrap();
         s.remember_summary(&summary("a", 0.0));
         s.remember_summary(&summary("b", 5.0));

@@ -5,6 +5,9 @@
 //! nothing new is invisible. IVF-PQ and a BTree on `parent_id` are built once the table is large enough.
 //! Stage 1 is answered from the summary tier — every summary's vector in memory, scanned exactly
 //! (`store/tier.rs`) — while the summaries fit `memory.summary_tier_mib`, and through the index otherwise.
+//! Stage 2 and the recent details are taken by row id through the families — every detail's row id grouped
+//! by its summary, over a pinned snapshot each writer refreshes (`store/families.rs`) — while they fit
+//! `memory.family_map_mib`, and as planned filtered queries otherwise (or when a take fails).
 
 mod actor;
 mod consolidate;

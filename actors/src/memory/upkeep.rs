@@ -44,7 +44,10 @@ async fn upkeep(ctx: &Ctx, store: &Store) -> Result<(), MemError> {
     let fragments = store::fragment_count(&store.table).await?;
     if fragments >= s.compact_min_fragments {
         let started = std::time::Instant::now();
-        store::compact(&store.table).await?;
+        let compacted = store::compact(&store.table).await;
+        // Compaction rewrote the fragments (their row ids with them): the families move to the new files.
+        store.refresh_families(ctx.family_bytes()).await;
+        compacted?;
         tracing::info!(
             event = "memory.compacted",
             fragments,

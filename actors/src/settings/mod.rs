@@ -330,6 +330,21 @@ mod tests {
     }
 
     #[test]
+    fn a_settings_file_from_before_the_families_loads_with_them_off() {
+        assert_eq!(
+            Settings::parse(&shipped(), Path::new("/x/config/settings.toml"))
+                .unwrap()
+                .memory
+                .family_map_mib,
+            16
+        );
+        let text = shipped().replace("family_map_mib = 16\n", "");
+        assert_ne!(text, shipped());
+        let s = Settings::parse(&text, Path::new("/x/config/settings.toml")).unwrap();
+        assert_eq!(s.memory.family_map_mib, 0);
+    }
+
+    #[test]
     fn sampling_is_one_type_read_from_llm_and_overridden_per_persona() {
         let text = shipped().replace(
             "[personas.BRICK]\nmodel = \"smollm2:135m\"\n",

@@ -184,6 +184,12 @@ pub struct MemorySettings {
     /// and behaves as it did.
     #[serde(default)]
     pub summary_tier_mib: u64,
+    /// MiB of detail row ids (8 bytes each) held in memory, grouped by parent, so stage 2 and the recent
+    /// details are taken by row id rather than planned as filtered queries (0 = off; a table with more details
+    /// than fit goes through LanceDB's planner). Read when the table opens. Defaults to 0 so a settings file
+    /// written before it loads and behaves as it did.
+    #[serde(default)]
+    pub family_map_mib: u64,
     /// Rows before the first index build.
     pub index_min_rows: u64,
     /// Growth factor that triggers a rebuild.

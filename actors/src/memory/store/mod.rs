@@ -18,10 +18,12 @@ use serde::{Deserialize, Serialize};
 
 use super::MemError;
 
+mod families;
 pub mod image;
 mod index;
 mod tier;
 
+pub use families::{by_family, Families};
 pub use index::{
     build_indexes, compact, fragment_count, index_state, ivf_pq_shape, optimize_indexes,
     IndexState, KIND_INDEX, PARENT_INDEX, VECTOR_INDEX,
@@ -331,10 +333,13 @@ pub async fn exact(
 
 /// Two-stage retrieval: the `k_summaries` summaries nearest to `q` (exactly from `tier` when there is one,
 /// else through the index with `knobs`), then the `k` details nearest to `q` among the children of those
-/// summaries only. Returns (summaries, details, the stage-2 filter; empty if none).
+/// summaries only — with [`Stage2::Exact`] and `families`, taken by row id from its snapshot. Returns
+/// (summaries, details, the stage-2 filter; empty if none).
+#[allow(clippy::too_many_arguments)]
 pub async fn two_stage(
     table: &Table,
     tier: Option<&SummaryTier>,
+    families: Option<&Families>,
     q: &[f32],
     k_summaries: usize,
     k: usize,
@@ -355,9 +360,16 @@ pub async fn two_stage(
     // Only details have a parent, so no `kind` term: ANDing the large `kind = 'detail'` bitmap cost ~0.8 ms
     // per query at 1M rows (BENCHMARKS.md, memory).
     let filter = format!("parent_id IN ({})", ids.join(","));
-    let details = match stage2 {
-        Stage2::Ann => knn(table, q, &filter, k, knobs).await?,
-        Stage2::Exact => exact(table, q, Some(&filter), k).await?,
+    let details = match (stage2, families) {
+        (Stage2::Ann, _) => knn(table, q, &filter, k, knobs).await?,
+        (Stage2::Exact, Some(f)) => {
+            let parents: Vec<&str> = summaries.iter().map(|h| h.id.as_str()).collect();
+            by_family(f, q, Some(&parents), k, || {
+                exact(table, q, Some(&filter), k)
+            })
+            .await?
+        }
+        (Stage2::Exact, None) => exact(table, q, Some(&filter), k).await?,
     };
     Ok((summaries, details, filter))
 }

@@ -186,8 +186,8 @@ pub struct MemorySettings {
     pub summary_tier_mib: u64,
     /// MiB of detail row ids (8 bytes each) held in memory, grouped by parent, so stage 2 and the recent
     /// details are taken by row id rather than planned as filtered queries (0 = off; a table with more details
-    /// than fit goes through LanceDB's planner). Read when the table opens. Defaults to 0 so a settings file
-    /// written before it loads and behaves as it did.
+    /// than fit goes through LanceDB's planner until the table is reopened). Read when the table opens and at
+    /// each write's refresh. Defaults to 0 so a settings file written before it loads and behaves as it did.
     #[serde(default)]
     pub family_map_mib: u64,
     /// Rows before the first index build.

@@ -78,6 +78,9 @@ async fn a_query_finds_the_right_summary_then_only_its_details() {
             .collect();
         assert_eq!(ingest(&mut c, items).await, 3);
     }
+    // Each ingest reached the families before it answered.
+    let stats = c.request("memory_stats", json!({})).await.unwrap();
+    assert_eq!(stats["families"], 9, "{stats}");
     let rep = c.request("memory_consolidate", json!({})).await.unwrap();
     assert_eq!(rep["summaries"], 3, "{rep}");
     assert_eq!(rep["details"], 9);
@@ -86,6 +89,7 @@ async fn a_query_finds_the_right_summary_then_only_its_details() {
     assert_eq!(stats["unparented"], 0);
     // The table opened empty; each summary joined the in-memory tier that answers stage 1 as it was written.
     assert_eq!(stats["summary_tier"], 3, "{stats}");
+    assert_eq!(stats["families"], 9, "the pass refreshed them: {stats}");
 
     let r = c
         .request(
@@ -134,6 +138,7 @@ async fn a_query_finds_the_right_summary_then_only_its_details() {
         stats["summary_tier"], 3,
         "the tier is read back when the table opens: {stats}"
     );
+    assert_eq!(stats["families"], 9, "and the families: {stats}");
     let again = c
         .request(
             "memory_search",
@@ -213,6 +218,7 @@ async fn the_ivf_pq_index_is_built_past_the_threshold_and_keeps_the_top_results(
     assert_eq!(stats["summaries"], 200, "{stats}");
     assert_eq!(stats["unparented"], 0, "{stats}");
     assert!(stats["summary_tier"].is_null(), "{stats}");
+    assert_eq!(stats["families"], 200, "{stats}");
     assert_eq!(stats["index"]["vector_indexed_rows"], 0, "{stats}");
     for q in &queries {
         let r = c

@@ -527,5 +527,6 @@ async fn stats(ctx: &Ctx, store: &Store) -> Result<MemStats, MemError> {
         index: store::index_state(&store.table).await?,
         indexing: ctx.indexing.running(),
         summary_tier: store.tier.load().as_ref().map(|t| t.len() as u64),
+        families: store.families.load().as_ref().map(|f| f.len() as u64),
     })
 }

@@ -69,6 +69,7 @@ impl Store {
             return;
         }
         let next = match self.families.load_full() {
+            Some(cur) if cur.is_current(&self.table).await => return,
             Some(cur) => cur.refresh(&self.table).await,
             None => Families::load(&self.table, max_bytes).await,
         };

@@ -105,6 +105,10 @@ pub struct MemStats {
     /// Summaries held in memory for stage 1 (`memory.summary_tier_mib`); `None` when stage 1 goes through
     /// the index (the tier is off or too small for the table's summaries).
     pub summary_tier: Option<u64>,
+    /// Details whose row ids are held by parent for stage 2 and the recent details (`memory.family_map_mib`);
+    /// `None` when both go through LanceDB's planner (off, outgrown, or a refresh failed).
+    #[serde(default)]
+    pub families: Option<u64>,
 }
 
 /// The memory table as a living image holds it: a pointer (table, version, rows) in a periodic image, every

@@ -213,6 +213,14 @@ impl Families {
         self.snapshot.manifest.version
     }
 
+    /// Whether `table` is still at the version the map describes (false when it cannot tell: a refresh then
+    /// finds out).
+    pub async fn is_current(&self, table: &Table) -> bool {
+        snapshot(table)
+            .await
+            .is_ok_and(|now| now.manifest.version == self.snapshot.manifest.version)
+    }
+
     /// The `k` details nearest to `q` by cosine among the children of `parents` (or, with `None`, among the
     /// unparented details), nearest first, `score` = cosine similarity as LanceDB's `1 - cosine distance`.
     pub async fn nearest(
@@ -448,6 +456,8 @@ mod tests {
         assert_eq!(fourth.len(), 25);
         same_as_planned(&table, &fourth, &[100, 101]).await;
         same_as_planned(&table, &fourth, &[101]).await;
+        assert!(fourth.is_current(&table).await);
+        assert!(!first.is_current(&table).await);
         // Read whole, the same version gives the same map.
         let whole = Families::load(&table, 1 << 20).await.unwrap().unwrap();
         assert_eq!(whole.version(), fourth.version());

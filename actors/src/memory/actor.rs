@@ -112,14 +112,25 @@ impl MemoryState {
             "memory table open"
         );
         let family_bytes = self.ctx.settings().family_map_mib.saturating_mul(1 << 20);
-        let families = store::Families::load(&table, family_bytes).await?;
+        // A shortcut, not a way in: a table whose families cannot be read still opens (planned reads).
+        let (families, outgrown) = match store::Families::load(&table, family_bytes).await {
+            Ok(f) => {
+                let outgrown = f.is_none() && family_bytes > 0;
+                (f, outgrown)
+            }
+            Err(e) => {
+                tracing::warn!(event = "memory.families_load_failed", error = %e, "stage 2 and the recent details are planned until a write's refresh reads the families");
+                (None, false)
+            }
+        };
         tracing::info!(
             event = "memory.families_loaded",
             on = families.is_some(),
+            outgrown,
             details = families.as_ref().map_or(0, store::Families::len),
             "detail row ids by parent"
         );
-        let s = Arc::new(Store::new(table, dim, tier, families, family_bytes));
+        let s = Arc::new(Store::new(table, dim, tier, families, outgrown));
         self.store = Some(s.clone());
         Ok(s)
     }

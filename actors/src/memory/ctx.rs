@@ -36,15 +36,15 @@ pub(super) struct Store {
 }
 
 impl Store {
-    /// An open table with its tier and its families (`None`: off or outgrown at open).
+    /// An open table with its tier and its families (`None`: off, outgrown — `outgrown` says which — or not
+    /// readable at open, when the first write's refresh tries again).
     pub(super) fn new(
         table: Table,
         dim: usize,
         tier: Option<SummaryTier>,
         families: Option<Families>,
-        family_max_bytes: u64,
+        outgrown: bool,
     ) -> Self {
-        let outgrown = families.is_none() && family_max_bytes > 0;
         Self {
             table,
             dim,
@@ -206,7 +206,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let table = store::open(dir.path(), "t", 4).await.unwrap();
         // Two summaries of four floats fit in 32 bytes.
-        let s = Store::new(table, 4, Some(SummaryTier::new(4, 32)), None, 0);
+        let s = Store::new(table, 4, Some(SummaryTier::new(4, 32)), None, false);
         let before = s.tier.load_full().unwrap();
         s.remember_summary(&summary("a", 0.0));
         s.remember_summary(&summary("b", 5.0));
